@@ -1,0 +1,188 @@
+// Loads the native addon and is the only module that talks to it. Order of work:
+// 1. find the binary (a prebuilt one under prebuilds/ first, else build/Release) and its build record;
+// 2. find libtorch (lib/locate.ts) and refuse one whose version differs from the build's;
+// 3. open libtorch through jfa_preload, so the addon's libtorch dependencies resolve to it;
+// 4. load the addon. Anything missing gives one NativeLoadError listing what was looked for and the fix.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { performance } from 'node:perf_hooks';
+
+import { baseVersion, type LibtorchLocation, locateLibtorch, packageRoot } from './locate.js';
+
+export type Dtype = 'float32' | 'float64' | 'bfloat16' | 'float16' | 'int32' | 'int64' | 'uint8' | 'bool';
+export type TensorData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
+
+/** A handle owning one libtorch tensor. */
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly dtype: Dtype;
+  readonly device: string;
+  readonly nbytes: number;
+  readonly disposed: boolean;
+  toTypedArray(): TensorData;
+  dispose(): void;
+}
+
+export interface RuntimeInfo {
+  /** The libtorch version the addon was compiled against. */
+  torchVersion: string;
+  faissVersion: string;
+  cuda: boolean;
+  cudaDevices: number;
+  mkl: boolean;
+  openmp: boolean;
+  numThreads: number;
+}
+
+/** The addon's exports, typed. Arguments are checked natively; bad ones throw TypeError/RangeError. */
+export interface NativeAddon {
+  Tensor: abstract new (...args: never[]) => NativeTensor;
+  fromTypedArray(data: TensorData, shape: readonly number[]): NativeTensor;
+  zeros(shape: readonly number[], dtype?: Dtype): NativeTensor;
+  randn(shape: readonly number[], dtype?: Dtype, seed?: number | bigint): NativeTensor;
+  matmul(a: NativeTensor, b: NativeTensor): NativeTensor;
+  matmulAsync(a: NativeTensor, b: NativeTensor): Promise<NativeTensor>;
+  add(a: NativeTensor, b: NativeTensor, alpha?: number): NativeTensor;
+  sum(a: NativeTensor, dims?: number | readonly number[], keepdim?: boolean): NativeTensor;
+  to(a: NativeTensor, dtype: Dtype): NativeTensor;
+  info(): RuntimeInfo;
+  setNumThreads(n: number): void;
+  stats(): { liveTensors: number; liveBytes: number };
+  /** null when a tiny FAISS search works, else what went wrong. */
+  faissSelfCheck(): string | null;
+}
+
+/** What scripts/build-native.mjs records beside the binary. */
+export interface BuildRecord {
+  torchVersion: string;
+  torchCuda: boolean;
+  faissVersion: string;
+  platform: string;
+  builtAt: string;
+}
+
+export interface LoadedNative {
+  addon: NativeAddon;
+  binaryPath: string;
+  binaryKind: 'prebuilt' | 'source build';
+  build: BuildRecord;
+  libtorch: LibtorchLocation;
+  loadMs: number;
+}
+
+export class NativeLoadError extends Error {
+  constructor(
+    message: string,
+    readonly problems: string[],
+  ) {
+    super(message);
+    this.name = 'NativeLoadError';
+  }
+}
+
+interface BinaryCandidate {
+  path: string;
+  kind: LoadedNative['binaryKind'];
+  dir: string;
+}
+
+const platformDir = `${process.platform}-${process.arch}`;
+
+function findBinary(tried: string[]): BinaryCandidate | undefined {
+  const prebuilt = join(packageRoot, 'prebuilds', platformDir);
+  const files = existsSync(prebuilt) ? readdirSync(prebuilt).filter((f) => f.endsWith('.node')) : [];
+  const napi = files.find((f) => f.includes('napi')) ?? files[0];
+  if (napi) return { path: join(prebuilt, napi), kind: 'prebuilt', dir: prebuilt };
+  tried.push(`${rel(prebuilt)}/*.node (none)`);
+  const built = join(packageRoot, 'build', 'Release', 'jfa_torch.node');
+  if (existsSync(built)) return { path: built, kind: 'source build', dir: join(packageRoot, 'build', 'Release') };
+  tried.push(`${rel(built)} (missing)`);
+  return undefined;
+}
+
+const rel = (p: string): string => relative(process.cwd(), p) || '.';
+
+const FIX_BUILD =
+  'Fix: in a checkout, run `npm run setup`; in a project, reinstall jfa-torch (`npm rebuild jfa-torch` builds from source with LIBTORCH set).';
+
+function readBuildRecord(dir: string): BuildRecord | undefined {
+  const file = join(dir, 'jfa_torch.build.json');
+  if (!existsSync(file)) return undefined;
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as BuildRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+// Dependency order: each library is opened after the ones it needs.
+const TORCH_LIBRARIES = ['libc10.so', 'libtorch_cpu.so', 'libc10_cuda.so', 'libtorch_cuda.so', 'libtorch.so'];
+
+/** Loads a Node-API module whatever its file name (require() only treats *.node as native). */
+function dlopenModule<T>(path: string): T {
+  const module = { exports: {} };
+  process.dlopen(module, path);
+  return module.exports as T;
+}
+
+function openLibtorch(binaryDir: string, libtorch: LibtorchLocation): void {
+  const preload = dlopenModule<{ open(path: string): boolean }>(join(binaryDir, 'jfa_preload.so'));
+  for (const name of TORCH_LIBRARIES) {
+    const path = join(libtorch.libDir, name);
+    if (existsSync(path)) preload.open(path);
+  }
+}
+
+let loaded: LoadedNative | undefined;
+
+/** Loads the addon once; later calls return the same result. Throws NativeLoadError. */
+export function loadNative(): LoadedNative {
+  if (loaded) return loaded;
+  const started = performance.now();
+  const tried: string[] = [];
+  const binary = findBinary(tried);
+  const torch = locateLibtorch();
+  const problems: string[] = [];
+  if (!binary) problems.push(`addon: not found; looked for ${tried.join(' and ')}. ${FIX_BUILD}`);
+  if (!torch.found) {
+    const where = torch.tried.map((t) => `${t.source} ${t.path} (${t.problem})`).join('; ');
+    problems.push(
+      `libtorch: not found; looked in ${where}. Fix: run \`npm run setup\`, or set LIBTORCH to an unpacked libtorch or a torch Python package directory.`,
+    );
+  }
+  const build = binary && readBuildRecord(binary.dir);
+  if (binary && !build) problems.push(`addon: ${rel(binary.dir)}/jfa_torch.build.json is missing or unreadable. ${FIX_BUILD}`);
+  if (build && torch.found && baseVersion(build.torchVersion) !== baseVersion(torch.found.version)) {
+    problems.push(
+      `libtorch: the addon (${rel(binary!.path)}) was built against libtorch ${build.torchVersion}, but the libtorch found ` +
+        `(${torch.found.source}: ${torch.found.root}) is ${torch.found.version}. Fix: point LIBTORCH at libtorch ` +
+        `${baseVersion(build.torchVersion)} (e.g. \`pip install torch==${baseVersion(build.torchVersion)}\` into .venv), ` +
+        `or rebuild the addon against this one with \`npm run build:native\`.`,
+    );
+  }
+  if (problems.length || !binary || !build || !torch.found) {
+    throw new NativeLoadError(`jfa-torch could not load its native addon:\n- ${problems.join('\n- ')}`, problems);
+  }
+  let addon: NativeAddon;
+  try {
+    openLibtorch(binary.dir, torch.found);
+    addon = dlopenModule<NativeAddon>(binary.path);
+  } catch (e) {
+    const problem = `loading ${binary.path} with libtorch ${torch.found.version} from ${torch.found.libDir} failed: ${(e as Error).message}`;
+    throw new NativeLoadError(`jfa-torch could not load its native addon:\n- ${problem}\n${FIX_BUILD}`, [problem]);
+  }
+  loaded = {
+    addon,
+    binaryPath: binary.path,
+    binaryKind: binary.kind,
+    build,
+    libtorch: torch.found,
+    loadMs: performance.now() - started,
+  };
+  return loaded;
+}
+
+/** The loaded addon's exports. */
+export function native(): NativeAddon {
+  return (loaded ?? loadNative()).addon;
+}

@@ -1,0 +1,65 @@
+// Module entry: the Tensor class, the ops, and runtime information.
+#include <napi.h>
+
+#include "binding/boundary.h"
+#include "binding/ops.h"
+#include "binding/tensor.h"
+#include "core/runtime.h"
+
+namespace jfa::binding {
+namespace {
+
+Napi::Value info_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "info", [&]() -> Napi::Value {
+    const RuntimeInfo r = runtime_info();
+    Napi::Object out = Napi::Object::New(info.Env());
+    out.Set("torchVersion", r.torch_version);
+    out.Set("faissVersion", r.faiss_version);
+    out.Set("cuda", r.cuda_built);
+    out.Set("cudaDevices", static_cast<double>(r.cuda_devices));
+    out.Set("mkl", r.mkl);
+    out.Set("openmp", r.openmp);
+    out.Set("numThreads", r.num_threads);
+    return out;
+  });
+}
+
+Napi::Value set_num_threads_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "setNumThreads", [&]() -> Napi::Value {
+    const double n = number_arg(info, 0, "setNumThreads", "n", 0);
+    if (n < 1 || n != static_cast<int>(n) || n > 4096)
+      throw Napi::RangeError::New(info.Env(), "setNumThreads: n must be an integer from 1 to 4096, got " + describe(info[0]));
+    set_num_threads(static_cast<int>(n));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value stats_fn(const Napi::CallbackInfo& info) {
+  const auto& data = addon_data(info.Env());
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("liveTensors", static_cast<double>(data.live_handles.load()));
+  out.Set("liveBytes", static_cast<double>(data.live_bytes.load()));
+  return out;
+}
+
+Napi::Value faiss_self_check_fn(const Napi::CallbackInfo& info) {
+  const std::string problem = faiss_self_check();
+  return problem.empty() ? info.Env().Null() : Napi::String::New(info.Env(), problem);
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new AddonData());
+  exports.Set("Tensor", Tensor::define_class(env));
+  register_ops(env, exports);
+  exports.Set("info", Napi::Function::New(env, info_fn, "info"));
+  exports.Set("setNumThreads", Napi::Function::New(env, set_num_threads_fn, "setNumThreads"));
+  exports.Set("stats", Napi::Function::New(env, stats_fn, "stats"));
+  exports.Set("faissSelfCheck", Napi::Function::New(env, faiss_self_check_fn, "faissSelfCheck"));
+  return exports;
+}
+
+}  // namespace
+}  // namespace jfa::binding
+
+static Napi::Object init_addon(Napi::Env env, Napi::Object exports) { return jfa::binding::init(env, exports); }
+NODE_API_MODULE(jfa_torch, init_addon)

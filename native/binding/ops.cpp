@@ -1,0 +1,142 @@
+// The op functions exported to JS: read arguments, call native/core, wrap results.
+#include <napi.h>
+
+#include <functional>
+#include <utility>
+
+#include "binding/boundary.h"
+#include "binding/ops.h"
+#include "binding/tensor.h"
+#include "core/ops.h"
+#include "core/runtime.h"
+
+namespace jfa::binding {
+namespace {
+
+// Runs a tensor-producing task on the libuv thread pool and settles a Promise with its result.
+// The task owns copies of its input tensors, so disposing the JS handles meanwhile is safe.
+class TensorTask : public Napi::AsyncWorker {
+ public:
+  TensorTask(Napi::Env env, const char* op, std::function<at::Tensor()> fn)
+      : Napi::AsyncWorker(env, op), op_(op), fn_(std::move(fn)), deferred_(Napi::Promise::Deferred::New(env)) {}
+
+  Napi::Promise promise() const { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      jfa::apply_threads();
+      result_ = fn_();
+    } catch (...) {
+      failure_ = describe_current_exception(op_);
+      SetError(failure_.message);
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Tensor::wrap(Env(), std::move(result_))); }
+  void OnError(const Napi::Error&) override { deferred_.Reject(js_error(Env(), failure_).Value()); }
+
+ private:
+  const char* op_;
+  std::function<at::Tensor()> fn_;
+  Napi::Promise::Deferred deferred_;
+  at::Tensor result_;
+  Failure failure_{ErrorKind::Generic, ""};
+};
+
+Napi::Value run_async(Napi::Env env, const char* op, std::function<at::Tensor()> fn) {
+  auto* task = new TensorTask(env, op, std::move(fn));  // deletes itself when settled
+  Napi::Promise promise = task->promise();
+  task->Queue();
+  return promise;
+}
+
+Napi::Value from_typed_array(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "tensor", [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    const Napi::Value v = info[0];
+    if (!v.IsTypedArray())
+      throw Napi::TypeError::New(env, "tensor: data must be a Float32Array, Float64Array, Int32Array, BigInt64Array or "
+                                      "Uint8Array, got " + describe(v));
+    auto array = v.As<Napi::TypedArray>();
+    c10::ScalarType type;
+    switch (array.TypedArrayType()) {
+      case napi_float32_array: type = c10::kFloat; break;
+      case napi_float64_array: type = c10::kDouble; break;
+      case napi_int32_array: type = c10::kInt; break;
+      case napi_bigint64_array: type = c10::kLong; break;
+      case napi_uint8_array: type = c10::kByte; break;
+      default:
+        throw Napi::TypeError::New(env, "tensor: " + describe(v) + " is not supported; use Float32Array, "
+                                        "Float64Array, Int32Array, BigInt64Array or Uint8Array");
+    }
+    const auto shape = shape_arg(info, 1, "tensor");
+    const auto* bytes = static_cast<const uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+    return Tensor::wrap(env, copy_from(bytes, array.ByteLength(), shape, type, "tensor"));
+  });
+}
+
+Napi::Value zeros_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "zeros", [&]() -> Napi::Value {
+    const auto shape = shape_arg(info, 0, "zeros");
+    return Tensor::wrap(info.Env(), zeros(shape, dtype_arg(info, 1, "zeros", c10::kFloat)));
+  });
+}
+
+Napi::Value randn_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "randn", [&]() -> Napi::Value {
+    const auto shape = shape_arg(info, 0, "randn");
+    const auto type = dtype_arg(info, 1, "randn", c10::kFloat);
+    return Tensor::wrap(info.Env(), randn(shape, type, seed_arg(info, 2, "randn")));
+  });
+}
+
+Napi::Value matmul_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "matmul", [&]() -> Napi::Value {
+    return Tensor::wrap(info.Env(), matmul(tensor_arg(info, 0, "matmul", "a"), tensor_arg(info, 1, "matmul", "b")));
+  });
+}
+
+Napi::Value matmul_async_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "matmulAsync", [&]() -> Napi::Value {
+    at::Tensor a = tensor_arg(info, 0, "matmulAsync", "a");
+    at::Tensor b = tensor_arg(info, 1, "matmulAsync", "b");
+    return run_async(info.Env(), "matmulAsync", [a, b] { return matmul(a, b); });
+  });
+}
+
+Napi::Value add_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "add", [&]() -> Napi::Value {
+    const auto& a = tensor_arg(info, 0, "add", "a");
+    const auto& b = tensor_arg(info, 1, "add", "b");
+    return Tensor::wrap(info.Env(), add(a, b, number_arg(info, 2, "add", "alpha", 1.0)));
+  });
+}
+
+Napi::Value sum_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "sum", [&]() -> Napi::Value {
+    const auto& a = tensor_arg(info, 0, "sum", "a");
+    const auto dims = int_list_arg(info, 1, "sum", "dims");
+    return Tensor::wrap(info.Env(), sum(a, dims, bool_arg(info, 2, "sum", "keepdim", false)));
+  });
+}
+
+Napi::Value to_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "to", [&]() -> Napi::Value {
+    const auto& a = tensor_arg(info, 0, "to", "a");
+    if (info[1].IsUndefined()) throw Napi::TypeError::New(info.Env(), "to: dtype is required");
+    return Tensor::wrap(info.Env(), cast(a, dtype_arg(info, 1, "to", c10::kFloat)));
+  });
+}
+
+}  // namespace
+
+void register_ops(Napi::Env env, Napi::Object exports) {
+  const std::pair<const char*, Napi::Function::Callback> fns[] = {
+      {"fromTypedArray", from_typed_array}, {"zeros", zeros_fn}, {"randn", randn_fn},
+      {"matmul", matmul_fn},               {"matmulAsync", matmul_async_fn},
+      {"add", add_fn},                     {"sum", sum_fn},     {"to", to_fn},
+  };
+  for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn, name));
+}
+
+}  // namespace jfa::binding

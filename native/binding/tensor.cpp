@@ -1,0 +1,305 @@
+#include "binding/tensor.h"
+
+#include <c10/core/ScalarType.h>
+#include <c10/util/Exception.h>
+
+#include <cmath>
+#include <cstring>
+#include <new>
+
+#include "binding/boundary.h"
+#include "core/ops.h"
+
+namespace jfa::binding {
+
+// ---- Tensor handle ---------------------------------------------------------------------------
+
+AddonData& addon_data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
+
+Napi::Function Tensor::define_class(Napi::Env env) {
+  Napi::Function cls = DefineClass(
+      env, "Tensor",
+      {
+          InstanceAccessor<&Tensor::shape>("shape"),
+          InstanceAccessor<&Tensor::dtype>("dtype"),
+          InstanceAccessor<&Tensor::device>("device"),
+          InstanceAccessor<&Tensor::nbytes>("nbytes"),
+          InstanceAccessor<&Tensor::is_disposed>("disposed"),
+          InstanceMethod<&Tensor::to_typed_array>("toTypedArray"),
+          InstanceMethod<&Tensor::dispose>("dispose"),
+      });
+  addon_data(env).tensor_class = Napi::Persistent(cls);
+  return cls;
+}
+
+Napi::Object Tensor::wrap(Napi::Env env, at::Tensor t) {
+  auto token = Napi::External<at::Tensor>::New(env, &t);
+  return addon_data(env).tensor_class.New({token});
+}
+
+bool Tensor::is_tensor(Napi::Env env, const Napi::Value& v) {
+  return v.IsObject() && v.As<Napi::Object>().InstanceOf(addon_data(env).tensor_class.Value());
+}
+
+Tensor::Tensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor>(info), env_(info.Env()) {
+  if (info.Length() != 1 || !info[0].IsExternal())
+    throw Napi::TypeError::New(env_, "Tensor: handles are made by tensor(), zeros(), randn() and the ops, not by new");
+  t_ = std::move(*info[0].As<Napi::External<at::Tensor>>().Data());
+  live_ = true;
+  reported_bytes_ = static_cast<int64_t>(t_.defined() ? t_.nbytes() : 0);
+  auto& data = addon_data(env_);
+  data.live_handles += 1;
+  data.live_bytes += reported_bytes_;
+  Napi::MemoryManagement::AdjustExternalMemory(env_, reported_bytes_);
+}
+
+Tensor::~Tensor() { release(); }
+
+void Tensor::release() {
+  if (!live_) return;
+  live_ = false;
+  t_ = at::Tensor();
+  auto& data = addon_data(env_);
+  data.live_handles -= 1;
+  data.live_bytes -= reported_bytes_;
+  int64_t ignored = 0;
+  // The C call, not the C++ wrapper: this also runs from the finalizer, where nothing may throw.
+  napi_adjust_external_memory(env_, -reported_bytes_, &ignored);
+  reported_bytes_ = 0;
+}
+
+const at::Tensor& Tensor::live_tensor(const char* op) const {
+  if (!live_) throw Napi::TypeError::New(env_, std::string(op) + ": the tensor is disposed");
+  return t_;
+}
+
+Napi::Value Tensor::shape(const Napi::CallbackInfo& info) {
+  const auto sizes = live_tensor("shape").sizes();
+  auto out = Napi::Array::New(info.Env(), sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) out.Set(static_cast<uint32_t>(i), static_cast<double>(sizes[i]));
+  return out;
+}
+
+Napi::Value Tensor::dtype(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), dtype_name(live_tensor("dtype").scalar_type()));
+}
+
+Napi::Value Tensor::device(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), live_tensor("device").device().str());
+}
+
+Napi::Value Tensor::nbytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(live_tensor("nbytes").nbytes()));
+}
+
+Napi::Value Tensor::is_disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !live_); }
+
+Napi::Value Tensor::dispose(const Napi::CallbackInfo& info) {
+  release();
+  return info.Env().Undefined();
+}
+
+namespace {
+
+template <typename T>
+Napi::Value typed_array(Napi::Env env, size_t length, Napi::ArrayBuffer buffer, napi_typedarray_type type) {
+  return Napi::TypedArrayOf<T>::New(env, length, buffer, 0, type);
+}
+
+}  // namespace
+
+Napi::Value Tensor::to_typed_array(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guard(env, "toTypedArray", [&]() -> Napi::Value {
+    at::Tensor src = live_tensor("toTypedArray");
+    if (!src.device().is_cpu()) src = src.to(at::kCPU);
+    // JS has no 16-bit float arrays on Node 20: half types come back widened to float32.
+    if (src.scalar_type() == c10::kBFloat16 || src.scalar_type() == c10::kHalf) src = src.to(c10::kFloat);
+    src = src.contiguous();
+    const size_t n = static_cast<size_t>(src.numel());
+    auto buffer = Napi::ArrayBuffer::New(env, src.nbytes());
+    if (n) std::memcpy(buffer.Data(), src.data_ptr(), src.nbytes());
+    switch (src.scalar_type()) {
+      case c10::kFloat: return typed_array<float>(env, n, buffer, napi_float32_array);
+      case c10::kDouble: return typed_array<double>(env, n, buffer, napi_float64_array);
+      case c10::kInt: return typed_array<int32_t>(env, n, buffer, napi_int32_array);
+      case c10::kLong: return typed_array<int64_t>(env, n, buffer, napi_bigint64_array);
+      case c10::kByte:
+      case c10::kBool: return typed_array<uint8_t>(env, n, buffer, napi_uint8_array);
+      default: throw_type("toTypedArray: no typed array for dtype " + dtype_name(src.scalar_type()));
+    }
+  });
+}
+
+// ---- Boundary: errors ------------------------------------------------------------------------
+
+namespace {
+
+std::string trimmed(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+Failure describe_current_exception(const char* op) {
+  const std::string prefix = std::string(op) + ": ";
+  try {
+    throw;
+  } catch (const jfa::Error& e) {
+    return {e.kind(), e.what()};
+  } catch (const c10::OutOfMemoryError& e) {
+    return {ErrorKind::Range, prefix + "out of memory: " + trimmed(e.what_without_backtrace())};
+  } catch (const c10::TypeError& e) {
+    return {ErrorKind::Type, prefix + trimmed(e.what_without_backtrace())};
+  } catch (const c10::IndexError& e) {
+    return {ErrorKind::Range, prefix + trimmed(e.what_without_backtrace())};
+  } catch (const c10::ValueError& e) {
+    return {ErrorKind::Range, prefix + trimmed(e.what_without_backtrace())};
+  } catch (const c10::Error& e) {
+    return {ErrorKind::Generic, prefix + trimmed(e.what_without_backtrace())};
+  } catch (const std::bad_alloc&) {
+    return {ErrorKind::Range, prefix + "out of memory"};
+  } catch (const std::exception& e) {
+    return {ErrorKind::Generic, prefix + e.what()};
+  } catch (...) {
+    return {ErrorKind::Generic, prefix + "unknown native error"};
+  }
+}
+
+Napi::Error js_error(Napi::Env env, const Failure& failure) {
+  switch (failure.kind) {
+    case ErrorKind::Type: return Napi::TypeError::New(env, failure.message);
+    case ErrorKind::Range: return Napi::RangeError::New(env, failure.message);
+    default: return Napi::Error::New(env, failure.message);
+  }
+}
+
+Napi::Error translate_current_exception(Napi::Env env, const char* op) {
+  return js_error(env, describe_current_exception(op));
+}
+
+// ---- Boundary: arguments ---------------------------------------------------------------------
+
+std::string describe(const Napi::Value& v) {
+  switch (v.Type()) {
+    case napi_undefined: return "undefined";
+    case napi_null: return "null";
+    case napi_boolean: return std::string("boolean ") + (v.As<Napi::Boolean>().Value() ? "true" : "false");
+    case napi_number: {
+      const double d = v.As<Napi::Number>().DoubleValue();
+      std::string s = std::to_string(d);
+      if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 1e15) s = std::to_string(static_cast<int64_t>(d));
+      return "number " + s;
+    }
+    case napi_string: return "string '" + v.As<Napi::String>().Utf8Value() + "'";
+    case napi_bigint: return "bigint";
+    case napi_symbol: return "symbol";
+    case napi_function: return "function";
+    default: break;
+  }
+  if (v.IsTypedArray()) {
+    static const char* names[] = {"Int8Array",    "Uint8Array",   "Uint8ClampedArray", "Int16Array",
+                                  "Uint16Array",  "Int32Array",   "Uint32Array",       "Float32Array",
+                                  "Float64Array", "BigInt64Array", "BigUint64Array"};
+    auto ta = v.As<Napi::TypedArray>();
+    const auto type = static_cast<size_t>(ta.TypedArrayType());
+    const char* name = type < sizeof names / sizeof *names ? names[type] : "TypedArray";
+    return std::string(name) + "(" + std::to_string(ta.ElementLength()) + ")";
+  }
+  if (v.IsArray()) return "Array(" + std::to_string(v.As<Napi::Array>().Length()) + ")";
+  if (Tensor::is_tensor(v.Env(), v)) return "Tensor";
+  return "object";
+}
+
+const at::Tensor& tensor_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  Napi::Env env = info.Env();
+  const Napi::Value v = info[i];
+  if (!Tensor::is_tensor(env, v))
+    throw Napi::TypeError::New(env, std::string(op) + ": " + name + " must be a Tensor, got " + describe(v));
+  const Tensor* handle = Tensor::Unwrap(v.As<Napi::Object>());
+  if (handle->disposed())
+    throw Napi::TypeError::New(env, std::string(op) + ": " + name + " is a disposed tensor");
+  return handle->tensor();
+}
+
+namespace {
+
+// An integral JS number, or a TypeError/RangeError naming `what`.
+int64_t integer_value(Napi::Env env, const Napi::Value& v, const std::string& where, bool allow_negative) {
+  if (!v.IsNumber()) throw Napi::TypeError::New(env, where + " must be an integer, got " + describe(v));
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9007199254740991.0 || (!allow_negative && d < 0))
+    throw Napi::RangeError::New(
+        env, where + " must be a " + (allow_negative ? "" : "non-negative ") + "integer, got " + describe(v));
+  return static_cast<int64_t>(d);
+}
+
+}  // namespace
+
+std::vector<int64_t> shape_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  Napi::Env env = info.Env();
+  const Napi::Value v = info[i];
+  if (!v.IsArray())
+    throw Napi::TypeError::New(env, std::string(op) + ": shape must be an array of integers, got " + describe(v));
+  auto array = v.As<Napi::Array>();
+  std::vector<int64_t> shape(array.Length());
+  for (uint32_t k = 0; k < array.Length(); ++k)
+    shape[k] = integer_value(env, array.Get(k), std::string(op) + ": shape[" + std::to_string(k) + "]", false);
+  return shape;
+}
+
+c10::ScalarType dtype_arg(const Napi::CallbackInfo& info, size_t i, const char* op, c10::ScalarType fallback) {
+  const Napi::Value v = info[i];
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsString())
+    throw Napi::TypeError::New(info.Env(), std::string(op) + ": dtype must be a string, got " + describe(v));
+  return parse_dtype(v.As<Napi::String>().Utf8Value(), op);
+}
+
+std::optional<uint64_t> seed_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  const Napi::Value v = info[i];
+  if (v.IsUndefined()) return std::nullopt;
+  if (v.IsBigInt()) {
+    bool lossless = false;
+    const uint64_t seed = v.As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless) throw Napi::RangeError::New(info.Env(), std::string(op) + ": seed must fit in 64 unsigned bits");
+    return seed;
+  }
+  return static_cast<uint64_t>(integer_value(info.Env(), v, std::string(op) + ": seed", false));
+}
+
+double number_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, double fallback) {
+  const Napi::Value v = info[i];
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsNumber())
+    throw Napi::TypeError::New(info.Env(), std::string(op) + ": " + name + " must be a number, got " + describe(v));
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d))
+    throw Napi::RangeError::New(info.Env(), std::string(op) + ": " + name + " must be finite, got " + describe(v));
+  return d;
+}
+
+bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, bool fallback) {
+  const Napi::Value v = info[i];
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsBoolean())
+    throw Napi::TypeError::New(info.Env(), std::string(op) + ": " + name + " must be a boolean, got " + describe(v));
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::vector<int64_t> int_list_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  Napi::Env env = info.Env();
+  const Napi::Value v = info[i];
+  const std::string where = std::string(op) + ": " + name;
+  if (v.IsUndefined()) return {};
+  if (v.IsNumber()) return {integer_value(env, v, where, true)};
+  if (!v.IsArray()) throw Napi::TypeError::New(env, where + " must be an integer or an array of integers, got " + describe(v));
+  auto array = v.As<Napi::Array>();
+  std::vector<int64_t> out(array.Length());
+  for (uint32_t k = 0; k < array.Length(); ++k)
+    out[k] = integer_value(env, array.Get(k), where + "[" + std::to_string(k) + "]", true);
+  return out;
+}
+
+}  // namespace jfa::binding

@@ -1,0 +1,29 @@
+#pragma once
+// What this build links and what the running process sees: versions, devices, threads.
+#include <cstdint>
+#include <string>
+
+namespace jfa {
+
+struct RuntimeInfo {
+  std::string torch_version;  // the libtorch this code was compiled against
+  std::string faiss_version;
+  bool cuda_built = false;    // the linked libtorch has CUDA
+  int64_t cuda_devices = 0;   // visible CUDA devices now
+  bool mkl = false;
+  bool openmp = false;
+  int num_threads = 0;
+};
+
+RuntimeInfo runtime_info();
+
+// Intra-op threads for every thread that runs our work. libtorch's OpenMP setting is per
+// calling thread, so worker threads call apply_threads() before running a task.
+void set_num_threads(int n);
+void apply_threads();
+
+// Builds a tiny FAISS flat inner-product index and searches it; returns an empty string on
+// success, else what went wrong. Proves at run time that FAISS is linked and working.
+std::string faiss_self_check();
+
+}  // namespace jfa

@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+// Builds the addon with cmake-js from CMakeLists.txt (the one native build) and places
+// jfa_torch.node, jfa_preload.so and jfa_torch.build.json in the destination (default build/Release).
+// Usage: node scripts/build-native.mjs [dest-dir]
+// The CMake tree lives in build-cmake/ so that node-gyp's `rebuild` (which wipes build/) keeps it incremental.
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(import.meta.url);
+const fail = (msg) => {
+  console.error(`jfa-torch build: ${msg}`);
+  process.exit(1);
+};
+
+if (!existsSync(join(root, 'dist', 'locate.js'))) fail('dist/ is missing: run `npm run compile` (or `npm run setup`) first');
+const { locateLibtorch, locateFaiss } = await import(join(root, 'dist', 'locate.js'));
+
+const torch = locateLibtorch();
+if (!torch.found) {
+  const lines = torch.tried.map((t) => `  ${t.source}: ${t.path} ${t.problem}`).join('\n');
+  fail(`libtorch not found. Looked in:\n${lines}\nFix: run \`npm run setup\` (installs torch into .venv), or set LIBTORCH to an unpacked libtorch or a torch package directory.`);
+}
+const faiss = locateFaiss();
+if (!faiss.found) fail(`FAISS not found (looked for faiss-config.cmake in ${faiss.tried.join(', ')}). Fix: apt-get install libfaiss-dev libopenblas-dev, or set FAISS_DIR.`);
+
+const dest = resolve(process.argv[2] ?? join(root, 'build', 'Release'));
+const out = join(root, 'build-cmake');
+const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
+const args = [
+  cmakeJs, 'build', '--directory', root, '--out', out, '--parallel', String(Math.min(availableParallelism(), 8)),
+  `--CDCMAKE_PREFIX_PATH=${torch.found.cmakePrefix}`,
+  `--CDfaiss_DIR=${faiss.found.cmakeDir}`,
+  `--CDNODE_ADDON_API_DIR=${require('node-addon-api').include_dir.replace(/"/g, '')}`,
+  `--CDJFA_BUILD_TESTS=${process.env.JFA_BUILD_TESTS ?? 'ON'}`,
+];
+console.log(`jfa-torch build: libtorch ${torch.found.version} (${torch.found.root}), FAISS ${faiss.found.version}`);
+const started = Date.now();
+const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
+if (r.status !== 0) fail(`cmake-js exited with ${r.status ?? r.signal}`);
+
+mkdirSync(dest, { recursive: true });
+const put = (from, name, write) => {
+  // Copy then rename: a crash mid-copy never leaves a half-written binary under the final name.
+  const tmp = join(dest, `.${name}.tmp-${process.pid}`);
+  write ? writeFileSync(tmp, write) : copyFileSync(from, tmp);
+  renameSync(tmp, join(dest, name));
+};
+put(join(out, 'Release', 'jfa_torch.node'), 'jfa_torch.node');
+put(join(out, 'Release', 'jfa_preload.so'), 'jfa_preload.so');
+const meta = {
+  torchVersion: torch.found.version,
+  torchCuda: torch.found.cuda,
+  faissVersion: faiss.found.version,
+  platform: `${process.platform}-${process.arch}`,
+  builtAt: new Date().toISOString(),
+};
+put(null, 'jfa_torch.build.json', JSON.stringify(meta, null, 2) + '\n');
+console.log(`jfa-torch build: done in ${((Date.now() - started) / 1000).toFixed(1)} s -> ${dest}`);
