@@ -34,6 +34,18 @@ export interface RuntimeInfo {
   numThreads: number;
 }
 
+export interface MemoryStats {
+  /** Tensor handles not yet disposed or collected, and the bytes they own. */
+  liveTensors: number;
+  liveBytes: number;
+  /** The caching CPU allocator: bytes in live tensors, bytes kept for reuse, the cap on those. */
+  cpuAllocatedBytes: number;
+  cpuCachedBytes: number;
+  cpuCacheLimitBytes: number;
+  cpuCacheHits: number;
+  cpuCacheMisses: number;
+}
+
 /** The addon's exports, typed. Arguments are checked natively; bad ones throw TypeError/RangeError. */
 export interface NativeAddon {
   Tensor: abstract new (...args: never[]) => NativeTensor;
@@ -47,7 +59,9 @@ export interface NativeAddon {
   to(a: NativeTensor, dtype: Dtype): NativeTensor;
   info(): RuntimeInfo;
   setNumThreads(n: number): void;
-  stats(): { liveTensors: number; liveBytes: number };
+  stats(): MemoryStats;
+  setCpuCacheLimit(bytes: number): void;
+  emptyCpuCache(): void;
   /** null when a tiny FAISS search works, else what went wrong. */
   faissSelfCheck(): string | null;
 }

@@ -4,6 +4,7 @@
 #include "binding/boundary.h"
 #include "binding/ops.h"
 #include "binding/tensor.h"
+#include "core/cpu_allocator.h"
 #include "core/runtime.h"
 
 namespace jfa::binding {
@@ -39,7 +40,28 @@ Napi::Value stats_fn(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(info.Env());
   out.Set("liveTensors", static_cast<double>(data.live_handles.load()));
   out.Set("liveBytes", static_cast<double>(data.live_bytes.load()));
+  const CpuCacheStats cache = cpu_cache_stats();
+  out.Set("cpuAllocatedBytes", static_cast<double>(cache.allocated_bytes));
+  out.Set("cpuCachedBytes", static_cast<double>(cache.cached_bytes));
+  out.Set("cpuCacheLimitBytes", static_cast<double>(cache.limit_bytes));
+  out.Set("cpuCacheHits", static_cast<double>(cache.hits));
+  out.Set("cpuCacheMisses", static_cast<double>(cache.misses));
   return out;
+}
+
+Napi::Value set_cpu_cache_limit_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "setCpuCacheLimit", [&]() -> Napi::Value {
+    const double bytes = number_arg(info, 0, "setCpuCacheLimit", "bytes", -1);
+    if (bytes < 0 || bytes != static_cast<double>(static_cast<uint64_t>(bytes)))
+      throw Napi::RangeError::New(info.Env(), "setCpuCacheLimit: bytes must be a non-negative integer, got " + describe(info[0]));
+    set_cpu_cache_limit(static_cast<size_t>(bytes));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value empty_cpu_cache_fn(const Napi::CallbackInfo& info) {
+  empty_cpu_cache();
+  return info.Env().Undefined();
 }
 
 Napi::Value faiss_self_check_fn(const Napi::CallbackInfo& info) {
@@ -48,12 +70,15 @@ Napi::Value faiss_self_check_fn(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
+  install_caching_cpu_allocator();
   env.SetInstanceData(new AddonData());
-  exports.Set("Tensor", Tensor::define_class(env));
+  exports.Set("Tensor", tensor_handle::define_class(env));
   register_ops(env, exports);
   exports.Set("info", Napi::Function::New(env, info_fn, "info"));
   exports.Set("setNumThreads", Napi::Function::New(env, set_num_threads_fn, "setNumThreads"));
   exports.Set("stats", Napi::Function::New(env, stats_fn, "stats"));
+  exports.Set("setCpuCacheLimit", Napi::Function::New(env, set_cpu_cache_limit_fn, "setCpuCacheLimit"));
+  exports.Set("emptyCpuCache", Napi::Function::New(env, empty_cpu_cache_fn, "emptyCpuCache"));
   exports.Set("faissSelfCheck", Napi::Function::New(env, faiss_self_check_fn, "faissSelfCheck"));
   return exports;
 }

@@ -32,7 +32,7 @@ class TensorTask : public Napi::AsyncWorker {
       SetError(failure_.message);
     }
   }
-  void OnOK() override { deferred_.Resolve(Tensor::wrap(Env(), std::move(result_))); }
+  void OnOK() override { deferred_.Resolve(tensor_handle::wrap(Env(), std::move(result_))); }
   void OnError(const Napi::Error&) override { deferred_.Reject(js_error(Env(), failure_).Value()); }
 
  private:
@@ -71,14 +71,14 @@ Napi::Value from_typed_array(const Napi::CallbackInfo& info) {
     }
     const auto shape = shape_arg(info, 1, "tensor");
     const auto* bytes = static_cast<const uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
-    return Tensor::wrap(env, copy_from(bytes, array.ByteLength(), shape, type, "tensor"));
+    return tensor_handle::wrap(env, copy_from(bytes, array.ByteLength(), shape, type, "tensor"));
   });
 }
 
 Napi::Value zeros_fn(const Napi::CallbackInfo& info) {
   return guard(info.Env(), "zeros", [&]() -> Napi::Value {
     const auto shape = shape_arg(info, 0, "zeros");
-    return Tensor::wrap(info.Env(), zeros(shape, dtype_arg(info, 1, "zeros", c10::kFloat)));
+    return tensor_handle::wrap(info.Env(), zeros(shape, dtype_arg(info, 1, "zeros", c10::kFloat)));
   });
 }
 
@@ -86,13 +86,13 @@ Napi::Value randn_fn(const Napi::CallbackInfo& info) {
   return guard(info.Env(), "randn", [&]() -> Napi::Value {
     const auto shape = shape_arg(info, 0, "randn");
     const auto type = dtype_arg(info, 1, "randn", c10::kFloat);
-    return Tensor::wrap(info.Env(), randn(shape, type, seed_arg(info, 2, "randn")));
+    return tensor_handle::wrap(info.Env(), randn(shape, type, seed_arg(info, 2, "randn")));
   });
 }
 
 Napi::Value matmul_fn(const Napi::CallbackInfo& info) {
   return guard(info.Env(), "matmul", [&]() -> Napi::Value {
-    return Tensor::wrap(info.Env(), matmul(tensor_arg(info, 0, "matmul", "a"), tensor_arg(info, 1, "matmul", "b")));
+    return tensor_handle::wrap(info.Env(), matmul(tensor_arg(info, 0, "matmul", "a"), tensor_arg(info, 1, "matmul", "b")));
   });
 }
 
@@ -108,7 +108,7 @@ Napi::Value add_fn(const Napi::CallbackInfo& info) {
   return guard(info.Env(), "add", [&]() -> Napi::Value {
     const auto& a = tensor_arg(info, 0, "add", "a");
     const auto& b = tensor_arg(info, 1, "add", "b");
-    return Tensor::wrap(info.Env(), add(a, b, number_arg(info, 2, "add", "alpha", 1.0)));
+    return tensor_handle::wrap(info.Env(), add(a, b, number_arg(info, 2, "add", "alpha", 1.0)));
   });
 }
 
@@ -116,7 +116,7 @@ Napi::Value sum_fn(const Napi::CallbackInfo& info) {
   return guard(info.Env(), "sum", [&]() -> Napi::Value {
     const auto& a = tensor_arg(info, 0, "sum", "a");
     const auto dims = int_list_arg(info, 1, "sum", "dims");
-    return Tensor::wrap(info.Env(), sum(a, dims, bool_arg(info, 2, "sum", "keepdim", false)));
+    return tensor_handle::wrap(info.Env(), sum(a, dims, bool_arg(info, 2, "sum", "keepdim", false)));
   });
 }
 
@@ -124,7 +124,7 @@ Napi::Value to_fn(const Napi::CallbackInfo& info) {
   return guard(info.Env(), "to", [&]() -> Napi::Value {
     const auto& a = tensor_arg(info, 0, "to", "a");
     if (info[1].IsUndefined()) throw Napi::TypeError::New(info.Env(), "to: dtype is required");
-    return Tensor::wrap(info.Env(), cast(a, dtype_arg(info, 1, "to", c10::kFloat)));
+    return tensor_handle::wrap(info.Env(), cast(a, dtype_arg(info, 1, "to", c10::kFloat)));
   });
 }
 

@@ -16,120 +16,175 @@ namespace jfa::binding {
 
 AddonData& addon_data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
 
-Napi::Function Tensor::define_class(Napi::Env env) {
-  Napi::Function cls = DefineClass(
-      env, "Tensor",
-      {
-          InstanceAccessor<&Tensor::shape>("shape"),
-          InstanceAccessor<&Tensor::dtype>("dtype"),
-          InstanceAccessor<&Tensor::device>("device"),
-          InstanceAccessor<&Tensor::nbytes>("nbytes"),
-          InstanceAccessor<&Tensor::is_disposed>("disposed"),
-          InstanceMethod<&Tensor::to_typed_array>("toTypedArray"),
-          InstanceMethod<&Tensor::dispose>("dispose"),
-      });
-  addon_data(env).tensor_class = Napi::Persistent(cls);
-  return cls;
-}
-
-Napi::Object Tensor::wrap(Napi::Env env, at::Tensor t) {
-  auto token = Napi::External<at::Tensor>::New(env, &t);
-  return addon_data(env).tensor_class.New({token});
-}
-
-bool Tensor::is_tensor(Napi::Env env, const Napi::Value& v) {
-  return v.IsObject() && v.As<Napi::Object>().InstanceOf(addon_data(env).tensor_class.Value());
-}
-
-Tensor::Tensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor>(info), env_(info.Env()) {
-  if (info.Length() != 1 || !info[0].IsExternal())
-    throw Napi::TypeError::New(env_, "Tensor: handles are made by tensor(), zeros(), randn() and the ops, not by new");
-  t_ = std::move(*info[0].As<Napi::External<at::Tensor>>().Data());
-  live_ = true;
-  reported_bytes_ = static_cast<int64_t>(t_.defined() ? t_.nbytes() : 0);
-  auto& data = addon_data(env_);
-  data.live_handles += 1;
-  data.live_bytes += reported_bytes_;
-  Napi::MemoryManagement::AdjustExternalMemory(env_, reported_bytes_);
-}
-
-Tensor::~Tensor() { release(); }
-
-void Tensor::release() {
-  if (!live_) return;
-  live_ = false;
-  t_ = at::Tensor();
-  auto& data = addon_data(env_);
-  data.live_handles -= 1;
-  data.live_bytes -= reported_bytes_;
-  int64_t ignored = 0;
-  // The C call, not the C++ wrapper: this also runs from the finalizer, where nothing may throw.
-  napi_adjust_external_memory(env_, -reported_bytes_, &ignored);
-  reported_bytes_ = 0;
-}
-
-const at::Tensor& Tensor::live_tensor(const char* op) const {
-  if (!live_) throw Napi::TypeError::New(env_, std::string(op) + ": the tensor is disposed");
-  return t_;
-}
-
-Napi::Value Tensor::shape(const Napi::CallbackInfo& info) {
-  const auto sizes = live_tensor("shape").sizes();
-  auto out = Napi::Array::New(info.Env(), sizes.size());
-  for (size_t i = 0; i < sizes.size(); ++i) out.Set(static_cast<uint32_t>(i), static_cast<double>(sizes[i]));
-  return out;
-}
-
-Napi::Value Tensor::dtype(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), dtype_name(live_tensor("dtype").scalar_type()));
-}
-
-Napi::Value Tensor::device(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), live_tensor("device").device().str());
-}
-
-Napi::Value Tensor::nbytes(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(live_tensor("nbytes").nbytes()));
-}
-
-Napi::Value Tensor::is_disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !live_); }
-
-Napi::Value Tensor::dispose(const Napi::CallbackInfo& info) {
-  release();
-  return info.Env().Undefined();
-}
-
+namespace tensor_handle {
 namespace {
+
+struct Handle {
+  at::Tensor tensor;
+  int64_t reported_bytes;
+};
+
+void account(napi_env env, int64_t handles, int64_t bytes) {
+  auto& data = addon_data(Napi::Env(env));
+  data.live_handles += handles;
+  data.live_bytes += bytes;
+  int64_t ignored = 0;
+  napi_adjust_external_memory(env, bytes, &ignored);  // the C call: finalizers must not throw
+}
+
+void finalize(napi_env env, void* data, void*) {
+  auto* handle = static_cast<Handle*>(data);
+  account(env, -1, -handle->reported_bytes);
+  delete handle;
+}
+
+// Runs a method body with C++ exceptions turned into JS exceptions.
+template <typename F>
+napi_value method(napi_env env, napi_callback_info cbinfo, F&& body) {
+  try {
+    Napi::CallbackInfo info(env, cbinfo);
+    return body(info);
+  } catch (const Napi::Error& e) {
+    e.ThrowAsJavaScriptException();
+    return nullptr;
+  }
+}
+
+const at::Tensor& receiver(const Napi::CallbackInfo& info, const char* op) {
+  const at::Tensor* t = unwrap(info.Env(), info.This());
+  if (!t) throw Napi::TypeError::New(info.Env(), std::string(op) + ": the tensor is disposed");
+  return *t;
+}
+
+napi_value construct(napi_env env, napi_callback_info cbinfo) {
+  return method(env, cbinfo, [](const Napi::CallbackInfo& info) -> napi_value {
+    if (info.Length() != 1 || !info[0].IsExternal())
+      throw Napi::TypeError::New(info.Env(), "Tensor: handles are made by tensor(), zeros(), randn() and the ops, not by new");
+    auto* handle = new Handle{std::move(*info[0].As<Napi::External<at::Tensor>>().Data()), 0};
+    handle->reported_bytes = handle->tensor.defined() ? static_cast<int64_t>(handle->tensor.nbytes()) : 0;
+    // No napi_ref is requested: the runtime owns the wrap record, and napi_remove_wrap frees it.
+    if (napi_wrap(info.Env(), info.This(), handle, finalize, nullptr, nullptr) != napi_ok) {
+      delete handle;
+      throw Napi::Error::New(info.Env(), "Tensor: could not wrap the handle");
+    }
+    account(info.Env(), 1, handle->reported_bytes);
+    return info.This();
+  });
+}
+
+napi_value get_shape(napi_env env, napi_callback_info cbinfo) {
+  return method(env, cbinfo, [](const Napi::CallbackInfo& info) -> napi_value {
+    const auto sizes = receiver(info, "shape").sizes();
+    auto out = Napi::Array::New(info.Env(), sizes.size());
+    for (size_t i = 0; i < sizes.size(); ++i) out.Set(static_cast<uint32_t>(i), static_cast<double>(sizes[i]));
+    return out;
+  });
+}
+
+napi_value get_dtype(napi_env env, napi_callback_info cbinfo) {
+  return method(env, cbinfo, [](const Napi::CallbackInfo& info) -> napi_value {
+    return Napi::String::New(info.Env(), dtype_name(receiver(info, "dtype").scalar_type()));
+  });
+}
+
+napi_value get_device(napi_env env, napi_callback_info cbinfo) {
+  return method(env, cbinfo, [](const Napi::CallbackInfo& info) -> napi_value {
+    return Napi::String::New(info.Env(), receiver(info, "device").device().str());
+  });
+}
+
+napi_value get_nbytes(napi_env env, napi_callback_info cbinfo) {
+  return method(env, cbinfo, [](const Napi::CallbackInfo& info) -> napi_value {
+    return Napi::Number::New(info.Env(), static_cast<double>(receiver(info, "nbytes").nbytes()));
+  });
+}
+
+napi_value get_disposed(napi_env env, napi_callback_info cbinfo) {
+  return method(env, cbinfo, [](const Napi::CallbackInfo& info) -> napi_value {
+    return Napi::Boolean::New(info.Env(), unwrap(info.Env(), info.This()) == nullptr);
+  });
+}
+
+napi_value dispose(napi_env env, napi_callback_info cbinfo) {
+  return method(env, cbinfo, [](const Napi::CallbackInfo& info) -> napi_value {
+    void* data = nullptr;
+    if (is_tensor(info.Env(), info.This()) && napi_remove_wrap(info.Env(), info.This(), &data) == napi_ok && data)
+      finalize(info.Env(), data, nullptr);
+    return info.Env().Undefined();
+  });
+}
 
 template <typename T>
 Napi::Value typed_array(Napi::Env env, size_t length, Napi::ArrayBuffer buffer, napi_typedarray_type type) {
   return Napi::TypedArrayOf<T>::New(env, length, buffer, 0, type);
 }
 
-}  // namespace
-
-Napi::Value Tensor::to_typed_array(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  return guard(env, "toTypedArray", [&]() -> Napi::Value {
-    at::Tensor src = live_tensor("toTypedArray");
-    if (!src.device().is_cpu()) src = src.to(at::kCPU);
-    // JS has no 16-bit float arrays on Node 20: half types come back widened to float32.
-    if (src.scalar_type() == c10::kBFloat16 || src.scalar_type() == c10::kHalf) src = src.to(c10::kFloat);
-    src = src.contiguous();
-    const size_t n = static_cast<size_t>(src.numel());
-    auto buffer = Napi::ArrayBuffer::New(env, src.nbytes());
-    if (n) std::memcpy(buffer.Data(), src.data_ptr(), src.nbytes());
-    switch (src.scalar_type()) {
-      case c10::kFloat: return typed_array<float>(env, n, buffer, napi_float32_array);
-      case c10::kDouble: return typed_array<double>(env, n, buffer, napi_float64_array);
-      case c10::kInt: return typed_array<int32_t>(env, n, buffer, napi_int32_array);
-      case c10::kLong: return typed_array<int64_t>(env, n, buffer, napi_bigint64_array);
-      case c10::kByte:
-      case c10::kBool: return typed_array<uint8_t>(env, n, buffer, napi_uint8_array);
-      default: throw_type("toTypedArray: no typed array for dtype " + dtype_name(src.scalar_type()));
-    }
+napi_value to_typed_array(napi_env env, napi_callback_info cbinfo) {
+  return method(env, cbinfo, [](const Napi::CallbackInfo& info) -> napi_value {
+    Napi::Env env = info.Env();
+    return guard(env, "toTypedArray", [&]() -> Napi::Value {
+      at::Tensor src = receiver(info, "toTypedArray");
+      if (!src.device().is_cpu()) src = src.to(at::kCPU);
+      // JS has no 16-bit float arrays on Node 20: half types come back widened to float32.
+      if (src.scalar_type() == c10::kBFloat16 || src.scalar_type() == c10::kHalf) src = src.to(c10::kFloat);
+      src = src.contiguous();
+      const size_t n = static_cast<size_t>(src.numel());
+      auto buffer = Napi::ArrayBuffer::New(env, src.nbytes());
+      if (n) std::memcpy(buffer.Data(), src.data_ptr(), src.nbytes());
+      switch (src.scalar_type()) {
+        case c10::kFloat: return typed_array<float>(env, n, buffer, napi_float32_array);
+        case c10::kDouble: return typed_array<double>(env, n, buffer, napi_float64_array);
+        case c10::kInt: return typed_array<int32_t>(env, n, buffer, napi_int32_array);
+        case c10::kLong: return typed_array<int64_t>(env, n, buffer, napi_bigint64_array);
+        case c10::kByte:
+        case c10::kBool: return typed_array<uint8_t>(env, n, buffer, napi_uint8_array);
+        default: throw_type("toTypedArray: no typed array for dtype " + dtype_name(src.scalar_type()));
+      }
+    });
   });
 }
+
+}  // namespace
+
+Napi::Function define_class(Napi::Env env) {
+  const auto getter = [](const char* name, napi_callback get) {
+    return napi_property_descriptor{name, nullptr, nullptr, get, nullptr, nullptr, napi_default, nullptr};
+  };
+  const auto fn = [](const char* name, napi_callback call) {
+    return napi_property_descriptor{name, nullptr, call, nullptr, nullptr, nullptr, napi_default, nullptr};
+  };
+  const napi_property_descriptor props[] = {
+      getter("shape", get_shape),   getter("dtype", get_dtype),     getter("device", get_device),
+      getter("nbytes", get_nbytes), getter("disposed", get_disposed), fn("toTypedArray", to_typed_array),
+      fn("dispose", dispose),
+  };
+  napi_value cls = nullptr;
+  NAPI_THROW_IF_FAILED(env, napi_define_class(env, "Tensor", NAPI_AUTO_LENGTH, construct, nullptr,
+                                              sizeof props / sizeof *props, props, &cls),
+                       Napi::Function());
+  Napi::Function out(env, cls);
+  addon_data(env).tensor_class = Napi::Persistent(out);
+  return out;
+}
+
+Napi::Object wrap(Napi::Env env, at::Tensor t) {
+  auto token = Napi::External<at::Tensor>::New(env, &t);
+  return addon_data(env).tensor_class.New({token});
+}
+
+bool is_tensor(Napi::Env env, const Napi::Value& v) {
+  return v.IsObject() && v.As<Napi::Object>().InstanceOf(addon_data(env).tensor_class.Value());
+}
+
+const at::Tensor* unwrap(Napi::Env env, const Napi::Value& v) {
+  void* data = nullptr;
+  if (!v.IsObject() || napi_unwrap(env, v, &data) != napi_ok || !data) return nullptr;
+  // Only our class wraps a Handle; other addons' wrapped objects are not ours to read.
+  if (!is_tensor(env, v)) return nullptr;
+  return &static_cast<Handle*>(data)->tensor;
+}
+
+}  // namespace tensor_handle
 
 // ---- Boundary: errors ------------------------------------------------------------------------
 
@@ -208,19 +263,18 @@ std::string describe(const Napi::Value& v) {
     return std::string(name) + "(" + std::to_string(ta.ElementLength()) + ")";
   }
   if (v.IsArray()) return "Array(" + std::to_string(v.As<Napi::Array>().Length()) + ")";
-  if (Tensor::is_tensor(v.Env(), v)) return "Tensor";
+  if (tensor_handle::is_tensor(v.Env(), v)) return "Tensor";
   return "object";
 }
 
 const at::Tensor& tensor_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
   Napi::Env env = info.Env();
   const Napi::Value v = info[i];
-  if (!Tensor::is_tensor(env, v))
+  if (!tensor_handle::is_tensor(env, v))
     throw Napi::TypeError::New(env, std::string(op) + ": " + name + " must be a Tensor, got " + describe(v));
-  const Tensor* handle = Tensor::Unwrap(v.As<Napi::Object>());
-  if (handle->disposed())
-    throw Napi::TypeError::New(env, std::string(op) + ": " + name + " is a disposed tensor");
-  return handle->tensor();
+  const at::Tensor* t = tensor_handle::unwrap(env, v);
+  if (!t) throw Napi::TypeError::New(env, std::string(op) + ": " + name + " is a disposed tensor");
+  return *t;
 }
 
 namespace {
@@ -231,7 +285,7 @@ int64_t integer_value(Napi::Env env, const Napi::Value& v, const std::string& wh
   const double d = v.As<Napi::Number>().DoubleValue();
   if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9007199254740991.0 || (!allow_negative && d < 0))
     throw Napi::RangeError::New(
-        env, where + " must be a " + (allow_negative ? "" : "non-negative ") + "integer, got " + describe(v));
+        env, where + " must be " + (allow_negative ? "an" : "a non-negative") + " integer, got " + describe(v));
   return static_cast<int64_t>(d);
 }
 

@@ -1,0 +1,28 @@
+export {
+  add,
+  type Dtype,
+  keep,
+  matmul,
+  matmulAsync,
+  randn,
+  type RandnOptions,
+  scope,
+  scopeAsync,
+  sum,
+  Tensor,
+  type TensorData,
+  tensor,
+  to,
+  zeros,
+} from './tensor.js';
+export {
+  emptyCpuCache,
+  type MemoryStats,
+  memoryStats,
+  nativeLocation,
+  type RuntimeInfo,
+  runtimeInfo,
+  setCpuCacheLimit,
+  setNumThreads,
+} from './runtime.js';
+export { NativeLoadError } from './native.js';

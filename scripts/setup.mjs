@@ -1,0 +1,100 @@
+#!/usr/bin/env node
+// One-time, idempotent set-up for a checkout: npm packages, system packages (FAISS, OpenBLAS, a C++
+// toolchain) through apt when running as root, a Python .venv with the pinned torch and the PyTorch
+// reference, the TypeScript build and the native build. Each step is skipped when already done.
+// Env: LIBTORCH (use that libtorch for the addon), JFA_PIP_ARGS (extra pip flags), PYTHON (python to make .venv).
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const started = Date.now();
+const timings = [];
+
+function log(msg) {
+  console.log(`[setup] ${msg}`);
+}
+function fail(msg) {
+  console.error(`[setup] FAILED: ${msg}`);
+  process.exit(1);
+}
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { stdio: 'inherit', cwd: root, ...opts });
+  if (r.error) fail(`${cmd}: ${r.error.message}`);
+  if (r.status !== 0) fail(`${cmd} ${args.join(' ')} exited with ${r.status ?? r.signal}`);
+}
+function has(cmd) {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+function step(name, fn) {
+  const t = Date.now();
+  const result = fn();
+  const s = (Date.now() - t) / 1000;
+  timings.push(`${name} ${s.toFixed(1)} s${result === 'skipped' ? ' (already done)' : ''}`);
+}
+const digest = (...files) =>
+  createHash('sha256')
+    .update(files.map((f) => (existsSync(f) ? readFileSync(f) : '')).join('\0'))
+    .digest('hex');
+
+const [major, minor] = process.versions.node.split('.').map(Number);
+if (major < 20 || (major === 20 && minor < 5)) fail(`Node ${process.version} is too old: jfa-torch needs Node >= 20.5`);
+const isRoot = process.getuid?.() === 0;
+
+// --- system packages -------------------------------------------------------------------------
+const faissConfig = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib']
+  .map((d) => join(d, 'cmake', 'faiss', 'faiss-config.cmake'))
+  .concat(process.env.FAISS_DIR ? [join(process.env.FAISS_DIR, 'faiss-config.cmake')] : []);
+step('system packages', () => {
+  const python = process.env.PYTHON ?? 'python3';
+  const want = [];
+  if (!faissConfig.some(existsSync)) want.push('libfaiss-dev', 'libopenblas-dev');
+  if (!has('cmake')) want.push('cmake');
+  if (!has('g++') || !has('make')) want.push('g++', 'make');
+  if (!has(python)) want.push('python3');
+  if (has(python) && spawnSync(python, ['-c', 'import venv, ensurepip'], { stdio: 'ignore' }).status !== 0) want.push('python3-venv');
+  if (!want.length) return 'skipped';
+  if (!isRoot || !has('apt-get'))
+    fail(`missing system packages: ${want.join(' ')}. Install them (Debian/Ubuntu: sudo apt-get install ${want.join(' ')}) and run setup again.`);
+  log(`apt-get install ${want.join(' ')}`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  run('apt-get', ['update', '-q'], { env });
+  run('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...want], { env });
+});
+
+// --- npm packages ----------------------------------------------------------------------------
+step('npm packages', () => {
+  const stampFile = join(root, 'node_modules', '.jfa-setup-stamp');
+  const stamp = digest(join(root, 'package.json'), join(root, 'package-lock.json'));
+  if (existsSync(stampFile) && readFileSync(stampFile, 'utf8') === stamp) return 'skipped';
+  log('npm install');
+  run('npm', ['install', '--no-audit', '--no-fund'], { env: { ...process.env, JFA_SKIP_INSTALL_BUILD: '1' } });
+  writeFileSync(stampFile, stamp);
+});
+
+// --- Python: torch (and the PyTorch reference for tests) -------------------------------------
+step('python .venv', () => {
+  const venv = join(root, '.venv');
+  const requirements = join(root, 'scripts', 'python-requirements.txt');
+  const stampFile = join(venv, '.jfa-setup-stamp');
+  const stamp = digest(requirements);
+  if (existsSync(stampFile) && readFileSync(stampFile, 'utf8') === stamp) return 'skipped';
+  const python = process.env.PYTHON ?? 'python3';
+  if (!existsSync(join(venv, 'bin', 'python'))) {
+    log(`${python} -m venv .venv`);
+    run(python, ['-m', 'venv', venv]);
+  }
+  // The public index may be unreachable (offline wheelhouses): fail over quickly instead of retrying for minutes.
+  const extra = (process.env.JFA_PIP_ARGS ?? '--retries 1 --timeout 15').split(/\s+/).filter(Boolean);
+  log('pip install -r scripts/python-requirements.txt (torch is large: this takes a minute or more)');
+  run(join(venv, 'bin', 'python'), ['-m', 'pip', 'install', '--disable-pip-version-check', ...extra, '-r', requirements]);
+  writeFileSync(stampFile, stamp);
+});
+
+// --- TypeScript and the addon ----------------------------------------------------------------
+step('typescript', () => run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']));
+step('native addon', () => run(process.execPath, [join(root, 'scripts', 'build-native.mjs')]));
+
+log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s: ${timings.join(', ')}`);

@@ -1,0 +1,79 @@
+// The published package: `npm run prebuild`, `npm pack`, then install the tarball into an empty
+// folder with install scripts on and no compiler available, and use it.
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { locateLibtorch } from '../lib/locate.js';
+import { root } from './helpers.js';
+
+const work = mkdtempSync(join(tmpdir(), 'jfa-pack-'));
+const prebuilds = join(root, 'prebuilds');
+const hadPrebuilds = existsSync(prebuilds);
+let tarball = '';
+
+function sh(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env) {
+  const r = spawnSync(cmd, args, { cwd, env, encoding: 'utf8', timeout: 600_000 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
+}
+
+beforeAll(() => {
+  sh('npm', ['run', 'prebuild'], root);
+  const packed = JSON.parse(sh('npm', ['pack', '--json', '--pack-destination', work], root)) as Array<{ filename: string }>;
+  tarball = join(work, packed[0]!.filename);
+  // The checkout keeps loading build/Release unless prebuilds were there before this test.
+  if (!hadPrebuilds) rmSync(prebuilds, { recursive: true, force: true });
+});
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+describe('packed package', () => {
+  it('the tarball holds the prebuilt binary, the preload module, the build record and dist', () => {
+    const list = sh('tar', ['-tzf', tarball], work).split('\n');
+    const plat = `package/prebuilds/${process.platform}-${process.arch}/`;
+    expect(list.some((f) => f.startsWith(plat) && f.endsWith('.node'))).toBe(true);
+    expect(list).toContain(`${plat}jfa_preload.so`);
+    expect(list).toContain(`${plat}jfa_torch.build.json`);
+    expect(list).toContain('package/dist/index.js');
+    expect(list).toContain('package/dist/index.d.ts');
+    expect(list.some((f) => f.includes('/tests/'))).toBe(false);
+  });
+
+  it('installs into an empty folder without compiling and runs an op from the prebuilt binary', () => {
+    const app = join(work, 'app');
+    mkdirSync(app);
+    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', type: 'module' }));
+    // Every compiler and build tool on PATH is a trap that records being called and fails.
+    const bin = join(work, 'no-compilers');
+    mkdirSync(bin);
+    const marker = join(work, 'compiler-was-called');
+    for (const tool of ['cc', 'gcc', 'c++', 'g++', 'clang', 'clang++', 'cmake', 'make', 'ninja', 'node-gyp']) {
+      writeFileSync(join(bin, tool), `#!/bin/sh\necho "$0 $*" >> ${marker}\nexit 1\n`);
+      chmodSync(join(bin, tool), 0o755);
+    }
+    const env = { ...process.env, PATH: `${bin}:${process.env.PATH}`, CC: join(bin, 'cc'), CXX: join(bin, 'c++') };
+    const out = sh('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', tarball], app, env);
+    expect(out + '').not.toContain('building from source');
+    expect(existsSync(marker)).toBe(false);
+    const pkg = join(app, 'node_modules', 'jfa-torch');
+    expect(existsSync(join(pkg, 'build'))).toBe(false);
+    expect(readdirSync(join(pkg, 'prebuilds'))).toContain(`${process.platform}-${process.arch}`);
+
+    const script = `
+      import { matmul, tensor, nativeLocation, runtimeInfo } from 'jfa-torch';
+      const c = matmul(tensor([1, 2, 3, 4], [2, 2]), tensor([1, 1, 1, 1], [2, 2]));
+      console.log(JSON.stringify({ values: Array.from(c.toTypedArray()), where: nativeLocation(), info: runtimeInfo() }));`;
+    const libtorch = locateLibtorch().found!.root;
+    const result = JSON.parse(sh(process.execPath, ['--input-type=module', '-e', script], app, { ...env, LIBTORCH: libtorch })) as {
+      values: number[];
+      where: { binaryKind: string; binaryPath: string };
+    };
+    expect(result.values).toEqual([3, 3, 7, 7]);
+    expect(result.where.binaryKind).toBe('prebuilt');
+    expect(result.where.binaryPath.startsWith(join(pkg, 'prebuilds'))).toBe(true);
+    expect(existsSync(marker)).toBe(false);
+  });
+});

@@ -1,0 +1,41 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { expect } from 'vitest';
+
+import { packageRoot } from '../lib/locate.js';
+
+export const root = packageRoot;
+export const venvPython = join(root, '.venv', 'bin', 'python');
+
+/** Runs Python code in the project's .venv (the PyTorch reference); it must print one JSON value. */
+export function python<T>(code: string): T {
+  if (!existsSync(venvPython)) throw new Error('the .venv is missing: run `npm run setup`');
+  const r = spawnSync(venvPython, ['-c', code], { encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`python failed (${r.status}): ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+/** Runs an ES module snippet in a fresh Node process from the package root; returns its exit code and output. */
+export function node(code: string, env: NodeJS.ProcessEnv = {}, args: string[] = []) {
+  const r = spawnSync(process.execPath, [...args, '--input-type=module', '-e', code], {
+    cwd: root,
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+    timeout: 120_000,
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Asserts fn throws an instance of `type` whose message contains every `parts`. */
+export function expectError(fn: () => unknown, type: ErrorConstructor, ...parts: string[]): void {
+  let thrown: unknown;
+  try {
+    fn();
+  } catch (e) {
+    thrown = e;
+  }
+  expect(thrown, `expected ${type.name}`).toBeInstanceOf(type);
+  for (const p of parts) expect((thrown as Error).message).toContain(p);
+}
