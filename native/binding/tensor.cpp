@@ -24,6 +24,12 @@ struct Handle {
   int64_t reported_bytes;
 };
 
+// Marks objects created by our constructor (cheaper than instanceof, and immune to prototype tricks).
+constexpr napi_type_tag kTensorTag = {0x6a66612d746f7263ull, 0x682d74656e736f72ull};
+
+// wrap() hands the constructor its tensor here; a `new Tensor()` from JS finds nothing and is refused.
+thread_local at::Tensor* g_pending = nullptr;
+
 void account(napi_env env, int64_t handles, int64_t bytes) {
   auto& data = addon_data(Napi::Env(env));
   data.live_handles += handles;
@@ -58,12 +64,14 @@ const at::Tensor& receiver(const Napi::CallbackInfo& info, const char* op) {
 
 napi_value construct(napi_env env, napi_callback_info cbinfo) {
   return method(env, cbinfo, [](const Napi::CallbackInfo& info) -> napi_value {
-    if (info.Length() != 1 || !info[0].IsExternal())
+    if (!g_pending)
       throw Napi::TypeError::New(info.Env(), "Tensor: handles are made by tensor(), zeros(), randn() and the ops, not by new");
-    auto* handle = new Handle{std::move(*info[0].As<Napi::External<at::Tensor>>().Data()), 0};
+    auto* handle = new Handle{std::move(*g_pending), 0};
+    g_pending = nullptr;
     handle->reported_bytes = handle->tensor.defined() ? static_cast<int64_t>(handle->tensor.nbytes()) : 0;
     // No napi_ref is requested: the runtime owns the wrap record, and napi_remove_wrap frees it.
-    if (napi_wrap(info.Env(), info.This(), handle, finalize, nullptr, nullptr) != napi_ok) {
+    if (napi_wrap(info.Env(), info.This(), handle, finalize, nullptr, nullptr) != napi_ok ||
+        napi_type_tag_object(info.Env(), info.This(), &kTensorTag) != napi_ok) {
       delete handle;
       throw Napi::Error::New(info.Env(), "Tensor: could not wrap the handle");
     }
@@ -168,19 +176,23 @@ Napi::Function define_class(Napi::Env env) {
 }
 
 Napi::Object wrap(Napi::Env env, at::Tensor t) {
-  auto token = Napi::External<at::Tensor>::New(env, &t);
-  return addon_data(env).tensor_class.New({token});
+  g_pending = &t;
+  napi_value obj = nullptr;
+  const napi_status status = napi_new_instance(env, addon_data(env).tensor_class.Value(), 0, nullptr, &obj);
+  g_pending = nullptr;
+  NAPI_THROW_IF_FAILED(env, status, Napi::Object());
+  return Napi::Object(env, obj);
 }
 
 bool is_tensor(Napi::Env env, const Napi::Value& v) {
-  return v.IsObject() && v.As<Napi::Object>().InstanceOf(addon_data(env).tensor_class.Value());
+  bool tagged = false;
+  return v.IsObject() && napi_check_object_type_tag(env, v, &kTensorTag, &tagged) == napi_ok && tagged;
 }
 
 const at::Tensor* unwrap(Napi::Env env, const Napi::Value& v) {
+  // Only our constructor tags objects; other addons' wrapped objects are not ours to read.
   void* data = nullptr;
-  if (!v.IsObject() || napi_unwrap(env, v, &data) != napi_ok || !data) return nullptr;
-  // Only our class wraps a Handle; other addons' wrapped objects are not ours to read.
-  if (!is_tensor(env, v)) return nullptr;
+  if (!is_tensor(env, v) || napi_unwrap(env, v, &data) != napi_ok || !data) return nullptr;
   return &static_cast<Handle*>(data)->tensor;
 }
 
@@ -270,11 +282,10 @@ std::string describe(const Napi::Value& v) {
 const at::Tensor& tensor_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
   Napi::Env env = info.Env();
   const Napi::Value v = info[i];
+  if (const at::Tensor* t = tensor_handle::unwrap(env, v)) return *t;
   if (!tensor_handle::is_tensor(env, v))
     throw Napi::TypeError::New(env, std::string(op) + ": " + name + " must be a Tensor, got " + describe(v));
-  const at::Tensor* t = tensor_handle::unwrap(env, v);
-  if (!t) throw Napi::TypeError::New(env, std::string(op) + ": " + name + " is a disposed tensor");
-  return *t;
+  throw Napi::TypeError::New(env, std::string(op) + ": " + name + " is a disposed tensor");
 }
 
 namespace {
