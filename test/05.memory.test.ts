@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { emptyCpuCache, memoryStats, setCpuCacheLimit } from '../lib/runtime.js';
-import { add, keep, matmul, randn, scope, scopeAsync, type Tensor, tensor, zeros } from '../lib/tensor.js';
+import { add, keep, matmul, randn, scope, scopeAsync, type Tensor, zeros } from '../lib/tensor.js';
 import { node } from './helpers.js';
 
 describe('disposal', () => {
@@ -124,20 +124,34 @@ describe('disposal', () => {
   });
 
   it('10,000 create-use-dispose iterations keep RSS within a few MiB', () => {
-    const step = () => {
-      const a = tensor(new Float32Array(4096), [64, 64]);
-      const b = randn([64, 64]);
-      const c = matmul(a, b);
-      const d = add(c, b);
-      d.toTypedArray();
-      for (const t of [a, b, c, d]) t.dispose();
-    };
-    // Warm up: allocator caches, the JIT, and V8's pool of garbage ArrayBuffers reach their steady size.
-    for (let i = 0; i < 5000; i++) step();
-    const start = process.memoryUsage().rss;
-    for (let i = 0; i < 10_000; i++) step();
-    const growth = (process.memoryUsage().rss - start) / 2 ** 20;
-    console.log(`memory: RSS ${Math.round(start / 2 ** 20)} MiB before 10,000 iterations, growth ${growth.toFixed(2)} MiB`);
-    expect(growth).toBeLessThan(4);
+    // In a fresh process with gc() at both ends, so that JS garbage still awaiting collection
+    // (the typed arrays made each iteration) does not count: what is measured is what stays.
+    const r = node(
+      `import { add, matmul, randn, tensor, memoryStats } from './dist/index.js';
+       const step = () => {
+         const a = tensor(new Float32Array(4096), [64, 64]);
+         const b = randn([64, 64]);
+         const c = matmul(a, b);
+         const d = add(c, b);
+         d.toTypedArray();
+         for (const t of [a, b, c, d]) t.dispose();
+       };
+       for (let i = 0; i < 2000; i++) step();
+       globalThis.gc();
+       const before = process.memoryUsage().rss;
+       let peak = before;
+       for (let i = 0; i < 10000; i++) { step(); if (i % 500 === 0) peak = Math.max(peak, process.memoryUsage().rss); }
+       globalThis.gc();
+       const after = process.memoryUsage().rss;
+       console.log(JSON.stringify({ before, after, peak, live: memoryStats().liveTensors }));`,
+      {},
+      ['--expose-gc'],
+    );
+    expect(r.stderr).toBe('');
+    const m = JSON.parse(r.stdout) as { before: number; after: number; peak: number; live: number };
+    const mib = (x: number) => (x / 2 ** 20).toFixed(2);
+    console.log(`memory: RSS ${mib(m.before)} MiB before 10,000 iterations, ${mib(m.after)} MiB after (growth ${mib(m.after - m.before)} MiB, peak ${mib(m.peak)} MiB)`);
+    expect(m.live).toBe(0);
+    expect(m.after - m.before).toBeLessThan(4 * 2 ** 20);
   });
 });
