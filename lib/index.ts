@@ -26,3 +26,24 @@ export {
   setNumThreads,
 } from './runtime.js';
 export { NativeLoadError } from './native.js';
+export {
+  type CrossEntropyOptions,
+  type DivergenceOptions,
+  flashbackDivergence,
+  gpmBasis,
+  gpmProject,
+  type KlKind,
+  latentMixture,
+  loraInit,
+  loraLinear,
+  type LoraLinearOptions,
+  loraMerge,
+  loraScale,
+  loraUnmerge,
+  pcgrad,
+  type PcgradOptions,
+  pcgradOrders,
+  type PcgradResult,
+  type Reduction,
+  tokenCrossEntropy,
+} from './kernels.js';

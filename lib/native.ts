@@ -10,6 +10,8 @@ import { performance } from 'node:perf_hooks';
 import { baseVersion, type LibtorchLocation, locateLibtorch, packageRoot } from './locate.js';
 
 export type Dtype = 'float32' | 'float64' | 'bfloat16' | 'float16' | 'int32' | 'int64' | 'uint8' | 'bool';
+export type KlKind = 'symmetric' | 'forward' | 'reverse';
+export type Reduction = 'mean' | 'sum';
 export type TensorData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
 
 /** A handle owning one libtorch tensor. */
@@ -57,6 +59,51 @@ export interface NativeAddon {
   add(a: NativeTensor, b: NativeTensor, alpha?: number): NativeTensor;
   sum(a: NativeTensor, dims?: number | readonly number[], keepdim?: boolean): NativeTensor;
   to(a: NativeTensor, dtype: Dtype): NativeTensor;
+  setRequiresGrad(a: NativeTensor, flag?: boolean): void;
+  requiresGrad(a: NativeTensor): boolean;
+  grad(a: NativeTensor): NativeTensor | null;
+  zeroGrad(a: NativeTensor): void;
+  backward(a: NativeTensor, gradient?: NativeTensor): void;
+  detach(a: NativeTensor): NativeTensor;
+
+  loraLinear(
+    x: NativeTensor,
+    W: NativeTensor,
+    A: NativeTensor,
+    B: NativeTensor,
+    bias: NativeTensor | undefined,
+    scale: number,
+    dropout: number,
+    seed?: number | bigint,
+  ): NativeTensor;
+  loraScale(loraAlpha: number, r: number, rslora: boolean): number;
+  loraInit(A: NativeTensor, B: NativeTensor, init: 'kaiming' | 'gaussian', seed?: number | bigint): void;
+  loraMerge(W: NativeTensor, A: NativeTensor, B: NativeTensor, scale: number, unmerge: boolean): void;
+  flashbackDivergence(
+    cur: NativeTensor,
+    ref: NativeTensor,
+    mask: NativeTensor,
+    kind: KlKind,
+    reduction: Reduction,
+    temperature: number,
+  ): NativeTensor;
+  tokenCrossEntropy(
+    logits: NativeTensor,
+    targets: NativeTensor,
+    mask: NativeTensor | undefined,
+    ignoreIndex: number,
+    reduction: Reduction,
+  ): NativeTensor;
+  pcgrad(
+    grads: NativeTensor[][],
+    orders: number[][] | undefined,
+    seed: number | bigint | undefined,
+  ): { grads: NativeTensor[]; conflicts: number; gram: Float64Array };
+  pcgradOrders(n: number, seed?: number | bigint): number[][];
+  gpmBasis(activations: NativeTensor, threshold: number, basis?: NativeTensor): NativeTensor;
+  gpmProject(grad: NativeTensor, basis: NativeTensor): NativeTensor;
+  latentMixture(x: NativeTensor, A: NativeTensor, B: NativeTensor, indices: NativeTensor, weights: NativeTensor): NativeTensor;
+
   info(): RuntimeInfo;
   setNumThreads(n: number): void;
   stats(): MemoryStats;

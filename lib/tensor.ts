@@ -49,6 +49,33 @@ export class Tensor implements Disposable {
     return to(this, dtype);
   }
 
+  /** Whether gradients are recorded for computations using this tensor. */
+  get requiresGrad(): boolean {
+    return native().requiresGrad(this.handle);
+  }
+  /** Marks this tensor as a leaf whose gradient backward() accumulates. Returns this. */
+  setRequiresGrad(flag = true): this {
+    native().setRequiresGrad(this.handle, flag);
+    return this;
+  }
+  /** The accumulated gradient (a new handle on it, to dispose), or null before any backward(). */
+  get grad(): Tensor | null {
+    const g = native().grad(this.handle);
+    return g ? new Tensor(g) : null;
+  }
+  /** Drops the accumulated gradient. */
+  zeroGrad(): void {
+    native().zeroGrad(this.handle);
+  }
+  /** Back-propagates from this tensor (a scalar, or with `gradient` of its shape) into the leaves. */
+  backward(gradient?: Tensor): void {
+    native().backward(this.handle, gradient ? h(gradient) : undefined);
+  }
+  /** The same values, cut from the gradient graph. */
+  detach(): Tensor {
+    return new Tensor(native().detach(this.handle));
+  }
+
   /** Frees the native memory now. Safe to call twice; any later use throws. */
   dispose(): void {
     this.handle.dispose();
@@ -60,7 +87,7 @@ export class Tensor implements Disposable {
 }
 
 /** The native handle of a Tensor; anything else is passed through for the addon to reject by name. */
-const h = (t: unknown): NativeTensor => (t instanceof Tensor ? t.handle : (t as NativeTensor));
+export const h = (t: unknown): NativeTensor => (t instanceof Tensor ? t.handle : (t as NativeTensor));
 
 /**
  * A tensor holding a copy of `data`. The dtype follows the array: Float32Array -> float32,

@@ -45,6 +45,13 @@ c10::ScalarType dtype_arg(const Napi::CallbackInfo& info, size_t i, const char* 
 std::optional<uint64_t> seed_arg(const Napi::CallbackInfo& info, size_t i, const char* op);
 double number_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, double fallback);
 bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, bool fallback);
+// One of `choices` (a string); undefined gives `fallback`.
+std::string choice_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name,
+                       std::initializer_list<const char*> choices, const char* fallback);
+// An optional tensor argument: undefined or null gives an undefined tensor.
+at::Tensor optional_tensor_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
+// A JS array of Tensors.
+std::vector<at::Tensor> tensor_list(const Napi::CallbackInfo& info, const Napi::Value& v, const std::string& where);
 // An integer list (e.g. dims); undefined gives an empty list.
 std::vector<int64_t> int_list_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 

@@ -128,6 +128,59 @@ Napi::Value to_fn(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value set_requires_grad_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "setRequiresGrad", [&]() -> Napi::Value {
+    at::Tensor t = tensor_arg(info, 0, "setRequiresGrad", "a");
+    const bool flag = bool_arg(info, 1, "setRequiresGrad", "flag", true);
+    if (flag && !c10::isFloatingType(t.scalar_type()))
+      throw_type("setRequiresGrad: only floating-point tensors can require gradients, got " + dtype_name(t.scalar_type()));
+    t.set_requires_grad(flag);
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value requires_grad_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "requiresGrad", [&]() -> Napi::Value {
+    return Napi::Boolean::New(info.Env(), tensor_arg(info, 0, "requiresGrad", "a").requires_grad());
+  });
+}
+
+Napi::Value grad_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "grad", [&]() -> Napi::Value {
+    const at::Tensor& g = tensor_arg(info, 0, "grad", "a").grad();
+    return g.defined() ? Napi::Value(tensor_handle::wrap(info.Env(), g)) : info.Env().Null();
+  });
+}
+
+Napi::Value zero_grad_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "zeroGrad", [&]() -> Napi::Value {
+    at::Tensor t = tensor_arg(info, 0, "zeroGrad", "a");
+    t.mutable_grad().reset();
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value backward_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "backward", [&]() -> Napi::Value {
+    const at::Tensor& t = tensor_arg(info, 0, "backward", "a");
+    const at::Tensor gradient = optional_tensor_arg(info, 1, "backward", "gradient");
+    if (!t.requires_grad())
+      throw_type("backward: the tensor does not require gradients (no input of the computation required them)");
+    if (!gradient.defined() && t.numel() != 1)
+      throw_range("backward: a gradient is needed for a non-scalar tensor of shape " + shape_str(t.sizes()));
+    if (gradient.defined() && gradient.sizes() != t.sizes())
+      throw_range("backward: gradient shape " + shape_str(gradient.sizes()) + " differs from the tensor's " + shape_str(t.sizes()));
+    t.backward(gradient);
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value detach_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "detach", [&]() -> Napi::Value {
+    return tensor_handle::wrap(info.Env(), tensor_arg(info, 0, "detach", "a").detach());
+  });
+}
+
 }  // namespace
 
 void register_ops(Napi::Env env, Napi::Object exports) {
@@ -135,6 +188,9 @@ void register_ops(Napi::Env env, Napi::Object exports) {
       {"fromTypedArray", from_typed_array}, {"zeros", zeros_fn}, {"randn", randn_fn},
       {"matmul", matmul_fn},               {"matmulAsync", matmul_async_fn},
       {"add", add_fn},                     {"sum", sum_fn},     {"to", to_fn},
+      {"setRequiresGrad", set_requires_grad_fn}, {"requiresGrad", requires_grad_fn},
+      {"grad", grad_fn},                   {"zeroGrad", zero_grad_fn},
+      {"backward", backward_fn},           {"detach", detach_fn},
   };
   for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn, name));
 }

@@ -353,6 +353,44 @@ bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const ch
   return v.As<Napi::Boolean>().Value();
 }
 
+std::string choice_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name,
+                       std::initializer_list<const char*> choices, const char* fallback) {
+  const Napi::Value v = info[i];
+  if (v.IsUndefined()) return fallback;
+  std::string list;
+  for (const char* c : choices) list += std::string(list.empty() ? "" : ", ") + "'" + c + "'";
+  if (v.IsString()) {
+    const std::string s = v.As<Napi::String>().Utf8Value();
+    for (const char* c : choices)
+      if (s == c) return s;
+  }
+  throw Napi::TypeError::New(info.Env(), std::string(op) + ": " + name + " must be one of " + list + ", got " + describe(v));
+}
+
+at::Tensor optional_tensor_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  if (info[i].IsUndefined() || info[i].IsNull()) return at::Tensor();
+  return tensor_arg(info, i, op, name);
+}
+
+std::vector<at::Tensor> tensor_list(const Napi::CallbackInfo& info, const Napi::Value& v, const std::string& where) {
+  Napi::Env env = info.Env();
+  if (!v.IsArray()) throw Napi::TypeError::New(env, where + " must be an array of Tensors, got " + describe(v));
+  auto array = v.As<Napi::Array>();
+  std::vector<at::Tensor> out;
+  out.reserve(array.Length());
+  for (uint32_t k = 0; k < array.Length(); ++k) {
+    const Napi::Value item = array.Get(k);
+    if (const at::Tensor* t = tensor_handle::unwrap(env, item)) {
+      out.push_back(*t);
+      continue;
+    }
+    const std::string at_k = where + "[" + std::to_string(k) + "]";
+    if (tensor_handle::is_tensor(env, item)) throw Napi::TypeError::New(env, at_k + " is a disposed tensor");
+    throw Napi::TypeError::New(env, at_k + " must be a Tensor, got " + describe(item));
+  }
+  return out;
+}
+
 std::vector<int64_t> int_list_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
   Napi::Env env = info.Env();
   const Napi::Value v = info[i];

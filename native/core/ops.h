@@ -9,12 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "core/errors.h"
+#include "core/checks.h"
 
 namespace jfa {
-
-std::string shape_str(c10::IntArrayRef shape);
-std::string dtype_name(c10::ScalarType type);
 // Accepts the names dtype_name() produces; throws a Type error listing them otherwise.
 c10::ScalarType parse_dtype(const std::string& name, const char* op);
 

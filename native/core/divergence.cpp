@@ -1,0 +1,236 @@
+#include "core/divergence.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/ops/_log_softmax.h>
+#include <ATen/ops/bmm.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/sub.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/TensorOperators.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/checks.h"
+
+namespace jfa {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Elements per chunk buffer: ~256 KiB of float32, so a chunk's few buffers stay in L2.
+constexpr int64_t kChunkElements = int64_t{1} << 16;
+
+// Calls f(begin, end) for row chunks of an (N, V) matrix, in parallel over chunks.
+template <typename F>
+void for_row_chunks(int64_t rows, int64_t vocab, F&& f) {
+  const int64_t per_chunk = std::max<int64_t>(1, kChunkElements / std::max<int64_t>(vocab, 1));
+  const int64_t chunks = (rows + per_chunk - 1) / per_chunk;
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) f(c * per_chunk, std::min(rows, (c + 1) * per_chunk));
+  });
+}
+
+// Row-wise dot products of two (k, V) matrices, without a (k, V) temporary.
+at::Tensor row_dot(const at::Tensor& a, const at::Tensor& b) {
+  const int64_t k = a.size(0), v = a.size(1);
+  return at::bmm(a.view({k, 1, v}), b.view({k, v, 1})).view({k});
+}
+
+// Float32 rows [r0, r0 + k) of x, divided by the temperature.
+at::Tensor float_rows(const at::Tensor& x, int64_t r0, int64_t k, double temperature) {
+  at::Tensor rows = x.narrow(0, r0, k);
+  if (temperature != 1.0) return rows.to(at::kFloat).div(temperature);
+  return rows.scalar_type() == at::kFloat ? rows : rows.to(at::kFloat);
+}
+
+// Returns the gradient buffer's rows to write into: G's own rows when G is float32 and contiguous.
+at::Tensor grad_rows(const at::Tensor& G, int64_t r0, int64_t k, int64_t v) {
+  if (G.defined() && G.scalar_type() == at::kFloat) return G.narrow(0, r0, k);
+  return at::empty({k, v}, at::TensorOptions().dtype(at::kFloat));
+}
+
+void finish_rows(at::Tensor& G, const at::Tensor& g, int64_t r0, int64_t k) {
+  at::Tensor dest = G.narrow(0, r0, k);
+  if (!g.is_same(dest) && g.data_ptr() != dest.data_ptr()) dest.copy_(g);
+}
+
+double finite_or_throw(const at::Tensor& loss, const char* op, std::initializer_list<std::pair<const at::Tensor*, const char*>> inputs) {
+  const double value = loss.item<double>();
+  if (std::isfinite(value)) return value;
+  for (const auto& [t, name] : inputs) check_finite(*t, op, name);
+  throw_range(std::string(op) + ": the loss is not finite (" + std::to_string(value) + ")");
+}
+
+at::Tensor scalar_like(double value, const at::Tensor& like) {
+  return at::full({}, value, like.options().dtype(like.scalar_type()).requires_grad(false));
+}
+
+struct DivergenceFn : public torch::autograd::Function<DivergenceFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& cur, const at::Tensor& ref, const at::Tensor& mask,
+                            int64_t kind_code, int64_t reduction_code, double temperature, bool need_grad) {
+    const auto kind = static_cast<KlKind>(kind_code);
+    const int64_t V = cur.size(-1);
+    const at::Tensor Z = cur.reshape({-1, V});
+    const at::Tensor R = ref.reshape({-1, V});
+    const at::Tensor M = mask.reshape({-1}).to(at::kFloat);
+    const int64_t N = Z.size(0);
+    const double real = M.sum().item<double>();
+    const double denom = static_cast<Reduction>(reduction_code) == Reduction::Mean ? std::max(real, 1.0) : 1.0;
+    at::Tensor G = need_grad ? at::empty({N, V}, Z.options().memory_format(at::MemoryFormat::Contiguous)) : at::Tensor();
+    at::Tensor row_loss = at::zeros({N}, at::TensorOptions().dtype(at::kFloat));
+
+    for_row_chunks(N, V, [&](int64_t r0, int64_t r1) {
+      const int64_t k = r1 - r0;
+      const at::Tensor m = M.narrow(0, r0, k);
+      if (m.count_nonzero().item<int64_t>() == 0) {
+        if (G.defined()) G.narrow(0, r0, k).zero_();
+        return;
+      }
+      at::Tensor p = at::_log_softmax(float_rows(Z, r0, k, temperature), 1, false);  // log p, then p
+      at::Tensor q = at::_log_softmax(float_rows(R, r0, k, temperature), 1, false);  // log q, then q
+      at::Tensor d = grad_rows(G, r0, k, V);
+      at::sub_out(d, p, q);  // d = log p - log q
+      p.exp_();
+      q.exp_();
+      const at::Tensor rev = row_dot(p, d);        // KL(p || q) per row
+      const at::Tensor fwd = row_dot(q, d).neg_();  // KL(q || p) per row
+      const at::Tensor loss = kind == KlKind::Forward ? fwd : kind == KlKind::Reverse ? rev : fwd + rev;
+      row_loss.narrow(0, r0, k).copy_(loss * m);
+      if (!G.defined()) return;
+      // d/dz KL(q||p) = p - q;  d/dz KL(p||q) = p * (log p - log q - KL(p||q)).
+      if (kind == KlKind::Forward) {
+        at::sub_out(d, p, q);
+      } else {
+        d.sub_(kind == KlKind::Reverse ? rev.unsqueeze(1) : (rev - 1.0).unsqueeze(1)).mul_(p);
+        if (kind == KlKind::Symmetric) d.sub_(q);
+      }
+      d.mul_((m / (denom * temperature)).unsqueeze(1));
+      finish_rows(G, d, r0, k);
+    });
+
+    const at::Tensor total = row_loss.sum(at::kDouble).div_(denom);
+    const double value = finite_or_throw(total, "flashbackDivergence", {{&cur, "the current logits"}, {&ref, "the reference logits"}});
+    if (G.defined()) ctx->save_for_backward({G.view(cur.sizes())});
+    return scalar_like(value, cur);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor G = ctx->get_saved_variables()[0];
+    const at::Tensor& g = grads[0];
+    // The usual upstream gradient is exactly 1 on the CPU: hand G over without another full pass.
+    const bool one = g.device().is_cpu() && g.numel() == 1 && g.item<double>() == 1.0;
+    return {one ? G : G * g, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+struct CrossEntropyFn : public torch::autograd::Function<CrossEntropyFn> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& targets,
+                            const at::Tensor& counts, int64_t reduction_code, bool need_grad) {
+    const int64_t V = logits.size(-1);
+    const at::Tensor Z = logits.reshape({-1, V});
+    const at::Tensor T = targets.reshape({-1});
+    const at::Tensor M = counts.reshape({-1});  // float32, 0 or 1
+    const int64_t N = Z.size(0);
+    const double real = M.sum().item<double>();
+    const double denom = static_cast<Reduction>(reduction_code) == Reduction::Mean ? std::max(real, 1.0) : 1.0;
+    at::Tensor G = need_grad ? at::empty({N, V}, Z.options().memory_format(at::MemoryFormat::Contiguous)) : at::Tensor();
+    at::Tensor row_loss = at::zeros({N}, at::TensorOptions().dtype(at::kFloat));
+
+    for_row_chunks(N, V, [&](int64_t r0, int64_t r1) {
+      const int64_t k = r1 - r0;
+      const at::Tensor m = M.narrow(0, r0, k);
+      if (m.count_nonzero().item<int64_t>() == 0) {
+        if (G.defined()) G.narrow(0, r0, k).zero_();
+        return;
+      }
+      const at::Tensor t = T.narrow(0, r0, k).clamp_min(0).unsqueeze(1);  // ignored rows read column 0, weighted 0
+      at::Tensor d = grad_rows(G, r0, k, V);
+      at::_log_softmax_out(d, float_rows(Z, r0, k, 1.0), 1, false);
+      row_loss.narrow(0, r0, k).copy_(d.gather(1, t).squeeze(1).neg_().mul_(m));
+      if (!G.defined()) return;
+      d.exp_();  // softmax
+      d.scatter_add_(1, t, at::full({k, 1}, -1.0f, d.options()));
+      d.mul_((m / denom).unsqueeze(1));
+      finish_rows(G, d, r0, k);
+    });
+
+    const at::Tensor total = row_loss.sum(at::kDouble).div_(denom);
+    const double value = finite_or_throw(total, "tokenCrossEntropy", {{&logits, "the logits"}});
+    if (G.defined()) ctx->save_for_backward({G.view(logits.sizes())});
+    return scalar_like(value, logits);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const at::Tensor G = ctx->get_saved_variables()[0];
+    const at::Tensor& g = grads[0];
+    const bool one = g.device().is_cpu() && g.numel() == 1 && g.item<double>() == 1.0;
+    return {one ? G : G * g, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+void check_mask(const at::Tensor& mask, const at::Tensor& logits, const char* op, const char* name) {
+  const auto want = logits.sizes().slice(0, logits.dim() - 1);
+  if (mask.sizes() != want)
+    throw_range(std::string(op) + ": " + name + " has shape " + shape_str(mask.sizes()) + " but the logits " +
+                shape_str(logits.sizes()) + " need " + shape_str(want));
+  if (mask.device() != logits.device())
+    throw_type(std::string(op) + ": " + name + " is on " + mask.device().str() + " but the logits are on " +
+               logits.device().str());
+}
+
+}  // namespace
+
+at::Tensor flashback_divergence(const DivergenceArgs& a) {
+  const char* op = "flashbackDivergence";
+  check_float_tensor(a.cur, op, "cur");
+  check_float_tensor(a.ref, op, "ref");
+  if (a.cur.device() != a.ref.device())
+    throw_type(std::string(op) + ": cur is on " + a.cur.device().str() + " but ref is on " + a.ref.device().str());
+  if (a.cur.dim() < 1) throw_range(std::string(op) + ": logits need a vocabulary dimension, got a scalar");
+  if (a.cur.dim() == a.ref.dim() && a.cur.size(-1) != a.ref.size(-1))
+    throw_range(std::string(op) + ": vocabulary sizes differ: cur has " + std::to_string(a.cur.size(-1)) + ", ref has " +
+                std::to_string(a.ref.size(-1)));
+  if (a.cur.sizes() != a.ref.sizes())
+    throw_range(std::string(op) + ": cur " + shape_str(a.cur.sizes()) + " and ref " + shape_str(a.ref.sizes()) +
+                " have different shapes");
+  if (a.cur.size(-1) == 0) throw_range(std::string(op) + ": the vocabulary is empty");
+  check_mask(a.mask, a.cur, op, "mask");
+  if (!(a.temperature > 0.0) || !std::isfinite(a.temperature))
+    throw_range(std::string(op) + ": temperature must be a positive number, got " + std::to_string(a.temperature));
+  const bool need_grad = a.cur.requires_grad() && at::GradMode::is_enabled();
+  return DivergenceFn::apply(a.cur, a.ref.detach(), a.mask, static_cast<int64_t>(a.kind),
+                             static_cast<int64_t>(a.reduction), a.temperature, need_grad);
+}
+
+at::Tensor token_cross_entropy(const CrossEntropyArgs& a) {
+  const char* op = "tokenCrossEntropy";
+  check_float_tensor(a.logits, op, "logits");
+  if (a.logits.dim() < 1 || a.logits.size(-1) == 0)
+    throw_range(std::string(op) + ": logits need a non-empty vocabulary dimension, got shape " + shape_str(a.logits.sizes()));
+  if (a.targets.scalar_type() != at::kLong && a.targets.scalar_type() != at::kInt)
+    throw_type(std::string(op) + ": targets must be int64 or int32 token ids, got " + dtype_name(a.targets.scalar_type()));
+  check_mask(a.targets, a.logits, op, "targets");
+  at::Tensor counts = a.targets.ne(a.ignore_index);
+  if (a.mask.defined()) {
+    check_mask(a.mask, a.logits, op, "mask");
+    counts.logical_and_(a.mask.ne(0));
+  }
+  const int64_t V = a.logits.size(-1);
+  const at::Tensor targets = a.targets.to(at::kLong);
+  const at::Tensor bad = counts.logical_and(targets.lt(0).logical_or(targets.ge(V)));
+  if (bad.any().item<bool>()) {
+    const int64_t at_pos = bad.reshape({-1}).nonzero().select(0, 0).item<int64_t>();
+    throw_range(std::string(op) + ": target " + std::to_string(targets.reshape({-1})[at_pos].item<int64_t>()) +
+                " at position " + std::to_string(at_pos) + " is outside the vocabulary of " + std::to_string(V));
+  }
+  const bool need_grad = a.logits.requires_grad() && at::GradMode::is_enabled();
+  return CrossEntropyFn::apply(a.logits, targets, counts.to(at::kFloat), static_cast<int64_t>(a.reduction), need_grad);
+}
+
+}  // namespace jfa
