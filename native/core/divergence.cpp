@@ -32,6 +32,7 @@ void for_row_chunks(int64_t rows, int64_t vocab, F&& f) {
   const int64_t per_chunk = std::max<int64_t>(1, kChunkElements / std::max<int64_t>(vocab, 1));
   const int64_t chunks = (rows + per_chunk - 1) / per_chunk;
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    at::NoGradGuard no_grad;  // grad mode is thread-local: the pool's threads do not inherit forward()'s
     for (int64_t c = c0; c < c1; ++c) f(c * per_chunk, std::min(rows, (c + 1) * per_chunk));
   });
 }

@@ -1,6 +1,7 @@
 #include "core/projection.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/dot.h>
 #include <ATen/ops/empty_like.h>
@@ -66,6 +67,7 @@ std::vector<double> gram_matrix(const GradientSet& grads) {
     const int64_t numel = flat[0].numel();
     const int64_t blocks = (numel + kBlock - 1) / kBlock;
     at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+      at::NoGradGuard no_grad;
       std::vector<double> local(gram.size(), 0.0);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t start = b * kBlock, len = std::min(kBlock, numel - start);
@@ -129,6 +131,7 @@ PcgradResult pcgrad(const GradientSet& grads, const std::vector<std::vector<int6
     const int64_t blocks = (numel + kBlock - 1) / kBlock;
     // One pass: each output block is summed while it sits in cache.
     at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+      at::NoGradGuard no_grad;
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t start = b * kBlock, len = std::min(kBlock, numel - start);
         at::Tensor dst = out_flat.narrow(0, start, len);
