@@ -1,7 +1,7 @@
 #include "core/divergence.h"
 
 #include <ATen/Parallel.h>
-#include <ATen/ops/_log_softmax.h>
+#include <ATen/ops/exp.h>
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -24,7 +24,7 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // Elements per chunk buffer: ~256 KiB of float32, so a chunk's few buffers stay in L2.
-constexpr int64_t kChunkElements = int64_t{1} << 16;
+constexpr int64_t kChunkElements = int64_t{1} << 20;
 
 // Calls f(begin, end) for row chunks of an (N, V) matrix, in parallel over chunks.
 template <typename F>
@@ -48,6 +48,22 @@ at::Tensor float_rows(const at::Tensor& x, int64_t r0, int64_t k, double tempera
   at::Tensor rows = x.narrow(0, r0, k);
   if (temperature != 1.0) return rows.to(at::kFloat).div(temperature);
   return rows.scalar_type() == at::kFloat ? rows : rows.to(at::kFloat);
+}
+
+// log softmax and softmax of a (k, V) float32 chunk with one exp pass: p = exp(z - max) / sum,
+// log p = z - max - log(sum). (log_softmax followed by exp would take two.)
+void softmax_pair(const at::Tensor& z, at::Tensor& logp, at::Tensor& p) {
+  const at::Tensor mx = std::get<0>(z.max(1, /*keepdim=*/true));
+  at::sub_out(logp, z, mx);
+  at::exp_out(p, logp);
+  const at::Tensor sum = p.sum(1, /*keepdim=*/true);
+  logp.sub_(sum.log());
+  p.div_(sum);
+}
+
+// Whether any of rows [r0, r1) counts, read from a CPU copy of the mask.
+bool any_row(const float* mask, int64_t r0, int64_t r1) {
+  return std::any_of(mask + r0, mask + r1, [](float m) { return m != 0.0f; });
 }
 
 // Returns the gradient buffer's rows to write into: G's own rows when G is float32 and contiguous.
@@ -86,19 +102,21 @@ struct DivergenceFn : public torch::autograd::Function<DivergenceFn> {
     at::Tensor G = need_grad ? at::empty({N, V}, Z.options().memory_format(at::MemoryFormat::Contiguous)) : at::Tensor();
     at::Tensor row_loss = at::zeros({N}, at::TensorOptions().dtype(at::kFloat));
 
+    const at::Tensor mask_cpu = M.to(at::kCPU).contiguous();
+    const float* mask_rows = mask_cpu.data_ptr<float>();
     for_row_chunks(N, V, [&](int64_t r0, int64_t r1) {
       const int64_t k = r1 - r0;
-      const at::Tensor m = M.narrow(0, r0, k);
-      if (m.count_nonzero().item<int64_t>() == 0) {
+      if (!any_row(mask_rows, r0, r1)) {
         if (G.defined()) G.narrow(0, r0, k).zero_();
         return;
       }
-      at::Tensor p = at::_log_softmax(float_rows(Z, r0, k, temperature), 1, false);  // log p, then p
-      at::Tensor q = at::_log_softmax(float_rows(R, r0, k, temperature), 1, false);  // log q, then q
+      const at::Tensor m = M.narrow(0, r0, k);
+      const auto buffer = [&] { return at::empty({k, V}, at::TensorOptions().dtype(at::kFloat)); };
+      at::Tensor lp = buffer(), p = buffer(), lq = buffer(), q = buffer();
+      softmax_pair(float_rows(Z, r0, k, temperature), lp, p);
+      softmax_pair(float_rows(R, r0, k, temperature), lq, q);
       at::Tensor d = grad_rows(G, r0, k, V);
-      at::sub_out(d, p, q);  // d = log p - log q
-      p.exp_();
-      q.exp_();
+      at::sub_out(d, lp, lq);  // d = log p - log q
       const at::Tensor rev = row_dot(p, d);        // KL(p || q) per row
       const at::Tensor fwd = row_dot(q, d).neg_();  // KL(q || p) per row
       const at::Tensor loss = kind == KlKind::Forward ? fwd : kind == KlKind::Reverse ? rev : fwd + rev;
@@ -143,22 +161,29 @@ struct CrossEntropyFn : public torch::autograd::Function<CrossEntropyFn> {
     at::Tensor G = need_grad ? at::empty({N, V}, Z.options().memory_format(at::MemoryFormat::Contiguous)) : at::Tensor();
     at::Tensor row_loss = at::zeros({N}, at::TensorOptions().dtype(at::kFloat));
 
+    const at::Tensor mask_cpu = M.to(at::kCPU).contiguous();
+    const float* mask_rows = mask_cpu.data_ptr<float>();
     for_row_chunks(N, V, [&](int64_t r0, int64_t r1) {
       const int64_t k = r1 - r0;
-      const at::Tensor m = M.narrow(0, r0, k);
-      if (m.count_nonzero().item<int64_t>() == 0) {
+      if (!any_row(mask_rows, r0, r1)) {
         if (G.defined()) G.narrow(0, r0, k).zero_();
         return;
       }
+      const at::Tensor m = M.narrow(0, r0, k).unsqueeze(1);
       const at::Tensor t = T.narrow(0, r0, k).clamp_min(0).unsqueeze(1);  // ignored rows read column 0, weighted 0
-      at::Tensor d = grad_rows(G, r0, k, V);
-      at::_log_softmax_out(d, float_rows(Z, r0, k, 1.0), 1, false);
-      row_loss.narrow(0, r0, k).copy_(d.gather(1, t).squeeze(1).neg_().mul_(m));
+      const at::Tensor z = float_rows(Z, r0, k, 1.0);
+      // One exp pass: e = exp(z - max), loss = log(sum e) + max - z[t], grad = e / sum - onehot(t).
+      const at::Tensor mx = std::get<0>(z.max(1, /*keepdim=*/true));
+      at::Tensor e = grad_rows(G, r0, k, V);
+      at::sub_out(e, z, mx);
+      e.exp_();
+      const at::Tensor sum = e.sum(1, /*keepdim=*/true);
+      row_loss.narrow(0, r0, k).copy_((sum.log() + mx - z.gather(1, t)).mul_(m).squeeze(1));
       if (!G.defined()) return;
-      d.exp_();  // softmax
-      d.scatter_add_(1, t, at::full({k, 1}, -1.0f, d.options()));
-      d.mul_((m / denom).unsqueeze(1));
-      finish_rows(G, d, r0, k);
+      const at::Tensor weight = m / denom;
+      e.mul_(weight / sum);
+      e.scatter_add_(1, t, weight.neg());
+      finish_rows(G, e, r0, k);
     });
 
     const at::Tensor total = row_loss.sum(at::kDouble).div_(denom);
