@@ -77,15 +77,53 @@ void finish_rows(at::Tensor& G, const at::Tensor& g, int64_t r0, int64_t k) {
   if (!g.is_same(dest) && g.data_ptr() != dest.data_ptr()) dest.copy_(g);
 }
 
-double finite_or_throw(const at::Tensor& loss, const char* op, std::initializer_list<std::pair<const at::Tensor*, const char*>> inputs) {
-  const double value = loss.item<double>();
-  if (std::isfinite(value)) return value;
-  for (const auto& [t, name] : inputs) check_finite(*t, op, name);
-  throw_range(std::string(op) + ": the loss is not finite (" + std::to_string(value) + ")");
+// Drives a fused row-wise loss over logits (..., V) with row weights M (N) in {0, 1}. Chunks
+// without a counted row are skipped (their gradient rows zeroed). For the others it calls
+// chunk(r0, k, weight, out), which returns the k per-row losses and, when the gradient is wanted,
+// writes it into out (k, V) already multiplied by weight (k, 1) = M / denominator.
+// Returns the reduced loss as a scalar of the logits' dtype and saves the gradient for backward().
+template <typename F>
+at::Tensor fused_row_loss(AutogradContext* ctx, const at::Tensor& logits, const at::Tensor& M, Reduction reduction,
+                          bool need_grad, const char* op, const std::vector<std::pair<const at::Tensor*, const char*>>& inputs,
+                          F&& chunk) {
+  const int64_t V = logits.size(-1);
+  const int64_t N = M.numel();
+  const double denom = reduction == Reduction::Mean ? std::max(M.sum().item<double>(), 1.0) : 1.0;
+  at::Tensor G = need_grad ? at::empty({N, V}, logits.options().memory_format(at::MemoryFormat::Contiguous)) : at::Tensor();
+  at::Tensor row_loss = at::zeros({N}, at::TensorOptions().dtype(at::kFloat));
+  const at::Tensor mask_cpu = M.to(at::kCPU).contiguous();
+  const float* mask_rows = mask_cpu.data_ptr<float>();
+
+  for_row_chunks(N, V, [&](int64_t r0, int64_t r1) {
+    const int64_t k = r1 - r0;
+    if (!any_row(mask_rows, r0, r1)) {
+      if (G.defined()) G.narrow(0, r0, k).zero_();
+      return;
+    }
+    const at::Tensor m = M.narrow(0, r0, k).unsqueeze(1);
+    at::Tensor out = grad_rows(G, r0, k, V);
+    row_loss.narrow(0, r0, k).copy_(chunk(r0, k, m / denom, out).mul(m.squeeze(1)));
+    if (G.defined()) finish_rows(G, out, r0, k);
+  });
+
+  const double value = row_loss.sum(at::kDouble).item<double>() / denom;
+  if (!std::isfinite(value)) {
+    for (const auto& [t, name] : inputs) check_finite(*t, op, name);
+    throw_range(std::string(op) + ": the loss is not finite (" + std::to_string(value) + ")");
+  }
+  if (G.defined()) ctx->save_for_backward({G.view(logits.sizes())});
+  return at::full({}, value, logits.options().requires_grad(false));
 }
 
-at::Tensor scalar_like(double value, const at::Tensor& like) {
-  return at::full({}, value, like.options().dtype(like.scalar_type()).requires_grad(false));
+// d loss / d logits = saved gradient x upstream gradient; nothing flows to the other inputs.
+variable_list saved_gradient_times(AutogradContext* ctx, const variable_list& grads, size_t inputs) {
+  const at::Tensor G = ctx->get_saved_variables()[0];
+  const at::Tensor& g = grads[0];
+  // The usual upstream gradient is exactly 1 on the CPU: hand G over without another full pass.
+  const bool one = g.device().is_cpu() && g.numel() == 1 && g.item<double>() == 1.0;
+  variable_list out(inputs);
+  out[0] = one ? G : G * g;
+  return out;
 }
 
 struct DivergenceFn : public torch::autograd::Function<DivergenceFn> {
@@ -95,57 +133,32 @@ struct DivergenceFn : public torch::autograd::Function<DivergenceFn> {
     const int64_t V = cur.size(-1);
     const at::Tensor Z = cur.reshape({-1, V});
     const at::Tensor R = ref.reshape({-1, V});
-    const at::Tensor M = mask.reshape({-1}).to(at::kFloat);
-    const int64_t N = Z.size(0);
-    const double real = M.sum().item<double>();
-    const double denom = static_cast<Reduction>(reduction_code) == Reduction::Mean ? std::max(real, 1.0) : 1.0;
-    at::Tensor G = need_grad ? at::empty({N, V}, Z.options().memory_format(at::MemoryFormat::Contiguous)) : at::Tensor();
-    at::Tensor row_loss = at::zeros({N}, at::TensorOptions().dtype(at::kFloat));
-
-    const at::Tensor mask_cpu = M.to(at::kCPU).contiguous();
-    const float* mask_rows = mask_cpu.data_ptr<float>();
-    for_row_chunks(N, V, [&](int64_t r0, int64_t r1) {
-      const int64_t k = r1 - r0;
-      if (!any_row(mask_rows, r0, r1)) {
-        if (G.defined()) G.narrow(0, r0, k).zero_();
-        return;
-      }
-      const at::Tensor m = M.narrow(0, r0, k);
-      const auto buffer = [&] { return at::empty({k, V}, at::TensorOptions().dtype(at::kFloat)); };
-      at::Tensor lp = buffer(), p = buffer(), lq = buffer(), q = buffer();
-      softmax_pair(float_rows(Z, r0, k, temperature), lp, p);
-      softmax_pair(float_rows(R, r0, k, temperature), lq, q);
-      at::Tensor d = grad_rows(G, r0, k, V);
-      at::sub_out(d, lp, lq);  // d = log p - log q
-      const at::Tensor rev = row_dot(p, d);        // KL(p || q) per row
-      const at::Tensor fwd = row_dot(q, d).neg_();  // KL(q || p) per row
-      const at::Tensor loss = kind == KlKind::Forward ? fwd : kind == KlKind::Reverse ? rev : fwd + rev;
-      row_loss.narrow(0, r0, k).copy_(loss * m);
-      if (!G.defined()) return;
-      // d/dz KL(q||p) = p - q;  d/dz KL(p||q) = p * (log p - log q - KL(p||q)).
-      if (kind == KlKind::Forward) {
-        at::sub_out(d, p, q);
-      } else {
-        d.sub_(kind == KlKind::Reverse ? rev.unsqueeze(1) : (rev - 1.0).unsqueeze(1)).mul_(p);
-        if (kind == KlKind::Symmetric) d.sub_(q);
-      }
-      d.mul_((m / (denom * temperature)).unsqueeze(1));
-      finish_rows(G, d, r0, k);
-    });
-
-    const at::Tensor total = row_loss.sum(at::kDouble).div_(denom);
-    const double value = finite_or_throw(total, "flashbackDivergence", {{&cur, "the current logits"}, {&ref, "the reference logits"}});
-    if (G.defined()) ctx->save_for_backward({G.view(cur.sizes())});
-    return scalar_like(value, cur);
+    return fused_row_loss(
+        ctx, cur, mask.reshape({-1}).to(at::kFloat), static_cast<Reduction>(reduction_code), need_grad, "flashbackDivergence",
+        {{&cur, "the current logits"}, {&ref, "the reference logits"}},
+        [&](int64_t r0, int64_t k, const at::Tensor& weight, at::Tensor& d) {
+          const auto buffer = [&] { return at::empty({k, V}, at::TensorOptions().dtype(at::kFloat)); };
+          at::Tensor lp = buffer(), p = buffer(), lq = buffer(), q = buffer();
+          softmax_pair(float_rows(Z, r0, k, temperature), lp, p);
+          softmax_pair(float_rows(R, r0, k, temperature), lq, q);
+          at::sub_out(d, lp, lq);                       // d = log p - log q
+          const at::Tensor rev = row_dot(p, d);         // KL(p || q) per row
+          const at::Tensor fwd = row_dot(q, d).neg_();  // KL(q || p) per row
+          const at::Tensor loss = kind == KlKind::Forward ? fwd : kind == KlKind::Reverse ? rev : fwd + rev;
+          if (!need_grad) return loss;
+          // d/dz KL(q||p) = p - q;  d/dz KL(p||q) = p * (log p - log q - KL(p||q)).
+          if (kind == KlKind::Forward) {
+            at::sub_out(d, p, q);
+          } else {
+            d.sub_(kind == KlKind::Reverse ? rev.unsqueeze(1) : (rev - 1.0).unsqueeze(1)).mul_(p);
+            if (kind == KlKind::Symmetric) d.sub_(q);
+          }
+          d.mul_(weight / temperature);
+          return loss;
+        });
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const at::Tensor G = ctx->get_saved_variables()[0];
-    const at::Tensor& g = grads[0];
-    // The usual upstream gradient is exactly 1 on the CPU: hand G over without another full pass.
-    const bool one = g.device().is_cpu() && g.numel() == 1 && g.item<double>() == 1.0;
-    return {one ? G : G * g, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) { return saved_gradient_times(ctx, grads, 7); }
 };
 
 struct CrossEntropyFn : public torch::autograd::Function<CrossEntropyFn> {
@@ -154,50 +167,26 @@ struct CrossEntropyFn : public torch::autograd::Function<CrossEntropyFn> {
     const int64_t V = logits.size(-1);
     const at::Tensor Z = logits.reshape({-1, V});
     const at::Tensor T = targets.reshape({-1});
-    const at::Tensor M = counts.reshape({-1});  // float32, 0 or 1
-    const int64_t N = Z.size(0);
-    const double real = M.sum().item<double>();
-    const double denom = static_cast<Reduction>(reduction_code) == Reduction::Mean ? std::max(real, 1.0) : 1.0;
-    at::Tensor G = need_grad ? at::empty({N, V}, Z.options().memory_format(at::MemoryFormat::Contiguous)) : at::Tensor();
-    at::Tensor row_loss = at::zeros({N}, at::TensorOptions().dtype(at::kFloat));
-
-    const at::Tensor mask_cpu = M.to(at::kCPU).contiguous();
-    const float* mask_rows = mask_cpu.data_ptr<float>();
-    for_row_chunks(N, V, [&](int64_t r0, int64_t r1) {
-      const int64_t k = r1 - r0;
-      if (!any_row(mask_rows, r0, r1)) {
-        if (G.defined()) G.narrow(0, r0, k).zero_();
-        return;
-      }
-      const at::Tensor m = M.narrow(0, r0, k).unsqueeze(1);
-      const at::Tensor t = T.narrow(0, r0, k).clamp_min(0).unsqueeze(1);  // ignored rows read column 0, weighted 0
-      const at::Tensor z = float_rows(Z, r0, k, 1.0);
-      // One exp pass: e = exp(z - max), loss = log(sum e) + max - z[t], grad = e / sum - onehot(t).
-      const at::Tensor mx = std::get<0>(z.max(1, /*keepdim=*/true));
-      at::Tensor e = grad_rows(G, r0, k, V);
-      at::sub_out(e, z, mx);
-      e.exp_();
-      const at::Tensor sum = e.sum(1, /*keepdim=*/true);
-      row_loss.narrow(0, r0, k).copy_((sum.log() + mx - z.gather(1, t)).mul_(m).squeeze(1));
-      if (!G.defined()) return;
-      const at::Tensor weight = m / denom;
-      e.mul_(weight / sum);
-      e.scatter_add_(1, t, weight.neg());
-      finish_rows(G, e, r0, k);
-    });
-
-    const at::Tensor total = row_loss.sum(at::kDouble).div_(denom);
-    const double value = finite_or_throw(total, "tokenCrossEntropy", {{&logits, "the logits"}});
-    if (G.defined()) ctx->save_for_backward({G.view(logits.sizes())});
-    return scalar_like(value, logits);
+    return fused_row_loss(
+        ctx, logits, counts.reshape({-1}), static_cast<Reduction>(reduction_code), need_grad, "tokenCrossEntropy",
+        {{&logits, "the logits"}},
+        [&](int64_t r0, int64_t k, const at::Tensor& weight, at::Tensor& e) {
+          const at::Tensor t = T.narrow(0, r0, k).clamp_min(0).unsqueeze(1);  // ignored rows read column 0, weighted 0
+          const at::Tensor z = float_rows(Z, r0, k, 1.0);
+          // One exp pass: e = exp(z - max), loss = log(sum e) + max - z[t], grad = e / sum - onehot(t).
+          const at::Tensor mx = std::get<0>(z.max(1, /*keepdim=*/true));
+          at::sub_out(e, z, mx);
+          e.exp_();
+          const at::Tensor sum = e.sum(1, /*keepdim=*/true);
+          const at::Tensor loss = (sum.log() + mx - z.gather(1, t)).squeeze(1);
+          if (!need_grad) return loss;
+          e.mul_(weight / sum);
+          e.scatter_add_(1, t, weight.neg());
+          return loss;
+        });
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const at::Tensor G = ctx->get_saved_variables()[0];
-    const at::Tensor& g = grads[0];
-    const bool one = g.device().is_cpu() && g.numel() == 1 && g.item<double>() == 1.0;
-    return {one ? G : G * g, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) { return saved_gradient_times(ctx, grads, 5); }
 };
 
 void check_mask(const at::Tensor& mask, const at::Tensor& logits, const char* op, const char* name) {
