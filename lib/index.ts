@@ -25,4 +25,15 @@ export {
   setCpuCacheLimit,
   setNumThreads,
 } from './runtime.js';
+export {
+  Index,
+  type IndexKind,
+  type IndexMetric,
+  type IndexOptions,
+  kmeans,
+  kmeansAsync,
+  type KMeansOptions,
+  type KMeansResult,
+  type SearchResult,
+} from './faiss.js';
 export { NativeLoadError } from './native.js';
