@@ -25,6 +25,17 @@ export {
   setCpuCacheLimit,
   setNumThreads,
 } from './runtime.js';
+export {
+  Index,
+  type IndexKind,
+  type IndexMetric,
+  type IndexOptions,
+  kmeans,
+  kmeansAsync,
+  type KMeansOptions,
+  type KMeansResult,
+  type SearchResult,
+} from './faiss.js';
 export { NativeLoadError } from './native.js';
 export {
   type CrossEntropyOptions,

@@ -48,6 +48,64 @@ export interface MemoryStats {
   cpuCacheMisses: number;
 }
 
+export type IndexKind = 'flat-ip' | 'flat-l2' | 'hnsw';
+export type IndexMetric = 'ip' | 'l2';
+
+export interface NativeIndexOptions {
+  kind: IndexKind;
+  dim: number;
+  metric?: IndexMetric;
+  hnswM?: number;
+  efSearch?: number;
+}
+
+export interface SearchResult {
+  /** n*k distances, row-major: squared L2 or inner products. */
+  distances: Float32Array;
+  /** n*k vector ids (insertion order), -1 where fewer than k vectors exist. */
+  labels: BigInt64Array;
+}
+
+/** A FAISS index. Vectors are read from the Float32Array in place, never copied. */
+export interface NativeIndex {
+  readonly kind: IndexKind;
+  readonly metric: IndexMetric;
+  readonly dim: number;
+  readonly ntotal: number;
+  readonly disposed: boolean;
+  /** hnsw only (undefined for flat kinds). */
+  efSearch: number | undefined;
+  add(vectors: Float32Array): void;
+  addAsync(vectors: Float32Array): Promise<void>;
+  search(queries: Float32Array, k: number): SearchResult;
+  searchAsync(queries: Float32Array, k: number): Promise<SearchResult>;
+  reset(): void;
+  save(path: string): void;
+  dispose(): void;
+}
+
+export interface NativeIndexClass {
+  new (options: NativeIndexOptions): NativeIndex;
+  load(path: string): NativeIndex;
+}
+
+export interface NativeKMeansOptions {
+  dim: number;
+  k: number;
+  iterations?: number;
+  seed?: number;
+  spherical?: boolean;
+}
+
+export interface KMeansResult {
+  /** k*dim, row-major. */
+  centroids: Float32Array;
+  /** The cluster of each point. */
+  assignments: Int32Array;
+  /** Sum of squared distances to the assigned centroids (spherical: sum of inner products). */
+  objective: number;
+}
+
 /** The addon's exports, typed. Arguments are checked natively; bad ones throw TypeError/RangeError. */
 export interface NativeAddon {
   Tensor: abstract new (...args: never[]) => NativeTensor;
@@ -111,6 +169,9 @@ export interface NativeAddon {
   emptyCpuCache(): void;
   /** null when a tiny FAISS search works, else what went wrong. */
   faissSelfCheck(): string | null;
+  Index: NativeIndexClass;
+  kmeans(data: Float32Array, options: NativeKMeansOptions): KMeansResult;
+  kmeansAsync(data: Float32Array, options: NativeKMeansOptions): Promise<KMeansResult>;
 }
 
 /** What scripts/build-native.mjs records beside the binary. */

@@ -1,7 +1,8 @@
-// Module entry: the Tensor class, the ops, and runtime information.
+// Module entry: the Tensor class, the ops, FAISS, and runtime information.
 #include <napi.h>
 
 #include "binding/boundary.h"
+#include "binding/faiss.h"
 #include "binding/kernels.h"
 #include "binding/ops.h"
 #include "binding/tensor.h"
@@ -75,6 +76,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new AddonData());
   exports.Set("Tensor", tensor_handle::define_class(env));
   register_ops(env, exports);
+  register_faiss(env, exports);
   register_kernels(env, exports);
   exports.Set("info", Napi::Function::New(env, info_fn, "info"));
   exports.Set("setNumThreads", Napi::Function::New(env, set_num_threads_fn, "setNumThreads"));

@@ -3,11 +3,21 @@
 #include <ATen/ops/equal.h>
 #include <ATen/ops/tensor.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
+#include <random>
 #include <string>
+#include <vector>
 
+#include "core/divergence.h"
+#include "core/faiss_index.h"
+#include "core/lora.h"
 #include "core/ops.h"
+#include "core/projection.h"
 #include "core/runtime.h"
 
 namespace {
@@ -90,13 +100,191 @@ void test_runtime() {
   EXPECT(faiss.empty());
 }
 
+std::vector<float> gaussian(size_t count, unsigned seed, float scale = 1) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0, scale);
+  std::vector<float> out(count);
+  for (auto& x : out) x = normal(gen);
+  return out;
+}
+
+// Exact nearest neighbours: flat indexes agree with a brute force in double precision.
+void test_faiss_flat() {
+  const int64_t n = 200, d = 8, nq = 30, k = 5;
+  const auto base = gaussian(n * d, 1), queries = gaussian(nq * d, 2);
+  for (const std::string kind : {"flat-l2", "flat-ip"}) {
+    auto index = jfa::FaissIndex::create(kind, d, "", 0);
+    index->add(n, d, base.data());
+    EXPECT(index->ntotal() == n);
+    EXPECT(index->memory_bytes() == n * d * 4);
+    std::vector<float> distances(nq * k);
+    std::vector<int64_t> labels(nq * k);
+    index->search(nq, d, queries.data(), k, distances.data(), labels.data());
+    int mismatches = 0;
+    for (int64_t q = 0; q < nq; ++q) {
+      std::vector<std::pair<double, int64_t>> scored;
+      for (int64_t i = 0; i < n; ++i) {
+        double s = 0;
+        for (int64_t j = 0; j < d; ++j) {
+          const double a = queries[q * d + j], b = base[i * d + j];
+          s += kind == "flat-l2" ? (a - b) * (a - b) : -a * b;  // ascending is best first for both
+        }
+        scored.emplace_back(s, i);
+      }
+      std::sort(scored.begin(), scored.end());
+      for (int64_t j = 0; j < k; ++j) {
+        mismatches += labels[q * k + j] != scored[j].second;
+        const double expected = kind == "flat-l2" ? scored[j].first : -scored[j].first;
+        EXPECT(std::fabs(distances[q * k + j] - expected) < 1e-3);
+      }
+    }
+    EXPECT(mismatches == 0);
+  }
+}
+
+void test_faiss_padding_and_errors() {
+  auto index = jfa::FaissIndex::create("hnsw", 4, "ip", 16);
+  const float q[] = {1, 0, 0, 0};
+  float distances[3];
+  int64_t labels[3];
+  index->search(1, 4, q, 3, distances, labels);  // empty: all padding
+  EXPECT(labels[0] == -1 && labels[2] == -1 && std::isinf(distances[0]) && distances[0] < 0);
+  const float two[] = {1, 0, 0, 0, 0, 1, 0, 0};
+  index->add(2, 4, two);
+  index->search(1, 4, q, 3, distances, labels);
+  EXPECT(labels[0] == 0 && distances[0] == 1.f && labels[1] == 1 && labels[2] == -1);
+  EXPECT(index->ef_search() == 16);
+  index->reset();
+  EXPECT(index->ntotal() == 0);
+
+  EXPECT_THROWS(jfa::FaissIndex::create("ivf", 4, "", 0), Type, "Index.create: unknown kind 'ivf'");
+  EXPECT_THROWS(jfa::FaissIndex::create("flat-ip", 0, "", 0), Range, "Index.create: dim must be an integer from 1");
+  EXPECT_THROWS(jfa::FaissIndex::create("flat-ip", 4, "l2", 0), Range, "kind 'flat-ip' searches by metric 'ip', got metric 'l2'");
+  EXPECT_THROWS(jfa::FaissIndex::create("hnsw", 4, "cosine", 32), Type, "unknown metric 'cosine'");
+  EXPECT_THROWS(jfa::FaissIndex::create("hnsw", 4, "l2", 1), Range, "hnswM must be an integer from 2 to 256, got 1");
+  auto flat = jfa::FaissIndex::create("flat-l2", 4, "", 0);
+  const float five[5] = {};
+  EXPECT_THROWS(flat->add(1, 5, five), Range, "Index.add: vectors have dimension 5 but the index has dimension 4");
+  EXPECT_THROWS(flat->search(1, 4, q, 0, distances, labels), Range, "Index.search: k must be >= 1, got 0");
+  const float nan[] = {0, 1, std::nanf(""), 0};
+  EXPECT_THROWS(flat->add(1, 4, nan), Range, "Index.add: vectors hold NaN at vector 0, component 2");
+  EXPECT_THROWS(jfa::vector_rows("Index.add", "vectors", 10, 4), Range, "vectors has 10 elements, which is not a multiple of the dimension 4");
+  EXPECT_THROWS(flat->set_ef_search(8), Type, "only hnsw indexes have efSearch; this one is flat-l2");
+  EXPECT_THROWS(jfa::FaissIndex::load("/nonexistent/x.faiss"), Generic, "Index.load: cannot open '/nonexistent/x.faiss': No such file");
+}
+
+std::string temp_dir() {
+  char tmpl[] = "/tmp/jfa-core-XXXXXX";
+  const char* dir = mkdtemp(tmpl);
+  return dir ? dir : "/tmp";
+}
+
+void test_faiss_save_load() {
+  const std::string dir = temp_dir();
+  const auto base = gaussian(300 * 16, 3), queries = gaussian(10 * 16, 4);
+  auto index = jfa::FaissIndex::create("hnsw", 16, "l2", 8);
+  index->add(300, 16, base.data());
+  index->set_ef_search(40);
+  index->save(dir + "/a.faiss");
+  auto loaded = jfa::FaissIndex::load(dir + "/a.faiss");
+  EXPECT(loaded->kind() == "hnsw" && loaded->metric() == "l2" && loaded->dim() == 16 && loaded->ntotal() == 300);
+  EXPECT(loaded->ef_search() == 40);
+  std::vector<float> d1(50), d2(50);
+  std::vector<int64_t> l1(50), l2(50);
+  index->search(10, 16, queries.data(), 5, d1.data(), l1.data());
+  loaded->search(10, 16, queries.data(), 5, d2.data(), l2.data());
+  EXPECT(d1 == d2 && l1 == l2);
+  EXPECT_THROWS(index->save(dir + "/missing/a.faiss"), Generic, "Index.save: cannot create");
+  {
+    FILE* f = std::fopen((dir + "/junk").c_str(), "wb");
+    std::fputs("not an index", f);
+    std::fclose(f);
+  }
+  EXPECT_THROWS(jfa::FaissIndex::load(dir + "/junk"), Generic, "is not a readable FAISS index");
+  std::filesystem::remove_all(dir);
+}
+
+// Four blobs far apart: every blob lands in one cluster of its own, the same way under one seed.
+void test_kmeans() {
+  const int64_t per = 50, d = 3, k = 4;
+  const float centers[4][3] = {{10, 0, 0}, {0, 10, 0}, {0, 0, 10}, {-10, -10, -10}};
+  const auto noise = gaussian(4 * per * d, 5, 0.5f);
+  std::vector<float> data(noise.size());
+  for (int64_t i = 0; i < 4 * per; ++i)
+    for (int64_t j = 0; j < d; ++j) data[i * d + j] = centers[i / per][j] + noise[i * d + j];
+  std::vector<float> centroids(k * d), centroids2(k * d);
+  std::vector<int32_t> assign(4 * per), assign2(4 * per);
+  const double objective = jfa::kmeans(data.data(), 4 * per, d, k, {}, centroids.data(), assign.data());
+  bool blobs_kept = true;
+  std::vector<int32_t> seen;
+  for (int64_t b = 0; b < 4; ++b) {
+    for (int64_t i = 0; i < per; ++i) blobs_kept &= assign[b * per + i] == assign[b * per];
+    seen.push_back(assign[b * per]);
+  }
+  std::sort(seen.begin(), seen.end());
+  EXPECT(blobs_kept);
+  EXPECT(std::unique(seen.begin(), seen.end()) == seen.end());
+  EXPECT(objective > 0 && objective < 4 * per * d * 0.25 * 2);  // about n*d*sigma^2
+  const double again = jfa::kmeans(data.data(), 4 * per, d, k, {}, centroids2.data(), assign2.data());
+  EXPECT(again == objective && centroids == centroids2 && assign == assign2);
+  EXPECT_THROWS(jfa::kmeans(data.data(), 3, d, 10, {}, centroids.data(), assign.data()), Range,
+                "kmeans: k=10 clusters need at least 10 points, got 3");
+  EXPECT_THROWS(jfa::kmeans(data.data(), 4 * per, d, 4, {0, 1, false}, centroids.data(), assign.data()), Range,
+                "kmeans: iterations must be an integer from 1");
+}
+
+// The kernels' maths without Node: PCGrad on two opposed gradients, the divergence of a
+// distribution with itself, and a LoRA shape error. (test/09 checks them all against PyTorch.)
+void test_kernels() {
+  const float up[] = {1, 0}, down[] = {-1, 1};
+  auto g1 = jfa::copy_from(up, sizeof up, {2}, c10::kFloat, "t");
+  auto g2 = jfa::copy_from(down, sizeof down, {2}, c10::kFloat, "t");
+  const auto r = jfa::pcgrad({{g1}, {g2}}, {{1}, {0}});
+  EXPECT(r.conflicts == 2);
+  // g1' = g1 - (g1.g2/|g2|^2) g2 = (0.5, 0.5); g2' = g2 - (g2.g1/|g1|^2) g1 = (0, 1); mean (0.25, 0.75)
+  EXPECT(at::allclose(r.grads[0], at::tensor({0.25f, 0.75f})));
+  EXPECT_THROWS(jfa::pcgrad({}, {}), Range, "the list of gradients is empty");
+
+  jfa::DivergenceArgs d;
+  d.cur = jfa::randn({2, 3, 17}, c10::kFloat, 5);
+  d.ref = d.cur.clone();
+  d.mask = jfa::zeros({2, 3}, c10::kFloat).fill_(1);
+  EXPECT(std::abs(jfa::flashback_divergence(d).item<double>()) < 1e-6);
+
+  jfa::LoraArgs l;
+  l.x = jfa::randn({4, 8}, c10::kFloat, 1);
+  l.W = jfa::randn({6, 8}, c10::kFloat, 2);
+  l.A = jfa::randn({2, 7}, c10::kFloat, 3);
+  l.B = jfa::randn({6, 2}, c10::kFloat, 4);
+  EXPECT_THROWS(jfa::lora_linear(l), Range, "A [2, 7] must be (r, 8)");
+}
+
 }  // namespace
 
 int main() {
-  test_matmul();
-  test_add_sum();
-  test_factories();
-  test_runtime();
-  std::printf("jfa_core_tests: %d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  const std::pair<const char*, void (*)()> tests[] = {
+      {"matmul", test_matmul},
+      {"add and sum", test_add_sum},
+      {"factories", test_factories},
+      {"runtime", test_runtime},
+      {"kernels", test_kernels},
+      {"faiss flat", test_faiss_flat},
+      {"faiss padding and errors", test_faiss_padding_and_errors},
+      {"faiss save and load", test_faiss_save_load},
+      {"kmeans", test_kmeans},
+  };
+  int passed = 0;
+  int failed = 0;
+  for (const auto& [name, run] : tests) {
+    const int before = g_failed;
+    run();
+    if (g_failed == before) {
+      ++passed;
+    } else {
+      ++failed;
+      std::fprintf(stderr, "FAILED: %s\n", name);
+    }
+  }
+  std::printf("jfa_core_tests: %d passed, %d failed (%d checks)\n", passed, failed, g_passed + g_failed);
+  return failed == 0 ? 0 : 1;
 }

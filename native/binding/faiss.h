@@ -1,0 +1,7 @@
+#pragma once
+#include <napi.h>
+
+namespace jfa::binding {
+// Exports the Index class and the kmeans/kmeansAsync functions.
+void register_faiss(Napi::Env env, Napi::Object exports);
+}
