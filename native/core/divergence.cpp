@@ -4,7 +4,7 @@
 #include <ATen/ops/_softmax.h>
 #include <ATen/ops/exp.h>
 #include <ATen/ops/logsumexp.h>
-#include <ATen/ops/bmm.h>
+#include <ATen/ops/mul.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/full.h>
@@ -40,10 +40,10 @@ void for_row_chunks(int64_t rows, int64_t vocab, F&& f) {
   });
 }
 
-// Row-wise dot products of two (k, V) matrices, without a (k, V) temporary.
-at::Tensor row_dot(const at::Tensor& a, const at::Tensor& b) {
-  const int64_t k = a.size(0), v = a.size(1);
-  return at::bmm(a.view({k, 1, v}), b.view({k, v, 1})).view({k});
+// Row-wise dot products of two (k, V) matrices, through a scratch buffer (a vectorised multiply
+// and sum beat k batched matrix-vector products here).
+at::Tensor row_dot(const at::Tensor& a, const at::Tensor& b, at::Tensor& scratch) {
+  return at::mul_out(scratch, a, b).sum(1);
 }
 
 // Float32 rows [r0, r0 + k) of x, divided by the temperature.
@@ -54,12 +54,11 @@ at::Tensor float_rows(const at::Tensor& x, int64_t r0, int64_t k, double tempera
 }
 
 // softmax of a (k, V) float32 chunk into p (one fused pass) and its per-row log-sum-exp (k, 1),
-// read off the largest probability: lse = z[argmax] - log(p[argmax]), well conditioned since
-// p[argmax] >= 1/V. log p is then z - lse, without a second exp pass.
+// read off the largest probability: lse = max z - log(max p), well conditioned since max p >= 1/V.
+// log p is then z - lse, without a second exp pass. (amax: vectorised, unlike max with indices.)
 at::Tensor softmax_lse(const at::Tensor& z, at::Tensor& p) {
   at::_softmax_out(p, z, 1, false);
-  auto [pmax, argmax] = p.max(1, /*keepdim=*/true);
-  return z.gather(1, argmax).sub_(pmax.log_());
+  return z.amax(1, /*keepdim=*/true).sub_(p.amax(1, /*keepdim=*/true).log_());
 }
 
 // Whether any of rows [r0, r1) counts, read from a CPU copy of the mask.
@@ -139,12 +138,13 @@ struct DivergenceFn : public torch::autograd::Function<DivergenceFn> {
         {{&cur, "the current logits"}, {&ref, "the reference logits"}},
         [&](int64_t r0, int64_t k, const at::Tensor& weight, at::Tensor& d) {
           const auto buffer = [&] { return at::empty({k, V}, at::TensorOptions().dtype(at::kFloat)); };
-          at::Tensor p = buffer(), q = buffer();
+          at::Tensor p = buffer(), q = buffer(), scratch = buffer();
           const at::Tensor z = float_rows(Z, r0, k, temperature), r = float_rows(R, r0, k, temperature);
           const at::Tensor lse_z = softmax_lse(z, p), lse_r = softmax_lse(r, q);
           at::sub_out(d, z, r).sub_(lse_z - lse_r);  // d = log p - log q
-          const at::Tensor rev = row_dot(p, d);         // KL(p || q) per row
-          const at::Tensor fwd = row_dot(q, d).neg_();  // KL(q || p) per row
+          // Per row: KL(p||q) = sum p d, KL(q||p) = -sum q d; only the ones this kind needs.
+          const at::Tensor rev = kind == KlKind::Forward ? at::Tensor() : row_dot(p, d, scratch);
+          const at::Tensor fwd = kind == KlKind::Reverse ? at::Tensor() : row_dot(q, d, scratch).neg_();
           const at::Tensor loss = kind == KlKind::Forward ? fwd : kind == KlKind::Reverse ? rev : fwd + rev;
           if (!need_grad) return loss;
           // d/dz KL(q||p) = p - q;  d/dz KL(p||q) = p * (log p - log q - KL(p||q)).
