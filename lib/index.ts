@@ -58,3 +58,4 @@ export {
   type Reduction,
   tokenCrossEntropy,
 } from './kernels.js';
+export { loadSafetensors, type SafetensorsContents, saveSafetensors } from './model/safetensors.js';

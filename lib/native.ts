@@ -162,6 +162,9 @@ export interface NativeAddon {
   gpmProject(grad: NativeTensor, basis: NativeTensor): NativeTensor;
   latentMixture(x: NativeTensor, A: NativeTensor, B: NativeTensor, indices: NativeTensor, weights: NativeTensor): NativeTensor;
 
+  loadSafetensors(path: string): { names: string[]; tensors: Record<string, NativeTensor>; metadata: Record<string, string> };
+  saveSafetensors(path: string, tensors: Record<string, NativeTensor>, metadata?: Record<string, string>): void;
+
   info(): RuntimeInfo;
   setNumThreads(n: number): void;
   stats(): MemoryStats;

@@ -138,7 +138,7 @@ for (const op of values.ops.split(',')) {
   const setup = await ref.ask({ cmd: 'setup', op, threads });
   if (setup.threads !== threads) throw new Error(`reference runs ${setup.threads} threads, ours ${threads}`);
   const run = make(op);
-  run(); // warm up
+  for (let i = 0; i < 3; i++) run(); // warm up, as the reference does
   const ours = [];
   const theirs = [];
   for (let i = 0; i < repeats; i++) {

@@ -126,7 +126,8 @@ def main():
         if c["cmd"] == "setup":
             torch.set_num_threads(c["threads"])
             runs[c["op"]] = make(c["op"])
-            runs[c["op"]]()  # warm up
+            for _ in range(3):  # warm up: the allocator reaches its steady state after a few runs
+                runs[c["op"]]()
             reply = {"ok": True, "threads": torch.get_num_threads()}
         elif c["cmd"] == "time":
             t = time.perf_counter()
