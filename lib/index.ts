@@ -59,3 +59,4 @@ export {
   tokenCrossEntropy,
 } from './kernels.js';
 export { loadSafetensors, type SafetensorsContents, saveSafetensors } from './model/safetensors.js';
+export { type ForwardOptions, LlamaModel, type LoraConfig, type LoraTarget, type ModelConfig } from './model/llama.js';

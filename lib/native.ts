@@ -165,6 +165,10 @@ export interface NativeAddon {
   loadSafetensors(path: string): { names: string[]; tensors: Record<string, NativeTensor>; metadata: Record<string, string> };
   saveSafetensors(path: string, tensors: Record<string, NativeTensor>, metadata?: Record<string, string>): void;
 
+  Model: {
+    load(dir: string, dtype?: Dtype): NativeModel;
+  };
+
   info(): RuntimeInfo;
   setNumThreads(n: number): void;
   stats(): MemoryStats;
@@ -175,6 +179,29 @@ export interface NativeAddon {
   Index: NativeIndexClass;
   kmeans(data: Float32Array, options: NativeKMeansOptions): KMeansResult;
   kmeansAsync(data: Float32Array, options: NativeKMeansOptions): Promise<KMeansResult>;
+}
+
+export interface ModelConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKeyValueHeads: number;
+  headDim: number;
+  tieWordEmbeddings: boolean;
+  llama3RopeScaling: boolean;
+}
+
+export interface NativeModel {
+  readonly config: ModelConfig;
+  readonly dtype: Dtype;
+  readonly parameterCount: number;
+  logits(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean): NativeTensor;
+  hiddenStates(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean): NativeTensor;
+  addLora(targets: string[], r: number, loraAlpha: number, rslora: boolean, seed?: number | bigint): void;
+  loraParameters(): Record<string, NativeTensor>;
+  dispose(): void;
 }
 
 /** What scripts/build-native.mjs records beside the binary. */

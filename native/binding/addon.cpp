@@ -5,6 +5,7 @@
 #include "binding/faiss.h"
 #include "binding/io.h"
 #include "binding/kernels.h"
+#include "binding/model.h"
 #include "binding/ops.h"
 #include "binding/tensor.h"
 #include "core/cpu_allocator.h"
@@ -80,6 +81,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   register_faiss(env, exports);
   register_kernels(env, exports);
   register_io(env, exports);
+  register_model(env, exports);
   exports.Set("info", Napi::Function::New(env, info_fn, "info"));
   exports.Set("setNumThreads", Napi::Function::New(env, set_num_threads_fn, "setNumThreads"));
   exports.Set("stats", Napi::Function::New(env, stats_fn, "stats"));

@@ -1,0 +1,133 @@
+// The Llama model handle exported to JS.
+#include <napi.h>
+
+#include <memory>
+
+#include "binding/boundary.h"
+#include "binding/model.h"
+#include "binding/tensor.h"
+#include "core/llama.h"
+#include "core/ops.h"
+
+namespace jfa::binding {
+namespace {
+
+class Model : public Napi::ObjectWrap<Model> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "Model",
+                       {
+                           StaticMethod<&Model::load>("load"),
+                           InstanceAccessor<&Model::config>("config"),
+                           InstanceAccessor<&Model::dtype>("dtype"),
+                           InstanceAccessor<&Model::parameter_count>("parameterCount"),
+                           InstanceMethod<&Model::logits>("logits"),
+                           InstanceMethod<&Model::hidden_states>("hiddenStates"),
+                           InstanceMethod<&Model::add_lora>("addLora"),
+                           InstanceMethod<&Model::lora_parameters>("loraParameters"),
+                           InstanceMethod<&Model::dispose>("dispose"),
+                       });
+  }
+
+  explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal())
+      throw Napi::TypeError::New(info.Env(), "Model: use Model.load(dir, dtype)");
+    model_.reset(info[0].As<Napi::External<LlamaModel>>().Data());
+  }
+
+ private:
+  static Napi::Value load(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "loadModel", [&]() -> Napi::Value {
+      if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "loadModel: dir must be a string, got " + describe(info[0]));
+      const auto dtype = dtype_arg(info, 1, "loadModel", c10::kFloat);
+      auto model = LlamaModel::load(info[0].As<Napi::String>().Utf8Value(), dtype);
+      auto ctor = info.This().As<Napi::Function>();
+      return ctor.New({Napi::External<LlamaModel>::New(info.Env(), model.release())});
+    });
+  }
+
+  const LlamaModel& live(const char* op) const {
+    if (!model_) throw Napi::TypeError::New(Env(), std::string(op) + ": the model is disposed");
+    return *model_;
+  }
+
+  Napi::Value config(const Napi::CallbackInfo& info) {
+    const LlamaConfig& c = live("config").config();
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("vocabSize", static_cast<double>(c.vocab_size));
+    o.Set("hiddenSize", static_cast<double>(c.hidden_size));
+    o.Set("intermediateSize", static_cast<double>(c.intermediate_size));
+    o.Set("numLayers", static_cast<double>(c.num_hidden_layers));
+    o.Set("numHeads", static_cast<double>(c.num_attention_heads));
+    o.Set("numKeyValueHeads", static_cast<double>(c.num_key_value_heads));
+    o.Set("headDim", static_cast<double>(c.head_dim));
+    o.Set("tieWordEmbeddings", c.tie_word_embeddings);
+    o.Set("llama3RopeScaling", c.llama3_rope);
+    return o;
+  }
+
+  Napi::Value dtype(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dtype_name(live("dtype").dtype())); }
+
+  Napi::Value parameter_count(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(live("parameterCount").parameter_count()));
+  }
+
+  Napi::Value logits(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "model.logits", [&]() -> Napi::Value {
+      const auto& ids = tensor_arg(info, 0, "model.logits", "ids");
+      const at::Tensor mask = optional_tensor_arg(info, 1, "model.logits", "attentionMask");
+      const bool adapters = bool_arg(info, 2, "model.logits", "adapters", true);
+      return tensor_handle::wrap(info.Env(), live("model.logits").logits(ids, mask, adapters));
+    });
+  }
+
+  Napi::Value hidden_states(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "model.hiddenStates", [&]() -> Napi::Value {
+      const auto& ids = tensor_arg(info, 0, "model.hiddenStates", "ids");
+      const at::Tensor mask = optional_tensor_arg(info, 1, "model.hiddenStates", "attentionMask");
+      const bool adapters = bool_arg(info, 2, "model.hiddenStates", "adapters", true);
+      return tensor_handle::wrap(info.Env(), live("model.hiddenStates").hidden_states(ids, mask, adapters));
+    });
+  }
+
+  Napi::Value add_lora(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "addLora", [&]() -> Napi::Value {
+      live("addLora");
+      if (!info[0].IsArray()) throw Napi::TypeError::New(info.Env(), "addLora: targets must be an array of module names, got " + describe(info[0]));
+      std::vector<std::string> targets;
+      const auto list = info[0].As<Napi::Array>();
+      for (uint32_t i = 0; i < list.Length(); ++i) {
+        const Napi::Value v = list.Get(i);
+        if (!v.IsString()) throw Napi::TypeError::New(info.Env(), "addLora: targets[" + std::to_string(i) + "] must be a string, got " + describe(v));
+        targets.push_back(v.As<Napi::String>().Utf8Value());
+      }
+      const double r = number_arg(info, 1, "addLora", "r", 8);
+      if (r < 1 || r != static_cast<double>(static_cast<int64_t>(r)))
+        throw Napi::RangeError::New(info.Env(), "addLora: r must be a positive integer, got " + describe(info[1]));
+      model_->add_lora(targets, static_cast<int64_t>(r), number_arg(info, 2, "addLora", "loraAlpha", 16),
+                       bool_arg(info, 3, "addLora", "rslora", false), seed_arg(info, 4, "addLora").value_or(0));
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value lora_parameters(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "loraParameters", [&]() -> Napi::Value {
+      Napi::Object out = Napi::Object::New(info.Env());
+      for (const auto& [name, t] : live("loraParameters").lora_parameters()) out.Set(name, tensor_handle::wrap(info.Env(), t));
+      return out;
+    });
+  }
+
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    model_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::unique_ptr<LlamaModel> model_;
+};
+
+}  // namespace
+
+void register_model(Napi::Env env, Napi::Object exports) { exports.Set("Model", Model::define(env)); }
+
+}  // namespace jfa::binding

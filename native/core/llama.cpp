@@ -1,0 +1,345 @@
+#include "core/llama.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/embedding.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/outer.h>
+#include <ATen/ops/scaled_dot_product_attention.h>
+#include <ATen/ops/silu.h>
+#include <ATen/ops/where.h>
+#include <ATen/ops/zeros.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "core/checks.h"
+#include "core/lora.h"
+#include "core/safetensors.h"
+
+namespace jfa {
+namespace {
+
+namespace fs = std::filesystem;
+
+Json read_json(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw_range(path + ": cannot open");
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string s = text.str();
+  try {
+    return Json::parse(s.data(), s.size());
+  } catch (const std::runtime_error& e) {
+    throw_range(path + ": not valid JSON (" + e.what() + ")");
+  }
+}
+
+int64_t int_field(const Json& j, const char* key, const std::string& path, std::optional<int64_t> fallback) {
+  const Json* v = j.find(key);
+  if (!v || v->type == Json::Type::Null) {
+    if (fallback) return *fallback;
+    throw_range(path + ": missing '" + key + "'");
+  }
+  if (!v->is_integer() || v->number < 0) throw_range(path + ": '" + key + "' must be a non-negative integer");
+  return static_cast<int64_t>(v->number);
+}
+
+double number_field(const Json& j, const char* key, const std::string& path, double fallback) {
+  const Json* v = j.find(key);
+  if (!v || v->type == Json::Type::Null) return fallback;
+  if (v->type != Json::Type::Number) throw_range(path + ": '" + key + "' must be a number");
+  return v->number;
+}
+
+bool bool_field(const Json& j, const char* key, const std::string& path, bool fallback) {
+  const Json* v = j.find(key);
+  if (!v || v->type == Json::Type::Null) return fallback;
+  if (v->type != Json::Type::Bool) throw_range(path + ": '" + key + "' must be true or false");
+  return v->boolean;
+}
+
+std::string string_field(const Json& j, const char* key) {
+  const Json* v = j.find(key);
+  return v && v->type == Json::Type::String ? v->string : "";
+}
+
+// LlamaRMSNorm: normalised in float32, scaled in the input's dtype.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  const at::Tensor x32 = x.to(at::kFloat);
+  const at::Tensor normed = x32 * (x32.pow(2).mean(-1, /*keepdim=*/true) + eps).rsqrt();
+  return weight * normed.to(x.scalar_type());
+}
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({x.narrow(-1, half, half).neg(), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+LlamaConfig LlamaConfig::from_json(const Json& j, const std::string& path) {
+  if (j.type != Json::Type::Object) throw_range(path + ": not a JSON object");
+  const std::string model_type = string_field(j, "model_type");
+  if (model_type != "llama")
+    throw_range(path + ": model_type '" + model_type + "' is not supported (only 'llama')");
+  if (const Json* arch = j.find("architectures"); arch && arch->type == Json::Type::Array)
+    for (const auto& a : arch->array)
+      if (a.type == Json::Type::String && a.string != "LlamaForCausalLM")
+        throw_range(path + ": architecture '" + a.string + "' is not supported (only LlamaForCausalLM)");
+  const std::string act = string_field(j, "hidden_act");
+  if (!act.empty() && act != "silu") throw_range(path + ": hidden_act '" + act + "' is not supported (only 'silu')");
+  LlamaConfig c;
+  c.vocab_size = int_field(j, "vocab_size", path, std::nullopt);
+  c.hidden_size = int_field(j, "hidden_size", path, std::nullopt);
+  c.intermediate_size = int_field(j, "intermediate_size", path, std::nullopt);
+  c.num_hidden_layers = int_field(j, "num_hidden_layers", path, std::nullopt);
+  c.num_attention_heads = int_field(j, "num_attention_heads", path, std::nullopt);
+  c.num_key_value_heads = int_field(j, "num_key_value_heads", path, c.num_attention_heads);
+  if (c.num_attention_heads == 0 || c.num_key_value_heads == 0 || c.num_attention_heads % c.num_key_value_heads != 0)
+    throw_range(path + ": num_attention_heads " + std::to_string(c.num_attention_heads) +
+                " must be a positive multiple of num_key_value_heads " + std::to_string(c.num_key_value_heads));
+  c.head_dim = int_field(j, "head_dim", path, c.hidden_size / c.num_attention_heads);
+  if (c.head_dim == 0 || c.head_dim % 2 != 0) throw_range(path + ": head_dim must be even and positive");
+  c.max_position_embeddings = int_field(j, "max_position_embeddings", path, 2048);
+  c.rms_norm_eps = number_field(j, "rms_norm_eps", path, 1e-6);
+  c.rope_theta = number_field(j, "rope_theta", path, 10000.0);
+  c.tie_word_embeddings = bool_field(j, "tie_word_embeddings", path, false);
+  c.attention_bias = bool_field(j, "attention_bias", path, false);
+  c.mlp_bias = bool_field(j, "mlp_bias", path, false);
+  // transformers 5 writes rope_parameters (with rope_theta inside); 4.x wrote rope_scaling.
+  const Json* rs = j.find("rope_parameters");
+  if (!rs || rs->type != Json::Type::Object) rs = j.find("rope_scaling");
+  if (rs && rs->type == Json::Type::Object) {
+    std::string type = string_field(*rs, "rope_type");
+    if (type.empty()) type = string_field(*rs, "type");
+    if (const Json* theta = rs->find("rope_theta"); theta && theta->type == Json::Type::Number) c.rope_theta = theta->number;
+    if (type == "llama3") {
+      c.llama3_rope = true;
+      c.rope_factor = number_field(*rs, "factor", path, 8.0);
+      c.rope_low_freq_factor = number_field(*rs, "low_freq_factor", path, 1.0);
+      c.rope_high_freq_factor = number_field(*rs, "high_freq_factor", path, 4.0);
+      c.rope_original_max_position = int_field(*rs, "original_max_position_embeddings", path, 8192);
+    } else if (!type.empty() && type != "default") {
+      throw_range(path + ": rope_scaling of type '" + type + "' is not supported (only 'llama3')");
+    }
+  }
+  return c;
+}
+
+at::Tensor LinearLayer::forward(const at::Tensor& x, bool adapters) const {
+  if (adapters && lora_A.defined()) {
+    LoraArgs a;
+    a.x = x;
+    a.W = weight;
+    a.bias = bias;
+    a.A = lora_A;
+    a.B = lora_B;
+    a.scale = lora_scale;
+    return lora_linear(a);
+  }
+  return at::linear(x, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+}
+
+std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, c10::ScalarType dtype) {
+  if (dtype != c10::kFloat && dtype != c10::kBFloat16)
+    throw_type("loadModel: dtype must be float32 or bfloat16, got " + dtype_name(dtype));
+  const fs::path root(dir);
+  if (!fs::is_directory(root)) throw_range(dir + ": not a directory");
+  const fs::path config_path = root / "config.json";
+  if (!fs::exists(config_path)) throw_range(config_path.string() + ": missing (not a Hugging Face model directory)");
+  auto model = std::unique_ptr<LlamaModel>(new LlamaModel());
+  model->config_ = LlamaConfig::from_json(read_json(config_path.string()), config_path.string());
+  model->dtype_ = dtype;
+  const LlamaConfig& c = model->config_;
+
+  // name -> file holding it
+  std::map<std::string, std::string> where;
+  const fs::path single = root / "model.safetensors";
+  const fs::path index = root / "model.safetensors.index.json";
+  std::map<std::string, SafetensorsFile> files;
+  if (fs::exists(single)) {
+    files.emplace(single.string(), SafetensorsFile::open(single.string()));
+    for (const auto& n : files.at(single.string()).names()) where[n] = single.string();
+  } else if (fs::exists(index)) {
+    const Json j = read_json(index.string());
+    const Json* map = j.find("weight_map");
+    if (!map || map->type != Json::Type::Object) throw_range(index.string() + ": no weight_map object");
+    for (const auto& [name, file] : map->object) {
+      if (file.type != Json::Type::String) throw_range(index.string() + ": weight_map entry '" + name + "' is not a file name");
+      const std::string shard = (root / file.string).string();
+      if (!files.count(shard)) files.emplace(shard, SafetensorsFile::open(shard));
+      where[name] = shard;
+    }
+  } else {
+    throw_range(dir + ": no model.safetensors or model.safetensors.index.json");
+  }
+
+  const auto take = [&](const std::string& name, std::vector<int64_t> shape) {
+    const auto it = where.find(name);
+    if (it == where.end()) throw_range(dir + ": missing tensor '" + name + "'");
+    at::Tensor t = files.at(it->second).get(name);
+    if (t.sizes() != c10::IntArrayRef(shape))
+      throw_range(it->second + ": tensor '" + name + "' has shape " + shape_str(t.sizes()) + ", expected " + shape_str(shape) +
+                  " for this config");
+    if (!c10::isFloatingType(t.scalar_type())) throw_range(it->second + ": tensor '" + name + "' is not floating-point");
+    return t.scalar_type() == dtype ? t : t.to(dtype);
+  };
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  const int64_t q_out = c.num_attention_heads * hd, kv_out = c.num_key_value_heads * hd;
+  const auto linear = [&](const std::string& prefix, int64_t out, int64_t in, bool bias) {
+    LinearLayer l;
+    l.weight = take(prefix + ".weight", {out, in});
+    if (bias) l.bias = take(prefix + ".bias", {out});
+    return l;
+  };
+  model->embed_tokens = take("model.embed_tokens.weight", {c.vocab_size, H});
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    Layer layer;
+    layer.input_norm = take(p + "input_layernorm.weight", {H});
+    layer.post_attention_norm = take(p + "post_attention_layernorm.weight", {H});
+    layer.q = linear(p + "self_attn.q_proj", q_out, H, c.attention_bias);
+    layer.k = linear(p + "self_attn.k_proj", kv_out, H, c.attention_bias);
+    layer.v = linear(p + "self_attn.v_proj", kv_out, H, c.attention_bias);
+    layer.o = linear(p + "self_attn.o_proj", H, q_out, c.attention_bias);
+    layer.gate = linear(p + "mlp.gate_proj", I, H, c.mlp_bias);
+    layer.up = linear(p + "mlp.up_proj", I, H, c.mlp_bias);
+    layer.down = linear(p + "mlp.down_proj", H, I, c.mlp_bias);
+    model->layers_.push_back(std::move(layer));
+  }
+  model->final_norm = take("model.norm.weight", {H});
+  model->lm_head = c.tie_word_embeddings && !where.count("lm_head.weight") ? model->embed_tokens
+                                                                           : take("lm_head.weight", {c.vocab_size, H});
+  model->inv_freq_ = model->rope_inv_freq();
+  return model;
+}
+
+at::Tensor LlamaModel::rope_inv_freq() const {
+  const auto& c = config_;
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  at::Tensor inv = 1.0 / at::pow(c.rope_theta, at::arange(0, c.head_dim, 2, f64) / static_cast<double>(c.head_dim));
+  if (c.llama3_rope) {
+    // Llama 3.1's scaling: long wavelengths slowed by `factor`, short ones kept, a smooth ramp between.
+    const double old_len = static_cast<double>(c.rope_original_max_position);
+    const double low_wavelen = old_len / c.rope_low_freq_factor, high_wavelen = old_len / c.rope_high_freq_factor;
+    const at::Tensor wavelen = 2 * M_PI / inv;
+    at::Tensor scaled = at::where(wavelen > low_wavelen, inv / c.rope_factor, inv);
+    const at::Tensor smooth = (old_len / wavelen - c.rope_low_freq_factor) / (c.rope_high_freq_factor - c.rope_low_freq_factor);
+    const at::Tensor smoothed = (1 - smooth) * scaled / c.rope_factor + smooth * scaled;
+    const at::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+    inv = at::where(medium, smoothed, scaled);
+  }
+  return inv.to(at::kFloat);
+}
+
+at::Tensor LlamaModel::hidden_states(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters) const {
+  const char* op = "model.forward";
+  const auto& c = config_;
+  if (ids.scalar_type() != at::kLong) throw_type(std::string(op) + ": input ids must be int64, got " + dtype_name(ids.scalar_type()));
+  check_dims(ids, 2, op, "input ids");
+  const int64_t b = ids.size(0), t = ids.size(1);
+  if (t == 0) throw_range(std::string(op) + ": the sequence is empty");
+  if (ids.numel() && (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= c.vocab_size))
+    throw_range(std::string(op) + ": token ids must be in [0, " + std::to_string(c.vocab_size) + ")");
+  if (attention_mask.defined() && attention_mask.sizes() != ids.sizes())
+    throw_range(std::string(op) + ": attention mask " + shape_str(attention_mask.sizes()) + " must match the ids " +
+                shape_str(ids.sizes()));
+
+  at::Tensor h = at::embedding(embed_tokens, ids);
+  const at::Tensor positions = at::arange(t, at::TensorOptions().dtype(at::kFloat));
+  const at::Tensor freqs = at::outer(positions, inv_freq_);
+  const at::Tensor emb = at::cat({freqs, freqs}, -1);
+  const at::Tensor cos = emb.cos().to(dtype_), sin = emb.sin().to(dtype_);
+
+  // Additive mask (b, 1, t, t): causal, and padding keys hidden. The lowest finite value rather
+  // than -inf, as transformers does, so a query that sees no key gets uniform weights, not NaN.
+  at::Tensor keep = at::ones({t, t}, at::TensorOptions().dtype(at::kBool)).tril().view({1, 1, t, t});
+  if (attention_mask.defined()) keep = keep.logical_and(attention_mask.ne(0).view({b, 1, 1, t}));
+  const at::Tensor mask = at::where(keep, at::zeros({}, at::TensorOptions().dtype(dtype_)),
+                                    at::full({}, std::numeric_limits<float>::lowest(), at::TensorOptions().dtype(dtype_)));
+
+  const int64_t nh = c.num_attention_heads, kvh = c.num_key_value_heads, hd = c.head_dim;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  for (const Layer& layer : layers_) {
+    const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
+    at::Tensor q = layer.q.forward(x, adapters).view({b, t, nh, hd}).transpose(1, 2);
+    at::Tensor k = layer.k.forward(x, adapters).view({b, t, kvh, hd}).transpose(1, 2);
+    at::Tensor v = layer.v.forward(x, adapters).view({b, t, kvh, hd}).transpose(1, 2);
+    q = q * cos + rotate_half(q) * sin;
+    k = k * cos + rotate_half(k) * sin;
+    if (kvh != nh) {
+      k = k.unsqueeze(2).expand({b, kvh, nh / kvh, t, hd}).reshape({b, nh, t, hd});
+      v = v.unsqueeze(2).expand({b, kvh, nh / kvh, t, hd}).reshape({b, nh, t, hd});
+    }
+    const at::Tensor attn = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, scale);
+    h = h + layer.o.forward(attn.transpose(1, 2).reshape({b, t, nh * hd}), adapters);
+    const at::Tensor y = rms_norm(h, layer.post_attention_norm, c.rms_norm_eps);
+    h = h + layer.down.forward(at::silu(layer.gate.forward(y, adapters)) * layer.up.forward(y, adapters), adapters);
+  }
+  return rms_norm(h, final_norm, c.rms_norm_eps);
+}
+
+at::Tensor LlamaModel::logits(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters) const {
+  return at::linear(hidden_states(ids, attention_mask, adapters), lm_head);
+}
+
+std::vector<std::pair<std::string, LinearLayer*>> LlamaModel::linear_layers() {
+  std::vector<std::pair<std::string, LinearLayer*>> out;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    Layer& l = layers_[i];
+    out.insert(out.end(), {{p + "self_attn.q_proj", &l.q}, {p + "self_attn.k_proj", &l.k}, {p + "self_attn.v_proj", &l.v},
+                           {p + "self_attn.o_proj", &l.o}, {p + "mlp.gate_proj", &l.gate}, {p + "mlp.up_proj", &l.up},
+                           {p + "mlp.down_proj", &l.down}});
+  }
+  return out;
+}
+
+void LlamaModel::add_lora(const std::vector<std::string>& targets, int64_t r, double lora_alpha, bool rslora, uint64_t seed) {
+  const double scale = lora_scale(lora_alpha, r, rslora);
+  for (const auto& t : targets) {
+    static const char* known[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+    if (std::none_of(std::begin(known), std::end(known), [&](const char* k) { return t == k; }))
+      throw_range("addLora: unknown target module '" + t + "' (expected q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)");
+  }
+  uint64_t n = 0;
+  for (auto& [name, layer] : linear_layers()) {
+    const std::string module = name.substr(name.rfind('.') + 1);
+    if (std::find(targets.begin(), targets.end(), module) == targets.end()) continue;
+    const auto options = layer->weight.options();
+    layer->lora_A = at::empty({r, layer->weight.size(1)}, options);
+    layer->lora_B = at::empty({layer->weight.size(0), r}, options);
+    lora_init(layer->lora_A, layer->lora_B, LoraInit::Kaiming, seed + n++);
+    layer->lora_A.set_requires_grad(true);
+    layer->lora_B.set_requires_grad(true);
+    layer->lora_scale = scale;
+  }
+}
+
+std::vector<std::pair<std::string, at::Tensor>> LlamaModel::lora_parameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& [name, layer] : const_cast<LlamaModel*>(this)->linear_layers()) {
+    if (!layer->lora_A.defined()) continue;
+    out.emplace_back("base_model.model." + name + ".lora_A.weight", layer->lora_A);
+    out.emplace_back("base_model.model." + name + ".lora_B.weight", layer->lora_B);
+  }
+  return out;
+}
+
+int64_t LlamaModel::parameter_count() const {
+  int64_t n = embed_tokens.numel() + final_norm.numel() + (lm_head.is_same(embed_tokens) ? 0 : lm_head.numel());
+  for (const auto& [name, layer] : const_cast<LlamaModel*>(this)->linear_layers())
+    n += layer->weight.numel() + (layer->bias.defined() ? layer->bias.numel() : 0);
+  for (const auto& l : layers_) n += l.input_norm.numel() + l.post_attention_norm.numel();
+  return n;
+}
+
+}  // namespace jfa

@@ -1,0 +1,89 @@
+#pragma once
+// A Llama-family decoder on libtorch, configured from a Hugging Face config.json and loaded from a
+// model directory (model.safetensors, or shards listed in model.safetensors.index.json). Linear
+// layers can carry LoRA adapters, which a forward pass can switch off: the base model is then the
+// JFA reference, with no second copy of the weights.
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/json.h"
+
+namespace jfa {
+
+struct LlamaConfig {
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;
+  int64_t head_dim = 0;
+  int64_t max_position_embeddings = 2048;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;
+  bool mlp_bias = false;
+  // rope_scaling of type "llama3" (the only kind supported besides none).
+  bool llama3_rope = false;
+  double rope_factor = 1.0;
+  double rope_low_freq_factor = 1.0;
+  double rope_high_freq_factor = 4.0;
+  int64_t rope_original_max_position = 8192;
+
+  // Reads config.json's fields; unsupported architectures or options are Range errors naming them.
+  static LlamaConfig from_json(const Json& json, const std::string& path);
+};
+
+struct LinearLayer {
+  at::Tensor weight;  // (out, in), frozen
+  at::Tensor bias;    // (out) or undefined
+  at::Tensor lora_A;  // (r, in) or undefined
+  at::Tensor lora_B;  // (out, r)
+  double lora_scale = 0.0;
+
+  at::Tensor forward(const at::Tensor& x, bool adapters) const;
+};
+
+class LlamaModel {
+ public:
+  // dtype: float32 or bfloat16 (weights are converted on load when the file holds another).
+  static std::unique_ptr<LlamaModel> load(const std::string& dir, c10::ScalarType dtype);
+
+  const LlamaConfig& config() const { return config_; }
+  c10::ScalarType dtype() const { return dtype_; }
+
+  // input_ids (b, t) int64; attention_mask (b, t) nonzero at real tokens, or undefined for all real.
+  // Returns the final hidden states (b, t, hidden) (after the final norm).
+  at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters) const;
+  // Logits (b, t, vocab).
+  at::Tensor logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters) const;
+
+  // Adds LoRA factors (A kaiming-uniform, B zero, as PEFT) to every linear layer whose module name
+  // (q_proj k_proj v_proj o_proj gate_proj up_proj down_proj) is in `targets`.
+  void add_lora(const std::vector<std::string>& targets, int64_t r, double lora_alpha, bool rslora, uint64_t seed);
+  // The LoRA factors under PEFT's key names (base_model.model.<module>.lora_A.weight, ...).
+  std::vector<std::pair<std::string, at::Tensor>> lora_parameters() const;
+  int64_t parameter_count() const;
+
+ private:
+  struct Layer {
+    at::Tensor input_norm, post_attention_norm;
+    LinearLayer q, k, v, o, gate, up, down;
+  };
+  at::Tensor rope_inv_freq() const;
+  std::vector<std::pair<std::string, LinearLayer*>> linear_layers();
+
+  LlamaConfig config_;
+  c10::ScalarType dtype_ = c10::kFloat;
+  at::Tensor embed_tokens, final_norm, lm_head;
+  std::vector<Layer> layers_;
+  at::Tensor inv_freq_;
+};
+
+}  // namespace jfa
