@@ -167,7 +167,9 @@ export interface NativeAddon {
 
   Model: {
     load(dir: string, dtype?: Dtype): NativeModel;
+    random(configJson: string, seed?: number | bigint, initStd?: number): NativeModel;
   };
+  copyInto(dst: NativeTensor, src: NativeTensor): void;
 
   info(): RuntimeInfo;
   setNumThreads(n: number): void;
@@ -199,6 +201,20 @@ export interface NativeModel {
   readonly parameterCount: number;
   logits(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean): NativeTensor;
   hiddenStates(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean): NativeTensor;
+  meanPooled(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean): NativeTensor;
+  generateAsync(
+    ids: NativeTensor,
+    attentionMask: NativeTensor | undefined,
+    maxNewTokens: number,
+    temperature: number,
+    topP: number,
+    seed: number | bigint | undefined,
+    eosTokenIds: number[],
+    padTokenId: number,
+    adapters: boolean,
+  ): Promise<NativeTensor>;
+  mergeLora(): void;
+  weights(): Record<string, NativeTensor>;
   addLora(targets: string[], r: number, loraAlpha: number, rslora: boolean, seed?: number | bigint): void;
   loraParameters(): Record<string, NativeTensor>;
   dispose(): void;

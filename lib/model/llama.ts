@@ -1,11 +1,18 @@
 // A Llama-family model loaded from a Hugging Face directory (config.json + safetensors), computed
 // natively. Adapters added with addLora() can be switched off per call: that is the JFA reference.
+// Adapters are saved and loaded in PEFT's layout (adapter_config.json + adapter_model.safetensors).
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
 import { type Dtype, type ModelConfig, native, type NativeModel } from '../native.js';
 import { h, Tensor } from '../tensor.js';
+import { readJson, writeFileAtomic } from '../util/files.js';
+import { loadSafetensors, saveSafetensors } from './safetensors.js';
 
 export type { ModelConfig };
 
-export type LoraTarget = 'q_proj' | 'k_proj' | 'v_proj' | 'o_proj' | 'gate_proj' | 'up_proj' | 'down_proj';
+export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+export type LoraTarget = (typeof LORA_TARGETS)[number];
 
 export interface LoraConfig {
   /** Modules to adapt (default: all seven linear layers, as the paper). */
@@ -23,12 +30,51 @@ export interface ForwardOptions {
   adapters?: boolean;
 }
 
+export interface GenerateOptions {
+  /** (b, t) for left-padded prompts; omitted: all real. */
+  attentionMask?: Tensor;
+  maxNewTokens?: number;
+  /** 0 (default): greedy. */
+  temperature?: number;
+  topP?: number;
+  seed?: number | bigint;
+  /** Sequences stop at any of these. */
+  eosTokenIds?: number[];
+  /** Written after a sequence stopped. */
+  padTokenId?: number;
+  adapters?: boolean;
+}
+
+interface AdapterConfigJson {
+  peft_type?: string;
+  r?: number;
+  lora_alpha?: number;
+  target_modules?: string[] | string;
+  use_rslora?: boolean;
+  bias?: string;
+  lora_dropout?: number;
+}
+
+/** Files of a model directory that describe it rather than hold weights: copied by saveMerged(). */
+const DESCRIPTION_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+
 export class LlamaModel implements Disposable {
-  private constructor(private readonly handle: NativeModel) {}
+  private lora?: Required<Omit<LoraConfig, 'seed'>>;
+
+  private constructor(
+    private readonly handle: NativeModel,
+    /** The directory it was loaded from, if any. */
+    readonly dir?: string,
+  ) {}
 
   /** Loads config.json and model.safetensors (or its shards). dtype: float32 (default) or bfloat16. */
   static load(dir: string, options: { dtype?: Dtype } = {}): LlamaModel {
-    return new LlamaModel(native().Model.load(dir, options.dtype ?? 'float32'));
+    return new LlamaModel(native().Model.load(dir, options.dtype ?? 'float32'), resolve(dir));
+  }
+
+  /** A model with random weights for `config` (Hugging Face LlamaConfig fields). */
+  static random(config: Record<string, unknown>, options: { seed?: number | bigint; initStd?: number } = {}): LlamaModel {
+    return new LlamaModel(native().Model.random(JSON.stringify({ model_type: 'llama', ...config }), options.seed, options.initStd ?? 0.02));
   }
 
   get config(): ModelConfig {
@@ -51,15 +97,104 @@ export class LlamaModel implements Disposable {
     return new Tensor(this.handle.hiddenStates(h(ids), options.attentionMask && h(options.attentionMask), options.adapters ?? true));
   }
 
+  /** Final hidden states averaged over real tokens (b, hidden): the default sample embedding. */
+  meanPooled(ids: Tensor, options: ForwardOptions = {}): Tensor {
+    return new Tensor(this.handle.meanPooled(h(ids), options.attentionMask && h(options.attentionMask), options.adapters ?? true));
+  }
+
+  /** Continues prompts ids (b, t) (left-padded) on the libuv pool, with a KV cache; returns the new tokens (b, n). */
+  async generate(ids: Tensor, options: GenerateOptions = {}): Promise<Tensor> {
+    const out = await this.handle.generateAsync(
+      h(ids),
+      options.attentionMask && h(options.attentionMask),
+      options.maxNewTokens ?? 32,
+      options.temperature ?? 0,
+      options.topP ?? 1,
+      options.seed,
+      options.eosTokenIds ?? [],
+      options.padTokenId ?? 0,
+      options.adapters ?? true,
+    );
+    return new Tensor(out);
+  }
+
   /** Adds LoRA adapters (PEFT init: A kaiming-uniform, B zero, so outputs start unchanged). */
   addLora(config: LoraConfig = {}): void {
-    const targets = config.targets ?? ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
-    this.handle.addLora(targets, config.r ?? 8, config.loraAlpha ?? 16, config.rslora ?? false, config.seed);
+    if (this.lora) throw new Error('addLora: this model already has adapters');
+    const lora = { targets: config.targets ?? [...LORA_TARGETS], r: config.r ?? 8, loraAlpha: config.loraAlpha ?? 16, rslora: config.rslora ?? false };
+    this.handle.addLora(lora.targets, lora.r, lora.loraAlpha, lora.rslora, config.seed);
+    this.lora = lora;
   }
 
   /** The adapter factors under PEFT's key names; they require gradients. */
   loraParameters(): Record<string, Tensor> {
     return Object.fromEntries(Object.entries(this.handle.loraParameters()).map(([k, t]) => [k, new Tensor(t)]));
+  }
+
+  /** Writes the adapters in PEFT's layout: adapter_config.json and adapter_model.safetensors. */
+  saveAdapter(dir: string): void {
+    if (!this.lora) throw new Error('saveAdapter: this model has no adapters (call addLora or loadAdapter first)');
+    mkdirSync(dir, { recursive: true });
+    const params = this.loraParameters();
+    saveSafetensors(join(dir, 'adapter_model.safetensors'), params, { format: 'pt' });
+    Object.values(params).forEach((t) => t.dispose());
+    const config = {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      base_model_name_or_path: this.dir ?? null,
+      r: this.lora.r,
+      lora_alpha: this.lora.loraAlpha,
+      target_modules: this.lora.targets,
+      lora_dropout: 0.0,
+      bias: 'none',
+      use_rslora: this.lora.rslora,
+      fan_in_fan_out: false,
+      init_lora_weights: true,
+      modules_to_save: null,
+      inference_mode: true,
+    };
+    writeFileAtomic(join(dir, 'adapter_config.json'), `${JSON.stringify(config, null, 2)}\n`);
+  }
+
+  /** Loads a PEFT LoRA adapter directory (ours or PEFT's) into this model. */
+  loadAdapter(dir: string): void {
+    const configFile = join(dir, 'adapter_config.json');
+    const c = readJson<AdapterConfigJson>(configFile);
+    if (c.peft_type !== 'LORA') throw new Error(`${configFile}: peft_type '${c.peft_type}' is not supported (only 'LORA')`);
+    if (c.bias && c.bias !== 'none') throw new Error(`${configFile}: bias '${c.bias}' is not supported (only 'none')`);
+    const targets = typeof c.target_modules === 'string' ? [c.target_modules] : (c.target_modules ?? []);
+    const unknown = targets.filter((t) => !(LORA_TARGETS as readonly string[]).includes(t));
+    if (unknown.length) throw new Error(`${configFile}: target modules ${unknown.join(', ')} are not supported`);
+    if (!Number.isInteger(c.r) || c.r! < 1) throw new Error(`${configFile}: r must be a positive integer`);
+    const weights = loadSafetensors(join(dir, 'adapter_model.safetensors'));
+    this.addLora({ targets: targets as LoraTarget[], r: c.r, loraAlpha: c.lora_alpha ?? c.r, rslora: c.use_rslora ?? false });
+    const params = this.loraParameters();
+    const extra = weights.names.filter((n) => !(n in params));
+    if (extra.length) throw new Error(`${dir}: adapter tensors this model has no place for: ${extra.slice(0, 3).join(', ')}`);
+    for (const [name, p] of Object.entries(params)) {
+      const w = weights.tensors[name];
+      if (!w) throw new Error(`${dir}: adapter_model.safetensors has no tensor '${name}'`);
+      native().copyInto(h(p), h(w.dtype === p.dtype ? w : w.to(p.dtype)));
+    }
+    Object.values(weights.tensors).forEach((t) => t.dispose());
+    Object.values(params).forEach((t) => t.dispose());
+  }
+
+  /** Folds the adapters into the base weights (W += scale B A) and drops them. */
+  mergeLora(): void {
+    this.handle.mergeLora();
+    this.lora = undefined;
+  }
+
+  /** Writes the model (weights, and the loaded directory's config and tokenizer files) as a model directory. */
+  save(dir: string, extraFiles: Record<string, string> = {}): void {
+    mkdirSync(dir, { recursive: true });
+    if (this.dir) for (const f of DESCRIPTION_FILES) if (existsSync(join(this.dir, f))) copyFileSync(join(this.dir, f), join(dir, f));
+    for (const [name, text] of Object.entries(extraFiles)) writeFileAtomic(join(dir, name), text);
+    const weights = this.handle.weights();
+    const tensors = Object.fromEntries(Object.entries(weights).map(([k, t]) => [k, new Tensor(t)]));
+    saveSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
+    Object.values(tensors).forEach((t) => t.dispose());
   }
 
   dispose(): void {

@@ -7,7 +7,9 @@
 #include "binding/model.h"
 #include "binding/tensor.h"
 #include "core/llama.h"
+#include "core/json.h"
 #include "core/ops.h"
+#include "core/runtime.h"
 
 namespace jfa::binding {
 namespace {
@@ -18,11 +20,16 @@ class Model : public Napi::ObjectWrap<Model> {
     return DefineClass(env, "Model",
                        {
                            StaticMethod<&Model::load>("load"),
+                           StaticMethod<&Model::random>("random"),
                            InstanceAccessor<&Model::config>("config"),
                            InstanceAccessor<&Model::dtype>("dtype"),
                            InstanceAccessor<&Model::parameter_count>("parameterCount"),
                            InstanceMethod<&Model::logits>("logits"),
                            InstanceMethod<&Model::hidden_states>("hiddenStates"),
+                           InstanceMethod<&Model::mean_pooled>("meanPooled"),
+                           InstanceMethod<&Model::generate_async>("generateAsync"),
+                           InstanceMethod<&Model::merge_lora>("mergeLora"),
+                           InstanceMethod<&Model::weights>("weights"),
                            InstanceMethod<&Model::add_lora>("addLora"),
                            InstanceMethod<&Model::lora_parameters>("loraParameters"),
                            InstanceMethod<&Model::dispose>("dispose"),
@@ -35,12 +42,65 @@ class Model : public Napi::ObjectWrap<Model> {
     model_.reset(info[0].As<Napi::External<LlamaModel>>().Data());
   }
 
+  // A generation task: holds the model by shared_ptr, so dispose() while it runs is safe.
+  class GenerateTask : public Napi::AsyncWorker {
+   public:
+    GenerateTask(Napi::Env env, std::shared_ptr<const LlamaModel> model, at::Tensor ids, at::Tensor mask, GenerateOptions options,
+                 bool adapters)
+        : Napi::AsyncWorker(env, "generate"),
+          model_(std::move(model)),
+          ids_(std::move(ids)),
+          mask_(std::move(mask)),
+          options_(std::move(options)),
+          adapters_(adapters),
+          deferred_(Napi::Promise::Deferred::New(env)) {}
+    Napi::Promise promise() const { return deferred_.Promise(); }
+
+   protected:
+    void Execute() override {
+      try {
+        apply_threads();
+        result_ = model_->generate(ids_, mask_, options_, adapters_);
+      } catch (...) {
+        failure_ = describe_current_exception("generate");
+        SetError(failure_.message);
+      }
+    }
+    void OnOK() override { deferred_.Resolve(tensor_handle::wrap(Env(), std::move(result_))); }
+    void OnError(const Napi::Error&) override { deferred_.Reject(js_error(Env(), failure_).Value()); }
+
+   private:
+    std::shared_ptr<const LlamaModel> model_;
+    at::Tensor ids_, mask_, result_;
+    GenerateOptions options_;
+    bool adapters_;
+    Napi::Promise::Deferred deferred_;
+    Failure failure_{ErrorKind::Generic, ""};
+  };
+
  private:
   static Napi::Value load(const Napi::CallbackInfo& info) {
     return guard(info.Env(), "loadModel", [&]() -> Napi::Value {
       if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "loadModel: dir must be a string, got " + describe(info[0]));
       const auto dtype = dtype_arg(info, 1, "loadModel", c10::kFloat);
       auto model = LlamaModel::load(info[0].As<Napi::String>().Utf8Value(), dtype);
+      auto ctor = info.This().As<Napi::Function>();
+      return ctor.New({Napi::External<LlamaModel>::New(info.Env(), model.release())});
+    });
+  }
+
+  static Napi::Value random(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "createModel", [&]() -> Napi::Value {
+      if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "createModel: config must be a JSON string, got " + describe(info[0]));
+      const std::string text = info[0].As<Napi::String>().Utf8Value();
+      Json json;
+      try {
+        json = Json::parse(text.data(), text.size());
+      } catch (const std::runtime_error& e) {
+        throw_range(std::string("createModel: config is not valid JSON (") + e.what() + ")");
+      }
+      const LlamaConfig config = LlamaConfig::from_json(json, "createModel config");
+      auto model = LlamaModel::random(config, seed_arg(info, 1, "createModel").value_or(0), number_arg(info, 2, "createModel", "initStd", 0.02));
       auto ctor = info.This().As<Napi::Function>();
       return ctor.New({Napi::External<LlamaModel>::New(info.Env(), model.release())});
     });
@@ -90,6 +150,55 @@ class Model : public Napi::ObjectWrap<Model> {
     });
   }
 
+  Napi::Value mean_pooled(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "model.meanPooled", [&]() -> Napi::Value {
+      const auto& ids = tensor_arg(info, 0, "model.meanPooled", "ids");
+      const at::Tensor mask = optional_tensor_arg(info, 1, "model.meanPooled", "attentionMask");
+      const bool adapters = bool_arg(info, 2, "model.meanPooled", "adapters", true);
+      return tensor_handle::wrap(info.Env(), live("model.meanPooled").mean_pooled(ids, mask, adapters));
+    });
+  }
+
+  Napi::Value generate_async(const Napi::CallbackInfo& info) {
+    const char* op = "generate";
+    return guard(info.Env(), op, [&]() -> Napi::Value {
+      live(op);
+      at::Tensor ids = tensor_arg(info, 0, op, "ids");
+      at::Tensor mask = optional_tensor_arg(info, 1, op, "attentionMask");
+      GenerateOptions o;
+      const double n = number_arg(info, 2, op, "maxNewTokens", 32);
+      if (n < 1 || n != static_cast<double>(static_cast<int64_t>(n)))
+        throw Napi::RangeError::New(info.Env(), std::string(op) + ": maxNewTokens must be a positive integer, got " + describe(info[2]));
+      o.max_new_tokens = static_cast<int64_t>(n);
+      o.temperature = number_arg(info, 3, op, "temperature", 0.0);
+      o.top_p = number_arg(info, 4, op, "topP", 1.0);
+      o.seed = seed_arg(info, 5, op);
+      o.eos_token_ids = int_list_arg(info, 6, op, "eosTokenIds");
+      o.pad_token_id = static_cast<int64_t>(number_arg(info, 7, op, "padTokenId", 0));
+      const bool adapters = bool_arg(info, 8, op, "adapters", true);
+      auto* task = new GenerateTask(info.Env(), model_, ids, mask, std::move(o), adapters);
+      Napi::Promise promise = task->promise();
+      task->Queue();
+      return promise;
+    });
+  }
+
+  Napi::Value merge_lora(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "mergeLora", [&]() -> Napi::Value {
+      live("mergeLora");
+      model_->merge_lora();
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value weights(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "weights", [&]() -> Napi::Value {
+      Napi::Object out = Napi::Object::New(info.Env());
+      for (const auto& [name, t] : live("weights").weights()) out.Set(name, tensor_handle::wrap(info.Env(), t));
+      return out;
+    });
+  }
+
   Napi::Value add_lora(const Napi::CallbackInfo& info) {
     return guard(info.Env(), "addLora", [&]() -> Napi::Value {
       live("addLora");
@@ -123,7 +232,7 @@ class Model : public Napi::ObjectWrap<Model> {
     return info.Env().Undefined();
   }
 
-  std::unique_ptr<LlamaModel> model_;
+  std::shared_ptr<LlamaModel> model_;
 };
 
 }  // namespace

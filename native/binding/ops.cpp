@@ -8,6 +8,7 @@
 #include "binding/ops.h"
 #include "binding/tensor.h"
 #include "core/ops.h"
+#include <ATen/core/grad_mode.h>
 #include "core/runtime.h"
 
 namespace jfa::binding {
@@ -175,6 +176,18 @@ Napi::Value backward_fn(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value copy_into_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "copyInto", [&]() -> Napi::Value {
+    at::Tensor dst = tensor_arg(info, 0, "copyInto", "dst");
+    const at::Tensor& src = tensor_arg(info, 1, "copyInto", "src");
+    if (dst.sizes() != src.sizes())
+      throw_range("copyInto: shapes differ (dst " + shape_str(dst.sizes()) + ", src " + shape_str(src.sizes()) + ")");
+    at::NoGradGuard no_grad;  // writing a leaf's values is not part of any graph
+    dst.copy_(src);
+    return info.Env().Undefined();
+  });
+}
+
 Napi::Value detach_fn(const Napi::CallbackInfo& info) {
   return guard(info.Env(), "detach", [&]() -> Napi::Value {
     return tensor_handle::wrap(info.Env(), tensor_arg(info, 0, "detach", "a").detach());
@@ -191,6 +204,7 @@ void register_ops(Napi::Env env, Napi::Object exports) {
       {"setRequiresGrad", set_requires_grad_fn}, {"requiresGrad", requires_grad_fn},
       {"grad", grad_fn},                   {"zeroGrad", zero_grad_fn},
       {"backward", backward_fn},           {"detach", detach_fn},
+      {"copyInto", copy_into_fn},
   };
   for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn, name));
 }

@@ -13,6 +13,12 @@
 #include <ATen/ops/silu.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/ops/isin.h>
+#include <ATen/ops/ones_like.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/tensor.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cmath>
 #include <filesystem>
@@ -240,51 +246,192 @@ at::Tensor LlamaModel::rope_inv_freq() const {
   return inv.to(at::kFloat);
 }
 
-at::Tensor LlamaModel::hidden_states(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters) const {
-  const char* op = "model.forward";
-  const auto& c = config_;
+void LlamaModel::check_ids(const at::Tensor& ids, const at::Tensor& attention_mask, const char* op) const {
   if (ids.scalar_type() != at::kLong) throw_type(std::string(op) + ": input ids must be int64, got " + dtype_name(ids.scalar_type()));
   check_dims(ids, 2, op, "input ids");
-  const int64_t b = ids.size(0), t = ids.size(1);
-  if (t == 0) throw_range(std::string(op) + ": the sequence is empty");
-  if (ids.numel() && (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= c.vocab_size))
-    throw_range(std::string(op) + ": token ids must be in [0, " + std::to_string(c.vocab_size) + ")");
+  if (ids.size(1) == 0) throw_range(std::string(op) + ": the sequence is empty");
+  if (ids.numel() && (ids.min().item<int64_t>() < 0 || ids.max().item<int64_t>() >= config_.vocab_size))
+    throw_range(std::string(op) + ": token ids must be in [0, " + std::to_string(config_.vocab_size) + ")");
   if (attention_mask.defined() && attention_mask.sizes() != ids.sizes())
     throw_range(std::string(op) + ": attention mask " + shape_str(attention_mask.sizes()) + " must match the ids " +
                 shape_str(ids.sizes()));
+}
 
+at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& key_mask, KvCache* cache,
+                              bool adapters) const {
+  const auto& c = config_;
+  const int64_t b = ids.size(0), t = ids.size(1);
+  const int64_t past = cache ? cache->length : 0, total = past + t;
   at::Tensor h = at::embedding(embed_tokens, ids);
-  const at::Tensor positions = at::arange(t, at::TensorOptions().dtype(at::kFloat));
-  const at::Tensor freqs = at::outer(positions, inv_freq_);
-  const at::Tensor emb = at::cat({freqs, freqs}, -1);
+  const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // (b, t, hd/2)
+  const at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);                // (b, 1, t, hd)
   const at::Tensor cos = emb.cos().to(dtype_), sin = emb.sin().to(dtype_);
 
-  // Additive mask (b, 1, t, t): causal, and padding keys hidden. The lowest finite value rather
-  // than -inf, as transformers does, so a query that sees no key gets uniform weights, not NaN.
-  at::Tensor keep = at::ones({t, t}, at::TensorOptions().dtype(at::kBool)).tril().view({1, 1, t, t});
-  if (attention_mask.defined()) keep = keep.logical_and(attention_mask.ne(0).view({b, 1, 1, t}));
+  // Additive mask (b, 1, t, total): causal from this step's offset, and padding keys hidden. The
+  // lowest finite value rather than -inf, as transformers does, so that a query that sees no key
+  // gets uniform weights, not NaN.
+  const auto i64 = at::TensorOptions().dtype(at::kLong);
+  at::Tensor keep = at::arange(total, i64).view({1, total}).le(at::arange(past, total, i64).view({t, 1})).view({1, 1, t, total});
+  keep = keep.logical_and(key_mask.ne(0).view({b, 1, 1, total}));
   const at::Tensor mask = at::where(keep, at::zeros({}, at::TensorOptions().dtype(dtype_)),
                                     at::full({}, std::numeric_limits<float>::lowest(), at::TensorOptions().dtype(dtype_)));
 
   const int64_t nh = c.num_attention_heads, kvh = c.num_key_value_heads, hd = c.head_dim;
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  for (const Layer& layer : layers_) {
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& layer = layers_[l];
     const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
     at::Tensor q = layer.q.forward(x, adapters).view({b, t, nh, hd}).transpose(1, 2);
     at::Tensor k = layer.k.forward(x, adapters).view({b, t, kvh, hd}).transpose(1, 2);
     at::Tensor v = layer.v.forward(x, adapters).view({b, t, kvh, hd}).transpose(1, 2);
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
+    if (cache) {
+      cache->k[l].narrow(2, past, t).copy_(k);
+      cache->v[l].narrow(2, past, t).copy_(v);
+      k = cache->k[l].narrow(2, 0, total);
+      v = cache->v[l].narrow(2, 0, total);
+    }
     if (kvh != nh) {
-      k = k.unsqueeze(2).expand({b, kvh, nh / kvh, t, hd}).reshape({b, nh, t, hd});
-      v = v.unsqueeze(2).expand({b, kvh, nh / kvh, t, hd}).reshape({b, nh, t, hd});
+      k = k.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
+      v = v.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
     }
     const at::Tensor attn = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, scale);
     h = h + layer.o.forward(attn.transpose(1, 2).reshape({b, t, nh * hd}), adapters);
     const at::Tensor y = rms_norm(h, layer.post_attention_norm, c.rms_norm_eps);
     h = h + layer.down.forward(at::silu(layer.gate.forward(y, adapters)) * layer.up.forward(y, adapters), adapters);
   }
+  if (cache) cache->length = total;
   return rms_norm(h, final_norm, c.rms_norm_eps);
+}
+
+at::Tensor LlamaModel::hidden_states(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters) const {
+  check_ids(ids, attention_mask, "model.forward");
+  // Positions 0..t-1 whatever the padding, as transformers' forward does (pad on the right).
+  const at::Tensor positions = at::arange(ids.size(1), ids.options()).expand_as(ids);
+  const at::Tensor key_mask = attention_mask.defined() ? attention_mask : at::ones_like(ids);
+  return decode(ids, positions, key_mask, nullptr, adapters);
+}
+
+at::Tensor LlamaModel::mean_pooled(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters) const {
+  const at::Tensor h = hidden_states(ids, attention_mask, adapters);
+  const at::Tensor m = (attention_mask.defined() ? attention_mask.ne(0) : at::ones_like(ids).ne(0)).to(h.scalar_type()).unsqueeze(-1);
+  return (h * m).sum(1) / m.sum(1).clamp_min(1);
+}
+
+at::Tensor LlamaModel::generate(const at::Tensor& ids, const at::Tensor& attention_mask, const GenerateOptions& o,
+                                bool adapters) const {
+  const char* op = "generate";
+  check_ids(ids, attention_mask, op);
+  if (o.max_new_tokens < 1) throw_range(std::string(op) + ": maxNewTokens must be at least 1");
+  if (!(o.temperature >= 0.0) || !(o.top_p > 0.0 && o.top_p <= 1.0))
+    throw_range(std::string(op) + ": temperature must be >= 0 and topP in (0, 1]");
+  at::NoGradGuard no_grad;
+  const int64_t b = ids.size(0), t = ids.size(1), total = t + o.max_new_tokens;
+  const at::Tensor prompt_mask = attention_mask.defined() ? attention_mask.ne(0).to(at::kLong) : at::ones_like(ids);
+  // Left padding: each sequence's first real token is at position 0 (as transformers' generate).
+  at::Tensor positions = (prompt_mask.cumsum(1) - 1).clamp_min(0);
+  const at::Tensor key_mask = at::cat({prompt_mask, at::ones({b, o.max_new_tokens}, prompt_mask.options())}, 1);
+
+  KvCache cache;
+  const auto cache_options = embed_tokens.options();
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    cache.k.push_back(at::zeros({b, config_.num_key_value_heads, total, config_.head_dim}, cache_options));
+    cache.v.push_back(at::zeros({b, config_.num_key_value_heads, total, config_.head_dim}, cache_options));
+  }
+  std::optional<at::Generator> gen;
+  if (o.seed) gen = at::make_generator<at::CPUGeneratorImpl>(*o.seed);
+  const at::Tensor eos = at::tensor(o.eos_token_ids, at::TensorOptions().dtype(at::kLong));
+
+  at::Tensor h = decode(ids, positions, key_mask.narrow(1, 0, t), &cache, adapters);
+  at::Tensor logits = at::linear(h.select(1, t - 1), lm_head).to(at::kFloat);
+  at::Tensor next_pos = positions.select(1, t - 1) + 1;
+  at::Tensor finished = at::zeros({b}, at::TensorOptions().dtype(at::kBool));
+  std::vector<at::Tensor> out;
+  for (int64_t step = 0; step < o.max_new_tokens; ++step) {
+    at::Tensor next;
+    if (o.temperature == 0.0) {
+      next = logits.argmax(-1);
+    } else {
+      at::Tensor probs = (logits / o.temperature).softmax(-1);
+      if (o.top_p < 1.0) {
+        // Nucleus: keep the most likely tokens until their mass reaches top_p (the first always).
+        auto [sorted, order] = probs.sort(-1, /*descending=*/true);
+        const at::Tensor drop = (sorted.cumsum(-1) - sorted).gt(o.top_p);
+        probs = probs.scatter(-1, order, sorted.masked_fill(drop, 0.0));
+      }
+      next = probs.multinomial(1, false, gen).squeeze(-1);
+    }
+    next = at::where(finished, at::full({}, o.pad_token_id, next.options()), next);
+    out.push_back(next);
+    if (eos.numel()) finished = finished.logical_or(at::isin(next, eos));
+    if (step + 1 == o.max_new_tokens || finished.all().item<bool>()) break;
+    h = decode(next.view({b, 1}), next_pos.view({b, 1}), key_mask.narrow(1, 0, t + step + 1), &cache, adapters);
+    logits = at::linear(h.select(1, 0), lm_head).to(at::kFloat);
+    next_pos = next_pos + 1;
+  }
+  return at::stack(out, 1);
+}
+
+std::unique_ptr<LlamaModel> LlamaModel::random(const LlamaConfig& c, uint64_t seed, double init_std) {
+  auto model = std::unique_ptr<LlamaModel>(new LlamaModel());
+  model->config_ = c;
+  model->dtype_ = c10::kFloat;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const auto normal = [&](std::vector<int64_t> shape) {
+    return at::empty(shape, at::TensorOptions().dtype(at::kFloat)).normal_(0.0, init_std, gen);
+  };
+  const auto linear = [&](int64_t out, int64_t in) {
+    LinearLayer l;
+    l.weight = normal({out, in});
+    return l;
+  };
+  const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
+  model->embed_tokens = normal({c.vocab_size, H});
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    Layer layer;
+    layer.input_norm = at::ones({H});
+    layer.post_attention_norm = at::ones({H});
+    layer.q = linear(c.num_attention_heads * hd, H);
+    layer.k = linear(c.num_key_value_heads * hd, H);
+    layer.v = linear(c.num_key_value_heads * hd, H);
+    layer.o = linear(H, c.num_attention_heads * hd);
+    layer.gate = linear(I, H);
+    layer.up = linear(I, H);
+    layer.down = linear(H, I);
+    model->layers_.push_back(std::move(layer));
+  }
+  model->final_norm = at::ones({H});
+  model->lm_head = c.tie_word_embeddings ? model->embed_tokens : normal({c.vocab_size, H});
+  model->inv_freq_ = model->rope_inv_freq();
+  return model;
+}
+
+void LlamaModel::merge_lora() {
+  for (auto& [name, layer] : linear_layers()) {
+    if (!layer->lora_A.defined()) continue;
+    layer->weight = layer->weight.clone();  // the loaded weight may alias the file's mapping
+    lora_merge(layer->weight, layer->lora_A.detach(), layer->lora_B.detach(), layer->lora_scale, false);
+    layer->lora_A = at::Tensor();
+    layer->lora_B = at::Tensor();
+  }
+}
+
+std::vector<std::pair<std::string, at::Tensor>> LlamaModel::weights() const {
+  std::vector<std::pair<std::string, at::Tensor>> out = {{"model.embed_tokens.weight", embed_tokens}};
+  auto* self = const_cast<LlamaModel*>(this);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    out.emplace_back(p + "input_layernorm.weight", layers_[i].input_norm);
+    out.emplace_back(p + "post_attention_layernorm.weight", layers_[i].post_attention_norm);
+  }
+  for (const auto& [name, layer] : self->linear_layers()) {
+    out.emplace_back(name + ".weight", layer->weight);
+    if (layer->bias.defined()) out.emplace_back(name + ".bias", layer->bias);
+  }
+  out.emplace_back("model.norm.weight", final_norm);
+  if (!lm_head.is_same(embed_tokens)) out.emplace_back("lm_head.weight", lm_head);
+  return out;
 }
 
 at::Tensor LlamaModel::logits(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters) const {

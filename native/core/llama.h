@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <optional>
 #include <vector>
 
 #include "core/json.h"
@@ -50,8 +51,26 @@ struct LinearLayer {
   at::Tensor forward(const at::Tensor& x, bool adapters) const;
 };
 
+// Keys and values of past positions, per layer (b, kv_heads, capacity, head_dim).
+struct KvCache {
+  std::vector<at::Tensor> k, v;
+  int64_t length = 0;
+};
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 32;
+  double temperature = 0.0;  // 0: greedy
+  double top_p = 1.0;
+  std::optional<uint64_t> seed;
+  std::vector<int64_t> eos_token_ids;
+  int64_t pad_token_id = 0;  // written after a sequence ended
+};
+
 class LlamaModel {
  public:
+  // A model of `config` with random weights (normal, std `init_std`; norms one), as a base model
+  // trained from scratch starts.
+  static std::unique_ptr<LlamaModel> random(const LlamaConfig& config, uint64_t seed, double init_std);
   // dtype: float32 or bfloat16 (weights are converted on load when the file holds another).
   static std::unique_ptr<LlamaModel> load(const std::string& dir, c10::ScalarType dtype);
 
@@ -63,6 +82,19 @@ class LlamaModel {
   at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters) const;
   // Logits (b, t, vocab).
   at::Tensor logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters) const;
+
+  // Mean of the final hidden states over real tokens: (b, hidden), for retrieval embeddings.
+  at::Tensor mean_pooled(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters) const;
+
+  // Continues left-padded prompts ids (b, t) with mask (b, t); returns the new tokens (b, n <=
+  // max_new_tokens), pad_token_id after a sequence's end. Runs with a KV cache, without gradients.
+  at::Tensor generate(const at::Tensor& input_ids, const at::Tensor& attention_mask, const GenerateOptions& options,
+                      bool adapters) const;
+
+  // Folds every adapter into its base weight (W += scale B A) and drops the adapters.
+  void merge_lora();
+  // All base weights under Hugging Face's names (lm_head omitted when tied).
+  std::vector<std::pair<std::string, at::Tensor>> weights() const;
 
   // Adds LoRA factors (A kaiming-uniform, B zero, as PEFT) to every linear layer whose module name
   // (q_proj k_proj v_proj o_proj gate_proj up_proj down_proj) is in `targets`.
@@ -77,6 +109,11 @@ class LlamaModel {
     LinearLayer q, k, v, o, gate, up, down;
   };
   at::Tensor rope_inv_freq() const;
+  // The decoder on ids (b, t) at positions (b, t); keys visible per key_mask (b, past + t). With a
+  // cache, attends to its past and appends this step's keys and values.
+  at::Tensor decode(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& key_mask, KvCache* cache,
+                    bool adapters) const;
+  void check_ids(const at::Tensor& ids, const at::Tensor& mask, const char* op) const;
   std::vector<std::pair<std::string, LinearLayer*>> linear_layers();
 
   LlamaConfig config_;

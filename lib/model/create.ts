@@ -1,0 +1,134 @@
+// A model created from scratch, in Hugging Face layout: the demo's base model before pretraining.
+// Its tokenizer is byte-level BPE over the 256 byte symbols (GPT-2's byte-to-unicode mapping) with
+// optional merges, three special tokens, and a chat template; transformers loads it unchanged.
+import { join } from 'node:path';
+
+import { writeFileAtomic } from '../util/files.js';
+import { LlamaModel } from './llama.js';
+
+export const SPECIAL_TOKENS = { pad: '<pad>', bos: '<s>', eos: '</s>' } as const;
+
+/** GPT-2's map from bytes to printable unicode characters, as byte-level BPE uses it. */
+export function byteSymbols(): string[] {
+  const direct = [...range(33, 126), ...range(161, 172), ...range(174, 255)];
+  const symbols: string[] = [];
+  let extra = 0;
+  for (let b = 0; b < 256; b++) symbols.push(String.fromCodePoint(direct.includes(b) ? b : 256 + extra++));
+  return symbols;
+}
+
+function range(a: number, b: number): number[] {
+  return Array.from({ length: b - a + 1 }, (_, i) => a + i);
+}
+
+const CHAT_TEMPLATE =
+  "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] + '\\n' }}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}";
+
+/** tokenizer.json and tokenizer_config.json for byte-level BPE with the given merges ("a b" pairs of symbols). */
+export function byteLevelTokenizer(merges: string[] = []): { tokenizer: object; config: object; vocabSize: number } {
+  const vocab: Record<string, number> = {};
+  const specials = [SPECIAL_TOKENS.pad, SPECIAL_TOKENS.bos, SPECIAL_TOKENS.eos];
+  specials.forEach((t, i) => (vocab[t] = i));
+  for (const s of byteSymbols()) vocab[s] = Object.keys(vocab).length;
+  for (const m of merges) {
+    const merged = m.replace(' ', '');
+    if (!(merged in vocab)) vocab[merged] = Object.keys(vocab).length;
+  }
+  const byteLevel = { add_prefix_space: false, trim_offsets: true, use_regex: true };
+  const tokenizer = {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: specials.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    normalizer: null,
+    pre_tokenizer: { type: 'ByteLevel', ...byteLevel },
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: SPECIAL_TOKENS.bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [
+        { SpecialToken: { id: SPECIAL_TOKENS.bos, type_id: 0 } },
+        { Sequence: { id: 'A', type_id: 0 } },
+        { Sequence: { id: 'B', type_id: 1 } },
+      ],
+      special_tokens: { [SPECIAL_TOKENS.bos]: { id: SPECIAL_TOKENS.bos, ids: [1], tokens: [SPECIAL_TOKENS.bos] } },
+    },
+    decoder: { type: 'ByteLevel', ...byteLevel },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges,
+    },
+  };
+  const config = {
+    tokenizer_class: 'PreTrainedTokenizerFast',
+    bos_token: SPECIAL_TOKENS.bos,
+    eos_token: SPECIAL_TOKENS.eos,
+    pad_token: SPECIAL_TOKENS.pad,
+    add_bos_token: true,
+    clean_up_tokenization_spaces: false,
+    model_max_length: 2048,
+    chat_template: CHAT_TEMPLATE,
+  };
+  return { tokenizer, config, vocabSize: Object.keys(vocab).length };
+}
+
+export interface CreateModelOptions {
+  hiddenSize?: number;
+  intermediateSize?: number;
+  numLayers?: number;
+  numHeads?: number;
+  numKeyValueHeads?: number;
+  maxPositionEmbeddings?: number;
+  tieWordEmbeddings?: boolean;
+  merges?: string[];
+  seed?: number | bigint;
+}
+
+/** Writes a randomly initialised Llama and its tokenizer to `dir` in Hugging Face layout. */
+export function createModel(dir: string, options: CreateModelOptions = {}): void {
+  const { tokenizer, config: tokenizerConfig, vocabSize } = byteLevelTokenizer(options.merges);
+  const hidden = options.hiddenSize ?? 256;
+  const heads = options.numHeads ?? 4;
+  const config = {
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    vocab_size: vocabSize,
+    hidden_size: hidden,
+    intermediate_size: options.intermediateSize ?? Math.round((hidden * 8) / 3 / 32) * 32,
+    num_hidden_layers: options.numLayers ?? 4,
+    num_attention_heads: heads,
+    num_key_value_heads: options.numKeyValueHeads ?? heads,
+    head_dim: hidden / heads,
+    hidden_act: 'silu',
+    max_position_embeddings: options.maxPositionEmbeddings ?? 512,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000.0,
+    tie_word_embeddings: options.tieWordEmbeddings ?? true,
+    attention_bias: false,
+    mlp_bias: false,
+    pad_token_id: 0,
+    bos_token_id: 1,
+    eos_token_id: 2,
+    torch_dtype: 'float32',
+  };
+  const model = LlamaModel.random(config, { seed: options.seed ?? 0 });
+  try {
+    model.save(dir, {
+      'config.json': `${JSON.stringify(config, null, 2)}\n`,
+      'generation_config.json': `${JSON.stringify({ bos_token_id: 1, eos_token_id: 2, pad_token_id: 0 }, null, 2)}\n`,
+      'tokenizer.json': JSON.stringify(tokenizer),
+      'tokenizer_config.json': `${JSON.stringify(tokenizerConfig, null, 2)}\n`,
+    });
+  } finally {
+    model.dispose();
+  }
+  writeFileAtomic(join(dir, 'special_tokens_map.json'), `${JSON.stringify({ bos_token: '<s>', eos_token: '</s>', pad_token: '<pad>' }, null, 2)}\n`);
+}

@@ -1,0 +1,44 @@
+// Text in, text out: prompts tokenized into a left-padded batch, generated natively, decoded.
+import { type GenerateOptions, type LlamaModel } from './llama.js';
+import { type ChatMessage, type Tokenizer } from './tokenizer.js';
+
+export interface GenerateTextOptions extends Omit<GenerateOptions, 'attentionMask' | 'eosTokenIds' | 'padTokenId'> {
+  /** Wrap each prompt as a user message in the tokenizer's chat template. */
+  chat?: boolean;
+}
+
+export interface GeneratedText {
+  prompt: string;
+  text: string;
+  tokens: number;
+}
+
+/** Generates a continuation of each prompt; stops at the tokenizer's end-of-sequence token. */
+export async function generateText(model: LlamaModel, tokenizer: Tokenizer, prompts: string[], options: GenerateTextOptions = {}): Promise<GeneratedText[]> {
+  const texts = options.chat
+    ? prompts.map((p) => tokenizer.applyChatTemplate([{ role: 'user', content: p } satisfies ChatMessage]))
+    : prompts;
+  const batch = tokenizer.batch(texts, { padding: 'left' });
+  const eos = tokenizer.eosTokenId;
+  const pad = tokenizer.padTokenId ?? 0;
+  try {
+    const out = await model.generate(batch.ids, {
+      ...options,
+      attentionMask: batch.attentionMask,
+      eosTokenIds: eos === undefined ? [] : [eos],
+      padTokenId: pad,
+    });
+    const [rows, width] = out.shape as [number, number];
+    const ids = out.toTypedArray() as BigInt64Array;
+    out.dispose();
+    return prompts.map((prompt, r) => {
+      const row = Array.from(ids.subarray(r * width, (r + 1) * width), Number);
+      const end = eos === undefined ? -1 : row.indexOf(eos);
+      const kept = end >= 0 ? row.slice(0, end) : row;
+      return { prompt, text: tokenizer.decode(kept), tokens: kept.length };
+    }).slice(0, rows);
+  } finally {
+    batch.ids.dispose();
+    batch.attentionMask.dispose();
+  }
+}
