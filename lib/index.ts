@@ -59,7 +59,7 @@ export {
   tokenCrossEntropy,
 } from './kernels.js';
 export { loadSafetensors, type SafetensorsContents, saveSafetensors } from './model/safetensors.js';
-export { type ForwardOptions, type GenerateOptions, LlamaModel, LORA_TARGETS, type LoraConfig, type LoraTarget, type ModelConfig } from './model/llama.js';
+export { type ForwardOptions, type GenerateOptions, LlamaModel, loadModel, LORA_TARGETS, type LoraConfig, type LoraTarget, type ModelConfig } from './model/llama.js';
 export { byteLevelTokenizer, createModel, type CreateModelOptions } from './model/create.js';
 export { type Batch, type ChatMessage, Tokenizer } from './model/tokenizer.js';
 export { generateText, type GenerateTextOptions } from './model/generate.js';

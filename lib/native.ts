@@ -195,12 +195,18 @@ export interface ModelConfig {
   llama3RopeScaling: boolean;
 }
 
+export interface NativeLatent {
+  indices: NativeTensor;
+  weights: NativeTensor;
+}
+
 export interface NativeModel {
   readonly config: ModelConfig;
   readonly dtype: Dtype;
   readonly parameterCount: number;
-  logits(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean): NativeTensor;
-  hiddenStates(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean): NativeTensor;
+  logits(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean, latent?: NativeLatent): NativeTensor;
+  hiddenStates(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean, latent?: NativeLatent): NativeTensor;
+  setLatentPool(layer: number, A: NativeTensor, B: NativeTensor): void;
   meanPooled(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean): NativeTensor;
   generateAsync(
     ids: NativeTensor,

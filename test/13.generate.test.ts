@@ -11,9 +11,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createModel } from '../lib/model/create.js';
 import { LlamaModel } from '../lib/model/llama.js';
-import { loadSafetensors } from '../lib/model/safetensors.js';
+import { tokenCrossEntropy } from '../lib/kernels.js';
+import { loadSafetensors, saveSafetensors } from '../lib/model/safetensors.js';
 import { Tokenizer } from '../lib/model/tokenizer.js';
-import { tensor } from '../lib/tensor.js';
+import { randn, tensor } from '../lib/tensor.js';
 import { expectError, root, venvPython } from './helpers.js';
 import { expectClose } from './reference.js';
 
@@ -126,6 +127,42 @@ describe('adapters in PEFT layout', () => {
     const model = LlamaModel.load(tiny);
     expectError(() => model.loadAdapter(join(dir, 'none')), Error, 'adapter_config.json: cannot read (ENOENT)');
     expectError(() => model.saveAdapter(join(dir, 'x')), Error, 'saveAdapter: this model has no adapters');
+  });
+});
+
+describe('training path matches transformers + PEFT', () => {
+  it('loss and every LoRA gradient, with a latent pool on one o_proj', () => {
+    const model = LlamaModel.load(tiny);
+    model.loadAdapter(peftAdapter);
+    const A = randn([5, 2, 64], { seed: 11 }).setRequiresGrad();
+    const B = randn([5, 64, 2], { seed: 12 }).setRequiresGrad();
+    const indices = tensor(new BigInt64Array([1n, 4n]), [1, 2]);
+    const weights = tensor([0.6, 0.4], [1, 2]);
+    const pool = join(dir, 'pool.safetensors');
+    saveSafetensors(pool, { A, B, indices, weights });
+    model.setLatentPool(1, A, B);
+    const out = join(dir, 'loss-grads.safetensors');
+    py({ op: 'loss_grads', model: tiny, adapter: peftAdapter, ids: [ids[0]], pool, layer: 1, out });
+    const ref = loadSafetensors(out).tensors;
+
+    const row = ids[0]!;
+    const input = tensor(BigInt64Array.from(row.map(BigInt)), [1, 6]);
+    // next-token targets: position i predicts token i + 1; the last position predicts nothing
+    const targets = tensor(BigInt64Array.from([...row.slice(1), -100].map(BigInt)), [1, 6]);
+    const logits = model.logits(input, { latent: { indices, weights } });
+    expectClose(logits, { shape: [1, 6, 211], data: ref.logits!.toTypedArray() as Float32Array }, 1e-5, 'logits');
+    const loss = tokenCrossEntropy(logits, targets);
+    expect(Math.abs((loss.toTypedArray() as Float32Array)[0]! - (ref.loss!.toTypedArray() as Float32Array)[0]!)).toBeLessThan(1e-5);
+    loss.backward();
+    const params = model.loraParameters();
+    expect(Object.keys(params).length).toBe(2 * 2 * 3);
+    for (const [name, p] of Object.entries(params)) {
+      expectClose(p.grad, { shape: p.shape, data: ref[name]!.toTypedArray() as Float32Array }, 1e-4, name);
+    }
+    expectClose(A.grad, { shape: A.shape, data: ref['pool.A']!.toTypedArray() as Float32Array }, 1e-4, 'pool A');
+    expectClose(B.grad, { shape: B.shape, data: ref['pool.B']!.toTypedArray() as Float32Array }, 1e-4, 'pool B');
+    // the base weights stay frozen: no gradient reaches them, and without latent tasks the pool is unused
+    expect(() => model.logits(input, { latent: { indices, weights: 3 as never } })).toThrow('model.logits: latent.weights must be a live Tensor');
   });
 });
 

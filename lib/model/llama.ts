@@ -28,6 +28,8 @@ export interface ForwardOptions {
   attentionMask?: Tensor;
   /** Apply LoRA adapters (default true); false runs the base model, the JFA reference. */
   adapters?: boolean;
+  /** Latent-task increments on the o_proj of layers with a pool (setLatentPool): per sample, k task indices (b, k) and weights (b, k). */
+  latent?: { indices: Tensor; weights: Tensor };
 }
 
 export interface GenerateOptions {
@@ -55,8 +57,16 @@ interface AdapterConfigJson {
   lora_dropout?: number;
 }
 
+const latentHandles = (o: ForwardOptions) => (o.latent ? { indices: h(o.latent.indices), weights: h(o.latent.weights) } : undefined);
+
 /** Files of a model directory that describe it rather than hold weights: copied by saveMerged(). */
 const DESCRIPTION_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+
+/** Loads a Llama-family model from a Hugging Face directory. device: 'cpu' (CUDA builds come later). */
+export function loadModel(dir: string, options: { dtype?: Dtype; device?: string } = {}): LlamaModel {
+  if (options.device !== undefined && options.device !== 'cpu') throw new RangeError(`loadModel: device '${options.device}' is not supported by this build (only 'cpu')`);
+  return LlamaModel.load(dir, { dtype: options.dtype });
+}
 
 export class LlamaModel implements Disposable {
   private lora?: Required<Omit<LoraConfig, 'seed'>>;
@@ -89,12 +99,20 @@ export class LlamaModel implements Disposable {
 
   /** Next-token logits (b, t, vocab) for int64 ids (b, t). */
   logits(ids: Tensor, options: ForwardOptions = {}): Tensor {
-    return new Tensor(this.handle.logits(h(ids), options.attentionMask && h(options.attentionMask), options.adapters ?? true));
+    return new Tensor(this.handle.logits(h(ids), options.attentionMask && h(options.attentionMask), options.adapters ?? true, latentHandles(options)));
   }
 
   /** Final hidden states (b, t, hidden), after the last norm. */
   hiddenStates(ids: Tensor, options: ForwardOptions = {}): Tensor {
-    return new Tensor(this.handle.hiddenStates(h(ids), options.attentionMask && h(options.attentionMask), options.adapters ?? true));
+    return new Tensor(this.handle.hiddenStates(h(ids), options.attentionMask && h(options.attentionMask), options.adapters ?? true, latentHandles(options)));
+  }
+
+  /**
+   * Attaches a pool of latent-task increments to layer `layer`'s o_proj: A (P, r, in), B (P, out, r).
+   * Forward passes given `latent` add sum_j w_bj (x_b A_j^T) B_j^T there; A and B train with the rest.
+   */
+  setLatentPool(layer: number, A: Tensor, B: Tensor): void {
+    this.handle.setLatentPool(layer, h(A), h(B));
   }
 
   /** Final hidden states averaged over real tokens (b, hidden): the default sample embedding. */

@@ -31,6 +31,7 @@ class Model : public Napi::ObjectWrap<Model> {
                            InstanceMethod<&Model::merge_lora>("mergeLora"),
                            InstanceMethod<&Model::weights>("weights"),
                            InstanceMethod<&Model::add_lora>("addLora"),
+                           InstanceMethod<&Model::set_latent_pool>("setLatentPool"),
                            InstanceMethod<&Model::lora_parameters>("loraParameters"),
                            InstanceMethod<&Model::dispose>("dispose"),
                        });
@@ -132,12 +133,36 @@ class Model : public Napi::ObjectWrap<Model> {
     return Napi::Number::New(info.Env(), static_cast<double>(live("parameterCount").parameter_count()));
   }
 
+  // The optional {indices, weights} of a forward pass's latent tasks.
+  static std::optional<LatentCall> latent_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+    const Napi::Value v = info[i];
+    if (v.IsUndefined() || v.IsNull()) return std::nullopt;
+    if (!v.IsObject()) throw Napi::TypeError::New(info.Env(), std::string(op) + ": latent must be {indices, weights}, got " + describe(v));
+    const Napi::Object o = v.As<Napi::Object>();
+    const auto field = [&](const char* name) {
+      const at::Tensor* t = tensor_handle::unwrap(info.Env(), o.Get(name));
+      if (!t) throw Napi::TypeError::New(info.Env(), std::string(op) + ": latent." + name + " must be a live Tensor, got " + describe(o.Get(name)));
+      return *t;
+    };
+    return LatentCall{field("indices"), field("weights")};
+  }
+
+  Napi::Value set_latent_pool(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "setLatentPool", [&]() -> Napi::Value {
+      live("setLatentPool");
+      const double layer = number_arg(info, 0, "setLatentPool", "layer", -1);
+      model_->set_latent_pool(static_cast<int64_t>(layer), tensor_arg(info, 1, "setLatentPool", "A"), tensor_arg(info, 2, "setLatentPool", "B"));
+      return info.Env().Undefined();
+    });
+  }
+
   Napi::Value logits(const Napi::CallbackInfo& info) {
     return guard(info.Env(), "model.logits", [&]() -> Napi::Value {
       const auto& ids = tensor_arg(info, 0, "model.logits", "ids");
       const at::Tensor mask = optional_tensor_arg(info, 1, "model.logits", "attentionMask");
       const bool adapters = bool_arg(info, 2, "model.logits", "adapters", true);
-      return tensor_handle::wrap(info.Env(), live("model.logits").logits(ids, mask, adapters));
+      const auto latent = latent_arg(info, 3, "model.logits");
+      return tensor_handle::wrap(info.Env(), live("model.logits").logits(ids, mask, adapters, latent ? &*latent : nullptr));
     });
   }
 
@@ -146,7 +171,8 @@ class Model : public Napi::ObjectWrap<Model> {
       const auto& ids = tensor_arg(info, 0, "model.hiddenStates", "ids");
       const at::Tensor mask = optional_tensor_arg(info, 1, "model.hiddenStates", "attentionMask");
       const bool adapters = bool_arg(info, 2, "model.hiddenStates", "adapters", true);
-      return tensor_handle::wrap(info.Env(), live("model.hiddenStates").hidden_states(ids, mask, adapters));
+      const auto latent = latent_arg(info, 3, "model.hiddenStates");
+      return tensor_handle::wrap(info.Env(), live("model.hiddenStates").hidden_states(ids, mask, adapters, latent ? &*latent : nullptr));
     });
   }
 

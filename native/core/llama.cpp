@@ -27,6 +27,7 @@
 #include <sstream>
 
 #include "core/checks.h"
+#include "core/latent_mixture.h"
 #include "core/lora.h"
 #include "core/safetensors.h"
 
@@ -258,7 +259,7 @@ void LlamaModel::check_ids(const at::Tensor& ids, const at::Tensor& attention_ma
 }
 
 at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& key_mask, KvCache* cache,
-                              bool adapters) const {
+                              bool adapters, const LatentCall* latent) const {
   const auto& c = config_;
   const int64_t b = ids.size(0), t = ids.size(1);
   const int64_t past = cache ? cache->length : 0, total = past + t;
@@ -296,8 +297,20 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
       k = k.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
       v = v.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
     }
-    const at::Tensor attn = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, scale);
-    h = h + layer.o.forward(attn.transpose(1, 2).reshape({b, t, nh * hd}), adapters);
+    const at::Tensor attn = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, scale).transpose(1, 2).reshape({b, t, nh * hd});
+    at::Tensor o = layer.o.forward(attn, adapters);
+    if (latent) {
+      if (const auto pool = latent_pools_.find(static_cast<int64_t>(l)); pool != latent_pools_.end()) {
+        LatentMixtureArgs m;
+        m.x = attn;
+        m.A = pool->second.first;
+        m.B = pool->second.second;
+        m.indices = latent->indices;
+        m.weights = latent->weights;
+        o = o + latent_mixture(m);
+      }
+    }
+    h = h + o;
     const at::Tensor y = rms_norm(h, layer.post_attention_norm, c.rms_norm_eps);
     h = h + layer.down.forward(at::silu(layer.gate.forward(y, adapters)) * layer.up.forward(y, adapters), adapters);
   }
@@ -305,12 +318,29 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
   return rms_norm(h, final_norm, c.rms_norm_eps);
 }
 
-at::Tensor LlamaModel::hidden_states(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters) const {
+at::Tensor LlamaModel::hidden_states(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters,
+                                     const LatentCall* latent) const {
   check_ids(ids, attention_mask, "model.forward");
   // Positions 0..t-1 whatever the padding, as transformers' forward does (pad on the right).
   const at::Tensor positions = at::arange(ids.size(1), ids.options()).expand_as(ids);
   const at::Tensor key_mask = attention_mask.defined() ? attention_mask : at::ones_like(ids);
-  return decode(ids, positions, key_mask, nullptr, adapters);
+  if (latent && latent_pools_.empty()) throw_range("model.forward: latent tasks given but no latent pool is set");
+  return decode(ids, positions, key_mask, nullptr, adapters, latent);
+}
+
+void LlamaModel::set_latent_pool(int64_t layer, const at::Tensor& A, const at::Tensor& B) {
+  const char* op = "setLatentPool";
+  if (layer < 0 || layer >= config_.num_hidden_layers)
+    throw_range(std::string(op) + ": layer " + std::to_string(layer) + " is outside 0.." + std::to_string(config_.num_hidden_layers - 1));
+  const int64_t in = config_.num_attention_heads * config_.head_dim, out = config_.hidden_size;
+  check_same_kind(A, embed_tokens, op, "A", "the model's weights");
+  check_same_kind(B, embed_tokens, op, "B", "the model's weights");
+  check_dims(A, 3, op, "A");
+  check_dims(B, 3, op, "B");
+  if (A.size(2) != in || B.size(1) != out || A.size(0) != B.size(0) || A.size(1) != B.size(2))
+    throw_range(std::string(op) + ": A " + shape_str(A.sizes()) + " and B " + shape_str(B.sizes()) + " must be (P, r, " +
+                std::to_string(in) + ") and (P, " + std::to_string(out) + ", r) for o_proj");
+  latent_pools_[layer] = {A, B};
 }
 
 at::Tensor LlamaModel::mean_pooled(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters) const {
@@ -434,8 +464,9 @@ std::vector<std::pair<std::string, at::Tensor>> LlamaModel::weights() const {
   return out;
 }
 
-at::Tensor LlamaModel::logits(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters) const {
-  return at::linear(hidden_states(ids, attention_mask, adapters), lm_head);
+at::Tensor LlamaModel::logits(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters,
+                              const LatentCall* latent) const {
+  return at::linear(hidden_states(ids, attention_mask, adapters, latent), lm_head);
 }
 
 std::vector<std::pair<std::string, LinearLayer*>> LlamaModel::linear_layers() {

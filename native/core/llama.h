@@ -57,6 +57,13 @@ struct KvCache {
   int64_t length = 0;
 };
 
+// The latent-task increments of one forward pass: per sample b, its k latent tasks and weights,
+// applied through every pool set with set_latent_pool().
+struct LatentCall {
+  at::Tensor indices;  // (b, k) int64
+  at::Tensor weights;  // (b, k)
+};
+
 struct GenerateOptions {
   int64_t max_new_tokens = 32;
   double temperature = 0.0;  // 0: greedy
@@ -79,9 +86,15 @@ class LlamaModel {
 
   // input_ids (b, t) int64; attention_mask (b, t) nonzero at real tokens, or undefined for all real.
   // Returns the final hidden states (b, t, hidden) (after the final norm).
-  at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters) const;
+  at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters,
+                           const LatentCall* latent = nullptr) const;
   // Logits (b, t, vocab).
-  at::Tensor logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters) const;
+  at::Tensor logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters,
+                    const LatentCall* latent = nullptr) const;
+
+  // A pool of latent-task increments on layer `layer`'s o_proj: A (P, r, in), B (P, out, r).
+  // Applied (latent_mixture) when a forward pass is given a LatentCall.
+  void set_latent_pool(int64_t layer, const at::Tensor& A, const at::Tensor& B);
 
   // Mean of the final hidden states over real tokens: (b, hidden), for retrieval embeddings.
   at::Tensor mean_pooled(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters) const;
@@ -112,7 +125,7 @@ class LlamaModel {
   // The decoder on ids (b, t) at positions (b, t); keys visible per key_mask (b, past + t). With a
   // cache, attends to its past and appends this step's keys and values.
   at::Tensor decode(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& key_mask, KvCache* cache,
-                    bool adapters) const;
+                    bool adapters, const LatentCall* latent = nullptr) const;
   void check_ids(const at::Tensor& ids, const at::Tensor& mask, const char* op) const;
   std::vector<std::pair<std::string, LinearLayer*>> linear_layers();
 
@@ -121,6 +134,7 @@ class LlamaModel {
   at::Tensor embed_tokens, final_norm, lm_head;
   std::vector<Layer> layers_;
   at::Tensor inv_freq_;
+  std::map<int64_t, std::pair<at::Tensor, at::Tensor>> latent_pools_;  // layer -> (A, B)
 };
 
 }  // namespace jfa

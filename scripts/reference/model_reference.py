@@ -6,6 +6,10 @@ python model_reference.py SPEC_JSON, where spec["op"] is one of:
   make_adapter:  a PEFT LoRA adapter on spec["model"] with random (nonzero) factors, saved to spec["out"]
   adapter_logits: logits of spec["model"] with the PEFT adapter spec["adapter"] for spec["ids"],
                  saved as "logits" in spec["out"]
+  loss_grads:    token cross-entropy (next-token, mean) of spec["ids"] under spec["model"] with the PEFT
+                 adapter spec["adapter"], and optionally the latent pool in spec["pool"] (safetensors
+                 with A, B, indices, weights) on layer spec["layer"]'s o_proj through a forward hook;
+                 saves "loss", the logits and every LoRA (and pool) gradient to spec["out"]
   hf_load:       AutoTokenizer + AutoModelForCausalLM on spec["model"]; prints the token ids of
                  spec["text"] and saves their logits to spec["out"]
 """
@@ -17,12 +21,12 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
-def model_with_adapter(spec):
+def model_with_adapter(spec, trainable=False):
     model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32).eval()
     if spec.get("adapter"):
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, spec["adapter"]).eval()
+        model = PeftModel.from_pretrained(model, spec["adapter"], is_trainable=trainable).eval()
     return model
 
 
@@ -52,6 +56,37 @@ def main():
         with torch.no_grad():
             logits = model(input_ids=torch.tensor(spec["ids"])).logits
         save_file({"logits": logits.contiguous()}, spec["out"])
+        print(json.dumps({"ok": True}))
+    elif op == "loss_grads":
+        from safetensors.torch import load_file
+
+        model = model_with_adapter(spec, trainable=True)
+        out = {}
+        if spec.get("pool"):
+            pool = load_file(spec["pool"])
+            A = pool["A"].clone().requires_grad_(True)
+            B = pool["B"].clone().requires_grad_(True)
+            idx, w = pool["indices"].long(), pool["weights"]
+
+            def add_latent(module, inputs, output):
+                h = torch.einsum("bti,bkri->btkr", inputs[0], A[idx])
+                return output + torch.einsum("btkr,bkor,bk->bto", h, B[idx], w)
+
+            layer = model.get_base_model().model.layers[spec["layer"]]
+            layer.self_attn.o_proj.register_forward_hook(add_latent)
+        ids = torch.tensor(spec["ids"])
+        logits = model(input_ids=ids).logits
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+        loss.backward()
+        out["loss"] = loss.detach().reshape(1)
+        out["logits"] = logits.detach().contiguous()
+        for name, p in model.named_parameters():
+            if p.grad is not None:
+                out[name.replace(".default", "")] = p.grad.contiguous()
+        if spec.get("pool"):
+            out["pool.A"] = A.grad
+            out["pool.B"] = B.grad
+        save_file(out, spec["out"])
         print(json.dumps({"ok": True}))
     elif op == "hf_load":
         tokenizer = AutoTokenizer.from_pretrained(spec["model"])
