@@ -268,14 +268,20 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
   const at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);                // (b, 1, t, hd)
   const at::Tensor cos = emb.cos().to(dtype_), sin = emb.sin().to(dtype_);
 
-  // Additive mask (b, 1, t, total): causal from this step's offset, and padding keys hidden. The
-  // lowest finite value rather than -inf, as transformers does, so that a query that sees no key
-  // gets uniform weights, not NaN.
-  const auto i64 = at::TensorOptions().dtype(at::kLong);
-  at::Tensor keep = at::arange(total, i64).view({1, total}).le(at::arange(past, total, i64).view({t, 1})).view({1, 1, t, total});
-  keep = keep.logical_and(key_mask.ne(0).view({b, 1, 1, total}));
-  const at::Tensor mask = at::where(keep, at::zeros({}, at::TensorOptions().dtype(dtype_)),
-                                    at::full({}, std::numeric_limits<float>::lowest(), at::TensorOptions().dtype(dtype_)));
+  // Without padding, SDPA needs no mask: is_causal for a whole sequence (its fast causal kernel),
+  // nothing for one new token. Otherwise an additive mask (b, 1, t, total): causal from this step's
+  // offset, padding keys hidden, with the lowest finite value rather than -inf, as transformers
+  // does, so that a query that sees no key gets uniform weights, not NaN.
+  const bool padded = key_mask.numel() && key_mask.min().item<int64_t>() == 0;
+  const bool causal_only = !padded && past == 0 && t > 1;
+  at::Tensor mask;
+  if (padded || (past > 0 && t > 1)) {
+    const auto i64 = at::TensorOptions().dtype(at::kLong);
+    at::Tensor keep = at::arange(total, i64).view({1, total}).le(at::arange(past, total, i64).view({t, 1})).view({1, 1, t, total});
+    keep = keep.logical_and(key_mask.ne(0).view({b, 1, 1, total}));
+    mask = at::where(keep, at::zeros({}, at::TensorOptions().dtype(dtype_)),
+                     at::full({}, std::numeric_limits<float>::lowest(), at::TensorOptions().dtype(dtype_)));
+  }
 
   const int64_t nh = c.num_attention_heads, kvh = c.num_key_value_heads, hd = c.head_dim;
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
@@ -297,7 +303,10 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
       k = k.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
       v = v.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
     }
-    const at::Tensor attn = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, scale).transpose(1, 2).reshape({b, t, nh * hd});
+    const at::Tensor attn = at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt,
+                                                             0.0, causal_only, scale)
+                                .transpose(1, 2)
+                                .reshape({b, t, nh * hd});
     at::Tensor o = layer.o.forward(attn, adapters);
     if (latent) {
       if (const auto pool = latent_pools_.find(static_cast<int64_t>(l)); pool != latent_pools_.end()) {

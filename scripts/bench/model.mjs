@@ -1,0 +1,93 @@
+#!/usr/bin/env node
+// `npm run bench:model`: a ~100M-parameter Llama (random weights) loaded, run forward and used for
+// greedy generation by us and by transformers (scripts/reference/bench_model.py) in the same run,
+// interleaved, same thread count, medians. Load time and its peak RSS growth come from one load each.
+// Usage: npm run bench:model [-- --json] [-- --repeats N]
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+
+import * as jfa from '../../dist/index.js';
+import { packageRoot } from '../../dist/locate.js';
+
+const { values } = parseArgs({ options: { json: { type: 'boolean' }, repeats: { type: 'string', default: '5' } } });
+const repeats = Number(values.repeats);
+const threads = jfa.runtimeInfo().numThreads;
+const CONFIG = {
+  vocab_size: 32000, hidden_size: 768, intermediate_size: 2048, num_hidden_layers: 12, num_attention_heads: 12,
+  num_key_value_heads: 12, max_position_embeddings: 1024, tie_word_embeddings: true,
+};
+const FORWARD = { batch: 4, seq: 256 };
+const GENERATE = { batch: 4, prompt: 32, new: 32 };
+
+const env = { ...process.env, MALLOC_MMAP_THRESHOLD_: '1073741824', MALLOC_TRIM_THRESHOLD_: '1073741824' };
+const child = spawn(join(packageRoot, '.venv', 'bin', 'python'), [join(packageRoot, 'scripts', 'reference', 'bench_model.py')], { env, stdio: ['pipe', 'pipe', 'inherit'] });
+const lines = createInterface({ input: child.stdout });
+const waiting = [];
+lines.on('line', (l) => waiting.shift()?.(JSON.parse(l)));
+const ask = (cmd) => new Promise((r) => { waiting.push(r); child.stdin.write(`${JSON.stringify(cmd)}\n`); });
+
+const status = (f) => Number(new RegExp(`^${f}:\\s+(\\d+)`, 'm').exec(readFileSync('/proc/self/status', 'utf8'))[1]) / 1024;
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const progress = (s) => process.stderr.write(`bench:model ${s}            \r`);
+
+const dir = mkdtempSync(join(tmpdir(), 'jfa-bench-model-'));
+try {
+  await ask({ cmd: 'threads', n: threads });
+  progress('creating a ~100M model with transformers');
+  await ask({ cmd: 'create', dir, config: { ...CONFIG, model_type: 'llama' } });
+
+  writeFileSync('/proc/self/clear_refs', '5');
+  const base = status('VmRSS');
+  let t = performance.now();
+  const model = jfa.LlamaModel.load(dir);
+  const ours = { loadMs: performance.now() - t, loadPeakMiB: status('VmHWM') - base };
+  // A load maps the file; the first forward touches every weight page.
+  const theirs = await ask({ cmd: 'load', dir });
+
+  const ids = (b, n, seed) => jfa.tensor(BigInt64Array.from({ length: b * n }, (_, i) => BigInt(3 + ((i * 7919 + seed) % (CONFIG.vocab_size - 3)))), [b, n]);
+  const fwdIds = ids(FORWARD.batch, FORWARD.seq, 1);
+  const genIds = ids(GENERATE.batch, GENERATE.prompt, 2);
+  model.logits(fwdIds).dispose();
+  await ask({ cmd: 'forward', ...FORWARD });
+  const f = { ours: [], theirs: [] };
+  const g = { ours: [], theirs: [] };
+  for (let i = 0; i < repeats; i++) {
+    progress(`forward ${i + 1}/${repeats}`);
+    t = performance.now();
+    model.logits(fwdIds).dispose();
+    f.ours.push(performance.now() - t);
+    f.theirs.push((await ask({ cmd: 'forward', ...FORWARD })).ms);
+    progress(`generate ${i + 1}/${repeats}`);
+    t = performance.now();
+    const out = await model.generate(genIds, { maxNewTokens: GENERATE.new });
+    g.ours.push((performance.now() - t) / out.shape[1]);
+    out.dispose();
+    const r = await ask({ cmd: 'generate', ...GENERATE });
+    g.theirs.push(r.ms / (r.tokens / GENERATE.batch));
+  }
+  const fwdTokens = FORWARD.batch * FORWARD.seq;
+  const result = {
+    threads,
+    parameters: model.parameterCount,
+    load: { oursMs: ours.loadMs, torchMs: theirs.ms, oursPeakMiB: ours.loadPeakMiB, torchPeakMiB: theirs.peakMiB },
+    forward: { ...FORWARD, oursTokensPerS: fwdTokens / (median(f.ours) / 1000), torchTokensPerS: fwdTokens / (median(f.theirs) / 1000) },
+    generate: { ...GENERATE, oursTokensPerS: GENERATE.batch / (median(g.ours) / 1000), torchTokensPerS: GENERATE.batch / (median(g.theirs) / 1000) },
+  };
+  process.stderr.write(' '.repeat(60) + '\r');
+  if (values.json) console.log(JSON.stringify(result, null, 2));
+  else {
+    console.log(`bench:model: ${(result.parameters / 1e6).toFixed(0)}M-parameter Llama, fp32, ${threads} threads, medians of ${repeats} interleaved repeats`);
+    console.log(`load           ours ${result.load.oursMs.toFixed(0)} ms (peak +${result.load.oursPeakMiB.toFixed(0)} MiB)   transformers ${result.load.torchMs.toFixed(0)} ms (peak +${result.load.torchPeakMiB.toFixed(0)} MiB)`);
+    console.log(`forward ${FORWARD.batch}x${FORWARD.seq}  ours ${result.forward.oursTokensPerS.toFixed(0)} tok/s   transformers ${result.forward.torchTokensPerS.toFixed(0)} tok/s   ratio ${(result.forward.oursTokensPerS / result.forward.torchTokensPerS).toFixed(2)}x`);
+    console.log(`generate ${GENERATE.batch}x${GENERATE.new} ours ${result.generate.oursTokensPerS.toFixed(1)} tok/s   transformers ${result.generate.torchTokensPerS.toFixed(1)} tok/s   ratio ${(result.generate.oursTokensPerS / result.generate.torchTokensPerS).toFixed(2)}x`);
+  }
+  model.dispose();
+} finally {
+  child.stdin.end();
+  if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+}
