@@ -3,7 +3,7 @@
 // with the same logits, a model we create loads in transformers with our tokenizer's ids and logits,
 // and `jfa generate` runs on it.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -191,6 +191,16 @@ describe('the from-scratch model', () => {
     expect(out.results.every((x) => x.tokens <= 5)).toBe(true);
     const chat = jfa('generate', '--model', scratch, '--prompt', 'hi', '--chat', '--max-new-tokens', '3', '--temperature', '0.8', '--seed', '2');
     expect(chat.status, chat.stderr).toBe(0);
+    // A transformers-made model with our tokenizer's vocabulary size, given that tokenizer.
+    const withTokenizer = join(dir, 'tiny-tok');
+    const made = spawnSync(venvPython, [join(root, 'scripts', 'reference', 'tiny_llama.py'), withTokenizer, JSON.stringify({
+      config: { vocab_size: 259, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2 }, seed: 8, ids: [[1]], mask: [[1]],
+    })], { encoding: 'utf8', timeout: 300_000 });
+    expect(made.status, made.stderr).toBe(0);
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(scratch, f), join(withTokenizer, f));
+    const onTiny = jfa('generate', '--model', withTokenizer, '--prompt', 'abc', '--max-new-tokens', '4', '--json');
+    expect(onTiny.status, onTiny.stderr).toBe(0);
+    expect((JSON.parse(onTiny.stdout) as { results: unknown[] }).results).toHaveLength(1);
     expect(existsSync(join(tiny, 'tokenizer.json'))).toBe(false);
     const noTok = jfa('generate', '--model', tiny, '--prompt', 'x');
     expect(noTok.status).not.toBe(0);

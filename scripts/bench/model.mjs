@@ -52,8 +52,11 @@ try {
   const ids = (b, n, seed) => jfa.tensor(BigInt64Array.from({ length: b * n }, (_, i) => BigInt(3 + ((i * 7919 + seed) % (CONFIG.vocab_size - 3)))), [b, n]);
   const fwdIds = ids(FORWARD.batch, FORWARD.seq, 1);
   const genIds = ids(GENERATE.batch, GENERATE.prompt, 2);
+  // Loading maps the files; the first forward touches every weight: the peak that matters.
   model.logits(fwdIds).dispose();
-  await ask({ cmd: 'forward', ...FORWARD });
+  ours.firstForwardPeakMiB = status('VmHWM') - base;
+  const first = await ask({ cmd: 'forward', ...FORWARD });
+  theirs.firstForwardPeakMiB = first.hwmMiB - theirs.baseMiB;
   const f = { ours: [], theirs: [] };
   const g = { ours: [], theirs: [] };
   for (let i = 0; i < repeats; i++) {
@@ -74,7 +77,14 @@ try {
   const result = {
     threads,
     parameters: model.parameterCount,
-    load: { oursMs: ours.loadMs, torchMs: theirs.ms, oursPeakMiB: ours.loadPeakMiB, torchPeakMiB: theirs.peakMiB },
+    load: {
+      oursMs: ours.loadMs,
+      torchMs: theirs.ms,
+      oursPeakMiB: ours.loadPeakMiB,
+      torchPeakMiB: theirs.peakMiB,
+      oursPeakAfterFirstForwardMiB: ours.firstForwardPeakMiB,
+      torchPeakAfterFirstForwardMiB: theirs.firstForwardPeakMiB,
+    },
     forward: { ...FORWARD, oursTokensPerS: fwdTokens / (median(f.ours) / 1000), torchTokensPerS: fwdTokens / (median(f.theirs) / 1000) },
     generate: { ...GENERATE, oursTokensPerS: GENERATE.batch / (median(g.ours) / 1000), torchTokensPerS: GENERATE.batch / (median(g.theirs) / 1000) },
   };
@@ -83,6 +93,7 @@ try {
   else {
     console.log(`bench:model: ${(result.parameters / 1e6).toFixed(0)}M-parameter Llama, fp32, ${threads} threads, medians of ${repeats} interleaved repeats`);
     console.log(`load           ours ${result.load.oursMs.toFixed(0)} ms (peak +${result.load.oursPeakMiB.toFixed(0)} MiB)   transformers ${result.load.torchMs.toFixed(0)} ms (peak +${result.load.torchPeakMiB.toFixed(0)} MiB)`);
+    console.log(`peak RSS growth through the first forward: ours +${result.load.oursPeakAfterFirstForwardMiB.toFixed(0)} MiB   transformers +${result.load.torchPeakAfterFirstForwardMiB.toFixed(0)} MiB`);
     console.log(`forward ${FORWARD.batch}x${FORWARD.seq}  ours ${result.forward.oursTokensPerS.toFixed(0)} tok/s   transformers ${result.forward.torchTokensPerS.toFixed(0)} tok/s   ratio ${(result.forward.oursTokensPerS / result.forward.torchTokensPerS).toFixed(2)}x`);
     console.log(`generate ${GENERATE.batch}x${GENERATE.new} ours ${result.generate.oursTokensPerS.toFixed(1)} tok/s   transformers ${result.generate.torchTokensPerS.toFixed(1)} tok/s   ratio ${(result.generate.oursTokensPerS / result.generate.torchTokensPerS).toFixed(2)}x`);
   }

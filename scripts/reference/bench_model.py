@@ -11,13 +11,8 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from procfs import reset_peak, rss
 
-def rss(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def main():
@@ -32,19 +27,18 @@ def main():
             LlamaForCausalLM(LlamaConfig(**c["config"])).save_pretrained(c["dir"], safe_serialization=True)
             reply = {"ok": True}
         elif c["cmd"] == "load":
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
+            reset_peak()
             base = rss("VmRSS")
             t = time.perf_counter()
             model = LlamaForCausalLM.from_pretrained(c["dir"], dtype=torch.float32).eval()
-            reply = {"ms": (time.perf_counter() - t) * 1e3, "peakMiB": rss("VmHWM") - base}
+            reply = {"ms": (time.perf_counter() - t) * 1e3, "peakMiB": rss("VmHWM") - base, "baseMiB": base}
         elif c["cmd"] == "forward":
             g = torch.Generator().manual_seed(1)
             ids = torch.randint(0, model.config.vocab_size, (c["batch"], c["seq"]), generator=g)
             t = time.perf_counter()
             with torch.no_grad():
                 model(input_ids=ids)
-            reply = {"ms": (time.perf_counter() - t) * 1e3}
+            reply = {"ms": (time.perf_counter() - t) * 1e3, "rssMiB": rss("VmRSS"), "hwmMiB": rss("VmHWM")}
         elif c["cmd"] == "generate":
             g = torch.Generator().manual_seed(2)
             ids = torch.randint(3, model.config.vocab_size, (c["batch"], c["prompt"]), generator=g)

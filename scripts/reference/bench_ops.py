@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 
+from procfs import reset_peak, rss
+
 SIZES = {
     "lora": dict(tokens=2048, d=4096, r=8),
     "divergence": dict(tokens=2048, vocab=32000),
@@ -111,13 +113,6 @@ def make(op):
     raise ValueError(op)
 
 
-def rss_mib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
 
 def main():
     runs = {}
@@ -135,11 +130,10 @@ def main():
             reply = {"ms": (time.perf_counter() - t) * 1e3}
         elif c["cmd"] == "memory":
             libc.malloc_trim(0)  # return what earlier runs freed, so the peak below is this run's
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            base = rss_mib("VmRSS")
+            reset_peak()
+            base = rss("VmRSS")
             runs[c["op"]]()
-            reply = {"peakMiB": rss_mib("VmHWM") - base}
+            reply = {"peakMiB": rss("VmHWM") - base}
         else:
             reply = {"error": f"unknown command {c['cmd']}"}
         print(json.dumps(reply), flush=True)
