@@ -1,0 +1,257 @@
+// The generated benchmark (lib/data): determinism, the task split, old-task answers that are both
+// correct and scoreable, metrics on hand-checked cases, and JSONL errors that name file and line.
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, describe, expect, it } from 'vitest';
+
+import {
+  accuracy, answerKind, createRng, DataError, exactMatch, extractAnswer, generateSuite, isCorrect, newTasks, OLD_SUITE_NAMES,
+  OLD_SUITES, readJsonl, rougeL, splitTasks, suiteFiles, writeJsonl, writeSuite, type OldRecord, type Suite,
+} from '../lib/data/index.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'jfa-data-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const small = { oldTrainPerSuite: 40, oldEvalPerSuite: 40, flashbacksPerSuite: 32, newTrainTasks: 60, newEvalTasks: 20, instancesPerTask: 5, evalInstancesPerTask: 3 };
+const suiteA = generateSuite({ seed: 7, ...small });
+const allOld = (s: Suite): OldRecord[] => OLD_SUITE_NAMES.flatMap((n) => [...s.old[n].train, ...s.old[n].eval]);
+
+describe('rng', () => {
+  it('is deterministic, in range, and differs by seed', () => {
+    const draw = (seed: number) => { const r = createRng(seed); return Array.from({ length: 50 }, () => r.int(-3, 3)); };
+    expect(draw(1)).toEqual(draw(1));
+    expect(draw(1)).not.toEqual(draw(2));
+    expect(draw(1).every((x) => x >= -3 && x <= 3)).toBe(true);
+    expect(new Set(draw(1))).toEqual(new Set([-3, -2, -1, 0, 1, 2, 3]));
+    expect(createRng(5).shuffle([1, 2, 3, 4, 5]).sort()).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('nothing in lib/data uses Math.random', () => {
+    const src = readdirSync('lib/data').map((f) => readFileSync(join('lib/data', f), 'utf8')).join('\n');
+    expect(src).not.toMatch(/Math\.random/);
+  });
+});
+
+describe('generated suite', () => {
+  it('is deterministic: the same seed gives the same suite, another seed a different one', () => {
+    expect(generateSuite({ seed: 7, ...small })).toEqual(suiteA);
+    const b = generateSuite({ seed: 8, ...small });
+    expect(b.old['arith-gsm'].eval).not.toEqual(suiteA.old['arith-gsm'].eval);
+    expect(b.newTrain).not.toEqual(suiteA.newTrain);
+  });
+
+  it('has the requested sizes, 32 flashback prompts per old suite, and no leaks between train, eval and flashbacks', () => {
+    for (const n of OLD_SUITE_NAMES) {
+      expect(suiteA.old[n].train).toHaveLength(40);
+      expect(suiteA.old[n].eval).toHaveLength(40);
+      const trainInputs = new Set(suiteA.old[n].train.map((r) => r.input));
+      expect(suiteA.old[n].eval.some((r) => trainInputs.has(r.input))).toBe(false);
+      const fb = suiteA.flashbacks.filter((f) => f.task === n);
+      expect(fb).toHaveLength(32);
+      for (const f of fb) {
+        expect(Object.keys(f).sort()).toEqual(['input', 'instruction', 'task']);
+        if ('input' in f) expect(trainInputs.has(f.input)).toBe(false);
+      }
+    }
+    expect(suiteA.newTrain).toHaveLength(60 * 5);
+    expect(suiteA.newEval).toHaveLength(20 * 3);
+  });
+
+  it('has over 1000 distinct new tasks, split by task with held-out tasks unseen in training', () => {
+    const tasks = newTasks();
+    expect(new Set(tasks.map((t) => t.name)).size).toBe(tasks.length);
+    expect(tasks.length).toBeGreaterThanOrEqual(1000);
+    expect(new Set(tasks.map((t) => t.instruction)).size).toBe(tasks.length);
+    const { train, test } = splitTasks(tasks);
+    expect(train.length + test.length).toBe(tasks.length);
+    const trainNames = new Set(train.map((t) => t.name));
+    expect(test.filter((t) => trainNames.has(t.name))).toEqual([]);
+    expect(test.length / tasks.length).toBeGreaterThan(0.07);
+    expect(test.length / tasks.length).toBeLessThan(0.15);
+    // Some whole families are held out, and some families are split between train and test.
+    const trainFamilies = new Set(train.map((t) => t.family));
+    expect(test.some((t) => !trainFamilies.has(t.family))).toBe(true);
+    expect(test.some((t) => trainFamilies.has(t.family))).toBe(true);
+    expect(splitTasks(tasks)).toEqual({ train, test });
+    const evalNames = new Set(suiteA.newEval.map((r) => r.task));
+    expect(suiteA.newTrain.some((r) => evalNames.has(r.task))).toBe(false);
+  });
+
+  it('new-task outputs follow the stated rules (spot checks)', () => {
+    const tasks = new Map(newTasks().map((t) => [t.name, t]));
+    const r = createRng(3);
+    const rot = tasks.get('rotate-left-3')!.make(r);
+    const items = rot.input.split(', ');
+    expect(rot.output).toBe([...items.slice(3), ...items.slice(0, 3)].join(', '));
+    const cnt = tasks.get('count-letter-e')!.make(r);
+    expect(Number(cnt.output)).toBe([...cnt.input].filter((c) => c === 'e').length);
+    const caesar = tasks.get('caesar-1')!.make(r);
+    expect(caesar.output.length).toBe(caesar.input.length);
+    expect(tasks.get('caesar-1')!.instruction).toMatch(/1 place forward/);
+  });
+});
+
+describe('old-task records', () => {
+  const records = allOld(suiteA);
+
+  it('every output scores as correct against its own answer, and a wrong answer scores 0', () => {
+    for (const r of records) {
+      if (!isCorrect(r.output, r.answer, answerKind(r.task))) throw new Error(`not self-consistent: ${JSON.stringify(r)}`);
+    }
+    expect(accuracy(records, records.map((r) => r.output))).toBe(1);
+    const wrong = (r: OldRecord): string => {
+      const kind = answerKind(r.task);
+      if (kind === 'numeric') return `I think it is ${Number(r.answer) + 1}. The answer is ${Number(r.answer) + 1}.`;
+      if (kind === 'choice') return `Answer: ${r.answer === 'A' ? 'B' : 'A'}`;
+      return `The answer is ${r.answer === 'True' ? 'False' : 'not ' + r.answer}.`;
+    };
+    expect(accuracy(records, records.map(wrong))).toBe(0);
+    expect(accuracy(records, records.map(() => ''))).toBe(0);
+  });
+
+  it('arithmetic answers are right: every "a op b = c" step and the final answer check out', () => {
+    const arith = records.filter((r) => r.task.startsWith('arith-'));
+    expect(arith.length).toBe(160);
+    for (const r of arith) {
+      for (const [, a, op, b, c] of r.output.matchAll(/(\d+) ([-+x/]) (\d+) = (\d+)/g)) {
+        const [x, y] = [Number(a), Number(b)];
+        const want = op === '+' ? x + y : op === '-' ? x - y : op === 'x' ? x * y : x / y;
+        expect(Number(c), r.output).toBe(want);
+      }
+      expect(Number.isInteger(Number(r.answer)) && Number(r.answer) >= 0).toBe(true);
+    }
+  });
+
+  it('recomputes answers from the problem text for known templates', () => {
+    let checked = 0;
+    for (const r of records) {
+      let m = /buys (\d+) packs of \w+ with (\d+) \w+ in each pack\. \w+ then gives away (\d+)/.exec(r.input);
+      if (m) { expect(Number(r.answer)).toBe(Number(m[1]) * Number(m[2]) - Number(m[3])); checked++; }
+      m = /makes (\d+) toys per hour\. It runs for (\d+) hours on Monday and (\d+) hours/.exec(r.input);
+      if (m) { expect(Number(r.answer)).toBe(Number(m[1]) * (Number(m[2]) + Number(m[3]))); checked++; }
+      m = /After giving (\d+) \w+ to \w+, \w+ has (\d+)/.exec(r.input);
+      if (m) { expect(Number(r.answer)).toBe(Number(m[1]) + Number(m[2])); checked++; }
+      m = /^What date is (\d+) days (after|before) (\d{4}-\d\d-\d\d)/.exec(r.input);
+      if (m) {
+        const t = Date.parse(`${m[3]}T00:00:00Z`) + (m[2] === 'after' ? 1 : -1) * Number(m[1]) * 86_400_000;
+        expect(r.answer).toBe(new Date(t).toISOString().slice(0, 10));
+        checked++;
+      }
+      m = /^Evaluate: (.*)$/.exec(r.input);
+      if (m) {
+        // The expression is Python syntax; rewrite it as JS to evaluate it independently.
+        const js = m[1]!.replace(/\bnot\b/g, '!').replace(/\band\b/g, '&&').replace(/\bor\b/g, '||').replace(/True/g, 'true').replace(/False/g, 'false');
+        expect(r.answer).toBe(String(new Function(`return ${js};`)()) === 'true' ? 'True' : 'False');
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThan(20);
+  });
+
+  it('multiple-choice records have 4-6 options with the answer letter among them', () => {
+    const mc = records.filter((r) => r.task.endsWith('-mc'));
+    for (const r of mc) {
+      const letters = [...r.input.matchAll(/^([A-F])\) /gm)].map((m) => m[1]);
+      expect(letters.length).toBeGreaterThanOrEqual(4);
+      expect(letters.length).toBeLessThanOrEqual(6);
+      expect(letters).toContain(r.answer);
+      if (r.task === 'science-mc') expect(letters).toHaveLength(4);
+    }
+    expect(new Set(mc.map((r) => r.answer)).size).toBeGreaterThanOrEqual(4);
+  });
+
+  it('each suite generator makes records of its own task', () => {
+    for (const n of OLD_SUITE_NAMES) expect(OLD_SUITES[n](createRng(1), 5).every((r) => r.task === n)).toBe(true);
+  });
+});
+
+describe('metrics', () => {
+  it('ROUGE-L F1 on hand-checked cases', () => {
+    // LCS 5 of 5 predicted and 6 reference tokens: P 1, R 5/6, F 10/11.
+    expect(rougeL('the cat on the mat', 'The cat sat on the mat.')).toBeCloseTo(10 / 11, 12);
+    // Tokens a b c d vs b a d: LCS 2 (b d or a d): P 2/3, R 2/4, F 4/7.
+    expect(rougeL('b a d', 'a b c d')).toBeCloseTo(4 / 7, 12);
+    expect(rougeL('Hello, world!', 'hello world')).toBe(1);
+    expect(rougeL('x y', 'a b')).toBe(0);
+    expect(rougeL('', 'a')).toBe(0);
+    expect(rougeL('', '')).toBe(1);
+  });
+
+  it('exact match normalises whitespace and case only', () => {
+    expect(exactMatch('  Apple,  Pear ', 'apple, pear')).toBe(true);
+    expect(exactMatch('apple pear', 'apple, pear')).toBe(false);
+  });
+
+  it('extracts numeric, choice and exact answers', () => {
+    expect(extractAnswer('3 + 4 = 7. The answer is 7.', 'numeric')).toBe('7');
+    expect(extractAnswer('so 12 then 1,250 in total', 'numeric')).toBe('1250');
+    expect(extractAnswer('The answer is $15.50', 'numeric')).toBe('15.5');
+    expect(extractAnswer('no digits', 'numeric')).toBeUndefined();
+    expect(extractAnswer('Water is a liquid. Answer: B', 'choice')).toBe('B');
+    expect(extractAnswer('C) helium because it is a gas', 'choice')).toBe('C');
+    expect(extractAnswer(' d ', 'choice')).toBeUndefined();
+    expect(extractAnswer('D', 'choice')).toBe('D');
+    expect(extractAnswer('the answer is a liquid', 'choice')).toBeUndefined();
+    expect(extractAnswer('So the answer is  2024-04-04.', 'exact')).toBe('2024-04-04');
+    expect(isCorrect('The answer is true.', 'True', 'exact')).toBe(true);
+    expect(isCorrect('The answer is 7.0', '7', 'numeric')).toBe(true);
+  });
+});
+
+describe('JSONL', () => {
+  const write = (name: string, text: string): string => { const p = join(dir, name); writeFileSync(p, text); return p; };
+  const errorOf = (f: () => unknown): string => {
+    try { f(); } catch (e) { expect(e).toBeInstanceOf(DataError); return (e as Error).message; }
+    throw new Error('expected a DataError');
+  };
+
+  it('round-trips instances and flashbacks, and writes atomically (no temp file left)', () => {
+    const p = join(dir, 'rt', 'data.jsonl');
+    const recs = [...suiteA.old.logic.eval.slice(0, 3), { task: 't', instruction: 'i', input: 'x\ny "q"', output: 'o', embedding: [0.5, -1] }];
+    writeJsonl(p, recs);
+    expect(readJsonl(p, 'instance')).toEqual(recs);
+    writeJsonl(p, suiteA.flashbacks);
+    expect(readJsonl(p, 'flashback')).toEqual(suiteA.flashbacks);
+    expect(readdirSync(join(dir, 'rt'))).toEqual(['data.jsonl']);
+    expect(readJsonl(write('prompt.jsonl', '{"task":"a","prompt":"p"}\n\n'), 'flashback')).toEqual([{ task: 'a', prompt: 'p' }]);
+  });
+
+  it('reports bad input with file, line and what is wrong, returning nothing', () => {
+    const ok = '{"task":"t","instruction":"i","input":"x","output":"y"}';
+    const cases: [string, string, 'instance' | 'flashback', string][] = [
+      ['empty.jsonl', '\n  \n', 'instance', 'empty.jsonl: empty file'],
+      ['json.jsonl', `${ok}\n${ok}\n{"task": "t",\n`, 'instance', `json.jsonl:3: invalid JSON (`],
+      ['missing.jsonl', `${ok}\n{"task":"t","instruction":"i","input":"x"}\n`, 'instance', "missing.jsonl:2: missing field 'output'"],
+      ['type.jsonl', '{"task":"t","instruction":"i","input":5,"output":"y"}\n', 'instance', "type.jsonl:1: field 'input' must be a string, got number"],
+      ['array.jsonl', `${ok}\n[1,2]\n`, 'instance', 'array.jsonl:2: expected a JSON object, got array'],
+      ['emb.jsonl', '{"task":"t","instruction":"i","input":"x","output":"y","embedding":[1,"a"]}\n', 'instance', "emb.jsonl:1: field 'embedding' must be a non-empty array of finite numbers"],
+      ['dim.jsonl', '{"task":"t","prompt":"p","embedding":[1,2]}\n\n{"task":"t","prompt":"p","embedding":[1]}\n', 'flashback', "dim.jsonl:3: field 'embedding' has 1 numbers, line 1 had 2"],
+      ['fb.jsonl', '{"task":"t"}\n', 'flashback', "fb.jsonl:1: missing field 'instruction' and 'input' (or 'prompt')"],
+      ['both.jsonl', '{"task":"t","prompt":"p","input":"x"}\n', 'flashback', "both.jsonl:1: give either 'instruction' and 'input', or 'prompt', not both"],
+      ['answer.jsonl', '{"task":"t","instruction":"i","input":"x","output":"y","answer":3}\n', 'instance', "answer.jsonl:1: field 'answer' must be a string, got number"],
+    ];
+    for (const [name, text, kind, message] of cases) {
+      const p = write(name, text);
+      const got = errorOf(() => readJsonl(p, kind as 'instance'));
+      if (message.endsWith('(')) expect(got.startsWith(`${join(dir, message)}`), got).toBe(true);
+      else expect(got).toBe(join(dir, message));
+    }
+    const many = errorOf(() => readJsonl(write('many.jsonl', `nope\n${'{}\n'.repeat(30)}`), 'instance'));
+    expect(many.split('\n')).toHaveLength(21);
+    expect(many).toMatch(/many\.jsonl:31: missing field 'task'|\.\.\. and 11 more/);
+    expect(errorOf(() => readJsonl(join(dir, 'absent.jsonl'), 'instance'))).toBe(`${join(dir, 'absent.jsonl')}: cannot read (ENOENT)`);
+  });
+
+  it('writeSuite writes every file, readable back in its format, and a README', () => {
+    const out = join(dir, 'suite');
+    writeSuite(out, suiteA);
+    expect(readdirSync(out).sort()).toEqual(suiteFiles().sort());
+    expect(readJsonl(join(out, 'old-arith-gsm-eval.jsonl'), 'instance')).toEqual(suiteA.old['arith-gsm'].eval);
+    expect(readJsonl(join(out, 'flashbacks.jsonl'), 'flashback')).toHaveLength(5 * 32);
+    expect(readJsonl(join(out, 'new-eval.jsonl'), 'instance')).toEqual(suiteA.newEval);
+    expect(readFileSync(join(out, 'README.md'), 'utf8')).toMatch(/new-eval\.jsonl \| 60 \(20 held-out tasks\)/);
+    expect(existsSync(join(out, 'new-train.jsonl'))).toBe(true);
+  });
+});
