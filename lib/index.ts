@@ -63,3 +63,4 @@ export { type ForwardOptions, type GenerateOptions, LlamaModel, loadModel, LORA_
 export { byteLevelTokenizer, createModel, type CreateModelOptions } from './model/create.js';
 export { type Batch, type ChatMessage, Tokenizer } from './model/tokenizer.js';
 export { generateText, type GenerateTextOptions } from './model/generate.js';
+export * from './data/index.js';

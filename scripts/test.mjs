@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// `npm test`: set-up (idempotent), the native/core C++ tests (ctest), then the vitest suites.
+// `npm test`: set-up (idempotent), the native/core C++ tests (ctest), a type-check of lib/ and
+// test/, then the vitest suites.
 // Ends with one summary line, "tests: N passed, N failed", over both.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -23,6 +24,13 @@ const counts = /jfa_core_tests: (\d+) passed, (\d+) failed/.exec(ctest.stdout ??
 if (ctest.status !== 0 || !counts) failed += Math.max(1, Number(counts?.[2] ?? 1));
 if (counts) passed += Number(counts[1]);
 
+// The suites themselves type-check (vitest only strips types).
+const typecheck = run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.test.json']);
+if (typecheck !== 0) {
+  console.error('type-check of lib/ and test/ failed');
+  failed += 1;
+}
+
 const tmp = mkdtempSync(join(tmpdir(), 'jfa-vitest-'));
 const report = join(tmp, 'report.json');
 const extra = process.argv.slice(2);
@@ -38,4 +46,4 @@ try {
 }
 rmSync(tmp, { recursive: true, force: true });
 console.log(`tests: ${passed} passed, ${failed} failed`);
-process.exit(failed === 0 && vitest === 0 ? 0 : 1);
+process.exit(failed === 0 && vitest === 0 && typecheck === 0 ? 0 : 1);
