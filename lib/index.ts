@@ -64,3 +64,4 @@ export { byteLevelTokenizer, createModel, type CreateModelOptions } from './mode
 export { type Batch, type ChatMessage, Tokenizer } from './model/tokenizer.js';
 export { generateText, type GenerateTextOptions } from './model/generate.js';
 export * from './data/index.js';
+export { AdamW, type AdamWOptions, clipGradNorm, cosineWithWarmup } from './optim.js';

@@ -171,6 +171,19 @@ export interface NativeAddon {
   };
   copyInto(dst: NativeTensor, src: NativeTensor): void;
 
+  adamwStep(
+    params: NativeTensor[],
+    expAvg: NativeTensor[],
+    expAvgSq: NativeTensor[],
+    steps: NativeTensor,
+    lr: number,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    weightDecay: number,
+  ): void;
+  clipGradNorm(params: NativeTensor[], maxNorm: number): number;
+
   info(): RuntimeInfo;
   setNumThreads(n: number): void;
   stats(): MemoryStats;

@@ -9,6 +9,7 @@
 #include "core/divergence.h"
 #include "core/latent_mixture.h"
 #include "core/lora.h"
+#include "core/optim.h"
 #include "core/projection.h"
 
 namespace jfa::binding {
@@ -169,6 +170,32 @@ Napi::Value gpm_project_fn(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value adamw_step_fn(const Napi::CallbackInfo& info) {
+  const char* op = "adamwStep";
+  return guard(info.Env(), op, [&]() -> Napi::Value {
+    const auto params = tensor_list(info, info[0], std::string(op) + ": params");
+    const auto m = tensor_list(info, info[1], std::string(op) + ": expAvg");
+    const auto v = tensor_list(info, info[2], std::string(op) + ": expAvgSq");
+    const at::Tensor& steps = tensor_arg(info, 3, op, "steps");
+    AdamWOptions o;
+    o.lr = number_arg(info, 4, op, "lr", o.lr);
+    o.beta1 = number_arg(info, 5, op, "beta1", o.beta1);
+    o.beta2 = number_arg(info, 6, op, "beta2", o.beta2);
+    o.eps = number_arg(info, 7, op, "eps", o.eps);
+    o.weight_decay = number_arg(info, 8, op, "weightDecay", o.weight_decay);
+    adamw_step(params, m, v, steps, o);
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value clip_grad_norm_fn(const Napi::CallbackInfo& info) {
+  const char* op = "clipGradNorm";
+  return guard(info.Env(), op, [&]() -> Napi::Value {
+    const auto params = tensor_list(info, info[0], std::string(op) + ": params");
+    return Napi::Number::New(info.Env(), clip_grad_norm(params, number_arg(info, 1, op, "maxNorm", 1.0)));
+  });
+}
+
 Napi::Value latent_mixture_fn(const Napi::CallbackInfo& info) {
   const char* op = "latentMixture";
   return guard(info.Env(), op, [&]() -> Napi::Value {
@@ -197,6 +224,8 @@ void register_kernels(Napi::Env env, Napi::Object exports) {
       {"gpmBasis", gpm_basis_fn},
       {"gpmProject", gpm_project_fn},
       {"latentMixture", latent_mixture_fn},
+      {"adamwStep", adamw_step_fn},
+      {"clipGradNorm", clip_grad_norm_fn},
   };
   for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn, name));
 }

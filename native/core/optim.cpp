@@ -1,0 +1,64 @@
+#include "core/optim.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include <cmath>
+
+#include "core/checks.h"
+
+namespace jfa {
+
+void adamw_step(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& exp_avg,
+                const std::vector<at::Tensor>& exp_avg_sq, const at::Tensor& steps, const AdamWOptions& o) {
+  const char* op = "adamwStep";
+  if (exp_avg.size() != params.size() || exp_avg_sq.size() != params.size())
+    throw_range(std::string(op) + ": " + std::to_string(params.size()) + " parameters but " + std::to_string(exp_avg.size()) +
+                " and " + std::to_string(exp_avg_sq.size()) + " moment buffers");
+  if (!steps.defined() || steps.scalar_type() != at::kLong || steps.dim() != 1 || steps.size(0) != static_cast<int64_t>(params.size()) ||
+      !steps.device().is_cpu())
+    throw_range(std::string(op) + ": steps must be a CPU int64 tensor of " + std::to_string(params.size()) + " counts");
+  if (!(o.lr >= 0) || !(o.beta1 >= 0 && o.beta1 < 1) || !(o.beta2 >= 0 && o.beta2 < 1) || !(o.eps > 0) || !(o.weight_decay >= 0))
+    throw_range(std::string(op) + ": need lr >= 0, betas in [0, 1), eps > 0, weightDecay >= 0");
+  for (size_t i = 0; i < params.size(); ++i) {
+    const std::string name = "parameter " + std::to_string(i);
+    check_float_tensor(params[i], op, name.c_str());
+    if (exp_avg[i].sizes() != params[i].sizes() || exp_avg_sq[i].sizes() != params[i].sizes())
+      throw_range(std::string(op) + ": the moment buffers of " + name + " do not have its shape " + shape_str(params[i].sizes()));
+  }
+  at::NoGradGuard no_grad;
+  const at::Tensor counts = steps.contiguous();
+  int64_t* count = counts.data_ptr<int64_t>();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const at::Tensor& p = params[i];
+    const at::Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    const int64_t step = ++count[i];
+    const double bias1 = 1.0 - std::pow(o.beta1, static_cast<double>(step));
+    const double bias2 = 1.0 - std::pow(o.beta2, static_cast<double>(step));
+    p.mul_(1.0 - o.lr * o.weight_decay);
+    exp_avg[i].lerp_(g, 1.0 - o.beta1);
+    exp_avg_sq[i].mul_(o.beta2).addcmul_(g, g, 1.0 - o.beta2);
+    const at::Tensor denom = exp_avg_sq[i].sqrt().div_(std::sqrt(bias2)).add_(o.eps);
+    p.addcdiv_(exp_avg[i], denom, -o.lr / bias1);
+  }
+  if (!counts.is_same(steps)) steps.copy_(counts);
+}
+
+double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
+  if (!(max_norm > 0)) throw_range("clipGradNorm: maxNorm must be > 0, got " + std::to_string(max_norm));
+  at::NoGradGuard no_grad;
+  double total = 0.0;
+  for (const auto& p : params)
+    if (p.defined() && p.grad().defined()) {
+      const double n = p.grad().norm().item<double>();
+      total += n * n;
+    }
+  total = std::sqrt(total);
+  const double scale = max_norm / (total + 1e-6);
+  if (scale < 1.0)
+    for (const auto& p : params)
+      if (p.defined() && p.grad().defined()) p.mutable_grad().mul_(scale);
+  return total;
+}
+
+}  // namespace jfa
