@@ -81,6 +81,18 @@ describe('generation matches transformers generate (greedy, KV cache, left paddi
     expect(Array.from(base.toTypedArray() as BigInt64Array, Number)).toEqual(refBase.tokens.flat());
   });
 
+  it('refuses structural changes while generating; dispose() during generation is safe', async () => {
+    const model = LlamaModel.load(tiny);
+    const running = model.generate(idsT(), { attentionMask: maskT(), maxNewTokens: 8 });
+    expect(() => model.addLora({ r: 2 })).toThrow('addLora: the model is generating; await generate() before changing it');
+    await running;
+    model.addLora({ r: 2 });
+    const again = model.generate(idsT(), { attentionMask: maskT(), maxNewTokens: 8 });
+    model.dispose();
+    expect((await again).shape[0]).toBe(2);
+    expect(() => model.logits(idsT())).toThrow('model.logits: the model is disposed');
+  });
+
   it('stops at EOS and pads after it; sampling is seeded', async () => {
     const model = LlamaModel.load(tiny);
     const greedy = Array.from((await model.generate(idsT(), { attentionMask: maskT(), maxNewTokens: 6 })).toTypedArray() as BigInt64Array, Number);

@@ -46,10 +46,11 @@ class Model : public Napi::ObjectWrap<Model> {
   // A generation task: holds the model by shared_ptr, so dispose() while it runs is safe.
   class GenerateTask : public Napi::AsyncWorker {
    public:
-    GenerateTask(Napi::Env env, std::shared_ptr<const LlamaModel> model, at::Tensor ids, at::Tensor mask, GenerateOptions options,
-                 bool adapters)
+    GenerateTask(Napi::Env env, std::shared_ptr<const LlamaModel> model, std::shared_ptr<int> running, at::Tensor ids,
+                 at::Tensor mask, GenerateOptions options, bool adapters)
         : Napi::AsyncWorker(env, "generate"),
           model_(std::move(model)),
+          running_(std::move(running)),
           ids_(std::move(ids)),
           mask_(std::move(mask)),
           options_(std::move(options)),
@@ -67,11 +68,18 @@ class Model : public Napi::ObjectWrap<Model> {
         SetError(failure_.message);
       }
     }
-    void OnOK() override { deferred_.Resolve(tensor_handle::wrap(Env(), std::move(result_))); }
-    void OnError(const Napi::Error&) override { deferred_.Reject(js_error(Env(), failure_).Value()); }
+    void OnOK() override {
+      --*running_;
+      deferred_.Resolve(tensor_handle::wrap(Env(), std::move(result_)));
+    }
+    void OnError(const Napi::Error&) override {
+      --*running_;
+      deferred_.Reject(js_error(Env(), failure_).Value());
+    }
 
    private:
     std::shared_ptr<const LlamaModel> model_;
+    std::shared_ptr<int> running_;  // touched on the main thread only
     at::Tensor ids_, mask_, result_;
     GenerateOptions options_;
     bool adapters_;
@@ -149,7 +157,7 @@ class Model : public Napi::ObjectWrap<Model> {
 
   Napi::Value set_latent_pool(const Napi::CallbackInfo& info) {
     return guard(info.Env(), "setLatentPool", [&]() -> Napi::Value {
-      live("setLatentPool");
+      check_idle("setLatentPool");
       const double layer = number_arg(info, 0, "setLatentPool", "layer", -1);
       model_->set_latent_pool(static_cast<int64_t>(layer), tensor_arg(info, 1, "setLatentPool", "A"), tensor_arg(info, 2, "setLatentPool", "B"));
       return info.Env().Undefined();
@@ -202,7 +210,8 @@ class Model : public Napi::ObjectWrap<Model> {
       o.eos_token_ids = int_list_arg(info, 6, op, "eosTokenIds");
       o.pad_token_id = static_cast<int64_t>(number_arg(info, 7, op, "padTokenId", 0));
       const bool adapters = bool_arg(info, 8, op, "adapters", true);
-      auto* task = new GenerateTask(info.Env(), model_, ids, mask, std::move(o), adapters);
+      auto* task = new GenerateTask(info.Env(), model_, running_, ids, mask, std::move(o), adapters);
+      ++*running_;
       Napi::Promise promise = task->promise();
       task->Queue();
       return promise;
@@ -211,7 +220,7 @@ class Model : public Napi::ObjectWrap<Model> {
 
   Napi::Value merge_lora(const Napi::CallbackInfo& info) {
     return guard(info.Env(), "mergeLora", [&]() -> Napi::Value {
-      live("mergeLora");
+      check_idle("mergeLora");
       model_->merge_lora();
       return info.Env().Undefined();
     });
@@ -227,7 +236,7 @@ class Model : public Napi::ObjectWrap<Model> {
 
   Napi::Value add_lora(const Napi::CallbackInfo& info) {
     return guard(info.Env(), "addLora", [&]() -> Napi::Value {
-      live("addLora");
+      check_idle("addLora");
       if (!info[0].IsArray()) throw Napi::TypeError::New(info.Env(), "addLora: targets must be an array of module names, got " + describe(info[0]));
       std::vector<std::string> targets;
       const auto list = info[0].As<Napi::Array>();
@@ -258,7 +267,16 @@ class Model : public Napi::ObjectWrap<Model> {
     return info.Env().Undefined();
   }
 
+  // Changes to the model's structure while a generation reads it on a worker thread would race:
+  // addLora, mergeLora and setLatentPool refuse while one runs.
+  void check_idle(const char* op) const {
+    live(op);
+    if (*running_ > 0)
+      throw Napi::Error::New(Env(), std::string(op) + ": the model is generating; await generate() before changing it");
+  }
+
   std::shared_ptr<LlamaModel> model_;
+  std::shared_ptr<int> running_ = std::make_shared<int>(0);
 };
 
 }  // namespace
