@@ -65,3 +65,6 @@ export { type Batch, type ChatMessage, Tokenizer } from './model/tokenizer.js';
 export { generateText, type GenerateTextOptions } from './model/generate.js';
 export * from './data/index.js';
 export { AdamW, type AdamWOptions, clipGradNorm, cosineWithWarmup } from './optim.js';
+export { promptBatch, type PromptBatch, promptText, sftBatch, type SftBatch } from './jfa/examples.js';
+export { LatentTasks, type LatentOptions, type Retrieval } from './jfa/latent.js';
+export { type Method, type MicroBatch, type StepOptions, type StepResult, trainStep } from './jfa/step.js';

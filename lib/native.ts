@@ -170,6 +170,7 @@ export interface NativeAddon {
     random(configJson: string, seed?: number | bigint, initStd?: number): NativeModel;
   };
   copyInto(dst: NativeTensor, src: NativeTensor): void;
+  setGrad(a: NativeTensor, grad: NativeTensor | undefined): void;
 
   adamwStep(
     params: NativeTensor[],

@@ -63,6 +63,10 @@ export class Tensor implements Disposable {
     const g = native().grad(this.handle);
     return g ? new Tensor(g) : null;
   }
+  /** Replaces the accumulated gradient (undefined drops it). */
+  setGrad(grad: Tensor | undefined): void {
+    native().setGrad(this.handle, grad ? h(grad) : undefined);
+  }
   /** Drops the accumulated gradient. */
   zeroGrad(): void {
     native().zeroGrad(this.handle);

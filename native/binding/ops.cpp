@@ -188,6 +188,18 @@ Napi::Value copy_into_fn(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value set_grad_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "setGrad", [&]() -> Napi::Value {
+    at::Tensor t = tensor_arg(info, 0, "setGrad", "a");
+    const at::Tensor grad = optional_tensor_arg(info, 1, "setGrad", "grad");
+    if (grad.defined() && (grad.sizes() != t.sizes() || grad.scalar_type() != t.scalar_type()))
+      throw_range("setGrad: grad " + shape_str(grad.sizes()) + " " + dtype_name(grad.scalar_type()) + " does not match the tensor's " +
+                  shape_str(t.sizes()) + " " + dtype_name(t.scalar_type()));
+    t.mutable_grad() = grad;
+    return info.Env().Undefined();
+  });
+}
+
 Napi::Value detach_fn(const Napi::CallbackInfo& info) {
   return guard(info.Env(), "detach", [&]() -> Napi::Value {
     return tensor_handle::wrap(info.Env(), tensor_arg(info, 0, "detach", "a").detach());
@@ -204,7 +216,7 @@ void register_ops(Napi::Env env, Napi::Object exports) {
       {"setRequiresGrad", set_requires_grad_fn}, {"requiresGrad", requires_grad_fn},
       {"grad", grad_fn},                   {"zeroGrad", zero_grad_fn},
       {"backward", backward_fn},           {"detach", detach_fn},
-      {"copyInto", copy_into_fn},
+      {"copyInto", copy_into_fn},          {"setGrad", set_grad_fn},
   };
   for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn, name));
 }

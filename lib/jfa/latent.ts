@@ -1,0 +1,148 @@
+// JFA's latent tasks: a pool of C groups x Q low-rank increments on o_proj, each with a fixed
+// random key in the embedding space. Samples are grouped by k-means over their embeddings; each
+// sample uses the top-k keys of its group by cosine similarity, weighted by similarity / sum.
+// Keys and embeddings are fixed during a run, so retrieval runs once, before training.
+import { createRng } from '../data/rng.js';
+import { Index, kmeans } from '../faiss.js';
+import { loraInit } from '../kernels.js';
+import { tensor, type Tensor, zeros } from '../tensor.js';
+
+export interface LatentOptions {
+  /** Groups (released: 16). */
+  groups?: number;
+  /** Latent tasks per group (released: 24). */
+  perGroup?: number;
+  /** Tasks retrieved per sample (released: 2). */
+  k?: number;
+  /** Rank of each increment (released: 8). */
+  rank?: number;
+  seed?: number;
+}
+
+export interface Retrieval {
+  indices: Tensor; // (n, k) int64 into the pool
+  weights: Tensor; // (n, k) float32, each row sums to 1
+}
+
+/** Unit-length rows of a (n, d) matrix, in place; a zero row stays zero. */
+function normalizeRows(x: Float32Array, d: number): Float32Array {
+  for (let i = 0; i < x.length; i += d) {
+    let s = 0;
+    for (let j = 0; j < d; j++) s += x[i + j]! ** 2;
+    const inv = s > 0 ? 1 / Math.sqrt(s) : 0;
+    for (let j = 0; j < d; j++) x[i + j]! *= inv;
+  }
+  return x;
+}
+
+export class LatentTasks implements Disposable {
+  readonly groups: number;
+  readonly perGroup: number;
+  readonly k: number;
+  /** (P, r, in) and (P, out, r): trained with the adapters (B starts at zero, as LoRA's). */
+  readonly A: Tensor;
+  readonly B: Tensor;
+  /** (P, dim) unit keys; group g owns rows g * perGroup .. (g + 1) * perGroup - 1. */
+  readonly keys: Float32Array;
+  private centroids?: Float32Array;
+
+  constructor(
+    readonly dim: number,
+    inFeatures: number,
+    outFeatures: number,
+    options: LatentOptions = {},
+  ) {
+    this.groups = options.groups ?? 16;
+    this.perGroup = options.perGroup ?? 24;
+    this.k = options.k ?? 2;
+    if (this.k > this.perGroup) throw new RangeError(`latent tasks: k=${this.k} exceeds the ${this.perGroup} tasks of a group`);
+    const rank = options.rank ?? 8;
+    const pool = this.groups * this.perGroup;
+    const rng = createRng(options.seed ?? 0);
+    // Random keys, orthonormal within a group where the dimension allows (Gram-Schmidt).
+    this.keys = new Float32Array(pool * dim);
+    for (let g = 0; g < this.groups; g++) {
+      for (let q = 0; q < this.perGroup; q++) {
+        const row = (g * this.perGroup + q) * dim;
+        for (let j = 0; j < dim; j++) this.keys[row + j] = gaussian(rng.next.bind(rng));
+        if (q < dim)
+          for (let p = 0; p < q; p++) {
+            const other = (g * this.perGroup + p) * dim;
+            let dot = 0;
+            for (let j = 0; j < dim; j++) dot += this.keys[row + j]! * this.keys[other + j]!;
+            for (let j = 0; j < dim; j++) this.keys[row + j]! -= dot * this.keys[other + j]!;
+          }
+        normalizeRows(this.keys.subarray(row, row + dim), dim);
+      }
+    }
+    // Each task's factors initialised like a LoRA adapter's: A kaiming-uniform, B zero.
+    const flat = new Float32Array(pool * rank * inFeatures);
+    const a = zeros([rank, inFeatures]);
+    const b = zeros([outFeatures, rank]);
+    for (let j = 0; j < pool; j++) {
+      loraInit(a, b, { seed: (options.seed ?? 0) * 1000 + j });
+      flat.set(a.toTypedArray() as Float32Array, j * rank * inFeatures);
+    }
+    a.dispose();
+    b.dispose();
+    this.A = tensor(flat, [pool, rank, inFeatures]).setRequiresGrad();
+    this.B = zeros([pool, outFeatures, rank]).setRequiresGrad();
+  }
+
+  /** Groups the embeddings (n, dim) into `groups` clusters (k-means, cosine). Returns each sample's group. */
+  fit(embeddings: Float32Array, seed = 0): Int32Array {
+    const data = normalizeRows(Float32Array.from(embeddings), this.dim);
+    const n = data.length / this.dim;
+    if (n < this.groups) throw new RangeError(`latent tasks: ${this.groups} groups need at least ${this.groups} samples, got ${n}`);
+    const r = kmeans(data, { dim: this.dim, k: this.groups, seed, spherical: true });
+    this.centroids = r.centroids;
+    return r.assignments;
+  }
+
+  /** For each embedding (n, dim): its group's top-k keys by cosine similarity, weights sim / sum. */
+  retrieve(embeddings: Float32Array): Retrieval {
+    if (!this.centroids) throw new Error('latent tasks: call fit() before retrieve()');
+    const data = normalizeRows(Float32Array.from(embeddings), this.dim);
+    const n = data.length / this.dim;
+    using centroidIndex = Index.create({ kind: 'flat-ip', dim: this.dim });
+    centroidIndex.add(this.centroids);
+    const groupOf = centroidIndex.search(data, 1).labels;
+    const indices = new BigInt64Array(n * this.k);
+    const weights = new Float32Array(n * this.k);
+    const perGroup = Array.from({ length: this.groups }, (_, g) => {
+      const index = Index.create({ kind: 'flat-ip', dim: this.dim });
+      index.add(this.keys.subarray(g * this.perGroup * this.dim, (g + 1) * this.perGroup * this.dim));
+      return index;
+    });
+    try {
+      for (let i = 0; i < n; i++) {
+        const g = Number(groupOf[i]!);
+        const { distances, labels } = perGroup[g]!.search(data.subarray(i * this.dim, (i + 1) * this.dim), this.k);
+        // Similarities below a small floor count as the floor: weights stay positive and defined.
+        const sims = Array.from(distances, (s) => Math.max(s, 1e-6));
+        const total = sims.reduce((a, b) => a + b, 0);
+        for (let j = 0; j < this.k; j++) {
+          indices[i * this.k + j] = BigInt(g * this.perGroup) + labels[j]!;
+          weights[i * this.k + j] = sims[j]! / total;
+        }
+      }
+    } finally {
+      perGroup.forEach((index) => index.dispose());
+    }
+    return { indices: tensor(indices, [n, this.k]), weights: tensor(weights, [n, this.k]) };
+  }
+
+  dispose(): void {
+    this.A.dispose();
+    this.B.dispose();
+  }
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/** A standard normal sample (Box-Muller) from a uniform [0, 1) source. */
+function gaussian(uniform: () => number): number {
+  const u = Math.max(uniform(), 1e-12);
+  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform());
+}

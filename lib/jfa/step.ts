@@ -1,0 +1,96 @@
+// One optimisation step of the trainer over an accumulation window of micro-batches:
+// new-task micro-batches contribute token cross-entropy (SFT); flashback micro-batches contribute
+// alpha x the divergence between the model and its reference (the same model with adapters and
+// latent increments off, run without gradients, and only for flashbacks). Each micro-batch's
+// gradient is kept apart; PCGrad (or a plain mean) combines them; then clipping and AdamW.
+import { flashbackDivergence, type KlKind, pcgrad, type Reduction, tokenCrossEntropy } from '../kernels.js';
+import { type LlamaModel } from '../model/llama.js';
+import { clipGradNorm, type AdamW } from '../optim.js';
+import { add, scope, type Tensor, zeros } from '../tensor.js';
+
+export type Method = 'sft' | 'flashback' | 'jfa';
+
+export interface MicroBatch {
+  kind: 'new' | 'flashback';
+  ids: Tensor;
+  attentionMask: Tensor;
+  /** new-task micro-batches: next-token targets, -100 where nothing is predicted */
+  targets?: Tensor;
+  /** latent tasks of each sample (jfa with latent tasks) */
+  latent?: { indices: Tensor; weights: Tensor };
+}
+
+export interface StepOptions {
+  method: Method;
+  /** weight of the divergence (default 1) */
+  alpha?: number;
+  kl?: KlKind;
+  reduction?: Reduction;
+  /** combine micro-batch gradients with PCGrad (jfa's default) instead of their mean */
+  pcgrad?: boolean;
+  maxGradNorm?: number;
+  /** seed of PCGrad's visiting orders for this step */
+  seed?: number;
+}
+
+export interface StepResult {
+  sft: number;
+  divergence: number;
+  gradNorm: number;
+  conflicts: number;
+}
+
+const scalar = (t: Tensor) => (t.toTypedArray() as Float32Array)[0]!;
+
+/** Runs one step: every micro-batch forward and backward, combine, clip, optimizer.step(). */
+export function trainStep(model: LlamaModel, optimizer: AdamW, micro: MicroBatch[], o: StepOptions): StepResult {
+  const params = optimizer.params;
+  const alpha = o.alpha ?? 1;
+  const perBatch: Tensor[][] = [];
+  let sft = 0;
+  let divergence = 0;
+  let sftBatches = 0;
+  let divBatches = 0;
+  for (const mb of micro) {
+    if (mb.kind === 'flashback' && o.method === 'sft') continue;
+    scope(() => {
+      const latent = o.method === 'jfa' ? mb.latent : undefined;
+      const logits = model.logits(mb.ids, { attentionMask: mb.attentionMask, latent });
+      let loss: Tensor;
+      if (mb.kind === 'new') {
+        if (!mb.targets) throw new TypeError('trainStep: a new-task micro-batch needs targets');
+        loss = tokenCrossEntropy(logits, mb.targets);
+        sft += scalar(loss);
+        sftBatches += 1;
+      } else {
+        const ref = model.logits(mb.ids, { attentionMask: mb.attentionMask, adapters: false });
+        const div = flashbackDivergence(logits, ref, mb.attentionMask, { kind: o.kl, reduction: o.reduction });
+        divergence += scalar(div);
+        divBatches += 1;
+        loss = alpha === 1 ? div : add(zeros([]), div, alpha);
+      }
+      loss.backward();
+    });
+    // This micro-batch's gradient, kept apart; a parameter it did not reach gets zeros.
+    perBatch.push(params.map((p) => p.grad ?? zeros(p.shape, p.dtype)));
+    for (const p of params) p.zeroGrad();
+  }
+  if (perBatch.length === 0) throw new RangeError('trainStep: no micro-batch applies to this method');
+
+  let conflicts = 0;
+  let combined: Tensor[];
+  if (o.pcgrad && perBatch.length > 1) {
+    const r = pcgrad(perBatch, { seed: o.seed ?? 0 });
+    combined = r.grads;
+    conflicts = r.conflicts;
+  } else {
+    combined = params.map((p, i) => perBatch.reduce((acc, g) => add(acc, g[i]!, 1 / perBatch.length), zeros(p.shape, p.dtype)));
+  }
+  perBatch.flat().forEach((g) => g.dispose());
+  params.forEach((p, i) => p.setGrad(combined[i]));
+  combined.forEach((g) => g.dispose());
+  const gradNorm = clipGradNorm(params, o.maxGradNorm ?? 1.0);
+  optimizer.step();
+  optimizer.zeroGrad();
+  return { sft: sftBatches ? sft / sftBatches : 0, divergence: divBatches ? divergence / divBatches : 0, gradNorm, conflicts };
+}
