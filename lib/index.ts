@@ -68,3 +68,4 @@ export { AdamW, type AdamWOptions, clipGradNorm, cosineWithWarmup } from './opti
 export { promptBatch, type PromptBatch, promptText, sftBatch, type SftBatch } from './jfa/examples.js';
 export { LatentTasks, type LatentOptions, type Retrieval } from './jfa/latent.js';
 export { type Method, type MicroBatch, type StepOptions, type StepResult, trainStep } from './jfa/step.js';
+export { type StepProgress, train, type TrainData, type TrainMethod, type TrainOptions, type TrainResult } from './jfa/trainer.js';

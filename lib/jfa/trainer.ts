@@ -1,0 +1,309 @@
+// The training loop: methods sft (plain LoRA), replay (SFT on new tasks mixed with old-task data),
+// flashback (SFT + alpha x divergence on flashbacks) and jfa (flashbacks + latent tasks + PCGrad),
+// with the ablations as switches. Data order, PCGrad orders and retrieval depend only on the seed,
+// so a run resumed from a checkpoint ends bit-identical to an uninterrupted one on the CPU.
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { appendFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setImmediate as tick } from 'node:timers/promises';
+
+import { createRng, hashString } from '../data/rng.js';
+import { type FlashbackRecord, type InstanceRecord } from '../data/records.js';
+import { type KlKind, type Reduction } from '../kernels.js';
+import { type LlamaModel, type LoraConfig } from '../model/llama.js';
+import { loadSafetensors, saveSafetensors } from '../model/safetensors.js';
+import { type Tokenizer } from '../model/tokenizer.js';
+import { native } from '../native.js';
+import { AdamW, cosineWithWarmup } from '../optim.js';
+import { h, type Tensor, tensor } from '../tensor.js';
+import { readJson, writeFileAtomic } from '../util/files.js';
+import { promptBatch, sftBatch } from './examples.js';
+import { type LatentOptions, LatentTasks } from './latent.js';
+import { type Method, type MicroBatch, trainStep } from './step.js';
+
+export type TrainMethod = Method | 'replay';
+
+export interface TrainOptions {
+  method: TrainMethod;
+  /** jfa only: use latent tasks (default true; false is the `--no-latent` ablation) */
+  latent?: boolean;
+  /** combine micro-batch gradients with PCGrad (default: true for jfa; false is `--no-pcgrad`) */
+  pcgrad?: boolean;
+  epochs?: number;
+  /** samples per micro-batch */
+  microBatch?: number;
+  /** new-task micro-batches per optimizer step */
+  accumulation?: number;
+  /** flashback micro-batches per optimizer step (flashback, jfa) */
+  flashbackMicroBatches?: number;
+  maxTokens?: number;
+  lr?: number;
+  warmupRatio?: number;
+  weightDecay?: number;
+  maxGradNorm?: number;
+  alpha?: number;
+  kl?: KlKind;
+  reduction?: Reduction;
+  lora?: LoraConfig;
+  latentOptions?: LatentOptions;
+  /** layer whose o_proj carries the latent tasks (default: the middle one) */
+  latentLayer?: number;
+  seed?: number;
+  /** where checkpoints, metrics.jsonl and the final adapter go */
+  outDir?: string;
+  checkpointEvery?: number;
+  resume?: boolean;
+  /** stop after this many steps (the run stays resumable) */
+  maxSteps?: number;
+  onStep?: (p: StepProgress) => void;
+}
+
+export interface TrainData {
+  newTrain: InstanceRecord[];
+  flashbacks?: FlashbackRecord[];
+  /** old-task training data, for the replay baseline only */
+  replay?: InstanceRecord[];
+}
+
+export interface StepProgress {
+  step: number;
+  totalSteps: number;
+  sft: number;
+  divergence: number;
+  lr: number;
+  gradNorm: number;
+  conflicts: number;
+  tokens: number;
+  tokensPerSecond: number;
+  elapsedMs: number;
+}
+
+export interface TrainResult {
+  steps: number;
+  totalSteps: number;
+  stoppedEarly: boolean;
+  tokens: number;
+  elapsedMs: number;
+  latent?: LatentTasks;
+}
+
+interface Retrieved {
+  indices: BigInt64Array;
+  weights: Float32Array;
+}
+
+const CHECKPOINT = 'checkpoint';
+
+export async function train(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions): Promise<TrainResult> {
+  const method: Method = o.method === 'replay' ? 'sft' : o.method;
+  const seed = o.seed ?? 0;
+  const microBatch = o.microBatch ?? 4;
+  const accumulation = o.accumulation ?? 4;
+  const flashbackMicro = method === 'sft' ? 0 : (o.flashbackMicroBatches ?? 1);
+  const maxTokens = o.maxTokens ?? 256;
+  const useLatent = method === 'jfa' && (o.latent ?? true);
+  const usePcgrad = o.pcgrad ?? method === 'jfa';
+  const flashbacks = data.flashbacks ?? [];
+  if (data.newTrain.length === 0) throw new RangeError('train: no new-task records');
+  if (flashbackMicro > 0 && flashbacks.length === 0) throw new RangeError(`train: method '${o.method}' needs flashbacks`);
+  const stream = o.method === 'replay' ? [...data.newTrain, ...(data.replay ?? [])] : data.newTrain;
+  if (o.method === 'replay' && !data.replay?.length) throw new RangeError("train: method 'replay' needs old-task training data");
+
+  const perStep = microBatch * accumulation;
+  const stepsPerEpoch = Math.ceil(stream.length / perStep);
+  const totalSteps = stepsPerEpoch * (o.epochs ?? 1);
+  const warmup = Math.round(totalSteps * (o.warmupRatio ?? 0.1));
+  const checkpointDir = o.outDir && join(o.outDir, CHECKPOINT);
+  const resuming = Boolean(o.resume && checkpointDir && (existsSync(checkpointDir) || existsSync(`${checkpointDir}.old`)));
+  if (o.resume && !resuming) throw new Error(`train: nothing to resume in ${o.outDir}`);
+  const fromDir = resuming ? (existsSync(checkpointDir!) ? checkpointDir! : `${checkpointDir}.old`) : undefined;
+
+  // Adapters: fresh, or the checkpoint's.
+  if (fromDir) model.loadAdapter(join(fromDir, 'adapter'));
+  else model.addLora({ ...o.lora, seed: o.lora?.seed ?? seed });
+  const params = Object.values(model.loraParameters());
+
+  // Latent tasks: keys, groups and retrieval fixed before training (or restored).
+  let latent: LatentTasks | undefined;
+  let retrievedNew: Retrieved | undefined;
+  let retrievedFlash: Retrieved | undefined;
+  if (useLatent) {
+    const cfg = model.config;
+    latent = new LatentTasks(cfg.hiddenSize, cfg.numHeads * cfg.headDim, cfg.hiddenSize, { seed, ...o.latentOptions });
+    if (fromDir) {
+      const saved = loadSafetensors(join(fromDir, 'latent.safetensors')).tensors;
+      native().copyInto(h(latent.A), h(saved.A!));
+      native().copyInto(h(latent.B), h(saved.B!));
+      retrievedNew = { indices: saved.newIndices!.toTypedArray() as BigInt64Array, weights: saved.newWeights!.toTypedArray() as Float32Array };
+      retrievedFlash = { indices: saved.flashIndices!.toTypedArray() as BigInt64Array, weights: saved.flashWeights!.toTypedArray() as Float32Array };
+      Object.values(saved).forEach((t) => t.dispose());
+    } else {
+      const embNew = embed(model, tokenizer, stream, maxTokens);
+      const embFlash = embed(model, tokenizer, flashbacks, maxTokens);
+      latent.fit(concat(embNew, embFlash), seed);
+      retrievedNew = toArrays(latent.retrieve(embNew));
+      retrievedFlash = toArrays(latent.retrieve(embFlash));
+    }
+    model.setLatentPool(o.latentLayer ?? Math.floor(model.config.numLayers / 2), latent.A, latent.B);
+    params.push(latent.A, latent.B);
+  }
+
+  const optimizer = new AdamW(params, { lr: o.lr ?? 1e-4, weightDecay: o.weightDecay ?? 0.0 });
+  let step = 0;
+  if (fromDir) {
+    const state = readJson<{ step: number; totalSteps: number; method: string }>(join(fromDir, 'state.json'));
+    if (state.totalSteps !== totalSteps || state.method !== o.method)
+      throw new Error(`train: ${fromDir} is from another run (method ${state.method}, ${state.totalSteps} steps; now ${o.method}, ${totalSteps})`);
+    step = state.step;
+    const saved = loadSafetensors(join(fromDir, 'optimizer.safetensors')).tensors;
+    params.forEach((_, i) => {
+      native().copyInto(h(optimizer.expAvg[i]!), h(saved[`exp_avg.${i}`]!));
+      native().copyInto(h(optimizer.expAvgSq[i]!), h(saved[`exp_avg_sq.${i}`]!));
+    });
+    native().copyInto(h(optimizer.steps), h(saved.steps!));
+    optimizer.stepCount = step;
+    Object.values(saved).forEach((t) => t.dispose());
+  }
+
+  if (o.outDir) mkdirSync(o.outDir, { recursive: true });
+  const metricsFile = o.outDir && join(o.outDir, 'metrics.jsonl');
+  const started = performance.now();
+  let tokens = 0;
+  const order = (epoch: number) => createRng(hashString(`${seed}:order:${epoch}`)).shuffle(stream.map((_, i) => i));
+  let cachedEpoch = -1;
+  let epochOrder: number[] = [];
+  const stopAt = Math.min(totalSteps, o.maxSteps ?? totalSteps);
+
+  while (step < stopAt) {
+    const epoch = Math.floor(step / stepsPerEpoch);
+    if (epoch !== cachedEpoch) {
+      epochOrder = order(epoch);
+      cachedEpoch = epoch;
+    }
+    const start = (step % stepsPerEpoch) * perStep;
+    const micro: MicroBatch[] = [];
+    for (let m = 0; m < accumulation; m++) {
+      const idx = epochOrder.slice(start + m * microBatch, start + (m + 1) * microBatch);
+      if (idx.length === 0) break;
+      const b = sftBatch(tokenizer, idx.map((i) => stream[i]!), maxTokens);
+      tokens += b.tokens;
+      micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: retrievedNew && select(retrievedNew, idx, latent!.k) });
+    }
+    for (let f = 0; f < flashbackMicro; f++) {
+      // flashbacks cycle in a seeded order of their own
+      const fbOrder = createRng(hashString(`${seed}:flash:${step}:${f}`)).sample(flashbacks.map((_, i) => i), Math.min(microBatch, flashbacks.length));
+      const b = promptBatch(tokenizer, fbOrder.map((i) => flashbacks[i]!), maxTokens);
+      micro.push({ kind: 'flashback', ids: b.ids, attentionMask: b.attentionMask, latent: retrievedFlash && select(retrievedFlash, fbOrder, latent!.k) });
+    }
+    optimizer.lr = (o.lr ?? 1e-4) * cosineWithWarmup(step, warmup, totalSteps);
+    const r = trainStep(model, optimizer, micro, {
+      method,
+      alpha: o.alpha,
+      kl: o.kl,
+      reduction: o.reduction,
+      pcgrad: usePcgrad,
+      maxGradNorm: o.maxGradNorm,
+      seed: hashString(`${seed}:pcgrad:${step}`),
+    });
+    for (const mb of micro) for (const t of [mb.ids, mb.attentionMask, mb.targets, mb.latent?.indices, mb.latent?.weights]) t?.dispose();
+    step += 1;
+    const elapsedMs = performance.now() - started;
+    const progress: StepProgress = { step, totalSteps, ...r, lr: optimizer.lr, tokens, tokensPerSecond: tokens / (elapsedMs / 1000), elapsedMs };
+    if (metricsFile) appendFileSync(metricsFile, `${JSON.stringify({ type: 'train', method: o.method, ...progress })}\n`);
+    o.onStep?.(progress);
+    if (checkpointDir && o.checkpointEvery && step % o.checkpointEvery === 0 && step < totalSteps)
+      saveCheckpoint(checkpointDir, model, optimizer, latent, retrievedNew, retrievedFlash, { step, totalSteps, method: o.method });
+    await tick(); // let the event loop run between steps
+  }
+  if (o.outDir && step === totalSteps) {
+    model.saveAdapter(join(o.outDir, 'adapter'));
+    if (latent) saveSafetensors(join(o.outDir, 'latent.safetensors'), { A: latent.A, B: latent.B });
+    rmSync(checkpointDir!, { recursive: true, force: true });
+  } else if (checkpointDir && step < totalSteps) {
+    saveCheckpoint(checkpointDir, model, optimizer, latent, retrievedNew, retrievedFlash, { step, totalSteps, method: o.method });
+  }
+  optimizer.dispose();
+  return { steps: step, totalSteps, stoppedEarly: step < totalSteps, tokens, elapsedMs: performance.now() - started, latent };
+}
+
+/** Mean-pooled final hidden states of the base model (adapters off) over the records' prompts. */
+function embed(model: LlamaModel, tokenizer: Tokenizer, records: Array<InstanceRecord | FlashbackRecord>, maxTokens: number): Float32Array {
+  const dim = model.config.hiddenSize;
+  const out = new Float32Array(records.length * dim);
+  for (let i = 0; i < records.length; i += 16) {
+    const chunk = records.slice(i, i + 16);
+    const given = chunk.every((r) => r.embedding?.length === dim);
+    if (given) {
+      chunk.forEach((r, j) => out.set(r.embedding!, (i + j) * dim));
+      continue;
+    }
+    const b = promptBatch(tokenizer, chunk, maxTokens);
+    const e = model.meanPooled(b.ids, { attentionMask: b.attentionMask, adapters: false });
+    out.set(e.toTypedArray() as Float32Array, i * dim);
+    for (const t of [b.ids, b.attentionMask, e]) t.dispose();
+  }
+  return out;
+}
+
+function concat(a: Float32Array, b: Float32Array): Float32Array {
+  const out = new Float32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+function toArrays(r: { indices: Tensor; weights: Tensor }): Retrieved {
+  const out = { indices: r.indices.toTypedArray() as BigInt64Array, weights: r.weights.toTypedArray() as Float32Array };
+  r.indices.dispose();
+  r.weights.dispose();
+  return out;
+}
+
+function select(r: Retrieved, rows: number[], k: number) {
+  const indices = new BigInt64Array(rows.length * k);
+  const weights = new Float32Array(rows.length * k);
+  rows.forEach((row, i) => {
+    indices.set(r.indices.subarray(row * k, (row + 1) * k), i * k);
+    weights.set(r.weights.subarray(row * k, (row + 1) * k), i * k);
+  });
+  return { indices: tensor(indices, [rows.length, k]), weights: tensor(weights, [rows.length, k]) };
+}
+
+/**
+ * Writes a complete checkpoint beside the current one, then swaps them: a run killed at any moment
+ * leaves `checkpoint` (or, between the two renames, `checkpoint.old`) loadable.
+ */
+function saveCheckpoint(
+  dir: string,
+  model: LlamaModel,
+  optimizer: AdamW,
+  latent: LatentTasks | undefined,
+  retrievedNew: Retrieved | undefined,
+  retrievedFlash: Retrieved | undefined,
+  state: { step: number; totalSteps: number; method: string },
+): void {
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  model.saveAdapter(join(tmp, 'adapter'));
+  const moments: Record<string, Tensor> = { steps: optimizer.steps };
+  optimizer.expAvg.forEach((t, i) => (moments[`exp_avg.${i}`] = t));
+  optimizer.expAvgSq.forEach((t, i) => (moments[`exp_avg_sq.${i}`] = t));
+  saveSafetensors(join(tmp, 'optimizer.safetensors'), moments);
+  if (latent && retrievedNew && retrievedFlash) {
+    const k = latent.k;
+    const owned = {
+      newIndices: tensor(retrievedNew.indices, [retrievedNew.indices.length / k, k]),
+      newWeights: tensor(retrievedNew.weights, [retrievedNew.weights.length / k, k]),
+      flashIndices: tensor(retrievedFlash.indices, [retrievedFlash.indices.length / k, k]),
+      flashWeights: tensor(retrievedFlash.weights, [retrievedFlash.weights.length / k, k]),
+    };
+    saveSafetensors(join(tmp, 'latent.safetensors'), { A: latent.A, B: latent.B, ...owned });
+    Object.values(owned).forEach((t) => t.dispose());
+  }
+  writeFileAtomic(join(tmp, 'state.json'), `${JSON.stringify(state)}\n`);
+  rmSync(`${dir}.old`, { recursive: true, force: true });
+  if (existsSync(dir)) renameSync(dir, `${dir}.old`);
+  renameSync(tmp, dir);
+  rmSync(`${dir}.old`, { recursive: true, force: true });
+}
