@@ -235,6 +235,7 @@ export interface NativeModel {
   ): Promise<NativeTensor>;
   mergeLora(): void;
   weights(): Record<string, NativeTensor>;
+  setBaseTrainable(trainable: boolean): void;
   addLora(targets: string[], r: number, loraAlpha: number, rslora: boolean, seed?: number | bigint): void;
   loraParameters(): Record<string, NativeTensor>;
   dispose(): void;

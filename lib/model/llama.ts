@@ -198,6 +198,16 @@ export class LlamaModel implements Disposable {
     Object.values(params).forEach((t) => t.dispose());
   }
 
+  /** The base weights under Hugging Face's names (new handles to the same tensors). */
+  weights(): Record<string, Tensor> {
+    return Object.fromEntries(Object.entries(this.handle.weights()).map(([k, t]) => [k, new Tensor(t)]));
+  }
+
+  /** Makes the base weights trainable leaves (pretraining) or frozen again. */
+  setBaseTrainable(trainable: boolean): void {
+    this.handle.setBaseTrainable(trainable);
+  }
+
   /** Folds the adapters into the base weights (W += scale B A) and drops them. */
   mergeLora(): void {
     this.handle.mergeLora();

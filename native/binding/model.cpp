@@ -30,6 +30,7 @@ class Model : public Napi::ObjectWrap<Model> {
                            InstanceMethod<&Model::generate_async>("generateAsync"),
                            InstanceMethod<&Model::merge_lora>("mergeLora"),
                            InstanceMethod<&Model::weights>("weights"),
+                           InstanceMethod<&Model::set_base_trainable>("setBaseTrainable"),
                            InstanceMethod<&Model::add_lora>("addLora"),
                            InstanceMethod<&Model::set_latent_pool>("setLatentPool"),
                            InstanceMethod<&Model::lora_parameters>("loraParameters"),
@@ -222,6 +223,14 @@ class Model : public Napi::ObjectWrap<Model> {
     return guard(info.Env(), "mergeLora", [&]() -> Napi::Value {
       check_idle("mergeLora");
       model_->merge_lora();
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value set_base_trainable(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "setBaseTrainable", [&]() -> Napi::Value {
+      check_idle("setBaseTrainable");
+      model_->set_base_trainable(bool_arg(info, 0, "setBaseTrainable", "trainable", true));
       return info.Env().Undefined();
     });
   }

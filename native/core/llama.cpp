@@ -456,6 +456,10 @@ void LlamaModel::merge_lora() {
   }
 }
 
+void LlamaModel::set_base_trainable(bool trainable) {
+  for (auto& [name, t] : weights()) t.set_requires_grad(trainable);
+}
+
 std::vector<std::pair<std::string, at::Tensor>> LlamaModel::weights() const {
   std::vector<std::pair<std::string, at::Tensor>> out = {{"model.embed_tokens.weight", embed_tokens}};
   auto* self = const_cast<LlamaModel*>(this);

@@ -106,6 +106,8 @@ class LlamaModel {
 
   // Folds every adapter into its base weight (W += scale B A) and drops the adapters.
   void merge_lora();
+  // Makes every base weight a trainable leaf (pretraining, full fine-tuning) or frozen again.
+  void set_base_trainable(bool trainable);
   // All base weights under Hugging Face's names (lm_head omitted when tied).
   std::vector<std::pair<std::string, at::Tensor>> weights() const;
 

@@ -1,0 +1,39 @@
+// Evaluation by generation: old tasks by exact answer or choice (accuracy), new tasks by ROUGE-L
+// and exact match against their outputs. Greedy decoding, prompts formatted as in training.
+import { accuracy, newTaskScores } from '../data/metrics.js';
+import { type InstanceRecord, type OldRecord } from '../data/records.js';
+import { generateText } from '../model/generate.js';
+import { type LlamaModel } from '../model/llama.js';
+import { type Tokenizer } from '../model/tokenizer.js';
+import { promptText } from './examples.js';
+
+export interface EvalOptions {
+  batch?: number;
+  maxNewTokens?: number;
+  adapters?: boolean;
+  onBatch?: (done: number, total: number) => void;
+}
+
+async function predict(model: LlamaModel, tokenizer: Tokenizer, records: InstanceRecord[], o: EvalOptions): Promise<string[]> {
+  const batch = o.batch ?? 16;
+  const out: string[] = [];
+  for (let i = 0; i < records.length; i += batch) {
+    const chunk = records.slice(i, i + batch);
+    const results = await generateText(model, tokenizer, chunk.map(promptText), { maxNewTokens: o.maxNewTokens ?? 64, adapters: o.adapters });
+    out.push(...results.map((r) => r.text));
+    o.onBatch?.(Math.min(i + batch, records.length), records.length);
+  }
+  return out;
+}
+
+/** Accuracy on old-task records (each carries its `answer`). */
+export async function evaluateOld(model: LlamaModel, tokenizer: Tokenizer, records: OldRecord[], o: EvalOptions = {}): Promise<{ accuracy: number; predictions: string[] }> {
+  const predictions = await predict(model, tokenizer, records, o);
+  return { accuracy: accuracy(records, predictions), predictions };
+}
+
+/** ROUGE-L and exact match on new-task records. */
+export async function evaluateNew(model: LlamaModel, tokenizer: Tokenizer, records: InstanceRecord[], o: EvalOptions = {}): Promise<{ rougeL: number; exactMatch: number; predictions: string[] }> {
+  const predictions = await predict(model, tokenizer, records, o);
+  return { ...newTaskScores(records.map((r) => r.output), predictions), predictions };
+}

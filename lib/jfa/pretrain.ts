@@ -1,0 +1,65 @@
+// Pretraining a base model from scratch (every weight trained, cross-entropy on the outputs): the
+// demo's stand-in for an off-the-shelf aligned model that is good at the old tasks.
+import { createRng, hashString } from '../data/rng.js';
+import { type InstanceRecord } from '../data/records.js';
+import { type LlamaModel } from '../model/llama.js';
+import { type Tokenizer } from '../model/tokenizer.js';
+import { AdamW, cosineWithWarmup } from '../optim.js';
+import { setImmediate as tick } from 'node:timers/promises';
+import { sftBatch } from './examples.js';
+import { type StepProgress } from './trainer.js';
+import { trainStep } from './step.js';
+
+export interface PretrainOptions {
+  epochs?: number;
+  microBatch?: number;
+  accumulation?: number;
+  maxTokens?: number;
+  lr?: number;
+  warmupRatio?: number;
+  seed?: number;
+  onStep?: (p: StepProgress) => void;
+}
+
+/** Trains all of `model`'s weights on `records` in place; they are frozen again at the end. */
+export async function pretrain(model: LlamaModel, tokenizer: Tokenizer, records: InstanceRecord[], o: PretrainOptions = {}): Promise<{ steps: number; tokens: number; elapsedMs: number }> {
+  if (records.length === 0) throw new RangeError('pretrain: no records');
+  const microBatch = o.microBatch ?? 8;
+  const accumulation = o.accumulation ?? 1;
+  const perStep = microBatch * accumulation;
+  const stepsPerEpoch = Math.ceil(records.length / perStep);
+  const totalSteps = stepsPerEpoch * (o.epochs ?? 1);
+  const warmup = Math.round(totalSteps * (o.warmupRatio ?? 0.05));
+  const lr = o.lr ?? 3e-3;
+  model.setBaseTrainable(true);
+  const weights = Object.values(model.weights());
+  const optimizer = new AdamW(weights, { lr, weightDecay: 0.01 });
+  const started = performance.now();
+  let tokens = 0;
+  try {
+    let order: number[] = [];
+    for (let step = 0; step < totalSteps; step++) {
+      if (step % stepsPerEpoch === 0) order = createRng(hashString(`${o.seed ?? 0}:pretrain:${step / stepsPerEpoch}`)).shuffle(records.map((_, i) => i));
+      const start = (step % stepsPerEpoch) * perStep;
+      const micro = [];
+      for (let m = 0; m < accumulation; m++) {
+        const idx = order.slice(start + m * microBatch, start + (m + 1) * microBatch);
+        if (!idx.length) break;
+        const b = sftBatch(tokenizer, idx.map((i) => records[i]!), o.maxTokens ?? 256);
+        tokens += b.tokens;
+        micro.push({ kind: 'new' as const, ids: b.ids, attentionMask: b.attentionMask, targets: b.targets });
+      }
+      optimizer.lr = lr * cosineWithWarmup(step, warmup, totalSteps);
+      const r = trainStep(model, optimizer, micro, { method: 'sft', maxGradNorm: 1.0 });
+      for (const mb of micro) for (const t of [mb.ids, mb.attentionMask, mb.targets]) t.dispose();
+      const elapsedMs = performance.now() - started;
+      o.onStep?.({ step: step + 1, totalSteps, ...r, lr: optimizer.lr, tokens, tokensPerSecond: tokens / (elapsedMs / 1000), elapsedMs });
+      await tick();
+    }
+  } finally {
+    optimizer.dispose();
+    weights.forEach((w) => w.dispose());
+    model.setBaseTrainable(false);
+  }
+  return { steps: totalSteps, tokens, elapsedMs: performance.now() - started };
+}

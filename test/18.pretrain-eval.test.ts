@@ -1,0 +1,41 @@
+// Pretraining trains every weight and freezes them after; evaluation by generation scores with
+// the benchmark's metrics.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { accuracy, newTaskScores } from '../lib/data/metrics.js';
+import { generateSuite } from '../lib/data/suite.js';
+import { evaluateNew, evaluateOld } from '../lib/jfa/evaluate.js';
+import { pretrain } from '../lib/jfa/pretrain.js';
+import { createModel } from '../lib/model/create.js';
+import { LlamaModel } from '../lib/model/llama.js';
+import { Tokenizer } from '../lib/model/tokenizer.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'jfa-pretrain-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('pretraining and evaluation', () => {
+  it('pretraining lowers the loss on its data, then freezes the weights; evaluation scores generations', async () => {
+    createModel(dir, { hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 2, seed: 2 });
+    const tok = Tokenizer.fromDir(dir);
+    const suite = generateSuite({ seed: 2, oldTrainPerSuite: 2, oldEvalPerSuite: 2, instancesPerTask: 1 });
+    const records = Object.values(suite.old).flatMap((s) => s.train).slice(0, 6);
+    const model = LlamaModel.load(dir);
+    const losses: number[] = [];
+    const r = await pretrain(model, tok, records, { epochs: 20, microBatch: 6, lr: 1e-2, maxTokens: 256, onStep: (p) => losses.push(p.sft) });
+    expect(r.steps).toBe(20);
+    expect(losses.at(-1)!).toBeLessThan(losses[0]! * 0.6);
+    expect(Object.values(model.weights()).every((w) => !w.requiresGrad)).toBe(true);
+
+    const old = Object.values(suite.old).flatMap((s) => s.eval).slice(0, 4);
+    const e = await evaluateOld(model, tok, old, { batch: 3, maxNewTokens: 8 });
+    expect(e.predictions).toHaveLength(4);
+    expect(e.accuracy).toBe(accuracy(old, e.predictions));
+    const fresh = suite.newEval.slice(0, 3);
+    const n = await evaluateNew(model, tok, fresh, { maxNewTokens: 8 });
+    expect(n).toMatchObject(newTaskScores(fresh.map((x) => x.output), n.predictions));
+  });
+});
