@@ -71,3 +71,4 @@ export { type Method, type MicroBatch, type StepOptions, type StepResult, trainS
 export { type StepProgress, train, type TrainData, type TrainMethod, type TrainOptions, type TrainResult } from './jfa/trainer.js';
 export { evaluateNew, evaluateOld, type EvalOptions } from './jfa/evaluate.js';
 export { pretrain, type PretrainOptions } from './jfa/pretrain.js';
+export { learnMerges } from './model/bpe.js';

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { learnMerges } from '../lib/model/bpe.js';
 import { createModel } from '../lib/model/create.js';
 import { LlamaModel } from '../lib/model/llama.js';
 import { tokenCrossEntropy } from '../lib/kernels.js';
@@ -192,6 +193,20 @@ describe('the from-scratch model', () => {
     const model = LlamaModel.load(scratch);
     const logits = model.logits(tensor(BigInt64Array.from(ours.map(BigInt)), [1, ours.length]));
     expectClose(logits, { shape: [1, ours.length, 259], data: loadSafetensors(out).tensors.logits!.toTypedArray() as Float32Array }, 1e-5, 'logits');
+  });
+
+  it('with learned BPE merges: shorter sequences, and transformers tokenizes exactly as we do', () => {
+    const texts = ['Add 12 and 30 to get 42.', 'The answer is 42.', 'Which of these is a liquid? A) water B) stone'];
+    const merges = learnMerges([...texts, ...texts, 'answer answer the the is is'], 40);
+    expect(merges.length).toBeGreaterThan(10);
+    const bpeDir = join(dir, 'scratch-bpe');
+    createModel(bpeDir, { hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, merges, seed: 3 });
+    const text = 'The answer is 42. Which of these is water?';
+    const ours = Tokenizer.fromDir(bpeDir).encode(text);
+    expect(ours.length).toBeLessThan(Tokenizer.fromDir(scratch).encode(text).length);
+    const ref = py<{ ids: number[]; decoded: string }>({ op: 'hf_load', model: bpeDir, text, out: join(dir, 'bpe-logits.safetensors') });
+    expect(ours).toEqual(ref.ids);
+    expect(ref.decoded).toBe(text);
   });
 
   it('jfa generate runs on it and on the transformers model, and names a missing tokenizer', () => {

@@ -1,0 +1,46 @@
+// Learning byte-level BPE merges from a corpus, for the tokenizer of a model created from scratch.
+// Words are split as GPT-2's ByteLevel pre-tokenizer splits them (the tokenizer applies merges
+// within those pieces only), mapped to byte symbols, and the most frequent adjacent pair is merged
+// until `merges` merges exist. Ties break by the pair's text, so the result is deterministic.
+import { byteSymbols } from './create.js';
+
+const PRETOKENIZE = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
+
+export function learnMerges(texts: readonly string[], merges: number): string[] {
+  const symbols = byteSymbols();
+  const encoder = new TextEncoder();
+  // word (as symbol sequence) -> count
+  const counts = new Map<string, number>();
+  for (const text of texts)
+    for (const piece of text.match(PRETOKENIZE) ?? []) {
+      const word = Array.from(encoder.encode(piece), (b) => symbols[b]!).join('\u0000');
+      counts.set(word, (counts.get(word) ?? 0) + 1);
+    }
+  let words = [...counts].map(([w, c]) => ({ parts: w.split('\u0000'), count: c }));
+  const out: string[] = [];
+  while (out.length < merges) {
+    const pairs = new Map<string, number>();
+    for (const { parts, count } of words)
+      for (let i = 0; i + 1 < parts.length; i++) {
+        const key = `${parts[i]} ${parts[i + 1]}`;
+        pairs.set(key, (pairs.get(key) ?? 0) + count);
+      }
+    let best: string | undefined;
+    let bestCount = 1; // a pair seen once is not worth a token
+    for (const [pair, c] of pairs) if (c > bestCount || (c === bestCount && best !== undefined && pair < best)) [best, bestCount] = [pair, c];
+    if (!best) break;
+    out.push(best);
+    const [a, b] = best.split(' ') as [string, string];
+    words = words.map(({ parts, count }) => {
+      const next: string[] = [];
+      for (let i = 0; i < parts.length; i++) {
+        if (i + 1 < parts.length && parts[i] === a && parts[i + 1] === b) {
+          next.push(a + b);
+          i++;
+        } else next.push(parts[i]!);
+      }
+      return { parts: next, count };
+    });
+  }
+  return out;
+}
