@@ -9,6 +9,7 @@ import { packageRoot } from '../locate.js';
 import { runDemo } from './demo.js';
 import { doctor, formatChecks } from './doctor.js';
 import { runGenerate } from './generate.js';
+import { evalSchema, pretrainSchema, runEval, runPretrain, runTrain, trainSchema, withConfig } from './train.js';
 
 const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string };
 
@@ -65,7 +66,75 @@ program
     await runGenerate(opts);
   });
 
+const num = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
+  return n;
+};
+
+program
+  .command('pretrain')
+  .description('create a small Llama and train it from scratch (default data: the generated old-task suites)')
+  .option('--out <dir>', 'model directory to write')
+  .option('--data <files...>', 'JSONL files of {task, instruction, input, output} records')
+  .option('--hidden-size <n>', 'hidden size', num('--hidden-size'))
+  .option('--layers <n>', 'decoder layers', num('--layers'))
+  .option('--heads <n>', 'attention heads', num('--heads'))
+  .option('--merges <n>', 'BPE merges to learn for the tokenizer', num('--merges'))
+  .option('--epochs <n>', 'epochs', num('--epochs'))
+  .option('--lr <x>', 'peak learning rate', num('--lr'))
+  .option('--max-tokens <n>', 'tokens per example at most', num('--max-tokens'))
+  .option('--micro-batch <n>', 'examples per step', num('--micro-batch'))
+  .option('--seed <n>', 'seed', num('--seed'))
+  .option('--config <file>', 'options as JSON (flags override)')
+  .option('--json', 'machine-readable output')
+  .action(async (flags) => runPretrain(withConfig(pretrainSchema, flags)));
+
+program
+  .command('train')
+  .description('LoRA fine-tuning on new tasks: sft, replay, flashback or jfa')
+  .option('--model <dir>', 'base model directory')
+  .option('--data <file>', 'new-task JSONL')
+  .option('--flashbacks <file>', 'flashback prompts JSONL (flashback, jfa)')
+  .option('--replay <file>', 'old-task training JSONL (replay)')
+  .option('--method <m>', 'sft | replay | flashback | jfa')
+  .option('--out <dir>', 'output directory: adapter/, metrics.jsonl, checkpoints')
+  .option('--latent', 'jfa: use latent tasks (default)')
+  .option('--no-latent', 'jfa: ablation without latent tasks')
+  .option('--pcgrad', 'combine micro-batch gradients with PCGrad (default for jfa)')
+  .option('--no-pcgrad', 'ablation: plain mean of micro-batch gradients')
+  .option('--epochs <n>', 'epochs', num('--epochs'))
+  .option('--lr <x>', 'peak learning rate', num('--lr'))
+  .option('--alpha <x>', 'weight of the flashback divergence', num('--alpha'))
+  .option('--micro-batch <n>', 'samples per micro-batch', num('--micro-batch'))
+  .option('--accumulation <n>', 'new-task micro-batches per step', num('--accumulation'))
+  .option('--max-tokens <n>', 'tokens per example at most', num('--max-tokens'))
+  .option('--r <n>', 'LoRA rank', num('--r'))
+  .option('--lora-alpha <x>', 'LoRA alpha', num('--lora-alpha'))
+  .option('--checkpoint-every <n>', 'steps between checkpoints', num('--checkpoint-every'))
+  .option('--resume', 'continue from the checkpoint in --out')
+  .option('--seed <n>', 'seed', num('--seed'))
+  .option('--config <file>', 'options as JSON (flags override)')
+  .option('--json', 'machine-readable output')
+  .action(async (flags) => runTrain(withConfig(trainSchema, flags)));
+
+program
+  .command('eval')
+  .description('score a model (and adapter) on a JSONL file by greedy generation')
+  .option('--model <dir>', 'model directory')
+  .option('--adapter <dir>', 'LoRA adapter directory (PEFT layout)')
+  .option('--data <file>', 'JSONL records (accuracy needs "answer")')
+  .option('--metric <m>', 'rougeL | em | accuracy')
+  .option('--max-new-tokens <n>', 'tokens to generate at most', num('--max-new-tokens'))
+  .option('--batch <n>', 'prompts per batch', num('--batch'))
+  .option('--config <file>', 'options as JSON (flags override)')
+  .option('--json', 'machine-readable output')
+  .action(async (flags) => runEval(withConfig(evalSchema, flags)));
+
 program.parseAsync().catch((e: unknown) => {
-  console.error(`jfa: ${(e as Error).message.replace(/\n- ?/g, ' ')}`);
+  // One line: the first problem, and how many more there are (data errors list every bad line).
+  const problems = (e as { problems?: string[] }).problems ?? [(e as Error).message.replace(/\n- ?/g, ' ')];
+  const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? 's' : ''})` : '';
+  console.error(`jfa: ${problems[0]!.split('\n')[0]}${more}`);
   process.exitCode = 1;
 });

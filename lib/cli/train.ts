@@ -1,0 +1,172 @@
+// `jfa pretrain`, `jfa train` and `jfa eval`. Options come from flags and/or --config (JSON),
+// validated with zod (unknown keys are errors) before any data is read; data files are validated
+// (file:line) before any training starts.
+import { readFileSync } from 'node:fs';
+
+import { z } from 'zod';
+
+import { readJsonl } from '../data/jsonl.js';
+import { type InstanceRecord, type OldRecord } from '../data/records.js';
+import { generateSuite } from '../data/suite.js';
+import { evaluateNew, evaluateOld } from '../jfa/evaluate.js';
+import { pretrain } from '../jfa/pretrain.js';
+import { train } from '../jfa/trainer.js';
+import { learnMerges } from '../model/bpe.js';
+import { createModel } from '../model/create.js';
+import { LlamaModel } from '../model/llama.js';
+import { Tokenizer } from '../model/tokenizer.js';
+import { progress } from './progress.js';
+
+/** Reads --config (JSON) and overlays the flags given on the command line, then validates. */
+export function withConfig<T extends z.ZodType>(schema: T, flags: Record<string, unknown>): z.infer<T> {
+  let fromFile: Record<string, unknown> = {};
+  if (typeof flags.config === 'string') {
+    try {
+      fromFile = JSON.parse(readFileSync(flags.config, 'utf8')) as Record<string, unknown>;
+    } catch (e) {
+      throw new Error(`${flags.config}: ${(e as Error).message}`);
+    }
+  }
+  const given = Object.fromEntries(Object.entries(flags).filter(([k, v]) => v !== undefined && k !== 'config'));
+  const parsed = schema.safeParse({ ...fromFile, ...given });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new Error(`${issue.path.length ? `option '${issue.path.join('.')}'` : 'options'}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+const seed = z.number().int().nonnegative().default(0);
+const json = z.boolean().optional();
+
+export const pretrainSchema = z
+  .object({
+    out: z.string(),
+    data: z.array(z.string()).optional(),
+    hiddenSize: z.number().int().positive().default(192),
+    layers: z.number().int().positive().default(4),
+    heads: z.number().int().positive().default(4),
+    merges: z.number().int().nonnegative().default(600),
+    epochs: z.number().int().positive().default(6),
+    lr: z.number().positive().default(2e-3),
+    maxTokens: z.number().int().positive().default(200),
+    microBatch: z.number().int().positive().default(16),
+    seed,
+    json,
+  })
+  .strict();
+
+export async function runPretrain(o: z.infer<typeof pretrainSchema>): Promise<void> {
+  const records: InstanceRecord[] = o.data?.length
+    ? o.data.flatMap((f) => readJsonl(f, 'instance'))
+    : Object.values(generateSuite({ seed: o.seed }).old).flatMap((s) => s.train);
+  const merges = learnMerges(records.flatMap((r) => [r.instruction, r.input, r.output]), o.merges);
+  const intermediate = Math.round((o.hiddenSize * 8) / 3 / 32) * 32;
+  createModel(o.out, { hiddenSize: o.hiddenSize, intermediateSize: intermediate, numLayers: o.layers, numHeads: o.heads, merges, seed: o.seed });
+  const tokenizer = Tokenizer.fromDir(o.out);
+  using model = LlamaModel.load(o.out);
+  const bar = progress('pretrain', Boolean(o.json));
+  const r = await pretrain(model, tokenizer, records, {
+    epochs: o.epochs,
+    lr: o.lr,
+    maxTokens: o.maxTokens,
+    microBatch: o.microBatch,
+    seed: o.seed,
+    onStep: (p) => bar.update(p.step, p.totalSteps, { loss: p.sft.toFixed(3), 'tok/s': p.tokensPerSecond.toFixed(0) }),
+  });
+  bar.stop();
+  model.save(o.out);
+  const summary = { out: o.out, records: records.length, parameters: model.parameterCount, ...r };
+  console.log(o.json ? JSON.stringify(summary) : `pretrained ${summary.parameters} parameters on ${records.length} records in ${(r.elapsedMs / 1000).toFixed(1)} s -> ${o.out}`);
+}
+
+export const trainSchema = z
+  .object({
+    model: z.string(),
+    data: z.string(),
+    flashbacks: z.string().optional(),
+    replay: z.string().optional(),
+    method: z.enum(['sft', 'replay', 'flashback', 'jfa']),
+    out: z.string(),
+    latent: z.boolean().default(true),
+    pcgrad: z.boolean().optional(),
+    epochs: z.number().int().positive().default(1),
+    lr: z.number().positive().default(1e-3),
+    alpha: z.number().nonnegative().default(1),
+    microBatch: z.number().int().positive().default(4),
+    accumulation: z.number().int().positive().default(4),
+    maxTokens: z.number().int().positive().default(256),
+    r: z.number().int().positive().default(8),
+    loraAlpha: z.number().positive().default(16),
+    checkpointEvery: z.number().int().positive().optional(),
+    resume: z.boolean().optional(),
+    seed,
+    json,
+  })
+  .strict();
+
+export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
+  // Every input is read and validated before the model is touched.
+  const data = {
+    newTrain: readJsonl(o.data, 'instance'),
+    flashbacks: o.flashbacks ? readJsonl(o.flashbacks, 'flashback') : undefined,
+    replay: o.replay ? readJsonl(o.replay, 'instance') : undefined,
+  };
+  const tokenizer = Tokenizer.fromDir(o.model);
+  using model = LlamaModel.load(o.model);
+  const bar = progress(`train ${o.method}`, Boolean(o.json));
+  const r = await train(model, tokenizer, data, {
+    method: o.method,
+    latent: o.latent,
+    pcgrad: o.pcgrad,
+    epochs: o.epochs,
+    lr: o.lr,
+    alpha: o.alpha,
+    microBatch: o.microBatch,
+    accumulation: o.accumulation,
+    maxTokens: o.maxTokens,
+    lora: { r: o.r, loraAlpha: o.loraAlpha },
+    seed: o.seed,
+    outDir: o.out,
+    checkpointEvery: o.checkpointEvery,
+    resume: o.resume,
+    onStep: (p) =>
+      bar.update(p.step, p.totalSteps, { sft: p.sft.toFixed(3), div: p.divergence.toFixed(4), 'tok/s': p.tokensPerSecond.toFixed(0) }),
+  });
+  bar.stop();
+  r.latent?.dispose();
+  const summary = { out: o.out, method: o.method, steps: r.steps, tokens: r.tokens, elapsedMs: r.elapsedMs, tokensPerSecond: r.tokens / (r.elapsedMs / 1000) };
+  console.log(o.json ? JSON.stringify(summary) : `trained ${o.method}: ${r.steps} steps, ${summary.tokensPerSecond.toFixed(0)} tokens/s -> ${o.out}/adapter`);
+}
+
+export const evalSchema = z
+  .object({
+    model: z.string(),
+    adapter: z.string().optional(),
+    data: z.string(),
+    metric: z.enum(['rougeL', 'em', 'accuracy']),
+    maxNewTokens: z.number().int().positive().default(64),
+    batch: z.number().int().positive().default(16),
+    json,
+  })
+  .strict();
+
+export async function runEval(o: z.infer<typeof evalSchema>): Promise<void> {
+  const records = readJsonl(o.data, 'instance');
+  if (o.metric === 'accuracy') {
+    const missing = records.findIndex((r) => r.answer === undefined);
+    if (missing >= 0) throw new Error(`${o.data}: record ${missing + 1} has no 'answer' (needed for --metric accuracy)`);
+  }
+  const tokenizer = Tokenizer.fromDir(o.model);
+  using model = LlamaModel.load(o.model);
+  if (o.adapter) model.loadAdapter(o.adapter);
+  const bar = progress('eval', Boolean(o.json));
+  const options = { maxNewTokens: o.maxNewTokens, batch: o.batch, onBatch: (done: number, total: number) => bar.update(done, total) };
+  const scores =
+    o.metric === 'accuracy'
+      ? { accuracy: (await evaluateOld(model, tokenizer, records as OldRecord[], options)).accuracy }
+      : await evaluateNew(model, tokenizer, records, options).then((r) => ({ rougeL: r.rougeL, exactMatch: r.exactMatch }));
+  bar.stop();
+  const value = 'accuracy' in scores ? scores.accuracy : o.metric === 'em' ? scores.exactMatch : scores.rougeL;
+  console.log(o.json ? JSON.stringify({ records: records.length, ...scores }) : `${o.metric} ${value.toFixed(4)} on ${records.length} records`);
+}
