@@ -63,6 +63,11 @@ export class Tensor implements Disposable {
     const g = native().grad(this.handle);
     return g ? new Tensor(g) : null;
   }
+  /** Overwrites this tensor's values with `src`'s (same shape), outside any gradient graph. Returns this. */
+  copyFrom(src: Tensor): this {
+    native().copyInto(this.handle, h(src));
+    return this;
+  }
   /** Replaces the accumulated gradient (undefined drops it). */
   setGrad(grad: Tensor | undefined): void {
     native().setGrad(this.handle, grad ? h(grad) : undefined);

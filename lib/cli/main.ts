@@ -72,7 +72,18 @@ const num = (name: string) => (v: string) => {
   return n;
 };
 
-program
+/** Options pretrain and train share. */
+const trainingOptions = (c: Command) =>
+  c
+    .option('--epochs <n>', 'epochs', num('--epochs'))
+    .option('--lr <x>', 'peak learning rate', num('--lr'))
+    .option('--max-tokens <n>', 'tokens per example at most', num('--max-tokens'))
+    .option('--micro-batch <n>', 'examples per micro-batch', num('--micro-batch'))
+    .option('--seed <n>', 'seed', num('--seed'))
+    .option('--config <file>', 'options as JSON (flags override)')
+    .option('--json', 'machine-readable output');
+
+trainingOptions(program
   .command('pretrain')
   .description('create a small Llama and train it from scratch (default data: the generated old-task suites)')
   .option('--out <dir>', 'model directory to write')
@@ -80,17 +91,10 @@ program
   .option('--hidden-size <n>', 'hidden size', num('--hidden-size'))
   .option('--layers <n>', 'decoder layers', num('--layers'))
   .option('--heads <n>', 'attention heads', num('--heads'))
-  .option('--merges <n>', 'BPE merges to learn for the tokenizer', num('--merges'))
-  .option('--epochs <n>', 'epochs', num('--epochs'))
-  .option('--lr <x>', 'peak learning rate', num('--lr'))
-  .option('--max-tokens <n>', 'tokens per example at most', num('--max-tokens'))
-  .option('--micro-batch <n>', 'examples per step', num('--micro-batch'))
-  .option('--seed <n>', 'seed', num('--seed'))
-  .option('--config <file>', 'options as JSON (flags override)')
-  .option('--json', 'machine-readable output')
+  .option('--merges <n>', 'BPE merges to learn for the tokenizer', num('--merges')))
   .action(async (flags) => runPretrain(withConfig(pretrainSchema, flags)));
 
-program
+trainingOptions(program
   .command('train')
   .description('LoRA fine-tuning on new tasks: sft, replay, flashback or jfa')
   .option('--model <dir>', 'base model directory')
@@ -103,19 +107,12 @@ program
   .option('--no-latent', 'jfa: ablation without latent tasks')
   .option('--pcgrad', 'combine micro-batch gradients with PCGrad (default for jfa)')
   .option('--no-pcgrad', 'ablation: plain mean of micro-batch gradients')
-  .option('--epochs <n>', 'epochs', num('--epochs'))
-  .option('--lr <x>', 'peak learning rate', num('--lr'))
   .option('--alpha <x>', 'weight of the flashback divergence', num('--alpha'))
-  .option('--micro-batch <n>', 'samples per micro-batch', num('--micro-batch'))
   .option('--accumulation <n>', 'new-task micro-batches per step', num('--accumulation'))
-  .option('--max-tokens <n>', 'tokens per example at most', num('--max-tokens'))
   .option('--r <n>', 'LoRA rank', num('--r'))
   .option('--lora-alpha <x>', 'LoRA alpha', num('--lora-alpha'))
   .option('--checkpoint-every <n>', 'steps between checkpoints', num('--checkpoint-every'))
-  .option('--resume', 'continue from the checkpoint in --out')
-  .option('--seed <n>', 'seed', num('--seed'))
-  .option('--config <file>', 'options as JSON (flags override)')
-  .option('--json', 'machine-readable output')
+  .option('--resume', 'continue from the checkpoint in --out'))
   .action(async (flags) => runTrain(withConfig(trainSchema, flags)));
 
 program

@@ -13,9 +13,8 @@ import { type KlKind, type Reduction } from '../kernels.js';
 import { type LlamaModel, type LoraConfig } from '../model/llama.js';
 import { loadSafetensors, saveSafetensors } from '../model/safetensors.js';
 import { type Tokenizer } from '../model/tokenizer.js';
-import { native } from '../native.js';
 import { AdamW, cosineWithWarmup } from '../optim.js';
-import { h, type Tensor, tensor } from '../tensor.js';
+import { type Tensor, tensor } from '../tensor.js';
 import { readJson, writeFileAtomic } from '../util/files.js';
 import { promptBatch, sftBatch } from './examples.js';
 import { type LatentOptions, LatentTasks } from './latent.js';
@@ -132,8 +131,8 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
     latent = new LatentTasks(cfg.hiddenSize, cfg.numHeads * cfg.headDim, cfg.hiddenSize, { seed, ...o.latentOptions });
     if (fromDir) {
       const saved = loadSafetensors(join(fromDir, 'latent.safetensors')).tensors;
-      native().copyInto(h(latent.A), h(saved.A!));
-      native().copyInto(h(latent.B), h(saved.B!));
+      latent.A.copyFrom(saved.A!);
+      latent.B.copyFrom(saved.B!);
       retrievedNew = { indices: saved.newIndices!.toTypedArray() as BigInt64Array, weights: saved.newWeights!.toTypedArray() as Float32Array };
       retrievedFlash = { indices: saved.flashIndices!.toTypedArray() as BigInt64Array, weights: saved.flashWeights!.toTypedArray() as Float32Array };
       Object.values(saved).forEach((t) => t.dispose());
@@ -157,10 +156,10 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
     step = state.step;
     const saved = loadSafetensors(join(fromDir, 'optimizer.safetensors')).tensors;
     params.forEach((_, i) => {
-      native().copyInto(h(optimizer.expAvg[i]!), h(saved[`exp_avg.${i}`]!));
-      native().copyInto(h(optimizer.expAvgSq[i]!), h(saved[`exp_avg_sq.${i}`]!));
+      optimizer.expAvg[i]!.copyFrom(saved[`exp_avg.${i}`]!);
+      optimizer.expAvgSq[i]!.copyFrom(saved[`exp_avg_sq.${i}`]!);
     });
-    native().copyInto(h(optimizer.steps), h(saved.steps!));
+    optimizer.steps.copyFrom(saved.steps!);
     optimizer.stepCount = step;
     Object.values(saved).forEach((t) => t.dispose());
   }

@@ -192,7 +192,7 @@ export class LlamaModel implements Disposable {
     for (const [name, p] of Object.entries(params)) {
       const w = weights.tensors[name];
       if (!w) throw new Error(`${dir}: adapter_model.safetensors has no tensor '${name}'`);
-      native().copyInto(h(p), h(w.dtype === p.dtype ? w : w.to(p.dtype)));
+      p.copyFrom(w.dtype === p.dtype ? w : w.to(p.dtype));
     }
     Object.values(weights.tensors).forEach((t) => t.dispose());
     Object.values(params).forEach((t) => t.dispose());
