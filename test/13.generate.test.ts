@@ -188,6 +188,7 @@ describe('the from-scratch model', () => {
     const ours = tokenizer.encode(text);
     expect(ours).toEqual(ref.ids);
     expect(tokenizer.decode(ours)).toBe(text);
+    expect(tokenizer.decode([])).toBe(''); // a generation that stopped at once
     expect(ref.decoded).toBe(text);
     expect(tokenizer.applyChatTemplate([{ role: 'user', content: 'hi' }])).toBe(ref.chat);
     const model = LlamaModel.load(scratch);

@@ -88,6 +88,8 @@ export class Tokenizer {
   }
 
   decode(ids: ArrayLike<number | bigint>, options: { skipSpecialTokens?: boolean } = {}): string {
+    // A generation that ends at once (EOS first) decodes to nothing; tokenizers.js refuses an empty list.
+    if (ids.length === 0) return '';
     return this.hf.decode(Array.from(ids, Number), { skip_special_tokens: options.skipSpecialTokens ?? true });
   }
 
