@@ -5,7 +5,7 @@
 // transformers + PEFT) in the same run, interleaved, same thread count, same start state and
 // batches, same PCGrad orders; medians over repeats. Two models: the demo's size (or --model DIR)
 // and a ~100M-parameter Llama (random weights, bench:model's config).
-// Usage: npm run bench:step [-- --json] [-- --repeats N] [-- --model DIR] [-- --only small|100m]
+// Usage: npm run bench:step [-- --json] [-- --repeats N] [-- --threads N] [-- --model DIR] [-- --only small|100m]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,9 +18,15 @@ import * as jfa from '../../dist/index.js';
 import { packageRoot } from '../../dist/locate.js';
 
 const { values } = parseArgs({
-  options: { json: { type: 'boolean' }, repeats: { type: 'string', default: '3' }, model: { type: 'string' }, only: { type: 'string' } },
+  options: {
+    json: { type: 'boolean' }, repeats: { type: 'string', default: '3' }, model: { type: 'string' }, only: { type: 'string' },
+    threads: { type: 'string' },
+  },
 });
 const repeats = Number(values.repeats);
+// --threads 1 on a machine shared with other work: a thread that waits for a descheduled peer at
+// each of a step's thousands of parallel regions costs more than the second core gives.
+if (values.threads) jfa.setNumThreads(Number(values.threads));
 const threads = jfa.runtimeInfo().numThreads;
 const BIG = {
   architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: 32000, hidden_size: 768, intermediate_size: 2048,
