@@ -6,6 +6,7 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
+import { demoSchema } from '../lib/cli/demo.js';
 import { root } from './helpers.js';
 
 const jfa = (...args: string[]) =>
@@ -99,6 +100,14 @@ describe('jfa command', () => {
       rmSync(out, { recursive: true, force: true });
     }
   }, 240_000);
+
+  it('demo options: sections left out get every default, a partial section keeps the rest', () => {
+    const d = demoSchema.parse({ train: { lr: 0.01 } });
+    expect(d.train).toMatchObject({ lr: 0.01, records: 4000, microBatch: 8, accumulation: 2, alpha: 1, r: 8, loraAlpha: 16, groups: 16, perGroup: 24, k: 2 });
+    expect(d.base.epochs).toBeGreaterThan(0);
+    expect(d.eval).toMatchObject({ oldPerSuite: 200, newInstancesPerTask: 3 });
+    expect(d.methods).toEqual(['sft', 'flashback', 'jfa', 'jfa-no-latent']);
+  });
 
   it('demo refuses an unknown config key and an unknown method, in one line', () => {
     const dir = mkdtempSync(join(tmpdir(), 'jfa-demo-bad-'));

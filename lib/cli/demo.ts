@@ -45,7 +45,7 @@ export const demoSchema = z
         maxTokens: int.default(200),
       })
       .strict()
-      .default({} as never),
+      .prefault({}),
     /** LoRA fine-tuning on the new tasks */
     train: z
       .object({
@@ -64,7 +64,7 @@ export const demoSchema = z
         latentRank: int.default(8),
       })
       .strict()
-      .default({} as never),
+      .prefault({}),
     eval: z
       .object({
         oldPerSuite: int.default(200),
@@ -75,7 +75,7 @@ export const demoSchema = z
         batch: int.default(50),
       })
       .strict()
-      .default({} as never),
+      .prefault({}),
     /** retrain the base even when a cached one matches */
     fresh: z.boolean().optional(),
     json: z.boolean().optional(),
