@@ -31,6 +31,30 @@ export interface StepOptions {
   maxGradNorm?: number;
   /** seed of PCGrad's visiting orders for this step */
   seed?: number;
+  /** When given, the milliseconds spent in each phase of the step are added to it (benchmarks). */
+  timings?: StepTimings;
+}
+
+/** Milliseconds per phase of trainStep, accumulated over calls; `total` is the whole call. */
+export interface StepTimings {
+  /** the trained model's forward passes */
+  forward: number;
+  /** the reference forward passes (flashbacks) */
+  refForward: number;
+  /** the fused loss kernels (value and gradient of the logits) and reading the loss back */
+  loss: number;
+  backward: number;
+  /** reading each micro-batch's gradients apart, dropping them from the parameters, freeing the graph */
+  gradCollect: number;
+  /** PCGrad (or the mean) and setting the combined gradients */
+  projection: number;
+  clip: number;
+  optimizer: number;
+  total: number;
+}
+
+export function stepTimings(): StepTimings {
+  return { forward: 0, refForward: 0, loss: 0, backward: 0, gradCollect: 0, projection: 0, clip: 0, optimizer: 0, total: 0 };
 }
 
 export interface StepResult {
@@ -44,6 +68,17 @@ const scalar = (t: Tensor) => (t.toTypedArray() as Float32Array)[0]!;
 
 /** Runs one step: every micro-batch forward and backward, combine, clip, optimizer.step(). */
 export function trainStep(model: LlamaModel, optimizer: AdamW, micro: MicroBatch[], o: StepOptions): StepResult {
+  const timings = o.timings;
+  const started = timings ? performance.now() : 0;
+  let clock = started;
+  // Without timings: one undefined check per phase.
+  const lap = timings
+    ? (phase: Exclude<keyof StepTimings, 'total'>) => {
+        const now = performance.now();
+        timings[phase] += now - clock;
+        clock = now;
+      }
+    : undefined;
   const params = optimizer.params;
   const alpha = o.alpha ?? 1;
   const perBatch: Tensor[][] = [];
@@ -56,6 +91,7 @@ export function trainStep(model: LlamaModel, optimizer: AdamW, micro: MicroBatch
     scope(() => {
       const latent = o.method === 'jfa' ? mb.latent : undefined;
       const logits = model.logits(mb.ids, { attentionMask: mb.attentionMask, latent });
+      lap?.('forward');
       let loss: Tensor;
       if (mb.kind === 'new') {
         if (!mb.targets) throw new TypeError('trainStep: a new-task micro-batch needs targets');
@@ -64,16 +100,20 @@ export function trainStep(model: LlamaModel, optimizer: AdamW, micro: MicroBatch
         sftBatches += 1;
       } else {
         const ref = model.logits(mb.ids, { attentionMask: mb.attentionMask, adapters: false });
+        lap?.('refForward');
         const div = flashbackDivergence(logits, ref, mb.attentionMask, { kind: o.kl, reduction: o.reduction });
         divergence += scalar(div);
         divBatches += 1;
         loss = alpha === 1 ? div : add(zeros([]), div, alpha);
       }
+      lap?.('loss');
       loss.backward();
+      lap?.('backward');
     });
     // This micro-batch's gradient, kept apart; a parameter it did not reach gets zeros.
     perBatch.push(params.map((p) => p.grad ?? zeros(p.shape, p.dtype)));
     for (const p of params) p.zeroGrad();
+    lap?.('gradCollect');
   }
   if (perBatch.length === 0) throw new RangeError('trainStep: no micro-batch applies to this method');
 
@@ -89,8 +129,14 @@ export function trainStep(model: LlamaModel, optimizer: AdamW, micro: MicroBatch
   perBatch.flat().forEach((g) => g.dispose());
   params.forEach((p, i) => p.setGrad(combined[i]));
   combined.forEach((g) => g.dispose());
+  lap?.('projection');
   const gradNorm = clipGradNorm(params, o.maxGradNorm ?? 1.0);
+  lap?.('clip');
   optimizer.step();
   optimizer.zeroGrad();
+  if (timings) {
+    lap!('optimizer');
+    timings.total += clock - started;
+  }
   return { sft: sftBatches ? sft / sftBatches : 0, divergence: divBatches ? divergence / divBatches : 0, gradNorm, conflicts };
 }

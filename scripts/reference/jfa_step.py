@@ -1,0 +1,212 @@
+"""The JFA training step written as a PyTorch user would: transformers LlamaForCausalLM + a PEFT LoRA
+adapter, the reference forward under `model.disable_adapter()` and no_grad (flashback micro-batches
+only), symmetric KL on flashbacks, the latent-task mixture on one layer's o_proj through a forward
+hook, per-micro-batch gradients combined by PCGrad, clip_grad_norm_, torch.optim.AdamW.
+The other side of `npm run bench:step` and of test/20.step-reference.test.ts; the start state comes
+from jfa-torch's side as files, so that both start identical.
+
+JSON lines on stdin, one JSON line answered per command:
+  {"cmd": "threads", "n": N}
+  {"cmd": "setup", "model": DIR, "adapter": DIR, "pool": FILE|null, "layer": L, "lr", "betas", "eps",
+   "weight_decay", "alpha", "max_grad_norm", "kl", "reduction", "pcgrad"}
+        pool FILE holds A (P, r, in) and B (P, out, r); answers {"rssMiB"}
+  {"cmd": "batches", "name": N, "file": FILE, "kinds": ["new" | "flashback", ...]}
+        FILE holds mb<i>.ids (b, t) int64, mb<i>.mask (b, t), mb<i>.targets (new: next token or -100),
+        and with a pool mb<i>.indices (b, k) int64, mb<i>.weights (b, k)
+  {"cmd": "step", "batches": N, "orders": [[...]] | null, "lr": x|null}
+        one optimizer step; answers {"ms", "sft", "divergence", "gradNorm", "conflicts", "split", "rssMiB", "hwmMiB"}
+        (hwmMiB: the peak RSS of this step; split: ms in forward, refForward, loss, backward, gradCopy,
+        projection, clip, optimizer)
+  {"cmd": "save", "file": FILE}     LoRA factors under PEFT's saved names, and pool.A / pool.B
+  {"cmd": "matmul", "n": N, "repeats": R}   {"ms"}: the median of R fp32 (N x N) @ (N x N)
+"""
+import gc
+import json
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
+from transformers import LlamaForCausalLM
+
+from procfs import reset_peak, rss
+
+
+class JfaStep:
+    def __init__(self, c):
+        base = LlamaForCausalLM.from_pretrained(c["model"], dtype=torch.float32)
+        self.model = PeftModel.from_pretrained(base, c["adapter"], is_trainable=True)
+        self.model.train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        self.latent = None  # (indices, weights) of the micro-batch being run; None: no latent tasks
+        self.pool = None
+        if c.get("pool"):
+            pool = load_file(c["pool"])
+            self.pool = torch.nn.ParameterDict({"A": torch.nn.Parameter(pool["A"]), "B": torch.nn.Parameter(pool["B"])})
+            o_proj = self.model.get_base_model().model.layers[c["layer"]].self_attn.o_proj
+            o_proj.register_forward_hook(self.add_latent)
+            self.params += [self.pool["A"], self.pool["B"]]
+        # fused: torch's one-kernel AdamW, ~20x faster than the default per-tensor loop on the CPU
+        self.optimizer = torch.optim.AdamW(self.params, lr=c["lr"], betas=tuple(c.get("betas", (0.9, 0.999))), eps=c.get("eps", 1e-8),
+                                           weight_decay=c.get("weight_decay", 0.0), fused=True)
+        self.alpha = c.get("alpha", 1.0)
+        self.max_grad_norm = c.get("max_grad_norm", 1.0)
+        self.kl = c.get("kl", "symmetric")
+        self.reduction = c.get("reduction", "mean")
+        self.pcgrad = c.get("pcgrad", True)
+
+    def add_latent(self, module, inputs, output):
+        """o_proj's output + sum_j w_bj (x_b A_j^T) B_j^T for each sample b's retrieved tasks j."""
+        if self.latent is None:
+            return output
+        idx, w = self.latent
+        h = torch.einsum("bti,bkri->btkr", inputs[0], self.pool["A"][idx])
+        return output + torch.einsum("btkr,bkor,bk->bto", h, self.pool["B"][idx], w)
+
+    def logits(self, mb):
+        return self.model(input_ids=mb["ids"], attention_mask=mb["mask"], use_cache=False).logits
+
+    def divergence(self, cur, ref, mask):
+        lp, lq = F.log_softmax(cur, -1), F.log_softmax(ref, -1)
+        if self.kl == "symmetric":  # KL(q||p) + KL(p||q) = sum (p - q)(log p - log q)
+            per_token = ((lp.exp() - lq.exp()) * (lp - lq)).sum(-1)
+        elif self.kl == "forward":  # KL(ref || cur)
+            per_token = F.kl_div(lp, lq, log_target=True, reduction="none").sum(-1)
+        else:
+            per_token = F.kl_div(lq, lp, log_target=True, reduction="none").sum(-1)
+        m = mask.to(per_token.dtype)
+        total = (per_token * m).sum()
+        return total / m.sum().clamp(min=1) if self.reduction == "mean" else total
+
+    def step(self, micro, orders, lr):
+        if lr is not None:
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+        split = dict.fromkeys(["forward", "refForward", "loss", "backward", "gradCopy", "projection", "clip", "optimizer"], 0.0)
+        clock = [time.perf_counter()]
+
+        def lap(key):
+            now = time.perf_counter()
+            split[key] += (now - clock[0]) * 1e3
+            clock[0] = now
+
+        grads, sft, div, n_sft, n_div = [], 0.0, 0.0, 0, 0
+        for mb in micro:
+            self.latent = mb.get("latent")
+            logits = self.logits(mb)
+            lap("forward")
+            if mb["kind"] == "new":
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), mb["targets"].reshape(-1), ignore_index=-100)
+                sft += loss.item()
+                n_sft += 1
+                lap("loss")
+            else:
+                self.latent = None  # the reference: adapters and latent tasks off
+                with torch.no_grad(), self.model.disable_adapter():
+                    ref = self.logits(mb)
+                lap("refForward")
+                d = self.divergence(logits, ref, mb["mask"])
+                div += d.item()
+                n_div += 1
+                loss = self.alpha * d
+                lap("loss")
+            loss.backward()
+            del logits, loss
+            lap("backward")
+            grads.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params]))
+            self.optimizer.zero_grad(set_to_none=True)
+            lap("gradCopy")
+        self.latent = None
+
+        conflicts = 0
+        if self.pcgrad and len(grads) > 1:
+            projected = []
+            for i, order in enumerate(orders):
+                g = grads[i].clone()
+                for j in order:
+                    dot = torch.dot(g, grads[j])
+                    if dot < 0:
+                        g -= dot / grads[j].dot(grads[j]) * grads[j]
+                        conflicts += 1
+                projected.append(g)
+            merged = torch.stack(projected).mean(0)
+        else:
+            merged = torch.stack(grads).mean(0)
+        start = 0
+        for p in self.params:
+            p.grad = merged[start : start + p.numel()].view_as(p).clone()
+            start += p.numel()
+        del grads, merged
+        lap("projection")
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        lap("clip")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        lap("optimizer")
+        return {"sft": sft / max(n_sft, 1), "divergence": div / max(n_div, 1), "gradNorm": float(norm), "conflicts": conflicts, "split": split}
+
+    def save(self, file):
+        out = {n.replace(".default", ""): p.detach().contiguous() for n, p in self.model.named_parameters() if p.requires_grad}
+        if self.pool is not None:
+            out["pool.A"] = self.pool["A"].detach().contiguous()
+            out["pool.B"] = self.pool["B"].detach().contiguous()
+        save_file(out, file)
+
+
+def load_batches(file, kinds):
+    t = load_file(file)
+    micro = []
+    for i, kind in enumerate(kinds):
+        mb = {"kind": kind, "ids": t[f"mb{i}.ids"].long(), "mask": t[f"mb{i}.mask"].long()}
+        if kind == "new":
+            mb["targets"] = t[f"mb{i}.targets"].long()
+        if f"mb{i}.indices" in t:
+            mb["latent"] = (t[f"mb{i}.indices"].long(), t[f"mb{i}.weights"].float())
+        micro.append(mb)
+    return micro
+
+
+def main():
+    trainer, batches = None, {}
+    for line in sys.stdin:
+        c = json.loads(line)
+        cmd = c["cmd"]
+        if cmd == "threads":
+            torch.set_num_threads(c["n"])
+            reply = {"threads": torch.get_num_threads()}
+        elif cmd == "setup":
+            trainer = None
+            batches.clear()
+            gc.collect()
+            trainer = JfaStep(c)
+            reply = {"rssMiB": rss("VmRSS"), "trainable": sum(p.numel() for p in trainer.params)}
+        elif cmd == "batches":
+            batches[c["name"]] = load_batches(c["file"], c["kinds"])
+            reply = {"ok": True}
+        elif cmd == "step":
+            reset_peak()
+            t = time.perf_counter()
+            reply = trainer.step(batches[c["batches"]], c.get("orders"), c.get("lr"))
+            reply.update(ms=(time.perf_counter() - t) * 1e3, rssMiB=rss("VmRSS"), hwmMiB=rss("VmHWM"))
+        elif cmd == "save":
+            trainer.save(c["file"])
+            reply = {"ok": True}
+        elif cmd == "matmul":
+            a, b = torch.randn(c["n"], c["n"]), torch.randn(c["n"], c["n"])
+            a @ b
+            times = []
+            for _ in range(c["repeats"]):
+                t = time.perf_counter()
+                a @ b
+                times.append((time.perf_counter() - t) * 1e3)
+            reply = {"ms": sorted(times)[len(times) // 2]}
+        else:
+            reply = {"error": f"unknown command {cmd}"}
+        print(json.dumps(reply), flush=True)
+
+
+if __name__ == "__main__":
+    main()
