@@ -220,6 +220,7 @@ export interface NativeModel {
   readonly parameterCount: number;
   logits(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean, latent?: NativeLatent): NativeTensor;
   hiddenStates(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean, latent?: NativeLatent): NativeTensor;
+  head(hidden: NativeTensor, rows?: NativeTensor): NativeTensor;
   setLatentPool(layer: number, A: NativeTensor, B: NativeTensor): void;
   meanPooled(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean): NativeTensor;
   generateAsync(

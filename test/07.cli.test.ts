@@ -1,13 +1,16 @@
 // The jfa command as a user runs it.
 import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
+import { demoSchema } from '../lib/cli/demo.js';
 import { root } from './helpers.js';
 
 const jfa = (...args: string[]) =>
-  spawnSync(process.execPath, [join(root, 'dist', 'cli', 'main.js'), ...args], { encoding: 'utf8', cwd: root, timeout: 60_000 });
+  spawnSync(process.execPath, [join(root, 'dist', 'cli', 'main.js'), ...args], { encoding: 'utf8', cwd: root, timeout: 230_000 });
 
 describe('jfa command', () => {
   it('--help lists the commands', () => {
@@ -47,12 +50,78 @@ describe('jfa command', () => {
     expect(r.stderr.split('\n')[0]).toContain("unknown command 'frobnicate'");
   });
 
-  it('demo runs the native walkthrough', () => {
-    const r = jfa('demo', '--json');
-    expect(r.status, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout) as { matmul: { gflops: number; scopeFreed: boolean; rejected: string } };
-    expect(out.matmul.gflops).toBeGreaterThan(0);
-    expect(out.matmul.scopeFreed).toBe(true);
-    expect(out.matmul.rejected).toContain('RangeError: matmul: shapes [2, 3] and [2, 3]');
+  it('demo runs every stage at tiny size, writes report.html and results.json, and reuses the cached base', () => {
+    const out = mkdtempSync(join(tmpdir(), 'jfa-demo-'));
+    const config = join(out, 'demo.yaml');
+    writeFileSync(
+      config,
+      [
+        'methods: [sft, flashback, jfa, jfa-no-latent]',
+        'base: { hiddenSize: 32, layers: 1, heads: 2, merges: 50, oldTrainPerSuite: 16, epochs: 1, microBatch: 8 }',
+        'train: { records: 16, microBatch: 4, accumulation: 2, groups: 2, perGroup: 2, latentRank: 2 }',
+        'eval: { oldPerSuite: 4, newTasks: 3, newInstancesPerTask: 1, maxNewTokens: 4 }',
+      ].join('\n'),
+    );
+    try {
+      const first = jfa('demo', '--config', config, '--out', join(out, 'run'));
+      expect(first.status, first.stderr).toBe(0);
+      expect(first.stderr).toContain('pretraining on 80 old-task records');
+      const table = first.stdout.split('\n');
+      expect(table[0]).toMatch(/^method\s+new ROUGE-L\s+new EM\s+arith-gsm/);
+      for (const m of ['base', 'sft', 'flashback', 'jfa', 'jfa --no-latent']) expect(table.some((l) => l.startsWith(`${m} `))).toBe(true);
+      expect(first.stdout).toMatch(/^jfa: (SFT did not forget|.*of SFT's forgetting)/m);
+      const results = JSON.parse(readFileSync(join(out, 'run', 'results.json'), 'utf8')) as {
+        methods: Array<{ method: string; steps?: number; forgetting: number; old: Record<string, number>; curve?: unknown[] }>;
+        base: { cached: boolean };
+      };
+      expect(results.base.cached).toBe(false);
+      expect(results.methods.map((m) => m.method)).toEqual(['base', 'sft', 'flashback', 'jfa', 'jfa-no-latent']);
+      for (const m of results.methods.slice(1)) {
+        expect(m.steps).toBe(2);
+        expect(m.curve).toHaveLength(2);
+        const base = results.methods[0]!.old;
+        const mean = Object.keys(base).reduce((s, k) => s + base[k]! - m.old[k]!, 0) / Object.keys(base).length;
+        expect(m.forgetting).toBeCloseTo(mean, 10);
+      }
+      const html = readFileSync(join(out, 'run', 'report.html'), 'utf8');
+      expect(html).toContain('<table>');
+      expect(html.match(/<svg /g)).toHaveLength(3);
+      expect(existsSync(join(out, 'run', 'data', 'new-eval.jsonl'))).toBe(true);
+      expect(existsSync(join(out, 'run', 'runs', 'jfa', 'adapter', 'adapter_model.safetensors'))).toBe(true);
+
+      // Same settings: the base is not pretrained again; --json prints the results.
+      const second = jfa('demo', '--config', config, '--out', join(out, 'run'), '--methods', 'sft', '--json');
+      expect(second.status, second.stderr).toBe(0);
+      const again = JSON.parse(second.stdout) as { base: { cached: boolean }; methods: Array<{ method: string; old: Record<string, number> }> };
+      expect(again.base.cached).toBe(true);
+      expect(again.methods.map((m) => m.method)).toEqual(['base', 'sft']);
+      expect(again.methods[0]!.old).toEqual(results.methods[0]!.old);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 240_000);
+
+  it('demo options: sections left out get every default, a partial section keeps the rest', () => {
+    const d = demoSchema.parse({ train: { lr: 0.01 } });
+    expect(d.train).toMatchObject({ lr: 0.01, records: 4000, microBatch: 8, accumulation: 2, alpha: 1, r: 8, loraAlpha: 16, groups: 16, perGroup: 24, k: 2 });
+    expect(d.base.epochs).toBeGreaterThan(0);
+    expect(d.eval).toMatchObject({ oldPerSuite: 200, newInstancesPerTask: 3 });
+    expect(d.methods).toEqual(['sft', 'flashback', 'jfa', 'jfa-no-latent']);
+  });
+
+  it('demo refuses an unknown config key and an unknown method, in one line', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'jfa-demo-bad-'));
+    try {
+      writeFileSync(join(dir, 'bad.yaml'), 'train: { lrr: 0.1 }\n');
+      const r = jfa('demo', '--config', join(dir, 'bad.yaml'), '--out', join(dir, 'run'));
+      expect(r.status).toBe(1);
+      expect(r.stderr.trim()).toMatch(/^jfa: option 'train': Unrecognized key: "lrr"$/);
+      const m = jfa('demo', '--methods', 'sft', 'magic', '--out', join(dir, 'run'));
+      expect(m.status).toBe(1);
+      expect(m.stderr.trim()).toMatch(/^jfa: option 'methods\.1': Invalid option/);
+      expect(existsSync(join(dir, 'run'))).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

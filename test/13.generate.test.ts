@@ -208,6 +208,11 @@ describe('the from-scratch model', () => {
     const ref = py<{ ids: number[]; decoded: string }>({ op: 'hf_load', model: bpeDir, text, out: join(dir, 'bpe-logits.safetensors') });
     expect(ours).toEqual(ref.ids);
     expect(ref.decoded).toBe(text);
+    // No merge holds a digit (numbers stay a token per digit), unless asked for.
+    expect(merges.some((m) => /[0-9]/.test(m))).toBe(false);
+    const numbers = Array.from({ length: 30 }, () => 'x 42 = 42 and 1234 1234');
+    expect(learnMerges(numbers, 10, { splitDigits: false }).some((m) => /[0-9]/.test(m))).toBe(true);
+    expect(learnMerges(numbers, 10).some((m) => /[0-9]/.test(m))).toBe(false);
   });
 
   it('jfa generate runs on it and on the transformers model, and names a missing tokenizer', () => {

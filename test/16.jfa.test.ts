@@ -156,6 +156,23 @@ describe('training step', () => {
     a.params.forEach((p, i) => expectClose(p, { shape: p.shape, data: b.params[i]!.toTypedArray() as Float32Array }, 1e-6, `param ${i}`));
   });
 
+  it('a kept reference (referenceHidden) gives the same step as recomputing the reference', () => {
+    const [a, b] = [setup(), setup()];
+    const [mbA, mbB] = [microBatches(a.latent), microBatches(b.latent)];
+    for (let i = 0; i < 2; i++) {
+      trainStep(a.model, a.optimizer, [mbA[0]!], { method: 'sft' });
+      trainStep(b.model, b.optimizer, [mbB[0]!], { method: 'sft' });
+    }
+    // kept before the adapters moved further: the reference does not depend on them
+    const kept = b.model.hiddenStates(mbB[1]!.ids, { attentionMask: mbB[1]!.attentionMask, adapters: false });
+    trainStep(b.model, b.optimizer, [mbB[0]!], { method: 'sft' });
+    trainStep(a.model, a.optimizer, [mbA[0]!], { method: 'sft' });
+    const ra = trainStep(a.model, a.optimizer, mbA, { method: 'jfa', pcgrad: true, seed: 3 });
+    const rb = trainStep(b.model, b.optimizer, [mbB[0]!, { ...mbB[1]!, referenceHidden: kept }], { method: 'jfa', pcgrad: true, seed: 3 });
+    expect(rb).toEqual(ra);
+    a.params.forEach((p, i) => expect(values(p)).toEqual(values(b.params[i]!)));
+  });
+
   it('the latent pool trains, and the divergence holds the model closer to its reference than SFT alone', () => {
     const runs = (['sft', 'jfa'] as const).map((method) => {
       const s = setup();

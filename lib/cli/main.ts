@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 
 import { packageRoot } from '../locate.js';
-import { runDemo } from './demo.js';
+import { DEMO_METHODS, demoSchema, runDemo } from './demo.js';
 import { doctor, formatChecks } from './doctor.js';
 import { runGenerate } from './generate.js';
 import { evalSchema, pretrainSchema, runEval, runPretrain, runTrain, trainSchema, withConfig } from './train.js';
@@ -31,10 +31,15 @@ program
 
 program
   .command('demo')
-  .description('the main job: today the native layer walkthrough (the JFA fine-tuning demo comes with the trainer)')
-  .option('--json', 'machine-readable output')
-  .action(async (opts: { json?: boolean }) => {
-    await runDemo({ json: Boolean(opts.json) });
+  .description('the main job: generate the benchmark, pretrain a base model (cached), fine-tune it with sft, flashback and jfa, evaluate, and write report.html')
+  .option('--out <dir>', 'working directory: data/, base/ (cached), runs/, results.json, report.html (default jfa-demo)')
+  .option('--methods <m...>', `methods to compare: ${DEMO_METHODS.join(' ')} (default sft flashback jfa jfa-no-latent)`)
+  .option('--seed <n>', 'seed of the data and of every run', (v: string) => Number(v))
+  .option('--fresh', 'pretrain the base model again even when a cached one matches')
+  .option('--config <file>', 'options as JSON or YAML, including base, train and eval sections (flags override)')
+  .option('--json', 'machine-readable output (results.json on stdout, no progress)')
+  .action(async (flags) => {
+    await runDemo(withConfig(demoSchema, flags));
   });
 
 const positiveInt = (name: string) => (v: string) => {
@@ -80,7 +85,7 @@ const trainingOptions = (c: Command) =>
     .option('--max-tokens <n>', 'tokens per example at most', num('--max-tokens'))
     .option('--micro-batch <n>', 'examples per micro-batch', num('--micro-batch'))
     .option('--seed <n>', 'seed', num('--seed'))
-    .option('--config <file>', 'options as JSON (flags override)')
+    .option('--config <file>', 'options as JSON or YAML (flags override)')
     .option('--json', 'machine-readable output');
 
 trainingOptions(program
@@ -124,7 +129,7 @@ program
   .option('--metric <m>', 'rougeL | em | accuracy')
   .option('--max-new-tokens <n>', 'tokens to generate at most', num('--max-new-tokens'))
   .option('--batch <n>', 'prompts per batch', num('--batch'))
-  .option('--config <file>', 'options as JSON (flags override)')
+  .option('--config <file>', 'options as JSON or YAML (flags override)')
   .option('--json', 'machine-readable output')
   .action(async (flags) => runEval(withConfig(evalSchema, flags)));
 

@@ -1,8 +1,9 @@
-// `jfa pretrain`, `jfa train` and `jfa eval`. Options come from flags and/or --config (JSON),
+// `jfa pretrain`, `jfa train` and `jfa eval`. Options come from flags and/or --config (JSON or YAML),
 // validated with zod (unknown keys are errors) before any data is read; data files are validated
 // (file:line) before any training starts.
 import { readFileSync } from 'node:fs';
 
+import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 
 import { readJsonl } from '../data/jsonl.js';
@@ -17,12 +18,14 @@ import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { progress } from './progress.js';
 
-/** Reads --config (JSON) and overlays the flags given on the command line, then validates. */
+/** Reads --config (JSON, or YAML by its .yaml/.yml name) and overlays the flags given on the command line, then validates. */
 export function withConfig<T extends z.ZodType>(schema: T, flags: Record<string, unknown>): z.infer<T> {
   let fromFile: Record<string, unknown> = {};
   if (typeof flags.config === 'string') {
     try {
-      fromFile = JSON.parse(readFileSync(flags.config, 'utf8')) as Record<string, unknown>;
+      const text = readFileSync(flags.config, 'utf8');
+      fromFile = (/\.ya?ml$/i.test(flags.config) ? parseYaml(text) : JSON.parse(text)) as Record<string, unknown>;
+      if (typeof fromFile !== 'object' || fromFile === null || Array.isArray(fromFile)) throw new Error('the config must be an object of options');
     } catch (e) {
       throw new Error(`${flags.config}: ${(e as Error).message}`);
     }

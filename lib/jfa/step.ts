@@ -6,7 +6,7 @@
 import { flashbackDivergence, type KlKind, pcgrad, type Reduction, tokenCrossEntropy } from '../kernels.js';
 import { type LlamaModel } from '../model/llama.js';
 import { clipGradNorm, type AdamW } from '../optim.js';
-import { add, scope, type Tensor, zeros } from '../tensor.js';
+import { add, scope, type Tensor, tensor, zeros } from '../tensor.js';
 
 export type Method = 'sft' | 'flashback' | 'jfa';
 
@@ -16,6 +16,12 @@ export interface MicroBatch {
   attentionMask: Tensor;
   /** new-task micro-batches: next-token targets, -100 where nothing is predicted */
   targets?: Tensor;
+  /**
+   * flashback micro-batches: the reference's final hidden states (adapters and latent tasks off)
+   * for these ids, when the caller keeps them (the base is frozen, so they never change); computed
+   * here when absent
+   */
+  referenceHidden?: Tensor;
   /** latent tasks of each sample (jfa with latent tasks) */
   latent?: { indices: Tensor; weights: Tensor };
 }
@@ -66,6 +72,23 @@ export interface StepResult {
 
 const scalar = (t: Tensor) => (t.toTypedArray() as Float32Array)[0]!;
 
+/** The flattened positions (b * t + i) that have a target (not -100), and those targets. */
+function targetRows(targets: Tensor): { rows: Tensor; ids: Tensor } {
+  const all = targets.toTypedArray() as BigInt64Array;
+  let n = 0;
+  for (const t of all) if (t !== -100n) n++;
+  const rows = new BigInt64Array(n);
+  const ids = new BigInt64Array(n);
+  let j = 0;
+  all.forEach((t, i) => {
+    if (t !== -100n) {
+      rows[j] = BigInt(i);
+      ids[j++] = t;
+    }
+  });
+  return { rows: tensor(rows, [n]), ids: tensor(ids, [n]) };
+}
+
 /** Runs one step: every micro-batch forward and backward, combine, clip, optimizer.step(). */
 export function trainStep(model: LlamaModel, optimizer: AdamW, micro: MicroBatch[], o: StepOptions): StepResult {
   const timings = o.timings;
@@ -90,16 +113,23 @@ export function trainStep(model: LlamaModel, optimizer: AdamW, micro: MicroBatch
     if (mb.kind === 'flashback' && o.method === 'sft') continue;
     scope(() => {
       const latent = o.method === 'jfa' ? mb.latent : undefined;
-      const logits = model.logits(mb.ids, { attentionMask: mb.attentionMask, latent });
-      lap?.('forward');
       let loss: Tensor;
       if (mb.kind === 'new') {
         if (!mb.targets) throw new TypeError('trainStep: a new-task micro-batch needs targets');
-        loss = tokenCrossEntropy(logits, mb.targets);
+        // Only the positions with a target are scored: the LM head runs on those rows alone.
+        const { rows, ids } = targetRows(mb.targets);
+        const hidden = model.hiddenStates(mb.ids, { attentionMask: mb.attentionMask, latent });
+        const logits = model.head(hidden, { rows });
+        lap?.('forward');
+        loss = tokenCrossEntropy(logits, ids);
         sft += scalar(loss);
         sftBatches += 1;
       } else {
-        const ref = model.logits(mb.ids, { attentionMask: mb.attentionMask, adapters: false });
+        const logits = model.logits(mb.ids, { attentionMask: mb.attentionMask, latent });
+        lap?.('forward');
+        const ref = mb.referenceHidden
+          ? model.head(mb.referenceHidden)
+          : model.logits(mb.ids, { attentionMask: mb.attentionMask, adapters: false });
         lap?.('refForward');
         const div = flashbackDivergence(logits, ref, mb.attentionMask, { kind: o.kl, reduction: o.reduction });
         divergence += scalar(div);

@@ -52,6 +52,8 @@ export interface TrainOptions {
   outDir?: string;
   checkpointEvery?: number;
   resume?: boolean;
+  /** keep the reference's hidden states of each flashback micro-batch instead of recomputing them (default true, within 1 GiB) */
+  cacheReference?: boolean;
   /** stop after this many steps (the run stays resumable) */
   maxSteps?: number;
   onStep?: (p: StepProgress) => void;
@@ -92,6 +94,7 @@ interface Retrieved {
 }
 
 const CHECKPOINT = 'checkpoint';
+const REFERENCE_CACHE_BYTES = 1 << 30;
 
 export async function train(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions): Promise<TrainResult> {
   const method: Method = o.method === 'replay' ? 'sft' : o.method;
@@ -173,46 +176,66 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
   let epochOrder: number[] = [];
   const stopAt = Math.min(totalSteps, o.maxSteps ?? totalSteps);
 
-  while (step < stopAt) {
-    const epoch = Math.floor(step / stepsPerEpoch);
-    if (epoch !== cachedEpoch) {
-      epochOrder = order(epoch);
-      cachedEpoch = epoch;
+  const flashbackBatches: number[][] = [];
+  if (flashbackMicro > 0) {
+    const shuffled = createRng(hashString(`${seed}:flash`)).shuffle(flashbacks.map((_, i) => i));
+    for (let i = 0; i < shuffled.length; i += microBatch) flashbackBatches.push(shuffled.slice(i, i + microBatch));
+  }
+  // Kept reference states cost flashbacks x maxTokens x hidden floats at most.
+  const cacheReference = (o.cacheReference ?? true) && flashbacks.length * maxTokens * model.config.hiddenSize * 4 <= REFERENCE_CACHE_BYTES;
+  const referenceCache = new Map<number, Tensor>();
+
+  try {
+    while (step < stopAt) {
+      const epoch = Math.floor(step / stepsPerEpoch);
+      if (epoch !== cachedEpoch) {
+        epochOrder = order(epoch);
+        cachedEpoch = epoch;
+      }
+      const start = (step % stepsPerEpoch) * perStep;
+      const micro: MicroBatch[] = [];
+      for (let m = 0; m < accumulation; m++) {
+        const idx = epochOrder.slice(start + m * microBatch, start + (m + 1) * microBatch);
+        if (idx.length === 0) break;
+        const b = sftBatch(tokenizer, idx.map((i) => stream[i]!), maxTokens);
+        tokens += b.tokens;
+        micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: retrievedNew && select(retrievedNew, idx, latent!.k) });
+      }
+      for (let f = 0; f < flashbackMicro; f++) {
+        // Flashbacks come in fixed micro-batches, visited in turn; the reference's hidden states for
+        // each are computed once and kept (the base model never changes).
+        const which = (step * flashbackMicro + f) % flashbackBatches.length;
+        const rows = flashbackBatches[which]!;
+        const b = promptBatch(tokenizer, rows.map((i) => flashbacks[i]!), maxTokens);
+        let referenceHidden = referenceCache.get(which);
+        if (!referenceHidden && cacheReference) {
+          referenceHidden = model.hiddenStates(b.ids, { attentionMask: b.attentionMask, adapters: false });
+          referenceCache.set(which, referenceHidden);
+        }
+        micro.push({ kind: 'flashback', ids: b.ids, attentionMask: b.attentionMask, referenceHidden, latent: retrievedFlash && select(retrievedFlash, rows, latent!.k) });
+      }
+      optimizer.lr = (o.lr ?? 1e-4) * cosineWithWarmup(step, warmup, totalSteps);
+      const r = trainStep(model, optimizer, micro, {
+        method,
+        alpha: o.alpha,
+        kl: o.kl,
+        reduction: o.reduction,
+        pcgrad: usePcgrad,
+        maxGradNorm: o.maxGradNorm,
+        seed: hashString(`${seed}:pcgrad:${step}`),
+      });
+      for (const mb of micro) for (const t of [mb.ids, mb.attentionMask, mb.targets, mb.latent?.indices, mb.latent?.weights]) t?.dispose();
+      step += 1;
+      const elapsedMs = performance.now() - started;
+      const progress: StepProgress = { step, totalSteps, ...r, lr: optimizer.lr, tokens, tokensPerSecond: tokens / (elapsedMs / 1000), elapsedMs };
+      if (metricsFile) appendFileSync(metricsFile, `${JSON.stringify({ type: 'train', method: o.method, ...progress })}\n`);
+      o.onStep?.(progress);
+      if (checkpointDir && o.checkpointEvery && step % o.checkpointEvery === 0 && step < totalSteps)
+        saveCheckpoint(checkpointDir, model, optimizer, latent, retrievedNew, retrievedFlash, { step, totalSteps, method: o.method });
+      await tick(); // let the event loop run between steps
     }
-    const start = (step % stepsPerEpoch) * perStep;
-    const micro: MicroBatch[] = [];
-    for (let m = 0; m < accumulation; m++) {
-      const idx = epochOrder.slice(start + m * microBatch, start + (m + 1) * microBatch);
-      if (idx.length === 0) break;
-      const b = sftBatch(tokenizer, idx.map((i) => stream[i]!), maxTokens);
-      tokens += b.tokens;
-      micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: retrievedNew && select(retrievedNew, idx, latent!.k) });
-    }
-    for (let f = 0; f < flashbackMicro; f++) {
-      // flashbacks cycle in a seeded order of their own
-      const fbOrder = createRng(hashString(`${seed}:flash:${step}:${f}`)).sample(flashbacks.map((_, i) => i), Math.min(microBatch, flashbacks.length));
-      const b = promptBatch(tokenizer, fbOrder.map((i) => flashbacks[i]!), maxTokens);
-      micro.push({ kind: 'flashback', ids: b.ids, attentionMask: b.attentionMask, latent: retrievedFlash && select(retrievedFlash, fbOrder, latent!.k) });
-    }
-    optimizer.lr = (o.lr ?? 1e-4) * cosineWithWarmup(step, warmup, totalSteps);
-    const r = trainStep(model, optimizer, micro, {
-      method,
-      alpha: o.alpha,
-      kl: o.kl,
-      reduction: o.reduction,
-      pcgrad: usePcgrad,
-      maxGradNorm: o.maxGradNorm,
-      seed: hashString(`${seed}:pcgrad:${step}`),
-    });
-    for (const mb of micro) for (const t of [mb.ids, mb.attentionMask, mb.targets, mb.latent?.indices, mb.latent?.weights]) t?.dispose();
-    step += 1;
-    const elapsedMs = performance.now() - started;
-    const progress: StepProgress = { step, totalSteps, ...r, lr: optimizer.lr, tokens, tokensPerSecond: tokens / (elapsedMs / 1000), elapsedMs };
-    if (metricsFile) appendFileSync(metricsFile, `${JSON.stringify({ type: 'train', method: o.method, ...progress })}\n`);
-    o.onStep?.(progress);
-    if (checkpointDir && o.checkpointEvery && step % o.checkpointEvery === 0 && step < totalSteps)
-      saveCheckpoint(checkpointDir, model, optimizer, latent, retrievedNew, retrievedFlash, { step, totalSteps, method: o.method });
-    await tick(); // let the event loop run between steps
+  } finally {
+    referenceCache.forEach((t) => t.dispose());
   }
   if (o.outDir && step === totalSteps) {
     model.saveAdapter(join(o.outDir, 'adapter'));

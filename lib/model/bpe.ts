@@ -2,11 +2,16 @@
 // Words are split as GPT-2's ByteLevel pre-tokenizer splits them (the tokenizer applies merges
 // within those pieces only), mapped to byte symbols, and the most frequent adjacent pair is merged
 // until `merges` merges exist. Ties break by the pair's text, so the result is deterministic.
+// By default no merge contains a digit: numbers stay one token per digit (as in Llama's
+// tokenizers), which lets a small model learn arithmetic instead of a table of number tokens.
 import { byteSymbols } from './create.js';
 
 const PRETOKENIZE = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
 
-export function learnMerges(texts: readonly string[], merges: number): string[] {
+const DIGIT = /[0-9]/;
+
+export function learnMerges(texts: readonly string[], merges: number, options: { splitDigits?: boolean } = {}): string[] {
+  const splitDigits = options.splitDigits ?? true;
   const symbols = byteSymbols();
   const encoder = new TextEncoder();
   // word (as symbol sequence) -> count
@@ -22,6 +27,7 @@ export function learnMerges(texts: readonly string[], merges: number): string[] 
     const pairs = new Map<string, number>();
     for (const { parts, count } of words)
       for (let i = 0; i + 1 < parts.length; i++) {
+        if (splitDigits && (DIGIT.test(parts[i]!) || DIGIT.test(parts[i + 1]!))) continue;
         const key = `${parts[i]} ${parts[i + 1]}`;
         pairs.set(key, (pairs.get(key) ?? 0) + count);
       }

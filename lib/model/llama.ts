@@ -108,6 +108,14 @@ export class LlamaModel implements Disposable {
   }
 
   /**
+   * The LM head on final hidden states (..., hidden) -> logits (..., vocab). With `rows` (n) int64,
+   * only those rows of the hidden states flattened to (-1, hidden): (n, vocab).
+   */
+  head(hidden: Tensor, options: { rows?: Tensor } = {}): Tensor {
+    return new Tensor(this.handle.head(h(hidden), options.rows && h(options.rows)));
+  }
+
+  /**
    * Attaches a pool of latent-task increments to layer `layer`'s o_proj: A (P, r, in), B (P, out, r).
    * Forward passes given `latent` add sum_j w_bj (x_b A_j^T) B_j^T there; A and B train with the rest.
    */

@@ -26,6 +26,7 @@ class Model : public Napi::ObjectWrap<Model> {
                            InstanceAccessor<&Model::parameter_count>("parameterCount"),
                            InstanceMethod<&Model::logits>("logits"),
                            InstanceMethod<&Model::hidden_states>("hiddenStates"),
+                           InstanceMethod<&Model::head>("head"),
                            InstanceMethod<&Model::mean_pooled>("meanPooled"),
                            InstanceMethod<&Model::generate_async>("generateAsync"),
                            InstanceMethod<&Model::merge_lora>("mergeLora"),
@@ -182,6 +183,14 @@ class Model : public Napi::ObjectWrap<Model> {
       const bool adapters = bool_arg(info, 2, "model.hiddenStates", "adapters", true);
       const auto latent = latent_arg(info, 3, "model.hiddenStates");
       return tensor_handle::wrap(info.Env(), live("model.hiddenStates").hidden_states(ids, mask, adapters, latent ? &*latent : nullptr));
+    });
+  }
+
+  Napi::Value head(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "model.head", [&]() -> Napi::Value {
+      const auto& hidden = tensor_arg(info, 0, "model.head", "hidden");
+      const at::Tensor rows = optional_tensor_arg(info, 1, "model.head", "rows");
+      return tensor_handle::wrap(info.Env(), live("model.head").head(hidden, rows));
     });
   }
 

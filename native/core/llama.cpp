@@ -477,6 +477,24 @@ std::vector<std::pair<std::string, at::Tensor>> LlamaModel::weights() const {
   return out;
 }
 
+at::Tensor LlamaModel::head(const at::Tensor& hidden, const at::Tensor& rows) const {
+  const char* op = "model.head";
+  const int64_t h = config_.hidden_size;
+  if (!hidden.defined() || hidden.dim() < 1 || hidden.size(-1) != h)
+    throw_range(std::string(op) + ": hidden states must end in the hidden size " + std::to_string(h) + ", got " +
+                (hidden.defined() ? shape_str(hidden.sizes()) : "undefined"));
+  if (!rows.defined()) return at::linear(hidden, lm_head);
+  if (rows.scalar_type() != at::kLong || rows.dim() != 1)
+    throw_type(std::string(op) + ": rows must be a 1-d int64 tensor, got " + shape_str(rows.sizes()));
+  const at::Tensor flat = hidden.reshape({-1, h});
+  if (rows.numel() > 0) {
+    const auto [lo, hi] = at::aminmax(rows);
+    if (lo.item<int64_t>() < 0 || hi.item<int64_t>() >= flat.size(0))
+      throw_range(std::string(op) + ": rows must lie in [0, " + std::to_string(flat.size(0)) + ")");
+  }
+  return at::linear(flat.index_select(0, rows), lm_head);
+}
+
 at::Tensor LlamaModel::logits(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters,
                               const LatentCall* latent) const {
   return at::linear(hidden_states(ids, attention_mask, adapters, latent), lm_head);

@@ -88,6 +88,10 @@ class LlamaModel {
   // Returns the final hidden states (b, t, hidden) (after the final norm).
   at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters,
                            const LatentCall* latent = nullptr) const;
+  // The LM head on final hidden states (..., hidden): logits (..., vocab). With `rows` (n) int64, only
+  // those rows of the hidden states flattened to (-1, hidden) are scored: (n, vocab). Training scores
+  // only the positions it has targets for.
+  at::Tensor head(const at::Tensor& hidden, const at::Tensor& rows) const;
   // Logits (b, t, vocab).
   at::Tensor logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters,
                     const LatentCall* latent = nullptr) const;
