@@ -121,6 +121,23 @@ describe('latent tasks', () => {
   });
 });
 
+describe('latent task weights', () => {
+  it('scale multiplies every retrieved weight; a non-positive scale is refused', () => {
+    const emb = Float32Array.from({ length: 20 * 8 }, (_, i) => Math.sin(i * 0.91));
+    const [one, half] = [1, 0.5].map((scale) => {
+      const l = new LatentTasks(8, 16, 16, { groups: 2, perGroup: 3, k: 2, rank: 2, seed: 4, scale });
+      l.fit(emb, 1);
+      const r = l.retrieve(emb);
+      const out = { idx: Array.from(r.indices.toTypedArray() as BigInt64Array), w: values(r.weights) };
+      l.dispose();
+      return out;
+    }) as [{ idx: bigint[]; w: number[] }, { idx: bigint[]; w: number[] }];
+    expect(half.idx).toEqual(one.idx);
+    one.w.forEach((w, i) => expect(half.w[i]).toBeCloseTo(w / 2, 6));
+    expect(() => new LatentTasks(8, 16, 16, { scale: 0 })).toThrow(/scale must be positive/);
+  });
+});
+
 describe('training step', () => {
   it('equals per-micro-batch gradients, PCGrad, clipping and AdamW done by hand', () => {
     // A few steps of SFT first, so that the model departs from the reference and the divergence has a gradient.

@@ -14,6 +14,12 @@ export interface LatentOptions {
   perGroup?: number;
   /** Tasks retrieved per sample (released: 2). */
   k?: number;
+  /**
+   * Factor on every retrieved weight (default 1: the paper's sim / sum). Below 1 the pool's
+   * increments move more slowly than the adapter, so the adapter, which alone serves at
+   * inference, keeps what the new tasks teach (see the demo's numbers in the README).
+   */
+  scale?: number;
   /** Rank of each increment (released: 8). */
   rank?: number;
   seed?: number;
@@ -39,6 +45,7 @@ export class LatentTasks implements Disposable {
   readonly groups: number;
   readonly perGroup: number;
   readonly k: number;
+  readonly scale: number;
   /** (P, r, in) and (P, out, r): trained with the adapters (B starts at zero, as LoRA's). */
   readonly A: Tensor;
   readonly B: Tensor;
@@ -55,6 +62,8 @@ export class LatentTasks implements Disposable {
     this.groups = options.groups ?? 16;
     this.perGroup = options.perGroup ?? 24;
     this.k = options.k ?? 2;
+    this.scale = options.scale ?? 1;
+    if (!(this.scale > 0)) throw new RangeError(`latent tasks: scale must be positive, got ${this.scale}`);
     if (this.k > this.perGroup) throw new RangeError(`latent tasks: k=${this.k} exceeds the ${this.perGroup} tasks of a group`);
     const rank = options.rank ?? 8;
     const pool = this.groups * this.perGroup;
@@ -123,7 +132,7 @@ export class LatentTasks implements Disposable {
         const total = sims.reduce((a, b) => a + b, 0);
         for (let j = 0; j < this.k; j++) {
           indices[i * this.k + j] = BigInt(g * this.perGroup) + labels[j]!;
-          weights[i * this.k + j] = sims[j]! / total;
+          weights[i * this.k + j] = (this.scale * sims[j]!) / total;
         }
       }
     } finally {
