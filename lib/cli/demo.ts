@@ -20,7 +20,7 @@ import { Tokenizer } from '../model/tokenizer.js';
 import { runtimeInfo } from '../runtime.js';
 import { readJson, writeFileAtomic } from '../util/files.js';
 import { progress } from './progress.js';
-import { type DemoResults, type MethodResult, renderReport } from './report.js';
+import { type DemoResults, type MethodResult, oldAverage, pct, renderReport, resultTable } from './report.js';
 
 export const DEMO_METHODS = ['sft', 'replay', 'flashback', 'jfa', 'jfa-no-latent', 'jfa-no-pcgrad'] as const;
 export type DemoMethod = (typeof DEMO_METHODS)[number];
@@ -142,16 +142,15 @@ async function evaluateAll(model: LlamaModel, tokenizer: Tokenizer, suite: Suite
   const total = oldEval.reduce((s, r) => s + r.length, 0) + suite.newEval.length;
   const bar = progress(`  eval ${label}`, quiet);
   let done = 0;
-  const onBatch = (n: number) => (d: number) => bar.update(done + d, total, {}) ?? void n;
+  const onBatch = (d: number) => bar.update(done + d, total);
   const old = {} as Record<OldSuiteName, number>;
   for (const [i, name] of OLD_SUITE_NAMES.entries()) {
-    old[name] = (await evaluateOld(model, tokenizer, oldEval[i]!, { batch: e.batch, maxNewTokens: e.maxNewTokens, onBatch: onBatch(i) })).accuracy;
+    old[name] = (await evaluateOld(model, tokenizer, oldEval[i]!, { batch: e.batch, maxNewTokens: e.maxNewTokens, onBatch })).accuracy;
     done += oldEval[i]!.length;
   }
-  const fresh = await evaluateNew(model, tokenizer, suite.newEval, { batch: e.batch, maxNewTokens: e.maxNewTokens, onBatch: onBatch(-1) });
+  const fresh = await evaluateNew(model, tokenizer, suite.newEval, { batch: e.batch, maxNewTokens: e.maxNewTokens, onBatch });
   bar.stop();
-  const avg = OLD_SUITE_NAMES.reduce((t, n) => t + old[n], 0) / OLD_SUITE_NAMES.length;
-  log(quiet, `  ${label}: new-task ROUGE-L ${pct(fresh.rougeL)}, EM ${pct(fresh.exactMatch)}; old-task accuracy ${pct(avg)} (${OLD_SUITE_NAMES.map((n) => `${n} ${pct(old[n])}`).join(', ')})`);
+  log(quiet, `  ${label}: new-task ROUGE-L ${pct(fresh.rougeL)}, EM ${pct(fresh.exactMatch)}; old-task accuracy ${pct(oldAverage({ old }))} (${OLD_SUITE_NAMES.map((n) => `${n} ${pct(old[n])}`).join(', ')})`);
   return { old, newRougeL: fresh.rougeL, newExactMatch: fresh.exactMatch, examples: suite.newEval.slice(0, 3).map((r, i) => ({ input: `${r.instruction} ${r.input}`, reference: r.output, prediction: fresh.predictions[i]! })) };
 }
 
@@ -246,21 +245,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
   return results;
 }
 
-const pct = (x: number) => `${(100 * x).toFixed(1)}`;
-
 /** The demo's table and the two checks the method is judged by. */
 export function formatTable(r: DemoResults): string {
-  const head = ['method', 'new ROUGE-L', 'new EM', ...r.suites, 'old avg', 'forgetting', 'train s', 'tok/s'];
-  const rows = r.methods.map((m) => [
-    m.label,
-    pct(m.newRougeL),
-    pct(m.newExactMatch),
-    ...r.suites.map((s) => pct(m.old[s] ?? 0)),
-    pct(oldAverage(m)),
-    m.method === 'base' ? '-' : pct(m.forgetting),
-    m.trainSeconds === undefined ? '-' : m.trainSeconds.toFixed(0),
-    m.tokensPerSecond === undefined ? '-' : m.tokensPerSecond.toFixed(0),
-  ]);
+  const { head, rows } = resultTable(r);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   const lines = [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
@@ -268,11 +255,6 @@ export function formatTable(r: DemoResults): string {
   lines.push(...verdicts(r));
   lines.push(`wall time ${r.wallSeconds.toFixed(0)} s (base ${r.base.cached ? 'cached' : `pretrained in ${r.base.pretrainSeconds.toFixed(0)} s`}); report: ${join(r.out, 'report.html')}`);
   return lines.join('\n');
-}
-
-export function oldAverage(m: MethodResult): number {
-  const v = Object.values(m.old);
-  return v.reduce((s, x) => s + x, 0) / v.length;
 }
 
 /** JFA against SFT: forgetting at most half of SFT's, new-task ROUGE-L at least 95% of SFT's. */

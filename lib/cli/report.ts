@@ -30,7 +30,31 @@ export interface DemoResults {
 
 const COLORS = ['#888888', '#d62728', '#ff7f0e', '#1f77b4', '#2ca02c', '#9467bd', '#8c564b'];
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-const pct = (x: number) => (100 * x).toFixed(1);
+/** A score in percent, one decimal. */
+export const pct = (x: number): string => (100 * x).toFixed(1);
+
+/** Mean accuracy over the old suites. */
+export function oldAverage(m: Pick<MethodResult, 'old'>): number {
+  const v = Object.values(m.old);
+  return v.reduce((s, x) => s + x, 0) / v.length;
+}
+
+/** The results table, as the console and report.html both show it: a header and one row per method. */
+export function resultTable(r: DemoResults): { head: string[]; rows: string[][] } {
+  const head = ['method', 'new ROUGE-L', 'new EM', ...r.suites, 'old avg', 'forgetting', 'steps', 'train s', 'tokens/s'];
+  const rows = r.methods.map((m) => [
+    m.label,
+    pct(m.newRougeL),
+    pct(m.newExactMatch),
+    ...r.suites.map((s) => pct(m.old[s] ?? 0)),
+    pct(oldAverage(m)),
+    m.method === 'base' ? '-' : pct(m.forgetting),
+    m.steps?.toString() ?? '-',
+    m.trainSeconds?.toFixed(0) ?? '-',
+    m.tokensPerSecond?.toFixed(0) ?? '-',
+  ]);
+  return { head, rows };
+}
 
 function barChart(r: DemoResults): string {
   const groups = [...r.suites, 'average'];
@@ -43,8 +67,7 @@ function barChart(r: DemoResults): string {
     parts.push(`<line x1="${left}" x2="${w}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/><text x="${left - 4}" y="${y(t) + 4}" text-anchor="end" font-size="11">${t * 100}</text>`);
   groups.forEach((g, gi) => {
     r.methods.forEach((m, mi) => {
-      const values = Object.values(m.old);
-      const v = g === 'average' ? values.reduce((s, x) => s + x, 0) / values.length : (m.old[g] ?? 0);
+      const v = g === 'average' ? oldAverage(m) : (m.old[g] ?? 0);
       const x = left + gi * gw + gw * 0.1 + mi * bw;
       parts.push(`<rect x="${x.toFixed(1)}" y="${y(v).toFixed(1)}" width="${(bw - 1).toFixed(1)}" height="${(y(0) - y(v)).toFixed(1)}" fill="${COLORS[mi % COLORS.length]}"><title>${esc(m.label)} ${esc(g)}: ${pct(v)}%</title></rect>`);
     });
@@ -89,22 +112,8 @@ const svg = (w: number, h: number, parts: string[], extra: string) =>
 export function renderReport(r: DemoResults): string {
   const trained = r.methods.filter((m) => m.curve?.length);
   const colorOf = (m: MethodResult) => COLORS[r.methods.indexOf(m) % COLORS.length]!;
-  const head = ['method', 'new ROUGE-L', 'new EM', ...r.suites, 'old avg', 'forgetting', 'steps', 'train s', 'tokens/s'];
-  const rows = r.methods.map((m) => {
-    const values = Object.values(m.old);
-    const cells = [
-      m.label,
-      pct(m.newRougeL),
-      pct(m.newExactMatch),
-      ...r.suites.map((s) => pct(m.old[s] ?? 0)),
-      pct(values.reduce((s, x) => s + x, 0) / values.length),
-      m.method === 'base' ? '–' : pct(m.forgetting),
-      m.steps?.toString() ?? '–',
-      m.trainSeconds?.toFixed(0) ?? '–',
-      m.tokensPerSecond?.toFixed(0) ?? '–',
-    ];
-    return `<tr>${cells.map((c, i) => (i === 0 ? `<th>${esc(c)}</th>` : `<td>${esc(c)}</td>`)).join('')}</tr>`;
-  });
+  const table = resultTable(r);
+  const rows = table.rows.map((cells) => `<tr>${cells.map((c, i) => (i === 0 ? `<th>${esc(c)}</th>` : `<td>${esc(c)}</td>`)).join('')}</tr>`);
   const examples = r.methods
     .filter((m) => m.examples?.length)
     .map((m) => `<h3>${esc(m.label)}</h3><ul>${m.examples!.map((e) => `<li><code>${esc(e.input)}</code><br>reference: <code>${esc(e.reference)}</code><br>output: <code>${esc(e.prediction)}</code></li>`).join('')}</ul>`)
@@ -120,7 +129,7 @@ old suites: ${r.data.oldEvalPerSuite} evaluation records each; ${r.data.flashbac
 libtorch ${esc(r.runtime.torchVersion)}, ${r.runtime.threads} threads; wall time ${r.wallSeconds.toFixed(0)} s; seed ${r.seed}.</p>
 <h2>Results</h2>
 <p>Scores in %. Forgetting = base accuracy minus accuracy after training, averaged over the old suites (lower is better).</p>
-<table><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr>${rows.join('')}</table>
+<table><tr>${table.head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr>${rows.join('')}</table>
 <h2>Old-task accuracy per method</h2>
 ${barChart(r)}
 <h2>Training loss (new-task cross-entropy)</h2>
