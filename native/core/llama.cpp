@@ -26,6 +26,7 @@
 #include <limits>
 #include <sstream>
 
+#include "core/attention.h"
 #include "core/checks.h"
 #include "core/latent_mixture.h"
 #include "core/lora.h"
@@ -285,6 +286,9 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
 
   const int64_t nh = c.num_attention_heads, kvh = c.num_key_value_heads, hd = c.head_dim;
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  // Whole sequences (training, scoring) take our causal attention when it applies (decided on the
+  // first layer's tensors; every layer has the same shapes); steps with a cache take SDPA.
+  std::optional<bool> own_attention;
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = layers_[l];
     const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
@@ -303,10 +307,13 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
       k = k.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
       v = v.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
     }
-    const at::Tensor attn = at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt,
-                                                             0.0, causal_only, scale)
-                                .transpose(1, 2)
-                                .reshape({b, t, nh * hd});
+    if (!own_attention)
+      own_attention = !cache && causal_attention_applies(q, k, v, padded ? key_mask : at::Tensor());
+    const at::Tensor heads_out =
+        *own_attention ? causal_attention(q, k, v, padded ? key_mask : at::Tensor(), scale)
+                       : at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt,
+                                                          0.0, causal_only, scale);
+    const at::Tensor attn = heads_out.transpose(1, 2).reshape({b, t, nh * hd});
     at::Tensor o = layer.o.forward(attn, adapters);
     if (latent) {
       if (const auto pool = latent_pools_.find(static_cast<int64_t>(l)); pool != latent_pools_.end()) {

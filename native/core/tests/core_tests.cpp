@@ -1,5 +1,12 @@
 // native/core tests: plain C++, no Node. Each CHECK can fail; the process exits non-zero if any did.
+#include <ATen/TensorOperators.h>
 #include <ATen/ops/allclose.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/scaled_dot_product_attention.h>
+#include <ATen/ops/softmax.h>
+#include <ATen/ops/where.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/tensor.h>
 
@@ -13,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "core/attention.h"
 #include "core/divergence.h"
 #include "core/faiss_index.h"
 #include "core/lora.h"
@@ -261,6 +269,56 @@ void test_kernels() {
 
 }  // namespace
 
+// Our causal attention against the same attention in float64 by plain ops, output and gradients,
+// with and without right padding, a length that is not a multiple of the block, grouped layouts.
+void test_causal_attention() {
+  const int64_t b = 2, heads = 3, t = 150, hd = 16;
+  const double scale = 0.25;
+  // q in (b, t, heads, hd) memory seen as (b, heads, t, hd), as the model makes it.
+  auto leaf = [&](uint64_t seed) {
+    return jfa::randn({b, t, heads, hd}, c10::kFloat, seed).transpose(1, 2).detach().requires_grad_(true);
+  };
+  const at::Tensor q = leaf(1), k = leaf(2), v = leaf(3);
+  const at::Tensor w = jfa::randn({b, heads, t, hd}, c10::kFloat, 4);
+  at::Tensor mask = at::ones({b, t}, at::TensorOptions().dtype(at::kLong));
+  mask[1].narrow(0, 97, t - 97).fill_(0);
+  for (const bool padded : {false, true}) {
+    const at::Tensor key_mask = padded ? mask : at::Tensor();
+    EXPECT(jfa::causal_attention_applies(q, k, v, key_mask));
+    const at::Tensor out = jfa::causal_attention(q, k, v, key_mask, scale);
+    const auto grads = torch::autograd::grad({(out * w).sum()}, {q, k, v});
+    // float64 reference: additive mask, softmax, weighted sum
+    const at::Tensor qd = q.detach().to(at::kDouble).requires_grad_(true), kd = k.detach().to(at::kDouble).requires_grad_(true),
+                     vd = v.detach().to(at::kDouble).requires_grad_(true);
+    at::Tensor keep = at::ones({t, t}, at::TensorOptions().dtype(at::kBool)).tril().view({1, 1, t, t});
+    if (padded) keep = keep.logical_and(mask.ne(0).view({b, 1, 1, t}));
+    const at::Tensor scores = at::where(keep, at::matmul(qd, kd.transpose(-1, -2)) * scale, -std::numeric_limits<double>::infinity());
+    const at::Tensor ref = at::matmul(at::softmax(scores, -1), vd);
+    const auto ref_grads = torch::autograd::grad({(ref * w.to(at::kDouble)).sum()}, {qd, kd, vd});
+    const auto err = [](const at::Tensor& a, const at::Tensor& r) { return (a.to(at::kDouble) - r).abs().max().template item<double>(); };
+    // Only real query rows: a padded query's output is whatever its visible keys give, in both.
+    const at::Tensor rows = padded ? mask.ne(0).view({b, 1, t, 1}).to(at::kDouble) : at::ones({}, at::kDouble);
+    const double e_out = err(out * rows, ref.detach() * rows);
+    double e_grad = 0.0;
+    for (int i = 0; i < 3; ++i) e_grad = std::max(e_grad, err(grads[i], ref_grads[i]));
+    // SDPA's error against the same float64 reference, for scale
+    const at::Tensor sdpa = at::scaled_dot_product_attention(q.detach(), k.detach(), v.detach(),
+                                                             at::where(keep, 0.0f, -std::numeric_limits<float>::infinity()),
+                                                             0.0, false, scale);
+    const double e_sdpa = err(sdpa * rows, ref.detach() * rows);
+    std::printf("  causal attention (%s): max error output %.2e (SDPA %.2e), gradients %.2e\n", padded ? "padded" : "full", e_out,
+                e_sdpa, e_grad);
+    EXPECT(e_out < 5e-6);
+    EXPECT(e_grad < 5e-5);
+    EXPECT(out.transpose(1, 2).is_contiguous());
+  }
+  // A sample whose key 0 is padding (left padding) has queries that see no key: not ours.
+  at::Tensor left = at::ones({b, t}, at::TensorOptions().dtype(at::kLong));
+  left[0][0] = 0;
+  EXPECT(!jfa::causal_attention_applies(q, k, v, left));
+  EXPECT(!jfa::causal_attention_applies(q.to(at::kDouble), k.to(at::kDouble), v.to(at::kDouble), at::Tensor()));
+}
+
 int main() {
   const std::pair<const char*, void (*)()> tests[] = {
       {"matmul", test_matmul},
@@ -268,6 +326,7 @@ int main() {
       {"factories", test_factories},
       {"runtime", test_runtime},
       {"kernels", test_kernels},
+      {"causal attention", test_causal_attention},
       {"faiss flat", test_faiss_flat},
       {"faiss padding and errors", test_faiss_padding_and_errors},
       {"faiss save and load", test_faiss_save_load},
