@@ -68,7 +68,7 @@ export { AdamW, type AdamWOptions, clipGradNorm, cosineWithWarmup } from './opti
 export { promptBatch, type PromptBatch, promptText, sftBatch, type SftBatch } from './jfa/examples.js';
 export { LatentTasks, type LatentOptions, type Retrieval } from './jfa/latent.js';
 export { type Method, type MicroBatch, type StepOptions, type StepResult, type StepTimings, stepTimings, trainStep } from './jfa/step.js';
-export { type StepProgress, train, type TrainData, type TrainMethod, type TrainOptions, type TrainResult } from './jfa/trainer.js';
+export { keepReference, referenceKeeping, type StepProgress, train, type TrainData, type TrainMethod, type TrainOptions, type TrainResult } from './jfa/trainer.js';
 export { evaluateNew, evaluateOld, type EvalOptions } from './jfa/evaluate.js';
 export { pretrain, type PretrainOptions } from './jfa/pretrain.js';
 export { learnMerges } from './model/bpe.js';

@@ -11,6 +11,7 @@ import { generateSuite } from '../lib/data/suite.js';
 import { promptBatch, sftBatch } from '../lib/jfa/examples.js';
 import { LatentTasks } from '../lib/jfa/latent.js';
 import { type MicroBatch, trainStep } from '../lib/jfa/step.js';
+import { keepReference, referenceKeeping } from '../lib/jfa/trainer.js';
 import { flashbackDivergence, pcgrad, tokenCrossEntropy } from '../lib/kernels.js';
 import { createModel } from '../lib/model/create.js';
 import { LlamaModel } from '../lib/model/llama.js';
@@ -173,7 +174,7 @@ describe('training step', () => {
     a.params.forEach((p, i) => expectClose(p, { shape: p.shape, data: b.params[i]!.toTypedArray() as Float32Array }, 1e-6, `param ${i}`));
   });
 
-  it('a kept reference (referenceHidden) gives the same step as recomputing the reference', () => {
+  it.each(['hidden', 'logits'] as const)('a kept reference (%s) gives the same step as recomputing the reference', (kind) => {
     const [a, b] = [setup(), setup()];
     const [mbA, mbB] = [microBatches(a.latent), microBatches(b.latent)];
     for (let i = 0; i < 2; i++) {
@@ -181,13 +182,21 @@ describe('training step', () => {
       trainStep(b.model, b.optimizer, [mbB[0]!], { method: 'sft' });
     }
     // kept before the adapters moved further: the reference does not depend on them
-    const kept = b.model.hiddenStates(mbB[1]!.ids, { attentionMask: mbB[1]!.attentionMask, adapters: false });
+    const kept = keepReference(b.model, kind, mbB[1]!.ids, mbB[1]!.attentionMask);
     trainStep(b.model, b.optimizer, [mbB[0]!], { method: 'sft' });
     trainStep(a.model, a.optimizer, [mbA[0]!], { method: 'sft' });
     const ra = trainStep(a.model, a.optimizer, mbA, { method: 'jfa', pcgrad: true, seed: 3 });
-    const rb = trainStep(b.model, b.optimizer, [mbB[0]!, { ...mbB[1]!, referenceHidden: kept }], { method: 'jfa', pcgrad: true, seed: 3 });
+    const flashback = { ...mbB[1]!, ...(kind === 'logits' ? { referenceLogits: kept } : { referenceHidden: kept }) };
+    const rb = trainStep(b.model, b.optimizer, [mbB[0]!, flashback], { method: 'jfa', pcgrad: true, seed: 3 });
     expect(rb).toEqual(ra);
+    expect(ra.divergence).toBeGreaterThan(0);
     a.params.forEach((p, i) => expect(values(p)).toEqual(values(b.params[i]!)));
+    kept.dispose();
+    // the trainer's choice: logits while they fit in 1 GiB, then hidden states, then nothing
+    const { vocabSize, hiddenSize } = a.model.config;
+    expect(referenceKeeping(a.model, 1000)).toBe('logits');
+    expect(referenceKeeping(a.model, Math.floor(2 ** 30 / (4 * vocabSize)) + 1)).toBe(hiddenSize < vocabSize ? 'hidden' : undefined);
+    expect(referenceKeeping(a.model, Math.floor(2 ** 30 / (4 * Math.min(vocabSize, hiddenSize))) + 1)).toBeUndefined();
   });
 
   it('the latent pool trains, and the divergence holds the model closer to its reference than SFT alone', () => {

@@ -22,6 +22,12 @@ export interface MicroBatch {
    * here when absent
    */
   referenceHidden?: Tensor;
+  /**
+   * flashback micro-batches: the reference's logits (b, t, vocab) for these ids, when the caller
+   * keeps them; the LM head then does not run for the reference either (takes precedence over
+   * referenceHidden)
+   */
+  referenceLogits?: Tensor;
   /** latent tasks of each sample (jfa with latent tasks) */
   latent?: { indices: Tensor; weights: Tensor };
 }
@@ -127,9 +133,9 @@ export function trainStep(model: LlamaModel, optimizer: AdamW, micro: MicroBatch
       } else {
         const logits = model.logits(mb.ids, { attentionMask: mb.attentionMask, latent });
         lap?.('forward');
-        const ref = mb.referenceHidden
-          ? model.head(mb.referenceHidden)
-          : model.logits(mb.ids, { attentionMask: mb.attentionMask, adapters: false });
+        const ref =
+          mb.referenceLogits ??
+          (mb.referenceHidden ? model.head(mb.referenceHidden) : model.logits(mb.ids, { attentionMask: mb.attentionMask, adapters: false }));
         lap?.('refForward');
         const div = flashbackDivergence(logits, ref, mb.attentionMask, { kind: o.kl, reduction: o.reduction });
         divergence += scalar(div);

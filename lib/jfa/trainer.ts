@@ -52,7 +52,7 @@ export interface TrainOptions {
   outDir?: string;
   checkpointEvery?: number;
   resume?: boolean;
-  /** keep the reference's hidden states of each flashback micro-batch instead of recomputing them (default true, within 1 GiB) */
+  /** keep the reference's logits (or, when those would pass 1 GiB, its final hidden states) of each flashback micro-batch instead of recomputing them (default true, within 1 GiB) */
   cacheReference?: boolean;
   /** stop after this many steps (the run stays resumable) */
   maxSteps?: number;
@@ -95,6 +95,24 @@ interface Retrieved {
 
 const CHECKPOINT = 'checkpoint';
 const REFERENCE_CACHE_BYTES = 1 << 30;
+
+/**
+ * What of the frozen reference to keep for `tokens` flashback tokens in all: its logits when they
+ * fit in 1 GiB (the reference then costs nothing per step), else its final hidden states when those
+ * fit (the LM head still runs on them), else nothing (recomputed every step).
+ */
+export function referenceKeeping(model: LlamaModel, tokens: number): 'logits' | 'hidden' | undefined {
+  const { vocabSize, hiddenSize } = model.config;
+  if (tokens * vocabSize * 4 <= REFERENCE_CACHE_BYTES) return 'logits';
+  if (tokens * hiddenSize * 4 <= REFERENCE_CACHE_BYTES) return 'hidden';
+  return undefined;
+}
+
+/** The reference's logits or final hidden states (adapters and latent tasks off) for these ids. */
+export function keepReference(model: LlamaModel, kind: 'logits' | 'hidden', ids: Tensor, attentionMask: Tensor): Tensor {
+  const options = { attentionMask, adapters: false };
+  return kind === 'logits' ? model.logits(ids, options) : model.hiddenStates(ids, options);
+}
 
 export async function train(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions): Promise<TrainResult> {
   const method: Method = o.method === 'replay' ? 'sft' : o.method;
@@ -181,8 +199,7 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
     const shuffled = createRng(hashString(`${seed}:flash`)).shuffle(flashbacks.map((_, i) => i));
     for (let i = 0; i < shuffled.length; i += microBatch) flashbackBatches.push(shuffled.slice(i, i + microBatch));
   }
-  // Kept reference states cost flashbacks x maxTokens x hidden floats at most.
-  const cacheReference = (o.cacheReference ?? true) && flashbacks.length * maxTokens * model.config.hiddenSize * 4 <= REFERENCE_CACHE_BYTES;
+  const keep = (o.cacheReference ?? true) ? referenceKeeping(model, flashbacks.length * maxTokens) : undefined;
   const referenceCache = new Map<number, Tensor>();
 
   try {
@@ -202,17 +219,23 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
         micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: retrievedNew && select(retrievedNew, idx, latent!.k) });
       }
       for (let f = 0; f < flashbackMicro; f++) {
-        // Flashbacks come in fixed micro-batches, visited in turn; the reference's hidden states for
-        // each are computed once and kept (the base model never changes).
+        // Flashbacks come in fixed micro-batches, visited in turn; the reference's logits (or final
+        // hidden states) for each are computed once and kept (the base model never changes).
         const which = (step * flashbackMicro + f) % flashbackBatches.length;
         const rows = flashbackBatches[which]!;
         const b = promptBatch(tokenizer, rows.map((i) => flashbacks[i]!), maxTokens);
-        let referenceHidden = referenceCache.get(which);
-        if (!referenceHidden && cacheReference) {
-          referenceHidden = model.hiddenStates(b.ids, { attentionMask: b.attentionMask, adapters: false });
-          referenceCache.set(which, referenceHidden);
+        let kept = referenceCache.get(which);
+        if (!kept && keep) {
+          kept = keepReference(model, keep, b.ids, b.attentionMask);
+          referenceCache.set(which, kept);
         }
-        micro.push({ kind: 'flashback', ids: b.ids, attentionMask: b.attentionMask, referenceHidden, latent: retrievedFlash && select(retrievedFlash, rows, latent!.k) });
+        micro.push({
+          kind: 'flashback',
+          ids: b.ids,
+          attentionMask: b.attentionMask,
+          ...(keep === 'logits' ? { referenceLogits: kept } : { referenceHidden: kept }),
+          latent: retrievedFlash && select(retrievedFlash, rows, latent!.k),
+        });
       }
       optimizer.lr = (o.lr ?? 1e-4) * cosineWithWarmup(step, warmup, totalSteps);
       const r = trainStep(model, optimizer, micro, {

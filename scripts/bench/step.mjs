@@ -5,9 +5,9 @@
 // transformers + PEFT) in the same run, interleaved, same thread count, same start state and
 // batches, same PCGrad orders; medians over repeats. Two models: the demo's size (or --model DIR)
 // and a ~100M-parameter Llama (random weights, bench:model's config).
-// Flashback micro-batches carry their reference hidden states, computed once, as the trainer keeps
-// them (the base is frozen); --recompute-reference runs the reference forward in every step instead,
-// as the PyTorch reference does.
+// Flashback micro-batches carry what the trainer keeps of the reference (the base is frozen): its
+// logits when they fit in 1 GiB, else its final hidden states; --recompute-reference runs the
+// reference forward in every step instead, as the PyTorch reference does.
 // Usage: npm run bench:step [-- --json] [-- --repeats N] [-- --threads N] [-- --model DIR] [-- --only small|100m]
 //        [-- --recompute-reference]
 import { spawn } from 'node:child_process';
@@ -160,8 +160,12 @@ async function benchModel(label, dir) {
     model.saveAdapter(join(work, 'adapter'));
     jfa.saveSafetensors(join(work, 'pool.safetensors'), { A: latent.A, B: latent.B });
     const { micro, kinds } = makeBatches(cfg.vocabSize, latent, 7);
-    if (!values['recompute-reference'])
-      for (const mb of micro) if (mb.kind === 'flashback') mb.referenceHidden = model.hiddenStates(mb.ids, { attentionMask: mb.attentionMask, adapters: false });
+    // What the trainer keeps of the reference for these flashbacks (logits within 1 GiB).
+    const flashbackTokens = micro.filter((mb) => mb.kind === 'flashback').reduce((s, mb) => s + mb.ids.shape[0] * mb.ids.shape[1], 0);
+    const keep = values['recompute-reference'] ? undefined : jfa.referenceKeeping(model, flashbackTokens);
+    if (keep)
+      for (const mb of micro)
+        if (mb.kind === 'flashback') mb[keep === 'logits' ? 'referenceLogits' : 'referenceHidden'] = jfa.keepReference(model, keep, mb.ids, mb.attentionMask);
     saveBatches(join(work, 'batches.safetensors'), micro);
     const theirsSetup = await ask({ cmd: 'setup', model: dir, adapter: join(work, 'adapter'), pool: join(work, 'pool.safetensors'), layer, alpha: 1,
       max_grad_norm: 1.0, kl: 'symmetric', reduction: 'mean', pcgrad: true, ...OPTIM });
@@ -201,9 +205,10 @@ async function benchModel(label, dir) {
     // The phases cover trainStep end to end; what is left is the call itself.
     split.untimed = median(ours.ms.map((ms, i) => ms - phases.reduce((s, k) => s + ours.timings[i][k], 0)));
     const refSplit = Object.fromEntries(Object.keys(theirs.split[0]).map((k) => [k, median(theirs.split.map((x) => x[k]))]));
-    for (const mb of micro) for (const t of [mb.ids, mb.attentionMask, mb.targets, mb.referenceHidden, mb.latent.indices, mb.latent.weights]) t?.dispose();
+    for (const mb of micro) for (const t of [mb.ids, mb.attentionMask, mb.targets, mb.referenceHidden, mb.referenceLogits, mb.latent.indices, mb.latent.weights]) t?.dispose();
     return {
       model: label,
+      referenceKept: keep ?? 'none',
       parameters: model.parameterCount,
       matmulParameters: N,
       trainableParameters: params.reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0),
@@ -267,7 +272,6 @@ try {
     threads,
     repeats,
     shape: SHAPE,
-    referenceKept: !values['recompute-reference'],
     tokens: 'tokens/s counts every token of every forward of the trained model (b x t of each micro-batch, no padding); the reference forwards (refTokensPerStep) are extra work not counted',
     flops: 'per step: trainTokens x (4N + 3A) + refTokens x (2N + A), N = linear-layer + LM-head weights, A = 2 x seq x heads x head_dim x layers (causal attention); the nominal work of a step, the same for both sides: work skipped (LM head on untargeted rows, a kept reference) shows as a higher effective rate',
     matmul: { n: MATMUL, oursGflops: matmulFlops / 1e6 / oursMatmul, torchGflops: matmulFlops / 1e6 / torchMatmul },
@@ -277,10 +281,10 @@ try {
   if (values.json) console.log(JSON.stringify(result, null, 2));
   else {
     const f = (x, d = 0) => x.toFixed(d);
-    console.log(`bench:step: one JFA step (${SHAPE.newMicroBatches} new x ${SHAPE.microBatch} + ${SHAPE.flashbackMicroBatches} flashback x ${SHAPE.microBatch}, seq ${SHAPE.seq}, LoRA r 8 all linear, latent pool on one o_proj, PCGrad, clip, AdamW), fp32, ${threads} threads, medians of ${repeats} interleaved repeats; ours ${result.referenceKept ? 'keeps the reference hidden states' : 'recomputes the reference'}, torch+peft recomputes it`);
+    console.log(`bench:step: one JFA step (${SHAPE.newMicroBatches} new x ${SHAPE.microBatch} + ${SHAPE.flashbackMicroBatches} flashback x ${SHAPE.microBatch}, seq ${SHAPE.seq}, LoRA r 8 all linear, latent pool on one o_proj, PCGrad, clip, AdamW), fp32, ${threads} threads, medians of ${repeats} interleaved repeats; torch+peft recomputes the reference every step`);
     console.log(`fp32 matmul ${MATMUL}^2: ours ${f(result.matmul.oursGflops, 1)} GFLOP/s, torch ${f(result.matmul.torchGflops, 1)} GFLOP/s`);
     for (const r of results) {
-      console.log(`\n${r.model}: ${f(r.parameters / 1e6, 1)}M parameters (vocab ${r.vocab}), ${f(r.trainableParameters / 1e6, 2)}M trainable, ${r.trainTokensPerStep} trained + ${r.refTokensPerStep} reference tokens per step, ${f(r.gflopPerStep, 0)} GFLOP per step`);
+      console.log(`\n${r.model}: ${f(r.parameters / 1e6, 1)}M parameters (vocab ${r.vocab}), ${f(r.trainableParameters / 1e6, 2)}M trainable, ${r.trainTokensPerStep} trained + ${r.refTokensPerStep} reference tokens per step, ${f(r.gflopPerStep, 0)} GFLOP per step; ours keeps the reference's ${r.referenceKept === 'none' ? 'nothing' : r.referenceKept}`);
       console.log(`  step        ours ${f(r.oursStepMs)} ms   torch+peft ${f(r.torchStepMs)} ms`);
       console.log(`  tokens/s    ours ${f(r.oursTokensPerS)}   torch+peft ${f(r.torchTokensPerS)}   ratio ours/ref ${f(r.ratio, 2)}x`);
       console.log(`  GFLOP/s     ours ${f(r.oursGflops, 1)} (${f((100 * r.oursGflops) / result.matmul.oursGflops)}% of matmul)   torch+peft ${f(r.torchGflops, 1)} (${f((100 * r.torchGflops) / result.matmul.torchGflops)}%)`);
