@@ -28,6 +28,7 @@
 
 #include "core/attention.h"
 #include "core/checks.h"
+#include "core/fused.h"
 #include "core/latent_mixture.h"
 #include "core/lora.h"
 #include "core/safetensors.h"
@@ -79,8 +80,9 @@ std::string string_field(const Json& j, const char* key) {
   return v && v->type == Json::Type::String ? v->string : "";
 }
 
-// LlamaRMSNorm: normalised in float32, scaled in the input's dtype.
+// LlamaRMSNorm: normalised in float32, scaled in the input's dtype; one fused pass for float32.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  if (fused_applies(x) && fused_applies(weight)) return fused_rms_norm(x, weight, eps);
   const at::Tensor x32 = x.to(at::kFloat);
   const at::Tensor normed = x32 * (x32.pow(2).mean(-1, /*keepdim=*/true) + eps).rsqrt();
   return weight * normed.to(x.scalar_type());
@@ -266,8 +268,15 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
   const int64_t past = cache ? cache->length : 0, total = past + t;
   at::Tensor h = at::embedding(embed_tokens, ids);
   const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // (b, t, hd/2)
-  const at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);                // (b, 1, t, hd)
+  const at::Tensor emb = at::cat({freqs, freqs}, -1);                            // (b, t, hd)
   const at::Tensor cos = emb.cos().to(dtype_), sin = emb.sin().to(dtype_);
+  const bool fused = fused_applies(cos);
+  // The rotary embedding of (b, t, heads, hd) projections; returns (b, heads, t, hd).
+  const auto rope = [&](const at::Tensor& x) {
+    if (fused) return fused_rope(x, cos, sin).transpose(1, 2);
+    const at::Tensor xt = x.transpose(1, 2);
+    return xt * cos.unsqueeze(1) + rotate_half(xt) * sin.unsqueeze(1);
+  };
 
   // Without padding, SDPA needs no mask: is_causal for a whole sequence (its fast causal kernel),
   // nothing for one new token. Otherwise an additive mask (b, 1, t, total): causal from this step's
@@ -292,11 +301,9 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = layers_[l];
     const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
-    at::Tensor q = layer.q.forward(x, adapters).view({b, t, nh, hd}).transpose(1, 2);
-    at::Tensor k = layer.k.forward(x, adapters).view({b, t, kvh, hd}).transpose(1, 2);
+    const at::Tensor q = rope(layer.q.forward(x, adapters).view({b, t, nh, hd}));
+    at::Tensor k = rope(layer.k.forward(x, adapters).view({b, t, kvh, hd}));
     at::Tensor v = layer.v.forward(x, adapters).view({b, t, kvh, hd}).transpose(1, 2);
-    q = q * cos + rotate_half(q) * sin;
-    k = k * cos + rotate_half(k) * sin;
     if (cache) {
       cache->k[l].narrow(2, past, t).copy_(k);
       cache->v[l].narrow(2, past, t).copy_(v);

@@ -1,6 +1,7 @@
 // native/core tests: plain C++, no Node. Each CHECK can fail; the process exits non-zero if any did.
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/allclose.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
@@ -23,6 +24,7 @@
 #include "core/attention.h"
 #include "core/divergence.h"
 #include "core/faiss_index.h"
+#include "core/fused.h"
 #include "core/lora.h"
 #include "core/ops.h"
 #include "core/projection.h"
@@ -319,6 +321,43 @@ void test_causal_attention() {
   EXPECT(!jfa::causal_attention_applies(q.to(at::kDouble), k.to(at::kDouble), v.to(at::kDouble), at::Tensor()));
 }
 
+// The fused RMSNorm and rotary embedding against the same layers by plain ops: values and every
+// gradient (the norm's weight too, as pretraining trains it).
+void test_fused_layers() {
+  const auto err = [](const at::Tensor& a, const at::Tensor& r) { return (a - r).abs().max().template item<double>(); };
+  const at::Tensor x = (jfa::randn({3, 5, 72}, c10::kFloat, 11) * 3).requires_grad_(true);
+  const at::Tensor w = jfa::randn({72}, c10::kFloat, 12).requires_grad_(true);
+  const at::Tensor g = jfa::randn({3, 5, 72}, c10::kFloat, 13);
+  const at::Tensor y = jfa::fused_rms_norm(x, w, 1e-5);
+  const auto grads = torch::autograd::grad({(y * g).sum()}, {x, w});
+  const at::Tensor xd = x.detach().to(at::kDouble).requires_grad_(true), wd = w.detach().to(at::kDouble).requires_grad_(true);
+  const at::Tensor ref = wd * (xd * (xd.pow(2).mean(-1, true) + 1e-5).rsqrt());
+  const auto ref_grads = torch::autograd::grad({(ref * g.to(at::kDouble)).sum()}, {xd, wd});
+  const double e_norm = err(y.to(at::kDouble), ref), e_gx = err(grads[0].to(at::kDouble), ref_grads[0]),
+               e_gw = err(grads[1].to(at::kDouble), ref_grads[1]);
+  std::printf("  fused RMSNorm: max error %.2e, dx %.2e, dweight %.2e\n", e_norm, e_gx, e_gw);
+  EXPECT(e_norm < 1e-5);
+  EXPECT(e_gx < 1e-5);
+  EXPECT(e_gw < 1e-4);
+
+  const int64_t b = 2, t = 7, heads = 3, hd = 8;
+  const at::Tensor q = jfa::randn({b, t, heads, hd}, c10::kFloat, 14).requires_grad_(true);
+  const at::Tensor angle = jfa::randn({b, t, hd / 2}, c10::kFloat, 15);
+  const at::Tensor emb = at::cat({angle, angle}, -1);
+  const at::Tensor cos = emb.cos(), sin = emb.sin();
+  const at::Tensor gq = jfa::randn({b, t, heads, hd}, c10::kFloat, 16);
+  const at::Tensor out = jfa::fused_rope(q, cos, sin);
+  const at::Tensor dq = torch::autograd::grad({(out * gq).sum()}, {q})[0];
+  const at::Tensor qd = q.detach().to(at::kDouble).requires_grad_(true);
+  const at::Tensor rot = at::cat({-qd.narrow(-1, hd / 2, hd / 2), qd.narrow(-1, 0, hd / 2)}, -1);
+  const at::Tensor ref_out = qd * cos.to(at::kDouble).unsqueeze(2) + rot * sin.to(at::kDouble).unsqueeze(2);
+  const at::Tensor ref_dq = torch::autograd::grad({(ref_out * gq.to(at::kDouble)).sum()}, {qd})[0];
+  const double e_rope = err(out.to(at::kDouble), ref_out), e_dq = err(dq.to(at::kDouble), ref_dq);
+  std::printf("  fused rotary embedding: max error %.2e, dx %.2e\n", e_rope, e_dq);
+  EXPECT(e_rope < 1e-5);
+  EXPECT(e_dq < 1e-5);
+}
+
 int main() {
   const std::pair<const char*, void (*)()> tests[] = {
       {"matmul", test_matmul},
@@ -327,6 +366,7 @@ int main() {
       {"runtime", test_runtime},
       {"kernels", test_kernels},
       {"causal attention", test_causal_attention},
+      {"fused layers", test_fused_layers},
       {"faiss flat", test_faiss_flat},
       {"faiss padding and errors", test_faiss_padding_and_errors},
       {"faiss save and load", test_faiss_save_load},
