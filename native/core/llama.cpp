@@ -26,7 +26,6 @@
 #include <limits>
 #include <sstream>
 
-#include "core/attention.h"
 #include "core/checks.h"
 #include "core/fused.h"
 #include "core/latent_mixture.h"

@@ -21,7 +21,6 @@
 #include <string>
 #include <vector>
 
-#include "core/attention.h"
 #include "core/divergence.h"
 #include "core/faiss_index.h"
 #include "core/fused.h"
