@@ -284,7 +284,7 @@ try {
     console.log(`bench:step: one JFA step (${SHAPE.newMicroBatches} new x ${SHAPE.microBatch} + ${SHAPE.flashbackMicroBatches} flashback x ${SHAPE.microBatch}, seq ${SHAPE.seq}, LoRA r 8 all linear, latent pool on one o_proj, PCGrad, clip, AdamW), fp32, ${threads} threads, medians of ${repeats} interleaved repeats; torch+peft recomputes the reference every step`);
     console.log(`fp32 matmul ${MATMUL}^2: ours ${f(result.matmul.oursGflops, 1)} GFLOP/s, torch ${f(result.matmul.torchGflops, 1)} GFLOP/s`);
     for (const r of results) {
-      console.log(`\n${r.model}: ${f(r.parameters / 1e6, 1)}M parameters (vocab ${r.vocab}), ${f(r.trainableParameters / 1e6, 2)}M trainable, ${r.trainTokensPerStep} trained + ${r.refTokensPerStep} reference tokens per step, ${f(r.gflopPerStep, 0)} GFLOP per step; ours keeps the reference's ${r.referenceKept === 'none' ? 'nothing' : r.referenceKept}`);
+      console.log(`\n${r.model}: ${f(r.parameters / 1e6, 1)}M parameters (vocab ${r.vocab}), ${f(r.trainableParameters / 1e6, 2)}M trainable, ${r.trainTokensPerStep} trained + ${r.refTokensPerStep} reference tokens per step, ${f(r.gflopPerStep, 0)} GFLOP per step; ours ${r.referenceKept === 'none' ? 'recomputes the reference every step too' : `keeps the reference's ${r.referenceKept}`}`);
       console.log(`  step        ours ${f(r.oursStepMs)} ms   torch+peft ${f(r.torchStepMs)} ms`);
       console.log(`  tokens/s    ours ${f(r.oursTokensPerS)}   torch+peft ${f(r.torchTokensPerS)}   ratio ours/ref ${f(r.ratio, 2)}x`);
       console.log(`  GFLOP/s     ours ${f(r.oursGflops, 1)} (${f((100 * r.oursGflops) / result.matmul.oursGflops)}% of matmul)   torch+peft ${f(r.torchGflops, 1)} (${f((100 * r.torchGflops) / result.matmul.torchGflops)}%)`);
