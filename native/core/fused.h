@@ -24,7 +24,8 @@ at::Tensor fused_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 bool fused_applies(const at::Tensor& x);
 
 // q, k, v (b, heads, t, head_dim) float32 on the CPU, any layout with unit stride on head_dim's
-// axis (copied otherwise); key_mask (b, t) nonzero at real keys, or undefined for none padded.
+// axis (copied otherwise); key_mask (b, t) nonzero at real keys (uint8 and contiguous is taken as
+// it is, anything else converted), or undefined for none padded.
 // Query i sees the keys j <= i that are real. Every query must see at least one key, so key 0 of
 // every sample must be real (right padding): see causal_attention_applies().
 // Returns (b, heads, t, head_dim) as a view of (b, t, heads, head_dim) memory, so that the caller's
@@ -32,9 +33,11 @@ bool fused_applies(const at::Tensor& x);
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& key_mask,
                             double scale);
 
-// Whether causal_attention computes what an additive-mask SDPA would for these inputs: float32 CPU
-// tensors of equal shapes, more than one position, and no query without a visible key (with a
-// mask: key 0 real in every sample). Otherwise the caller uses SDPA.
-bool causal_attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& key_mask);
+// Whether causal_attention computes what an additive-mask SDPA would for q, k, v of shape (batch,
+// heads, t, head_dim) made with `options`, and key_mask (b, t) or undefined: float32 on the CPU,
+// more than one position, kept probabilities within 512 MiB, and no query without a visible key
+// (with a mask: key 0 real in every sample). Otherwise the caller uses SDPA.
+bool causal_attention_applies(int64_t batch, int64_t heads, int64_t t, const at::TensorOptions& options,
+                              const at::Tensor& key_mask);
 
 }  // namespace jfa

@@ -282,9 +282,14 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
   // offset, padding keys hidden, with the lowest finite value rather than -inf, as transformers
   // does, so that a query that sees no key gets uniform weights, not NaN.
   const bool padded = key_mask.numel() && key_mask.min().item<int64_t>() == 0;
+  const int64_t nh = c.num_attention_heads, kvh = c.num_key_value_heads, hd = c.head_dim;
+  // Whole sequences (training, scoring) take our causal attention where it applies; steps with a
+  // cache, and whatever else it does not take, take SDPA, whose mask is built only then.
+  const at::Tensor real_keys = padded ? key_mask.ne(0).to(at::kByte).contiguous() : at::Tensor();
+  const bool own_attention = !cache && causal_attention_applies(b, nh, t, h.options(), real_keys);
   const bool causal_only = !padded && past == 0 && t > 1;
   at::Tensor mask;
-  if (padded || (past > 0 && t > 1)) {
+  if (!own_attention && (padded || (past > 0 && t > 1))) {
     const auto i64 = at::TensorOptions().dtype(at::kLong);
     at::Tensor keep = at::arange(total, i64).view({1, total}).le(at::arange(past, total, i64).view({t, 1})).view({1, 1, t, total});
     keep = keep.logical_and(key_mask.ne(0).view({b, 1, 1, total}));
@@ -292,11 +297,7 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
                      at::full({}, std::numeric_limits<float>::lowest(), at::TensorOptions().dtype(dtype_)));
   }
 
-  const int64_t nh = c.num_attention_heads, kvh = c.num_key_value_heads, hd = c.head_dim;
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  // Whole sequences (training, scoring) take our causal attention when it applies (decided on the
-  // first layer's tensors; every layer has the same shapes); steps with a cache take SDPA.
-  std::optional<bool> own_attention;
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = layers_[l];
     const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
@@ -313,11 +314,9 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
       k = k.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
       v = v.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
     }
-    if (!own_attention)
-      own_attention = !cache && causal_attention_applies(q, k, v, padded ? key_mask : at::Tensor());
     const at::Tensor heads_out =
-        *own_attention ? causal_attention(q, k, v, padded ? key_mask : at::Tensor(), scale)
-                       : at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt,
+        own_attention ? causal_attention(q, k, v, real_keys, scale)
+                      : at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt,
                                                           0.0, causal_only, scale);
     const at::Tensor attn = heads_out.transpose(1, 2).reshape({b, t, nh * hd});
     at::Tensor o = layer.o.forward(attn, adapters);

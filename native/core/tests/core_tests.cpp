@@ -271,7 +271,7 @@ void test_kernels() {
 }  // namespace
 
 // Our causal attention against the same attention in float64 by plain ops, output and gradients,
-// with and without right padding, a length that is not a multiple of the block, grouped layouts.
+// with and without right padding, a length that is not a multiple of the block, the model's layout.
 void test_causal_attention() {
   const int64_t b = 2, heads = 3, t = 150, hd = 16;
   const double scale = 0.25;
@@ -285,7 +285,7 @@ void test_causal_attention() {
   mask[1].narrow(0, 97, t - 97).fill_(0);
   for (const bool padded : {false, true}) {
     const at::Tensor key_mask = padded ? mask : at::Tensor();
-    EXPECT(jfa::causal_attention_applies(q, k, v, key_mask));
+    EXPECT(jfa::causal_attention_applies(b, heads, t, q.options(), key_mask));
     const at::Tensor out = jfa::causal_attention(q, k, v, key_mask, scale);
     const auto grads = torch::autograd::grad({(out * w).sum()}, {q, k, v});
     // float64 reference: additive mask, softmax, weighted sum
@@ -316,8 +316,8 @@ void test_causal_attention() {
   // A sample whose key 0 is padding (left padding) has queries that see no key: not ours.
   at::Tensor left = at::ones({b, t}, at::TensorOptions().dtype(at::kLong));
   left[0][0] = 0;
-  EXPECT(!jfa::causal_attention_applies(q, k, v, left));
-  EXPECT(!jfa::causal_attention_applies(q.to(at::kDouble), k.to(at::kDouble), v.to(at::kDouble), at::Tensor()));
+  EXPECT(!jfa::causal_attention_applies(b, heads, t, q.options(), left));
+  EXPECT(!jfa::causal_attention_applies(b, heads, t, q.options().dtype(at::kDouble), at::Tensor()));
 }
 
 // The fused RMSNorm and rotary embedding against the same layers by plain ops: values and every
