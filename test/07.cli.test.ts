@@ -1,12 +1,13 @@
 // The jfa command as a user runs it.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
 import { demoSchema } from '../lib/cli/demo.js';
+import { studyPoints } from '../lib/cli/study.js';
 import { root } from './helpers.js';
 
 const jfa = (...args: string[]) =>
@@ -57,7 +58,7 @@ describe('jfa command', () => {
       config,
       [
         'methods: [sft, flashback, jfa, jfa-no-latent]',
-        'base: { hiddenSize: 32, layers: 1, heads: 2, merges: 50, oldTrainPerSuite: 16, epochs: 1, microBatch: 8 }',
+        'base: { pretrain: true, hiddenSize: 32, layers: 1, heads: 2, merges: 50, oldTrainPerSuite: 16, skills: 20, epochs: 1, microBatch: 8, evalPerSuite: 0 }',
         'train: { records: 16, microBatch: 4, accumulation: 2, groups: 2, perGroup: 2, latentRank: 2 }',
         'eval: { oldPerSuite: 4, newTasks: 3, newInstancesPerTask: 1, maxNewTokens: 4 }',
       ].join('\n'),
@@ -65,7 +66,7 @@ describe('jfa command', () => {
     try {
       const first = jfa('demo', '--config', config, '--out', join(out, 'run'));
       expect(first.status, first.stderr).toBe(0);
-      expect(first.stderr).toContain('pretraining on 80 old-task records');
+      expect(first.stderr).toMatch(/base model: 0\.0\dM parameters, 100 records x 1 epochs/);
       const table = first.stdout.split('\n');
       expect(table[0]).toMatch(/^method\s+new ROUGE-L\s+new EM\s+arith-gsm/);
       for (const m of ['base', 'sft', 'flashback', 'jfa', 'jfa --no-latent']) expect(table.some((l) => l.startsWith(`${m} `))).toBe(true);
@@ -89,17 +90,57 @@ describe('jfa command', () => {
       expect(existsSync(join(out, 'run', 'data', 'new-eval.jsonl'))).toBe(true);
       expect(existsSync(join(out, 'run', 'runs', 'jfa', 'adapter', 'adapter_model.safetensors'))).toBe(true);
 
-      // Same settings: the base is not pretrained again; --json prints the results.
-      const second = jfa('demo', '--config', config, '--out', join(out, 'run'), '--methods', 'sft', '--json');
+      // Same settings: the base is not pretrained again; --json prints the results; two seeds give
+      // two runs, means and standard deviations.
+      const second = jfa('demo', '--config', config, '--out', join(out, 'run'), '--methods', 'sft', '--seeds', '2', '--json');
       expect(second.status, second.stderr).toBe(0);
-      const again = JSON.parse(second.stdout) as { base: { cached: boolean }; methods: Array<{ method: string; old: Record<string, number> }> };
+      type Run = { seed: number; newRougeL: number; forgetting: number };
+      const again = JSON.parse(second.stdout) as { base: { cached: boolean }; methods: Array<{ method: string; old: Record<string, number>; newRougeL: number; runs?: Run[]; sd?: { newRougeL: number } }> };
       expect(again.base.cached).toBe(true);
       expect(again.methods.map((m) => m.method)).toEqual(['base', 'sft']);
       expect(again.methods[0]!.old).toEqual(results.methods[0]!.old);
+      const sft = again.methods[1]!;
+      expect(sft.runs!.map((r) => r.seed)).toEqual([1, 2]);
+      expect(sft.newRougeL).toBeCloseTo((sft.runs![0]!.newRougeL + sft.runs![1]!.newRougeL) / 2, 12);
+      expect(sft.sd!.newRougeL).toBeCloseTo(Math.abs(sft.runs![0]!.newRougeL - sft.runs![1]!.newRougeL) / Math.SQRT2, 12);
+
+      // A base whose weights do not match its card is refused, naming the file and the fix.
+      const copy = join(out, 'copy');
+      cpSync(join(out, 'run', 'base'), copy, { recursive: true });
+      const weights = readFileSync(join(copy, 'model.safetensors'));
+      weights[weights.length - 1]! ^= 1;
+      writeFileSync(join(copy, 'model.safetensors'), weights);
+      const badConfig = join(out, 'bad.yaml');
+      writeFileSync(badConfig, `base: { dir: ${JSON.stringify(copy)} }\n`);
+      const refused = jfa('demo', '--out', join(out, 'run3'), '--methods', 'sft', '--config', badConfig);
+      expect(refused.status).toBe(1);
+      expect(refused.stderr).toMatch(/model\.safetensors: sha256 [0-9a-f]{16}\.\.\. does not match its card's/);
+
+      // A study on the same (cached) base: one row per point, a report titled for it.
+      const st = jfa('study', 'pcgrad', '--config', config, '--out', join(out, 'run'), '--json');
+      expect(st.status, st.stderr).toBe(0);
+      const study = JSON.parse(st.stdout) as { study: string; base: { cached: boolean }; methods: Array<{ label: string; runs?: unknown[] }>; points: unknown[] };
+      expect(study.study).toBe('pcgrad');
+      expect(study.base.cached).toBe(true);
+      expect(study.methods.map((m) => m.label)).toEqual(['base', 'PCGrad', 'mean of gradients']);
+      expect(study.methods[1]!.runs).toHaveLength(1);
+      expect(readFileSync(join(out, 'run', 'report.html'), 'utf8')).toContain('study: pcgrad');
+      const unknown = jfa('study', 'magic', '--out', join(out, 'run4'));
+      expect(unknown.status).toBe(1);
+      expect(unknown.stderr.trim()).toMatch(/^jfa: option 'study': Invalid option/);
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
   }, 240_000);
+
+  it('study points are the paper\'s sweeps', () => {
+    expect(studyPoints('flashbacks').map((p) => p.x)).toEqual([0, 5, 10, 20, 32]);
+    expect(studyPoints('flashbacks').map((p) => p.overrides.flashbacksPerSuite)).toEqual([0, 5, 10, 20, 32]);
+    expect(studyPoints('alpha').map((p) => p.overrides.alpha)).toEqual([0.1, 0.3, 1, 3, 10]);
+    expect(studyPoints('latent')[0]!.method).toBe('jfa-no-latent');
+    expect(studyPoints('latent').slice(1).every((p) => p.method === 'jfa' && p.overrides.groups! > 0)).toBe(true);
+    expect(studyPoints('pcgrad').map((p) => p.overrides.pcgrad)).toEqual([true, false]);
+  });
 
   it('demo options: sections left out get every default, a partial section keeps the rest', () => {
     const d = demoSchema.parse({ train: { lr: 0.01 } });

@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import {
   accuracy, answerKind, createRng, DataError, exactMatch, extractAnswer, generateSuite, isCorrect, newTasks, OLD_SUITE_NAMES,
-  OLD_SUITES, readJsonl, rougeL, splitTasks, suiteFiles, writeJsonl, writeSuite, type OldRecord, type Suite,
+  OLD_SUITES, readJsonl, rougeL, sampleFlashbacks, SKILL_NAMES, splitTasks, suiteFiles, writeJsonl, writeSuite, type OldRecord, type Suite,
 } from '../lib/data/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-data-'));
@@ -93,6 +93,49 @@ describe('generated suite', () => {
   });
 });
 
+describe('flashback pool and general skills', () => {
+  const pooled = generateSuite({ seed: 7, ...small, flashbackPoolPerSuite: 64, skills: 400 });
+
+  it('the pool extends the flashbacks without moving train or eval, and stays disjoint from both', () => {
+    expect(pooled.old).toEqual(suiteA.old);
+    expect(pooled.flashbacks).toEqual(suiteA.flashbacks);
+    expect(pooled.flashbackPool).toHaveLength(5 * 64);
+    for (const n of OLD_SUITE_NAMES) {
+      const used = new Set([...pooled.old[n].train, ...pooled.old[n].eval].map((r) => r.input));
+      const pool = pooled.flashbackPool.filter((f) => f.task === n);
+      expect(pool).toHaveLength(64);
+      expect(pool.some((f) => 'input' in f && used.has(f.input))).toBe(false);
+    }
+  });
+
+  it('sampleFlashbacks: per suite, seeded, different across seeds, and refuses more than the pool holds', () => {
+    const a = sampleFlashbacks(pooled, 32, 1);
+    expect(a).toHaveLength(5 * 32);
+    for (const n of OLD_SUITE_NAMES) expect(a.filter((f) => f.task === n)).toHaveLength(32);
+    expect(sampleFlashbacks(pooled, 32, 1)).toEqual(a);
+    expect(sampleFlashbacks(pooled, 32, 2)).not.toEqual(a);
+    expect(() => sampleFlashbacks(pooled, 65, 1)).toThrow(/65 flashbacks of 'arith-gsm' asked for, its pool has 64/);
+  });
+
+  it('skills are seeded, cover every skill, check out, and never use a new task\'s instruction', () => {
+    expect(generateSuite({ seed: 7, ...small, skills: 400 }).skills).toEqual(pooled.skills);
+    expect(pooled.skills).toHaveLength(400);
+    expect(new Set(pooled.skills.map((r) => r.task))).toEqual(new Set(SKILL_NAMES.map((n) => `skill-${n}`)));
+    const newInstructions = new Set(newTasks().map((t) => t.instruction));
+    expect(pooled.skills.some((r) => newInstructions.has(r.instruction))).toBe(false);
+    for (const r of pooled.skills) {
+      if (r.task === 'skill-spell') expect(r.output.replace(/ /g, '')).toBe(r.input);
+      if (r.task === 'skill-add-pair') expect(Number(r.output)).toBe(eval(r.input) as number);
+      if (r.task === 'skill-count-items') expect(Number(r.output)).toBe(r.input.split(' ').length);
+      if (r.task === 'skill-lookup') {
+        const [table, keys] = r.input.split('. Keys: ') as [string, string];
+        const map = new Map(table.split('; ').map((kv) => kv.split(': ') as [string, string]));
+        expect(r.output).toBe(keys.split(' ').map((k) => map.get(k)).join(' '));
+      }
+    }
+  });
+});
+
 describe('old-task records', () => {
   const records = allOld(suiteA);
 
@@ -133,17 +176,24 @@ describe('old-task records', () => {
       if (m) { expect(Number(r.answer)).toBe(Number(m[1]) * (Number(m[2]) + Number(m[3]))); checked++; }
       m = /After giving (\d+) \w+ to \w+, \w+ has (\d+)/.exec(r.input);
       if (m) { expect(Number(r.answer)).toBe(Number(m[1]) + Number(m[2])); checked++; }
-      m = /^What date is (\d+) days (after|before) (\d{4}-\d\d-\d\d)/.exec(r.input);
+      m = /^Evaluate from left to right: (.*)$/.exec(r.input);
       if (m) {
-        const t = Date.parse(`${m[3]}T00:00:00Z`) + (m[2] === 'after' ? 1 : -1) * Number(m[1]) * 86_400_000;
-        expect(r.answer).toBe(new Date(t).toISOString().slice(0, 10));
+        // Read the expression independently: tokens, 'not' binding to the next constant, then left to right.
+        const tokens = m[1]!.split(' ');
+        const term = (): boolean => (tokens[0] === 'not' ? (tokens.shift(), tokens.shift() !== 'True') : tokens.shift() === 'True');
+        let acc = term();
+        while (tokens.length) {
+          const op = tokens.shift();
+          const next = term();
+          acc = op === 'and' ? acc && next : acc || next;
+        }
+        expect(r.answer).toBe(acc ? 'True' : 'False');
         checked++;
       }
-      m = /^Evaluate: (.*)$/.exec(r.input);
+      m = /^(\w+) has (\d+) \w+ and (\w+) has (\d+) \w+\. Who has (more|fewer)/.exec(r.input);
       if (m) {
-        // The expression is Python syntax; rewrite it as JS to evaluate it independently.
-        const js = m[1]!.replace(/\bnot\b/g, '!').replace(/\band\b/g, '&&').replace(/\bor\b/g, '||').replace(/True/g, 'true').replace(/False/g, 'false');
-        expect(r.answer).toBe(String(new Function(`return ${js};`)()) === 'true' ? 'True' : 'False');
+        const [a, x, b, y, more] = [m[1], Number(m[2]), m[3], Number(m[4]), m[5] === 'more'];
+        expect(r.answer).toBe((more ? x > y : x < y) ? a : b);
         checked++;
       }
     }
@@ -247,7 +297,7 @@ describe('JSONL', () => {
   it('writeSuite writes every file, readable back in its format, and a README', () => {
     const out = join(dir, 'suite');
     writeSuite(out, suiteA);
-    expect(readdirSync(out).sort()).toEqual(suiteFiles().sort());
+    expect(readdirSync(out).sort()).toEqual(suiteFiles(suiteA).sort());
     expect(readJsonl(join(out, 'old-arith-gsm-eval.jsonl'), 'instance')).toEqual(suiteA.old['arith-gsm'].eval);
     expect(readJsonl(join(out, 'flashbacks.jsonl'), 'flashback')).toHaveLength(5 * 32);
     expect(readJsonl(join(out, 'new-eval.jsonl'), 'instance')).toEqual(suiteA.newEval);

@@ -1,48 +1,51 @@
-// `jfa demo`: the whole method on the generated benchmark, end to end. It generates the suites,
-// pretrains a small base model (cached under <out>/base for later runs with the same settings),
-// fine-tunes it on the new tasks with each method, evaluates every model on the old suites and on
-// held-out new tasks, prints a table and writes report.html (table and charts) and results.json.
+// `jfa demo`: the whole method on the generated benchmark, end to end. It starts from the shipped
+// base model (models/jfa-base, hash-checked) or pretrains one (--pretrain, cached under
+// <out>/base), fine-tunes it on the new tasks with each method for each seed, evaluates every model
+// on the old suites and on held-out new tasks, prints a table (mean ± sd over seeds) and writes
+// report.html (tables and charts) and results.json.
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 import { z } from 'zod';
 
 import { OLD_SUITE_NAMES, type OldSuiteName } from '../data/old-tasks.js';
+import { type InstanceRecord } from '../data/records.js';
 import { createRng } from '../data/rng.js';
-import { generateSuite, type Suite, writeSuite } from '../data/suite.js';
+import { sampleFlashbacks, type Suite, writeSuite } from '../data/suite.js';
 import { evaluateNew, evaluateOld } from '../jfa/evaluate.js';
-import { pretrain } from '../jfa/pretrain.js';
 import { type StepProgress, train, type TrainMethod } from '../jfa/trainer.js';
-import { learnMerges } from '../model/bpe.js';
-import { createModel } from '../model/create.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
+import { packageRoot } from '../locate.js';
 import { runtimeInfo } from '../runtime.js';
 import { readJson, writeFileAtomic } from '../util/files.js';
+import { type BaseCard, baseSchema, baseSuite, buildBase, readCard, sha256File, verifyBase } from './base.js';
 import { progress } from './progress.js';
-import { type DemoResults, type MethodResult, oldAverage, pct, renderReport, resultTable } from './report.js';
+import { aggregate, type DemoResults, type MethodResult, oldAverage, pct, renderReport, resultTable, type RunResult } from './report.js';
 
 export const DEMO_METHODS = ['sft', 'replay', 'flashback', 'jfa', 'jfa-no-latent', 'jfa-no-pcgrad'] as const;
 export type DemoMethod = (typeof DEMO_METHODS)[number];
+
+/** The base the demo starts from unless told otherwise: pretrained once by `jfa pretrain`, committed. */
+export const SHIPPED_BASE = join(packageRoot, 'models', 'jfa-base');
 
 const int = z.number().int().positive();
 export const demoSchema = z
   .object({
     out: z.string().default('jfa-demo'),
+    /** the first run seed; run i uses seed + i (new-task order, flashback sample, initialisation) */
     seed: z.number().int().nonnegative().default(1),
+    /** runs of every method, each with its own seed; the table shows mean ± sd */
+    seeds: int.default(1),
     methods: z.array(z.enum(DEMO_METHODS)).min(1).default(['sft', 'flashback', 'jfa', 'jfa-no-latent']),
-    /** the base model and its pretraining on the old suites' training data */
-    base: z
-      .object({
-        hiddenSize: int.default(256),
-        layers: int.default(4),
-        heads: int.default(4),
-        merges: z.number().int().nonnegative().default(800),
-        oldTrainPerSuite: int.default(600),
-        epochs: int.default(4),
-        lr: z.number().positive().default(2e-3),
-        microBatch: int.default(16),
-        maxTokens: int.default(200),
+    /**
+     * The base model: `dir` (default the shipped models/jfa-base, whose hash is checked), or with
+     * `pretrain` one built with the settings here into <out>/base (cached while they match).
+     */
+    base: baseSchema
+      .extend({
+        dir: z.string().optional(),
+        pretrain: z.boolean().default(false),
       })
       .strict()
       .prefault({}),
@@ -54,8 +57,8 @@ export const demoSchema = z
         lr: z.number().positive().default(5e-3),
         microBatch: int.default(8),
         accumulation: int.default(2),
-        /** the paper's default is 1; at this scale 0.5 keeps old outputs as well and learns more */
         alpha: z.number().nonnegative().default(0.5),
+        flashbacksPerSuite: int.default(32),
         r: int.default(8),
         loraAlpha: z.number().positive().default(16),
         maxTokens: int.default(200),
@@ -79,7 +82,7 @@ export const demoSchema = z
       })
       .strict()
       .prefault({}),
-    /** retrain the base even when a cached one matches */
+    /** with base.pretrain: pretrain again even when a cached base matches */
     fresh: z.boolean().optional(),
     json: z.boolean().optional(),
   })
@@ -99,41 +102,31 @@ const log = (quiet: boolean, line: string) => {
   if (!quiet) process.stderr.write(`${line}\n`);
 };
 
-/** The base model for these settings: the cached one when its stamp matches, else pretrained now. */
-async function baseModel(o: DemoOptions, suite: Suite, dir: string, quiet: boolean): Promise<{ seconds: number; cached: boolean; parameters: number }> {
-  const stampFile = join(dir, 'jfa-demo-base.json');
-  const stamp = { version: 2, seed: o.seed, ...o.base };
-  if (!o.fresh && existsSync(stampFile)) {
-    const saved = readJson<{ stamp: unknown; seconds: number; parameters: number }>(stampFile);
-    if (JSON.stringify(saved.stamp) === JSON.stringify(stamp)) {
-      log(quiet, `base model: cached in ${dir} (pretrained in ${saved.seconds.toFixed(0)} s); --fresh retrains it`);
-      return { seconds: saved.seconds, cached: true, parameters: saved.parameters };
-    }
+/** Flashback prompts drawn per suite for each run, from a pool this large (disjoint from train and eval). */
+const FLASHBACK_POOL = 128;
+
+/**
+ * The base model's directory and card: the given or shipped one (hash-checked against its card),
+ * or, with base.pretrain, one pretrained into <out>/base (cached while its settings match).
+ */
+async function baseModel(o: DemoOptions, out: string, quiet: boolean): Promise<{ dir: string; card: BaseCard; cached: boolean }> {
+  const { dir: given, pretrain, ...settings } = o.base;
+  if (!pretrain) {
+    const dir = resolve(given ?? SHIPPED_BASE);
+    const card = readCard(dir);
+    if (!card) throw new Error(`${dir}: no jfa-base.json (the base model's card); make one with jfa pretrain, or run jfa demo --pretrain`);
+    verifyBase(dir, card);
+    log(quiet, `base model: ${dir} (${(card.parameters / 1e6).toFixed(2)}M parameters, sha256 ${card.sha256.slice(0, 12)} verified)`);
+    return { dir, card, cached: true };
+  }
+  const dir = join(out, 'base');
+  const card = readCard(dir);
+  if (!o.fresh && card && JSON.stringify(card.options) === JSON.stringify(settings) && existsSync(join(dir, 'model.safetensors')) && sha256File(join(dir, 'model.safetensors')) === card.sha256) {
+    log(quiet, `base model: cached in ${dir} (pretrained in ${card.seconds.toFixed(0)} s); --fresh retrains it`);
+    return { dir, card, cached: true };
   }
   rmSync(dir, { recursive: true, force: true });
-  const b = o.base;
-  const oldTrain = OLD_SUITE_NAMES.flatMap((n) => suite.old[n].train);
-  // The tokenizer is learned from old and new text alike, as a general-purpose one would be.
-  const merges = learnMerges([...oldTrain, ...suite.newTrain].flatMap((r) => [r.instruction, r.input, r.output]), b.merges);
-  const intermediate = Math.round((b.hiddenSize * 8) / 3 / 32) * 32;
-  createModel(dir, { hiddenSize: b.hiddenSize, intermediateSize: intermediate, numLayers: b.layers, numHeads: b.heads, merges, seed: o.seed });
-  const tokenizer = Tokenizer.fromDir(dir);
-  using model = LlamaModel.load(dir);
-  log(quiet, `base model: ${(model.parameterCount / 1e6).toFixed(1)}M parameters, pretraining on ${oldTrain.length} old-task records (cached afterwards)`);
-  const bar = progress('  pretrain', quiet);
-  const r = await pretrain(model, tokenizer, oldTrain, {
-    epochs: b.epochs,
-    lr: b.lr,
-    microBatch: b.microBatch,
-    maxTokens: b.maxTokens,
-    seed: o.seed,
-    onStep: (p) => bar.update(p.step, p.totalSteps, { loss: p.sft.toFixed(3), 'tok/s': p.tokensPerSecond.toFixed(0) }),
-  });
-  bar.stop();
-  model.save(dir);
-  const seconds = r.elapsedMs / 1000;
-  writeFileAtomic(stampFile, `${JSON.stringify({ stamp, seconds, parameters: model.parameterCount }, null, 2)}\n`);
-  return { seconds, cached: false, parameters: model.parameterCount };
+  return { dir, card: await buildBase(dir, settings, { quiet, label: 'base model' }), cached: false };
 }
 
 async function evaluateAll(model: LlamaModel, tokenizer: Tokenizer, suite: Suite, o: DemoOptions, label: string, quiet: boolean) {
@@ -154,95 +147,128 @@ async function evaluateAll(model: LlamaModel, tokenizer: Tokenizer, suite: Suite
   return { old, newRougeL: fresh.rougeL, newExactMatch: fresh.exactMatch, examples: suite.newEval.slice(0, 3).map((r, i) => ({ input: `${r.instruction} ${r.input}`, reference: r.output, prediction: fresh.predictions[i]! })) };
 }
 
-export async function runDemo(o: DemoOptions): Promise<DemoResults> {
+/** What every run of the demo (and of a study) shares: the base, the data, the base's scores. */
+export interface Bench {
+  o: DemoOptions;
+  out: string;
+  quiet: boolean;
+  base: { dir: string; card: BaseCard; cached: boolean };
+  suite: Suite;
+  newTrain: InstanceRecord[];
+  tokenizer: Tokenizer;
+  baseScores: Awaited<ReturnType<typeof evaluateAll>>;
+}
+
+/**
+ * The base model and the generated benchmark it was pretrained on (its held-out part, the
+ * flashback pool and the new tasks are what the runs use), written where users can read it, and
+ * the base's own scores (cached beside the results for these weights and evaluation settings).
+ */
+export async function prepareBench(o: DemoOptions, title: string): Promise<Bench> {
   const quiet = Boolean(o.json);
-  const started = performance.now();
   const out = resolve(o.out);
   mkdirSync(out, { recursive: true });
   const info = runtimeInfo();
-  log(quiet, `jfa demo -> ${out} (libtorch ${info.torchVersion}, ${info.numThreads} threads)`);
-
-  // 1. The generated benchmark, written where users can read (and replace) it.
-  const suite = generateSuite({ seed: o.seed, oldTrainPerSuite: o.base.oldTrainPerSuite, oldEvalPerSuite: o.eval.oldPerSuite, evalInstancesPerTask: o.eval.newInstancesPerTask, newEvalTasks: o.eval.newTasks });
+  log(quiet, `${title} -> ${out} (libtorch ${info.torchVersion}, ${info.numThreads} threads)`);
+  const base = await baseModel(o, out, quiet);
+  const data = { dataSeed: base.card.options.dataSeed ?? o.seed, oldTrainPerSuite: base.card.options.oldTrainPerSuite ?? o.base.oldTrainPerSuite };
+  const suite = baseSuite(data, { oldEvalPerSuite: o.eval.oldPerSuite, flashbackPoolPerSuite: Math.max(FLASHBACK_POOL, o.train.flashbacksPerSuite), evalInstancesPerTask: o.eval.newInstancesPerTask, newEvalTasks: o.eval.newTasks });
   writeSuite(join(out, 'data'), suite);
-  const newTrain = o.train.records >= suite.newTrain.length ? suite.newTrain : createRng(o.seed).fork('demo/new-train').sample(suite.newTrain, o.train.records);
-  log(quiet, `data: ${OLD_SUITE_NAMES.length} old suites, ${suite.flashbacks.length} flashback prompts, ${newTrain.length} new-task training records from ${suite.newTrainTaskNames.length} tasks, ${suite.newEval.length} held-out records from ${suite.newEvalTaskNames.length} unseen tasks -> ${join(out, 'data')}`);
+  const newTrain = o.train.records >= suite.newTrain.length ? suite.newTrain : createRng(data.dataSeed).fork('demo/new-train').sample(suite.newTrain, o.train.records);
+  log(quiet, `data: ${OLD_SUITE_NAMES.length} old suites (${o.eval.oldPerSuite} held-out records each), ${o.train.flashbacksPerSuite} flashback prompts per suite per run, ${newTrain.length} new-task training records from ${suite.newTrainTaskNames.length} tasks, ${suite.newEval.length} held-out records from ${suite.newEvalTaskNames.length} unseen tasks -> ${join(out, 'data')}`);
+  const tokenizer = Tokenizer.fromDir(base.dir);
 
-  // 2. The base model.
-  const baseDir = join(out, 'base');
-  const base = await baseModel(o, suite, baseDir, quiet);
-  const tokenizer = Tokenizer.fromDir(baseDir);
-  const methods: MethodResult[] = [];
-  {
-    // The base's scores are kept beside it, for the evaluation settings they were made with.
-    const evalFile = join(baseDir, 'jfa-demo-eval.json');
-    const key = JSON.stringify({ seed: o.seed, eval: o.eval });
-    const saved = base.cached && existsSync(evalFile) ? readJson<{ key: string; scores: Awaited<ReturnType<typeof evaluateAll>> }>(evalFile) : undefined;
-    let scores = saved?.key === key ? saved.scores : undefined;
-    if (scores) log(quiet, '  base: scores cached with the model');
-    else {
-      using model = LlamaModel.load(baseDir);
-      scores = await evaluateAll(model, tokenizer, suite, o, 'base', quiet);
-      writeFileAtomic(evalFile, `${JSON.stringify({ key, scores })}\n`);
-    }
-    methods.push({ method: 'base', label: 'base', ...scores, forgetting: 0 });
+  const evalFile = join(out, 'base-eval.json');
+  const key = JSON.stringify({ sha256: base.card.sha256, data, eval: o.eval });
+  const saved = existsSync(evalFile) ? readJson<{ key: string; scores: Bench['baseScores'] }>(evalFile) : undefined;
+  let baseScores = saved?.key === key ? saved.scores : undefined;
+  if (baseScores) log(quiet, '  base: scores cached from an earlier run');
+  else {
+    using model = LlamaModel.load(base.dir);
+    baseScores = await evaluateAll(model, tokenizer, suite, o, 'base', quiet);
+    writeFileAtomic(evalFile, `${JSON.stringify({ key, scores: baseScores })}\n`);
   }
-  const baseOld = methods[0]!.old;
+  return { o, out, quiet, base, suite, newTrain, tokenizer, baseScores };
+}
 
-  // 3. Each method from the same base, then its evaluation.
-  const t = o.train;
-  for (const m of o.methods) {
-    const runDir = join(out, 'runs', m);
-    rmSync(runDir, { recursive: true, force: true });
-    using model = LlamaModel.load(baseDir);
-    const curve: Array<Pick<StepProgress, 'step' | 'sft' | 'divergence'>> = [];
-    const bar = progress(`  train ${methodLabel(m)}`, quiet);
-    const r = await train(
-      model,
-      tokenizer,
-      { newTrain, flashbacks: suite.flashbacks, replay: OLD_SUITE_NAMES.flatMap((n) => suite.old[n].train) },
-      {
-        ...trainMethod(m),
-        epochs: t.epochs,
-        lr: t.lr,
-        microBatch: t.microBatch,
-        accumulation: t.accumulation,
-        alpha: t.alpha,
-        maxTokens: t.maxTokens,
-        lora: { r: t.r, loraAlpha: t.loraAlpha },
-        latentOptions: { groups: t.groups, perGroup: t.perGroup, k: t.k, rank: t.latentRank, scale: t.latentScale },
-        seed: o.seed,
-        outDir: runDir,
-        onStep: (p) => {
-          curve.push({ step: p.step, sft: p.sft, divergence: p.divergence });
-          bar.update(p.step, p.totalSteps, { sft: p.sft.toFixed(3), div: p.divergence.toFixed(4), 'tok/s': p.tokensPerSecond.toFixed(0) });
-        },
+/** Settings one run may change from the demo's train section (a study's point). */
+export type RunOverrides = Partial<DemoOptions['train']> & { pcgrad?: boolean };
+
+/** Trains one method from the base with one seed, into `runDir`, and evaluates it. */
+export async function runOnce(b: Bench, m: DemoMethod, seed: number, runDir: string, label: string, overrides: RunOverrides = {}): Promise<RunResult> {
+  const t = { ...b.o.train, ...overrides };
+  rmSync(runDir, { recursive: true, force: true });
+  using model = LlamaModel.load(b.base.dir);
+  const curve: RunResult['curve'] = [];
+  const bar = progress(`  train ${label}`, b.quiet);
+  const method = trainMethod(m);
+  // No flashbacks means the method has nothing to hold the old outputs with: that is plain SFT.
+  const flashbacks = t.flashbacksPerSuite > 0 ? sampleFlashbacks(b.suite, t.flashbacksPerSuite, seed) : [];
+  if (flashbacks.length === 0 && method.method !== 'replay') method.method = 'sft';
+  const r = await train(
+    model,
+    b.tokenizer,
+    { newTrain: b.newTrain, flashbacks, replay: OLD_SUITE_NAMES.flatMap((n) => b.suite.old[n].train) },
+    {
+      ...method,
+      ...(overrides.pcgrad === undefined ? {} : { pcgrad: overrides.pcgrad }),
+      epochs: t.epochs,
+      lr: t.lr,
+      microBatch: t.microBatch,
+      accumulation: t.accumulation,
+      alpha: t.alpha,
+      maxTokens: t.maxTokens,
+      lora: { r: t.r, loraAlpha: t.loraAlpha },
+      latentOptions: { groups: t.groups, perGroup: t.perGroup, k: t.k, rank: t.latentRank, scale: t.latentScale },
+      seed,
+      outDir: runDir,
+      onStep: (p: StepProgress) => {
+        curve.push({ step: p.step, sft: p.sft, divergence: p.divergence });
+        bar.update(p.step, p.totalSteps, { sft: p.sft.toFixed(3), div: p.divergence.toFixed(4), 'tok/s': p.tokensPerSecond.toFixed(0) });
       },
-    );
-    bar.stop();
-    r.latent?.dispose();
-    // Evaluation uses the plain adapter, without latent retrieval (as the paper evaluates).
-    const scores = await evaluateAll(model, tokenizer, suite, o, methodLabel(m), quiet);
-    const forgetting = OLD_SUITE_NAMES.reduce((s, n) => s + (baseOld[n]! - scores.old[n]), 0) / OLD_SUITE_NAMES.length;
-    methods.push({ method: m, label: methodLabel(m), ...scores, forgetting, trainSeconds: r.elapsedMs / 1000, steps: r.steps, tokensPerSecond: r.tokens / (r.elapsedMs / 1000), curve });
-  }
+    },
+  );
+  bar.stop();
+  r.latent?.dispose();
+  const scores = await evaluateAll(model, b.tokenizer, b.suite, b.o, label, b.quiet);
+  const forgetting = OLD_SUITE_NAMES.reduce((s, n) => s + (b.baseScores.old[n]! - scores.old[n]), 0) / OLD_SUITE_NAMES.length;
+  return { seed, ...scores, forgetting, trainSeconds: r.elapsedMs / 1000, steps: r.steps, tokensPerSecond: r.tokens / (r.elapsedMs / 1000), curve };
+}
 
-  const results: DemoResults = {
-    out,
-    seed: o.seed,
-    wallSeconds: (performance.now() - started) / 1000,
-    base: { dir: baseDir, parameters: base.parameters, pretrainSeconds: base.seconds, cached: base.cached },
-    data: { newTrainRecords: newTrain.length, newEvalRecords: suite.newEval.length, oldEvalPerSuite: o.eval.oldPerSuite, flashbacks: suite.flashbacks.length },
-    suites: [...OLD_SUITE_NAMES],
-    methods,
-    options: o,
-    runtime: { torchVersion: info.torchVersion, threads: info.numThreads },
-  };
-  writeFileAtomic(join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
-  writeFileAtomic(join(out, 'report.html'), renderReport(results));
+export async function runDemo(o: DemoOptions): Promise<DemoResults> {
+  const started = performance.now();
+  const b = await prepareBench(o, 'jfa demo');
+  const runs = new Map<DemoMethod, RunResult[]>(o.methods.map((m) => [m, []]));
+  for (let i = 0; i < o.seeds; i++) {
+    const seed = o.seed + i;
+    for (const m of o.methods) {
+      const label = o.seeds > 1 ? `${methodLabel(m)} (seed ${seed})` : methodLabel(m);
+      runs.get(m)!.push(await runOnce(b, m, seed, join(b.out, 'runs', o.seeds > 1 ? `${m}-seed${seed}` : m), label));
+    }
+  }
+  const methods: MethodResult[] = [{ method: 'base', label: 'base', ...b.baseScores, forgetting: 0 }, ...o.methods.map((m) => aggregate(m, methodLabel(m), runs.get(m)!))];
+  const results: DemoResults = { ...benchSummary(b, started), methods };
+  writeFileAtomic(join(b.out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileAtomic(join(b.out, 'report.html'), renderReport(results));
   if (o.json) console.log(JSON.stringify(results));
   else console.log(formatTable(results));
   return results;
+}
+
+/** Everything of the results but the methods: where, when, which base, which data, which runtime. */
+export function benchSummary(b: Bench, started: number): Omit<DemoResults, 'methods'> {
+  const info = runtimeInfo();
+  return {
+    out: b.out,
+    seed: b.o.seed,
+    seeds: b.o.seeds,
+    wallSeconds: (performance.now() - started) / 1000,
+    base: { dir: b.base.dir, parameters: b.base.card.parameters, pretrainSeconds: b.base.card.seconds, cached: b.base.cached, sha256: b.base.card.sha256, scores: b.base.card.scores },
+    data: { newTrainRecords: b.newTrain.length, newEvalRecords: b.suite.newEval.length, oldEvalPerSuite: b.o.eval.oldPerSuite, flashbacks: b.o.train.flashbacksPerSuite * OLD_SUITE_NAMES.length },
+    suites: [...OLD_SUITE_NAMES],
+    options: b.o,
+    runtime: { torchVersion: info.torchVersion, threads: info.numThreads },
+  };
 }
 
 /** The demo's table and the two checks the method is judged by. */
@@ -251,20 +277,28 @@ export function formatTable(r: DemoResults): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   const lines = [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
-  lines.push('', 'scores in %; forgetting = base accuracy - accuracy after training, averaged over the old suites');
+  lines.push('', `scores in %${r.seeds > 1 ? `, mean ± sd over ${r.seeds} seeds` : ''}; forgetting = base accuracy - accuracy after training, averaged over the old suites`);
   lines.push(...verdicts(r));
   lines.push(`wall time ${r.wallSeconds.toFixed(0)} s (base ${r.base.cached ? 'cached' : `pretrained in ${r.base.pretrainSeconds.toFixed(0)} s`}); report: ${join(r.out, 'report.html')}`);
   return lines.join('\n');
 }
 
-/** JFA against SFT: forgetting at most half of SFT's, new-task ROUGE-L at least 95% of SFT's. */
+/**
+ * Each method against SFT: its share of SFT's forgetting and of SFT's new-task ROUGE-L, and, over
+ * several seeds, whether each difference is larger than the seed spread (sd of one plus the other).
+ */
 export function verdicts(r: DemoResults): string[] {
   const sft = r.methods.find((m) => m.method === 'sft');
   const out: string[] = [];
   if (!sft) return out;
-  for (const m of r.methods.filter((x) => x.method.startsWith('jfa') || x.method === 'flashback')) {
-    const f = sft.forgetting > 0 ? `${pct(m.forgetting / sft.forgetting)}% of SFT's forgetting` : `SFT did not forget (${pct(sft.forgetting)})`;
-    const n = sft.newRougeL > 0 ? `${pct(m.newRougeL / sft.newRougeL)}% of SFT's new-task ROUGE-L` : 'SFT scored 0 ROUGE-L';
+  const spread = (m: MethodResult, key: 'forgetting' | 'newRougeL') => {
+    if (!m.sd || !sft.sd) return '';
+    const gap = Math.abs(m[key] - sft[key]);
+    return gap > m.sd[key] + sft.sd[key] ? '' : ' (within the seed spread)';
+  };
+  for (const m of r.methods.filter((x) => x.method !== 'sft' && x.method !== 'base')) {
+    const f = sft.forgetting > 0 ? `${pct(m.forgetting / sft.forgetting)}% of SFT's forgetting${spread(m, 'forgetting')}` : `SFT did not forget (${pct(sft.forgetting)})`;
+    const n = sft.newRougeL > 0 ? `${pct(m.newRougeL / sft.newRougeL)}% of SFT's new-task ROUGE-L${spread(m, 'newRougeL')}` : 'SFT scored 0 ROUGE-L';
     out.push(`${m.label}: ${f}, ${n}`);
   }
   return out;

@@ -8,6 +8,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { packageRoot } from '../locate.js';
 import { DEMO_METHODS, demoSchema, runDemo } from './demo.js';
 import { doctor, formatChecks } from './doctor.js';
+import { runStudy, STUDIES, studySchema } from './study.js';
 import { runGenerate } from './generate.js';
 import { evalSchema, pretrainSchema, runEval, runPretrain, runTrain, trainSchema, withConfig } from './train.js';
 
@@ -31,15 +32,33 @@ program
 
 program
   .command('demo')
-  .description('the main job: generate the benchmark, pretrain a base model (cached), fine-tune it with sft, flashback and jfa, evaluate, and write report.html')
-  .option('--out <dir>', 'working directory: data/, base/ (cached), runs/, results.json, report.html (default jfa-demo)')
+  .description('the main job: from the shipped base model, fine-tune with sft, flashback and jfa on the generated benchmark, evaluate, and write report.html')
+  .option('--out <dir>', 'working directory: data/, runs/, results.json, report.html (default jfa-demo)')
   .option('--methods <m...>', `methods to compare: ${DEMO_METHODS.join(' ')} (default sft flashback jfa jfa-no-latent)`)
-  .option('--seed <n>', 'seed of the data and of every run', (v: string) => Number(v))
-  .option('--fresh', 'pretrain the base model again even when a cached one matches')
+  .option('--seed <n>', 'seed of the first run (new-task order, flashback sample, initialisation)', (v: string) => Number(v))
+  .option('--seeds <n>', 'runs of every method, seeds seed..seed+n-1; the table shows mean ± sd', (v: string) => Number(v))
+  .option('--pretrain', 'pretrain the base model (into <out>/base, cached) instead of using the shipped one')
+  .option('--fresh', 'with --pretrain: pretrain again even when a cached base matches')
   .option('--config <file>', 'options as JSON or YAML, including base, train and eval sections (flags override)')
   .option('--json', 'machine-readable output (results.json on stdout, no progress)')
   .action(async (flags) => {
-    await runDemo(withConfig(demoSchema, flags));
+    const { pretrain, ...rest } = flags as { pretrain?: boolean; config?: string };
+    const options = withConfig(demoSchema, rest);
+    if (pretrain) options.base.pretrain = true;
+    await runDemo(options);
+  });
+
+program
+  .command('study')
+  .description("a sweep of the paper's studies on the demo's benchmark: flashbacks per suite, alpha, the latent pool's shape, or PCGrad")
+  .argument('<study>', `one of ${STUDIES.join(', ')}`)
+  .option('--out <dir>', 'working directory (default jfa-study-<study>)')
+  .option('--seed <n>', 'seed of the first run', (v: string) => Number(v))
+  .option('--seeds <n>', 'runs per point, seeds seed..seed+n-1', (v: string) => Number(v))
+  .option('--config <file>', "the demo's options as JSON or YAML (base, train, eval sections)")
+  .option('--json', 'machine-readable output')
+  .action(async (study: string, flags) => {
+    await runStudy(withConfig(studySchema, { ...flags, study }));
   });
 
 const positiveInt = (name: string) => (v: string) => {
@@ -90,13 +109,17 @@ const trainingOptions = (c: Command) =>
 
 trainingOptions(program
   .command('pretrain')
-  .description('create a small Llama and train it from scratch (default data: the generated old-task suites)')
+  .description('create a small Llama and train it from scratch (default data: the generated old suites and general skills); writes a model card')
   .option('--out <dir>', 'model directory to write')
   .option('--data <files...>', 'JSONL files of {task, instruction, input, output} records')
   .option('--hidden-size <n>', 'hidden size', num('--hidden-size'))
   .option('--layers <n>', 'decoder layers', num('--layers'))
   .option('--heads <n>', 'attention heads', num('--heads'))
-  .option('--merges <n>', 'BPE merges to learn for the tokenizer', num('--merges')))
+  .option('--merges <n>', 'BPE merges to learn for the tokenizer', num('--merges'))
+  .option('--old-train-per-suite <n>', 'generated data: training records of each old suite', num('--old-train-per-suite'))
+  .option('--skills <n>', 'generated data: general-skill records', num('--skills'))
+  .option('--data-seed <n>', 'generated data: seed of the suites', num('--data-seed'))
+  .option('--eval-per-suite <n>', 'generated data: held-out records per old suite scored for the model card (0: none)', num('--eval-per-suite')))
   .action(async (flags) => runPretrain(withConfig(pretrainSchema, flags)));
 
 trainingOptions(program

@@ -1,31 +1,53 @@
 // report.html for `jfa demo`: one self-contained page (inline SVG, no scripts, nothing fetched)
 // with the results table, old-task accuracy per suite and method, and the training loss curves.
 
-export interface MethodResult {
-  method: string;
-  label: string;
+/** The scores of one model: one run of a method, or the mean over its runs. */
+interface Scores {
   old: Record<string, number>;
   newRougeL: number;
   newExactMatch: number;
   /** base accuracy minus this model's, averaged over the old suites */
   forgetting: number;
+}
+
+/** One run (one seed) of a method. */
+export interface RunResult extends Scores {
+  seed: number;
+  trainSeconds: number;
+  steps: number;
+  tokensPerSecond: number;
+  curve: Array<{ step: number; sft: number; divergence: number }>;
+  examples?: Array<{ input: string; reference: string; prediction: string }>;
+}
+
+/** A method's scores: means over its runs, their sample standard deviations, and the runs. */
+export interface MethodResult extends Scores {
+  method: string;
+  label: string;
+  /** standard deviations over seeds (present with two or more runs) */
+  sd?: { old: Record<string, number>; oldAverage: number; newRougeL: number; newExactMatch: number; forgetting: number };
+  runs?: RunResult[];
   trainSeconds?: number;
   steps?: number;
   tokensPerSecond?: number;
-  curve?: Array<{ step: number; sft: number; divergence: number }>;
-  examples?: Array<{ input: string; reference: string; prediction: string }>;
+  /** the first run's training curve */
+  curve?: RunResult['curve'];
+  examples?: RunResult['examples'];
 }
 
 export interface DemoResults {
   out: string;
   seed: number;
+  seeds: number;
   wallSeconds: number;
-  base: { dir: string; parameters: number; pretrainSeconds: number; cached: boolean };
+  base: { dir: string; parameters: number; pretrainSeconds: number; cached: boolean; sha256: string; scores?: Record<string, number> };
   data: { newTrainRecords: number; newEvalRecords: number; oldEvalPerSuite: number; flashbacks: number };
   suites: string[];
   methods: MethodResult[];
   options: unknown;
   runtime: { torchVersion: string; threads: number };
+  /** a study's swept values, one per row after the base's */
+  points?: Array<{ label: string; x?: number }>;
 }
 
 const COLORS = ['#888888', '#d62728', '#ff7f0e', '#1f77b4', '#2ca02c', '#9467bd', '#8c564b'];
@@ -39,21 +61,80 @@ export function oldAverage(m: Pick<MethodResult, 'old'>): number {
   return v.reduce((s, x) => s + x, 0) / v.length;
 }
 
-/** The results table, as the console and report.html both show it: a header and one row per method. */
+const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
+/** Sample standard deviation (n - 1). */
+const sd = (xs: number[]) => (xs.length < 2 ? 0 : Math.sqrt(xs.reduce((s, x) => s + (x - mean(xs)) ** 2, 0) / (xs.length - 1)));
+
+/** A method's result from its runs: means, and with two or more runs their standard deviations. */
+export function aggregate(method: string, label: string, runs: RunResult[]): MethodResult {
+  if (runs.length === 0) throw new RangeError(`aggregate: no runs of ${method}`);
+  const suites = Object.keys(runs[0]!.old);
+  const of = (f: (r: RunResult) => number) => runs.map(f);
+  const result: MethodResult = {
+    method,
+    label,
+    old: Object.fromEntries(suites.map((s) => [s, mean(of((r) => r.old[s]!))])),
+    newRougeL: mean(of((r) => r.newRougeL)),
+    newExactMatch: mean(of((r) => r.newExactMatch)),
+    forgetting: mean(of((r) => r.forgetting)),
+    runs,
+    trainSeconds: mean(of((r) => r.trainSeconds)),
+    steps: runs[0]!.steps,
+    tokensPerSecond: mean(of((r) => r.tokensPerSecond)),
+    curve: runs[0]!.curve,
+    examples: runs[0]!.examples,
+  };
+  if (runs.length > 1)
+    result.sd = {
+      old: Object.fromEntries(suites.map((s) => [s, sd(of((r) => r.old[s]!))])),
+      oldAverage: sd(of(oldAverage)),
+      newRougeL: sd(of((r) => r.newRougeL)),
+      newExactMatch: sd(of((r) => r.newExactMatch)),
+      forgetting: sd(of((r) => r.forgetting)),
+    };
+  return result;
+}
+
+/** The results table, as the console and report.html both show it: a header and one row per method (mean ± sd over seeds). */
 export function resultTable(r: DemoResults): { head: string[]; rows: string[][] } {
   const head = ['method', 'new ROUGE-L', 'new EM', ...r.suites, 'old avg', 'forgetting', 'steps', 'train s', 'tokens/s'];
+  const cell = (v: number, spread?: number) => (spread === undefined ? pct(v) : `${pct(v)} ± ${pct(spread)}`);
   const rows = r.methods.map((m) => [
     m.label,
-    pct(m.newRougeL),
-    pct(m.newExactMatch),
-    ...r.suites.map((s) => pct(m.old[s] ?? 0)),
-    pct(oldAverage(m)),
-    m.method === 'base' ? '-' : pct(m.forgetting),
+    cell(m.newRougeL, m.sd?.newRougeL),
+    cell(m.newExactMatch, m.sd?.newExactMatch),
+    ...r.suites.map((s) => cell(m.old[s] ?? 0, m.sd?.old[s])),
+    cell(oldAverage(m), m.sd?.oldAverage),
+    m.method === 'base' ? '-' : cell(m.forgetting, m.sd?.forgetting),
     m.steps?.toString() ?? '-',
     m.trainSeconds?.toFixed(0) ?? '-',
     m.tokensPerSecond?.toFixed(0) ?? '-',
   ]);
   return { head, rows };
+}
+
+/** Every run as a point (forgetting, new-task ROUGE-L), one colour per method, the mean as a ring: the spread over seeds at a glance. */
+function seedChart(r: DemoResults): string {
+  const trained = r.methods.filter((m) => m.runs?.length);
+  const points = trained.flatMap((m) => m.runs!.map((run) => [run.forgetting, run.newRougeL]));
+  if (points.length === 0) return '<p>(no runs)</p>';
+  const [w, h, left, bottom, top] = [760, 320, 50, 40, 20];
+  const xs = points.map((p) => p[0]!);
+  const [xLo, xHi] = [Math.min(0, ...xs), Math.max(...xs, 0.01)];
+  const x = (v: number) => left + ((w - left - 180) * (v - xLo)) / (xHi - xLo);
+  const y = (v: number) => top + (h - top - bottom) * (1 - v);
+  const parts: string[] = [];
+  for (const t of [0, 0.25, 0.5, 0.75, 1])
+    parts.push(`<line x1="${left}" x2="${w - 180}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/><text x="${left - 4}" y="${y(t) + 4}" text-anchor="end" font-size="11">${t * 100}</text>`);
+  parts.push(`<text x="${left}" y="${h - 8}" font-size="11">forgetting ${pct(xLo)}</text><text x="${w - 180}" y="${h - 8}" text-anchor="end" font-size="11">${pct(xHi)} (points)</text>`);
+  parts.push(`<text x="8" y="${top - 6}" font-size="11">new-task ROUGE-L</text>`);
+  trained.forEach((m) => {
+    const color = COLORS[r.methods.indexOf(m) % COLORS.length]!;
+    for (const run of m.runs!)
+      parts.push(`<circle cx="${x(run.forgetting).toFixed(1)}" cy="${y(run.newRougeL).toFixed(1)}" r="4" fill="${color}"><title>${esc(m.label)} seed ${run.seed}: forgetting ${pct(run.forgetting)}, ROUGE-L ${pct(run.newRougeL)}</title></circle>`);
+    parts.push(`<circle cx="${x(m.forgetting).toFixed(1)}" cy="${y(m.newRougeL).toFixed(1)}" r="8" fill="none" stroke="${color}" stroke-width="2"/>`);
+  });
+  return svg(w, h, parts, legend(trained.map((m) => m.label), w - 170, top, trained.map((m) => COLORS[r.methods.indexOf(m) % COLORS.length]!)));
 }
 
 function barChart(r: DemoResults): string {
@@ -109,7 +190,35 @@ function legend(labels: string[], x: number, y: number, colors = COLORS): string
 const svg = (w: number, h: number, parts: string[], extra: string) =>
   `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" font-family="sans-serif">${parts.join('')}${extra}</svg>`;
 
-export function renderReport(r: DemoResults): string {
+/** A study's curves: new-task ROUGE-L and forgetting against the swept value, ± sd as whiskers. */
+function studyChart(r: DemoResults): string {
+  const rows = r.methods.slice(1);
+  const xs = r.points?.map((p) => p.x);
+  if (!xs || xs.some((x) => x === undefined) || rows.length !== xs.length) return '';
+  const log = Math.min(...(xs as number[])) > 0 && Math.max(...(xs as number[])) / Math.min(...(xs as number[])) >= 20;
+  const tx = (v: number) => (log ? Math.log10(v) : v);
+  const [lo, hi] = [Math.min(...xs.map((v) => tx(v!))), Math.max(...xs.map((v) => tx(v!)))];
+  const [w, h, left, bottom, top] = [760, 300, 50, 40, 20];
+  const x = (v: number) => left + ((w - left - 180) * (tx(v) - lo)) / (hi - lo || 1);
+  const y = (v: number) => top + (h - top - bottom) * (1 - v);
+  const parts: string[] = [];
+  for (const t of [0, 0.25, 0.5, 0.75, 1])
+    parts.push(`<line x1="${left}" x2="${w - 180}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/><text x="${left - 4}" y="${y(t) + 4}" text-anchor="end" font-size="11">${t * 100}</text>`);
+  xs.forEach((v) => parts.push(`<text x="${x(v!)}" y="${h - bottom + 16}" text-anchor="middle" font-size="11">${v}</text>`));
+  const series = [
+    { label: 'new-task ROUGE-L', color: COLORS[3]!, value: (m: MethodResult) => [m.newRougeL, m.sd?.newRougeL ?? 0] },
+    { label: 'forgetting', color: COLORS[1]!, value: (m: MethodResult) => [m.forgetting, m.sd?.forgetting ?? 0] },
+  ];
+  for (const s of series) {
+    const pts = rows.map((m, i) => [x(xs[i]!), ...s.value(m)] as [number, number, number]);
+    parts.push(`<polyline fill="none" stroke="${s.color}" stroke-width="1.5" points="${pts.map(([a, v]) => `${a.toFixed(1)},${y(v).toFixed(1)}`).join(' ')}"/>`);
+    for (const [a, v, e] of pts)
+      parts.push(`<line x1="${a.toFixed(1)}" x2="${a.toFixed(1)}" y1="${y(v - e).toFixed(1)}" y2="${y(v + e).toFixed(1)}" stroke="${s.color}"/><circle cx="${a.toFixed(1)}" cy="${y(v).toFixed(1)}" r="3" fill="${s.color}"/>`);
+  }
+  return svg(w, h, parts, legend(series.map((s) => s.label), w - 170, top, series.map((s) => s.color)));
+}
+
+export function renderReport(r: DemoResults, title = 'demo report'): string {
   const trained = r.methods.filter((m) => m.curve?.length);
   const colorOf = (m: MethodResult) => COLORS[r.methods.indexOf(m) % COLORS.length]!;
   const table = resultTable(r);
@@ -119,17 +228,21 @@ export function renderReport(r: DemoResults): string {
     .map((m) => `<h3>${esc(m.label)}</h3><ul>${m.examples!.map((e) => `<li><code>${esc(e.input)}</code><br>reference: <code>${esc(e.reference)}</code><br>output: <code>${esc(e.prediction)}</code></li>`).join('')}</ul>`)
     .join('');
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>jfa demo report</title>
+<html lang="en"><head><meta charset="utf-8"><title>jfa ${esc(title)}</title>
 <style>body{font-family:sans-serif;max-width:900px;margin:2em auto;color:#222}table{border-collapse:collapse}td,th{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}th:first-child{text-align:left}code{font-size:12px}</style>
 </head><body>
-<h1>Joint Flashback Adaptation: demo report</h1>
-<p>Base model: ${(r.base.parameters / 1e6).toFixed(2)}M parameters (${r.base.cached ? 'cached' : `pretrained in ${r.base.pretrainSeconds.toFixed(0)} s`}).
+<h1>Joint Flashback Adaptation: ${esc(title)}</h1>
+<p>Base model: ${(r.base.parameters / 1e6).toFixed(2)}M parameters, pretrained in ${(r.base.pretrainSeconds / 60).toFixed(1)} min${r.base.cached ? '' : ' by this run'} (sha256 ${esc(r.base.sha256.slice(0, 12))}).
 New-task training: ${r.data.newTrainRecords} records; held-out evaluation: ${r.data.newEvalRecords} records of unseen tasks;
 old suites: ${r.data.oldEvalPerSuite} evaluation records each; ${r.data.flashbacks} flashback prompts.
-libtorch ${esc(r.runtime.torchVersion)}, ${r.runtime.threads} threads; wall time ${r.wallSeconds.toFixed(0)} s; seed ${r.seed}.</p>
+libtorch ${esc(r.runtime.torchVersion)}, ${r.runtime.threads} threads; wall time ${r.wallSeconds.toFixed(0)} s; ${r.seeds > 1 ? `seeds ${r.seed}-${r.seed + r.seeds - 1} (mean ± sd)` : `seed ${r.seed}`}.</p>
 <h2>Results</h2>
 <p>Scores in %. Forgetting = base accuracy minus accuracy after training, averaged over the old suites (lower is better).</p>
 <table><tr>${table.head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr>${rows.join('')}</table>
+${studyChart(r) ? `<h2>The sweep</h2>${studyChart(r)}` : ''}
+<h2>Each seed: forgetting against new-task ROUGE-L</h2>
+<p>Dots are runs (one per seed), rings the means: lower right is better learning with less forgetting.</p>
+${seedChart(r)}
 <h2>Old-task accuracy per method</h2>
 ${barChart(r)}
 <h2>Training loss (new-task cross-entropy)</h2>

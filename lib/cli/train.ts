@@ -8,14 +8,11 @@ import { z } from 'zod';
 
 import { readJsonl } from '../data/jsonl.js';
 import { type InstanceRecord, type OldRecord } from '../data/records.js';
-import { generateSuite } from '../data/suite.js';
 import { evaluateNew, evaluateOld } from '../jfa/evaluate.js';
-import { pretrain } from '../jfa/pretrain.js';
 import { train } from '../jfa/trainer.js';
-import { learnMerges } from '../model/bpe.js';
-import { createModel } from '../model/create.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
+import { baseSchema, buildBase } from './base.js';
 import { progress } from './progress.js';
 
 /** Reads --config (JSON, or YAML by its .yaml/.yml name) and overlays the flags given on the command line, then validates. */
@@ -42,45 +39,21 @@ export function withConfig<T extends z.ZodType>(schema: T, flags: Record<string,
 const seed = z.number().int().nonnegative().default(0);
 const json = z.boolean().optional();
 
-export const pretrainSchema = z
-  .object({
+export const pretrainSchema = baseSchema
+  .extend({
     out: z.string(),
     data: z.array(z.string()).optional(),
-    hiddenSize: z.number().int().positive().default(192),
-    layers: z.number().int().positive().default(4),
-    heads: z.number().int().positive().default(4),
-    merges: z.number().int().nonnegative().default(600),
-    epochs: z.number().int().positive().default(6),
-    lr: z.number().positive().default(2e-3),
-    maxTokens: z.number().int().positive().default(200),
-    microBatch: z.number().int().positive().default(16),
-    seed,
     json,
   })
   .strict();
 
 export async function runPretrain(o: z.infer<typeof pretrainSchema>): Promise<void> {
-  const records: InstanceRecord[] = o.data?.length
-    ? o.data.flatMap((f) => readJsonl(f, 'instance'))
-    : Object.values(generateSuite({ seed: o.seed }).old).flatMap((s) => s.train);
-  const merges = learnMerges(records.flatMap((r) => [r.instruction, r.input, r.output]), o.merges);
-  const intermediate = Math.round((o.hiddenSize * 8) / 3 / 32) * 32;
-  createModel(o.out, { hiddenSize: o.hiddenSize, intermediateSize: intermediate, numLayers: o.layers, numHeads: o.heads, merges, seed: o.seed });
-  const tokenizer = Tokenizer.fromDir(o.out);
-  using model = LlamaModel.load(o.out);
-  const bar = progress('pretrain', Boolean(o.json));
-  const r = await pretrain(model, tokenizer, records, {
-    epochs: o.epochs,
-    lr: o.lr,
-    maxTokens: o.maxTokens,
-    microBatch: o.microBatch,
-    seed: o.seed,
-    onStep: (p) => bar.update(p.step, p.totalSteps, { loss: p.sft.toFixed(3), 'tok/s': p.tokensPerSecond.toFixed(0) }),
-  });
-  bar.stop();
-  model.save(o.out);
-  const summary = { out: o.out, records: records.length, parameters: model.parameterCount, ...r };
-  console.log(o.json ? JSON.stringify(summary) : `pretrained ${summary.parameters} parameters on ${records.length} records in ${(r.elapsedMs / 1000).toFixed(1)} s -> ${o.out}`);
+  const { out, data, json: quiet, ...options } = o;
+  // Data files are read (and their errors reported) before anything is written.
+  data?.forEach((f) => readJsonl(f, 'instance'));
+  const card = await buildBase(out, options, { data, quiet });
+  const scores = card.scores ? `; old suites ${Object.entries(card.scores).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}`).join(', ')}` : '';
+  console.log(quiet ? JSON.stringify({ out, ...card }) : `pretrained ${card.parameters} parameters on ${card.records} records in ${card.seconds.toFixed(1)} s${scores} -> ${out}`);
 }
 
 export const trainSchema = z

@@ -9,9 +9,9 @@ export type OldGenerator = (rng: Rng, n: number) => OldRecord[];
 const NAMES = ['Ana', 'Ben', 'Carla', 'Dev', 'Emma', 'Farid', 'Grace', 'Hugo', 'Ines', 'Jonas', 'Kemi', 'Luis', 'Mei', 'Noor', 'Omar', 'Priya'];
 const ITEMS = ['apples', 'pencils', 'stickers', 'marbles', 'cookies', 'books', 'shells', 'cards', 'eggs', 'balloons'];
 
-const ARITH_INSTRUCTION = "Solve the math word problem. Show your steps and end with 'The answer is N.'";
-const CHOICE_INSTRUCTION = "Answer the multiple-choice question. Explain briefly and end with 'Answer: X' where X is the letter of the correct option.";
-const LOGIC_INSTRUCTION = "Solve the puzzle. Explain briefly and end with 'The answer is X.'";
+const ARITH_INSTRUCTION = "Solve the math word problem step by step. End with 'The answer is N.'";
+const CHOICE_INSTRUCTION = "Answer the multiple-choice question. State the fact, then 'Answer: X' with the letter of the correct option.";
+const LOGIC_INSTRUCTION = "Solve the puzzle step by step. End with 'The answer is X.'";
 
 function repeat(n: number, make: () => OldRecord): OldRecord[] {
   return Array.from({ length: n }, make);
@@ -21,88 +21,91 @@ function arith(task: string, input: string, steps: string[], answer: number): Ol
   return { task, instruction: ARITH_INSTRUCTION, input, output: `${steps.join(' ')} The answer is ${answer}.`, answer: String(answer) };
 }
 
+// Sized for a small model: every step is one operation on numbers below 100, products are of
+// one-digit factors, and each step is written out ("a op b = c"), as a worked solution.
+
 // --- arith-gsm: 2-3 step problems about buying, sharing and rates.
 const gsmTemplates: ((r: Rng) => OldRecord)[] = [
   (r) => {
     const [name, item] = [r.pick(NAMES), r.pick(ITEMS)];
-    const [packs, per] = [r.int(2, 9), r.int(3, 12)];
+    const [packs, per] = [r.int(2, 9), r.int(2, 9)];
     const total = packs * per;
     const given = r.int(1, total - 1);
     return arith('arith-gsm', `${name} buys ${packs} packs of ${item} with ${per} ${item} in each pack. ${name} then gives away ${given} ${item}. How many ${item} does ${name} have left?`,
-      [`${name} buys ${packs} x ${per} = ${total} ${item}.`, `After giving away ${given}, ${name} has ${total} - ${given} = ${total - given}.`], total - given);
+      [`${packs} x ${per} = ${total}.`, `${total} - ${given} = ${total - given}.`], total - given);
   },
   (r) => {
     const [name, item] = [r.pick(NAMES), r.pick(ITEMS)];
-    const [friends, each] = [r.int(2, 8), r.int(2, 15)];
+    const [friends, each] = [r.int(2, 9), r.int(2, 9)];
     const total = friends * each;
     const had = r.int(1, total - 1);
     const bought = total - had;
     return arith('arith-gsm', `${name} has ${had} ${item} and buys ${bought} more. ${name} shares all of them equally among ${friends} friends. How many ${item} does each friend get?`,
-      [`${name} has ${had} + ${bought} = ${total} ${item}.`, `Each friend gets ${total} / ${friends} = ${each}.`], each);
+      [`${had} + ${bought} = ${total}.`, `${total} / ${friends} = ${each}.`], each);
   },
   (r) => {
-    const rate = r.int(3, 40);
+    const rate = r.int(2, 9);
     const [h1, h2] = [r.int(2, 9), r.int(2, 9)];
     const [a, b] = [rate * h1, rate * h2];
     return arith('arith-gsm', `A machine makes ${rate} toys per hour. It runs for ${h1} hours on Monday and ${h2} hours on Tuesday. How many toys does it make on the two days together?`,
-      [`On Monday it makes ${rate} x ${h1} = ${a}.`, `On Tuesday it makes ${rate} x ${h2} = ${b}.`, `Together ${a} + ${b} = ${a + b}.`], a + b);
+      [`${rate} x ${h1} = ${a}.`, `${rate} x ${h2} = ${b}.`, `${a} + ${b} = ${a + b}.`], a + b);
   },
   (r) => {
     const [name, item] = [r.pick(NAMES), r.pick(ITEMS)];
-    const [count, price] = [r.int(2, 9), r.int(2, 12)];
+    const [count, price] = [r.int(2, 9), r.int(2, 9)];
     const cost = count * price;
-    const bill = (Math.floor(cost / 10) + r.int(1, 5)) * 10;
+    const bill = Math.min(100, (Math.floor(cost / 10) + r.int(1, 3)) * 10);
     return arith('arith-gsm', `${name} buys ${count} bags of ${item} at $${price} per bag and pays with a $${bill} bill. How many dollars of change does ${name} get?`,
-      [`The bags cost ${count} x ${price} = ${cost} dollars.`, `The change is ${bill} - ${cost} = ${bill - cost}.`], bill - cost);
+      [`${count} x ${price} = ${cost}.`, `${bill} - ${cost} = ${bill - cost}.`], bill - cost);
   },
   (r) => {
     const name = r.pick(NAMES);
-    const [speed, hours, extra] = [r.int(20, 80), r.int(2, 6), r.int(5, 60)];
+    const [speed, hours, extra] = [r.int(2, 9), r.int(2, 9), r.int(2, 19)];
     const d = speed * hours;
-    return arith('arith-gsm', `${name} drives at ${speed} km per hour for ${hours} hours, then walks ${extra} km more. How many km does ${name} travel in all?`,
-      [`Driving covers ${speed} x ${hours} = ${d} km.`, `In all ${d} + ${extra} = ${d + extra} km.`], d + extra);
+    return arith('arith-gsm', `${name} cycles at ${speed} km per hour for ${hours} hours, then walks ${extra} km more. How many km does ${name} travel in all?`,
+      [`${speed} x ${hours} = ${d}.`, `${d} + ${extra} = ${d + extra}.`], d + extra);
   },
 ];
 
 export const arithGsm: OldGenerator = (rng, n) => repeat(n, () => rng.pick(gsmTemplates)(rng));
 
-// --- arith-svamp: one/two-step problems with question-first phrasing, distractors and reordering.
+// --- arith-svamp: one-step problems with question-first phrasing, distractors and reordering.
 const svampTemplates: ((r: Rng) => OldRecord)[] = [
   (r) => {
     const [name, item] = [r.pick(NAMES), r.pick(ITEMS)];
-    const [a, b] = [r.int(2, 60), r.int(2, 60)];
+    const [a, b] = [r.int(2, 49), r.int(2, 49)];
     return arith('arith-svamp', `How many ${item} does ${name} have now if ${name} had ${a} ${item} and got ${b} more?`, [`${a} + ${b} = ${a + b}.`], a + b);
   },
   (r) => {
     const [name, item] = [r.pick(NAMES), r.pick(ITEMS)];
     const other = r.pick(ITEMS.filter((i) => i !== item));
-    const [a, d, b] = [r.int(10, 80), r.int(2, 50), r.int(1, 9)];
+    const [a, d] = [r.int(10, 99), r.int(2, 50)];
+    const b = r.int(1, a - 1);
     return arith('arith-svamp', `${name} had ${a} ${item} and ${d} ${other}. ${name} lost ${b} ${item}. How many ${item} does ${name} have now?`,
-      [`The ${other} do not matter.`, `${a} - ${b} = ${a - b}.`], a - b);
+      [`${a} - ${b} = ${a - b}.`], a - b);
   },
   (r) => {
     const [name, friend, item] = [r.pick(NAMES), r.pick(NAMES), r.pick(ITEMS)];
-    const [left, gave] = [r.int(1, 50), r.int(1, 50)];
+    const [left, gave] = [r.int(1, 49), r.int(1, 49)];
     return arith('arith-svamp', `After giving ${gave} ${item} to ${friend}, ${name} has ${left} ${item} left. How many ${item} did ${name} have at first?`,
-      [`${name} had ${left} + ${gave} = ${left + gave}.`], left + gave);
+      [`${left} + ${gave} = ${left + gave}.`], left + gave);
   },
   (r) => {
     const [name, friend, item] = [r.pick(NAMES), r.pick(NAMES), r.pick(ITEMS)];
-    const a = r.int(10, 60);
+    const a = r.int(10, 99);
     const fewer = r.int(1, a - 1);
-    const b = a - fewer;
-    return arith('arith-svamp', `${name} has ${a} ${item}. ${friend} has ${fewer} fewer ${item} than ${name}. How many ${item} do they have together?`,
-      [`${friend} has ${a} - ${fewer} = ${b}.`, `Together ${a} + ${b} = ${a + b}.`], a + b);
+    return arith('arith-svamp', `${name} has ${a} ${item}. ${friend} has ${fewer} fewer ${item} than ${name}. How many ${item} does ${friend} have?`,
+      [`${a} - ${fewer} = ${a - fewer}.`], a - fewer);
   },
   (r) => {
     const item = r.pick(ITEMS);
-    const [boxes, per, d] = [r.int(2, 12), r.int(2, 12), r.int(2, 30)];
+    const [boxes, per, d] = [r.int(2, 9), r.int(2, 9), r.int(2, 30)];
     return arith('arith-svamp', `Each box holds ${per} ${item}. A shelf has ${d} labels and ${boxes} full boxes. How many ${item} are on the shelf?`,
-      [`The labels do not matter.`, `${boxes} x ${per} = ${boxes * per}.`], boxes * per);
+      [`${boxes} x ${per} = ${boxes * per}.`], boxes * per);
   },
   (r) => {
     const [name, item] = [r.pick(NAMES), r.pick(ITEMS)];
-    const [groups, per] = [r.int(2, 9), r.int(2, 12)];
+    const [groups, per] = [r.int(2, 9), r.int(2, 9)];
     const total = groups * per;
     return arith('arith-svamp', `There are ${total} ${item} to put into ${groups} equal groups. How many ${item} go in each group, asks ${name}?`,
       [`${total} / ${groups} = ${per}.`], per);
@@ -224,55 +227,63 @@ const knowledgeTemplates: ((r: Rng) => OldRecord)[] = [
 
 export const knowledgeMc: OldGenerator = (rng, n) => repeat(n, () => rng.pick(knowledgeTemplates)(rng));
 
-// --- logic: ordering, boolean expressions, date arithmetic; answers are exact strings.
-function logicRecord(input: string, why: string, answer: string): OldRecord {
-  return { task: 'logic', instruction: LOGIC_INSTRUCTION, input, output: `${why} The answer is ${answer}.`, answer };
+// --- logic: ordering, boolean expressions, weekday arithmetic; answers are exact strings, worked
+// one step at a time.
+function logicRecord(input: string, steps: string[], answer: string): OldRecord {
+  return { task: 'logic', instruction: LOGIC_INSTRUCTION, input, output: `${steps.join(' ')} The answer is ${answer}.`, answer };
 }
 
 function ordering(r: Rng): OldRecord {
-  const people = r.sample(NAMES, r.int(3, 5));
+  const people = r.sample(NAMES, 3);
   const [more, most, least] = r.pick([['taller', 'tallest', 'shortest'], ['older', 'oldest', 'youngest'], ['faster', 'fastest', 'slowest']] as const);
   // people[0] ranks first; each fact compares neighbours, shuffled so the chain must be rebuilt.
   const facts = r.shuffle(people.slice(0, -1).map((p, i) => `${p} is ${more} than ${people[i + 1]}.`));
   const askMost = r.next() < 0.5;
   const answer = (askMost ? people[0] : people[people.length - 1]) as string;
-  return logicRecord(`${facts.join(' ')} Who is the ${askMost ? most : least}?`, `The order from ${most} to ${least} is ${people.join(', ')}.`, answer);
+  return logicRecord(`${facts.join(' ')} Who is the ${askMost ? most : least}?`, [`From ${most} to ${least}: ${people.join(', ')}.`], answer);
 }
 
-type BoolExpr = { text: string; value: boolean };
-function boolExpr(r: Rng, depth: number, root = false): BoolExpr {
-  // The root is always an operator, so no puzzle is a bare constant.
-  if (depth === 0 || (!root && r.next() < 0.25)) {
-    const value = r.next() < 0.5;
-    return { text: value ? 'True' : 'False', value };
-  }
-  const kind = r.int(0, 2);
-  if (kind === 0) {
-    const e = boolExpr(r, depth - 1);
-    return { text: `not ${wrap(e.text)}`, value: !e.value };
-  }
-  const [a, b] = [boolExpr(r, depth - 1), boolExpr(r, depth - 1)];
-  return kind === 1 ? { text: `${wrap(a.text)} and ${wrap(b.text)}`, value: a.value && b.value } : { text: `${wrap(a.text)} or ${wrap(b.text)}`, value: a.value || b.value };
-}
-const wrap = (t: string): string => (t === 'True' || t === 'False' ? t : `(${t})`);
+const bool = (v: boolean): string => (v ? 'True' : 'False');
 
+/**
+ * Five constants joined by four operators, one of them negated at most, read left to right:
+ * "True and False or not True and True or False", evaluated one operator per step. Over 3,000
+ * distinct expressions, so evaluation inputs stay unseen in training.
+ */
 function booleans(r: Rng): OldRecord {
-  const e = boolExpr(r, 3, true);
-  const v = e.value ? 'True' : 'False';
-  return logicRecord(`Evaluate: ${e.text}`, `Evaluating the expression step by step gives ${v}.`, v);
+  const values = Array.from({ length: 5 }, () => r.next() < 0.5);
+  const ops = Array.from({ length: 4 }, () => (r.next() < 0.5 ? 'and' : 'or'));
+  const negated = r.int(-1, 4); // -1: none
+  const steps: string[] = [];
+  const term = (i: number): boolean => {
+    if (i !== negated) return values[i]!;
+    steps.push(`not ${bool(values[i]!)} = ${bool(!values[i])}.`);
+    return !values[i];
+  };
+  const text = values.map((v, i) => `${i === negated ? 'not ' : ''}${bool(v)}`).reduce((acc, t, i) => `${acc} ${ops[i - 1]} ${t}`);
+  let acc = term(0);
+  for (let i = 1; i < 5; i++) {
+    const next = term(i);
+    const value = ops[i - 1] === 'and' ? acc && next : acc || next;
+    steps.push(`${bool(acc)} ${ops[i - 1]} ${bool(next)} = ${bool(value)}.`);
+    acc = value;
+  }
+  return logicRecord(`Evaluate from left to right: ${text}`, steps, bool(acc));
 }
 
-function dates(r: Rng): OldRecord {
-  const start = Date.UTC(r.int(1990, 2030), r.int(0, 11), r.int(1, 28));
-  const days = r.int(1, 60);
-  const after = r.next() < 0.5;
-  const end = start + (after ? days : -days) * 86_400_000;
-  const iso = (t: number): string => new Date(t).toISOString().slice(0, 10);
-  return logicRecord(`What date is ${days} days ${after ? 'after' : 'before'} ${iso(start)}? Answer in YYYY-MM-DD format.`,
-    `Counting ${days} days ${after ? 'forward' : 'back'} from ${iso(start)} gives ${iso(end)}.`, iso(end));
+function compare(r: Rng): OldRecord {
+  const [a, b] = r.sample(NAMES, 2) as [string, string];
+  const item = r.pick(ITEMS);
+  const x = r.int(1, 99);
+  let y = r.int(1, 98);
+  if (y >= x) y += 1;
+  const more = r.next() < 0.5;
+  const answer = (more ? x > y : x < y) ? a : b;
+  const [hi, lo] = x > y ? [x, y] : [y, x];
+  return logicRecord(`${a} has ${x} ${item} and ${b} has ${y} ${item}. Who has ${more ? 'more' : 'fewer'} ${item}?`, [`${hi} is more than ${lo}.`], answer);
 }
 
-export const logic: OldGenerator = (rng, n) => repeat(n, () => rng.pick([ordering, booleans, dates])(rng));
+export const logic: OldGenerator = (rng, n) => repeat(n, () => rng.pick([ordering, booleans, compare])(rng));
 
 function cap(s: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1);

@@ -9,6 +9,7 @@ import { OLD_SUITE_NAMES, OLD_SUITES, type OldSuiteName } from './old-tasks.js';
 import type { FlashbackRecord, InstanceRecord, OldRecord } from './records.js';
 import { toFlashback } from './records.js';
 import { createRng, type Rng } from './rng.js';
+import { generalSkills } from './skills.js';
 
 export interface SuiteOptions {
   seed: number;
@@ -16,6 +17,13 @@ export interface SuiteOptions {
   oldTrainPerSuite?: number;
   oldEvalPerSuite?: number;
   flashbacksPerSuite?: number;
+  /**
+   * Flashback prompts per suite to draw samples from (default: flashbacksPerSuite). Disjoint from
+   * train and eval; `sampleFlashbacks` takes a seeded sample of it for each run.
+   */
+  flashbackPoolPerSuite?: number;
+  /** General-skill records (skills.ts) for pretraining a base; default none. */
+  skills?: number;
   /** Caps on how many tasks to use (default: all of the split). */
   newTrainTasks?: number;
   newEvalTasks?: number;
@@ -28,7 +36,11 @@ export interface SuiteOptions {
 export interface Suite {
   seed: number;
   old: Record<OldSuiteName, { train: OldRecord[]; eval: OldRecord[] }>;
+  /** `flashbacksPerSuite` prompts of each suite: the first of its pool. */
   flashbacks: FlashbackRecord[];
+  flashbackPool: FlashbackRecord[];
+  /** General-skill records for pretraining (empty unless asked for). */
+  skills: InstanceRecord[];
   newTrain: InstanceRecord[];
   newEval: InstanceRecord[];
   newTrainTaskNames: string[];
@@ -47,17 +59,21 @@ function fresh(gen: (rng: Rng, n: number) => OldRecord[], rng: Rng, n: number, e
 }
 
 export function generateSuite(options: SuiteOptions): Suite {
-  const o = { oldTrainPerSuite: 200, oldEvalPerSuite: 100, flashbacksPerSuite: 32, instancesPerTask: 20, evalInstancesPerTask: 10, splitSalt: 0, ...options };
+  const o = { oldTrainPerSuite: 200, oldEvalPerSuite: 100, flashbacksPerSuite: 32, instancesPerTask: 20, evalInstancesPerTask: 10, splitSalt: 0, skills: 0, ...options };
+  const poolPerSuite = Math.max(o.flashbackPoolPerSuite ?? o.flashbacksPerSuite, o.flashbacksPerSuite);
   const root = createRng(o.seed);
   const old = {} as Suite['old'];
   const flashbacks: FlashbackRecord[] = [];
+  const flashbackPool: FlashbackRecord[] = [];
   for (const name of OLD_SUITE_NAMES) {
     const gen = OLD_SUITES[name];
     const seen = new Set<string>();
     const train = fresh(gen, root.fork(`${name}/train`), o.oldTrainPerSuite, seen);
     const evalRecords = fresh(gen, root.fork(`${name}/eval`), o.oldEvalPerSuite, seen);
     old[name] = { train, eval: evalRecords };
-    flashbacks.push(...fresh(gen, root.fork(`${name}/flashback`), o.flashbacksPerSuite, seen).map(toFlashback));
+    const pool = fresh(gen, root.fork(`${name}/flashback`), poolPerSuite, seen).map(toFlashback);
+    flashbackPool.push(...pool);
+    flashbacks.push(...pool.slice(0, o.flashbacksPerSuite));
   }
   const split = splitTasks(newTasks(), o.splitSalt);
   const pickTasks = (tasks: typeof split.train, cap: number | undefined, label: string) =>
@@ -66,12 +82,29 @@ export function generateSuite(options: SuiteOptions): Suite {
   const evalTasks = pickTasks(split.test, o.newEvalTasks, 'new/eval-tasks');
   const newTrain = trainTasks.flatMap((t) => instances(t, root.fork(`new/${t.name}`), o.instancesPerTask));
   const newEval = evalTasks.flatMap((t) => instances(t, root.fork(`new/${t.name}`), o.evalInstancesPerTask));
-  return { seed: o.seed, old, flashbacks, newTrain, newEval, newTrainTaskNames: trainTasks.map((t) => t.name), newEvalTaskNames: evalTasks.map((t) => t.name) };
+  const skills = generalSkills(root.fork('skills'), o.skills);
+  return { seed: o.seed, old, flashbacks, flashbackPool, skills, newTrain, newEval, newTrainTaskNames: trainTasks.map((t) => t.name), newEvalTaskNames: evalTasks.map((t) => t.name) };
 }
 
-/** The files `writeSuite` produces, relative to its directory. */
-export function suiteFiles(): string[] {
-  return [...OLD_SUITE_NAMES.flatMap((n) => [`old-${n}-train.jsonl`, `old-${n}-eval.jsonl`]), 'flashbacks.jsonl', 'new-train.jsonl', 'new-eval.jsonl', 'README.md'];
+/**
+ * `perSuite` flashback prompts of each old suite, a seeded sample of the suite's pool: runs with
+ * different seeds see different flashbacks, as the paper's do.
+ */
+export function sampleFlashbacks(suite: Pick<Suite, 'flashbackPool'>, perSuite: number, seed: number): FlashbackRecord[] {
+  const rng = createRng(seed).fork('flashbacks');
+  return OLD_SUITE_NAMES.flatMap((name) => {
+    const pool = suite.flashbackPool.filter((f) => f.task === name);
+    if (pool.length < perSuite) throw new RangeError(`sampleFlashbacks: ${perSuite} flashbacks of '${name}' asked for, its pool has ${pool.length}`);
+    return rng.sample(pool, perSuite);
+  });
+}
+
+/** The files `writeSuite` produces for `suite`, relative to its directory. */
+export function suiteFiles(suite?: Pick<Suite, 'skills'>): string[] {
+  return [
+    ...OLD_SUITE_NAMES.flatMap((n) => [`old-${n}-train.jsonl`, `old-${n}-eval.jsonl`]),
+    'flashbacks.jsonl', 'new-train.jsonl', 'new-eval.jsonl', ...(suite?.skills.length ? ['skills-train.jsonl'] : []), 'README.md',
+  ];
 }
 
 export function writeSuite(dir: string, suite: Suite): void {
@@ -82,6 +115,7 @@ export function writeSuite(dir: string, suite: Suite): void {
   writeJsonl(join(dir, 'flashbacks.jsonl'), suite.flashbacks);
   writeJsonl(join(dir, 'new-train.jsonl'), suite.newTrain);
   writeJsonl(join(dir, 'new-eval.jsonl'), suite.newEval);
+  if (suite.skills.length) writeJsonl(join(dir, 'skills-train.jsonl'), suite.skills);
   writeFileAtomic(join(dir, 'README.md'), readme(suite));
 }
 
@@ -97,7 +131,7 @@ ${rows.join('\n')}
 | flashbacks.jsonl | ${s.flashbacks.length} |
 | new-train.jsonl | ${s.newTrain.length} (${s.newTrainTaskNames.length} tasks) |
 | new-eval.jsonl | ${s.newEval.length} (${s.newEvalTaskNames.length} held-out tasks) |
-
+${s.skills.length ? `| skills-train.jsonl | ${s.skills.length} |\n` : ''}
 - Old suites (accuracy): arith-gsm (GSM8K-like), arith-svamp (SVAMP-like), science-mc (ARC-like),
   knowledge-mc (MMLU-Pro-like), logic (BBH-like). Records: {task, instruction, input, output, answer};
   \`answer\` is the number, the option letter, or the exact string that scoring extracts from an output.
@@ -105,5 +139,7 @@ ${rows.join('\n')}
 - flashbacks.jsonl: prompts only ({task, instruction, input}), from the old suites, disjoint from their train and eval inputs.
 - new-train.jsonl / new-eval.jsonl: {task, instruction, input, output}; the eval tasks are never seen in training
   (scored by ROUGE-L and exact match).
+- skills-train.jsonl (when present): general instruction-following skills (copy, spell, look up, count,
+  answer with a stated label) that a base model is pretrained on besides the old suites; none is a new task.
 `;
 }

@@ -1,0 +1,120 @@
+// General instruction-following skills for pretraining the demo's base model: the competence an
+// instruction-tuned model has before it meets new tasks (copy, spell, look up, pick, count, answer
+// in a stated format). LoRA adapts what a base can already do, so without these a small base has
+// nothing for the new tasks to build on. The families and their instructions are distinct from the
+// new tasks' (new-tasks.ts): a new task, held out or not, is never trained here as a task.
+import type { InstanceRecord } from './records.js';
+import type { Rng } from './rng.js';
+
+// Word and number pools shared with the new tasks' vocabulary on purpose: the skills are about
+// the same material, so the new tasks can reuse them.
+const NOUNS = ['apple', 'river', 'stone', 'cloud', 'tiger', 'lamp', 'garden', 'orange', 'bridge', 'pencil', 'window', 'forest',
+  'candle', 'rocket', 'silver', 'honey', 'market', 'planet', 'violin', 'ladder', 'basket', 'island', 'mirror', 'desert',
+  'kitten', 'jacket', 'anchor', 'button', 'engine', 'pepper', 'saddle', 'tunnel', 'wagon', 'yellow', 'zebra', 'echo',
+  'ink', 'oak', 'umbrella', 'quilt', 'nest', 'fox', 'dune', 'harp', 'ivy', 'jewel', 'kite', 'moss',
+  'table', 'horse', 'paper', 'music', 'water', 'bread', 'train', 'sugar', 'chair', 'storm', 'cotton', 'lemon'];
+const CODES = ['red', 'blue', 'green', 'gold', 'gray', 'pink', 'teal', 'navy', 'lime', 'plum', 'rust', 'sand'];
+const ORD = ['first', 'second', 'third', 'fourth', 'fifth', 'sixth', 'seventh', 'eighth'];
+
+type Skill = (r: Rng) => { instruction: string; input: string; output: string };
+
+const words = (r: Rng, lo: number, hi: number): string[] => Array.from({ length: r.int(lo, hi) }, () => r.pick(NOUNS));
+const nums = (r: Rng, lo: number, hi: number, max = 99): number[] => Array.from({ length: r.int(lo, hi) }, () => r.int(0, max));
+
+const SKILLS: Record<string, Skill> = {
+  'copy-list': (r) => {
+    const ws = r.next() < 0.5 ? words(r, 2, 9) : nums(r, 2, 9).map(String);
+    return { instruction: 'Copy the input exactly.', input: ws.join(', '), output: ws.join(', ') };
+  },
+  'copy-words': (r) => {
+    const ws = words(r, 2, 8);
+    return { instruction: 'Repeat the words after me.', input: ws.join(' '), output: ws.join(' ') };
+  },
+  spell: (r) => {
+    const w = r.pick(NOUNS);
+    return { instruction: 'Spell the word with a space between the letters.', input: w, output: [...w].join(' ') };
+  },
+  unspell: (r) => {
+    const w = r.pick(NOUNS);
+    return { instruction: 'Join the letters into one word.', input: [...w].join(' '), output: w };
+  },
+  'word-at': (r) => {
+    const ws = words(r, 3, 8);
+    const k = r.int(1, ws.length);
+    return { instruction: `Which word is in position ${k}?`, input: ws.join(' '), output: ws[k - 1]! };
+  },
+  'letter-at': (r) => {
+    const w = r.pick(NOUNS);
+    const k = r.int(1, Math.min(w.length, ORD.length));
+    return { instruction: `What is the ${ORD[k - 1]} letter of the word?`, input: w, output: w[k - 1]! };
+  },
+  lookup: (r) => {
+    // A small table in the input, then keys to look up: reading values out of a stated mapping.
+    const keys = r.sample(NOUNS, r.int(3, 5));
+    const values = r.sample(CODES, keys.length);
+    const asked = Array.from({ length: r.int(1, 4) }, () => r.int(0, keys.length - 1));
+    const table = keys.map((k, i) => `${k}: ${values[i]}`).join('; ');
+    return { instruction: 'Look up each key in the table and write its value.', input: `${table}. Keys: ${asked.map((i) => keys[i]).join(' ')}`, output: asked.map((i) => values[i]).join(' ') };
+  },
+  'count-items': (r) => {
+    const ws = words(r, 1, 9);
+    return { instruction: 'How many items are there? Answer with a number.', input: ws.join(' '), output: String(ws.length) };
+  },
+  'count-word': (r) => {
+    const target = r.pick(NOUNS);
+    const ws = words(r, 3, 8).map((w) => (r.next() < 0.35 ? target : w));
+    return { instruction: `How many times does '${target}' appear? Answer with a number.`, input: ws.join(' '), output: String(ws.filter((w) => w === target).length) };
+  },
+  'say-label': (r) => {
+    // Answering with exactly the word a question asks for: the format of every classification task.
+    const [yes, no] = r.sample([...CODES, 'yes', 'no', 'true', 'false', 'high', 'low'], 2);
+    const probe = r.pick(NOUNS);
+    const w = r.next() < 0.5 ? probe : r.pick(NOUNS);
+    return { instruction: `Reply '${yes}' if the word is '${probe}', otherwise reply '${no}'.`, input: w, output: w === probe ? yes! : no! };
+  },
+  'larger-number': (r) => {
+    const [a, b] = [r.int(0, 99), r.int(0, 99)];
+    return { instruction: 'Which number is larger? Write it.', input: `${a} and ${b}`, output: String(Math.max(a, b)) };
+  },
+  'add-pair': (r) => {
+    const [a, b] = [r.int(0, 50), r.int(0, 49)];
+    return { instruction: 'Add the two numbers.', input: `${a} + ${b}`, output: String(a + b) };
+  },
+  'subtract-pair': (r) => {
+    const a = r.int(1, 99);
+    const b = r.int(0, a);
+    return { instruction: 'Subtract the second number from the first.', input: `${a} - ${b}`, output: String(a - b) };
+  },
+  'times-table': (r) => {
+    const [a, b] = [r.int(1, 9), r.int(1, 9)];
+    return { instruction: 'Multiply the two numbers.', input: `${a} x ${b}`, output: String(a * b) };
+  },
+  'next-number': (r) => {
+    const a = r.int(0, 98);
+    return { instruction: 'Write the number that comes after this one.', input: String(a), output: String(a + 1) };
+  },
+  'first-last': (r) => {
+    const ws = words(r, 2, 8);
+    const first = r.next() < 0.5;
+    return { instruction: `Write the ${first ? 'first' : 'last'} word of the input.`, input: ws.join(' '), output: (first ? ws[0] : ws[ws.length - 1])! };
+  },
+  'drop-word': (r) => {
+    const ws = words(r, 3, 8);
+    const gone = r.pick(ws);
+    return { instruction: `Write the input without the word '${gone}'.`, input: ws.join(' '), output: ws.filter((w) => w !== gone).join(' ') };
+  },
+  'word-length': (r) => {
+    const w = r.pick(NOUNS);
+    return { instruction: 'How many letters does the word have? Answer with a number.', input: w, output: String(w.length) };
+  },
+};
+
+export const SKILL_NAMES = Object.keys(SKILLS);
+
+/** `n` skill records, the skill drawn uniformly for each (task: `skill-<name>`). */
+export function generalSkills(rng: Rng, n: number): InstanceRecord[] {
+  return Array.from({ length: n }, () => {
+    const name = rng.pick(SKILL_NAMES);
+    return { task: `skill-${name}`, ...SKILLS[name]!(rng) };
+  });
+}
