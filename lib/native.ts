@@ -233,6 +233,7 @@ export interface NativeModel {
     eosTokenIds: number[],
     padTokenId: number,
     adapters: boolean,
+    latent?: NativeLatent,
   ): Promise<NativeTensor>;
   mergeLora(): void;
   weights(): Record<string, NativeTensor>;

@@ -1,5 +1,5 @@
 // The training loop: every method runs and logs, and a run killed mid-way (SIGKILL, in a child
-// process) resumes from its last checkpoint to a bit-identical adapter and latent pool.
+// process) resumes from its last checkpoint to a bit-identical adapter and latent pool file.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -52,7 +52,7 @@ describe('training loop', () => {
       expect(lines.every((l) => l.sft > 0 && Number.isFinite(l.tokensPerSecond))).toBe(true);
       expect(lines.some((l) => l.divergence > 0)).toBe(method === 'flashback' || method === 'jfa');
       expect(existsSync(join(out, 'adapter', 'adapter_model.safetensors'))).toBe(true);
-      expect(existsSync(join(out, 'latent.safetensors'))).toBe(method === 'jfa');
+      expect(existsSync(join(out, 'adapter', 'latent_pool.safetensors'))).toBe(method === 'jfa');
       expect(existsSync(join(out, 'checkpoint'))).toBe(false);
     });
   }
@@ -82,7 +82,7 @@ describe('training loop', () => {
     expect(JSON.parse(readFileSync(join(killed, 'checkpoint', 'state.json'), 'utf8')).step).toBe(2);
     const r = await train(LlamaModel.load(modelDir), Tokenizer.fromDir(modelDir), data, { ...options, outDir: killed, checkpointEvery: 2, resume: true });
     expect(r.steps).toBe(r.totalSteps);
-    for (const f of ['adapter/adapter_model.safetensors', 'latent.safetensors'])
+    for (const f of ['adapter/adapter_model.safetensors', 'adapter/latent_pool.safetensors'])
       expect(readFileSync(join(killed, f)).equals(readFileSync(join(full, f))), f).toBe(true);
   });
 

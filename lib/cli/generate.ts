@@ -1,7 +1,8 @@
-// `jfa generate`: a model directory (and optionally an adapter) continues a prompt.
+// `jfa generate`: a model directory (and optionally an adapter, with its latent pool) continues a prompt.
 import { LlamaModel } from '../model/llama.js';
 import { generateText } from '../model/generate.js';
 import { Tokenizer } from '../model/tokenizer.js';
+import { type LatentChoice, servingPool } from './latent.js';
 
 export interface GenerateCommandOptions {
   model: string;
@@ -12,6 +13,7 @@ export interface GenerateCommandOptions {
   topP: number;
   seed?: number;
   chat?: boolean;
+  latent: LatentChoice;
   dtype: 'float32' | 'bfloat16';
   json?: boolean;
 }
@@ -21,19 +23,29 @@ export async function runGenerate(o: GenerateCommandOptions): Promise<void> {
   const started = performance.now();
   using model = LlamaModel.load(o.model, { dtype: o.dtype });
   if (o.adapter) model.loadAdapter(o.adapter);
+  using pool = servingPool(model, o.adapter, o.latent);
   const loadMs = performance.now() - started;
   const t = performance.now();
-  const results = await generateText(model, tokenizer, o.prompt, {
-    maxNewTokens: o.maxNewTokens,
-    temperature: o.temperature,
-    topP: o.topP,
-    seed: o.seed,
-    chat: o.chat,
-  });
+  // Retrieval embeds the prompt as given (before any chat template): training embedded the plain prompt text.
+  const latent = pool?.retrieve(model, tokenizer, o.prompt.map((prompt) => ({ task: '', prompt })));
+  let results;
+  try {
+    results = await generateText(model, tokenizer, o.prompt, {
+      latent,
+      maxNewTokens: o.maxNewTokens,
+      temperature: o.temperature,
+      topP: o.topP,
+      seed: o.seed,
+      chat: o.chat,
+    });
+  } finally {
+    latent?.indices.dispose();
+    latent?.weights.dispose();
+  }
   const genMs = performance.now() - t;
   const tokens = results.reduce((s, r) => s + r.tokens, 0);
   if (o.json) {
-    console.log(JSON.stringify({ results, loadMs, generateMs: genMs, tokensPerSecond: tokens / (genMs / 1000) }, null, 2));
+    console.log(JSON.stringify({ results, latentPool: Boolean(pool), loadMs, generateMs: genMs, tokensPerSecond: tokens / (genMs / 1000) }, null, 2));
     return;
   }
   for (const r of results) console.log(o.prompt.length > 1 ? `> ${r.prompt}\n${r.text}\n` : r.text);

@@ -5,11 +5,13 @@ import { join } from 'node:path';
 
 import { Command, InvalidArgumentError } from 'commander';
 
+import { LATENT_POOL_FILE } from '../jfa/pool.js';
 import { packageRoot } from '../locate.js';
 import { DEMO_METHODS, demoSchema, runDemo } from './demo.js';
 import { doctor, formatChecks } from './doctor.js';
 import { runStudy, STUDIES, studySchema } from './study.js';
 import { runGenerate } from './generate.js';
+import { LATENT_CHOICES, type LatentChoice } from './latent.js';
 import { evalSchema, pretrainSchema, runEval, runPretrain, runTrain, trainSchema, withConfig } from './train.js';
 
 const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string };
@@ -61,6 +63,12 @@ program
     await runStudy(withConfig(studySchema, { ...flags, study }));
   });
 
+const LATENT_HELP = `the adapter's ${LATENT_POOL_FILE}: auto (use it unless trained in 'drop' mode) | on | off`;
+const latentChoice = (v: string) => {
+  if (!(LATENT_CHOICES as readonly string[]).includes(v)) throw new InvalidArgumentError(`--latent must be ${LATENT_CHOICES.join(', ')}`);
+  return v as LatentChoice;
+};
+
 const positiveInt = (name: string) => (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer`);
@@ -76,13 +84,14 @@ program
   .command('generate')
   .description('continue a prompt with a model directory (Hugging Face layout), optionally with a PEFT adapter')
   .requiredOption('--model <dir>', 'model directory (config.json, model.safetensors, tokenizer.json)')
-  .option('--adapter <dir>', 'LoRA adapter directory (PEFT layout)')
+  .option('--adapter <dir>', 'LoRA adapter directory (PEFT layout), and the latent pool saved in it (see --latent)')
   .requiredOption('--prompt <text...>', 'prompt(s); several are generated as one batch')
   .option('--max-new-tokens <n>', 'tokens to generate at most', positiveInt('--max-new-tokens'), 64)
   .option('--temperature <t>', '0 for greedy', number('--temperature', 0, 100), 0)
   .option('--top-p <p>', 'nucleus sampling mass', number('--top-p', 0.000001, 1), 1)
   .option('--seed <n>', 'sampling seed', positiveInt('--seed'))
   .option('--chat', "wrap the prompt in the tokenizer's chat template")
+  .option('--latent <when>', LATENT_HELP, latentChoice, 'auto')
   .option('--dtype <dtype>', 'float32 or bfloat16', 'float32')
   .option('--json', 'machine-readable output')
   .action(async (opts) => {
@@ -133,6 +142,9 @@ trainingOptions(program
   .option('--out <dir>', 'output directory: adapter/, metrics.jsonl, checkpoints')
   .option('--latent', 'jfa: use latent tasks (default)')
   .option('--no-latent', 'jfa: ablation without latent tasks')
+  .option('--latent-mode <mode>', "jfa: retrieve (the pool serves with the adapter) | drop (the adapter serves alone)")
+  .option('--latent-dropout <p>', "jfa: probability that a micro-batch trains without its latent increments (default 0.5 with drop, 0 with retrieve)", num('--latent-dropout'))
+  .option('--plain-sft-weight <w>', 'jfa: weight of an extra SFT loss with the latent increments off (default 0)', num('--plain-sft-weight'))
   .option('--pcgrad', 'combine micro-batch gradients with PCGrad (default for jfa)')
   .option('--no-pcgrad', 'ablation: plain mean of micro-batch gradients')
   .option('--alpha <x>', 'weight of the flashback divergence', num('--alpha'))
@@ -147,9 +159,10 @@ program
   .command('eval')
   .description('score a model (and adapter) on a JSONL file by greedy generation')
   .option('--model <dir>', 'model directory')
-  .option('--adapter <dir>', 'LoRA adapter directory (PEFT layout)')
+  .option('--adapter <dir>', 'LoRA adapter directory (PEFT layout), and the latent pool saved in it (see --latent)')
   .option('--data <file>', 'JSONL records (accuracy needs "answer")')
   .option('--metric <m>', 'rougeL | em | accuracy')
+  .option('--latent <when>', LATENT_HELP)
   .option('--max-new-tokens <n>', 'tokens to generate at most', num('--max-new-tokens'))
   .option('--batch <n>', 'prompts per batch', num('--batch'))
   .option('--config <file>', 'options as JSON or YAML (flags override)')

@@ -9,10 +9,12 @@ import { z } from 'zod';
 import { readJsonl } from '../data/jsonl.js';
 import { type InstanceRecord, type OldRecord } from '../data/records.js';
 import { evaluateNew, evaluateOld } from '../jfa/evaluate.js';
+import { LATENT_MODES } from '../jfa/pool.js';
 import { train } from '../jfa/trainer.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { baseSchema, buildBase } from './base.js';
+import { LATENT_CHOICES, servingPool } from './latent.js';
 import { progress } from './progress.js';
 
 /** Reads --config (JSON, or YAML by its .yaml/.yml name) and overlays the flags given on the command line, then validates. */
@@ -65,6 +67,9 @@ export const trainSchema = z
     method: z.enum(['sft', 'replay', 'flashback', 'jfa']),
     out: z.string(),
     latent: z.boolean().default(true),
+    latentMode: z.enum(LATENT_MODES).optional(),
+    latentDropout: z.number().min(0).max(1).optional(),
+    plainSftWeight: z.number().nonnegative().optional(),
     pcgrad: z.boolean().optional(),
     epochs: z.number().int().positive().default(1),
     lr: z.number().positive().default(1e-3),
@@ -94,6 +99,9 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
   const r = await train(model, tokenizer, data, {
     method: o.method,
     latent: o.latent,
+    latentMode: o.latentMode,
+    latentDropout: o.latentDropout,
+    plainSftWeight: o.plainSftWeight,
     pcgrad: o.pcgrad,
     epochs: o.epochs,
     lr: o.lr,
@@ -110,8 +118,16 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
       bar.update(p.step, p.totalSteps, { sft: p.sft.toFixed(3), div: p.divergence.toFixed(4), 'tok/s': p.tokensPerSecond.toFixed(0) }),
   });
   bar.stop();
-  r.latent?.dispose();
-  const summary = { out: o.out, method: o.method, steps: r.steps, tokens: r.tokens, elapsedMs: r.elapsedMs, tokensPerSecond: r.tokens / (r.elapsedMs / 1000) };
+  r.pool?.dispose();
+  const summary = {
+    out: o.out,
+    method: o.method,
+    steps: r.steps,
+    tokens: r.tokens,
+    elapsedMs: r.elapsedMs,
+    tokensPerSecond: r.tokens / (r.elapsedMs / 1000),
+    latentMode: r.pool?.mode ?? null,
+  };
   console.log(o.json ? JSON.stringify(summary) : `trained ${o.method}: ${r.steps} steps, ${summary.tokensPerSecond.toFixed(0)} tokens/s -> ${o.out}/adapter`);
 }
 
@@ -121,6 +137,7 @@ export const evalSchema = z
     adapter: z.string().optional(),
     data: z.string(),
     metric: z.enum(['rougeL', 'em', 'accuracy']),
+    latent: z.enum(LATENT_CHOICES).default('auto'),
     maxNewTokens: z.number().int().positive().default(64),
     batch: z.number().int().positive().default(16),
     json,
@@ -136,13 +153,18 @@ export async function runEval(o: z.infer<typeof evalSchema>): Promise<void> {
   const tokenizer = Tokenizer.fromDir(o.model);
   using model = LlamaModel.load(o.model);
   if (o.adapter) model.loadAdapter(o.adapter);
+  using pool = servingPool(model, o.adapter, o.latent);
   const bar = progress('eval', Boolean(o.json));
-  const options = { maxNewTokens: o.maxNewTokens, batch: o.batch, onBatch: (done: number, total: number) => bar.update(done, total) };
+  const options = { maxNewTokens: o.maxNewTokens, batch: o.batch, latent: pool, onBatch: (done: number, total: number) => bar.update(done, total) };
   const scores =
     o.metric === 'accuracy'
       ? { accuracy: (await evaluateOld(model, tokenizer, records as OldRecord[], options)).accuracy }
       : await evaluateNew(model, tokenizer, records, options).then((r) => ({ rougeL: r.rougeL, exactMatch: r.exactMatch }));
   bar.stop();
   const value = 'accuracy' in scores ? scores.accuracy : o.metric === 'em' ? scores.exactMatch : scores.rougeL;
-  console.log(o.json ? JSON.stringify({ records: records.length, ...scores }) : `${o.metric} ${value.toFixed(4)} on ${records.length} records`);
+  console.log(
+    o.json
+      ? JSON.stringify({ records: records.length, ...scores, latentPool: Boolean(pool) })
+      : `${o.metric} ${value.toFixed(4)} on ${records.length} records`,
+  );
 }

@@ -1,16 +1,20 @@
 // Evaluation by generation: old tasks by exact answer or choice (accuracy), new tasks by ROUGE-L
-// and exact match against their outputs. Greedy decoding, prompts formatted as in training.
+// and exact match against their outputs. Greedy decoding, prompts formatted as in training; with a
+// latent pool, each prompt's retrieved increments apply to its whole generation, as in training.
 import { accuracy, newTaskScores } from '../data/metrics.js';
 import { type InstanceRecord, type OldRecord } from '../data/records.js';
 import { generateText } from '../model/generate.js';
 import { type LlamaModel } from '../model/llama.js';
 import { type Tokenizer } from '../model/tokenizer.js';
 import { promptText } from './examples.js';
+import { type LatentPool } from './pool.js';
 
 export interface EvalOptions {
   batch?: number;
   maxNewTokens?: number;
   adapters?: boolean;
+  /** a pool attached to this model (LatentPool.load, or train()'s result): retrieved per record */
+  latent?: LatentPool;
   onBatch?: (done: number, total: number) => void;
 }
 
@@ -19,8 +23,14 @@ async function predict(model: LlamaModel, tokenizer: Tokenizer, records: Instanc
   const out: string[] = [];
   for (let i = 0; i < records.length; i += batch) {
     const chunk = records.slice(i, i + batch);
-    const results = await generateText(model, tokenizer, chunk.map(promptText), { maxNewTokens: o.maxNewTokens ?? 64, adapters: o.adapters });
-    out.push(...results.map((r) => r.text));
+    const latent = o.latent?.retrieve(model, tokenizer, chunk);
+    try {
+      const results = await generateText(model, tokenizer, chunk.map(promptText), { maxNewTokens: o.maxNewTokens ?? 64, adapters: o.adapters, latent });
+      out.push(...results.map((r) => r.text));
+    } finally {
+      latent?.indices.dispose();
+      latent?.weights.dispose();
+    }
     o.onBatch?.(Math.min(i + batch, records.length), records.length);
   }
   return out;

@@ -1,11 +1,16 @@
 // JFA's latent tasks: a pool of C groups x Q low-rank increments on o_proj, each with a fixed
 // random key in the embedding space. Samples are grouped by k-means over their embeddings; each
 // sample uses the top-k keys of its group by cosine similarity, weighted by similarity / sum.
-// Keys and embeddings are fixed during a run, so retrieval runs once, before training.
+// Keys and embeddings are fixed during a run, so retrieval runs once, before training; inference
+// embeds a prompt the same way and retrieves its tasks with the same keys and centroids.
+import { type FlashbackRecord, type InstanceRecord } from '../data/records.js';
 import { createRng } from '../data/rng.js';
 import { Index, kmeans } from '../faiss.js';
 import { loraInit } from '../kernels.js';
+import { type LlamaModel } from '../model/llama.js';
+import { type Tokenizer } from '../model/tokenizer.js';
 import { tensor, type Tensor, zeros } from '../tensor.js';
+import { promptBatch } from './examples.js';
 
 export interface LatentOptions {
   /** Groups (released: 16). */
@@ -27,7 +32,42 @@ export interface LatentOptions {
 
 export interface Retrieval {
   indices: Tensor; // (n, k) int64 into the pool
-  weights: Tensor; // (n, k) float32, each row sums to 1
+  weights: Tensor; // (n, k) float32, each row sums to `scale`
+}
+
+/** A saved pool's contents: a LatentTasks rebuilt from them draws no new keys or factors. */
+export interface LatentParts {
+  /** (P, dim) unit keys */
+  keys: Float32Array;
+  /** (P, r, in) and (P, out, r) */
+  A: Tensor;
+  B: Tensor;
+  /** (groups, dim) k-means centroids */
+  centroids: Float32Array;
+}
+
+/**
+ * Each record's sample embedding (n, hiddenSize): its own `embedding` when that has hiddenSize
+ * values, else the base model's final hidden states (adapters off) averaged over its prompt tokens
+ * (promptBatch: the first maxTokens tokens). One prompt per forward pass: a batch's shape changes
+ * the rounding of every row (measured: up to 6e-8), and inference must retrieve exactly the tasks
+ * training did; unpadded single prompts were also faster than batches of 16 here (1.3 s vs 1.8 s for
+ * 160 prompts at hidden size 256).
+ */
+export function embedRecords(model: LlamaModel, tokenizer: Tokenizer, records: Array<InstanceRecord | FlashbackRecord>, maxTokens: number): Float32Array {
+  const dim = model.config.hiddenSize;
+  const out = new Float32Array(records.length * dim);
+  records.forEach((r, i) => {
+    if (r.embedding?.length === dim) {
+      out.set(r.embedding, i * dim);
+      return;
+    }
+    const b = promptBatch(tokenizer, [r], maxTokens);
+    const e = model.meanPooled(b.ids, { attentionMask: b.attentionMask, adapters: false });
+    out.set(e.toTypedArray() as Float32Array, i * dim);
+    for (const t of [b.ids, b.attentionMask, e]) t.dispose();
+  });
+  return out;
 }
 
 /** Unit-length rows of a (n, d) matrix, in place; a zero row stays zero. */
@@ -51,22 +91,38 @@ export class LatentTasks implements Disposable {
   readonly B: Tensor;
   /** (P, dim) unit keys; group g owns rows g * perGroup .. (g + 1) * perGroup - 1. */
   readonly keys: Float32Array;
-  private centroids?: Float32Array;
+  private fitted?: Float32Array;
 
+  /** With `parts` (a saved pool), keys, factors and centroids are those; options.rank and seed are unused. */
   constructor(
     readonly dim: number,
     inFeatures: number,
     outFeatures: number,
     options: LatentOptions = {},
+    parts?: LatentParts,
   ) {
     this.groups = options.groups ?? 16;
     this.perGroup = options.perGroup ?? 24;
     this.k = options.k ?? 2;
     this.scale = options.scale ?? 1;
+    for (const [name, v] of [['groups', this.groups], ['perGroup', this.perGroup], ['k', this.k]] as const)
+      if (!Number.isInteger(v) || v < 1) throw new RangeError(`latent tasks: ${name} must be a positive integer, got ${v}`);
     if (!(this.scale > 0)) throw new RangeError(`latent tasks: scale must be positive, got ${this.scale}`);
     if (this.k > this.perGroup) throw new RangeError(`latent tasks: k=${this.k} exceeds the ${this.perGroup} tasks of a group`);
-    const rank = options.rank ?? 8;
     const pool = this.groups * this.perGroup;
+    if (parts) {
+      const [a, b] = [parts.A.shape, parts.B.shape];
+      const shapeOk = a.length === 3 && b.length === 3 && a[0] === pool && b[0] === pool && a[2] === inFeatures && b[1] === outFeatures && a[1] === b[2];
+      if (!shapeOk) throw new RangeError(`latent tasks: A [${a}] and B [${b}] must be [${pool}, r, ${inFeatures}] and [${pool}, ${outFeatures}, r] (${this.groups} groups x ${this.perGroup})`);
+      if (parts.keys.length !== pool * dim) throw new RangeError(`latent tasks: keys hold ${parts.keys.length} values, expected ${pool} x ${dim}`);
+      if (parts.centroids.length !== this.groups * dim) throw new RangeError(`latent tasks: centroids hold ${parts.centroids.length} values, expected ${this.groups} x ${dim}`);
+      this.keys = parts.keys;
+      this.A = parts.A;
+      this.B = parts.B;
+      this.fitted = parts.centroids;
+      return;
+    }
+    const rank = options.rank ?? 8;
     const rng = createRng(options.seed ?? 0);
     // Random keys, orthonormal within a group where the dimension allows (Gram-Schmidt).
     this.keys = new Float32Array(pool * dim);
@@ -104,18 +160,28 @@ export class LatentTasks implements Disposable {
     const n = data.length / this.dim;
     if (n < this.groups) throw new RangeError(`latent tasks: ${this.groups} groups need at least ${this.groups} samples, got ${n}`);
     const r = kmeans(data, { dim: this.dim, k: this.groups, seed, spherical: true });
-    this.centroids = r.centroids;
+    this.fitted = r.centroids;
     return r.assignments;
+  }
+
+  /** The groups' k-means centroids (groups, dim), once fit() ran (or the pool was loaded). */
+  get centroids(): Float32Array | undefined {
+    return this.fitted;
+  }
+
+  /** Rank of each increment. */
+  get rank(): number {
+    return this.A.shape[1]!;
   }
 
   /** For each embedding (n, dim): its group's top-k keys by cosine similarity, weights sim / sum. */
   retrieve(embeddings: Float32Array): Retrieval {
-    if (!this.centroids) throw new Error('latent tasks: call fit() before retrieve()');
+    const centroids = this.fitted;
+    if (!centroids) throw new Error('latent tasks: call fit() before retrieve()');
     const data = normalizeRows(Float32Array.from(embeddings), this.dim);
     const n = data.length / this.dim;
     using centroidIndex = Index.create({ kind: 'flat-ip', dim: this.dim });
-    centroidIndex.add(this.centroids);
-    const groupOf = centroidIndex.search(data, 1).labels;
+    centroidIndex.add(centroids);
     const indices = new BigInt64Array(n * this.k);
     const weights = new Float32Array(n * this.k);
     const perGroup = Array.from({ length: this.groups }, (_, g) => {
@@ -125,8 +191,11 @@ export class LatentTasks implements Disposable {
     });
     try {
       for (let i = 0; i < n; i++) {
-        const g = Number(groupOf[i]!);
-        const { distances, labels } = perGroup[g]!.search(data.subarray(i * this.dim, (i + 1) * this.dim), this.k);
+        // One query per search: FAISS scores many queries at once with a matrix product, whose
+        // rounding depends on how many there are; a prompt alone at inference must match training.
+        const row = data.subarray(i * this.dim, (i + 1) * this.dim);
+        const g = Number(centroidIndex.search(row, 1).labels[0]!);
+        const { distances, labels } = perGroup[g]!.search(row, this.k);
         // Similarities below a small floor count as the floor: weights stay positive and defined.
         const sims = Array.from(distances, (s) => Math.max(s, 1e-6));
         const total = sims.reduce((a, b) => a + b, 0);

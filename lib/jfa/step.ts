@@ -43,6 +43,11 @@ export interface StepOptions {
   maxGradNorm?: number;
   /** seed of PCGrad's visiting orders for this step */
   seed?: number;
+  /**
+   * jfa: weight of an extra SFT loss with the latent increments off, on new-task micro-batches
+   * that carry increments, so that the adapter also learns to serve alone (default 0: none)
+   */
+  plainSftWeight?: number;
   /** When given, the milliseconds spent in each phase of the step are added to it (benchmarks). */
   timings?: StepTimings;
 }
@@ -71,6 +76,8 @@ export function stepTimings(): StepTimings {
 
 export interface StepResult {
   sft: number;
+  /** mean of the plain (latent off) SFT loss where plainSftWeight added it, else 0 */
+  plainSft: number;
   divergence: number;
   gradNorm: number;
   conflicts: number;
@@ -111,9 +118,12 @@ export function trainStep(model: LlamaModel, optimizer: AdamW, micro: MicroBatch
   const params = optimizer.params;
   const alpha = o.alpha ?? 1;
   const perBatch: Tensor[][] = [];
+  const plainWeight = o.plainSftWeight ?? 0;
   let sft = 0;
+  let plainSft = 0;
   let divergence = 0;
   let sftBatches = 0;
+  let plainBatches = 0;
   let divBatches = 0;
   for (const mb of micro) {
     if (mb.kind === 'flashback' && o.method === 'sft') continue;
@@ -130,6 +140,13 @@ export function trainStep(model: LlamaModel, optimizer: AdamW, micro: MicroBatch
         loss = tokenCrossEntropy(logits, ids);
         sft += scalar(loss);
         sftBatches += 1;
+        if (latent && plainWeight > 0) {
+          const plain = tokenCrossEntropy(model.head(model.hiddenStates(mb.ids, { attentionMask: mb.attentionMask }), { rows }), ids);
+          plainSft += scalar(plain);
+          plainBatches += 1;
+          loss = add(loss, plain, plainWeight);
+          lap?.('forward');
+        }
       } else {
         const logits = model.logits(mb.ids, { attentionMask: mb.attentionMask, latent });
         lap?.('forward');
@@ -174,5 +191,11 @@ export function trainStep(model: LlamaModel, optimizer: AdamW, micro: MicroBatch
     lap!('optimizer');
     timings.total += clock - started;
   }
-  return { sft: sftBatches ? sft / sftBatches : 0, divergence: divBatches ? divergence / divBatches : 0, gradNorm, conflicts };
+  return {
+    sft: sftBatches ? sft / sftBatches : 0,
+    plainSft: plainBatches ? plainSft / plainBatches : 0,
+    divergence: divBatches ? divergence / divBatches : 0,
+    gradNorm,
+    conflicts,
+  };
 }

@@ -17,7 +17,8 @@ import { AdamW, cosineWithWarmup } from '../optim.js';
 import { type Tensor, tensor } from '../tensor.js';
 import { readJson, writeFileAtomic } from '../util/files.js';
 import { promptBatch, sftBatch } from './examples.js';
-import { type LatentOptions, LatentTasks } from './latent.js';
+import { embedRecords, type LatentOptions, LatentTasks } from './latent.js';
+import { LATENT_MODES, LATENT_POOL_FILE, type LatentMode, LatentPool } from './pool.js';
 import { type Method, type MicroBatch, trainStep } from './step.js';
 
 export type TrainMethod = Method | 'replay';
@@ -47,6 +48,24 @@ export interface TrainOptions {
   latentOptions?: LatentOptions;
   /** layer whose o_proj carries the latent tasks (default: the middle one) */
   latentLayer?: number;
+  /**
+   * jfa with latent tasks: how the adapter is meant to serve. 'retrieve' (default): with the pool,
+   * retrieved per prompt as in training (`jfa eval` applies adapter/latent_pool.safetensors);
+   * 'drop': alone, so training leaves the increments out of some micro-batches (latentDropout).
+   * The pool file is saved in both modes and records the mode; eval uses a 'drop' pool only when asked.
+   */
+  latentMode?: LatentMode;
+  /**
+   * jfa with latent tasks: the probability that a micro-batch runs without its increments (default
+   * 0.5 in 'drop' mode, 0 in 'retrieve'). Drawn per micro-batch from the seed and the step, so a
+   * resumed run draws the same.
+   */
+  latentDropout?: number;
+  /**
+   * jfa with latent tasks: weight of an extra SFT loss computed with the increments off, on the
+   * new-task micro-batches that carry them (a dropped one is plain SFT already). Default 0.
+   */
+  plainSftWeight?: number;
   seed?: number;
   /** where checkpoints, metrics.jsonl and the final adapter go */
   outDir?: string;
@@ -70,6 +89,8 @@ export interface StepProgress {
   step: number;
   totalSteps: number;
   sft: number;
+  /** the plain (latent off) SFT loss, where plainSftWeight adds it; else 0 */
+  plainSft: number;
   divergence: number;
   lr: number;
   gradNorm: number;
@@ -85,7 +106,10 @@ export interface TrainResult {
   stoppedEarly: boolean;
   tokens: number;
   elapsedMs: number;
+  /** jfa with latent tasks: the trained pool's tasks (the same as pool.tasks) */
   latent?: LatentTasks;
+  /** jfa with latent tasks: the trained pool, attached to the model; saved as adapter/latent_pool.safetensors */
+  pool?: LatentPool;
 }
 
 interface Retrieved {
@@ -94,6 +118,8 @@ interface Retrieved {
 }
 
 const CHECKPOINT = 'checkpoint';
+/** A checkpoint's retrieved tasks per record (the pool itself is its LATENT_POOL_FILE). */
+const RETRIEVAL = 'retrieval.safetensors';
 const REFERENCE_CACHE_BYTES = 1 << 30;
 
 /**
@@ -114,6 +140,21 @@ export function keepReference(model: LlamaModel, kind: 'logits' | 'hidden', ids:
   return kind === 'logits' ? model.logits(ids, options) : model.hiddenStates(ids, options);
 }
 
+/** The latent-task options, checked: RangeErrors for values out of range or options that cannot apply. */
+function latentSettings(o: TrainOptions, useLatent: boolean): { mode: LatentMode; dropout: number; plainSftWeight: number } {
+  const given = (['latentMode', 'latentDropout', 'plainSftWeight'] as const).filter((k) => o[k] !== undefined);
+  if (!useLatent && given.length)
+    throw new RangeError(`train: ${given.join(', ')} appl${given.length > 1 ? 'y' : 'ies'} only to method 'jfa' with latent tasks (method '${o.method}'${o.latent === false ? ', latent off' : ''})`);
+  const mode = o.latentMode ?? 'retrieve';
+  if (!(LATENT_MODES as readonly string[]).includes(mode)) throw new RangeError(`train: latentMode must be ${LATENT_MODES.join(' or ')}, got ${JSON.stringify(o.latentMode)}`);
+  const dropout = o.latentDropout ?? (mode === 'drop' ? 0.5 : 0);
+  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout <= 1)) throw new RangeError(`train: latentDropout must be a probability in [0, 1], got ${dropout}`);
+  const plainSftWeight = o.plainSftWeight ?? 0;
+  if (typeof plainSftWeight !== 'number' || !(plainSftWeight >= 0) || !Number.isFinite(plainSftWeight))
+    throw new RangeError(`train: plainSftWeight must be a finite number >= 0, got ${plainSftWeight}`);
+  return { mode, dropout, plainSftWeight };
+}
+
 export async function train(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions): Promise<TrainResult> {
   const method: Method = o.method === 'replay' ? 'sft' : o.method;
   const seed = o.seed ?? 0;
@@ -122,6 +163,7 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
   const flashbackMicro = method === 'sft' ? 0 : (o.flashbackMicroBatches ?? 1);
   const maxTokens = o.maxTokens ?? 256;
   const useLatent = method === 'jfa' && (o.latent ?? true);
+  const latentRun = latentSettings(o, useLatent);
   const usePcgrad = o.pcgrad ?? method === 'jfa';
   const flashbacks = data.flashbacks ?? [];
   if (data.newTrain.length === 0) throw new RangeError('train: no new-task records');
@@ -137,6 +179,16 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
   const resuming = Boolean(o.resume && checkpointDir && (existsSync(checkpointDir) || existsSync(`${checkpointDir}.old`)));
   if (o.resume && !resuming) throw new Error(`train: nothing to resume in ${o.outDir}`);
   const fromDir = resuming ? (existsSync(checkpointDir!) ? checkpointDir! : `${checkpointDir}.old`) : undefined;
+  const latentLayer = o.latentLayer ?? Math.floor(model.config.numLayers / 2);
+  // What a checkpoint must share with this run to continue it.
+  const state = { totalSteps, method: o.method, ...(useLatent ? { latent: { ...latentRun, layer: latentLayer, options: o.latentOptions ?? {} } } : {}) };
+  let step = 0;
+  if (fromDir) {
+    const { step: savedStep, ...savedState } = readJson<{ step: number } & typeof state>(join(fromDir, 'state.json'));
+    if (JSON.stringify(savedState) !== JSON.stringify(state))
+      throw new Error(`train: ${fromDir} is from another run (${JSON.stringify(savedState)}; now ${JSON.stringify(state)})`);
+    step = savedStep;
+  }
 
   // Adapters: fresh, or the checkpoint's.
   if (fromDir) model.loadAdapter(join(fromDir, 'adapter'));
@@ -144,37 +196,33 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
   const params = Object.values(model.loraParameters());
 
   // Latent tasks: keys, groups and retrieval fixed before training (or restored).
-  let latent: LatentTasks | undefined;
+  let pool: LatentPool | undefined;
   let retrievedNew: Retrieved | undefined;
   let retrievedFlash: Retrieved | undefined;
   if (useLatent) {
-    const cfg = model.config;
-    latent = new LatentTasks(cfg.hiddenSize, cfg.numHeads * cfg.headDim, cfg.hiddenSize, { seed, ...o.latentOptions });
     if (fromDir) {
-      const saved = loadSafetensors(join(fromDir, 'latent.safetensors')).tensors;
-      latent.A.copyFrom(saved.A!);
-      latent.B.copyFrom(saved.B!);
+      pool = LatentPool.load(join(fromDir, LATENT_POOL_FILE), model);
+      const saved = loadSafetensors(join(fromDir, RETRIEVAL)).tensors;
       retrievedNew = { indices: saved.newIndices!.toTypedArray() as BigInt64Array, weights: saved.newWeights!.toTypedArray() as Float32Array };
       retrievedFlash = { indices: saved.flashIndices!.toTypedArray() as BigInt64Array, weights: saved.flashWeights!.toTypedArray() as Float32Array };
       Object.values(saved).forEach((t) => t.dispose());
     } else {
-      const embNew = embed(model, tokenizer, stream, maxTokens);
-      const embFlash = embed(model, tokenizer, flashbacks, maxTokens);
-      latent.fit(concat(embNew, embFlash), seed);
-      retrievedNew = toArrays(latent.retrieve(embNew));
-      retrievedFlash = toArrays(latent.retrieve(embFlash));
+      const cfg = model.config;
+      const tasks = new LatentTasks(cfg.hiddenSize, cfg.numHeads * cfg.headDim, cfg.hiddenSize, { seed, ...o.latentOptions });
+      const embNew = embedRecords(model, tokenizer, stream, maxTokens);
+      const embFlash = embedRecords(model, tokenizer, flashbacks, maxTokens);
+      tasks.fit(concat(embNew, embFlash), seed);
+      retrievedNew = toArrays(tasks.retrieve(embNew));
+      retrievedFlash = toArrays(tasks.retrieve(embFlash));
+      pool = new LatentPool(tasks, latentLayer, latentRun.mode, maxTokens);
+      model.setLatentPool(pool.layer, tasks.A, tasks.B);
     }
-    model.setLatentPool(o.latentLayer ?? Math.floor(model.config.numLayers / 2), latent.A, latent.B);
-    params.push(latent.A, latent.B);
+    params.push(pool.tasks.A, pool.tasks.B);
   }
+  const latent = pool?.tasks;
 
   const optimizer = new AdamW(params, { lr: o.lr ?? 1e-4, weightDecay: o.weightDecay ?? 0.0 });
-  let step = 0;
   if (fromDir) {
-    const state = readJson<{ step: number; totalSteps: number; method: string }>(join(fromDir, 'state.json'));
-    if (state.totalSteps !== totalSteps || state.method !== o.method)
-      throw new Error(`train: ${fromDir} is from another run (method ${state.method}, ${state.totalSteps} steps; now ${o.method}, ${totalSteps})`);
-    step = state.step;
     const saved = loadSafetensors(join(fromDir, 'optimizer.safetensors')).tensors;
     params.forEach((_, i) => {
       optimizer.expAvg[i]!.copyFrom(saved[`exp_avg.${i}`]!);
@@ -211,12 +259,16 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
       }
       const start = (step % stepsPerEpoch) * perStep;
       const micro: MicroBatch[] = [];
+      // Latent dropout: one draw per micro-batch, in order, from this step's own stream.
+      const dropRng = latentRun.dropout > 0 ? createRng(hashString(`${seed}:latent-dropout:${step}`)) : undefined;
+      const increments = (r: Retrieved | undefined, rows: number[]) =>
+        r && !(dropRng && dropRng.next() < latentRun.dropout) ? select(r, rows, latent!.k) : undefined;
       for (let m = 0; m < accumulation; m++) {
         const idx = epochOrder.slice(start + m * microBatch, start + (m + 1) * microBatch);
         if (idx.length === 0) break;
         const b = sftBatch(tokenizer, idx.map((i) => stream[i]!), maxTokens);
         tokens += b.tokens;
-        micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: retrievedNew && select(retrievedNew, idx, latent!.k) });
+        micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: increments(retrievedNew, idx) });
       }
       for (let f = 0; f < flashbackMicro; f++) {
         // Flashbacks come in fixed micro-batches, visited in turn; the reference's logits (or final
@@ -234,7 +286,7 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
           ids: b.ids,
           attentionMask: b.attentionMask,
           ...(keep === 'logits' ? { referenceLogits: kept } : { referenceHidden: kept }),
-          latent: retrievedFlash && select(retrievedFlash, rows, latent!.k),
+          latent: increments(retrievedFlash, rows),
         });
       }
       optimizer.lr = (o.lr ?? 1e-4) * cosineWithWarmup(step, warmup, totalSteps);
@@ -246,6 +298,7 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
         pcgrad: usePcgrad,
         maxGradNorm: o.maxGradNorm,
         seed: hashString(`${seed}:pcgrad:${step}`),
+        plainSftWeight: latentRun.plainSftWeight,
       });
       for (const mb of micro) for (const t of [mb.ids, mb.attentionMask, mb.targets, mb.latent?.indices, mb.latent?.weights]) t?.dispose();
       step += 1;
@@ -254,40 +307,24 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
       if (metricsFile) appendFileSync(metricsFile, `${JSON.stringify({ type: 'train', method: o.method, ...progress })}\n`);
       o.onStep?.(progress);
       if (checkpointDir && o.checkpointEvery && step % o.checkpointEvery === 0 && step < totalSteps)
-        saveCheckpoint(checkpointDir, model, optimizer, latent, retrievedNew, retrievedFlash, { step, totalSteps, method: o.method });
+        saveCheckpoint(checkpointDir, model, optimizer, pool, retrievedNew, retrievedFlash, { step, ...state });
       await tick(); // let the event loop run between steps
     }
   } finally {
     referenceCache.forEach((t) => t.dispose());
   }
   if (o.outDir && step === totalSteps) {
-    model.saveAdapter(join(o.outDir, 'adapter'));
-    if (latent) saveSafetensors(join(o.outDir, 'latent.safetensors'), { A: latent.A, B: latent.B });
+    const adapterDir = join(o.outDir, 'adapter');
+    // A pool left from an earlier run in this directory would be applied to this adapter.
+    rmSync(join(adapterDir, LATENT_POOL_FILE), { force: true });
+    model.saveAdapter(adapterDir);
+    pool?.save(join(adapterDir, LATENT_POOL_FILE));
     rmSync(checkpointDir!, { recursive: true, force: true });
   } else if (checkpointDir && step < totalSteps) {
-    saveCheckpoint(checkpointDir, model, optimizer, latent, retrievedNew, retrievedFlash, { step, totalSteps, method: o.method });
+    saveCheckpoint(checkpointDir, model, optimizer, pool, retrievedNew, retrievedFlash, { step, ...state });
   }
   optimizer.dispose();
-  return { steps: step, totalSteps, stoppedEarly: step < totalSteps, tokens, elapsedMs: performance.now() - started, latent };
-}
-
-/** Mean-pooled final hidden states of the base model (adapters off) over the records' prompts. */
-function embed(model: LlamaModel, tokenizer: Tokenizer, records: Array<InstanceRecord | FlashbackRecord>, maxTokens: number): Float32Array {
-  const dim = model.config.hiddenSize;
-  const out = new Float32Array(records.length * dim);
-  for (let i = 0; i < records.length; i += 16) {
-    const chunk = records.slice(i, i + 16);
-    const given = chunk.every((r) => r.embedding?.length === dim);
-    if (given) {
-      chunk.forEach((r, j) => out.set(r.embedding!, (i + j) * dim));
-      continue;
-    }
-    const b = promptBatch(tokenizer, chunk, maxTokens);
-    const e = model.meanPooled(b.ids, { attentionMask: b.attentionMask, adapters: false });
-    out.set(e.toTypedArray() as Float32Array, i * dim);
-    for (const t of [b.ids, b.attentionMask, e]) t.dispose();
-  }
-  return out;
+  return { steps: step, totalSteps, stoppedEarly: step < totalSteps, tokens, elapsedMs: performance.now() - started, latent, pool };
 }
 
 function concat(a: Float32Array, b: Float32Array): Float32Array {
@@ -322,10 +359,10 @@ function saveCheckpoint(
   dir: string,
   model: LlamaModel,
   optimizer: AdamW,
-  latent: LatentTasks | undefined,
+  pool: LatentPool | undefined,
   retrievedNew: Retrieved | undefined,
   retrievedFlash: Retrieved | undefined,
-  state: { step: number; totalSteps: number; method: string },
+  state: { step: number },
 ): void {
   const tmp = `${dir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
@@ -335,15 +372,16 @@ function saveCheckpoint(
   optimizer.expAvg.forEach((t, i) => (moments[`exp_avg.${i}`] = t));
   optimizer.expAvgSq.forEach((t, i) => (moments[`exp_avg_sq.${i}`] = t));
   saveSafetensors(join(tmp, 'optimizer.safetensors'), moments);
-  if (latent && retrievedNew && retrievedFlash) {
-    const k = latent.k;
+  if (pool && retrievedNew && retrievedFlash) {
+    const k = pool.tasks.k;
     const owned = {
       newIndices: tensor(retrievedNew.indices, [retrievedNew.indices.length / k, k]),
       newWeights: tensor(retrievedNew.weights, [retrievedNew.weights.length / k, k]),
       flashIndices: tensor(retrievedFlash.indices, [retrievedFlash.indices.length / k, k]),
       flashWeights: tensor(retrievedFlash.weights, [retrievedFlash.weights.length / k, k]),
     };
-    saveSafetensors(join(tmp, 'latent.safetensors'), { A: latent.A, B: latent.B, ...owned });
+    pool.save(join(tmp, LATENT_POOL_FILE));
+    saveSafetensors(join(tmp, RETRIEVAL), owned);
     Object.values(owned).forEach((t) => t.dispose());
   }
   writeFileAtomic(join(tmp, 'state.json'), `${JSON.stringify(state)}\n`);

@@ -45,6 +45,11 @@ export interface GenerateOptions {
   /** Written after a sequence stopped. */
   padTokenId?: number;
   adapters?: boolean;
+  /**
+   * Latent-task increments per sequence, (b, k) indices and weights, on the o_proj of layers with a
+   * pool (setLatentPool): applied to the prompt and to every generated token.
+   */
+  latent?: { indices: Tensor; weights: Tensor };
 }
 
 interface AdapterConfigJson {
@@ -57,7 +62,7 @@ interface AdapterConfigJson {
   lora_dropout?: number;
 }
 
-const latentHandles = (o: ForwardOptions) => (o.latent ? { indices: h(o.latent.indices), weights: h(o.latent.weights) } : undefined);
+const latentHandles = (o: { latent?: { indices: Tensor; weights: Tensor } }) => (o.latent ? { indices: h(o.latent.indices), weights: h(o.latent.weights) } : undefined);
 
 /** Files of a model directory that describe it rather than hold weights: copied by saveMerged(). */
 const DESCRIPTION_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
@@ -140,6 +145,7 @@ export class LlamaModel implements Disposable {
       options.eosTokenIds ?? [],
       options.padTokenId ?? 0,
       options.adapters ?? true,
+      latentHandles(options),
     );
     return new Tensor(out);
   }

@@ -49,7 +49,7 @@ class Model : public Napi::ObjectWrap<Model> {
   class GenerateTask : public Napi::AsyncWorker {
    public:
     GenerateTask(Napi::Env env, std::shared_ptr<const LlamaModel> model, std::shared_ptr<int> running, at::Tensor ids,
-                 at::Tensor mask, GenerateOptions options, bool adapters)
+                 at::Tensor mask, GenerateOptions options, bool adapters, std::optional<LatentCall> latent)
         : Napi::AsyncWorker(env, "generate"),
           model_(std::move(model)),
           running_(std::move(running)),
@@ -57,6 +57,7 @@ class Model : public Napi::ObjectWrap<Model> {
           mask_(std::move(mask)),
           options_(std::move(options)),
           adapters_(adapters),
+          latent_(std::move(latent)),
           deferred_(Napi::Promise::Deferred::New(env)) {}
     Napi::Promise promise() const { return deferred_.Promise(); }
 
@@ -64,7 +65,7 @@ class Model : public Napi::ObjectWrap<Model> {
     void Execute() override {
       try {
         apply_threads();
-        result_ = model_->generate(ids_, mask_, options_, adapters_);
+        result_ = model_->generate(ids_, mask_, options_, adapters_, latent_ ? &*latent_ : nullptr);
       } catch (...) {
         failure_ = describe_current_exception("generate");
         SetError(failure_.message);
@@ -85,6 +86,8 @@ class Model : public Napi::ObjectWrap<Model> {
     at::Tensor ids_, mask_, result_;
     GenerateOptions options_;
     bool adapters_;
+    // Its own references to the latent tensors: JS may dispose its handles while this runs.
+    std::optional<LatentCall> latent_;
     Napi::Promise::Deferred deferred_;
     Failure failure_{ErrorKind::Generic, ""};
   };
@@ -220,7 +223,8 @@ class Model : public Napi::ObjectWrap<Model> {
       o.eos_token_ids = int_list_arg(info, 6, op, "eosTokenIds");
       o.pad_token_id = static_cast<int64_t>(number_arg(info, 7, op, "padTokenId", 0));
       const bool adapters = bool_arg(info, 8, op, "adapters", true);
-      auto* task = new GenerateTask(info.Env(), model_, running_, ids, mask, std::move(o), adapters);
+      auto latent = latent_arg(info, 9, op);
+      auto* task = new GenerateTask(info.Env(), model_, running_, ids, mask, std::move(o), adapters, std::move(latent));
       ++*running_;
       Napi::Promise promise = task->promise();
       task->Queue();

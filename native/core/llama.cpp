@@ -260,6 +260,27 @@ void LlamaModel::check_ids(const at::Tensor& ids, const at::Tensor& attention_ma
                 shape_str(ids.sizes()));
 }
 
+void LlamaModel::check_latent(const LatentCall& latent, int64_t batch, const char* op) const {
+  const std::string where(op);
+  if (latent_pools_.empty()) throw_range(where + ": latent tasks given but no latent pool is set (setLatentPool)");
+  if (!latent.indices.defined() || !latent.weights.defined()) throw_type(where + ": latent needs both indices and weights");
+  if (latent.indices.scalar_type() != at::kLong && latent.indices.scalar_type() != at::kInt)
+    throw_type(where + ": latent indices must be int64 or int32, got " + dtype_name(latent.indices.scalar_type()));
+  check_float_tensor(latent.weights, op, "latent weights");
+  check_dims(latent.indices, 2, op, "latent indices");
+  if (latent.indices.size(0) != batch || latent.weights.sizes() != latent.indices.sizes() || latent.indices.size(1) == 0)
+    throw_range(where + ": latent indices " + shape_str(latent.indices.sizes()) + " and weights " +
+                shape_str(latent.weights.sizes()) + " must both be [" + std::to_string(batch) + ", k] with k >= 1, for a batch of " +
+                std::to_string(batch));
+  const int64_t lo = latent.indices.min().item<int64_t>(), hi = latent.indices.max().item<int64_t>();
+  for (const auto& [layer, pool] : latent_pools_) {
+    const int64_t P = pool.first.size(0);
+    if (lo < 0 || hi >= P)
+      throw_range(where + ": latent indices span " + std::to_string(lo) + ".." + std::to_string(hi) + ", outside the pool of " +
+                  std::to_string(P) + " latent tasks on layer " + std::to_string(layer));
+  }
+}
+
 at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& key_mask, KvCache* cache,
                               bool adapters, const LatentCall* latent) const {
   const auto& c = config_;
@@ -345,7 +366,7 @@ at::Tensor LlamaModel::hidden_states(const at::Tensor& ids, const at::Tensor& at
   // Positions 0..t-1 whatever the padding, as transformers' forward does (pad on the right).
   const at::Tensor positions = at::arange(ids.size(1), ids.options()).expand_as(ids);
   const at::Tensor key_mask = attention_mask.defined() ? attention_mask : at::ones_like(ids);
-  if (latent && latent_pools_.empty()) throw_range("model.forward: latent tasks given but no latent pool is set");
+  if (latent) check_latent(*latent, ids.size(0), "model.forward");
   return decode(ids, positions, key_mask, nullptr, adapters, latent);
 }
 
@@ -371,9 +392,14 @@ at::Tensor LlamaModel::mean_pooled(const at::Tensor& ids, const at::Tensor& atte
 }
 
 at::Tensor LlamaModel::generate(const at::Tensor& ids, const at::Tensor& attention_mask, const GenerateOptions& o,
-                                bool adapters) const {
+                                bool adapters, const LatentCall* latent) const {
   const char* op = "generate";
   check_ids(ids, attention_mask, op);
+  if (latent) check_latent(*latent, ids.size(0), op);
+  // Retrieval weights come as float32; a bfloat16 model mixes them in its own dtype.
+  std::optional<LatentCall> mix;
+  if (latent) mix = LatentCall{latent->indices, latent->weights.to(dtype_)};
+  const LatentCall* call = mix ? &*mix : nullptr;
   if (o.max_new_tokens < 1) throw_range(std::string(op) + ": maxNewTokens must be at least 1");
   if (!(o.temperature >= 0.0) || !(o.top_p > 0.0 && o.top_p <= 1.0))
     throw_range(std::string(op) + ": temperature must be >= 0 and topP in (0, 1]");
@@ -394,7 +420,7 @@ at::Tensor LlamaModel::generate(const at::Tensor& ids, const at::Tensor& attenti
   if (o.seed) gen = at::make_generator<at::CPUGeneratorImpl>(*o.seed);
   const at::Tensor eos = at::tensor(o.eos_token_ids, at::TensorOptions().dtype(at::kLong));
 
-  at::Tensor h = decode(ids, positions, key_mask.narrow(1, 0, t), &cache, adapters);
+  at::Tensor h = decode(ids, positions, key_mask.narrow(1, 0, t), &cache, adapters, call);
   at::Tensor logits = at::linear(h.select(1, t - 1), lm_head).to(at::kFloat);
   at::Tensor next_pos = positions.select(1, t - 1) + 1;
   at::Tensor finished = at::zeros({b}, at::TensorOptions().dtype(at::kBool));
@@ -417,7 +443,7 @@ at::Tensor LlamaModel::generate(const at::Tensor& ids, const at::Tensor& attenti
     out.push_back(next);
     if (eos.numel()) finished = finished.logical_or(at::isin(next, eos));
     if (step + 1 == o.max_new_tokens || finished.all().item<bool>()) break;
-    h = decode(next.view({b, 1}), next_pos.view({b, 1}), key_mask.narrow(1, 0, t + step + 1), &cache, adapters);
+    h = decode(next.view({b, 1}), next_pos.view({b, 1}), key_mask.narrow(1, 0, t + step + 1), &cache, adapters, call);
     logits = at::linear(h.select(1, 0), lm_head).to(at::kFloat);
     next_pos = next_pos + 1;
   }

@@ -105,8 +105,10 @@ class LlamaModel {
 
   // Continues left-padded prompts ids (b, t) with mask (b, t); returns the new tokens (b, n <=
   // max_new_tokens), pad_token_id after a sequence's end. Runs with a KV cache, without gradients.
+  // With `latent`, each sequence's increments apply to the prompt and to every generated token, as
+  // in training: they depend on the sample, not on the position, so left padding changes nothing.
   at::Tensor generate(const at::Tensor& input_ids, const at::Tensor& attention_mask, const GenerateOptions& options,
-                      bool adapters) const;
+                      bool adapters, const LatentCall* latent = nullptr) const;
 
   // Folds every adapter into its base weight (W += scale B A) and drops the adapters.
   void merge_lora();
@@ -133,6 +135,9 @@ class LlamaModel {
   at::Tensor decode(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& key_mask, KvCache* cache,
                     bool adapters, const LatentCall* latent = nullptr) const;
   void check_ids(const at::Tensor& ids, const at::Tensor& mask, const char* op) const;
+  // Latent tasks for a batch of `batch`: a pool is set, indices and weights are (batch, k), every
+  // index is inside every pool. Checked before any work, so a bad call names `op`, not a layer.
+  void check_latent(const LatentCall& latent, int64_t batch, const char* op) const;
   std::vector<std::pair<std::string, LinearLayer*>> linear_layers();
 
   LlamaConfig config_;
