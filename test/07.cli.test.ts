@@ -86,7 +86,9 @@ describe('jfa command', () => {
       }
       const html = readFileSync(join(out, 'run', 'report.html'), 'utf8');
       expect(html).toContain('<table>');
-      expect(html.match(/<svg /g)).toHaveLength(3);
+      // per-seed chart, old-task bars, loss and divergence curves; one dot and one mean ring per trained run
+      expect(html.match(/<svg /g)).toHaveLength(4);
+      expect(html.match(/<circle /g)).toHaveLength(4 * 2);
       expect(existsSync(join(out, 'run', 'data', 'new-eval.jsonl'))).toBe(true);
       expect(existsSync(join(out, 'run', 'runs', 'jfa', 'adapter', 'adapter_model.safetensors'))).toBe(true);
 

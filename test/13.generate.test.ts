@@ -3,7 +3,8 @@
 // with the same logits, a model we create loads in transformers with our tokenizer's ids and logits,
 // and `jfa generate` runs on it.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -213,6 +214,22 @@ describe('the from-scratch model', () => {
     const numbers = Array.from({ length: 30 }, () => 'x 42 = 42 and 1234 1234');
     expect(learnMerges(numbers, 10, { splitDigits: false }).some((m) => /[0-9]/.test(m))).toBe(true);
     expect(learnMerges(numbers, 10).some((m) => /[0-9]/.test(m))).toBe(false);
+  });
+
+  it("the demo's shipped base matches its card's hash and loads in transformers with our tokenization and logits", () => {
+    const shipped = join(root, 'models', 'jfa-base');
+    const card = JSON.parse(readFileSync(join(shipped, 'jfa-base.json'), 'utf8')) as { sha256: string; parameters: number };
+    expect(createHash('sha256').update(readFileSync(join(shipped, 'model.safetensors'))).digest('hex')).toBe(card.sha256);
+    expect(statSync(join(shipped, 'model.safetensors')).size).toBeLessThanOrEqual(24 * 1024 * 1024);
+    const text = "Solve the math word problem step by step. End with 'The answer is N.'\nAna buys 3 packs of pencils with 4 pencils in each pack.\n";
+    const ours = Tokenizer.fromDir(shipped).encode(text);
+    const out = join(dir, 'shipped-logits.safetensors');
+    const ref = py<{ ids: number[]; decoded: string }>({ op: 'hf_load', model: shipped, text, out });
+    expect(ours).toEqual(ref.ids);
+    using model = LlamaModel.load(shipped);
+    expect(model.parameterCount).toBe(card.parameters);
+    const logits = model.logits(tensor(BigInt64Array.from(ours.map(BigInt)), [1, ours.length]));
+    expectClose(logits, { shape: [1, ours.length, model.config.vocabSize], data: loadSafetensors(out).tensors.logits!.toTypedArray() as Float32Array }, 1e-4, 'logits');
   });
 
   it('jfa generate runs on it and on the transformers model, and names a missing tokenizer', () => {

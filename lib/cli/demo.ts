@@ -13,6 +13,7 @@ import { type InstanceRecord } from '../data/records.js';
 import { createRng } from '../data/rng.js';
 import { sampleFlashbacks, type Suite, writeSuite } from '../data/suite.js';
 import { evaluateNew, evaluateOld } from '../jfa/evaluate.js';
+import { LATENT_MODES, type LatentMode, type LatentPool } from '../jfa/pool.js';
 import { type StepProgress, train, type TrainMethod } from '../jfa/trainer.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
@@ -23,7 +24,7 @@ import { type BaseCard, baseSchema, baseSuite, buildBase, readCard, sha256File, 
 import { progress } from './progress.js';
 import { aggregate, type DemoResults, type MethodResult, oldAverage, pct, renderReport, resultTable, type RunResult } from './report.js';
 
-export const DEMO_METHODS = ['sft', 'replay', 'flashback', 'jfa', 'jfa-no-latent', 'jfa-no-pcgrad'] as const;
+export const DEMO_METHODS = ['sft', 'replay', 'flashback', 'jfa', 'jfa-no-latent', 'jfa-no-pcgrad', 'jfa-retrieve', 'jfa-drop'] as const;
 export type DemoMethod = (typeof DEMO_METHODS)[number];
 
 /** The base the demo starts from unless told otherwise: pretrained once by `jfa pretrain`, committed. */
@@ -68,6 +69,12 @@ export const demoSchema = z
         latentRank: int.default(8),
         /** factor on the retrieved latent-task weights (1: the paper's) */
         latentScale: z.number().positive().default(1),
+        /** how jfa's adapter serves: with the retrieved increments ('retrieve'), or alone ('drop', trained with latent dropout) */
+        latentMode: z.enum(LATENT_MODES).default('retrieve'),
+        /** 'drop' mode: probability that a micro-batch leaves the increments out */
+        latentDropout: z.number().min(0).max(1).default(0.5),
+        /** weight of an extra plain-adapter SFT term on new-task micro-batches (jfa with latent tasks) */
+        plainSftWeight: z.number().nonnegative().default(0),
       })
       .strict()
       .prefault({}),
@@ -92,9 +99,12 @@ export type DemoOptions = z.infer<typeof demoSchema>;
 
 export const methodLabel = (m: DemoMethod): string => m.replace('-no-', ' --no-');
 
-function trainMethod(m: DemoMethod): { method: TrainMethod; latent?: boolean; pcgrad?: boolean } {
+/** jfa-retrieve and jfa-drop are jfa with that latent mode; plain jfa takes train.latentMode. */
+function trainMethod(m: DemoMethod): { method: TrainMethod; latent?: boolean; pcgrad?: boolean; latentMode?: LatentMode } {
   if (m === 'jfa-no-latent') return { method: 'jfa', latent: false };
   if (m === 'jfa-no-pcgrad') return { method: 'jfa', pcgrad: false };
+  if (m === 'jfa-retrieve') return { method: 'jfa', latentMode: 'retrieve' };
+  if (m === 'jfa-drop') return { method: 'jfa', latentMode: 'drop' };
   return { method: m };
 }
 
@@ -129,7 +139,7 @@ async function baseModel(o: DemoOptions, out: string, quiet: boolean): Promise<{
   return { dir, card: await buildBase(dir, settings, { quiet, label: 'base model' }), cached: false };
 }
 
-async function evaluateAll(model: LlamaModel, tokenizer: Tokenizer, suite: Suite, o: DemoOptions, label: string, quiet: boolean) {
+async function evaluateAll(model: LlamaModel, tokenizer: Tokenizer, suite: Suite, o: DemoOptions, label: string, quiet: boolean, latent?: LatentPool) {
   const e = o.eval;
   const oldEval = OLD_SUITE_NAMES.map((n) => suite.old[n].eval);
   const total = oldEval.reduce((s, r) => s + r.length, 0) + suite.newEval.length;
@@ -138,10 +148,10 @@ async function evaluateAll(model: LlamaModel, tokenizer: Tokenizer, suite: Suite
   const onBatch = (d: number) => bar.update(done + d, total);
   const old = {} as Record<OldSuiteName, number>;
   for (const [i, name] of OLD_SUITE_NAMES.entries()) {
-    old[name] = (await evaluateOld(model, tokenizer, oldEval[i]!, { batch: e.batch, maxNewTokens: e.maxNewTokens, onBatch })).accuracy;
+    old[name] = (await evaluateOld(model, tokenizer, oldEval[i]!, { batch: e.batch, maxNewTokens: e.maxNewTokens, onBatch, latent })).accuracy;
     done += oldEval[i]!.length;
   }
-  const fresh = await evaluateNew(model, tokenizer, suite.newEval, { batch: e.batch, maxNewTokens: e.maxNewTokens, onBatch });
+  const fresh = await evaluateNew(model, tokenizer, suite.newEval, { batch: e.batch, maxNewTokens: e.maxNewTokens, onBatch, latent });
   bar.stop();
   log(quiet, `  ${label}: new-task ROUGE-L ${pct(fresh.rougeL)}, EM ${pct(fresh.exactMatch)}; old-task accuracy ${pct(oldAverage({ old }))} (${OLD_SUITE_NAMES.map((n) => `${n} ${pct(old[n])}`).join(', ')})`);
   return { old, newRougeL: fresh.rougeL, newExactMatch: fresh.exactMatch, examples: suite.newEval.slice(0, 3).map((r, i) => ({ input: `${r.instruction} ${r.input}`, reference: r.output, prediction: fresh.predictions[i]! })) };
@@ -205,6 +215,8 @@ export async function runOnce(b: Bench, m: DemoMethod, seed: number, runDir: str
   // No flashbacks means the method has nothing to hold the old outputs with: that is plain SFT.
   const flashbacks = t.flashbacksPerSuite > 0 ? sampleFlashbacks(b.suite, t.flashbacksPerSuite, seed) : [];
   if (flashbacks.length === 0 && method.method !== 'replay') method.method = 'sft';
+  const withLatent = method.method === 'jfa' && method.latent !== false;
+  const mode = method.latentMode ?? t.latentMode;
   const r = await train(
     model,
     b.tokenizer,
@@ -212,6 +224,7 @@ export async function runOnce(b: Bench, m: DemoMethod, seed: number, runDir: str
     {
       ...method,
       ...(overrides.pcgrad === undefined ? {} : { pcgrad: overrides.pcgrad }),
+      ...(withLatent ? { latentMode: mode, latentDropout: mode === 'drop' ? t.latentDropout : 0, plainSftWeight: t.plainSftWeight } : {}),
       epochs: t.epochs,
       lr: t.lr,
       microBatch: t.microBatch,
@@ -229,8 +242,10 @@ export async function runOnce(b: Bench, m: DemoMethod, seed: number, runDir: str
     },
   );
   bar.stop();
-  r.latent?.dispose();
-  const scores = await evaluateAll(model, b.tokenizer, b.suite, b.o, label, b.quiet);
+  // A 'retrieve' adapter serves with its pool, as in training; a 'drop' adapter alone.
+  const serving = r.pool?.mode === 'retrieve' ? r.pool : undefined;
+  const scores = await evaluateAll(model, b.tokenizer, b.suite, b.o, label, b.quiet, serving);
+  r.pool?.dispose();
   const forgetting = OLD_SUITE_NAMES.reduce((s, n) => s + (b.baseScores.old[n]! - scores.old[n]), 0) / OLD_SUITE_NAMES.length;
   return { seed, ...scores, forgetting, trainSeconds: r.elapsedMs / 1000, steps: r.steps, tokensPerSecond: r.tokens / (r.elapsedMs / 1000), curve };
 }

@@ -10,7 +10,7 @@ import { writeFileAtomic } from '../util/files.js';
 import { benchSummary, type DemoMethod, demoSchema, formatTable, prepareBench, runOnce, type RunOverrides } from './demo.js';
 import { aggregate, type DemoResults, type MethodResult, renderReport, type RunResult } from './report.js';
 
-export const STUDIES = ['flashbacks', 'alpha', 'latent', 'pcgrad'] as const;
+export const STUDIES = ['flashbacks', 'alpha', 'latent', 'latent-mode', 'pcgrad'] as const;
 export type StudyName = (typeof STUDIES)[number];
 
 interface Point {
@@ -34,6 +34,15 @@ export function studyPoints(study: StudyName): Point[] {
       return [
         { label: 'no latent tasks', method: 'jfa-no-latent', overrides: {} },
         ...([[4, 4, 1], [8, 8, 2], [16, 24, 2], [16, 24, 4], [32, 24, 2]] as const).map(([c, q, k]) => ({ label: `C ${c}, Q ${q}, k ${k}`, method: 'jfa' as const, overrides: { groups: c, perGroup: q, k } })),
+      ];
+    case 'latent-mode':
+      // How the adapter serves after joint training: with the retrieved increments, or alone after
+      // latent dropout with probability p (and p 0.5 with a plain-adapter SFT term).
+      return [
+        { label: 'no latent tasks', method: 'jfa-no-latent', overrides: {} },
+        { label: 'retrieve', method: 'jfa-retrieve', overrides: {} },
+        ...[0.25, 0.5, 0.75].map((p) => ({ label: `drop p ${p}`, method: 'jfa-drop' as const, overrides: { latentDropout: p } })),
+        { label: 'drop p 0.5 + plain SFT 0.5', method: 'jfa-drop', overrides: { latentDropout: 0.5, plainSftWeight: 0.5 } },
       ];
     case 'pcgrad':
       return [
