@@ -108,6 +108,20 @@ describe('flashback pool and general skills', () => {
     }
   });
 
+  it('seen-task evaluation: training tasks on inputs that training never saw', () => {
+    const seen = generateSuite({ seed: 7, ...small, seenEvalTasks: 10 });
+    expect(seen.newTrain).toEqual(suiteA.newTrain);
+    const trainTasks = new Set(seen.newTrainTaskNames);
+    const trainPairs = new Set(seen.newTrain.map((r) => `${r.task}\n${r.input}`));
+    expect(new Set(seen.newSeenEval.map((r) => r.task)).size).toBe(10);
+    expect(seen.newSeenEval.length).toBeGreaterThanOrEqual(20);
+    for (const r of seen.newSeenEval) {
+      expect(trainTasks.has(r.task)).toBe(true);
+      expect(trainPairs.has(`${r.task}\n${r.input}`)).toBe(false);
+    }
+    expect(suiteA.newSeenEval).toEqual([]);
+  });
+
   it('sampleFlashbacks: per suite, seeded, different across seeds, and refuses more than the pool holds', () => {
     const a = sampleFlashbacks(pooled, 32, 1);
     expect(a).toHaveLength(5 * 32);

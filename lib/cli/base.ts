@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { readJsonl } from '../data/jsonl.js';
 import { OLD_SUITE_NAMES, type OldSuiteName } from '../data/old-tasks.js';
 import { type InstanceRecord } from '../data/records.js';
-import { generateSuite, type Suite } from '../data/suite.js';
+import { generateSuite, type Suite, type SuiteOptions } from '../data/suite.js';
 import { evaluateOld } from '../jfa/evaluate.js';
 import { pretrain } from '../jfa/pretrain.js';
 import { learnMerges } from '../model/bpe.js';
@@ -71,7 +71,7 @@ export function sha256File(path: string): string {
 }
 
 /** The generated suite a base with these data settings was pretrained on (its eval records were not). */
-export function baseSuite(o: Pick<BaseOptions, 'dataSeed' | 'oldTrainPerSuite'>, extra: { skills?: number; oldEvalPerSuite?: number; flashbackPoolPerSuite?: number; evalInstancesPerTask?: number; newEvalTasks?: number } = {}): Suite {
+export function baseSuite(o: Pick<BaseOptions, 'dataSeed' | 'oldTrainPerSuite'>, extra: Omit<SuiteOptions, 'seed' | 'oldTrainPerSuite'> = {}): Suite {
   return generateSuite({ seed: o.dataSeed, oldTrainPerSuite: o.oldTrainPerSuite, ...extra });
 }
 

@@ -83,6 +83,8 @@ export const demoSchema = z
         oldPerSuite: int.default(200),
         /** held-out tasks to evaluate (default: all of them) */
         newTasks: int.optional(),
+        /** training tasks evaluated on fresh inputs (seen-task ROUGE-L; 0: none) */
+        seenTasks: z.number().int().nonnegative().default(100),
         newInstancesPerTask: int.default(3),
         maxNewTokens: int.default(48),
         batch: int.default(50),
@@ -139,22 +141,33 @@ async function baseModel(o: DemoOptions, out: string, quiet: boolean): Promise<{
   return { dir, card: await buildBase(dir, settings, { quiet, label: 'base model' }), cached: false };
 }
 
+/**
+ * New tokens an old suite's answers need: its longest reference answer plus 8. A model that drifted
+ * into another task's format stops there instead of running to the demo's cap on every prompt.
+ */
+function answerBudget(tokenizer: Tokenizer, records: InstanceRecord[]): number {
+  return 8 + Math.max(0, ...records.map((r) => tokenizer.encode(r.output, { addSpecialTokens: false }).length));
+}
+
 async function evaluateAll(model: LlamaModel, tokenizer: Tokenizer, suite: Suite, o: DemoOptions, label: string, quiet: boolean, latent?: LatentPool) {
   const e = o.eval;
   const oldEval = OLD_SUITE_NAMES.map((n) => suite.old[n].eval);
-  const total = oldEval.reduce((s, r) => s + r.length, 0) + suite.newEval.length;
+  const total = oldEval.reduce((s, r) => s + r.length, 0) + suite.newEval.length + suite.newSeenEval.length;
   const bar = progress(`  eval ${label}`, quiet);
   let done = 0;
   const onBatch = (d: number) => bar.update(done + d, total);
   const old = {} as Record<OldSuiteName, number>;
   for (const [i, name] of OLD_SUITE_NAMES.entries()) {
-    old[name] = (await evaluateOld(model, tokenizer, oldEval[i]!, { batch: e.batch, maxNewTokens: e.maxNewTokens, onBatch, latent })).accuracy;
+    const maxNewTokens = Math.min(e.maxNewTokens, answerBudget(tokenizer, oldEval[i]!));
+    old[name] = (await evaluateOld(model, tokenizer, oldEval[i]!, { batch: e.batch, maxNewTokens, onBatch, latent })).accuracy;
     done += oldEval[i]!.length;
   }
   const fresh = await evaluateNew(model, tokenizer, suite.newEval, { batch: e.batch, maxNewTokens: e.maxNewTokens, onBatch, latent });
+  done += suite.newEval.length;
+  const seen = suite.newSeenEval.length ? await evaluateNew(model, tokenizer, suite.newSeenEval, { batch: e.batch, maxNewTokens: e.maxNewTokens, onBatch, latent }) : undefined;
   bar.stop();
-  log(quiet, `  ${label}: new-task ROUGE-L ${pct(fresh.rougeL)}, EM ${pct(fresh.exactMatch)}; old-task accuracy ${pct(oldAverage({ old }))} (${OLD_SUITE_NAMES.map((n) => `${n} ${pct(old[n])}`).join(', ')})`);
-  return { old, newRougeL: fresh.rougeL, newExactMatch: fresh.exactMatch, examples: suite.newEval.slice(0, 3).map((r, i) => ({ input: `${r.instruction} ${r.input}`, reference: r.output, prediction: fresh.predictions[i]! })) };
+  log(quiet, `  ${label}: held-out new-task ROUGE-L ${pct(fresh.rougeL)}, EM ${pct(fresh.exactMatch)}${seen ? `; seen-task ROUGE-L ${pct(seen.rougeL)}` : ''}; old-task accuracy ${pct(oldAverage({ old }))} (${OLD_SUITE_NAMES.map((n) => `${n} ${pct(old[n])}`).join(', ')})`);
+  return { old, newRougeL: fresh.rougeL, newExactMatch: fresh.exactMatch, ...(seen ? { seenRougeL: seen.rougeL } : {}), examples: suite.newEval.slice(0, 3).map((r, i) => ({ input: `${r.instruction} ${r.input}`, reference: r.output, prediction: fresh.predictions[i]! })) };
 }
 
 /** What every run of the demo (and of a study) shares: the base, the data, the base's scores. */
@@ -182,7 +195,7 @@ export async function prepareBench(o: DemoOptions, title: string): Promise<Bench
   log(quiet, `${title} -> ${out} (libtorch ${info.torchVersion}, ${info.numThreads} threads)`);
   const base = await baseModel(o, out, quiet);
   const data = { dataSeed: base.card.options.dataSeed ?? o.seed, oldTrainPerSuite: base.card.options.oldTrainPerSuite ?? o.base.oldTrainPerSuite };
-  const suite = baseSuite(data, { oldEvalPerSuite: o.eval.oldPerSuite, flashbackPoolPerSuite: Math.max(FLASHBACK_POOL, o.train.flashbacksPerSuite), evalInstancesPerTask: o.eval.newInstancesPerTask, newEvalTasks: o.eval.newTasks });
+  const suite = baseSuite(data, { oldEvalPerSuite: o.eval.oldPerSuite, flashbackPoolPerSuite: Math.max(FLASHBACK_POOL, o.train.flashbacksPerSuite), evalInstancesPerTask: o.eval.newInstancesPerTask, newEvalTasks: o.eval.newTasks, seenEvalTasks: o.eval.seenTasks });
   writeSuite(join(out, 'data'), suite);
   const newTrain = o.train.records >= suite.newTrain.length ? suite.newTrain : createRng(data.dataSeed).fork('demo/new-train').sample(suite.newTrain, o.train.records);
   log(quiet, `data: ${OLD_SUITE_NAMES.length} old suites (${o.eval.oldPerSuite} held-out records each), ${o.train.flashbacksPerSuite} flashback prompts per suite per run, ${newTrain.length} new-task training records from ${suite.newTrainTaskNames.length} tasks, ${suite.newEval.length} held-out records from ${suite.newEvalTaskNames.length} unseen tasks -> ${join(out, 'data')}`);

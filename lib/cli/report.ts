@@ -4,8 +4,11 @@
 /** The scores of one model: one run of a method, or the mean over its runs. */
 interface Scores {
   old: Record<string, number>;
+  /** held-out (unseen) new tasks */
   newRougeL: number;
   newExactMatch: number;
+  /** seen new tasks on fresh inputs, when evaluated */
+  seenRougeL?: number;
   /** base accuracy minus this model's, averaged over the old suites */
   forgetting: number;
 }
@@ -25,7 +28,7 @@ export interface MethodResult extends Scores {
   method: string;
   label: string;
   /** standard deviations over seeds (present with two or more runs) */
-  sd?: { old: Record<string, number>; oldAverage: number; newRougeL: number; newExactMatch: number; forgetting: number };
+  sd?: { old: Record<string, number>; oldAverage: number; newRougeL: number; newExactMatch: number; seenRougeL?: number; forgetting: number };
   runs?: RunResult[];
   trainSeconds?: number;
   steps?: number;
@@ -76,6 +79,7 @@ export function aggregate(method: string, label: string, runs: RunResult[]): Met
     old: Object.fromEntries(suites.map((s) => [s, mean(of((r) => r.old[s]!))])),
     newRougeL: mean(of((r) => r.newRougeL)),
     newExactMatch: mean(of((r) => r.newExactMatch)),
+    ...(runs[0]!.seenRougeL === undefined ? {} : { seenRougeL: mean(of((r) => r.seenRougeL!)) }),
     forgetting: mean(of((r) => r.forgetting)),
     runs,
     trainSeconds: mean(of((r) => r.trainSeconds)),
@@ -90,6 +94,7 @@ export function aggregate(method: string, label: string, runs: RunResult[]): Met
       oldAverage: sd(of(oldAverage)),
       newRougeL: sd(of((r) => r.newRougeL)),
       newExactMatch: sd(of((r) => r.newExactMatch)),
+      ...(runs[0]!.seenRougeL === undefined ? {} : { seenRougeL: sd(of((r) => r.seenRougeL!)) }),
       forgetting: sd(of((r) => r.forgetting)),
     };
   return result;
@@ -97,12 +102,14 @@ export function aggregate(method: string, label: string, runs: RunResult[]): Met
 
 /** The results table, as the console and report.html both show it: a header and one row per method (mean ± sd over seeds). */
 export function resultTable(r: DemoResults): { head: string[]; rows: string[][] } {
-  const head = ['method', 'new ROUGE-L', 'new EM', ...r.suites, 'old avg', 'forgetting', 'steps', 'train s', 'tokens/s'];
+  const seen = r.methods.some((m) => m.seenRougeL !== undefined);
+  const head = ['method', 'new ROUGE-L', 'new EM', ...(seen ? ['seen ROUGE-L'] : []), ...r.suites, 'old avg', 'forgetting', 'steps', 'train s', 'tokens/s'];
   const cell = (v: number, spread?: number) => (spread === undefined ? pct(v) : `${pct(v)} ± ${pct(spread)}`);
   const rows = r.methods.map((m) => [
     m.label,
     cell(m.newRougeL, m.sd?.newRougeL),
     cell(m.newExactMatch, m.sd?.newExactMatch),
+    ...(seen ? [m.seenRougeL === undefined ? '-' : cell(m.seenRougeL, m.sd?.seenRougeL)] : []),
     ...r.suites.map((s) => cell(m.old[s] ?? 0, m.sd?.old[s])),
     cell(oldAverage(m), m.sd?.oldAverage),
     m.method === 'base' ? '-' : cell(m.forgetting, m.sd?.forgetting),
@@ -237,7 +244,7 @@ New-task training: ${r.data.newTrainRecords} records; held-out evaluation: ${r.d
 old suites: ${r.data.oldEvalPerSuite} evaluation records each; ${r.data.flashbacks} flashback prompts.
 libtorch ${esc(r.runtime.torchVersion)}, ${r.runtime.threads} threads; wall time ${r.wallSeconds.toFixed(0)} s; ${r.seeds > 1 ? `seeds ${r.seed}-${r.seed + r.seeds - 1} (mean ± sd)` : `seed ${r.seed}`}.</p>
 <h2>Results</h2>
-<p>Scores in %. Forgetting = base accuracy minus accuracy after training, averaged over the old suites (lower is better).</p>
+<p>Scores in %. New ROUGE-L and EM: held-out tasks never seen in training; seen ROUGE-L: training tasks on fresh inputs. Forgetting = base accuracy minus accuracy after training, averaged over the old suites (lower is better).</p>
 <table><tr>${table.head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr>${rows.join('')}</table>
 ${studyChart(r) ? `<h2>The sweep</h2>${studyChart(r)}` : ''}
 <h2>Each seed: forgetting against new-task ROUGE-L</h2>

@@ -29,6 +29,8 @@ export interface SuiteOptions {
   newEvalTasks?: number;
   instancesPerTask?: number;
   evalInstancesPerTask?: number;
+  /** Training tasks to evaluate on fresh instances (seen tasks, unseen inputs); default none. */
+  seenEvalTasks?: number;
   /** Salt of the train/test task split; independent of `seed` so the split stays put. */
   splitSalt?: number;
 }
@@ -43,6 +45,8 @@ export interface Suite {
   skills: InstanceRecord[];
   newTrain: InstanceRecord[];
   newEval: InstanceRecord[];
+  /** Fresh instances of training tasks (inputs not in newTrain), for seen-task scores. */
+  newSeenEval: InstanceRecord[];
   newTrainTaskNames: string[];
   newEvalTaskNames: string[];
 }
@@ -83,7 +87,12 @@ export function generateSuite(options: SuiteOptions): Suite {
   const newTrain = trainTasks.flatMap((t) => instances(t, root.fork(`new/${t.name}`), o.instancesPerTask));
   const newEval = evalTasks.flatMap((t) => instances(t, root.fork(`new/${t.name}`), o.evalInstancesPerTask));
   const skills = generalSkills(root.fork('skills'), o.skills);
-  return { seed: o.seed, old, flashbacks, flashbackPool, skills, newTrain, newEval, newTrainTaskNames: trainTasks.map((t) => t.name), newEvalTaskNames: evalTasks.map((t) => t.name) };
+  const trainInputs = new Set(newTrain.map((r) => `${r.task}\n${r.input}`));
+  const seenTasks = o.seenEvalTasks ? pickTasks(trainTasks, o.seenEvalTasks, 'new/seen-eval-tasks') : [];
+  const newSeenEval = seenTasks.flatMap((t) =>
+    instances(t, root.fork(`new/seen-eval/${t.name}`), o.evalInstancesPerTask * 3).filter((r) => !trainInputs.has(`${r.task}\n${r.input}`)).slice(0, o.evalInstancesPerTask),
+  );
+  return { seed: o.seed, old, flashbacks, flashbackPool, skills, newSeenEval, newTrain, newEval, newTrainTaskNames: trainTasks.map((t) => t.name), newEvalTaskNames: evalTasks.map((t) => t.name) };
 }
 
 /**
