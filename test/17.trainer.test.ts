@@ -13,26 +13,16 @@ import { train, type TrainOptions } from '../lib/jfa/trainer.js';
 import { createModel } from '../lib/model/create.js';
 import { LlamaModel } from '../lib/model/llama.js';
 import { Tokenizer } from '../lib/model/tokenizer.js';
-import { root } from './helpers.js';
+import { root, tinyJfaRun } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-train-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const modelDir = join(dir, 'base');
-const suite = generateSuite({ seed: 5, oldTrainPerSuite: 4, oldEvalPerSuite: 2, instancesPerTask: 1 });
+const { suite, options } = tinyJfaRun();
 const data = {
   newTrain: suite.newTrain.slice(0, 24),
   flashbacks: suite.flashbacks.slice(0, 8),
   replay: Object.values(suite.old).flatMap((s) => s.train).slice(0, 8),
-};
-const options: TrainOptions = {
-  method: 'jfa',
-  microBatch: 2,
-  accumulation: 2,
-  maxTokens: 160,
-  lr: 5e-3,
-  lora: { r: 4, loraAlpha: 8 },
-  latentOptions: { groups: 2, perGroup: 3, k: 2, rank: 2 },
-  seed: 3,
 };
 
 beforeAll(() => createModel(modelDir, { hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 2, seed: 1 }));

@@ -11,7 +11,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { servingPool } from '../lib/cli/latent.js';
 import { writeJsonl } from '../lib/data/jsonl.js';
-import { generateSuite } from '../lib/data/suite.js';
 import { evaluateNew } from '../lib/jfa/evaluate.js';
 import { promptText } from '../lib/jfa/examples.js';
 import { embedRecords } from '../lib/jfa/latent.js';
@@ -22,24 +21,14 @@ import { LlamaModel } from '../lib/model/llama.js';
 import { loadSafetensors, saveSafetensors } from '../lib/model/safetensors.js';
 import { Tokenizer } from '../lib/model/tokenizer.js';
 import { randn, type Tensor, tensor } from '../lib/tensor.js';
-import { root } from './helpers.js';
+import { root, tinyJfaRun } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-latent-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const modelDir = join(dir, 'base');
-const suite = generateSuite({ seed: 5, oldTrainPerSuite: 4, oldEvalPerSuite: 2, instancesPerTask: 1 });
+const { suite, options } = tinyJfaRun();
 const data = { newTrain: suite.newTrain.slice(0, 24), flashbacks: suite.flashbacks.slice(0, 8) };
 const evalRecords = suite.newEval.slice(0, 6);
-const options: TrainOptions = {
-  method: 'jfa',
-  microBatch: 2,
-  accumulation: 2,
-  maxTokens: 160,
-  lr: 5e-3,
-  lora: { r: 4, loraAlpha: 8 },
-  latentOptions: { groups: 2, perGroup: 3, k: 2, rank: 2 },
-  seed: 3,
-};
 const run = join(dir, 'retrieve');
 const poolFile = join(run, 'adapter', LATENT_POOL_FILE);
 let tokenizer: Tokenizer;

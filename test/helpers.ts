@@ -4,6 +4,8 @@ import { join } from 'node:path';
 
 import { expect } from 'vitest';
 
+import { generateSuite, type Suite } from '../lib/data/suite.js';
+import { type TrainOptions } from '../lib/jfa/trainer.js';
 import { packageRoot } from '../lib/locate.js';
 
 export const root = packageRoot;
@@ -38,4 +40,20 @@ export function expectError(fn: () => unknown, type: ErrorConstructor, ...parts:
   }
   expect(thrown, `expected ${type.name}`).toBeInstanceOf(type);
   for (const p of parts) expect((thrown as Error).message).toContain(p);
+}
+
+/** The tiny jfa run the trainer tests share: a small generated suite and settings that train in seconds. */
+export function tinyJfaRun(): { suite: Suite; options: TrainOptions } {
+  const suite = generateSuite({ seed: 5, oldTrainPerSuite: 4, oldEvalPerSuite: 2, instancesPerTask: 1 });
+  const options: TrainOptions = {
+    method: 'jfa',
+    microBatch: 2,
+    accumulation: 2,
+    maxTokens: 160,
+    lr: 5e-3,
+    lora: { r: 4, loraAlpha: 8 },
+    latentOptions: { groups: 2, perGroup: 3, k: 2, rank: 2 },
+    seed: 3,
+  };
+  return { suite, options };
 }
