@@ -7,9 +7,8 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { generateSuite } from '../lib/data/suite.js';
 import { toFlashback } from '../lib/data/records.js';
-import { train, type TrainOptions } from '../lib/jfa/trainer.js';
+import { train } from '../lib/jfa/trainer.js';
 import { createModel } from '../lib/model/create.js';
 import { LlamaModel } from '../lib/model/llama.js';
 import { Tokenizer } from '../lib/model/tokenizer.js';

@@ -7,7 +7,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 
 import { readJsonl } from '../data/jsonl.js';
-import { type InstanceRecord, type OldRecord } from '../data/records.js';
+import { type OldRecord } from '../data/records.js';
 import { evaluateNew, evaluateOld } from '../jfa/evaluate.js';
 import { LATENT_MODES } from '../jfa/pool.js';
 import { train } from '../jfa/trainer.js';
