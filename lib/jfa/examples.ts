@@ -31,10 +31,10 @@ function pad(rows: number[][], padId: number) {
 }
 
 /**
- * Tokenizes new-task records as prompt + output + EOS. Past maxTokens the prompt loses its start
+ * Tokenizes new-task records as prompt + output + EOS; `promptLoss` makes every next token a target. Past maxTokens the prompt loses its start
  * (after the first token, BOS), never the output: a truncated target teaches nothing.
  */
-export function sftBatch(tokenizer: Tokenizer, records: InstanceRecord[], maxTokens: number): SftBatch {
+export function sftBatch(tokenizer: Tokenizer, records: InstanceRecord[], maxTokens: number, options: { promptLoss?: boolean } = {}): SftBatch {
   const eos = tokenizer.eosTokenId;
   const rows: number[][] = [];
   const starts: number[] = [];
@@ -50,8 +50,9 @@ export function sftBatch(tokenizer: Tokenizer, records: InstanceRecord[], maxTok
   const targets = new BigInt64Array(rows.length * width).fill(-100n);
   let tokens = 0;
   rows.forEach((row, b) => {
-    // position i predicts token i + 1; only tokens of the output (and EOS) are targets
-    for (let i = Math.max(starts[b]! - 1, 0); i + 1 < row.length; i++) {
+    // position i predicts token i + 1; only tokens of the output (and EOS) are targets, unless the
+    // prompt's are too (language-model pretraining)
+    for (let i = options.promptLoss ? 0 : Math.max(starts[b]! - 1, 0); i + 1 < row.length; i++) {
       targets[b * width + i] = BigInt(row[i + 1]!);
       tokens += 1;
     }

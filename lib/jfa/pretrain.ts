@@ -18,6 +18,8 @@ export interface PretrainOptions {
   lr?: number;
   warmupRatio?: number;
   seed?: number;
+  /** train on every token, prompt included (language modelling), not only on the outputs */
+  promptLoss?: boolean;
   onStep?: (p: StepProgress) => void;
 }
 
@@ -46,7 +48,7 @@ export async function pretrain(model: LlamaModel, tokenizer: Tokenizer, records:
       for (let m = 0; m < accumulation; m++) {
         const idx = order.slice(start + m * microBatch, start + (m + 1) * microBatch);
         if (!idx.length) break;
-        const b = sftBatch(tokenizer, idx.map((i) => records[i]!), o.maxTokens ?? 256);
+        const b = sftBatch(tokenizer, idx.map((i) => records[i]!), o.maxTokens ?? 256, { promptLoss: o.promptLoss });
         tokens += b.tokens;
         micro.push({ kind: 'new' as const, ids: b.ids, attentionMask: b.attentionMask, targets: b.targets });
       }
