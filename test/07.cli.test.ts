@@ -68,7 +68,7 @@ describe('jfa command', () => {
       expect(first.status, first.stderr).toBe(0);
       expect(first.stderr).toMatch(/base model: 0\.0\dM parameters, 100 records x 1 epochs/);
       const table = first.stdout.split('\n');
-      expect(table[0]).toMatch(/^method\s+new ROUGE-L\s+new EM\s+arith-gsm/);
+      expect(table[0]).toMatch(/^method\s+new ROUGE-L\s+new EM\s+seen ROUGE-L\s+arith-gsm/);
       for (const m of ['base', 'sft', 'flashback', 'jfa', 'jfa --no-latent']) expect(table.some((l) => l.startsWith(`${m} `))).toBe(true);
       expect(first.stdout).toMatch(/^jfa: (SFT did not forget|.*of SFT's forgetting)/m);
       const results = JSON.parse(readFileSync(join(out, 'run', 'results.json'), 'utf8')) as {
