@@ -17,6 +17,7 @@ import { learnMerges } from '../model/bpe.js';
 import { createModel } from '../model/create.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
+import { runtimeInfo } from '../runtime.js';
 import { readJson, writeFileAtomic } from '../util/files.js';
 import { progress } from './progress.js';
 
@@ -141,6 +142,7 @@ export async function buildBase(out: string, o: BaseOptions, options: { data?: s
     seconds: r.elapsedMs / 1000,
     sha256: sha256File(join(out, 'model.safetensors')),
     scores,
+    torchThreads: runtimeInfo().numThreads,
   };
   writeCard(out, card);
   return card;
@@ -158,8 +160,8 @@ A ${(card.parameters / 1e6).toFixed(2)}M-parameter Llama (${card.options.layers}
 It stands in for an off-the-shelf instruction-tuned model that is good at its old tasks.
 
 - Command: \`${card.command}\`
-- Data: ${card.options.data ? card.options.data.join(', ') : `the generated benchmark at data seed ${card.options.dataSeed}: ${card.options.oldTrainPerSuite} training records of each of the five old suites and ${card.options.skills} general-skill records (copy, spell, look up, count, answer with a stated label)`}; ${card.records} records, ${card.options.epochs} epochs, ${card.steps} steps, ${card.tokens} target tokens.
-- Seed ${card.options.seed}; wall time ${(card.seconds / 60).toFixed(1)} min on this machine's CPU threads.
+- Data: ${card.options.data ? card.options.data.join(', ') : `the generated benchmark at data seed ${card.options.dataSeed}: ${card.options.oldTrainPerSuite} training records of each of the five old suites and ${card.options.skills} general-skill records (copy, spell, look up, count, answer with a stated label)`}; ${card.records} records, ${card.options.epochs} epoch${card.options.epochs > 1 ? 's' : ''}, ${card.steps} steps, ${card.tokens} target tokens.
+- Seed ${card.options.seed}; pretraining took ${(card.seconds / 60).toFixed(1)} min${card.torchThreads ? ` on ${card.torchThreads} CPU threads` : ''}.
 - Weights: model.safetensors, float32, sha256 \`${card.sha256}\`.
 - Loads in transformers (\`AutoModelForCausalLM\`, \`AutoTokenizer\`) and in jfa-torch (\`loadModel\`).
 
