@@ -274,13 +274,18 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
       runs.get(m)!.push(await runOnce(b, m, seed, join(b.out, 'runs', o.seeds > 1 ? `${m}-seed${seed}` : m), label));
     }
   }
-  const methods: MethodResult[] = [{ method: 'base', label: 'base', ...b.baseScores, forgetting: 0 }, ...o.methods.map((m) => aggregate(m, methodLabel(m), runs.get(m)!))];
+  const methods: MethodResult[] = [baseRow(b), ...o.methods.map((m) => aggregate(m, methodLabel(m), runs.get(m)!))];
   const results: DemoResults = { ...benchSummary(b, started), methods };
   writeFileAtomic(join(b.out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileAtomic(join(b.out, 'report.html'), renderReport(results));
   if (o.json) console.log(JSON.stringify(results));
   else console.log(formatTable(results));
   return results;
+}
+
+/** The base model's row of a results table (it forgets nothing by definition). */
+export function baseRow(b: Bench): MethodResult {
+  return { method: 'base', label: 'base', ...b.baseScores, forgetting: 0 };
 }
 
 /** Everything of the results but the methods: where, when, which base, which data, which runtime. */

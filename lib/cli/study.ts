@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 
 import { writeFileAtomic } from '../util/files.js';
-import { benchSummary, type DemoMethod, demoSchema, formatTable, prepareBench, runOnce, type RunOverrides } from './demo.js';
+import { baseRow, benchSummary, type DemoMethod, demoSchema, formatTable, prepareBench, runOnce, type RunOverrides } from './demo.js';
 import { aggregate, type DemoResults, type MethodResult, renderReport, type RunResult } from './report.js';
 
 export const STUDIES = ['flashbacks', 'alpha', 'latent', 'latent-mode', 'pcgrad'] as const;
@@ -65,7 +65,7 @@ export async function runStudy(options: StudyOptions): Promise<StudyResults> {
   const started = performance.now();
   const b = await prepareBench(o, `jfa study ${study}`);
   const points = studyPoints(study);
-  const rows: MethodResult[] = [{ method: 'base', label: 'base', ...b.baseScores, forgetting: 0 }];
+  const rows: MethodResult[] = [baseRow(b)];
   for (const [i, p] of points.entries()) {
     const runs: RunResult[] = [];
     for (let s = 0; s < o.seeds; s++) {
