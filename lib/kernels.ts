@@ -20,7 +20,7 @@ export interface LoraLinearOptions {
 
 /** y = x W^T + bias + scale * (dropout(x) A^T) B^T. W (out, in), A (r, in), B (out, r), x (..., in). */
 export function loraLinear(x: Tensor, W: Tensor, A: Tensor, B: Tensor, options: LoraLinearOptions = {}): Tensor {
-  return new Tensor(native().loraLinear(h(x), h(W), h(A), h(B), opt(options.bias), options.scale ?? 1, options.dropout ?? 0, options.seed));
+  return new Tensor(native().loraLinear(h(x), h(W), h(A), h(B), { bias: opt(options.bias), scale: options.scale ?? 1, dropout: options.dropout ?? 0, seed: options.seed }));
 }
 
 /** PEFT's scaling: loraAlpha / r, or loraAlpha / sqrt(r) with rsLoRA. */
@@ -30,17 +30,17 @@ export function loraScale(loraAlpha: number, r: number, options: { rslora?: bool
 
 /** PEFT's initialisation, in place: A kaiming-uniform (a = sqrt 5) or gaussian (std 1/r), B zero. */
 export function loraInit(A: Tensor, B: Tensor, options: { init?: 'kaiming' | 'gaussian'; seed?: number | bigint } = {}): void {
-  native().loraInit(h(A), h(B), options.init ?? 'kaiming', options.seed);
+  native().loraInit(h(A), h(B), { init: options.init ?? 'kaiming', seed: options.seed });
 }
 
 /** W += scale * B A, in place (the adapter folded into the base weight). */
 export function loraMerge(W: Tensor, A: Tensor, B: Tensor, scale: number): void {
-  native().loraMerge(h(W), h(A), h(B), scale, false);
+  native().loraMerge(h(W), h(A), h(B), { scale, unmerge: false });
 }
 
 /** W -= scale * B A, in place: undoes loraMerge. */
 export function loraUnmerge(W: Tensor, A: Tensor, B: Tensor, scale: number): void {
-  native().loraMerge(h(W), h(A), h(B), scale, true);
+  native().loraMerge(h(W), h(A), h(B), { scale, unmerge: true });
 }
 
 export interface DivergenceOptions {
@@ -59,7 +59,7 @@ export interface DivergenceOptions {
  */
 export function flashbackDivergence(cur: Tensor, ref: Tensor, mask: Tensor, options: DivergenceOptions = {}): Tensor {
   return new Tensor(
-    native().flashbackDivergence(h(cur), h(ref), h(mask), options.kind ?? 'symmetric', options.reduction ?? 'mean', options.temperature ?? 1),
+    native().flashbackDivergence(h(cur), h(ref), h(mask), { kind: options.kind ?? 'symmetric', reduction: options.reduction ?? 'mean', temperature: options.temperature ?? 1 }),
   );
 }
 
@@ -73,7 +73,7 @@ export interface CrossEntropyOptions {
 
 /** Token-level cross-entropy of logits (..., V) against int64 targets (...), as SFT uses it. Returns a scalar. */
 export function tokenCrossEntropy(logits: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
-  return new Tensor(native().tokenCrossEntropy(h(logits), h(targets), opt(options.mask), options.ignoreIndex ?? -100, options.reduction ?? 'mean'));
+  return new Tensor(native().tokenCrossEntropy(h(logits), h(targets), { mask: opt(options.mask), ignoreIndex: options.ignoreIndex ?? -100, reduction: options.reduction ?? 'mean' }));
 }
 
 export interface PcgradOptions {
@@ -95,7 +95,7 @@ export interface PcgradResult {
 /** PCGrad over n per-micro-batch gradients, each a list of parameter tensors of the same shapes. */
 export function pcgrad(grads: Tensor[][], options: PcgradOptions = {}): PcgradResult {
   const handles = Array.isArray(grads) ? grads.map((g) => (Array.isArray(g) ? g.map(h) : g)) : grads;
-  const r = native().pcgrad(handles as never, options.orders, options.seed);
+  const r = native().pcgrad(handles as never, { orders: options.orders, seed: options.seed });
   return { grads: r.grads.map((g) => new Tensor(g)), conflicts: r.conflicts, gram: r.gram };
 }
 

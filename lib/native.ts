@@ -129,33 +129,25 @@ export interface NativeAddon {
     W: NativeTensor,
     A: NativeTensor,
     B: NativeTensor,
-    bias: NativeTensor | undefined,
-    scale: number,
-    dropout: number,
-    seed?: number | bigint,
+    options?: { bias?: NativeTensor; scale?: number; dropout?: number; seed?: number | bigint },
   ): NativeTensor;
-  loraScale(loraAlpha: number, r: number, rslora: boolean): number;
-  loraInit(A: NativeTensor, B: NativeTensor, init: 'kaiming' | 'gaussian', seed?: number | bigint): void;
-  loraMerge(W: NativeTensor, A: NativeTensor, B: NativeTensor, scale: number, unmerge: boolean): void;
+  loraScale(loraAlpha: number, r: number, rslora?: boolean): number;
+  loraInit(A: NativeTensor, B: NativeTensor, options?: { init?: 'kaiming' | 'gaussian'; seed?: number | bigint }): void;
+  loraMerge(W: NativeTensor, A: NativeTensor, B: NativeTensor, options?: { scale?: number; unmerge?: boolean }): void;
   flashbackDivergence(
     cur: NativeTensor,
     ref: NativeTensor,
     mask: NativeTensor,
-    kind: KlKind,
-    reduction: Reduction,
-    temperature: number,
+    options?: { kind?: KlKind; reduction?: Reduction; temperature?: number },
   ): NativeTensor;
   tokenCrossEntropy(
     logits: NativeTensor,
     targets: NativeTensor,
-    mask: NativeTensor | undefined,
-    ignoreIndex: number,
-    reduction: Reduction,
+    options?: { mask?: NativeTensor; ignoreIndex?: number; reduction?: Reduction },
   ): NativeTensor;
   pcgrad(
     grads: NativeTensor[][],
-    orders: number[][] | undefined,
-    seed: number | bigint | undefined,
+    options?: { orders?: number[][]; seed?: number | bigint },
   ): { grads: NativeTensor[]; conflicts: number; gram: Float64Array };
   pcgradOrders(n: number, seed?: number | bigint): number[][];
   gpmBasis(activations: NativeTensor, threshold: number, basis?: NativeTensor): NativeTensor;
@@ -167,22 +159,13 @@ export interface NativeAddon {
 
   Model: {
     load(dir: string, dtype?: Dtype): NativeModel;
+    loadAsync(dir: string, dtype?: Dtype): Promise<NativeModel>;
     random(configJson: string, seed?: number | bigint, initStd?: number): NativeModel;
   };
+  Optimizer: new (params: NativeTensor[], options?: NativeAdamWOptions) => NativeOptimizer;
   copyInto(dst: NativeTensor, src: NativeTensor): void;
   setGrad(a: NativeTensor, grad: NativeTensor | undefined): void;
 
-  adamwStep(
-    params: NativeTensor[],
-    expAvg: NativeTensor[],
-    expAvgSq: NativeTensor[],
-    steps: NativeTensor,
-    lr: number,
-    beta1: number,
-    beta2: number,
-    eps: number,
-    weightDecay: number,
-  ): void;
   clipGradNorm(params: NativeTensor[], maxNorm: number): number;
 
   info(): RuntimeInfo;
@@ -195,6 +178,11 @@ export interface NativeAddon {
   Index: NativeIndexClass;
   kmeans(data: Float32Array, options: NativeKMeansOptions): KMeansResult;
   kmeansAsync(data: Float32Array, options: NativeKMeansOptions): Promise<KMeansResult>;
+  /**
+   * The most arguments each export takes (the addon refuses more): "fn" for functions,
+   * "Class.fn" for static methods, "Class#fn" for methods. A test checks this type against it.
+   */
+  signatures: Record<string, number>;
 }
 
 export interface ModelConfig {
@@ -214,32 +202,107 @@ export interface NativeLatent {
   weights: NativeTensor;
 }
 
+export interface NativeForwardOptions {
+  attentionMask?: NativeTensor;
+  /** run the LoRA adapters (default true); false is the frozen base, the JFA reference */
+  adapters?: boolean;
+  latent?: NativeLatent;
+}
+
+export interface NativeGenerateOptions extends NativeForwardOptions {
+  maxNewTokens?: number;
+  temperature?: number;
+  topP?: number;
+  seed?: number | bigint;
+  eosTokenIds?: number[];
+  padTokenId?: number;
+}
+
 export interface NativeModel {
   readonly config: ModelConfig;
   readonly dtype: Dtype;
   readonly parameterCount: number;
-  logits(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean, latent?: NativeLatent): NativeTensor;
-  hiddenStates(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean, latent?: NativeLatent): NativeTensor;
+  logits(ids: NativeTensor, options?: NativeForwardOptions): NativeTensor;
+  /** logits on the libuv pool, without gradients */
+  logitsAsync(ids: NativeTensor, options?: NativeForwardOptions): Promise<NativeTensor>;
+  hiddenStates(ids: NativeTensor, options?: NativeForwardOptions): NativeTensor;
   head(hidden: NativeTensor, rows?: NativeTensor): NativeTensor;
   setLatentPool(layer: number, A: NativeTensor, B: NativeTensor): void;
-  meanPooled(ids: NativeTensor, attentionMask?: NativeTensor, adapters?: boolean): NativeTensor;
-  generateAsync(
-    ids: NativeTensor,
-    attentionMask: NativeTensor | undefined,
-    maxNewTokens: number,
-    temperature: number,
-    topP: number,
-    seed: number | bigint | undefined,
-    eosTokenIds: number[],
-    padTokenId: number,
-    adapters: boolean,
-    latent?: NativeLatent,
-  ): Promise<NativeTensor>;
+  meanPooled(ids: NativeTensor, options?: Omit<NativeForwardOptions, 'latent'>): NativeTensor;
+  generateAsync(ids: NativeTensor, options?: NativeGenerateOptions): Promise<NativeTensor>;
   mergeLora(): void;
   weights(): Record<string, NativeTensor>;
   setBaseTrainable(trainable: boolean): void;
-  addLora(targets: string[], r: number, loraAlpha: number, rslora: boolean, seed?: number | bigint): void;
+  addLora(targets: string[], options?: { r?: number; loraAlpha?: number; rslora?: boolean; seed?: number | bigint }): void;
   loraParameters(): Record<string, NativeTensor>;
+  dispose(): void;
+}
+
+export interface NativeAdamWOptions {
+  lr?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+}
+
+/** One micro-batch of a training step, as the native step reads it. */
+export interface NativeStepBatch {
+  kind: 'new' | 'flashback';
+  ids: NativeTensor;
+  attentionMask?: NativeTensor;
+  targets?: NativeTensor;
+  referenceLogits?: NativeTensor;
+  referenceHidden?: NativeTensor;
+  latent?: NativeLatent;
+}
+
+/** Everything one training step needs, read once natively. */
+export interface NativeStep {
+  method: 'sft' | 'flashback' | 'jfa';
+  alpha?: number;
+  kl?: KlKind;
+  reduction?: Reduction;
+  pcgrad?: boolean;
+  maxGradNorm?: number;
+  seed?: number | bigint;
+  plainSftWeight?: number;
+  lr: number;
+  timings?: boolean;
+  batches: NativeStepBatch[];
+}
+
+export interface NativeStepMetrics {
+  sft: number;
+  plainSft: number;
+  divergence: number;
+  gradNorm: number;
+  conflicts: number;
+  /** milliseconds per phase, when the step asked for timings */
+  timings?: {
+    forward: number;
+    refForward: number;
+    loss: number;
+    backward: number;
+    gradCollect: number;
+    projection: number;
+    clip: number;
+    optimizer: number;
+    total: number;
+  };
+}
+
+/** Trainable parameters with their AdamW state, owned natively; runs whole training steps. */
+export interface NativeOptimizer {
+  readonly expAvg: NativeTensor[];
+  readonly expAvgSq: NativeTensor[];
+  readonly steps: NativeTensor;
+  /** a training step is running */
+  readonly busy: boolean;
+  /** AdamW on the parameters' current gradients */
+  step(lr?: number): void;
+  /** a whole step (forward, backward, divergence, PCGrad, clipping, AdamW) on the libuv pool */
+  trainStepAsync(model: NativeModel, step: NativeStep): Promise<NativeStepMetrics>;
   dispose(): void;
 }
 

@@ -1,7 +1,7 @@
 // Optimisation for training: AdamW with its moment buffers, gradient clipping, and the cosine
 // schedule with linear warm-up (as transformers' get_cosine_schedule_with_warmup).
-import { native } from './native.js';
-import { h, type Tensor, zeros } from './tensor.js';
+import { native, type NativeOptimizer } from './native.js';
+import { h, Tensor } from './tensor.js';
 
 export interface AdamWOptions {
   lr?: number;
@@ -10,7 +10,11 @@ export interface AdamWOptions {
   weightDecay?: number;
 }
 
-/** AdamW over a fixed list of parameters; step() reads their .grad and updates them in place. */
+/**
+ * AdamW over a fixed list of parameters. Its moment buffers live in native code (the addon's
+ * Optimizer), where a training step (lib/jfa/step.ts) runs whole; expAvg, expAvgSq and steps are
+ * handles onto them, so checkpoints read and restore them in place.
+ */
 export class AdamW implements Disposable {
   readonly expAvg: Tensor[];
   readonly expAvgSq: Tensor[];
@@ -18,26 +22,25 @@ export class AdamW implements Disposable {
   readonly steps: Tensor;
   stepCount = 0;
   lr: number;
-  private readonly betas: [number, number];
-  private readonly eps: number;
-  private readonly weightDecay: number;
+  /** @internal the addon's optimizer, which owns the state */
+  readonly handle: NativeOptimizer;
 
   constructor(
     readonly params: Tensor[],
     options: AdamWOptions = {},
   ) {
     this.lr = options.lr ?? 1e-3;
-    this.betas = options.betas ?? [0.9, 0.999];
-    this.eps = options.eps ?? 1e-8;
-    this.weightDecay = options.weightDecay ?? 0.01;
-    this.expAvg = params.map((p) => zeros(p.shape, p.dtype));
-    this.expAvgSq = params.map((p) => zeros(p.shape, p.dtype));
-    this.steps = zeros([params.length], 'int64');
+    const [beta1, beta2] = options.betas ?? [0.9, 0.999];
+    this.handle = new (native().Optimizer)(params.map(h), { lr: this.lr, beta1, beta2, eps: options.eps ?? 1e-8, weightDecay: options.weightDecay ?? 0.01 });
+    this.expAvg = this.handle.expAvg.map((t) => new Tensor(t));
+    this.expAvgSq = this.handle.expAvgSq.map((t) => new Tensor(t));
+    this.steps = new Tensor(this.handle.steps);
   }
 
+  /** One AdamW update from the parameters' current gradients, at this.lr. */
   step(): void {
+    this.handle.step(this.lr);
     this.stepCount += 1;
-    native().adamwStep(this.params.map(h), this.expAvg.map(h), this.expAvgSq.map(h), h(this.steps), this.lr, this.betas[0], this.betas[1], this.eps, this.weightDecay);
   }
 
   zeroGrad(): void {
@@ -46,6 +49,7 @@ export class AdamW implements Disposable {
 
   dispose(): void {
     for (const t of [...this.expAvg, ...this.expAvgSq, this.steps]) t.dispose();
+    this.handle.dispose();
   }
   [Symbol.dispose](): void {
     this.dispose();

@@ -176,7 +176,7 @@ describe('training path matches transformers + PEFT', () => {
     expectClose(A.grad, { shape: A.shape, data: ref['pool.A']!.toTypedArray() as Float32Array }, 1e-4, 'pool A');
     expectClose(B.grad, { shape: B.shape, data: ref['pool.B']!.toTypedArray() as Float32Array }, 1e-4, 'pool B');
     // the base weights stay frozen: no gradient reaches them, and without latent tasks the pool is unused
-    expect(() => model.logits(input, { latent: { indices, weights: 3 as never } })).toThrow('model.logits: latent.weights must be a live Tensor');
+    expect(() => model.logits(input, { latent: { indices, weights: 3 as never } })).toThrow('model.logits: latent.weights must be a Tensor, got number 3');
   });
 });
 

@@ -66,10 +66,13 @@ print(json.dumps(out))`);
     ref.forEach((v, step) => expect(cosineWithWarmup(step, 3, 20)).toBeCloseTo(v, 12));
   });
 
-  it('AdamW rejects mismatched state', () => {
-    const p = [randn([2]).setRequiresGrad()];
-    const opt = new AdamW(p);
-    opt.expAvg.pop();
-    expectError(() => opt.step(), RangeError, 'adamwStep: 1 parameters but 0 and 1 moment buffers');
+  it('AdamW refuses parameters it cannot train, and a disposed state', () => {
+    const p = randn([2]).setRequiresGrad();
+    expectError(() => new AdamW([randn([2])]), RangeError, 'Optimizer: params[0] must be a trainable leaf (requires gradients)');
+    expectError(() => new AdamW([p, p]), RangeError, 'Optimizer: params[1] is params[0] again');
+    expectError(() => new AdamW([p], { betas: [1, 0.999] }), RangeError, 'Optimizer: need lr >= 0, betas in [0, 1), eps > 0, weightDecay >= 0');
+    const opt = new AdamW([p]);
+    opt.dispose();
+    expectError(() => opt.step(), TypeError, 'optimizer.step: the optimizer is disposed');
   });
 });

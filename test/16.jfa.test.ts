@@ -140,17 +140,17 @@ describe('latent task weights', () => {
 });
 
 describe('training step', () => {
-  it('equals per-micro-batch gradients, PCGrad, clipping and AdamW done by hand', () => {
+  it('equals per-micro-batch gradients, PCGrad, clipping and AdamW done by hand', async () => {
     // A few steps of SFT first, so that the model departs from the reference and the divergence has a gradient.
     const a = setup();
     const b = setup();
     const mbA = microBatches(a.latent);
     const mbB = microBatches(b.latent);
     for (let i = 0; i < 3; i++) {
-      trainStep(a.model, a.optimizer, [mbA[0]!], { method: 'sft' });
-      trainStep(b.model, b.optimizer, [mbB[0]!], { method: 'sft' });
+      await trainStep(a.model, a.optimizer, [mbA[0]!], { method: 'sft' });
+      await trainStep(b.model, b.optimizer, [mbB[0]!], { method: 'sft' });
     }
-    const result = trainStep(a.model, a.optimizer, mbA, { method: 'jfa', alpha: 2, pcgrad: true, seed: 9, maxGradNorm: 0.5 });
+    const result = await trainStep(a.model, a.optimizer, mbA, { method: 'jfa', alpha: 2, pcgrad: true, seed: 9, maxGradNorm: 0.5 });
     expect(result.divergence).toBeGreaterThan(0);
 
     // by hand on b
@@ -174,20 +174,20 @@ describe('training step', () => {
     a.params.forEach((p, i) => expectClose(p, { shape: p.shape, data: b.params[i]!.toTypedArray() as Float32Array }, 1e-6, `param ${i}`));
   });
 
-  it.each(['hidden', 'logits'] as const)('a kept reference (%s) gives the same step as recomputing the reference', (kind) => {
+  it.each(['hidden', 'logits'] as const)('a kept reference (%s) gives the same step as recomputing the reference', async (kind) => {
     const [a, b] = [setup(), setup()];
     const [mbA, mbB] = [microBatches(a.latent), microBatches(b.latent)];
     for (let i = 0; i < 2; i++) {
-      trainStep(a.model, a.optimizer, [mbA[0]!], { method: 'sft' });
-      trainStep(b.model, b.optimizer, [mbB[0]!], { method: 'sft' });
+      await trainStep(a.model, a.optimizer, [mbA[0]!], { method: 'sft' });
+      await trainStep(b.model, b.optimizer, [mbB[0]!], { method: 'sft' });
     }
     // kept before the adapters moved further: the reference does not depend on them
     const kept = keepReference(b.model, kind, mbB[1]!.ids, mbB[1]!.attentionMask);
-    trainStep(b.model, b.optimizer, [mbB[0]!], { method: 'sft' });
-    trainStep(a.model, a.optimizer, [mbA[0]!], { method: 'sft' });
-    const ra = trainStep(a.model, a.optimizer, mbA, { method: 'jfa', pcgrad: true, seed: 3 });
+    await trainStep(b.model, b.optimizer, [mbB[0]!], { method: 'sft' });
+    await trainStep(a.model, a.optimizer, [mbA[0]!], { method: 'sft' });
+    const ra = await trainStep(a.model, a.optimizer, mbA, { method: 'jfa', pcgrad: true, seed: 3 });
     const flashback = { ...mbB[1]!, ...(kind === 'logits' ? { referenceLogits: kept } : { referenceHidden: kept }) };
-    const rb = trainStep(b.model, b.optimizer, [mbB[0]!, flashback], { method: 'jfa', pcgrad: true, seed: 3 });
+    const rb = await trainStep(b.model, b.optimizer, [mbB[0]!, flashback], { method: 'jfa', pcgrad: true, seed: 3 });
     expect(rb).toEqual(ra);
     expect(ra.divergence).toBeGreaterThan(0);
     a.params.forEach((p, i) => expect(values(p)).toEqual(values(b.params[i]!)));
@@ -199,19 +199,20 @@ describe('training step', () => {
     expect(referenceKeeping(a.model, Math.floor(2 ** 30 / (4 * Math.min(vocabSize, hiddenSize))) + 1)).toBeUndefined();
   });
 
-  it('the latent pool trains, and the divergence holds the model closer to its reference than SFT alone', () => {
-    const runs = (['sft', 'jfa'] as const).map((method) => {
+  it('the latent pool trains, and the divergence holds the model closer to its reference than SFT alone', async () => {
+    const runs: { method: string; poolMoved: boolean; div: number; sft: number }[] = [];
+    for (const method of ['sft', 'jfa'] as const) {
       const s = setup();
       const mb = microBatches(s.latent);
       const before = values(s.latent.B);
       let last = { sft: 0, divergence: 0 };
-      for (let i = 0; i < 12; i++) last = trainStep(s.model, s.optimizer, mb, { method, alpha: 5, pcgrad: true, seed: i });
+      for (let i = 0; i < 12; i++) last = await trainStep(s.model, s.optimizer, mb, { method, alpha: 5, pcgrad: true, seed: i });
       // measure the divergence on the flashbacks after training, for both methods alike
       const cur = s.model.logits(mb[1]!.ids, { attentionMask: mb[1]!.attentionMask });
       const ref = s.model.logits(mb[1]!.ids, { attentionMask: mb[1]!.attentionMask, adapters: false });
       const div = (flashbackDivergence(cur, ref, mb[1]!.attentionMask).toTypedArray() as Float32Array)[0]!;
-      return { method, poolMoved: values(s.latent.B).some((v, i) => v !== before[i]), div, sft: last.sft };
-    });
+      runs.push({ method, poolMoved: values(s.latent.B).some((v, i) => v !== before[i]), div, sft: last.sft });
+    }
     const [sft, jfa] = runs as [(typeof runs)[0], (typeof runs)[0]];
     expect(jfa.poolMoved).toBe(true); // latent tasks are trained (the released code's were inert)
     expect(sft.poolMoved).toBe(false); // SFT does not use them

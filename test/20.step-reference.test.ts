@@ -61,7 +61,7 @@ function relDiff(a: Float32Array, b: Float32Array): number {
 }
 
 describe('a JFA step agrees with transformers + PEFT + torch.optim', () => {
-  it(`over ${STEPS} steps: losses, gradient norms, PCGrad conflicts, final adapter and latent pool`, () => {
+  it(`over ${STEPS} steps: losses, gradient norms, PCGrad conflicts, final adapter and latent pool`, async () => {
     // One thread on both sides: at this size a step is thousands of tiny ops, and on a shared
     // machine two threads per process spend more time waiting for each other than computing.
     setNumThreads(1);
@@ -125,7 +125,7 @@ describe('a JFA step agrees with transformers + PEFT + torch.optim', () => {
     const commands: object[] = [];
     for (let step = 0; step < STEPS; step++) {
       optimizer.lr = lrAt(step);
-      ours.push(trainStep(model, optimizer, sets[step % SETS]!, { method: 'jfa', alpha: ALPHA, pcgrad: true, seed: 1000 + step, maxGradNorm: MAX_GRAD_NORM }));
+      ours.push(await trainStep(model, optimizer, sets[step % SETS]!, { method: 'jfa', alpha: ALPHA, pcgrad: true, seed: 1000 + step, maxGradNorm: MAX_GRAD_NORM }));
       commands.push({ cmd: 'step', batches: `s${step % SETS}`, orders: pcgradOrders(3, 1000 + step), lr: lrAt(step) });
     }
 

@@ -53,7 +53,7 @@ export async function pretrain(model: LlamaModel, tokenizer: Tokenizer, records:
         micro.push({ kind: 'new' as const, ids: b.ids, attentionMask: b.attentionMask, targets: b.targets });
       }
       optimizer.lr = lr * cosineWithWarmup(step, warmup, totalSteps);
-      const r = trainStep(model, optimizer, micro, { method: 'sft', maxGradNorm: 1.0 });
+      const r = await trainStep(model, optimizer, micro, { method: 'sft', maxGradNorm: 1.0 });
       for (const mb of micro) for (const t of [mb.ids, mb.attentionMask, mb.targets]) t.dispose();
       const elapsedMs = performance.now() - started;
       o.onStep?.({ step: step + 1, totalSteps, ...r, lr: optimizer.lr, tokens, tokensPerSecond: tokens / (elapsedMs / 1000), elapsedMs });

@@ -1,12 +1,14 @@
-// One optimisation step of the trainer over an accumulation window of micro-batches:
+// One optimisation step of the trainer over an accumulation window of micro-batches, run whole in
+// native code (native/core/train_step.cpp) behind one asynchronous call:
 // new-task micro-batches contribute token cross-entropy (SFT); flashback micro-batches contribute
 // alpha x the divergence between the model and its reference (the same model with adapters and
 // latent increments off, run without gradients, and only for flashbacks). Each micro-batch's
 // gradient is kept apart; PCGrad (or a plain mean) combines them; then clipping and AdamW.
-import { flashbackDivergence, type KlKind, pcgrad, type Reduction, tokenCrossEntropy } from '../kernels.js';
-import { type LlamaModel } from '../model/llama.js';
-import { clipGradNorm, type AdamW } from '../optim.js';
-import { add, scope, type Tensor, tensor, zeros } from '../tensor.js';
+import { type KlKind, type Reduction } from '../kernels.js';
+import { type LlamaModel, modelHandle } from '../model/llama.js';
+import { type NativeStepBatch } from '../native.js';
+import { type AdamW } from '../optim.js';
+import { type Tensor } from '../tensor.js';
 
 export type Method = 'sft' | 'flashback' | 'jfa';
 
@@ -83,119 +85,38 @@ export interface StepResult {
   conflicts: number;
 }
 
-const scalar = (t: Tensor) => (t.toTypedArray() as Float32Array)[0]!;
+const h = (t: Tensor | undefined) => t?.handle;
 
-/** The flattened positions (b * t + i) that have a target (not -100), and those targets. */
-function targetRows(targets: Tensor): { rows: Tensor; ids: Tensor } {
-  const all = targets.toTypedArray() as BigInt64Array;
-  let n = 0;
-  for (const t of all) if (t !== -100n) n++;
-  const rows = new BigInt64Array(n);
-  const ids = new BigInt64Array(n);
-  let j = 0;
-  all.forEach((t, i) => {
-    if (t !== -100n) {
-      rows[j] = BigInt(i);
-      ids[j++] = t;
-    }
+/**
+ * Runs one step natively on the libuv pool: every micro-batch's forward and backward, the
+ * combination (PCGrad or the mean), clipping and AdamW at optimizer.lr. The event loop stays free
+ * meanwhile; the model refuses forwards and changes until the step settles, and the micro-batches'
+ * tensors must stay alive until then.
+ */
+export async function trainStep(model: LlamaModel, optimizer: AdamW, micro: MicroBatch[], o: StepOptions): Promise<StepResult> {
+  const batches: NativeStepBatch[] = micro.map((mb) => ({
+    kind: mb.kind,
+    ids: mb.ids.handle,
+    attentionMask: h(mb.attentionMask),
+    targets: h(mb.targets),
+    referenceLogits: h(mb.referenceLogits),
+    referenceHidden: h(mb.referenceHidden),
+    latent: mb.latent && { indices: mb.latent.indices.handle, weights: mb.latent.weights.handle },
+  }));
+  const r = await optimizer.handle.trainStepAsync(modelHandle(model), {
+    method: o.method,
+    alpha: o.alpha,
+    kl: o.kl,
+    reduction: o.reduction,
+    pcgrad: o.pcgrad,
+    maxGradNorm: o.maxGradNorm,
+    seed: o.seed,
+    plainSftWeight: o.plainSftWeight,
+    lr: optimizer.lr,
+    timings: Boolean(o.timings),
+    batches,
   });
-  return { rows: tensor(rows, [n]), ids: tensor(ids, [n]) };
-}
-
-/** Runs one step: every micro-batch forward and backward, combine, clip, optimizer.step(). */
-export function trainStep(model: LlamaModel, optimizer: AdamW, micro: MicroBatch[], o: StepOptions): StepResult {
-  const timings = o.timings;
-  const started = timings ? performance.now() : 0;
-  let clock = started;
-  // Without timings: one undefined check per phase.
-  const lap = timings
-    ? (phase: Exclude<keyof StepTimings, 'total'>) => {
-        const now = performance.now();
-        timings[phase] += now - clock;
-        clock = now;
-      }
-    : undefined;
-  const params = optimizer.params;
-  const alpha = o.alpha ?? 1;
-  const perBatch: Tensor[][] = [];
-  const plainWeight = o.plainSftWeight ?? 0;
-  let sft = 0;
-  let plainSft = 0;
-  let divergence = 0;
-  let sftBatches = 0;
-  let plainBatches = 0;
-  let divBatches = 0;
-  for (const mb of micro) {
-    if (mb.kind === 'flashback' && o.method === 'sft') continue;
-    scope(() => {
-      const latent = o.method === 'jfa' ? mb.latent : undefined;
-      let loss: Tensor;
-      if (mb.kind === 'new') {
-        if (!mb.targets) throw new TypeError('trainStep: a new-task micro-batch needs targets');
-        // Only the positions with a target are scored: the LM head runs on those rows alone.
-        const { rows, ids } = targetRows(mb.targets);
-        const hidden = model.hiddenStates(mb.ids, { attentionMask: mb.attentionMask, latent });
-        const logits = model.head(hidden, { rows });
-        lap?.('forward');
-        loss = tokenCrossEntropy(logits, ids);
-        sft += scalar(loss);
-        sftBatches += 1;
-        if (latent && plainWeight > 0) {
-          const plain = tokenCrossEntropy(model.head(model.hiddenStates(mb.ids, { attentionMask: mb.attentionMask }), { rows }), ids);
-          plainSft += scalar(plain);
-          plainBatches += 1;
-          loss = add(loss, plain, plainWeight);
-          lap?.('forward');
-        }
-      } else {
-        const logits = model.logits(mb.ids, { attentionMask: mb.attentionMask, latent });
-        lap?.('forward');
-        const ref =
-          mb.referenceLogits ??
-          (mb.referenceHidden ? model.head(mb.referenceHidden) : model.logits(mb.ids, { attentionMask: mb.attentionMask, adapters: false }));
-        lap?.('refForward');
-        const div = flashbackDivergence(logits, ref, mb.attentionMask, { kind: o.kl, reduction: o.reduction });
-        divergence += scalar(div);
-        divBatches += 1;
-        loss = alpha === 1 ? div : add(zeros([]), div, alpha);
-      }
-      lap?.('loss');
-      loss.backward();
-      lap?.('backward');
-    });
-    // This micro-batch's gradient, kept apart; a parameter it did not reach gets zeros.
-    perBatch.push(params.map((p) => p.grad ?? zeros(p.shape, p.dtype)));
-    for (const p of params) p.zeroGrad();
-    lap?.('gradCollect');
-  }
-  if (perBatch.length === 0) throw new RangeError('trainStep: no micro-batch applies to this method');
-
-  let conflicts = 0;
-  let combined: Tensor[];
-  if (o.pcgrad && perBatch.length > 1) {
-    const r = pcgrad(perBatch, { seed: o.seed ?? 0 });
-    combined = r.grads;
-    conflicts = r.conflicts;
-  } else {
-    combined = params.map((p, i) => perBatch.reduce((acc, g) => add(acc, g[i]!, 1 / perBatch.length), zeros(p.shape, p.dtype)));
-  }
-  perBatch.flat().forEach((g) => g.dispose());
-  params.forEach((p, i) => p.setGrad(combined[i]));
-  combined.forEach((g) => g.dispose());
-  lap?.('projection');
-  const gradNorm = clipGradNorm(params, o.maxGradNorm ?? 1.0);
-  lap?.('clip');
-  optimizer.step();
-  optimizer.zeroGrad();
-  if (timings) {
-    lap!('optimizer');
-    timings.total += clock - started;
-  }
-  return {
-    sft: sftBatches ? sft / sftBatches : 0,
-    plainSft: plainBatches ? plainSft / plainBatches : 0,
-    divergence: divBatches ? divergence / divBatches : 0,
-    gradNorm,
-    conflicts,
-  };
+  optimizer.stepCount += 1;
+  if (o.timings && r.timings) for (const k of Object.keys(r.timings) as (keyof StepTimings)[]) o.timings[k] += r.timings[k];
+  return { sft: r.sft, plainSft: r.plainSft, divergence: r.divergence, gradNorm: r.gradNorm, conflicts: r.conflicts };
 }

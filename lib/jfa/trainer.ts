@@ -290,7 +290,7 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
         });
       }
       optimizer.lr = (o.lr ?? 1e-4) * cosineWithWarmup(step, warmup, totalSteps);
-      const r = trainStep(model, optimizer, micro, {
+      const r = await trainStep(model, optimizer, micro, {
         method,
         alpha: o.alpha,
         kl: o.kl,

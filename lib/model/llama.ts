@@ -4,7 +4,7 @@
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
-import { type Dtype, type ModelConfig, native, type NativeModel } from '../native.js';
+import { type Dtype, type ModelConfig, native, type NativeForwardOptions, type NativeModel } from '../native.js';
 import { h, Tensor } from '../tensor.js';
 import { readJson, writeFileAtomic } from '../util/files.js';
 import { loadSafetensors, saveSafetensors } from './safetensors.js';
@@ -62,7 +62,12 @@ interface AdapterConfigJson {
   lora_dropout?: number;
 }
 
-const latentHandles = (o: { latent?: { indices: Tensor; weights: Tensor } }) => (o.latent ? { indices: h(o.latent.indices), weights: h(o.latent.weights) } : undefined);
+/** A forward pass's options as the addon reads them. */
+const forwardHandles = (o: ForwardOptions): NativeForwardOptions => ({
+  attentionMask: o.attentionMask && h(o.attentionMask),
+  adapters: o.adapters ?? true,
+  latent: o.latent ? { indices: h(o.latent.indices), weights: h(o.latent.weights) } : undefined,
+});
 
 /** Files of a model directory that describe it rather than hold weights: copied by saveMerged(). */
 const DESCRIPTION_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
@@ -87,6 +92,11 @@ export class LlamaModel implements Disposable {
     return new LlamaModel(native().Model.load(dir, options.dtype ?? 'float32'), resolve(dir));
   }
 
+  /** As load(), reading and converting the weights on the libuv pool. */
+  static async loadAsync(dir: string, options: { dtype?: Dtype } = {}): Promise<LlamaModel> {
+    return new LlamaModel(await native().Model.loadAsync(dir, options.dtype ?? 'float32'), resolve(dir));
+  }
+
   /** A model with random weights for `config` (Hugging Face LlamaConfig fields). */
   static random(config: Record<string, unknown>, options: { seed?: number | bigint; initStd?: number } = {}): LlamaModel {
     return new LlamaModel(native().Model.random(JSON.stringify({ model_type: 'llama', ...config }), options.seed, options.initStd ?? 0.02));
@@ -104,12 +114,17 @@ export class LlamaModel implements Disposable {
 
   /** Next-token logits (b, t, vocab) for int64 ids (b, t). */
   logits(ids: Tensor, options: ForwardOptions = {}): Tensor {
-    return new Tensor(this.handle.logits(h(ids), options.attentionMask && h(options.attentionMask), options.adapters ?? true, latentHandles(options)));
+    return new Tensor(this.handle.logits(h(ids), forwardHandles(options)));
+  }
+
+  /** As logits(), on the libuv pool and without gradients (scoring, evaluation). */
+  async logitsAsync(ids: Tensor, options: ForwardOptions = {}): Promise<Tensor> {
+    return new Tensor(await this.handle.logitsAsync(h(ids), forwardHandles(options)));
   }
 
   /** Final hidden states (b, t, hidden), after the last norm. */
   hiddenStates(ids: Tensor, options: ForwardOptions = {}): Tensor {
-    return new Tensor(this.handle.hiddenStates(h(ids), options.attentionMask && h(options.attentionMask), options.adapters ?? true, latentHandles(options)));
+    return new Tensor(this.handle.hiddenStates(h(ids), forwardHandles(options)));
   }
 
   /**
@@ -130,23 +145,20 @@ export class LlamaModel implements Disposable {
 
   /** Final hidden states averaged over real tokens (b, hidden): the default sample embedding. */
   meanPooled(ids: Tensor, options: ForwardOptions = {}): Tensor {
-    return new Tensor(this.handle.meanPooled(h(ids), options.attentionMask && h(options.attentionMask), options.adapters ?? true));
+    return new Tensor(this.handle.meanPooled(h(ids), { attentionMask: options.attentionMask && h(options.attentionMask), adapters: options.adapters ?? true }));
   }
 
   /** Continues prompts ids (b, t) (left-padded) on the libuv pool, with a KV cache; returns the new tokens (b, n). */
   async generate(ids: Tensor, options: GenerateOptions = {}): Promise<Tensor> {
-    const out = await this.handle.generateAsync(
-      h(ids),
-      options.attentionMask && h(options.attentionMask),
-      options.maxNewTokens ?? 32,
-      options.temperature ?? 0,
-      options.topP ?? 1,
-      options.seed,
-      options.eosTokenIds ?? [],
-      options.padTokenId ?? 0,
-      options.adapters ?? true,
-      latentHandles(options),
-    );
+    const out = await this.handle.generateAsync(h(ids), {
+      ...forwardHandles(options),
+      maxNewTokens: options.maxNewTokens ?? 32,
+      temperature: options.temperature ?? 0,
+      topP: options.topP ?? 1,
+      seed: options.seed,
+      eosTokenIds: options.eosTokenIds ?? [],
+      padTokenId: options.padTokenId ?? 0,
+    });
     return new Tensor(out);
   }
 
@@ -154,7 +166,7 @@ export class LlamaModel implements Disposable {
   addLora(config: LoraConfig = {}): void {
     if (this.lora) throw new Error('addLora: this model already has adapters');
     const lora = { targets: config.targets ?? [...LORA_TARGETS], r: config.r ?? 8, loraAlpha: config.loraAlpha ?? 16, rslora: config.rslora ?? false };
-    this.handle.addLora(lora.targets, lora.r, lora.loraAlpha, lora.rslora, config.seed);
+    this.handle.addLora(lora.targets, { r: lora.r, loraAlpha: lora.loraAlpha, rslora: lora.rslora, seed: config.seed });
     this.lora = lora;
   }
 
@@ -245,4 +257,9 @@ export class LlamaModel implements Disposable {
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+/** The addon's handle of a model: lib/optim hands it to the native training step. */
+export function modelHandle(model: LlamaModel): NativeModel {
+  return model['handle'];
 }

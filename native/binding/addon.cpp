@@ -8,6 +8,7 @@
 #include "binding/model.h"
 #include "binding/ops.h"
 #include "binding/tensor.h"
+#include "binding/train.h"
 #include "core/cpu_allocator.h"
 #include "core/runtime.h"
 
@@ -31,10 +32,7 @@ Napi::Value info_fn(const Napi::CallbackInfo& info) {
 
 Napi::Value set_num_threads_fn(const Napi::CallbackInfo& info) {
   return guard(info.Env(), "setNumThreads", [&]() -> Napi::Value {
-    const double n = number_arg(info, 0, "setNumThreads", "n", 0);
-    if (n < 1 || n != static_cast<int>(n) || n > 4096)
-      throw Napi::RangeError::New(info.Env(), "setNumThreads: n must be an integer from 1 to 4096, got " + describe(info[0]));
-    set_num_threads(static_cast<int>(n));
+    set_num_threads(static_cast<int>(int_arg(info, 0, "setNumThreads", "n", 0, 1, 4096)));
     return info.Env().Undefined();
   });
 }
@@ -55,10 +53,7 @@ Napi::Value stats_fn(const Napi::CallbackInfo& info) {
 
 Napi::Value set_cpu_cache_limit_fn(const Napi::CallbackInfo& info) {
   return guard(info.Env(), "setCpuCacheLimit", [&]() -> Napi::Value {
-    const double bytes = number_arg(info, 0, "setCpuCacheLimit", "bytes", -1);
-    if (bytes < 0 || bytes != static_cast<double>(static_cast<uint64_t>(bytes)))
-      throw Napi::RangeError::New(info.Env(), "setCpuCacheLimit: bytes must be a non-negative integer, got " + describe(info[0]));
-    set_cpu_cache_limit(static_cast<size_t>(bytes));
+    set_cpu_cache_limit(static_cast<size_t>(int_arg(info, 0, "setCpuCacheLimit", "bytes", -1, 0)));
     return info.Env().Undefined();
   });
 }
@@ -77,17 +72,23 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   install_caching_cpu_allocator();
   env.SetInstanceData(new AddonData());
   exports.Set("Tensor", tensor_handle::define_class(env));
-  register_ops(env, exports);
-  register_faiss(env, exports);
-  register_kernels(env, exports);
-  register_io(env, exports);
-  register_model(env, exports);
-  exports.Set("info", Napi::Function::New(env, info_fn, "info"));
-  exports.Set("setNumThreads", Napi::Function::New(env, set_num_threads_fn, "setNumThreads"));
-  exports.Set("stats", Napi::Function::New(env, stats_fn, "stats"));
-  exports.Set("setCpuCacheLimit", Napi::Function::New(env, set_cpu_cache_limit_fn, "setCpuCacheLimit"));
-  exports.Set("emptyCpuCache", Napi::Function::New(env, empty_cpu_cache_fn, "emptyCpuCache"));
-  exports.Set("faissSelfCheck", Napi::Function::New(env, faiss_self_check_fn, "faissSelfCheck"));
+  Signatures& signatures = addon_data(env).signatures;
+  register_ops(env, exports, signatures);
+  register_faiss(env, exports, signatures);
+  register_kernels(env, exports, signatures);
+  register_io(env, exports, signatures);
+  register_model(env, exports, signatures);
+  register_train(env, exports, signatures);
+  export_functions(env, exports, signatures,
+                   {
+                       {"info", 0, info_fn},
+                       {"setNumThreads", 1, set_num_threads_fn},
+                       {"stats", 0, stats_fn},
+                       {"setCpuCacheLimit", 1, set_cpu_cache_limit_fn},
+                       {"emptyCpuCache", 0, empty_cpu_cache_fn},
+                       {"faissSelfCheck", 0, faiss_self_check_fn},
+                   });
+  exports.Set("signatures", signatures.to_js(env));
   return exports;
 }
 

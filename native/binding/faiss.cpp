@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "binding/boundary.h"
+#include "binding/worker.h"
 #include "core/faiss_index.h"
 #include "core/runtime.h"
 
@@ -24,45 +25,6 @@ Napi::Float32Array float32_arg(const Napi::CallbackInfo& info, size_t i, const c
     throw Napi::TypeError::New(info.Env(), std::string(op) + ": " + name + " must be a Float32Array, got " + describe(v));
   return v.As<Napi::Float32Array>();
 }
-
-int64_t integer(Napi::Env env, const Napi::Value& v, const std::string& what) {
-  if (!v.IsNumber()) throw Napi::TypeError::New(env, what + " must be an integer, got " + describe(v));
-  const double d = v.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9007199254740991.0)
-    throw Napi::RangeError::New(env, what + " must be an integer, got " + describe(v));
-  return static_cast<int64_t>(d);
-}
-
-// Options objects are read once here, then only plain C++ values travel on.
-class Options {
- public:
-  Options(const Napi::CallbackInfo& info, size_t i, const char* op) : op_(op) {
-    const Napi::Value v = info[i];
-    if (!v.IsObject() || v.IsArray() || v.IsFunction())
-      throw Napi::TypeError::New(info.Env(), std::string(op) + ": options must be an object, got " + describe(v));
-    object_ = v.As<Napi::Object>();
-  }
-  bool has(const char* name) const { return !object_.Get(name).IsUndefined(); }
-  int64_t integer_or(const char* name, int64_t fallback) const { return has(name) ? required_integer(name) : fallback; }
-  int64_t required_integer(const char* name) const { return integer(object_.Env(), object_.Get(name), where(name)); }
-  std::string string_or_empty(const char* name) const {
-    const Napi::Value v = object_.Get(name);
-    if (v.IsUndefined()) return "";
-    if (!v.IsString()) throw Napi::TypeError::New(object_.Env(), where(name) + " must be a string, got " + describe(v));
-    return v.As<Napi::String>().Utf8Value();
-  }
-  bool boolean_or(const char* name, bool fallback) const {
-    const Napi::Value v = object_.Get(name);
-    if (v.IsUndefined()) return fallback;
-    if (!v.IsBoolean()) throw Napi::TypeError::New(object_.Env(), where(name) + " must be a boolean, got " + describe(v));
-    return v.As<Napi::Boolean>().Value();
-  }
-
- private:
-  std::string where(const char* name) const { return std::string(op_) + ": " + name; }
-  const char* op_;
-  Napi::Object object_;
-};
 
 // An ArrayBuffer for `count` results of `size` bytes each, or a RangeError naming the op.
 Napi::ArrayBuffer result_buffer(Napi::Env env, const char* op, double count, size_t size) {
@@ -77,63 +39,6 @@ Napi::ArrayBuffer result_buffer(Napi::Env env, const char* op, double count, siz
   }
   return Napi::ArrayBuffer(env, out);
 }
-
-// Runs `work` on the libuv pool and settles a Promise with what `result` makes of the kept values.
-// `keep` holds every JS object the work reaches through a raw pointer (input arrays, result arrays)
-// or needs afterwards (the Index), so the GC leaves them alone; they are released on the main
-// thread when the Promise settles.
-class FaissTask : public Napi::AsyncWorker {
- public:
-  using Result = std::function<Napi::Value(Napi::Env, const std::vector<Napi::Value>& kept)>;
-
-  static Napi::Promise queue(Napi::Env env, const char* op, std::function<void()> work,
-                             const std::vector<Napi::Value>& keep, Result result) {
-    auto* task = new FaissTask(env, op, std::move(work), keep, std::move(result));  // deletes itself when settled
-    Napi::Promise promise = task->deferred_.Promise();
-    task->Queue();
-    return promise;
-  }
-
- protected:
-  void Execute() override {
-    try {
-      jfa::apply_threads();
-      work_();
-    } catch (...) {
-      failure_ = describe_current_exception(op_);
-      SetError(failure_.message);
-    }
-  }
-  void OnOK() override {
-    std::vector<Napi::Value> kept;
-    for (const auto& ref : keep_) kept.push_back(ref.Value());
-    const Napi::Value value = result_(Env(), kept);
-    keep_.clear();
-    deferred_.Resolve(value);
-  }
-  void OnError(const Napi::Error&) override {
-    keep_.clear();
-    deferred_.Reject(js_error(Env(), failure_).Value());
-  }
-
- private:
-  FaissTask(Napi::Env env, const char* op, std::function<void()> work, const std::vector<Napi::Value>& keep,
-            Result result)
-      : Napi::AsyncWorker(env, op),
-        op_(op),
-        work_(std::move(work)),
-        result_(std::move(result)),
-        deferred_(Napi::Promise::Deferred::New(env)) {
-    for (const auto& v : keep) keep_.push_back(Napi::Persistent(v.As<Napi::Object>()));
-  }
-
-  const char* op_;
-  std::function<void()> work_;
-  Result result_;
-  Napi::Promise::Deferred deferred_;
-  std::vector<Napi::ObjectReference> keep_;
-  Failure failure_{ErrorKind::Generic, ""};
-};
 
 // {distances: Float32Array, labels: BigInt64Array} for n queries, and where to write them.
 struct SearchResults {
@@ -157,9 +62,9 @@ thread_local std::shared_ptr<FaissIndex>* g_loaded = nullptr;
 
 // The JS Index. It shares ownership of the FaissIndex with any async task running on it, so
 // dispose() frees the index at once when idle, else as soon as the last task finishes.
-class IndexHandle : public Napi::ObjectWrap<IndexHandle> {
+class IndexHandle : public CheckedWrap<IndexHandle> {
  public:
-  static Napi::Function define(Napi::Env env, Napi::FunctionReference* constructor) {
+  static Napi::Function define(Napi::Env env, Signatures& sig) {
     return DefineClass(env, "Index",
                        {
                            InstanceAccessor<&IndexHandle::get_kind>("kind"),
@@ -168,26 +73,26 @@ class IndexHandle : public Napi::ObjectWrap<IndexHandle> {
                            InstanceAccessor<&IndexHandle::get_ntotal>("ntotal"),
                            InstanceAccessor<&IndexHandle::get_disposed>("disposed"),
                            InstanceAccessor<&IndexHandle::get_ef_search, &IndexHandle::set_ef_search>("efSearch"),
-                           InstanceMethod<&IndexHandle::add>("add"),
-                           InstanceMethod<&IndexHandle::add_async>("addAsync"),
-                           InstanceMethod<&IndexHandle::search>("search"),
-                           InstanceMethod<&IndexHandle::search_async>("searchAsync"),
-                           InstanceMethod<&IndexHandle::reset>("reset"),
-                           InstanceMethod<&IndexHandle::save>("save"),
-                           InstanceMethod<&IndexHandle::dispose>("dispose"),
-                           StaticMethod<&IndexHandle::load>("load", napi_default, constructor),
+                           method<&IndexHandle::add, 1>(sig, "Index", "add", "Index.add"),
+                           method<&IndexHandle::add_async, 1>(sig, "Index", "addAsync", "Index.addAsync"),
+                           method<&IndexHandle::search, 2>(sig, "Index", "search", "Index.search"),
+                           method<&IndexHandle::search_async, 2>(sig, "Index", "searchAsync", "Index.searchAsync"),
+                           method<&IndexHandle::reset, 0>(sig, "Index", "reset", "Index.reset"),
+                           method<&IndexHandle::save, 1>(sig, "Index", "save", "Index.save"),
+                           method<&IndexHandle::dispose, 0>(sig, "Index", "dispose", "Index.dispose"),
+                           static_method<&IndexHandle::load, 1>(sig, "Index", "load", "Index.load"),
                        });
   }
 
-  explicit IndexHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<IndexHandle>(info) {
+  explicit IndexHandle(const Napi::CallbackInfo& info) : CheckedWrap<IndexHandle>(info) {
     guard(info.Env(), "Index.create", [&]() -> Napi::Value {
       if (g_loaded) {
         index_ = std::move(*g_loaded);
         g_loaded = nullptr;
       } else {
-        const Options options(info, 0, "Index.create");
-        index_ = FaissIndex::create(options.string_or_empty("kind"), options.required_integer("dim"),
-                                    options.string_or_empty("metric"), options.integer_or("hnswM", 32));
+        const Options options(info, 0, "Index.create", "options", true);
+        index_ = FaissIndex::create(options.string("kind", ""), options.required_integer("dim"),
+                                    options.string("metric", ""), options.integer("hnswM", 32));
         if (options.has("efSearch")) index_->set_ef_search(options.required_integer("efSearch"));
       }
       report(info.Env());
@@ -243,7 +148,7 @@ class IndexHandle : public Napi::ObjectWrap<IndexHandle> {
   }
   void set_ef_search(const Napi::CallbackInfo& info, const Napi::Value& value) {
     guard(info.Env(), "Index.efSearch", [&]() -> Napi::Value {
-      live(info, "Index.efSearch")->set_ef_search(integer(info.Env(), value, "Index.efSearch: value"));
+      live(info, "Index.efSearch")->set_ef_search(integer_value(info.Env(), value, "Index.efSearch: value"));
       return info.Env().Undefined();
     });
   }
@@ -266,12 +171,12 @@ class IndexHandle : public Napi::ObjectWrap<IndexHandle> {
       const auto vectors = float32_arg(info, 0, op, "vectors");
       const int64_t n = vector_rows(op, "vectors", vectors.ElementLength(), index->dim());
       const float* data = vectors.Data();
-      return FaissTask::queue(
-          info.Env(), op, [index, n, data] { index->add(n, index->dim(), data); }, {vectors, info.This()},
-          [](Napi::Env env, const std::vector<Napi::Value>& kept) -> Napi::Value {
-            Unwrap(kept[1].As<Napi::Object>())->report(env);
-            return env.Undefined();
-          });
+      return queue_async(info.Env(), {op, [index, n, data] { index->add(n, index->dim(), data); }, {vectors, info.This()},
+                                      [](Napi::Env env, const std::vector<Napi::Value>& kept) -> Napi::Value {
+                                        Unwrap(kept[1].As<Napi::Object>())->report(env);
+                                        return env.Undefined();
+                                      },
+                                      nullptr});
     });
   }
 
@@ -281,7 +186,7 @@ class IndexHandle : public Napi::ObjectWrap<IndexHandle> {
       const auto index = live(info, op);
       const auto queries = float32_arg(info, 0, op, "queries");
       const int64_t n = vector_rows(op, "queries", queries.ElementLength(), index->dim());
-      const int64_t k = integer(info.Env(), info[1], std::string(op) + ": k");
+      const int64_t k = int_arg(info, 1, op, "k", 0);
       const SearchResults out = search_results(info.Env(), op, n, k);
       index->search(n, index->dim(), queries.Data(), k, out.distances, out.labels);
       return out.object;
@@ -294,16 +199,15 @@ class IndexHandle : public Napi::ObjectWrap<IndexHandle> {
       const auto index = live(info, op);
       const auto queries = float32_arg(info, 0, op, "queries");
       const int64_t n = vector_rows(op, "queries", queries.ElementLength(), index->dim());
-      const int64_t k = integer(info.Env(), info[1], std::string(op) + ": k");
+      const int64_t k = int_arg(info, 1, op, "k", 0);
       const SearchResults out = search_results(info.Env(), op, n, k);
       const float* data = queries.Data();
-      return FaissTask::queue(
-          info.Env(), op,
-          [index, n, data, k, distances = out.distances, labels = out.labels] {
-            index->search(n, index->dim(), data, k, distances, labels);
-          },
-          {queries, out.object},
-          [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[1]; });
+      return queue_async(info.Env(), {op,
+                                      [index, n, data, k, distances = out.distances, labels = out.labels] {
+                                        index->search(n, index->dim(), data, k, distances, labels);
+                                      },
+                                      {queries, out.object},
+                                      [](Napi::Env, const std::vector<Napi::Value>& kept) { return kept[1]; }, nullptr});
     });
   }
 
@@ -338,7 +242,8 @@ class IndexHandle : public Napi::ObjectWrap<IndexHandle> {
       std::shared_ptr<FaissIndex> index = FaissIndex::load(info[0].As<Napi::String>().Utf8Value());
       g_loaded = &index;
       try {
-        Napi::Object object = static_cast<Napi::FunctionReference*>(info.Data())->New({});
+        if (!info.This().IsFunction()) throw Napi::TypeError::New(info.Env(), "Index.load: call it as Index.load(path)");
+        Napi::Object object = info.This().As<Napi::Function>().New({});
         g_loaded = nullptr;
         return object;
       } catch (...) {
@@ -366,12 +271,12 @@ struct KMeansCall {
 KMeansCall kmeans_call(const Napi::CallbackInfo& info, const char* op) {
   Napi::Env env = info.Env();
   KMeansCall call{float32_arg(info, 0, op, "data"), 0, 0, 0, {}, Napi::Object(), nullptr, nullptr};
-  const Options options(info, 1, op);
+  const Options options(info, 1, op, "options", true);
   call.d = options.required_integer("dim");
   call.k = options.required_integer("k");
-  call.options.iterations = options.integer_or("iterations", call.options.iterations);
-  call.options.seed = options.integer_or("seed", call.options.seed);
-  call.options.spherical = options.boolean_or("spherical", false);
+  call.options.iterations = options.integer("iterations", call.options.iterations);
+  call.options.seed = options.integer("seed", call.options.seed);
+  call.options.spherical = options.boolean("spherical", false);
   call.n = vector_rows(op, "data", call.data.ElementLength(), call.d);
   const int64_t k = call.k >= 1 && call.k <= call.n ? call.k : 0;  // core rejects any other k before writing
   auto centroids = Napi::Float32Array::New(env, static_cast<size_t>(k * call.d),
@@ -399,31 +304,25 @@ Napi::Value kmeans_async_fn(const Napi::CallbackInfo& info) {
   return guard(info.Env(), "kmeansAsync", [&]() -> Napi::Value {
     const KMeansCall c = kmeans_call(info, "kmeansAsync");
     auto objective = std::make_shared<double>(0);
-    return FaissTask::queue(
-        info.Env(), "kmeansAsync",
-        [c_data = c.data.Data(), n = c.n, d = c.d, k = c.k, options = c.options, centroids = c.centroids,
-         assignments = c.assignments, objective] {
-          *objective = kmeans(c_data, n, d, k, options, centroids, assignments);
-        },
-        {c.data, c.out},
-        [objective](Napi::Env, const std::vector<Napi::Value>& kept) {
-          kept[1].As<Napi::Object>().Set("objective", *objective);
-          return kept[1];
-        });
+    return queue_async(info.Env(), {"kmeansAsync",
+                                    [c_data = c.data.Data(), n = c.n, d = c.d, k = c.k, options = c.options, centroids = c.centroids,
+                                     assignments = c.assignments, objective] {
+                                      *objective = kmeans(c_data, n, d, k, options, centroids, assignments);
+                                    },
+                                    {c.data, c.out},
+                                    [objective](Napi::Env, const std::vector<Napi::Value>& kept) -> Napi::Value {
+                                      kept[1].As<Napi::Object>().Set("objective", *objective);
+                                      return kept[1];
+                                    },
+                                    nullptr});
   });
 }
 
 }  // namespace
 
-void register_faiss(Napi::Env env, Napi::Object exports) {
-  // Index.load makes instances from native code, so it needs the class; the reference lives as long as the env.
-  auto* constructor = new Napi::FunctionReference();
-  Napi::Function index_class = IndexHandle::define(env, constructor);
-  *constructor = Napi::Persistent(index_class);
-  env.AddCleanupHook([constructor] { delete constructor; });
-  exports.Set("Index", index_class);
-  exports.Set("kmeans", Napi::Function::New(env, kmeans_fn, "kmeans"));
-  exports.Set("kmeansAsync", Napi::Function::New(env, kmeans_async_fn, "kmeansAsync"));
+void register_faiss(Napi::Env env, Napi::Object exports, Signatures& signatures) {
+  exports.Set("Index", IndexHandle::define(env, signatures));
+  export_functions(env, exports, signatures, {{"kmeans", 2, kmeans_fn}, {"kmeansAsync", 2, kmeans_async_fn}});
 }
 
 }  // namespace jfa::binding

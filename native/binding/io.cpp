@@ -76,9 +76,8 @@ Napi::Value save_safetensors_fn(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void register_io(Napi::Env env, Napi::Object exports) {
-  exports.Set("loadSafetensors", Napi::Function::New(env, load_safetensors_fn, "loadSafetensors"));
-  exports.Set("saveSafetensors", Napi::Function::New(env, save_safetensors_fn, "saveSafetensors"));
+void register_io(Napi::Env env, Napi::Object exports, Signatures& signatures) {
+  export_functions(env, exports, signatures, {{"loadSafetensors", 1, load_safetensors_fn}, {"saveSafetensors", 3, save_safetensors_fn}});
 }
 
 }  // namespace jfa::binding

@@ -15,10 +15,6 @@
 namespace jfa::binding {
 namespace {
 
-Reduction reduction_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
-  return choice_arg(info, i, op, "reduction", {"mean", "sum"}, "mean") == "sum" ? Reduction::Sum : Reduction::Mean;
-}
-
 Napi::Value lora_linear_fn(const Napi::CallbackInfo& info) {
   const char* op = "loraLinear";
   return guard(info.Env(), op, [&]() -> Napi::Value {
@@ -27,10 +23,11 @@ Napi::Value lora_linear_fn(const Napi::CallbackInfo& info) {
     a.W = tensor_arg(info, 1, op, "W");
     a.A = tensor_arg(info, 2, op, "A");
     a.B = tensor_arg(info, 3, op, "B");
-    a.bias = optional_tensor_arg(info, 4, op, "bias");
-    a.scale = number_arg(info, 5, op, "scale", 1.0);
-    a.dropout = number_arg(info, 6, op, "dropout", 0.0);
-    a.seed = seed_arg(info, 7, op);
+    const Options o(info, 4, op);
+    a.bias = o.optional_tensor("bias");
+    a.scale = o.number("scale", 1.0);
+    a.dropout = o.number("dropout", 0.0);
+    a.seed = o.seed("seed");
     return tensor_handle::wrap(info.Env(), lora_linear(a));
   });
 }
@@ -39,9 +36,8 @@ Napi::Value lora_scale_fn(const Napi::CallbackInfo& info) {
   const char* op = "loraScale";
   return guard(info.Env(), op, [&]() -> Napi::Value {
     const double alpha = number_arg(info, 0, op, "loraAlpha", 0.0);
-    const double r = number_arg(info, 1, op, "r", 0.0);
-    if (r != static_cast<double>(static_cast<int64_t>(r))) throw_range(std::string(op) + ": r must be an integer, got " + describe(info[1]));
-    return Napi::Number::New(info.Env(), lora_scale(alpha, static_cast<int64_t>(r), bool_arg(info, 2, op, "rslora", false)));
+    const int64_t r = int_arg(info, 1, op, "r", 0);
+    return Napi::Number::New(info.Env(), lora_scale(alpha, r, bool_arg(info, 2, op, "rslora", false)));
   });
 }
 
@@ -50,9 +46,9 @@ Napi::Value lora_init_fn(const Napi::CallbackInfo& info) {
   return guard(info.Env(), op, [&]() -> Napi::Value {
     at::Tensor A = tensor_arg(info, 0, op, "A");
     at::Tensor B = tensor_arg(info, 1, op, "B");
-    const auto init = choice_arg(info, 2, op, "init", {"kaiming", "gaussian"}, "kaiming") == "gaussian" ? LoraInit::Gaussian
-                                                                                                           : LoraInit::Kaiming;
-    lora_init(A, B, init, seed_arg(info, 3, op));
+    const Options o(info, 2, op);
+    const auto init = o.choice("init", {"kaiming", "gaussian"}, "kaiming") == "gaussian" ? LoraInit::Gaussian : LoraInit::Kaiming;
+    lora_init(A, B, init, o.seed("seed"));
     return info.Env().Undefined();
   });
 }
@@ -63,7 +59,8 @@ Napi::Value lora_merge_fn(const Napi::CallbackInfo& info) {
     at::Tensor W = tensor_arg(info, 0, op, "W");
     const auto& A = tensor_arg(info, 1, op, "A");
     const auto& B = tensor_arg(info, 2, op, "B");
-    lora_merge(W, A, B, number_arg(info, 3, op, "scale", 1.0), bool_arg(info, 4, op, "unmerge", false));
+    const Options o(info, 3, op);
+    lora_merge(W, A, B, o.number("scale", 1.0), o.boolean("unmerge", false));
     return info.Env().Undefined();
   });
 }
@@ -75,10 +72,10 @@ Napi::Value flashback_divergence_fn(const Napi::CallbackInfo& info) {
     a.cur = tensor_arg(info, 0, op, "cur");
     a.ref = tensor_arg(info, 1, op, "ref");
     a.mask = tensor_arg(info, 2, op, "mask");
-    const std::string kind = choice_arg(info, 3, op, "kind", {"symmetric", "forward", "reverse"}, "symmetric");
-    a.kind = kind == "forward" ? KlKind::Forward : kind == "reverse" ? KlKind::Reverse : KlKind::Symmetric;
-    a.reduction = reduction_arg(info, 4, op);
-    a.temperature = number_arg(info, 5, op, "temperature", 1.0);
+    const Options o(info, 3, op);
+    a.kind = kl_kind_option(o);
+    a.reduction = reduction_option(o);
+    a.temperature = o.number("temperature", 1.0);
     return tensor_handle::wrap(info.Env(), flashback_divergence(a));
   });
 }
@@ -89,9 +86,10 @@ Napi::Value token_cross_entropy_fn(const Napi::CallbackInfo& info) {
     CrossEntropyArgs a;
     a.logits = tensor_arg(info, 0, op, "logits");
     a.targets = tensor_arg(info, 1, op, "targets");
-    a.mask = optional_tensor_arg(info, 2, op, "mask");
-    a.ignore_index = static_cast<int64_t>(number_arg(info, 3, op, "ignoreIndex", -100));
-    a.reduction = reduction_arg(info, 4, op);
+    const Options o(info, 2, op);
+    a.mask = o.optional_tensor("mask");
+    a.ignore_index = o.integer("ignoreIndex", -100);
+    a.reduction = reduction_option(o);
     return tensor_handle::wrap(info.Env(), token_cross_entropy(a));
   });
 }
@@ -105,22 +103,22 @@ Napi::Value pcgrad_fn(const Napi::CallbackInfo& info) {
     GradientSet grads;
     for (uint32_t i = 0; i < list.Length(); ++i)
       grads.push_back(tensor_list(info, list.Get(i), std::string(op) + ": grads[" + std::to_string(i) + "]"));
+    const Options o(info, 1, op);
     std::vector<std::vector<int64_t>> orders;
-    if (info[1].IsUndefined()) {
-      orders = pcgrad_orders(static_cast<int64_t>(grads.size()), seed_arg(info, 2, op).value_or(0));
+    if (!o.has("orders")) {
+      orders = pcgrad_orders(static_cast<int64_t>(grads.size()), o.seed("seed").value_or(0));
     } else {
-      if (!info[1].IsArray()) throw Napi::TypeError::New(env, std::string(op) + ": orders must be an array of integer arrays, got " + describe(info[1]));
-      auto rows = info[1].As<Napi::Array>();
+      const Napi::Value v = o.get("orders");
+      if (!v.IsArray()) throw Napi::TypeError::New(env, std::string(op) + ": options.orders must be an array of integer arrays, got " + describe(v));
+      auto rows = v.As<Napi::Array>();
       for (uint32_t i = 0; i < rows.Length(); ++i) {
         const Napi::Value row = rows.Get(i);
-        if (!row.IsArray()) throw Napi::TypeError::New(env, std::string(op) + ": orders[" + std::to_string(i) + "] must be an array of integers, got " + describe(row));
+        const std::string where = std::string(op) + ": options.orders[" + std::to_string(i) + "]";
+        if (!row.IsArray()) throw Napi::TypeError::New(env, where + " must be an array of integers, got " + describe(row));
         std::vector<int64_t> order;
         auto items = row.As<Napi::Array>();
-        for (uint32_t k = 0; k < items.Length(); ++k) {
-          const Napi::Value item = items.Get(k);
-          if (!item.IsNumber()) throw Napi::TypeError::New(env, std::string(op) + ": orders[" + std::to_string(i) + "][" + std::to_string(k) + "] must be an integer, got " + describe(item));
-          order.push_back(item.As<Napi::Number>().Int64Value());
-        }
+        for (uint32_t k = 0; k < items.Length(); ++k)
+          order.push_back(integer_value(env, items.Get(k), where + "[" + std::to_string(k) + "]", 0, static_cast<int64_t>(grads.size()) - 1));
         orders.push_back(std::move(order));
       }
     }
@@ -140,10 +138,8 @@ Napi::Value pcgrad_fn(const Napi::CallbackInfo& info) {
 Napi::Value pcgrad_orders_fn(const Napi::CallbackInfo& info) {
   const char* op = "pcgradOrders";
   return guard(info.Env(), op, [&]() -> Napi::Value {
-    const double n = number_arg(info, 0, op, "n", 0);
-    if (n < 1 || n != static_cast<double>(static_cast<int64_t>(n)) || n > 4096)
-      throw Napi::RangeError::New(info.Env(), std::string(op) + ": n must be an integer from 1 to 4096, got " + describe(info[0]));
-    const auto orders = pcgrad_orders(static_cast<int64_t>(n), seed_arg(info, 1, op).value_or(0));
+    const int64_t n = int_arg(info, 0, op, "n", 0, 1, 4096);
+    const auto orders = pcgrad_orders(n, seed_arg(info, 1, op).value_or(0));
     auto out = Napi::Array::New(info.Env(), orders.size());
     for (uint32_t i = 0; i < orders.size(); ++i) {
       auto row = Napi::Array::New(info.Env(), orders[i].size());
@@ -170,24 +166,6 @@ Napi::Value gpm_project_fn(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value adamw_step_fn(const Napi::CallbackInfo& info) {
-  const char* op = "adamwStep";
-  return guard(info.Env(), op, [&]() -> Napi::Value {
-    const auto params = tensor_list(info, info[0], std::string(op) + ": params");
-    const auto m = tensor_list(info, info[1], std::string(op) + ": expAvg");
-    const auto v = tensor_list(info, info[2], std::string(op) + ": expAvgSq");
-    const at::Tensor& steps = tensor_arg(info, 3, op, "steps");
-    AdamWOptions o;
-    o.lr = number_arg(info, 4, op, "lr", o.lr);
-    o.beta1 = number_arg(info, 5, op, "beta1", o.beta1);
-    o.beta2 = number_arg(info, 6, op, "beta2", o.beta2);
-    o.eps = number_arg(info, 7, op, "eps", o.eps);
-    o.weight_decay = number_arg(info, 8, op, "weightDecay", o.weight_decay);
-    adamw_step(params, m, v, steps, o);
-    return info.Env().Undefined();
-  });
-}
-
 Napi::Value clip_grad_norm_fn(const Napi::CallbackInfo& info) {
   const char* op = "clipGradNorm";
   return guard(info.Env(), op, [&]() -> Napi::Value {
@@ -211,23 +189,31 @@ Napi::Value latent_mixture_fn(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void register_kernels(Napi::Env env, Napi::Object exports) {
-  const std::pair<const char*, Napi::Function::Callback> fns[] = {
-      {"loraLinear", lora_linear_fn},
-      {"loraScale", lora_scale_fn},
-      {"loraInit", lora_init_fn},
-      {"loraMerge", lora_merge_fn},
-      {"flashbackDivergence", flashback_divergence_fn},
-      {"tokenCrossEntropy", token_cross_entropy_fn},
-      {"pcgrad", pcgrad_fn},
-      {"pcgradOrders", pcgrad_orders_fn},
-      {"gpmBasis", gpm_basis_fn},
-      {"gpmProject", gpm_project_fn},
-      {"latentMixture", latent_mixture_fn},
-      {"adamwStep", adamw_step_fn},
-      {"clipGradNorm", clip_grad_norm_fn},
-  };
-  for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn, name));
+Reduction reduction_option(const Options& o) {
+  return o.choice("reduction", {"mean", "sum"}, "mean") == "sum" ? Reduction::Sum : Reduction::Mean;
+}
+
+KlKind kl_kind_option(const Options& o, const char* name) {
+  const std::string kind = o.choice(name, {"symmetric", "forward", "reverse"}, "symmetric");
+  return kind == "forward" ? KlKind::Forward : kind == "reverse" ? KlKind::Reverse : KlKind::Symmetric;
+}
+
+void register_kernels(Napi::Env env, Napi::Object exports, Signatures& signatures) {
+  export_functions(env, exports, signatures,
+                   {
+                       {"loraLinear", 5, lora_linear_fn},
+                       {"loraScale", 3, lora_scale_fn},
+                       {"loraInit", 3, lora_init_fn},
+                       {"loraMerge", 4, lora_merge_fn},
+                       {"flashbackDivergence", 4, flashback_divergence_fn},
+                       {"tokenCrossEntropy", 3, token_cross_entropy_fn},
+                       {"pcgrad", 2, pcgrad_fn},
+                       {"pcgradOrders", 2, pcgrad_orders_fn},
+                       {"gpmBasis", 3, gpm_basis_fn},
+                       {"gpmProject", 2, gpm_project_fn},
+                       {"latentMixture", 5, latent_mixture_fn},
+                       {"clipGradNorm", 2, clip_grad_norm_fn},
+                   });
 }
 
 }  // namespace jfa::binding

@@ -1,111 +1,107 @@
 // The Llama model handle exported to JS.
-#include <napi.h>
+#include "binding/model.h"
+
+#include <ATen/core/grad_mode.h>
 
 #include <memory>
+#include <utility>
 
-#include "binding/boundary.h"
-#include "binding/model.h"
 #include "binding/tensor.h"
-#include "core/llama.h"
+#include "binding/worker.h"
 #include "core/json.h"
 #include "core/ops.h"
-#include "core/runtime.h"
 
 namespace jfa::binding {
 namespace {
 
-class Model : public Napi::ObjectWrap<Model> {
+// Forward-pass options shared by logits, hiddenStates, meanPooled and generate.
+struct ForwardOptions {
+  at::Tensor mask;
+  bool adapters = true;
+  std::optional<LatentCall> latent;
+};
+
+ForwardOptions forward_options(const Options& o) {
+  ForwardOptions f;
+  f.mask = o.optional_tensor("attentionMask");
+  f.adapters = o.boolean("adapters", true);
+  if (auto latent = o.object("latent")) f.latent = LatentCall{latent->tensor("indices"), latent->tensor("weights")};
+  return f;
+}
+
+class Model : public CheckedWrap<Model> {
  public:
-  static Napi::Function define(Napi::Env env) {
+  static Napi::Function define(Napi::Env env, Signatures& sig) {
     return DefineClass(env, "Model",
                        {
-                           StaticMethod<&Model::load>("load"),
-                           StaticMethod<&Model::random>("random"),
+                           static_method<&Model::load, 2>(sig, "Model", "load", "loadModel"),
+                           static_method<&Model::load_async, 2>(sig, "Model", "loadAsync", "loadModel"),
+                           static_method<&Model::random, 3>(sig, "Model", "random", "createModel"),
                            InstanceAccessor<&Model::config>("config"),
                            InstanceAccessor<&Model::dtype>("dtype"),
                            InstanceAccessor<&Model::parameter_count>("parameterCount"),
-                           InstanceMethod<&Model::logits>("logits"),
-                           InstanceMethod<&Model::hidden_states>("hiddenStates"),
-                           InstanceMethod<&Model::head>("head"),
-                           InstanceMethod<&Model::mean_pooled>("meanPooled"),
-                           InstanceMethod<&Model::generate_async>("generateAsync"),
-                           InstanceMethod<&Model::merge_lora>("mergeLora"),
-                           InstanceMethod<&Model::weights>("weights"),
-                           InstanceMethod<&Model::set_base_trainable>("setBaseTrainable"),
-                           InstanceMethod<&Model::add_lora>("addLora"),
-                           InstanceMethod<&Model::set_latent_pool>("setLatentPool"),
-                           InstanceMethod<&Model::lora_parameters>("loraParameters"),
-                           InstanceMethod<&Model::dispose>("dispose"),
+                           method<&Model::logits, 2>(sig, "Model", "logits", "model.logits"),
+                           method<&Model::logits_async, 2>(sig, "Model", "logitsAsync", "model.logitsAsync"),
+                           method<&Model::hidden_states, 2>(sig, "Model", "hiddenStates", "model.hiddenStates"),
+                           method<&Model::head, 2>(sig, "Model", "head", "model.head"),
+                           method<&Model::mean_pooled, 2>(sig, "Model", "meanPooled", "model.meanPooled"),
+                           method<&Model::generate_async, 2>(sig, "Model", "generateAsync", "generate"),
+                           method<&Model::merge_lora, 0>(sig, "Model", "mergeLora", "mergeLora"),
+                           method<&Model::weights, 0>(sig, "Model", "weights", "weights"),
+                           method<&Model::set_base_trainable, 1>(sig, "Model", "setBaseTrainable", "setBaseTrainable"),
+                           method<&Model::add_lora, 2>(sig, "Model", "addLora", "addLora"),
+                           method<&Model::set_latent_pool, 3>(sig, "Model", "setLatentPool", "setLatentPool"),
+                           method<&Model::lora_parameters, 0>(sig, "Model", "loraParameters", "loraParameters"),
+                           method<&Model::dispose, 0>(sig, "Model", "dispose", "model.dispose"),
                        });
   }
 
-  explicit Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
+  explicit Model(const Napi::CallbackInfo& info) : CheckedWrap<Model>(info) {
     if (info.Length() != 1 || !info[0].IsExternal())
       throw Napi::TypeError::New(info.Env(), "Model: use Model.load(dir, dtype)");
     model_.reset(info[0].As<Napi::External<LlamaModel>>().Data());
   }
 
-  // A generation task: holds the model by shared_ptr, so dispose() while it runs is safe.
-  class GenerateTask : public Napi::AsyncWorker {
-   public:
-    GenerateTask(Napi::Env env, std::shared_ptr<const LlamaModel> model, std::shared_ptr<int> running, at::Tensor ids,
-                 at::Tensor mask, GenerateOptions options, bool adapters, std::optional<LatentCall> latent)
-        : Napi::AsyncWorker(env, "generate"),
-          model_(std::move(model)),
-          running_(std::move(running)),
-          ids_(std::move(ids)),
-          mask_(std::move(mask)),
-          options_(std::move(options)),
-          adapters_(adapters),
-          latent_(std::move(latent)),
-          deferred_(Napi::Promise::Deferred::New(env)) {}
-    Napi::Promise promise() const { return deferred_.Promise(); }
-
-   protected:
-    void Execute() override {
-      try {
-        apply_threads();
-        result_ = model_->generate(ids_, mask_, options_, adapters_, latent_ ? &*latent_ : nullptr);
-      } catch (...) {
-        failure_ = describe_current_exception("generate");
-        SetError(failure_.message);
-      }
-    }
-    void OnOK() override {
-      --*running_;
-      deferred_.Resolve(tensor_handle::wrap(Env(), std::move(result_)));
-    }
-    void OnError(const Napi::Error&) override {
-      --*running_;
-      deferred_.Reject(js_error(Env(), failure_).Value());
-    }
-
-   private:
-    std::shared_ptr<const LlamaModel> model_;
-    std::shared_ptr<int> running_;  // touched on the main thread only
-    at::Tensor ids_, mask_, result_;
-    GenerateOptions options_;
-    bool adapters_;
-    // Its own references to the latent tensors: JS may dispose its handles while this runs.
-    std::optional<LatentCall> latent_;
-    Napi::Promise::Deferred deferred_;
-    Failure failure_{ErrorKind::Generic, ""};
-  };
+  ModelRef ref(Napi::Env env, const std::string& where) const {
+    if (!model_) throw Napi::TypeError::New(env, where + " is a disposed model");
+    return {model_, use_};
+  }
 
  private:
+  static Napi::Value wrap_new(const Napi::Value& ctor, std::unique_ptr<LlamaModel> model) {
+    return ctor.As<Napi::Function>().New({Napi::External<LlamaModel>::New(ctor.Env(), model.release())});
+  }
+
+  static std::string dir_arg(const Napi::CallbackInfo& info, const char* op) {
+    if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), std::string(op) + ": dir must be a string, got " + describe(info[0]));
+    if (!info.This().IsFunction()) throw Napi::TypeError::New(info.Env(), std::string(op) + ": call it as Model.load(dir)");
+    return info[0].As<Napi::String>().Utf8Value();
+  }
+
   static Napi::Value load(const Napi::CallbackInfo& info) {
     return guard(info.Env(), "loadModel", [&]() -> Napi::Value {
-      if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "loadModel: dir must be a string, got " + describe(info[0]));
+      const std::string dir = dir_arg(info, "loadModel");
+      return wrap_new(info.This(), LlamaModel::load(dir, dtype_arg(info, 1, "loadModel", c10::kFloat)));
+    });
+  }
+
+  static Napi::Value load_async(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "loadModel", [&]() -> Napi::Value {
+      const std::string dir = dir_arg(info, "loadModel");
       const auto dtype = dtype_arg(info, 1, "loadModel", c10::kFloat);
-      auto model = LlamaModel::load(info[0].As<Napi::String>().Utf8Value(), dtype);
-      auto ctor = info.This().As<Napi::Function>();
-      return ctor.New({Napi::External<LlamaModel>::New(info.Env(), model.release())});
+      auto loaded = std::make_shared<std::unique_ptr<LlamaModel>>();
+      return queue_async(info.Env(), {"loadModel", [dir, dtype, loaded] { *loaded = LlamaModel::load(dir, dtype); }, {info.This()},
+                                      [loaded](Napi::Env, const std::vector<Napi::Value>& kept) -> Napi::Value {
+                                        return wrap_new(kept[0], std::move(*loaded));
+                                      },
+                                      nullptr});
     });
   }
 
   static Napi::Value random(const Napi::CallbackInfo& info) {
     return guard(info.Env(), "createModel", [&]() -> Napi::Value {
       if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "createModel: config must be a JSON string, got " + describe(info[0]));
+      if (!info.This().IsFunction()) throw Napi::TypeError::New(info.Env(), "createModel: call it as Model.random(config)");
       const std::string text = info[0].As<Napi::String>().Utf8Value();
       Json json;
       try {
@@ -114,14 +110,27 @@ class Model : public Napi::ObjectWrap<Model> {
         throw_range(std::string("createModel: config is not valid JSON (") + e.what() + ")");
       }
       const LlamaConfig config = LlamaConfig::from_json(json, "createModel config");
-      auto model = LlamaModel::random(config, seed_arg(info, 1, "createModel").value_or(0), number_arg(info, 2, "createModel", "initStd", 0.02));
-      auto ctor = info.This().As<Napi::Function>();
-      return ctor.New({Napi::External<LlamaModel>::New(info.Env(), model.release())});
+      return wrap_new(info.This(), LlamaModel::random(config, seed_arg(info, 1, "createModel").value_or(0),
+                                                      number_arg(info, 2, "createModel", "initStd", 0.02)));
     });
   }
 
   const LlamaModel& live(const char* op) const {
     if (!model_) throw Napi::TypeError::New(Env(), std::string(op) + ": the model is disposed");
+    return *model_;
+  }
+  // A synchronous forward reads the trainable weights, which a running training step updates.
+  const LlamaModel& readable(const char* op) const {
+    const LlamaModel& m = live(op);
+    if (use_->training) throw Napi::Error::New(Env(), std::string(op) + ": the model is training; await the step first");
+    return m;
+  }
+  // Changes to the model's structure while a worker thread reads it would race.
+  LlamaModel& changeable(const char* op) const {
+    live(op);
+    if (use_->training) throw Napi::Error::New(Env(), std::string(op) + ": the model is training; await the step before changing it");
+    if (use_->readers > 0)
+      throw Napi::Error::New(Env(), std::string(op) + ": the model is generating; await generate() before changing it");
     return *model_;
   }
 
@@ -146,104 +155,106 @@ class Model : public Napi::ObjectWrap<Model> {
     return Napi::Number::New(info.Env(), static_cast<double>(live("parameterCount").parameter_count()));
   }
 
-  // The optional {indices, weights} of a forward pass's latent tasks.
-  static std::optional<LatentCall> latent_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
-    const Napi::Value v = info[i];
-    if (v.IsUndefined() || v.IsNull()) return std::nullopt;
-    if (!v.IsObject()) throw Napi::TypeError::New(info.Env(), std::string(op) + ": latent must be {indices, weights}, got " + describe(v));
-    const Napi::Object o = v.As<Napi::Object>();
-    const auto field = [&](const char* name) {
-      const at::Tensor* t = tensor_handle::unwrap(info.Env(), o.Get(name));
-      if (!t) throw Napi::TypeError::New(info.Env(), std::string(op) + ": latent." + name + " must be a live Tensor, got " + describe(o.Get(name)));
-      return *t;
-    };
-    return LatentCall{field("indices"), field("weights")};
-  }
-
   Napi::Value set_latent_pool(const Napi::CallbackInfo& info) {
-    return guard(info.Env(), "setLatentPool", [&]() -> Napi::Value {
-      check_idle("setLatentPool");
-      const double layer = number_arg(info, 0, "setLatentPool", "layer", -1);
-      model_->set_latent_pool(static_cast<int64_t>(layer), tensor_arg(info, 1, "setLatentPool", "A"), tensor_arg(info, 2, "setLatentPool", "B"));
+    const char* op = "setLatentPool";
+    return guard(info.Env(), op, [&]() -> Napi::Value {
+      LlamaModel& m = changeable(op);
+      m.set_latent_pool(int_arg(info, 0, op, "layer", -1), tensor_arg(info, 1, op, "A"), tensor_arg(info, 2, op, "B"));
       return info.Env().Undefined();
     });
   }
 
   Napi::Value logits(const Napi::CallbackInfo& info) {
-    return guard(info.Env(), "model.logits", [&]() -> Napi::Value {
-      const auto& ids = tensor_arg(info, 0, "model.logits", "ids");
-      const at::Tensor mask = optional_tensor_arg(info, 1, "model.logits", "attentionMask");
-      const bool adapters = bool_arg(info, 2, "model.logits", "adapters", true);
-      const auto latent = latent_arg(info, 3, "model.logits");
-      return tensor_handle::wrap(info.Env(), live("model.logits").logits(ids, mask, adapters, latent ? &*latent : nullptr));
+    const char* op = "model.logits";
+    return guard(info.Env(), op, [&]() -> Napi::Value {
+      const auto& ids = tensor_arg(info, 0, op, "ids");
+      const ForwardOptions f = forward_options(Options(info, 1, op));
+      return tensor_handle::wrap(info.Env(), readable(op).logits(ids, f.mask, f.adapters, f.latent ? &*f.latent : nullptr));
+    });
+  }
+
+  // A reader on the libuv pool: the lease ends when the promise settles.
+  Napi::Value queue_reader(Napi::Env env, const char* op, std::function<at::Tensor(const LlamaModel&)> fn) {
+    readable(op);
+    auto result = std::make_shared<at::Tensor>();
+    ++use_->readers;
+    return queue_async(env, {op, [model = model_, fn = std::move(fn), result] { *result = fn(*model); }, {},
+                             [result](Napi::Env env, const std::vector<Napi::Value>&) -> Napi::Value {
+                               return tensor_handle::wrap(env, std::move(*result));
+                             },
+                             [use = use_] { --use->readers; }});
+  }
+
+  Napi::Value logits_async(const Napi::CallbackInfo& info) {
+    const char* op = "model.logitsAsync";
+    return guard(info.Env(), op, [&]() -> Napi::Value {
+      at::Tensor ids = tensor_arg(info, 0, op, "ids");
+      ForwardOptions f = forward_options(Options(info, 1, op));
+      // Scoring: no graph is kept (the result does not require gradients).
+      return queue_reader(info.Env(), op, [ids, f = std::move(f)](const LlamaModel& m) {
+        at::NoGradGuard no_grad;
+        return m.logits(ids, f.mask, f.adapters, f.latent ? &*f.latent : nullptr);
+      });
     });
   }
 
   Napi::Value hidden_states(const Napi::CallbackInfo& info) {
-    return guard(info.Env(), "model.hiddenStates", [&]() -> Napi::Value {
-      const auto& ids = tensor_arg(info, 0, "model.hiddenStates", "ids");
-      const at::Tensor mask = optional_tensor_arg(info, 1, "model.hiddenStates", "attentionMask");
-      const bool adapters = bool_arg(info, 2, "model.hiddenStates", "adapters", true);
-      const auto latent = latent_arg(info, 3, "model.hiddenStates");
-      return tensor_handle::wrap(info.Env(), live("model.hiddenStates").hidden_states(ids, mask, adapters, latent ? &*latent : nullptr));
+    const char* op = "model.hiddenStates";
+    return guard(info.Env(), op, [&]() -> Napi::Value {
+      const auto& ids = tensor_arg(info, 0, op, "ids");
+      const ForwardOptions f = forward_options(Options(info, 1, op));
+      return tensor_handle::wrap(info.Env(), readable(op).hidden_states(ids, f.mask, f.adapters, f.latent ? &*f.latent : nullptr));
     });
   }
 
   Napi::Value head(const Napi::CallbackInfo& info) {
-    return guard(info.Env(), "model.head", [&]() -> Napi::Value {
-      const auto& hidden = tensor_arg(info, 0, "model.head", "hidden");
-      const at::Tensor rows = optional_tensor_arg(info, 1, "model.head", "rows");
-      return tensor_handle::wrap(info.Env(), live("model.head").head(hidden, rows));
+    const char* op = "model.head";
+    return guard(info.Env(), op, [&]() -> Napi::Value {
+      const auto& hidden = tensor_arg(info, 0, op, "hidden");
+      const at::Tensor rows = optional_tensor_arg(info, 1, op, "rows");
+      return tensor_handle::wrap(info.Env(), readable(op).head(hidden, rows));
     });
   }
 
   Napi::Value mean_pooled(const Napi::CallbackInfo& info) {
-    return guard(info.Env(), "model.meanPooled", [&]() -> Napi::Value {
-      const auto& ids = tensor_arg(info, 0, "model.meanPooled", "ids");
-      const at::Tensor mask = optional_tensor_arg(info, 1, "model.meanPooled", "attentionMask");
-      const bool adapters = bool_arg(info, 2, "model.meanPooled", "adapters", true);
-      return tensor_handle::wrap(info.Env(), live("model.meanPooled").mean_pooled(ids, mask, adapters));
+    const char* op = "model.meanPooled";
+    return guard(info.Env(), op, [&]() -> Napi::Value {
+      const auto& ids = tensor_arg(info, 0, op, "ids");
+      const ForwardOptions f = forward_options(Options(info, 1, op));
+      if (f.latent) throw Napi::TypeError::New(info.Env(), std::string(op) + ": latent tasks do not apply to retrieval embeddings");
+      return tensor_handle::wrap(info.Env(), readable(op).mean_pooled(ids, f.mask, f.adapters));
     });
   }
 
   Napi::Value generate_async(const Napi::CallbackInfo& info) {
     const char* op = "generate";
     return guard(info.Env(), op, [&]() -> Napi::Value {
-      live(op);
       at::Tensor ids = tensor_arg(info, 0, op, "ids");
-      at::Tensor mask = optional_tensor_arg(info, 1, op, "attentionMask");
-      GenerateOptions o;
-      const double n = number_arg(info, 2, op, "maxNewTokens", 32);
-      if (n < 1 || n != static_cast<double>(static_cast<int64_t>(n)))
-        throw Napi::RangeError::New(info.Env(), std::string(op) + ": maxNewTokens must be a positive integer, got " + describe(info[2]));
-      o.max_new_tokens = static_cast<int64_t>(n);
-      o.temperature = number_arg(info, 3, op, "temperature", 0.0);
-      o.top_p = number_arg(info, 4, op, "topP", 1.0);
-      o.seed = seed_arg(info, 5, op);
-      o.eos_token_ids = int_list_arg(info, 6, op, "eosTokenIds");
-      o.pad_token_id = static_cast<int64_t>(number_arg(info, 7, op, "padTokenId", 0));
-      const bool adapters = bool_arg(info, 8, op, "adapters", true);
-      auto latent = latent_arg(info, 9, op);
-      auto* task = new GenerateTask(info.Env(), model_, running_, ids, mask, std::move(o), adapters, std::move(latent));
-      ++*running_;
-      Napi::Promise promise = task->promise();
-      task->Queue();
-      return promise;
+      const Options o(info, 1, op);
+      ForwardOptions f = forward_options(o);
+      GenerateOptions g;
+      g.max_new_tokens = o.integer("maxNewTokens", 32, 1);
+      g.temperature = o.number("temperature", 0.0);
+      g.top_p = o.number("topP", 1.0);
+      g.seed = o.seed("seed");
+      g.eos_token_ids = o.integers("eosTokenIds");
+      g.pad_token_id = o.integer("padTokenId", 0, 0);
+      return queue_reader(info.Env(), op, [ids, f = std::move(f), g = std::move(g)](const LlamaModel& m) {
+        return m.generate(ids, f.mask, g, f.adapters, f.latent ? &*f.latent : nullptr);
+      });
     });
   }
 
   Napi::Value merge_lora(const Napi::CallbackInfo& info) {
     return guard(info.Env(), "mergeLora", [&]() -> Napi::Value {
-      check_idle("mergeLora");
-      model_->merge_lora();
+      changeable("mergeLora").merge_lora();
       return info.Env().Undefined();
     });
   }
 
   Napi::Value set_base_trainable(const Napi::CallbackInfo& info) {
     return guard(info.Env(), "setBaseTrainable", [&]() -> Napi::Value {
-      check_idle("setBaseTrainable");
-      model_->set_base_trainable(bool_arg(info, 0, "setBaseTrainable", "trainable", true));
+      changeable("setBaseTrainable").set_base_trainable(bool_arg(info, 0, "setBaseTrainable", "trainable", true));
       return info.Env().Undefined();
     });
   }
@@ -257,8 +268,9 @@ class Model : public Napi::ObjectWrap<Model> {
   }
 
   Napi::Value add_lora(const Napi::CallbackInfo& info) {
-    return guard(info.Env(), "addLora", [&]() -> Napi::Value {
-      check_idle("addLora");
+    const char* op = "addLora";
+    return guard(info.Env(), op, [&]() -> Napi::Value {
+      LlamaModel& m = changeable(op);
       if (!info[0].IsArray()) throw Napi::TypeError::New(info.Env(), "addLora: targets must be an array of module names, got " + describe(info[0]));
       std::vector<std::string> targets;
       const auto list = info[0].As<Napi::Array>();
@@ -267,11 +279,8 @@ class Model : public Napi::ObjectWrap<Model> {
         if (!v.IsString()) throw Napi::TypeError::New(info.Env(), "addLora: targets[" + std::to_string(i) + "] must be a string, got " + describe(v));
         targets.push_back(v.As<Napi::String>().Utf8Value());
       }
-      const double r = number_arg(info, 1, "addLora", "r", 8);
-      if (r < 1 || r != static_cast<double>(static_cast<int64_t>(r)))
-        throw Napi::RangeError::New(info.Env(), "addLora: r must be a positive integer, got " + describe(info[1]));
-      model_->add_lora(targets, static_cast<int64_t>(r), number_arg(info, 2, "addLora", "loraAlpha", 16),
-                       bool_arg(info, 3, "addLora", "rslora", false), seed_arg(info, 4, "addLora").value_or(0));
+      const Options o(info, 1, op);
+      m.add_lora(targets, o.integer("r", 8, 1), o.number("loraAlpha", 16), o.boolean("rslora", false), o.seed("seed").value_or(0));
       return info.Env().Undefined();
     });
   }
@@ -284,25 +293,29 @@ class Model : public Napi::ObjectWrap<Model> {
     });
   }
 
+  // Work running on the model holds its own reference: the weights are freed when it ends.
   Napi::Value dispose(const Napi::CallbackInfo& info) {
     model_.reset();
     return info.Env().Undefined();
   }
 
-  // Changes to the model's structure while a generation reads it on a worker thread would race:
-  // addLora, mergeLora and setLatentPool refuse while one runs.
-  void check_idle(const char* op) const {
-    live(op);
-    if (*running_ > 0)
-      throw Napi::Error::New(Env(), std::string(op) + ": the model is generating; await generate() before changing it");
-  }
-
   std::shared_ptr<LlamaModel> model_;
-  std::shared_ptr<int> running_ = std::make_shared<int>(0);
+  std::shared_ptr<ModelUse> use_ = std::make_shared<ModelUse>();
 };
 
 }  // namespace
 
-void register_model(Napi::Env env, Napi::Object exports) { exports.Set("Model", Model::define(env)); }
+ModelRef model_arg(Napi::Env env, const Napi::Value& v, const std::string& where) {
+  const Napi::FunctionReference& ctor = addon_data(env).model_class;
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(ctor.Value()))
+    throw Napi::TypeError::New(env, where + " must be a Model, got " + describe(v));
+  return Model::Unwrap(v.As<Napi::Object>())->ref(env, where);
+}
+
+void register_model(Napi::Env env, Napi::Object exports, Signatures& signatures) {
+  Napi::Function cls = Model::define(env, signatures);
+  addon_data(env).model_class = Napi::Persistent(cls);
+  exports.Set("Model", cls);
+}
 
 }  // namespace jfa::binding

@@ -2,11 +2,13 @@
 #include <napi.h>
 
 #include <functional>
+#include <memory>
 #include <utility>
 
 #include "binding/boundary.h"
 #include "binding/ops.h"
 #include "binding/tensor.h"
+#include "binding/worker.h"
 #include "core/ops.h"
 #include <ATen/core/grad_mode.h>
 #include "core/runtime.h"
@@ -14,41 +16,14 @@
 namespace jfa::binding {
 namespace {
 
-// Runs a tensor-producing task on the libuv thread pool and settles a Promise with its result.
-// The task owns copies of its input tensors, so disposing the JS handles meanwhile is safe.
-class TensorTask : public Napi::AsyncWorker {
- public:
-  TensorTask(Napi::Env env, const char* op, std::function<at::Tensor()> fn)
-      : Napi::AsyncWorker(env, op), op_(op), fn_(std::move(fn)), deferred_(Napi::Promise::Deferred::New(env)) {}
-
-  Napi::Promise promise() const { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      jfa::apply_threads();
-      result_ = fn_();
-    } catch (...) {
-      failure_ = describe_current_exception(op_);
-      SetError(failure_.message);
-    }
-  }
-  void OnOK() override { deferred_.Resolve(tensor_handle::wrap(Env(), std::move(result_))); }
-  void OnError(const Napi::Error&) override { deferred_.Reject(js_error(Env(), failure_).Value()); }
-
- private:
-  const char* op_;
-  std::function<at::Tensor()> fn_;
-  Napi::Promise::Deferred deferred_;
-  at::Tensor result_;
-  Failure failure_{ErrorKind::Generic, ""};
-};
-
+// Runs a tensor-producing task on the libuv pool; the closure owns copies of its input tensors, so
+// disposing the JS handles meanwhile is safe.
 Napi::Value run_async(Napi::Env env, const char* op, std::function<at::Tensor()> fn) {
-  auto* task = new TensorTask(env, op, std::move(fn));  // deletes itself when settled
-  Napi::Promise promise = task->promise();
-  task->Queue();
-  return promise;
+  auto result = std::make_shared<at::Tensor>();
+  return queue_async(env, {op, [fn = std::move(fn), result] { *result = fn(); }, {},
+                           [result](Napi::Env env, const std::vector<Napi::Value>&) -> Napi::Value {
+                             return tensor_handle::wrap(env, std::move(*result));
+                           }, nullptr});
 }
 
 Napi::Value from_typed_array(const Napi::CallbackInfo& info) {
@@ -208,17 +183,18 @@ Napi::Value detach_fn(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void register_ops(Napi::Env env, Napi::Object exports) {
-  const std::pair<const char*, Napi::Function::Callback> fns[] = {
-      {"fromTypedArray", from_typed_array}, {"zeros", zeros_fn}, {"randn", randn_fn},
-      {"matmul", matmul_fn},               {"matmulAsync", matmul_async_fn},
-      {"add", add_fn},                     {"sum", sum_fn},     {"to", to_fn},
-      {"setRequiresGrad", set_requires_grad_fn}, {"requiresGrad", requires_grad_fn},
-      {"grad", grad_fn},                   {"zeroGrad", zero_grad_fn},
-      {"backward", backward_fn},           {"detach", detach_fn},
-      {"copyInto", copy_into_fn},          {"setGrad", set_grad_fn},
-  };
-  for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn, name));
+void register_ops(Napi::Env env, Napi::Object exports, Signatures& signatures) {
+  export_functions(env, exports, signatures,
+                   {
+                       {"fromTypedArray", 2, from_typed_array}, {"zeros", 2, zeros_fn},
+                       {"randn", 3, randn_fn},                  {"matmul", 2, matmul_fn},
+                       {"matmulAsync", 2, matmul_async_fn},     {"add", 3, add_fn},
+                       {"sum", 3, sum_fn},                      {"to", 2, to_fn},
+                       {"setRequiresGrad", 2, set_requires_grad_fn}, {"requiresGrad", 1, requires_grad_fn},
+                       {"grad", 1, grad_fn},                    {"zeroGrad", 1, zero_grad_fn},
+                       {"backward", 2, backward_fn},            {"detach", 1, detach_fn},
+                       {"copyInto", 2, copy_into_fn},           {"setGrad", 2, set_grad_fn},
+                   });
 }
 
 }  // namespace jfa::binding

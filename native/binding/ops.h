@@ -1,6 +1,8 @@
 #pragma once
 #include <napi.h>
 
+#include "binding/boundary.h"
+
 namespace jfa::binding {
-void register_ops(Napi::Env env, Napi::Object exports);
+void register_ops(Napi::Env env, Napi::Object exports, Signatures& signatures);
 }

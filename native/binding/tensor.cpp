@@ -115,6 +115,7 @@ napi_value get_disposed(napi_env env, napi_callback_info cbinfo) {
 
 napi_value dispose(napi_env env, napi_callback_info cbinfo) {
   return method(env, cbinfo, [](const Napi::CallbackInfo& info) -> napi_value {
+    check_arity(info, 0, "Tensor.dispose");
     void* data = nullptr;
     if (is_tensor(info.Env(), info.This()) && napi_remove_wrap(info.Env(), info.This(), &data) == napi_ok && data)
       finalize(info.Env(), data, nullptr);
@@ -129,6 +130,7 @@ Napi::Value typed_array(Napi::Env env, size_t length, Napi::ArrayBuffer buffer, 
 
 napi_value to_typed_array(napi_env env, napi_callback_info cbinfo) {
   return method(env, cbinfo, [](const Napi::CallbackInfo& info) -> napi_value {
+    check_arity(info, 0, "Tensor.toTypedArray");
     Napi::Env env = info.Env();
     return guard(env, "toTypedArray", [&]() -> Napi::Value {
       at::Tensor src = receiver(info, "toTypedArray");
@@ -172,6 +174,8 @@ Napi::Function define_class(Napi::Env env) {
                        Napi::Function());
   Napi::Function out(env, cls);
   addon_data(env).tensor_class = Napi::Persistent(out);
+  addon_data(env).signatures.add("Tensor#toTypedArray", 0);
+  addon_data(env).signatures.add("Tensor#dispose", 0);
   return out;
 }
 
@@ -197,212 +201,5 @@ const at::Tensor* unwrap(Napi::Env env, const Napi::Value& v) {
 }
 
 }  // namespace tensor_handle
-
-// ---- Boundary: errors ------------------------------------------------------------------------
-
-namespace {
-
-std::string trimmed(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-}  // namespace
-
-Failure describe_current_exception(const char* op) {
-  const std::string prefix = std::string(op) + ": ";
-  try {
-    throw;
-  } catch (const jfa::Error& e) {
-    return {e.kind(), e.what()};
-  } catch (const c10::OutOfMemoryError& e) {
-    return {ErrorKind::Range, prefix + "out of memory: " + trimmed(e.what_without_backtrace())};
-  } catch (const c10::TypeError& e) {
-    return {ErrorKind::Type, prefix + trimmed(e.what_without_backtrace())};
-  } catch (const c10::IndexError& e) {
-    return {ErrorKind::Range, prefix + trimmed(e.what_without_backtrace())};
-  } catch (const c10::ValueError& e) {
-    return {ErrorKind::Range, prefix + trimmed(e.what_without_backtrace())};
-  } catch (const c10::Error& e) {
-    return {ErrorKind::Generic, prefix + trimmed(e.what_without_backtrace())};
-  } catch (const std::bad_alloc&) {
-    return {ErrorKind::Range, prefix + "out of memory"};
-  } catch (const std::exception& e) {
-    return {ErrorKind::Generic, prefix + e.what()};
-  } catch (...) {
-    return {ErrorKind::Generic, prefix + "unknown native error"};
-  }
-}
-
-Napi::Error js_error(Napi::Env env, const Failure& failure) {
-  switch (failure.kind) {
-    case ErrorKind::Type: return Napi::TypeError::New(env, failure.message);
-    case ErrorKind::Range: return Napi::RangeError::New(env, failure.message);
-    default: return Napi::Error::New(env, failure.message);
-  }
-}
-
-Napi::Error translate_current_exception(Napi::Env env, const char* op) {
-  return js_error(env, describe_current_exception(op));
-}
-
-// ---- Boundary: arguments ---------------------------------------------------------------------
-
-std::string describe(const Napi::Value& v) {
-  switch (v.Type()) {
-    case napi_undefined: return "undefined";
-    case napi_null: return "null";
-    case napi_boolean: return std::string("boolean ") + (v.As<Napi::Boolean>().Value() ? "true" : "false");
-    case napi_number: {
-      const double d = v.As<Napi::Number>().DoubleValue();
-      std::string s = std::to_string(d);
-      if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 1e15) s = std::to_string(static_cast<int64_t>(d));
-      return "number " + s;
-    }
-    case napi_string: return "string '" + v.As<Napi::String>().Utf8Value() + "'";
-    case napi_bigint: return "bigint";
-    case napi_symbol: return "symbol";
-    case napi_function: return "function";
-    default: break;
-  }
-  if (v.IsTypedArray()) {
-    static const char* names[] = {"Int8Array",    "Uint8Array",   "Uint8ClampedArray", "Int16Array",
-                                  "Uint16Array",  "Int32Array",   "Uint32Array",       "Float32Array",
-                                  "Float64Array", "BigInt64Array", "BigUint64Array"};
-    auto ta = v.As<Napi::TypedArray>();
-    const auto type = static_cast<size_t>(ta.TypedArrayType());
-    const char* name = type < sizeof names / sizeof *names ? names[type] : "TypedArray";
-    return std::string(name) + "(" + std::to_string(ta.ElementLength()) + ")";
-  }
-  if (v.IsArray()) return "Array(" + std::to_string(v.As<Napi::Array>().Length()) + ")";
-  if (tensor_handle::is_tensor(v.Env(), v)) return "Tensor";
-  return "object";
-}
-
-const at::Tensor& tensor_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
-  Napi::Env env = info.Env();
-  const Napi::Value v = info[i];
-  if (const at::Tensor* t = tensor_handle::unwrap(env, v)) return *t;
-  if (!tensor_handle::is_tensor(env, v))
-    throw Napi::TypeError::New(env, std::string(op) + ": " + name + " must be a Tensor, got " + describe(v));
-  throw Napi::TypeError::New(env, std::string(op) + ": " + name + " is a disposed tensor");
-}
-
-namespace {
-
-// An integral JS number, or a TypeError/RangeError naming `what`.
-int64_t integer_value(Napi::Env env, const Napi::Value& v, const std::string& where, bool allow_negative) {
-  if (!v.IsNumber()) throw Napi::TypeError::New(env, where + " must be an integer, got " + describe(v));
-  const double d = v.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9007199254740991.0 || (!allow_negative && d < 0))
-    throw Napi::RangeError::New(
-        env, where + " must be " + (allow_negative ? "an" : "a non-negative") + " integer, got " + describe(v));
-  return static_cast<int64_t>(d);
-}
-
-}  // namespace
-
-std::vector<int64_t> shape_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
-  Napi::Env env = info.Env();
-  const Napi::Value v = info[i];
-  if (!v.IsArray())
-    throw Napi::TypeError::New(env, std::string(op) + ": shape must be an array of integers, got " + describe(v));
-  auto array = v.As<Napi::Array>();
-  std::vector<int64_t> shape(array.Length());
-  for (uint32_t k = 0; k < array.Length(); ++k)
-    shape[k] = integer_value(env, array.Get(k), std::string(op) + ": shape[" + std::to_string(k) + "]", false);
-  return shape;
-}
-
-c10::ScalarType dtype_arg(const Napi::CallbackInfo& info, size_t i, const char* op, c10::ScalarType fallback) {
-  const Napi::Value v = info[i];
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsString())
-    throw Napi::TypeError::New(info.Env(), std::string(op) + ": dtype must be a string, got " + describe(v));
-  return parse_dtype(v.As<Napi::String>().Utf8Value(), op);
-}
-
-std::optional<uint64_t> seed_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
-  const Napi::Value v = info[i];
-  if (v.IsUndefined()) return std::nullopt;
-  if (v.IsBigInt()) {
-    bool lossless = false;
-    const uint64_t seed = v.As<Napi::BigInt>().Uint64Value(&lossless);
-    if (!lossless) throw Napi::RangeError::New(info.Env(), std::string(op) + ": seed must fit in 64 unsigned bits");
-    return seed;
-  }
-  return static_cast<uint64_t>(integer_value(info.Env(), v, std::string(op) + ": seed", false));
-}
-
-double number_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, double fallback) {
-  const Napi::Value v = info[i];
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsNumber())
-    throw Napi::TypeError::New(info.Env(), std::string(op) + ": " + name + " must be a number, got " + describe(v));
-  const double d = v.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d))
-    throw Napi::RangeError::New(info.Env(), std::string(op) + ": " + name + " must be finite, got " + describe(v));
-  return d;
-}
-
-bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, bool fallback) {
-  const Napi::Value v = info[i];
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsBoolean())
-    throw Napi::TypeError::New(info.Env(), std::string(op) + ": " + name + " must be a boolean, got " + describe(v));
-  return v.As<Napi::Boolean>().Value();
-}
-
-std::string choice_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name,
-                       std::initializer_list<const char*> choices, const char* fallback) {
-  const Napi::Value v = info[i];
-  if (v.IsUndefined()) return fallback;
-  std::string list;
-  for (const char* c : choices) list += std::string(list.empty() ? "" : ", ") + "'" + c + "'";
-  if (v.IsString()) {
-    const std::string s = v.As<Napi::String>().Utf8Value();
-    for (const char* c : choices)
-      if (s == c) return s;
-  }
-  throw Napi::TypeError::New(info.Env(), std::string(op) + ": " + name + " must be one of " + list + ", got " + describe(v));
-}
-
-at::Tensor optional_tensor_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
-  if (info[i].IsUndefined() || info[i].IsNull()) return at::Tensor();
-  return tensor_arg(info, i, op, name);
-}
-
-std::vector<at::Tensor> tensor_list(const Napi::CallbackInfo& info, const Napi::Value& v, const std::string& where) {
-  Napi::Env env = info.Env();
-  if (!v.IsArray()) throw Napi::TypeError::New(env, where + " must be an array of Tensors, got " + describe(v));
-  auto array = v.As<Napi::Array>();
-  std::vector<at::Tensor> out;
-  out.reserve(array.Length());
-  for (uint32_t k = 0; k < array.Length(); ++k) {
-    const Napi::Value item = array.Get(k);
-    if (const at::Tensor* t = tensor_handle::unwrap(env, item)) {
-      out.push_back(*t);
-      continue;
-    }
-    const std::string at_k = where + "[" + std::to_string(k) + "]";
-    if (tensor_handle::is_tensor(env, item)) throw Napi::TypeError::New(env, at_k + " is a disposed tensor");
-    throw Napi::TypeError::New(env, at_k + " must be a Tensor, got " + describe(item));
-  }
-  return out;
-}
-
-std::vector<int64_t> int_list_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
-  Napi::Env env = info.Env();
-  const Napi::Value v = info[i];
-  const std::string where = std::string(op) + ": " + name;
-  if (v.IsUndefined()) return {};
-  if (v.IsNumber()) return {integer_value(env, v, where, true)};
-  if (!v.IsArray()) throw Napi::TypeError::New(env, where + " must be an integer or an array of integers, got " + describe(v));
-  auto array = v.As<Napi::Array>();
-  std::vector<int64_t> out(array.Length());
-  for (uint32_t k = 0; k < array.Length(); ++k)
-    out[k] = integer_value(env, array.Get(k), where + "[" + std::to_string(k) + "]", true);
-  return out;
-}
 
 }  // namespace jfa::binding

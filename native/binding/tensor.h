@@ -10,10 +10,14 @@
 #include <atomic>
 #include <cstdint>
 
+#include "binding/boundary.h"
+
 namespace jfa::binding {
 
 struct AddonData {
   Napi::FunctionReference tensor_class;
+  Napi::FunctionReference model_class;
+  Signatures signatures;
   std::atomic<int64_t> live_handles{0};
   std::atomic<int64_t> live_bytes{0};
 };

@@ -1,0 +1,199 @@
+#include "core/train_step.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <chrono>
+#include <string>
+
+#include "core/checks.h"
+#include "core/projection.h"
+
+namespace jfa {
+namespace {
+
+at::Tensor cross_entropy(const at::Tensor& logits, const at::Tensor& targets) {
+  CrossEntropyArgs a;
+  a.logits = logits;
+  a.targets = targets;
+  return token_cross_entropy(a);
+}
+
+// Adds the milliseconds since the last lap to one phase, when timings are asked for.
+class Laps {
+ public:
+  explicit Laps(StepTimings* timings) : timings_(timings), start_(now()), last_(start_) {}
+  void lap(double StepTimings::*phase) {
+    if (!timings_) return;
+    const auto t = now();
+    timings_->*phase += ms(last_, t);
+    last_ = t;
+  }
+  void finish() {
+    if (timings_) timings_->total += ms(start_, now());
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  static Clock::time_point now() { return Clock::now(); }
+  static double ms(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); }
+  StepTimings* timings_;
+  Clock::time_point start_, last_;
+};
+
+// The value of a scalar loss as the caller sees it (float32, widened).
+double value(const at::Tensor& loss) { return static_cast<double>(loss.item<float>()); }
+
+// Clears every parameter's gradient however the step ends, so a failed step leaves nothing behind.
+struct ClearGrads {
+  std::vector<at::Tensor>& params;
+  ~ClearGrads() {
+    for (auto& p : params) p.mutable_grad().reset();
+  }
+};
+
+void check_batch(const StepBatch& b, size_t i, const StepSettings& s) {
+  const std::string where = "trainStep: batch " + std::to_string(i);
+  if (!b.ids.defined()) throw_type(where + " has no ids");
+  if (!b.flashback) {
+    if (!b.targets.defined()) throw_type(where + " (new-task) needs targets");
+    if (b.targets.scalar_type() != at::kLong) throw_type(where + ": targets must be int64, got " + dtype_name(b.targets.scalar_type()));
+    if (b.targets.sizes() != b.ids.sizes())
+      throw_range(where + ": targets " + shape_str(b.targets.sizes()) + " must have the ids' shape " + shape_str(b.ids.sizes()));
+  }
+  if (s.method == StepMethod::Jfa && b.latent && (!b.latent->indices.defined() || !b.latent->weights.defined()))
+    throw_type(where + ": latent needs indices and weights");
+}
+
+}  // namespace
+
+Trainer::Trainer(std::vector<at::Tensor> params, const AdamWOptions& options) : params_(std::move(params)), options_(options) {
+  const char* op = "Optimizer";
+  const AdamWOptions& o = options_;
+  if (!(o.lr >= 0) || !(o.beta1 >= 0 && o.beta1 < 1) || !(o.beta2 >= 0 && o.beta2 < 1) || !(o.eps > 0) || !(o.weight_decay >= 0))
+    throw_range(std::string(op) + ": need lr >= 0, betas in [0, 1), eps > 0, weightDecay >= 0");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const std::string name = "params[" + std::to_string(i) + "]";
+    check_float_tensor(params_[i], op, name.c_str());
+    if (!params_[i].is_leaf() || !params_[i].requires_grad())
+      throw_range(std::string(op) + ": " + name + " must be a trainable leaf (requires gradients)");
+    for (size_t j = 0; j < i; ++j)
+      if (params_[j].is_same(params_[i])) throw_range(std::string(op) + ": " + name + " is params[" + std::to_string(j) + "] again");
+  }
+  at::NoGradGuard no_grad;
+  for (const auto& p : params_) {
+    exp_avg_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
+    exp_avg_sq_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
+  }
+  steps_ = at::zeros({static_cast<int64_t>(params_.size())}, at::kLong);
+}
+
+void Trainer::adamw(double lr) {
+  AdamWOptions o = options_;
+  o.lr = lr;
+  adamw_step(params_, exp_avg_, exp_avg_sq_, steps_, o);
+}
+
+StepMetrics Trainer::step(const LlamaModel& model, const std::vector<StepBatch>& batches, const StepSettings& s) {
+  if (!(s.lr >= 0)) throw_range("trainStep: lr must be >= 0, got " + std::to_string(s.lr));
+  if (!(s.max_grad_norm > 0)) throw_range("trainStep: maxGradNorm must be > 0, got " + std::to_string(s.max_grad_norm));
+  if (!(s.plain_sft_weight >= 0)) throw_range("trainStep: plainSftWeight must be >= 0");
+  for (size_t i = 0; i < batches.size(); ++i) check_batch(batches[i], i, s);
+
+  StepMetrics m;
+  Laps laps(s.timings ? &m.timings : nullptr);
+  ClearGrads clear{params_};
+  for (auto& p : params_) p.mutable_grad().reset();
+  at::AutoGradMode grad_mode(true);
+
+  GradientSet per_batch;
+  int64_t sft_batches = 0, plain_batches = 0, div_batches = 0;
+  for (const StepBatch& b : batches) {
+    if (b.flashback && s.method == StepMethod::Sft) continue;
+    const LatentCall* latent = s.method == StepMethod::Jfa && b.latent ? &*b.latent : nullptr;
+    at::Tensor loss;
+    if (!b.flashback) {
+      // Only the positions with a target are scored: the LM head runs on those rows alone.
+      const at::Tensor flat = b.targets.reshape({-1});
+      const at::Tensor rows = flat.ne(-100).nonzero().reshape({-1});
+      const at::Tensor ids = flat.index_select(0, rows);
+      const at::Tensor logits = model.head(model.hidden_states(b.ids, b.attention_mask, true, latent), rows);
+      laps.lap(&StepTimings::forward);
+      loss = cross_entropy(logits, ids);
+      m.sft += value(loss);
+      sft_batches += 1;
+      if (latent && s.plain_sft_weight > 0) {
+        const at::Tensor plain = cross_entropy(model.head(model.hidden_states(b.ids, b.attention_mask, true), rows), ids);
+        m.plain_sft += value(plain);
+        plain_batches += 1;
+        loss = at::add(loss, plain, s.plain_sft_weight);
+        laps.lap(&StepTimings::forward);
+      }
+    } else {
+      const at::Tensor logits = model.logits(b.ids, b.attention_mask, true, latent);
+      laps.lap(&StepTimings::forward);
+      at::Tensor ref = b.reference_logits;
+      if (!ref.defined()) {
+        at::NoGradGuard no_grad;
+        ref = b.reference_hidden.defined() ? model.head(b.reference_hidden, at::Tensor())
+                                           : model.logits(b.ids, b.attention_mask, false);
+      }
+      laps.lap(&StepTimings::ref_forward);
+      DivergenceArgs d;
+      d.cur = logits;
+      d.ref = ref;
+      d.mask = b.attention_mask.defined() ? b.attention_mask : at::ones_like(b.ids);
+      d.kind = s.kl;
+      d.reduction = s.reduction;
+      const at::Tensor div = flashback_divergence(d);
+      m.divergence += value(div);
+      div_batches += 1;
+      loss = s.alpha == 1.0 ? div : div * s.alpha;
+    }
+    laps.lap(&StepTimings::loss);
+    if (loss.requires_grad()) loss.backward();
+    laps.lap(&StepTimings::backward);
+    // This batch's gradient, kept apart; a parameter it did not reach gets zeros.
+    std::vector<at::Tensor> grads;
+    grads.reserve(params_.size());
+    for (auto& p : params_) {
+      at::Tensor& g = p.mutable_grad();
+      grads.push_back(g.defined() ? std::move(g) : at::zeros_like(p));
+      g.reset();
+    }
+    per_batch.push_back(std::move(grads));
+    laps.lap(&StepTimings::grad_collect);
+  }
+  if (per_batch.empty()) throw_range("trainStep: no micro-batch applies to this method");
+
+  std::vector<at::Tensor> combined;
+  {
+    at::NoGradGuard no_grad;
+    if (s.pcgrad && per_batch.size() > 1) {
+      PcgradResult r = pcgrad(per_batch, pcgrad_orders(static_cast<int64_t>(per_batch.size()), s.seed));
+      combined = std::move(r.grads);
+      m.conflicts = r.conflicts;
+    } else {
+      const double w = 1.0 / static_cast<double>(per_batch.size());
+      for (size_t p = 0; p < params_.size(); ++p) {
+        at::Tensor acc = at::zeros_like(params_[p]);
+        for (const auto& g : per_batch) acc = at::add(acc, g[p], w);
+        combined.push_back(std::move(acc));
+      }
+    }
+  }
+  per_batch.clear();
+  for (size_t p = 0; p < params_.size(); ++p) params_[p].mutable_grad() = std::move(combined[p]);
+  laps.lap(&StepTimings::projection);
+  m.grad_norm = clip_grad_norm(params_, s.max_grad_norm);
+  laps.lap(&StepTimings::clip);
+  adamw(s.lr);
+  laps.lap(&StepTimings::optimizer);
+  laps.finish();
+  if (sft_batches) m.sft /= static_cast<double>(sft_batches);
+  if (plain_batches) m.plain_sft /= static_cast<double>(plain_batches);
+  if (div_batches) m.divergence /= static_cast<double>(div_batches);
+  return m;
+}
+
+}  // namespace jfa

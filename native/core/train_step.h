@@ -1,0 +1,89 @@
+#pragma once
+// One optimisation step of the trainer, whole, in native code: the trainable parameters and their
+// AdamW state live here, and a step runs every micro-batch's forward and backward, the flashback
+// divergence, PCGrad (or the mean), clipping and AdamW without returning to the caller. The binding
+// runs it on a worker thread, so one step is one asynchronous call.
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "core/divergence.h"
+#include "core/llama.h"
+#include "core/optim.h"
+
+namespace jfa {
+
+// sft: new-task cross-entropy only; flashback: + alpha x divergence on flashbacks (latent tasks
+// ignored); jfa: flashback with each micro-batch's latent tasks.
+enum class StepMethod { Sft, Flashback, Jfa };
+
+struct StepBatch {
+  bool flashback = false;
+  at::Tensor ids;             // (b, t) int64
+  at::Tensor attention_mask;  // (b, t) nonzero at real tokens, or undefined
+  at::Tensor targets;         // new-task batches: (b, t) int64 next-token targets, -100 where none
+  // Flashback batches: what the caller keeps of the frozen reference (adapters and latent tasks off)
+  // for these ids: its logits (b, t, vocab), else its final hidden states; neither: computed here.
+  at::Tensor reference_logits;
+  at::Tensor reference_hidden;
+  std::optional<LatentCall> latent;
+};
+
+struct StepSettings {
+  StepMethod method = StepMethod::Sft;
+  double alpha = 1.0;  // weight of the divergence
+  KlKind kl = KlKind::Symmetric;
+  Reduction reduction = Reduction::Mean;
+  bool pcgrad = false;  // combine micro-batch gradients with PCGrad instead of their mean
+  double max_grad_norm = 1.0;
+  uint64_t seed = 0;  // PCGrad's visiting orders
+  // jfa: weight of an extra SFT loss with the latent increments off, on new-task batches that carry them
+  double plain_sft_weight = 0.0;
+  double lr = 1e-3;  // this step's learning rate (the schedule is the caller's)
+  bool timings = false;
+};
+
+// Milliseconds per phase of a step.
+struct StepTimings {
+  double forward = 0, ref_forward = 0, loss = 0, backward = 0, grad_collect = 0, projection = 0, clip = 0, optimizer = 0,
+         total = 0;
+};
+
+struct StepMetrics {
+  double sft = 0;        // mean new-task cross-entropy over the batches that had one
+  double plain_sft = 0;  // mean of the plain (latent off) SFT loss where plain_sft_weight added it
+  double divergence = 0; // mean flashback divergence
+  double grad_norm = 0;  // before clipping
+  int64_t conflicts = 0;
+  StepTimings timings;   // zeros unless settings.timings
+};
+
+// The trainable parameters (leaves of the model: LoRA factors, latent pools, or all base weights
+// when pretraining) and AdamW's state for them.
+class Trainer {
+ public:
+  Trainer(std::vector<at::Tensor> params, const AdamWOptions& options);
+
+  // One step over `batches` (at least one must apply to the method): gradients of each batch kept
+  // apart, combined, clipped, AdamW at settings.lr. The parameters are updated in place; their
+  // .grad is cleared before returning (also when the step fails).
+  StepMetrics step(const LlamaModel& model, const std::vector<StepBatch>& batches, const StepSettings& settings);
+  // AdamW on the parameters' current gradients at `lr` (for callers that run their own backward).
+  void adamw(double lr);
+
+  const std::vector<at::Tensor>& params() const { return params_; }
+  const std::vector<at::Tensor>& exp_avg() const { return exp_avg_; }
+  const std::vector<at::Tensor>& exp_avg_sq() const { return exp_avg_sq_; }
+  // Updates made to each parameter (int64): one skipped in a step (no gradient) keeps its count.
+  const at::Tensor& steps() const { return steps_; }
+  const AdamWOptions& options() const { return options_; }
+
+ private:
+  std::vector<at::Tensor> params_, exp_avg_, exp_avg_sq_;
+  at::Tensor steps_;
+  AdamWOptions options_;
+};
+
+}  // namespace jfa
