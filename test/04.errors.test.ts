@@ -2,6 +2,8 @@
 // and the process carries on (the last test still computes).
 import { describe, expect, it } from 'vitest';
 
+import { pcgrad, pcgradOrders, tokenCrossEntropy } from '../lib/kernels.js';
+import { LlamaModel } from '../lib/model/llama.js';
 import { native } from '../lib/native.js';
 import { add, matmul, randn, sum, type Tensor, tensor, to, zeros } from '../lib/tensor.js';
 import { expectError } from './helpers.js';
@@ -39,7 +41,7 @@ describe('bad input gives clear errors', () => {
 
   it('6. bad shapes: negative, fractional, not a number, not an array', () => {
     expectError(() => zeros([2, -1]), RangeError, 'zeros: shape[1] must be a non-negative integer, got number -1');
-    expectError(() => zeros([1.5]), RangeError, 'zeros: shape[0] must be a non-negative integer, got number 1.500000');
+    expectError(() => zeros([1.5]), RangeError, 'zeros: shape[0] must be a non-negative integer, got number 1.5');
     expectError(() => randn([2, '3' as never]), TypeError, "randn: shape[1] must be an integer, got string '3'");
     expectError(() => zeros(7 as never), TypeError, 'zeros: shape must be an array of integers, got number 7');
   });
@@ -63,7 +65,7 @@ describe('bad input gives clear errors', () => {
   it('10. sum over a dim that does not exist, or twice over one', () => {
     expectError(() => sum(m23(), 2), RangeError, 'sum: dim 2 is out of range for a tensor of shape [2, 3] (valid: -2..1)');
     expectError(() => sum(m23(), [1, -1]), RangeError, 'sum: dim -1 is listed twice');
-    expectError(() => sum(m23(), 0.5 as never), RangeError, 'sum: dims must be an integer, got number 0.500000');
+    expectError(() => sum(m23(), 0.5 as never), RangeError, 'sum: dims must be an integer, got number 0.5');
   });
 
   it('11. mixed dtypes in matmul', () => {
@@ -89,6 +91,25 @@ describe('bad input gives clear errors', () => {
   it('15. missing dtype in to(), wrong thread count', () => {
     expectError(() => to(m23(), undefined as never), TypeError, 'to: dtype is required');
     expectError(() => native().setNumThreads(0), RangeError, 'setNumThreads: n must be an integer from 1 to 4096, got number 0');
+  });
+
+  it('16. integers: a fractional or out-of-range value is refused, never truncated', async () => {
+    const model = LlamaModel.random({ vocab_size: 16, hidden_size: 8, intermediate_size: 16, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 2 }, { seed: 1 });
+    const A = zeros([2, 2, 8]);
+    const B = zeros([2, 8, 2]);
+    expectError(() => model.setLatentPool(1.5, A, B), RangeError, 'setLatentPool: layer must be an integer, got number 1.5');
+    const ids = tensor(new BigInt64Array([1n, 2n]), [1, 2]);
+    await expect(model.generate(ids, { padTokenId: 1.5 })).rejects.toThrow('generate: padTokenId must be a non-negative integer, got number 1.5');
+    await expect(model.generate(ids, { maxNewTokens: 0 })).rejects.toThrow('generate: maxNewTokens must be a positive integer, got number 0');
+    expectError(() => model.addLora({ r: 2.5 }), RangeError, 'addLora: r must be a positive integer, got number 2.5');
+    const logits = randn([2, 5]);
+    const targets = tensor(new BigInt64Array([1n, 2n]), [2]);
+    expectError(() => tokenCrossEntropy(logits, targets, { ignoreIndex: -100.5 }), RangeError, 'tokenCrossEntropy: ignoreIndex must be an integer, got number -100.5');
+    const g = [[randn([3])], [randn([3])]];
+    expectError(() => pcgrad(g, { orders: [[1.5], [0]] }), RangeError, 'pcgrad: options.orders[0][0] must be an integer from 0 to 1, got number 1.5');
+    expectError(() => pcgrad(g, { orders: [[2], [0]] }), RangeError, 'pcgrad: options.orders[0][0] must be an integer from 0 to 1, got number 2');
+    expectError(() => pcgradOrders(2.5), RangeError, 'pcgradOrders: n must be an integer from 1 to 4096, got number 2.5');
+    model.dispose();
   });
 
   it('after all of that the process still computes', () => {

@@ -4,6 +4,8 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <new>
 
 #include "binding/tensor.h"
@@ -69,9 +71,16 @@ std::string describe(const Napi::Value& v) {
     case napi_boolean: return std::string("boolean ") + (v.As<Napi::Boolean>().Value() ? "true" : "false");
     case napi_number: {
       const double d = v.As<Napi::Number>().DoubleValue();
-      std::string s = std::to_string(d);
-      if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) < 1e15) s = std::to_string(static_cast<int64_t>(d));
-      return "number " + s;
+      if (std::isnan(d)) return "number NaN";
+      if (std::isinf(d)) return d > 0 ? "number Infinity" : "number -Infinity";
+      if (d == std::floor(d) && std::fabs(d) < 1e15) return "number " + std::to_string(static_cast<int64_t>(d));
+      // the shortest form that reads back as the same double, as JS prints it
+      char text[32];
+      for (int precision = 1; precision <= 17; ++precision) {
+        std::snprintf(text, sizeof text, "%.*g", precision, d);
+        if (std::strtod(text, nullptr) == d) break;
+      }
+      return std::string("number ") + text;
     }
     case napi_string: return "string '" + v.As<Napi::String>().Utf8Value() + "'";
     case napi_bigint: return "bigint";
