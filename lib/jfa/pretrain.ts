@@ -5,10 +5,9 @@ import { type InstanceRecord } from '../data/records.js';
 import { type LlamaModel } from '../model/llama.js';
 import { type Tokenizer } from '../model/tokenizer.js';
 import { AdamW, cosineWithWarmup } from '../optim.js';
-import { setImmediate as tick } from 'node:timers/promises';
 import { sftBatch } from './examples.js';
-import { type StepProgress } from './trainer.js';
-import { trainStep } from './step.js';
+import { runSteps, type StepProgress } from './loop.js';
+import { type MicroBatch } from './step.js';
 
 export interface PretrainOptions {
   epochs?: number;
@@ -36,35 +35,40 @@ export async function pretrain(model: LlamaModel, tokenizer: Tokenizer, records:
   model.setBaseTrainable(true);
   const weights = Object.values(model.weights());
   const optimizer = new AdamW(weights, { lr, weightDecay: 0.01 });
-  const started = performance.now();
   const lengths = records.map((r) => r.instruction.length + r.input.length + r.output.length);
-  let tokens = 0;
+  let order = { epoch: -1, order: [] as number[] };
   try {
-    let order: number[] = [];
-    for (let step = 0; step < totalSteps; step++) {
-      if (step % stepsPerEpoch === 0) order = lengthBucketed(records, lengths, perStep, o.seed ?? 0, step / stepsPerEpoch);
-      const start = (step % stepsPerEpoch) * perStep;
-      const micro = [];
-      for (let m = 0; m < accumulation; m++) {
-        const idx = order.slice(start + m * microBatch, start + (m + 1) * microBatch);
-        if (!idx.length) break;
-        const b = sftBatch(tokenizer, idx.map((i) => records[i]!), o.maxTokens ?? 256, { promptLoss: o.promptLoss });
-        tokens += b.tokens;
-        micro.push({ kind: 'new' as const, ids: b.ids, attentionMask: b.attentionMask, targets: b.targets });
-      }
-      optimizer.lr = lr * cosineWithWarmup(step, warmup, totalSteps);
-      const r = await trainStep(model, optimizer, micro, { method: 'sft', maxGradNorm: 1.0 });
-      for (const mb of micro) for (const t of [mb.ids, mb.attentionMask, mb.targets]) t.dispose();
-      const elapsedMs = performance.now() - started;
-      o.onStep?.({ step: step + 1, totalSteps, ...r, lr: optimizer.lr, tokens, tokensPerSecond: tokens / (elapsedMs / 1000), elapsedMs });
-      await tick();
-    }
+    const r = await runSteps({
+      model,
+      optimizer,
+      from: 0,
+      to: totalSteps,
+      totalSteps,
+      lr: (step) => lr * cosineWithWarmup(step, warmup, totalSteps),
+      batches: (step) => {
+        const epoch = Math.floor(step / stepsPerEpoch);
+        if (epoch !== order.epoch) order = { epoch, order: lengthBucketed(records, lengths, perStep, o.seed ?? 0, epoch) };
+        const start = (step % stepsPerEpoch) * perStep;
+        const micro: MicroBatch[] = [];
+        let tokens = 0;
+        for (let m = 0; m < accumulation; m++) {
+          const idx = order.order.slice(start + m * microBatch, start + (m + 1) * microBatch);
+          if (!idx.length) break;
+          const b = sftBatch(tokenizer, idx.map((i) => records[i]!), o.maxTokens ?? 256, { promptLoss: o.promptLoss });
+          tokens += b.tokens;
+          micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets });
+        }
+        return { micro, tokens };
+      },
+      options: () => ({ method: 'sft', maxGradNorm: 1.0 }),
+      onStep: o.onStep,
+    });
+    return { steps: r.step, tokens: r.tokens, elapsedMs: r.elapsedMs };
   } finally {
     optimizer.dispose();
     weights.forEach((w) => w.dispose());
     model.setBaseTrainable(false);
   }
-  return { steps: totalSteps, tokens, elapsedMs: performance.now() - started };
 }
 
 /**

@@ -5,7 +5,6 @@
 import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setImmediate as tick } from 'node:timers/promises';
 
 import { createRng, hashString } from '../data/rng.js';
 import { type FlashbackRecord, type InstanceRecord } from '../data/records.js';
@@ -19,7 +18,10 @@ import { readJson, writeFileAtomic } from '../util/files.js';
 import { promptBatch, sftBatch } from './examples.js';
 import { embedRecords, type LatentOptions, LatentTasks } from './latent.js';
 import { LATENT_MODES, LATENT_POOL_FILE, type LatentMode, LatentPool } from './pool.js';
-import { type Method, type MicroBatch, trainStep } from './step.js';
+import { runSteps, type StepProgress } from './loop.js';
+import { type Method, type MicroBatch } from './step.js';
+
+export type { StepProgress };
 
 export type TrainMethod = Method | 'replay';
 
@@ -85,20 +87,6 @@ export interface TrainData {
   replay?: InstanceRecord[];
 }
 
-export interface StepProgress {
-  step: number;
-  totalSteps: number;
-  sft: number;
-  /** the plain (latent off) SFT loss, where plainSftWeight adds it; else 0 */
-  plainSft: number;
-  divergence: number;
-  lr: number;
-  gradNorm: number;
-  conflicts: number;
-  tokens: number;
-  tokensPerSecond: number;
-  elapsedMs: number;
-}
 
 export interface TrainResult {
   steps: number;
@@ -155,176 +143,258 @@ function latentSettings(o: TrainOptions, useLatent: boolean): { mode: LatentMode
   return { mode, dropout, plainSftWeight };
 }
 
-export async function train(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions): Promise<TrainResult> {
+/** A run's settings, checked and resolved: everything the stages below share. */
+interface RunPlan {
+  method: Method;
+  seed: number;
+  microBatch: number;
+  accumulation: number;
+  flashbackMicro: number;
+  maxTokens: number;
+  useLatent: boolean;
+  latentRun: ReturnType<typeof latentSettings>;
+  latentLayer: number;
+  usePcgrad: boolean;
+  lr: number;
+  /** the records trained on, in file order (new tasks, plus old-task data for replay) */
+  stream: InstanceRecord[];
+  flashbacks: FlashbackRecord[];
+  stepsPerEpoch: number;
+  totalSteps: number;
+  warmup: number;
+  /** what a checkpoint must share with this run to continue it */
+  state: Record<string, unknown>;
+}
+
+function planRun(model: LlamaModel, data: TrainData, o: TrainOptions): RunPlan {
   const method: Method = o.method === 'replay' ? 'sft' : o.method;
-  const seed = o.seed ?? 0;
   const microBatch = o.microBatch ?? 4;
   const accumulation = o.accumulation ?? 4;
-  const flashbackMicro = method === 'sft' ? 0 : (o.flashbackMicroBatches ?? 1);
-  const maxTokens = o.maxTokens ?? 256;
   const useLatent = method === 'jfa' && (o.latent ?? true);
   const latentRun = latentSettings(o, useLatent);
-  const usePcgrad = o.pcgrad ?? method === 'jfa';
+  const flashbackMicro = method === 'sft' ? 0 : (o.flashbackMicroBatches ?? 1);
   const flashbacks = data.flashbacks ?? [];
   if (data.newTrain.length === 0) throw new RangeError('train: no new-task records');
   if (flashbackMicro > 0 && flashbacks.length === 0) throw new RangeError(`train: method '${o.method}' needs flashbacks`);
-  const stream = o.method === 'replay' ? [...data.newTrain, ...(data.replay ?? [])] : data.newTrain;
   if (o.method === 'replay' && !data.replay?.length) throw new RangeError("train: method 'replay' needs old-task training data");
-
-  const perStep = microBatch * accumulation;
-  const stepsPerEpoch = Math.ceil(stream.length / perStep);
+  const stream = o.method === 'replay' ? [...data.newTrain, ...data.replay!] : data.newTrain;
+  const stepsPerEpoch = Math.ceil(stream.length / (microBatch * accumulation));
   const totalSteps = stepsPerEpoch * (o.epochs ?? 1);
-  const warmup = Math.round(totalSteps * (o.warmupRatio ?? 0.1));
-  const checkpointDir = o.outDir && join(o.outDir, CHECKPOINT);
-  const resuming = Boolean(o.resume && checkpointDir && (existsSync(checkpointDir) || existsSync(`${checkpointDir}.old`)));
-  if (o.resume && !resuming) throw new Error(`train: nothing to resume in ${o.outDir}`);
-  const fromDir = resuming ? (existsSync(checkpointDir!) ? checkpointDir! : `${checkpointDir}.old`) : undefined;
   const latentLayer = o.latentLayer ?? Math.floor(model.config.numLayers / 2);
-  // What a checkpoint must share with this run to continue it.
-  const state = { totalSteps, method: o.method, ...(useLatent ? { latent: { ...latentRun, layer: latentLayer, options: o.latentOptions ?? {} } } : {}) };
-  let step = 0;
-  if (fromDir) {
-    const { step: savedStep, ...savedState } = readJson<{ step: number } & typeof state>(join(fromDir, 'state.json'));
-    if (JSON.stringify(savedState) !== JSON.stringify(state))
-      throw new Error(`train: ${fromDir} is from another run (${JSON.stringify(savedState)}; now ${JSON.stringify(state)})`);
-    step = savedStep;
+  return {
+    method,
+    seed: o.seed ?? 0,
+    microBatch,
+    accumulation,
+    flashbackMicro,
+    maxTokens: o.maxTokens ?? 256,
+    useLatent,
+    latentRun,
+    latentLayer,
+    usePcgrad: o.pcgrad ?? method === 'jfa',
+    lr: o.lr ?? 1e-4,
+    stream,
+    flashbacks,
+    stepsPerEpoch,
+    totalSteps,
+    warmup: Math.round(totalSteps * (o.warmupRatio ?? 0.1)),
+    state: { totalSteps, method: o.method, ...(useLatent ? { latent: { ...latentRun, layer: latentLayer, options: o.latentOptions ?? {} } } : {}) },
+  };
+}
+
+/** The checkpoint to resume from (`checkpoint`, or `checkpoint.old` left by a kill mid-swap) and its step. */
+function findCheckpoint(plan: RunPlan, o: TrainOptions): { dir: string; step: number } | undefined {
+  if (!o.resume) return undefined;
+  const dir = o.outDir && [join(o.outDir, CHECKPOINT), join(o.outDir, `${CHECKPOINT}.old`)].find((d) => existsSync(d));
+  if (!dir) throw new Error(`train: nothing to resume in ${o.outDir}`);
+  const stateFile = join(dir, 'state.json');
+  if (!existsSync(stateFile)) throw new Error(`train: ${dir} is not a complete checkpoint (state.json is missing)`);
+  const { step, ...saved } = readJson<{ step: number } & Record<string, unknown>>(stateFile);
+  if (JSON.stringify(saved) !== JSON.stringify(plan.state))
+    throw new Error(`train: ${dir} is from another run (${JSON.stringify(saved)}; now ${JSON.stringify(plan.state)})`);
+  if (!Number.isInteger(step) || step < 0 || step > plan.totalSteps) throw new Error(`train: ${stateFile} has no valid step (${JSON.stringify(step)})`);
+  return { dir, step };
+}
+
+/** A checkpoint file's tensors, every one of `names` present, or an error naming what is missing. */
+function checkpointTensors(file: string, names: string[]): Record<string, Tensor> {
+  if (!existsSync(file)) throw new Error(`train: the checkpoint is incomplete: ${file} is missing`);
+  const { tensors } = loadSafetensors(file);
+  const missing = names.filter((n) => !tensors[n]);
+  if (missing.length) {
+    Object.values(tensors).forEach((t) => t.dispose());
+    throw new Error(`train: the checkpoint is incomplete: ${file} has no ${missing.slice(0, 3).map((n) => `'${n}'`).join(', ')}${missing.length > 3 ? ` (and ${missing.length - 3} more)` : ''}`);
   }
+  return tensors;
+}
 
-  // Adapters: fresh, or the checkpoint's.
-  if (fromDir) model.loadAdapter(join(fromDir, 'adapter'));
-  else model.addLora({ ...o.lora, seed: o.lora?.seed ?? seed });
-  const params = Object.values(model.loraParameters());
-
-  // Latent tasks: keys, groups and retrieval fixed before training (or restored).
-  let pool: LatentPool | undefined;
-  let retrievedNew: Retrieved | undefined;
-  let retrievedFlash: Retrieved | undefined;
-  if (useLatent) {
-    if (fromDir) {
-      pool = LatentPool.load(join(fromDir, LATENT_POOL_FILE), model);
-      const saved = loadSafetensors(join(fromDir, RETRIEVAL)).tensors;
-      retrievedNew = { indices: saved.newIndices!.toTypedArray() as BigInt64Array, weights: saved.newWeights!.toTypedArray() as Float32Array };
-      retrievedFlash = { indices: saved.flashIndices!.toTypedArray() as BigInt64Array, weights: saved.flashWeights!.toTypedArray() as Float32Array };
-      Object.values(saved).forEach((t) => t.dispose());
-    } else {
-      const cfg = model.config;
-      const tasks = new LatentTasks(cfg.hiddenSize, cfg.numHeads * cfg.headDim, cfg.hiddenSize, { seed, ...o.latentOptions });
-      const embNew = embedRecords(model, tokenizer, stream, maxTokens);
-      const embFlash = embedRecords(model, tokenizer, flashbacks, maxTokens);
-      tasks.fit(concat(embNew, embFlash), seed);
-      retrievedNew = toArrays(tasks.retrieve(embNew));
-      retrievedFlash = toArrays(tasks.retrieve(embFlash));
-      pool = new LatentPool(tasks, latentLayer, latentRun.mode, maxTokens);
-      model.setLatentPool(pool.layer, tasks.A, tasks.B);
-    }
-    params.push(pool.tasks.A, pool.tasks.B);
+/** Latent tasks: keys, groups and every record's retrieval, fixed before training (or restored). */
+function setUpLatent(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, o: TrainOptions, from?: string) {
+  if (from) {
+    const poolFile = join(from, LATENT_POOL_FILE);
+    if (!existsSync(poolFile)) throw new Error(`train: the checkpoint is incomplete: ${poolFile} is missing`);
+    const pool = LatentPool.load(poolFile, model);
+    const saved = checkpointTensors(join(from, RETRIEVAL), ['newIndices', 'newWeights', 'flashIndices', 'flashWeights']);
+    const arrays = (i: string, w: string): Retrieved => ({ indices: saved[i]!.toTypedArray() as BigInt64Array, weights: saved[w]!.toTypedArray() as Float32Array });
+    const retrieved = { new: arrays('newIndices', 'newWeights'), flash: arrays('flashIndices', 'flashWeights') };
+    Object.values(saved).forEach((t) => t.dispose());
+    return { pool, retrieved };
   }
-  const latent = pool?.tasks;
+  const cfg = model.config;
+  const tasks = new LatentTasks(cfg.hiddenSize, cfg.numHeads * cfg.headDim, cfg.hiddenSize, { seed: plan.seed, ...o.latentOptions });
+  const embNew = embedRecords(model, tokenizer, plan.stream, plan.maxTokens);
+  const embFlash = embedRecords(model, tokenizer, plan.flashbacks, plan.maxTokens);
+  tasks.fit(concat(embNew, embFlash), plan.seed);
+  const retrieved = { new: toArrays(tasks.retrieve(embNew)), flash: toArrays(tasks.retrieve(embFlash)) };
+  const pool = new LatentPool(tasks, plan.latentLayer, plan.latentRun.mode, plan.maxTokens);
+  model.setLatentPool(pool.layer, tasks.A, tasks.B);
+  return { pool, retrieved };
+}
 
-  const optimizer = new AdamW(params, { lr: o.lr ?? 1e-4, weightDecay: o.weightDecay ?? 0.0 });
-  if (fromDir) {
-    const saved = loadSafetensors(join(fromDir, 'optimizer.safetensors')).tensors;
-    params.forEach((_, i) => {
-      optimizer.expAvg[i]!.copyFrom(saved[`exp_avg.${i}`]!);
-      optimizer.expAvgSq[i]!.copyFrom(saved[`exp_avg_sq.${i}`]!);
-    });
+/** The optimizer's moments and counts from a checkpoint, into `optimizer`'s state in place. */
+function restoreOptimizer(optimizer: AdamW, dir: string, step: number): void {
+  const n = optimizer.params.length;
+  const names = ['steps', ...Array.from({ length: n }, (_, i) => [`exp_avg.${i}`, `exp_avg_sq.${i}`]).flat()];
+  const saved = checkpointTensors(join(dir, 'optimizer.safetensors'), names);
+  try {
+    optimizer.expAvg.forEach((t, i) => t.copyFrom(saved[`exp_avg.${i}`]!));
+    optimizer.expAvgSq.forEach((t, i) => t.copyFrom(saved[`exp_avg_sq.${i}`]!));
     optimizer.steps.copyFrom(saved.steps!);
-    optimizer.stepCount = step;
+  } catch (e) {
+    throw new Error(`train: ${join(dir, 'optimizer.safetensors')} does not fit this run's parameters (${(e as Error).message})`);
+  } finally {
     Object.values(saved).forEach((t) => t.dispose());
   }
+  optimizer.stepCount = step;
+}
+
+/**
+ * Flashbacks come in fixed micro-batches, visited in turn. The reference's logits (or final hidden
+ * states) of each are computed once and kept: the base model never changes.
+ */
+function flashbackSource(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, o: TrainOptions) {
+  const batches: number[][] = [];
+  if (plan.flashbackMicro > 0) {
+    const shuffled = createRng(hashString(`${plan.seed}:flash`)).shuffle(plan.flashbacks.map((_, i) => i));
+    for (let i = 0; i < shuffled.length; i += plan.microBatch) batches.push(shuffled.slice(i, i + plan.microBatch));
+  }
+  const keep = (o.cacheReference ?? true) ? referenceKeeping(model, plan.flashbacks.length * plan.maxTokens) : undefined;
+  const cache = new Map<number, Tensor>();
+  return {
+    /** flashback micro-batch f of `step`: its rows and tensors */
+    batch(step: number, f: number) {
+      const which = (step * plan.flashbackMicro + f) % batches.length;
+      const rows = batches[which]!;
+      const b = promptBatch(tokenizer, rows.map((i) => plan.flashbacks[i]!), plan.maxTokens);
+      let kept = cache.get(which);
+      if (!kept && keep) {
+        kept = keepReference(model, keep, b.ids, b.attentionMask);
+        cache.set(which, kept);
+      }
+      const reference = keep === 'logits' ? { referenceLogits: kept } : { referenceHidden: kept };
+      return { rows, ids: b.ids, attentionMask: b.attentionMask, reference };
+    },
+    dispose: () => cache.forEach((t) => t.dispose()),
+  };
+}
+
+export async function train(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions): Promise<TrainResult> {
+  const plan = planRun(model, data, o);
+  const resume = findCheckpoint(plan, o);
+  const checkpointDir = o.outDir && join(o.outDir, CHECKPOINT);
+
+  // Adapters (fresh, or the checkpoint's), then the latent pool: the trained parameters.
+  if (resume) {
+    const adapterDir = join(resume.dir, 'adapter');
+    if (!existsSync(adapterDir)) throw new Error(`train: the checkpoint is incomplete: ${adapterDir} is missing`);
+    model.loadAdapter(adapterDir);
+  } else model.addLora({ ...o.lora, seed: o.lora?.seed ?? plan.seed });
+  const params = Object.values(model.loraParameters());
+  const latent = plan.useLatent ? setUpLatent(model, tokenizer, plan, o, resume?.dir) : undefined;
+  if (latent) params.push(latent.pool.tasks.A, latent.pool.tasks.B);
+  const optimizer = new AdamW(params, { lr: plan.lr, weightDecay: o.weightDecay ?? 0.0 });
+  if (resume) restoreOptimizer(optimizer, resume.dir, resume.step);
 
   if (o.outDir) mkdirSync(o.outDir, { recursive: true });
   const metricsFile = o.outDir && join(o.outDir, 'metrics.jsonl');
-  const started = performance.now();
-  let tokens = 0;
-  const order = (epoch: number) => createRng(hashString(`${seed}:order:${epoch}`)).shuffle(stream.map((_, i) => i));
-  let cachedEpoch = -1;
-  let epochOrder: number[] = [];
-  const stopAt = Math.min(totalSteps, o.maxSteps ?? totalSteps);
+  const order = (epoch: number) => createRng(hashString(`${plan.seed}:order:${epoch}`)).shuffle(plan.stream.map((_, i) => i));
+  let epochOrder = { epoch: -1, order: [] as number[] };
+  const flash = flashbackSource(model, tokenizer, plan, o);
+  const save = (step: number) => checkpointDir && saveCheckpoint(checkpointDir, model, optimizer, latent?.pool, latent?.retrieved, { step, ...plan.state });
 
-  const flashbackBatches: number[][] = [];
-  if (flashbackMicro > 0) {
-    const shuffled = createRng(hashString(`${seed}:flash`)).shuffle(flashbacks.map((_, i) => i));
-    for (let i = 0; i < shuffled.length; i += microBatch) flashbackBatches.push(shuffled.slice(i, i + microBatch));
-  }
-  const keep = (o.cacheReference ?? true) ? referenceKeeping(model, flashbacks.length * maxTokens) : undefined;
-  const referenceCache = new Map<number, Tensor>();
-
+  let reached = resume?.step ?? 0;
+  let stats = { tokens: 0, elapsedMs: 0 };
   try {
-    while (step < stopAt) {
-      const epoch = Math.floor(step / stepsPerEpoch);
-      if (epoch !== cachedEpoch) {
-        epochOrder = order(epoch);
-        cachedEpoch = epoch;
-      }
-      const start = (step % stepsPerEpoch) * perStep;
-      const micro: MicroBatch[] = [];
-      // Latent dropout: one draw per micro-batch, in order, from this step's own stream.
-      const dropRng = latentRun.dropout > 0 ? createRng(hashString(`${seed}:latent-dropout:${step}`)) : undefined;
-      const increments = (r: Retrieved | undefined, rows: number[]) =>
-        r && !(dropRng && dropRng.next() < latentRun.dropout) ? select(r, rows, latent!.k) : undefined;
-      for (let m = 0; m < accumulation; m++) {
-        const idx = epochOrder.slice(start + m * microBatch, start + (m + 1) * microBatch);
-        if (idx.length === 0) break;
-        const b = sftBatch(tokenizer, idx.map((i) => stream[i]!), maxTokens);
-        tokens += b.tokens;
-        micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: increments(retrievedNew, idx) });
-      }
-      for (let f = 0; f < flashbackMicro; f++) {
-        // Flashbacks come in fixed micro-batches, visited in turn; the reference's logits (or final
-        // hidden states) for each are computed once and kept (the base model never changes).
-        const which = (step * flashbackMicro + f) % flashbackBatches.length;
-        const rows = flashbackBatches[which]!;
-        const b = promptBatch(tokenizer, rows.map((i) => flashbacks[i]!), maxTokens);
-        let kept = referenceCache.get(which);
-        if (!kept && keep) {
-          kept = keepReference(model, keep, b.ids, b.attentionMask);
-          referenceCache.set(which, kept);
+    const r = await runSteps({
+      model,
+      optimizer,
+      from: reached,
+      to: Math.min(plan.totalSteps, o.maxSteps ?? plan.totalSteps),
+      totalSteps: plan.totalSteps,
+      lr: (step) => plan.lr * cosineWithWarmup(step, plan.warmup, plan.totalSteps),
+      batches: (step) => {
+        const epoch = Math.floor(step / plan.stepsPerEpoch);
+        if (epoch !== epochOrder.epoch) epochOrder = { epoch, order: order(epoch) };
+        const start = (step % plan.stepsPerEpoch) * plan.microBatch * plan.accumulation;
+        // Latent dropout: one draw per micro-batch, in order, from this step's own stream.
+        const dropRng = plan.latentRun.dropout > 0 ? createRng(hashString(`${plan.seed}:latent-dropout:${step}`)) : undefined;
+        const increments = (r: Retrieved | undefined, rows: number[]) =>
+          r && !(dropRng && dropRng.next() < plan.latentRun.dropout) ? select(r, rows, latent!.pool.tasks.k) : undefined;
+        const micro: MicroBatch[] = [];
+        let tokens = 0;
+        for (let m = 0; m < plan.accumulation; m++) {
+          const idx = epochOrder.order.slice(start + m * plan.microBatch, start + (m + 1) * plan.microBatch);
+          if (idx.length === 0) break;
+          const b = sftBatch(tokenizer, idx.map((i) => plan.stream[i]!), plan.maxTokens);
+          tokens += b.tokens;
+          micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: increments(latent?.retrieved.new, idx) });
         }
-        micro.push({
-          kind: 'flashback',
-          ids: b.ids,
-          attentionMask: b.attentionMask,
-          ...(keep === 'logits' ? { referenceLogits: kept } : { referenceHidden: kept }),
-          latent: increments(retrievedFlash, rows),
-        });
-      }
-      optimizer.lr = (o.lr ?? 1e-4) * cosineWithWarmup(step, warmup, totalSteps);
-      const r = await trainStep(model, optimizer, micro, {
-        method,
+        for (let f = 0; f < plan.flashbackMicro; f++) {
+          const b = flash.batch(step, f);
+          micro.push({ kind: 'flashback', ids: b.ids, attentionMask: b.attentionMask, ...b.reference, latent: increments(latent?.retrieved.flash, b.rows) });
+        }
+        return { micro, tokens };
+      },
+      options: (step) => ({
+        method: plan.method,
         alpha: o.alpha,
         kl: o.kl,
         reduction: o.reduction,
-        pcgrad: usePcgrad,
+        pcgrad: plan.usePcgrad,
         maxGradNorm: o.maxGradNorm,
-        seed: hashString(`${seed}:pcgrad:${step}`),
-        plainSftWeight: latentRun.plainSftWeight,
-      });
-      for (const mb of micro) for (const t of [mb.ids, mb.attentionMask, mb.targets, mb.latent?.indices, mb.latent?.weights]) t?.dispose();
-      step += 1;
-      const elapsedMs = performance.now() - started;
-      const progress: StepProgress = { step, totalSteps, ...r, lr: optimizer.lr, tokens, tokensPerSecond: tokens / (elapsedMs / 1000), elapsedMs };
-      if (metricsFile) appendFileSync(metricsFile, `${JSON.stringify({ type: 'train', method: o.method, ...progress })}\n`);
-      o.onStep?.(progress);
-      if (checkpointDir && o.checkpointEvery && step % o.checkpointEvery === 0 && step < totalSteps)
-        saveCheckpoint(checkpointDir, model, optimizer, pool, retrievedNew, retrievedFlash, { step, ...state });
-      await tick(); // let the event loop run between steps
-    }
+        seed: hashString(`${plan.seed}:pcgrad:${step}`),
+        plainSftWeight: plan.latentRun.plainSftWeight,
+      }),
+      onStep: o.onStep,
+      after: (p) => {
+        reached = p.step;
+        if (metricsFile) appendFileSync(metricsFile, `${JSON.stringify({ type: 'train', method: o.method, ...p })}\n`);
+        if (o.checkpointEvery && p.step % o.checkpointEvery === 0 && p.step < plan.totalSteps) save(p.step);
+      },
+    });
+    stats = r;
   } finally {
-    referenceCache.forEach((t) => t.dispose());
+    flash.dispose();
   }
-  if (o.outDir && step === totalSteps) {
+
+  if (o.outDir && reached === plan.totalSteps) {
     const adapterDir = join(o.outDir, 'adapter');
     // A pool left from an earlier run in this directory would be applied to this adapter.
     rmSync(join(adapterDir, LATENT_POOL_FILE), { force: true });
     model.saveAdapter(adapterDir);
-    pool?.save(join(adapterDir, LATENT_POOL_FILE));
+    latent?.pool.save(join(adapterDir, LATENT_POOL_FILE));
     rmSync(checkpointDir!, { recursive: true, force: true });
-  } else if (checkpointDir && step < totalSteps) {
-    saveCheckpoint(checkpointDir, model, optimizer, pool, retrievedNew, retrievedFlash, { step, ...state });
-  }
+  } else if (reached < plan.totalSteps) save(reached);
   optimizer.dispose();
-  return { steps: step, totalSteps, stoppedEarly: step < totalSteps, tokens, elapsedMs: performance.now() - started, latent, pool };
+  return {
+    steps: reached,
+    totalSteps: plan.totalSteps,
+    stoppedEarly: reached < plan.totalSteps,
+    tokens: stats.tokens,
+    elapsedMs: stats.elapsedMs,
+    latent: latent?.pool.tasks,
+    pool: latent?.pool,
+  };
 }
 
 function concat(a: Float32Array, b: Float32Array): Float32Array {
@@ -360,8 +430,7 @@ function saveCheckpoint(
   model: LlamaModel,
   optimizer: AdamW,
   pool: LatentPool | undefined,
-  retrievedNew: Retrieved | undefined,
-  retrievedFlash: Retrieved | undefined,
+  retrieved: { new: Retrieved; flash: Retrieved } | undefined,
   state: { step: number },
 ): void {
   const tmp = `${dir}.tmp-${process.pid}`;
@@ -372,7 +441,8 @@ function saveCheckpoint(
   optimizer.expAvg.forEach((t, i) => (moments[`exp_avg.${i}`] = t));
   optimizer.expAvgSq.forEach((t, i) => (moments[`exp_avg_sq.${i}`] = t));
   saveSafetensors(join(tmp, 'optimizer.safetensors'), moments);
-  if (pool && retrievedNew && retrievedFlash) {
+  if (pool && retrieved) {
+    const { new: retrievedNew, flash: retrievedFlash } = retrieved;
     const k = pool.tasks.k;
     const owned = {
       newIndices: tensor(retrievedNew.indices, [retrievedNew.indices.length / k, k]),

@@ -1,0 +1,63 @@
+// The loop both train() and pretrain() run: build a step's micro-batches, set the learning rate,
+// run the native step (off the main thread), free the batches, report progress, hand the step to
+// the caller (metrics, checkpoints), and yield to the event loop between steps.
+import { setImmediate as tick } from 'node:timers/promises';
+
+import { type LlamaModel } from '../model/llama.js';
+import { type AdamW } from '../optim.js';
+import { type MicroBatch, type StepOptions, type StepResult, trainStep } from './step.js';
+
+export interface StepProgress extends StepResult {
+  step: number;
+  totalSteps: number;
+  lr: number;
+  tokens: number;
+  tokensPerSecond: number;
+  elapsedMs: number;
+}
+
+export interface StepLoop {
+  model: LlamaModel;
+  optimizer: AdamW;
+  /** the first step to run (0-based; a resumed run starts where its checkpoint ended) */
+  from: number;
+  /** run steps while step < to */
+  to: number;
+  totalSteps: number;
+  /** the learning rate of a step */
+  lr: (step: number) => number;
+  /**
+   * A step's micro-batches and how many tokens they hold. Their ids, masks, targets and latent
+   * tensors are freed after the step; kept reference tensors are the caller's.
+   */
+  batches: (step: number) => { micro: MicroBatch[]; tokens: number };
+  options: (step: number) => StepOptions;
+  onStep?: (p: StepProgress) => void;
+  /** after each step, with the step count done so far (metrics files, checkpoints) */
+  after?: (p: StepProgress) => void;
+}
+
+/** Runs steps [from, to); returns the step reached and the tokens trained on. */
+export async function runSteps(l: StepLoop): Promise<{ step: number; tokens: number; elapsedMs: number }> {
+  const started = performance.now();
+  let tokens = 0;
+  let step = l.from;
+  while (step < l.to) {
+    const { micro, tokens: n } = l.batches(step);
+    tokens += n;
+    l.optimizer.lr = l.lr(step);
+    let r: StepResult;
+    try {
+      r = await trainStep(l.model, l.optimizer, micro, l.options(step));
+    } finally {
+      for (const mb of micro) for (const t of [mb.ids, mb.attentionMask, mb.targets, mb.latent?.indices, mb.latent?.weights]) t?.dispose();
+    }
+    step += 1;
+    const elapsedMs = performance.now() - started;
+    const progress: StepProgress = { step, totalSteps: l.totalSteps, ...r, lr: l.optimizer.lr, tokens, tokensPerSecond: tokens / (elapsedMs / 1000), elapsedMs };
+    l.onStep?.(progress);
+    l.after?.(progress);
+    await tick(); // timers and I/O callbacks run between steps too
+  }
+  return { step, tokens, elapsedMs: performance.now() - started };
+}
