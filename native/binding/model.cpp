@@ -7,7 +7,6 @@
 #include "binding/model.h"
 #include "binding/tensor.h"
 #include "core/llama.h"
-#include "core/json.h"
 #include "core/ops.h"
 #include "core/runtime.h"
 
@@ -106,14 +105,7 @@ class Model : public Napi::ObjectWrap<Model> {
   static Napi::Value random(const Napi::CallbackInfo& info) {
     return guard(info.Env(), "createModel", [&]() -> Napi::Value {
       if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "createModel: config must be a JSON string, got " + describe(info[0]));
-      const std::string text = info[0].As<Napi::String>().Utf8Value();
-      Json json;
-      try {
-        json = Json::parse(text.data(), text.size());
-      } catch (const std::runtime_error& e) {
-        throw_range(std::string("createModel: config is not valid JSON (") + e.what() + ")");
-      }
-      const LlamaConfig config = LlamaConfig::from_json(json, "createModel config");
+      const LlamaConfig config = LlamaConfig::parse(info[0].As<Napi::String>().Utf8Value(), "createModel: config");
       auto model = LlamaModel::random(config, seed_arg(info, 1, "createModel").value_or(0), number_arg(info, 2, "createModel", "initStd", 0.02));
       auto ctor = info.This().As<Napi::Function>();
       return ctor.New({Napi::External<LlamaModel>::New(info.Env(), model.release())});
