@@ -26,6 +26,6 @@ const [cmd, args] = gyp ? [process.execPath, [gyp, 'rebuild']] : ['node-gyp', ['
 const nodedir = existsSync('/usr/include/node/node_api.h') && !process.env.npm_config_nodedir ? { npm_config_nodedir: '/usr' } : {};
 const r = spawnSync(cmd, args, { stdio: 'inherit', cwd: root, env: { ...process.env, ...nodedir } });
 if (r.status !== 0) {
-  console.error('jfa-torch: building from source failed. It needs libtorch (set LIBTORCH), FAISS (libfaiss-dev) and cmake + g++.');
+  console.error('jfa-torch: building from source failed. It needs libtorch (set LIBTORCH), FAISS (libfaiss-dev), nlohmann-json (nlohmann-json3-dev) and cmake + g++.');
   process.exit(1);
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// One-time, idempotent set-up for a checkout: npm packages, system packages (FAISS, OpenBLAS, a C++
-// toolchain) through apt when running as root, a Python .venv with the pinned torch and the PyTorch
-// reference, the TypeScript build and the native build. Each step is skipped when already done.
+// One-time, idempotent set-up for a checkout: npm packages, system packages (FAISS, OpenBLAS,
+// nlohmann-json, a C++ toolchain) through apt when running as root, a Python .venv with the pinned
+// torch and the PyTorch reference, the TypeScript build and the native build. Each step is skipped
+// when already done.
 // Env: LIBTORCH (use that libtorch for the addon), JFA_PIP_ARGS (extra pip flags), PYTHON (python to make .venv).
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -47,10 +48,15 @@ const isRoot = process.getuid?.() === 0;
 const faissConfig = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib']
   .map((d) => join(d, 'cmake', 'faiss', 'faiss-config.cmake'))
   .concat(process.env.FAISS_DIR ? [join(process.env.FAISS_DIR, 'faiss-config.cmake')] : []);
+// nlohmann-json (header-only): Debian 12 puts its CMake package under /usr/share, others under lib.
+// nlohmann_json_ROOT (read by CMake's find_package) names an install of one's own.
+const nlohmannConfig = ['/usr/share', '/usr/lib', '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/local/share', '/usr/local/lib']
+  .map((d) => join(d, 'cmake', 'nlohmann_json', 'nlohmann_jsonConfig.cmake'));
 step('system packages', () => {
   const python = process.env.PYTHON ?? 'python3';
   const want = [];
   if (!faissConfig.some(existsSync)) want.push('libfaiss-dev', 'libopenblas-dev');
+  if (!process.env.nlohmann_json_ROOT && !nlohmannConfig.some(existsSync)) want.push('nlohmann-json3-dev');
   if (!has('cmake')) want.push('cmake');
   if (!has('g++') || !has('make')) want.push('g++', 'make');
   if (!has(python)) want.push('python3');

@@ -15,6 +15,16 @@ const dir = mkdtempSync(join(tmpdir(), 'jfa-st-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const values = (t: { toTypedArray(): unknown }) => Array.from(t.toTypedArray() as ArrayLike<number | bigint>);
 
+/** A file with the given header text or bytes (as is, not re-encoded) and data bytes. */
+function rawHeaderFile(name: string, header: string | Buffer, data: Buffer): string {
+  const json = Buffer.from(header);
+  const size = Buffer.alloc(8);
+  size.writeBigUInt64LE(BigInt(json.length));
+  const path = join(dir, name);
+  writeFileSync(path, Buffer.concat([size, json, data]));
+  return path;
+}
+
 /** A file with the given header object and data bytes. */
 function rawFile(name: string, header: unknown, data: Buffer, lengthOverride?: bigint): string {
   const json = Buffer.from(JSON.stringify(header));
@@ -108,6 +118,33 @@ print(json.dumps({"w": t["w"].flatten().tolist(), "b": t["b"].float().tolist()})
     expectError(() => loadSafetensors(misshapen), RangeError, "misshapen.safetensors: tensor 'w' of shape [3] and dtype F32 needs 12 bytes but has 16");
     const noOffsets = rawFile('nooffsets.safetensors', { w: { dtype: 'F32', shape: [4] } }, f32);
     expectError(() => loadSafetensors(noOffsets), RangeError, "tensor 'w' has no data_offsets");
+  });
+
+  it('reads headers as strict JSON, naming what is wrong and where; a repeated key keeps its last value', () => {
+    const f32 = Buffer.alloc(16);
+    const w = (shape: string, offsets = '[0, 16]') => `"w": {"dtype": "F32", "shape": ${shape}, "data_offsets": ${offsets}}`;
+    const bad = (header: string | Buffer, ...parts: string[]) => {
+      const path = rawHeaderFile('strict.safetensors', header, f32);
+      expectError(() => loadSafetensors(path), RangeError, 'strict.safetensors: header is not valid JSON (', ...parts);
+    };
+    bad(`{${w('[+4]')}}`, 'line 1, column 34, byte 33: syntax error while parsing value - invalid literal');
+    bad(`{${w('[04]')}}`, 'byte 34: syntax error while parsing array - unexpected number literal');
+    bad(`{${w('[.5]')}}`, 'byte 33: syntax error while parsing value - invalid literal');
+    bad(`{"a\tb": 1, ${w('[4]')}}`, 'byte 3: syntax error while parsing object key - invalid string: control character U+0009 (HT) must be escaped');
+    bad(`{"__metadata__": {"k": "\\ud800"}, ${w('[4]')}}`, 'surrogate U+D800..U+DBFF must be followed by U+DC00..U+DFFF');
+    bad(`{"__metadata__": {"k": "\\udc00"}, ${w('[4]')}}`, 'surrogate U+DC00..U+DFFF must follow U+D800..U+DBFF');
+    bad(Buffer.concat([Buffer.from('{"__metadata__": {"k": "'), Buffer.from([0xff]), Buffer.from(`"}, ${w('[4]')}}`)]), 'ill-formed UTF-8 byte');
+    bad(`{${w('[4]', '[0, 1e5000]')}}`, "number overflow parsing '1e5000': beyond the range of a double");
+    bad(`{${w('[4]')}}\u0000junk`, 'byte 62: a NUL byte');
+    // JSON.parse takes the last of two equal keys; so do we.
+    const dup = `{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "__metadata__": {"k": "1", "k": "2"}, ${w('[4]')}}`;
+    const back = loadSafetensors(rawHeaderFile('dup.safetensors', dup, f32));
+    const parsed = JSON.parse(dup) as { w: { shape: number[] }; __metadata__: Record<string, string> };
+    expect(back.names).toEqual(['w']);
+    expect(back.tensors.w!.shape).toEqual(parsed.w.shape);
+    expect(back.tensors.w!.shape).toEqual([4]);
+    expect(back.metadata).toEqual(parsed.__metadata__);
+    expect(back.metadata).toEqual({ k: '2' });
   });
 
   it('saving refuses bad arguments and leaves no temporary file', () => {

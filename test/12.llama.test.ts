@@ -137,6 +137,39 @@ describe('bad model directories are named', () => {
     expectError(() => LlamaModel.load(noWeights), RangeError, 'no model.safetensors or model.safetensors.index.json');
   });
 
+  it('config.json and the shard index are strict JSON, named with the position; a repeated key keeps its last value', () => {
+    const d = copy('strict');
+    const config = JSON.stringify(JSON.parse(readFileSync(join(d, 'config.json'), 'utf8')));
+    const bad = (value: string, ...parts: string[]) => {
+      writeFileSync(join(d, 'config.json'), `{"extra": ${value}, ${config.slice(1)}`);
+      expectError(() => LlamaModel.load(d), RangeError, 'config.json is not valid JSON (', ...parts);
+    };
+    bad('+1', 'line 1, column 11, byte 10: syntax error while parsing value - invalid literal');
+    bad('01', 'byte 11: syntax error while parsing object - unexpected number literal');
+    bad('.5', 'byte 10: syntax error while parsing value - invalid literal');
+    bad('"a\tb"', 'byte 12: syntax error while parsing value - invalid string: control character U+0009 (HT) must be escaped');
+    bad('"\\ud800"', 'surrogate U+D800..U+DBFF must be followed by U+DC00..U+DFFF');
+    bad('1e5000', "number overflow parsing '1e5000': beyond the range of a double");
+    const lines = `{\n  "extra": 1,\n  "more": +1\n}`;
+    writeFileSync(join(d, 'config.json'), lines);
+    expectError(() => LlamaModel.load(d), RangeError, 'config.json is not valid JSON (line 3, column 11, byte 26:');
+
+    // JSON.parse takes the last of two equal keys; so do we.
+    const last97 = `${config.slice(0, -1)}, "intermediate_size": 97}`;
+    expect((JSON.parse(last97) as { intermediate_size: number }).intermediate_size).toBe(97);
+    writeFileSync(join(d, 'config.json'), last97);
+    expectError(() => LlamaModel.load(d), RangeError, "tensor 'model.layers.0.mlp.gate_proj.weight' has shape [96, 64], expected [97, 64]");
+    const last96 = `{"intermediate_size": 97, ${config.slice(1)}`;
+    expect((JSON.parse(last96) as { intermediate_size: number }).intermediate_size).toBe(96);
+    writeFileSync(join(d, 'config.json'), last96);
+    LlamaModel.load(d).dispose();
+
+    writeFileSync(join(d, 'config.json'), config);
+    rmSync(join(d, 'model.safetensors'));
+    writeFileSync(join(d, 'model.safetensors.index.json'), '{"weight_map": {"a": +1}}');
+    expectError(() => LlamaModel.load(d), RangeError, 'model.safetensors.index.json is not valid JSON (line 1, column 22, byte 21: syntax error');
+  });
+
   it('a tensor missing or misshapen, a corrupt header', () => {
     const wrong = copy('wrongshape');
     const config = JSON.parse(readFileSync(join(wrong, 'config.json'), 'utf8'));

@@ -8,7 +8,6 @@
 
 #include "binding/tensor.h"
 #include "binding/worker.h"
-#include "core/json.h"
 #include "core/ops.h"
 
 namespace jfa::binding {
@@ -102,14 +101,7 @@ class Model : public CheckedWrap<Model> {
     return guard(info.Env(), "createModel", [&]() -> Napi::Value {
       if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "createModel: config must be a JSON string, got " + describe(info[0]));
       if (!info.This().IsFunction()) throw Napi::TypeError::New(info.Env(), "createModel: call it as Model.random(config)");
-      const std::string text = info[0].As<Napi::String>().Utf8Value();
-      Json json;
-      try {
-        json = Json::parse(text.data(), text.size());
-      } catch (const std::runtime_error& e) {
-        throw_range(std::string("createModel: config is not valid JSON (") + e.what() + ")");
-      }
-      const LlamaConfig config = LlamaConfig::from_json(json, "createModel config");
+      const LlamaConfig config = LlamaConfig::parse(info[0].As<Napi::String>().Utf8Value(), "createModel: config");
       return wrap_new(info.This(), LlamaModel::random(config, seed_arg(info, 1, "createModel").value_or(0),
                                                       number_arg(info, 2, "createModel", "initStd", 0.02)));
     });

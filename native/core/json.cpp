@@ -1,238 +1,83 @@
 #include "core/json.h"
 
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <stdexcept>
+#include <algorithm>
+#include <cstring>
+
+#include "core/errors.h"
 
 namespace jfa {
 namespace {
 
-class Parser {
- public:
-  Parser(const char* text, size_t size) : p_(text), begin_(text), end_(text + size) {}
+// Real headers and configs nest 3 levels; the limit keeps a file of a million '[' from costing
+// gigabytes before the parser reaches its end.
+constexpr int kMaxDepth = 64;
+// Library messages quote the token they stopped in, which can be a whole string of the input.
+constexpr size_t kMaxReason = 300;
 
-  Json document() {
-    Json value = parse_value(0);
-    skip_space();
-    if (p_ != end_) fail("unexpected text after the value");
-    return value;
+// nlohmann's message without its "[json.exception.parse_error.101] parse error at line 1,
+// column 2: " prefix (we state the position ourselves), cut to a readable length.
+std::string reason(const nlohmann::json::exception& e) {
+  std::string s = e.what();
+  if (const size_t tag = s.find("] "); s.rfind("[json.exception.", 0) == 0 && tag != std::string::npos) s.erase(0, tag + 2);
+  if (s.rfind("parse error", 0) == 0)
+    if (const size_t colon = s.find(": "); colon != std::string::npos) s.erase(0, colon + 2);
+  if (s.size() > kMaxReason) {
+    size_t cut = kMaxReason;
+    while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // not inside a UTF-8 sequence
+    s.resize(cut);
+    s += "...";
   }
+  return s;
+}
 
- private:
-  static constexpr int kMaxDepth = 64;
-
-  [[noreturn]] void fail(const std::string& what) const {
-    throw std::runtime_error(what + " at byte " + std::to_string(p_ - begin_));
-  }
-  void skip_space() {
-    while (p_ < end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
-  }
-  void expect(char c) {
-    skip_space();
-    if (p_ >= end_ || *p_ != c) fail(std::string("expected '") + c + "'");
-    ++p_;
-  }
-  bool literal(const char* word) {
-    const size_t n = std::char_traits<char>::length(word);
-    if (static_cast<size_t>(end_ - p_) >= n && std::char_traits<char>::compare(p_, word, n) == 0) {
-      p_ += n;
-      return true;
+// "line L, column C, byte B" of byte offset `at` (from 0), for editors and for hex dumps.
+std::string position(const char* text, size_t at) {
+  size_t line = 1, line_start = 0;
+  for (size_t i = 0; i < at; ++i)
+    if (text[i] == '\n') {
+      ++line;
+      line_start = i + 1;
     }
-    return false;
-  }
-
-  Json parse_value(int depth) {
-    if (depth > kMaxDepth) fail("nesting too deep");
-    skip_space();
-    if (p_ >= end_) fail("unexpected end of text");
-    Json v;
-    switch (*p_) {
-      case '{': {
-        v.type = Json::Type::Object;
-        ++p_;
-        skip_space();
-        if (p_ < end_ && *p_ == '}') {
-          ++p_;
-          return v;
-        }
-        while (true) {
-          skip_space();
-          std::string key = parse_string();
-          expect(':');
-          v.object.emplace_back(std::move(key), parse_value(depth + 1));
-          skip_space();
-          if (p_ < end_ && *p_ == ',') {
-            ++p_;
-            continue;
-          }
-          expect('}');
-          return v;
-        }
-      }
-      case '[': {
-        v.type = Json::Type::Array;
-        ++p_;
-        skip_space();
-        if (p_ < end_ && *p_ == ']') {
-          ++p_;
-          return v;
-        }
-        while (true) {
-          v.array.push_back(parse_value(depth + 1));
-          skip_space();
-          if (p_ < end_ && *p_ == ',') {
-            ++p_;
-            continue;
-          }
-          expect(']');
-          return v;
-        }
-      }
-      case '"':
-        v.type = Json::Type::String;
-        v.string = parse_string();
-        return v;
-      default:
-        break;
-    }
-    if (literal("true")) {
-      v.type = Json::Type::Bool;
-      v.boolean = true;
-    } else if (literal("false")) {
-      v.type = Json::Type::Bool;
-    } else if (literal("null")) {
-      v.type = Json::Type::Null;
-    } else {
-      v.type = Json::Type::Number;
-      v.number = parse_number();
-    }
-    return v;
-  }
-
-  double parse_number() {
-    const char* start = p_;
-    if (p_ < end_ && (*p_ == '-' || *p_ == '+')) ++p_;
-    while (p_ < end_ && ((*p_ >= '0' && *p_ <= '9') || *p_ == '.' || *p_ == 'e' || *p_ == 'E' || *p_ == '-' || *p_ == '+'))
-      ++p_;
-    if (p_ == start) fail("expected a value");
-    const std::string text(start, p_);
-    char* stop = nullptr;
-    const double d = std::strtod(text.c_str(), &stop);
-    if (stop != text.c_str() + text.size()) fail("malformed number '" + text + "'");
-    return d;
-  }
-
-  static void put_utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  }
-
-  uint32_t hex4() {
-    if (end_ - p_ < 4) fail("truncated \\u escape");
-    uint32_t v = 0;
-    for (int i = 0; i < 4; ++i, ++p_) {
-      const char c = *p_;
-      v <<= 4;
-      if (c >= '0' && c <= '9') v |= static_cast<uint32_t>(c - '0');
-      else if (c >= 'a' && c <= 'f') v |= static_cast<uint32_t>(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') v |= static_cast<uint32_t>(c - 'A' + 10);
-      else fail("bad \\u escape");
-    }
-    return v;
-  }
-
-  std::string parse_string() {
-    skip_space();
-    if (p_ >= end_ || *p_ != '"') fail("expected a string");
-    ++p_;
-    std::string out;
-    while (true) {
-      if (p_ >= end_) fail("unterminated string");
-      const char c = *p_++;
-      if (c == '"') return out;
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (p_ >= end_) fail("unterminated escape");
-      const char e = *p_++;
-      switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          uint32_t cp = hex4();
-          if (cp >= 0xD800 && cp < 0xDC00 && end_ - p_ >= 6 && p_[0] == '\\' && p_[1] == 'u') {
-            p_ += 2;
-            const uint32_t low = hex4();
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-          }
-          put_utf8(out, cp);
-          break;
-        }
-        default: fail(std::string("bad escape \\") + e);
-      }
-    }
-  }
-
-  const char* p_;
-  const char* begin_;
-  const char* end_;
-};
+  return "line " + std::to_string(line) + ", column " + std::to_string(at - line_start + 1) + ", byte " + std::to_string(at);
+}
 
 }  // namespace
 
-const Json* Json::find(const std::string& key) const {
-  for (const auto& [k, v] : object)
-    if (k == key) return &v;
-  return nullptr;
-}
-
-bool Json::is_integer() const {
-  return type == Type::Number && std::isfinite(number) && number == std::floor(number) && std::fabs(number) < 9.007199254740992e15;
-}
-
-Json Json::parse(const char* text, size_t size) { return Parser(text, size).document(); }
-
-std::string json_quote(const std::string& s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
+Json parse_json(const char* text, size_t size, const std::string& what) {
+  // nlohmann ends the input at a NUL outside a string, so "{}\0junk" would pass as "{}".
+  if (const void* nul = std::memchr(text, '\0', size))
+    throw_range(what + " is not valid JSON (" + position(text, static_cast<const char*>(nul) - text) + ": a NUL byte)");
+  const auto limit_depth = [&](int depth, Json::parse_event_t event, Json&) {
+    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) && depth >= kMaxDepth)
+      throw_range(what + " is not valid JSON (arrays and objects nest deeper than " + std::to_string(kMaxDepth) + " levels)");
+    return true;
+  };
+  try {
+    return Json::parse(text, text + size, limit_depth, /*allow_exceptions=*/true, /*ignore_comments=*/false);
+  } catch (const nlohmann::json::parse_error& e) {
+    // e.byte counts from 1 and is the last byte read (size + 1 at the end of the input).
+    const size_t at = std::min(e.byte == 0 ? 0 : e.byte - 1, size);
+    throw_range(what + " is not valid JSON (" + position(text, at) + ": " + reason(e) + ")");
+  } catch (const nlohmann::json::exception& e) {
+    // out_of_range 406: a number past the range of a double (1e5000), which JSON.parse would make
+    // Infinity; RFC 8259 lets a reader refuse it, and no header or config means it.
+    throw_range(what + " is not valid JSON (" + reason(e) + (e.id == 406 ? ": beyond the range of a double)" : ")"));
   }
-  return out + "\"";
+}
+
+std::string dump_json(const nlohmann::ordered_json& value, const std::string& what) {
+  try {
+    return value.dump();
+  } catch (const nlohmann::json::exception& e) {
+    throw_range(what + " cannot be written as JSON (" + reason(e) + ")");
+  }
+}
+
+std::optional<uint64_t> json_index(const Json& v, uint64_t max) {
+  if (!v.is_number_unsigned()) return std::nullopt;
+  const uint64_t n = v.get<uint64_t>();
+  if (n > max) return std::nullopt;
+  return n;
 }
 
 }  // namespace jfa

@@ -1,31 +1,30 @@
 #pragma once
-// A small JSON reader for file headers (safetensors, configs): objects, arrays, strings, numbers,
-// true/false/null. Errors are std::runtime_error with the byte offset.
+// JSON for file headers and configs through nlohmann-json: strict RFC 8259 (no comments, no
+// leading '+' or zeros, no raw control characters, valid UTF-8 only, numbers that fit a double).
+// This is the one place where its exceptions become ours (Range errors naming the input).
+#include <nlohmann/json.hpp>
+
+#include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
-#include <utility>
-#include <vector>
 
 namespace jfa {
 
-struct Json {
-  enum class Type { Null, Bool, Number, String, Array, Object };
-  Type type = Type::Null;
-  bool boolean = false;
-  double number = 0;
-  std::string string;
-  std::vector<Json> array;
-  std::vector<std::pair<std::string, Json>> object;  // in file order
+// Objects are std::map: duplicate keys keep the last value, as JSON.parse does, and lookups stay
+// O(log n) for headers with thousands of tensors. No reader depends on the order in the file.
+using Json = nlohmann::json;
 
-  // The member `key` of an object, or nullptr.
-  const Json* find(const std::string& key) const;
-  // A number that is an exact integer (as JSON has no integer type), checked by the caller's message.
-  bool is_integer() const;
+// One JSON document from `size` bytes of `text`. `what` names the input in errors:
+// "<what> is not valid JSON (line L, column C, byte B: <reason>)".
+Json parse_json(const char* text, size_t size, const std::string& what);
 
-  static Json parse(const char* text, size_t size);
-};
+// Compact JSON text for `value` (an ordered_json, so objects keep the order they were built in).
+// A string that is not valid UTF-8 is a Range error "<what> cannot be written as JSON (...)".
+std::string dump_json(const nlohmann::ordered_json& value, const std::string& what);
 
-// `s` as a JSON string literal, quotes included.
-std::string json_quote(const std::string& s);
+// `v` as an integer in [0, max], or nullopt for anything else: a fraction or exponent form
+// (1.0, 1e3), a negative number, a number past uint64, a string.
+std::optional<uint64_t> json_index(const Json& v, uint64_t max);
 
 }  // namespace jfa

@@ -28,6 +28,7 @@
 
 #include "core/checks.h"
 #include "core/fused.h"
+#include "core/json.h"
 #include "core/latent_mixture.h"
 #include "core/lora.h"
 #include "core/safetensors.h"
@@ -37,46 +38,52 @@ namespace {
 
 namespace fs = std::filesystem;
 
-Json read_json(const std::string& path) {
+std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw_range(path + ": cannot open");
   std::stringstream text;
   text << in.rdbuf();
-  const std::string s = text.str();
-  try {
-    return Json::parse(s.data(), s.size());
-  } catch (const std::runtime_error& e) {
-    throw_range(path + ": not valid JSON (" + e.what() + ")");
-  }
+  return text.str();
+}
+
+Json read_json(const std::string& path) {
+  const std::string text = read_text(path);
+  return parse_json(text.data(), text.size(), path);
+}
+
+const Json* member(const Json& j, const char* key) {
+  const auto it = j.find(key);
+  return it == j.end() || it->is_null() ? nullptr : &*it;
 }
 
 int64_t int_field(const Json& j, const char* key, const std::string& path, std::optional<int64_t> fallback) {
-  const Json* v = j.find(key);
-  if (!v || v->type == Json::Type::Null) {
+  const Json* v = member(j, key);
+  if (!v) {
     if (fallback) return *fallback;
     throw_range(path + ": missing '" + key + "'");
   }
-  if (!v->is_integer() || v->number < 0) throw_range(path + ": '" + key + "' must be a non-negative integer");
-  return static_cast<int64_t>(v->number);
+  const auto n = json_index(*v, INT64_MAX);
+  if (!n) throw_range(path + ": '" + key + "' must be a non-negative integer");
+  return static_cast<int64_t>(*n);
 }
 
 double number_field(const Json& j, const char* key, const std::string& path, double fallback) {
-  const Json* v = j.find(key);
-  if (!v || v->type == Json::Type::Null) return fallback;
-  if (v->type != Json::Type::Number) throw_range(path + ": '" + key + "' must be a number");
-  return v->number;
+  const Json* v = member(j, key);
+  if (!v) return fallback;
+  if (!v->is_number()) throw_range(path + ": '" + key + "' must be a number");
+  return v->get<double>();
 }
 
 bool bool_field(const Json& j, const char* key, const std::string& path, bool fallback) {
-  const Json* v = j.find(key);
-  if (!v || v->type == Json::Type::Null) return fallback;
-  if (v->type != Json::Type::Bool) throw_range(path + ": '" + key + "' must be true or false");
-  return v->boolean;
+  const Json* v = member(j, key);
+  if (!v) return fallback;
+  if (!v->is_boolean()) throw_range(path + ": '" + key + "' must be true or false");
+  return v->get<bool>();
 }
 
 std::string string_field(const Json& j, const char* key) {
-  const Json* v = j.find(key);
-  return v && v->type == Json::Type::String ? v->string : "";
+  const Json* v = member(j, key);
+  return v && v->is_string() ? v->get<std::string>() : "";
 }
 
 // LlamaRMSNorm: normalised in float32, scaled in the input's dtype; one fused pass for float32.
@@ -92,17 +99,15 @@ at::Tensor rotate_half(const at::Tensor& x) {
   return at::cat({x.narrow(-1, half, half).neg(), x.narrow(-1, 0, half)}, -1);
 }
 
-}  // namespace
-
-LlamaConfig LlamaConfig::from_json(const Json& j, const std::string& path) {
-  if (j.type != Json::Type::Object) throw_range(path + ": not a JSON object");
+LlamaConfig config_from_json(const Json& j, const std::string& path) {
+  if (!j.is_object()) throw_range(path + ": not a JSON object");
   const std::string model_type = string_field(j, "model_type");
   if (model_type != "llama")
     throw_range(path + ": model_type '" + model_type + "' is not supported (only 'llama')");
-  if (const Json* arch = j.find("architectures"); arch && arch->type == Json::Type::Array)
-    for (const auto& a : arch->array)
-      if (a.type == Json::Type::String && a.string != "LlamaForCausalLM")
-        throw_range(path + ": architecture '" + a.string + "' is not supported (only LlamaForCausalLM)");
+  if (const Json* arch = member(j, "architectures"); arch && arch->is_array())
+    for (const auto& a : *arch)
+      if (a.is_string() && a.get<std::string>() != "LlamaForCausalLM")
+        throw_range(path + ": architecture '" + a.get<std::string>() + "' is not supported (only LlamaForCausalLM)");
   const std::string act = string_field(j, "hidden_act");
   if (!act.empty() && act != "silu") throw_range(path + ": hidden_act '" + act + "' is not supported (only 'silu')");
   LlamaConfig c;
@@ -124,12 +129,12 @@ LlamaConfig LlamaConfig::from_json(const Json& j, const std::string& path) {
   c.attention_bias = bool_field(j, "attention_bias", path, false);
   c.mlp_bias = bool_field(j, "mlp_bias", path, false);
   // transformers 5 writes rope_parameters (with rope_theta inside); 4.x wrote rope_scaling.
-  const Json* rs = j.find("rope_parameters");
-  if (!rs || rs->type != Json::Type::Object) rs = j.find("rope_scaling");
-  if (rs && rs->type == Json::Type::Object) {
+  const Json* rs = member(j, "rope_parameters");
+  if (!rs || !rs->is_object()) rs = member(j, "rope_scaling");
+  if (rs && rs->is_object()) {
     std::string type = string_field(*rs, "rope_type");
     if (type.empty()) type = string_field(*rs, "type");
-    if (const Json* theta = rs->find("rope_theta"); theta && theta->type == Json::Type::Number) c.rope_theta = theta->number;
+    if (const Json* theta = member(*rs, "rope_theta"); theta && theta->is_number()) c.rope_theta = theta->get<double>();
     if (type == "llama3") {
       c.llama3_rope = true;
       c.rope_factor = number_field(*rs, "factor", path, 8.0);
@@ -141,6 +146,12 @@ LlamaConfig LlamaConfig::from_json(const Json& j, const std::string& path) {
     }
   }
   return c;
+}
+
+}  // namespace
+
+LlamaConfig LlamaConfig::parse(const std::string& text, const std::string& what) {
+  return config_from_json(parse_json(text.data(), text.size(), what), what);
 }
 
 at::Tensor LinearLayer::forward(const at::Tensor& x, bool adapters) const {
@@ -165,7 +176,7 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, c10::Scalar
   const fs::path config_path = root / "config.json";
   if (!fs::exists(config_path)) throw_range(config_path.string() + ": missing (not a Hugging Face model directory)");
   auto model = std::unique_ptr<LlamaModel>(new LlamaModel());
-  model->config_ = LlamaConfig::from_json(read_json(config_path.string()), config_path.string());
+  model->config_ = LlamaConfig::parse(read_text(config_path.string()), config_path.string());
   model->dtype_ = dtype;
   const LlamaConfig& c = model->config_;
 
@@ -179,11 +190,11 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, c10::Scalar
     for (const auto& n : files.at(single.string()).names()) where[n] = single.string();
   } else if (fs::exists(index)) {
     const Json j = read_json(index.string());
-    const Json* map = j.find("weight_map");
-    if (!map || map->type != Json::Type::Object) throw_range(index.string() + ": no weight_map object");
-    for (const auto& [name, file] : map->object) {
-      if (file.type != Json::Type::String) throw_range(index.string() + ": weight_map entry '" + name + "' is not a file name");
-      const std::string shard = (root / file.string).string();
+    const Json* map = member(j, "weight_map");
+    if (!map || !map->is_object()) throw_range(index.string() + ": no weight_map object");
+    for (const auto& [name, file] : map->items()) {
+      if (!file.is_string()) throw_range(index.string() + ": weight_map entry '" + name + "' is not a file name");
+      const std::string shard = (root / file.get<std::string>()).string();
       if (!files.count(shard)) files.emplace(shard, SafetensorsFile::open(shard));
       where[name] = shard;
     }

@@ -12,8 +12,6 @@
 #include <optional>
 #include <vector>
 
-#include "core/json.h"
-
 namespace jfa {
 
 struct LlamaConfig {
@@ -37,8 +35,9 @@ struct LlamaConfig {
   double rope_high_freq_factor = 4.0;
   int64_t rope_original_max_position = 8192;
 
-  // Reads config.json's fields; unsupported architectures or options are Range errors naming them.
-  static LlamaConfig from_json(const Json& json, const std::string& path);
+  // Reads the text of a config.json; `what` names it in errors. Text that is not JSON, and
+  // unsupported architectures or options, are Range errors naming them.
+  static LlamaConfig parse(const std::string& text, const std::string& what);
 };
 
 struct LinearLayer {

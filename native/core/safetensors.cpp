@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
-#include <stdexcept>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -76,62 +75,63 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   if (header_len > kMaxHeader || header_len > size - 8)
     bad(path, "header length " + std::to_string(header_len) + " does not fit the file (" + std::to_string(size) +
                   " bytes): truncated, or not a safetensors file");
-  Json header;
-  try {
-    header = Json::parse(bytes + 8, header_len);
-  } catch (const std::runtime_error& e) {
-    bad(path, std::string("header is not valid JSON (") + e.what() + ")");
-  }
-  if (header.type != Json::Type::Object) bad(path, "header is not a JSON object");
+  const Json header = parse_json(bytes + 8, header_len, path + ": header");
+  if (!header.is_object()) bad(path, "header is not a JSON object");
   const size_t data_size = size - 8 - header_len;
   file.data_ = bytes + 8 + header_len;
 
   std::vector<std::pair<size_t, std::string>> order;
-  for (const auto& [name, info] : header.object) {
+  for (const auto& [name, info] : header.items()) {
     if (name == "__metadata__") {
-      if (info.type != Json::Type::Object) bad(path, "__metadata__ is not an object");
-      for (const auto& [k, v] : info.object) {
-        if (v.type != Json::Type::String) bad(path, "__metadata__ value of '" + k + "' is not a string");
-        file.metadata_[k] = v.string;
+      if (!info.is_object()) bad(path, "__metadata__ is not an object");
+      for (const auto& [k, v] : info.items()) {
+        if (!v.is_string()) bad(path, "__metadata__ value of '" + k + "' is not a string");
+        file.metadata_[k] = v.get<std::string>();
       }
       continue;
     }
     const std::string where = "tensor '" + name + "'";
-    if (info.type != Json::Type::Object) bad(path, where + " is not described by an object");
-    const Json* dtype = info.find("dtype");
-    const Json* shape = info.find("shape");
-    const Json* offsets = info.find("data_offsets");
-    if (!dtype || dtype->type != Json::Type::String) bad(path, where + " has no dtype string");
-    if (!shape || shape->type != Json::Type::Array) bad(path, where + " has no shape array");
-    if (!offsets || offsets->type != Json::Type::Array || offsets->array.size() != 2 || !offsets->array[0].is_integer() ||
-        !offsets->array[1].is_integer())
-      bad(path, where + " has no data_offsets [begin, end]");
+    if (!info.is_object()) bad(path, where + " is not described by an object");
+    const auto dtype = info.find("dtype");
+    const auto shape = info.find("shape");
+    const auto offsets = info.find("data_offsets");
+    if (dtype == info.end() || !dtype->is_string()) bad(path, where + " has no dtype string");
+    if (shape == info.end() || !shape->is_array()) bad(path, where + " has no shape array");
+    if (offsets == info.end() || !offsets->is_array() || offsets->size() != 2) bad(path, where + " has no data_offsets [begin, end]");
+    const auto begin = json_index((*offsets)[0], UINT64_MAX), end = json_index((*offsets)[1], UINT64_MAX);
+    if (!begin || !end) bad(path, where + " has data_offsets that are not two non-negative integers");
+    if (*end < *begin)
+      bad(path, where + " has data_offsets [" + std::to_string(*begin) + ", " + std::to_string(*end) + ") that run backwards");
     Entry entry{};
+    const std::string code = dtype->get<std::string>();
     bool known = false;
     for (const auto& c : kCodes)
-      if (dtype->string == c.code) {
+      if (code == c.code) {
         entry.dtype = c.type;
         known = true;
       }
-    if (!known) bad(path, where + " has unsupported dtype '" + dtype->string + "'");
-    uint64_t numel = 1;
-    for (const auto& d : shape->array) {
-      if (!d.is_integer() || d.number < 0) bad(path, where + " has a shape entry that is not a non-negative integer");
-      entry.shape.push_back(static_cast<int64_t>(d.number));
-      numel *= static_cast<uint64_t>(d.number);
+    if (!known) bad(path, where + " has unsupported dtype '" + code + "'");
+    for (const auto& d : *shape) {
+      const auto n = json_index(d, INT64_MAX);
+      if (!n) bad(path, where + " has a shape entry that is not a non-negative integer");
+      entry.shape.push_back(static_cast<int64_t>(*n));
     }
-    const double begin = offsets->array[0].number, end = offsets->array[1].number;
-    if (begin < 0 || end < begin) bad(path, where + " has data_offsets [" + std::to_string(static_cast<int64_t>(begin)) + ", " +
-                                                std::to_string(static_cast<int64_t>(end)) + ") that run backwards");
-    entry.begin = static_cast<size_t>(begin);
-    entry.end = static_cast<size_t>(end);
+    // libtorch refuses a shape whose running product overflows int64, even with a 0 later on.
+    uint64_t numel = 1;
+    for (const int64_t d : entry.shape)
+      if (__builtin_mul_overflow(numel, static_cast<uint64_t>(d), &numel) || numel > INT64_MAX)
+        bad(path, where + " has shape " + shape_str(entry.shape) + ", more elements than a tensor can hold");
+    entry.begin = static_cast<size_t>(*begin);
+    entry.end = static_cast<size_t>(*end);
     if (entry.end > data_size)
       bad(path, where + " data [" + std::to_string(entry.begin) + ", " + std::to_string(entry.end) +
                     ") lies past the end of the data (" + std::to_string(data_size) + " bytes): the file is truncated");
-    const uint64_t want = numel * c10::elementSize(entry.dtype);
-    if (want != entry.end - entry.begin)
-      bad(path, where + " of shape " + shape_str(entry.shape) + " and dtype " + dtype->string + " needs " +
-                    std::to_string(want) + " bytes but has " + std::to_string(entry.end - entry.begin));
+    uint64_t want = 0;
+    const bool huge = __builtin_mul_overflow(numel, static_cast<uint64_t>(c10::elementSize(entry.dtype)), &want);
+    if (huge || want != entry.end - entry.begin)
+      bad(path, where + " of shape " + shape_str(entry.shape) + " and dtype " + code + " needs " +
+                    (huge ? std::string("2^64 or more") : std::to_string(want)) + " bytes but has " +
+                    std::to_string(entry.end - entry.begin));
     order.emplace_back(entry.begin, name);
     file.entries_.emplace(name, std::move(entry));
   }
@@ -153,19 +153,13 @@ at::Tensor SafetensorsFile::get(const std::string& name) const {
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   std::vector<at::Tensor> data;
-  std::string header = "{";
-  if (!metadata.empty()) {
-    header += "\"__metadata__\":{";
-    bool first = true;
-    for (const auto& [k, v] : metadata) {
-      header += (first ? "" : ",") + json_quote(k) + ":" + json_quote(v);
-      first = false;
-    }
-    header += "}";
-  }
+  // Ordered, so the header lists __metadata__ first and then the tensors in the order of their data.
+  nlohmann::ordered_json json = nlohmann::ordered_json::object();
+  if (!metadata.empty()) json["__metadata__"] = metadata;
   size_t offset = 0;
   for (const auto& [name, t] : tensors) {
     if (name == "__metadata__") throw_range("saveSafetensors: '__metadata__' is not a tensor name");
+    if (json.contains(name)) throw_range("saveSafetensors: tensor '" + name + "' is listed twice");
     if (!t.defined()) throw_type("saveSafetensors: tensor '" + name + "' is undefined");
     const char* code = nullptr;
     for (const auto& c : kCodes)
@@ -173,14 +167,11 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
     if (!code) throw_type("saveSafetensors: tensor '" + name + "' has dtype " + dtype_name(t.scalar_type()) + ", which safetensors cannot hold");
     at::Tensor cpu = t.detach().to(at::kCPU).contiguous();
     const size_t bytes = cpu.nbytes();
-    std::string shape;
-    for (int64_t d : cpu.sizes()) shape += (shape.empty() ? "" : ",") + std::to_string(d);
-    header += std::string(header.size() > 1 ? "," : "") + json_quote(name) + ":{\"dtype\":\"" + code + "\",\"shape\":[" +
-              shape + "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + bytes) + "]}";
+    json[name] = {{"dtype", code}, {"shape", cpu.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
     data.push_back(std::move(cpu));
   }
-  header += "}";
+  std::string header = dump_json(json, "saveSafetensors: the header");
   header.append((8 - header.size() % 8) % 8, ' ');  // data starts 8-byte aligned
 
   const std::string tmp = path + ".tmp-" + std::to_string(getpid());

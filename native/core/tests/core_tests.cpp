@@ -24,10 +24,13 @@
 #include "core/divergence.h"
 #include "core/faiss_index.h"
 #include "core/fused.h"
+#include "core/json.h"
+#include "core/llama.h"
 #include "core/lora.h"
 #include "core/ops.h"
 #include "core/projection.h"
 #include "core/runtime.h"
+#include "core/safetensors.h"
 
 namespace {
 
@@ -53,6 +56,9 @@ void check_throws(const std::function<void()>& fn, jfa::ErrorKind kind, const st
     const bool ok = e.kind() == kind && std::string(e.what()).find(needle) != std::string::npos;
     if (!ok) std::fprintf(stderr, "  got: %s\n", e.what());
     check(ok, ("error containing: " + needle).c_str(), __FILE__, line);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "  got a foreign exception: %s\n", e.what());
+    check(false, ("jfa::Error containing: " + needle).c_str(), __FILE__, line);
   }
 }
 #define EXPECT_THROWS(fn, kind, needle) check_throws([&] { fn; }, jfa::ErrorKind::kind, needle, __LINE__)
@@ -357,6 +363,160 @@ void test_fused_layers() {
   EXPECT(e_dq < 1e-5);
 }
 
+jfa::Json parse(const std::string& text) { return jfa::parse_json(text.data(), text.size(), "t"); }
+
+// The wrapper: strict RFC 8259, nlohmann's errors as ours with the position, JSON.parse's duplicate rule.
+void test_json() {
+  const jfa::Json j = parse(" {\"a\": [1, -2, 2.5, \"x\\u00e9\\ud83d\\ude00\", true, null], \"b\": {}} ");
+  EXPECT(j.is_object() && j.size() == 2);
+  EXPECT(j["a"][0].get<int>() == 1 && j["a"][1].get<int>() == -2 && j["a"][2].get<double>() == 2.5);
+  EXPECT(j["a"][3].get<std::string>() == "x\xc3\xa9\xf0\x9f\x98\x80");
+  EXPECT(parse("{\"a\": 1, \"b\": 0, \"a\": 2}")["a"].get<int>() == 2);  // last wins, as JSON.parse
+  EXPECT(parse("{\"a\": 1, \"b\": 0, \"a\": 2}").size() == 2);
+  EXPECT(parse("1e-5000").get<double>() == 0.0);  // underflow is 0, as JSON.parse
+
+  EXPECT_THROWS(parse("+1"), Range, "t is not valid JSON (line 1, column 1, byte 0: syntax error while parsing value - invalid literal");
+  EXPECT_THROWS(parse("01"), Range, "unexpected number literal; expected end of input");
+  EXPECT_THROWS(parse("[.5]"), Range, "byte 1: syntax error while parsing value - invalid literal");
+  EXPECT_THROWS(parse("[1.]"), Range, "invalid number; expected digit after '.'");
+  EXPECT_THROWS(parse("\"a\tb\""), Range, "control character U+0009 (HT) must be escaped");
+  EXPECT_THROWS(parse("\"\\ud800\""), Range, "surrogate U+D800..U+DBFF must be followed by U+DC00..U+DFFF");
+  EXPECT_THROWS(parse("\"\\udc00\""), Range, "surrogate U+DC00..U+DFFF must follow U+D800..U+DBFF");
+  EXPECT_THROWS(parse("\"\xff\""), Range, "ill-formed UTF-8 byte");
+  EXPECT_THROWS(parse("\"\xc3\""), Range, "ill-formed UTF-8 byte");
+  EXPECT_THROWS(parse("1e5000"), Range, "t is not valid JSON (number overflow parsing '1e5000': beyond the range of a double)");
+  EXPECT_THROWS(parse("[-1e5000]"), Range, "number overflow parsing '-1e5000'");
+  EXPECT_THROWS(parse("{\"a\": 1} // note"), Range, "invalid literal");  // no comments
+  EXPECT_THROWS(parse("[1, 2,]"), Range, "syntax error");
+  EXPECT_THROWS(parse("{'a': 1}"), Range, "invalid literal");
+  EXPECT_THROWS(parse(""), Range, "t is not valid JSON (line 1, column 1, byte 0: syntax error while parsing value - unexpected end of input");
+  EXPECT_THROWS(parse("{\n  \"a\": +1\n}"), Range, "(line 2, column 8, byte 9:");
+  // A NUL is no end of the text (nlohmann alone would read "[1]\0x" as [1]).
+  EXPECT_THROWS(jfa::parse_json("[1]\0x", 5, "t"), Range, "t is not valid JSON (line 1, column 4, byte 3: a NUL byte)");
+  EXPECT_THROWS(jfa::parse_json("[1]  \0\0", 7, "t"), Range, "byte 5: a NUL byte");
+
+  // A long bad token is quoted only in part.
+  const std::string long_text = "\"" + std::string(10000, 'x') + "\t\"";
+  try {
+    parse(long_text);
+    EXPECT(false);
+  } catch (const jfa::Error& e) {
+    EXPECT(std::string(e.what()).size() < 500);
+  }
+  // Depth: 64 levels are fine, 65 are refused before they cost memory.
+  EXPECT(parse(std::string(64, '[') + std::string(64, ']')).is_array());
+  EXPECT_THROWS(parse(std::string(65, '[') + std::string(65, ']')), Range, "t is not valid JSON (arrays and objects nest deeper than 64 levels)");
+  EXPECT_THROWS(parse(std::string(1000000, '[')), Range, "nest deeper than 64 levels");
+
+  // Integers: exact over the whole uint64 range; fractions, exponents, negatives and strings are not indexes.
+  EXPECT(jfa::json_index(parse("18446744073709551615"), UINT64_MAX) == UINT64_MAX);
+  EXPECT(jfa::json_index(parse("9007199254740993"), UINT64_MAX) == 9007199254740993ull);  // 2^53 + 1, not rounded
+  EXPECT(!jfa::json_index(parse("18446744073709551616"), UINT64_MAX));
+  EXPECT(jfa::json_index(parse("7"), 7) == 7u);
+  EXPECT(!jfa::json_index(parse("8"), 7));
+  EXPECT(!jfa::json_index(parse("-1"), UINT64_MAX));
+  EXPECT(!jfa::json_index(parse("1.0"), UINT64_MAX));
+  EXPECT(!jfa::json_index(parse("1e3"), UINT64_MAX));
+  EXPECT(!jfa::json_index(parse("\"1\""), UINT64_MAX));
+
+  // Writing: objects keep the order they were built in; strings are escaped; bad UTF-8 is our error.
+  nlohmann::ordered_json w = nlohmann::ordered_json::object();
+  w["z"] = "q\"\\\n\x01\xc3\xa9";
+  w["a"] = {1, 2};
+  EXPECT(jfa::dump_json(w, "w") == "{\"z\":\"q\\\"\\\\\\n\\u0001\xc3\xa9\",\"a\":[1,2]}");
+  EXPECT(parse(jfa::dump_json(w, "w"))["z"].get<std::string>() == w["z"].get<std::string>());
+  w["bad"] = "a\xff";
+  EXPECT_THROWS(jfa::dump_json(w, "w"), Range, "w cannot be written as JSON (invalid UTF-8 byte at index 1: 0xFF)");
+}
+
+const char* kConfig = R"({"model_type": "llama", "vocab_size": 11, "hidden_size": 8, "intermediate_size": 16,
+  "num_hidden_layers": 1, "num_attention_heads": 2)";
+
+void test_llama_config_json() {
+  const auto config = [](const std::string& rest) { return jfa::LlamaConfig::parse(kConfig + rest, "dir/config.json"); };
+  EXPECT(config("}").vocab_size == 11 && config("}").num_key_value_heads == 2 && config("}").head_dim == 4);
+  EXPECT(config(R"(, "vocab_size": 13})").vocab_size == 13);  // a repeated key: the last one, as JSON.parse
+  EXPECT(config(R"(, "rms_norm_eps": 1e-5, "rope_theta": 500000})").rope_theta == 500000.0);
+  EXPECT_THROWS(config(R"(, "vocab_size": 13.5})"), Range, "dir/config.json: 'vocab_size' must be a non-negative integer");
+  EXPECT_THROWS(config(R"(, "vocab_size": -13})"), Range, "dir/config.json: 'vocab_size' must be a non-negative integer");
+  EXPECT_THROWS(config(R"(, "vocab_size": 1e400})"), Range, "dir/config.json is not valid JSON (number overflow parsing '1e400'");
+  EXPECT_THROWS(config(R"(, "vocab_size": 99999999999999999999})"), Range, "'vocab_size' must be a non-negative integer");
+  EXPECT_THROWS(config(R"(, "vocab_size": +13})"), Range, "dir/config.json is not valid JSON (line 2, column");
+  EXPECT_THROWS(config(R"(, "rms_norm_eps": .5})"), Range, "dir/config.json is not valid JSON");
+  EXPECT_THROWS(config(R"(, "tie_word_embeddings": "yes"})"), Range, "'tie_word_embeddings' must be true or false");
+  EXPECT_THROWS(config(R"(, "model_type": "mistral"})"), Range, "model_type 'mistral' is not supported");
+  EXPECT_THROWS(jfa::LlamaConfig::parse("[1]", "c"), Range, "c: not a JSON object");
+}
+
+// A safetensors file with the header text as given and `data` zero bytes after it.
+std::string raw_safetensors(const std::string& dir, const std::string& name, const std::string& header, size_t data) {
+  const std::string path = dir + "/" + name;
+  FILE* f = std::fopen(path.c_str(), "wb");
+  const uint64_t len = header.size();
+  std::fwrite(&len, 8, 1, f);
+  std::fwrite(header.data(), 1, header.size(), f);
+  for (size_t i = 0; i < data; ++i) std::fputc(0, f);
+  std::fclose(f);
+  return path;
+}
+
+void test_safetensors_json() {
+  const std::string dir = temp_dir();
+  const auto open = [&](const std::string& header, size_t data = 16) {
+    return jfa::SafetensorsFile::open(raw_safetensors(dir, "t.safetensors", header, data));
+  };
+  // The repeated tensor keeps its last description; the repeated metadata key its last value.
+  const auto dup = open(R"({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "__metadata__": {"k": "1", "k": "2"},
+                           "w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})");
+  EXPECT(dup.names().size() == 1 && dup.get("w").size(0) == 4 && dup.metadata().at("k") == "2");
+  EXPECT_THROWS(open(R"({"w": {"dtype": "F32", "shape": [+4], "data_offsets": [0, 16]}})"), Range,
+                "t.safetensors: header is not valid JSON (line 1, column 34, byte 33: syntax error while parsing value - invalid literal");
+  EXPECT_THROWS(open(R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 1e5000]}})"), Range,
+                "t.safetensors: header is not valid JSON (number overflow parsing '1e5000'");
+  EXPECT_THROWS(open(R"({"w": {"dtype": "F32", "shape": [4.0], "data_offsets": [0, 16]}})"), Range,
+                "tensor 'w' has a shape entry that is not a non-negative integer");
+  EXPECT_THROWS(open(R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16.0]}})"), Range,
+                "tensor 'w' has data_offsets that are not two non-negative integers");
+  EXPECT_THROWS(open(R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [-1, 16]}})"), Range,
+                "tensor 'w' has data_offsets that are not two non-negative integers");
+  EXPECT_THROWS(open(R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [16, 0]}})"), Range,
+                "tensor 'w' has data_offsets [16, 0) that run backwards");
+  EXPECT_THROWS(open(R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 18446744073709551615]}})"), Range,
+                "tensor 'w' data [0, 18446744073709551615) lies past the end of the data (16 bytes)");
+  // 2^32 * 2^32 elements wrap a uint64 round to 0; they must not pass for an empty tensor, nor
+  // reach libtorch, which refuses such a shape even with a 0 in it.
+  EXPECT_THROWS(open(R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}})"), Range,
+                "tensor 'w' has shape [4294967296, 4294967296], more elements than a tensor can hold");
+  EXPECT_THROWS(open(R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296, 0], "data_offsets": [0, 0]}})"), Range,
+                "more elements than a tensor can hold");
+  EXPECT_THROWS(open(R"({"w": {"dtype": "F64", "shape": [4611686018427387904], "data_offsets": [0, 16]}})"), Range,
+                "tensor 'w' of shape [4611686018427387904] and dtype F64 needs 2^64 or more bytes but has 16");
+  EXPECT(open(R"({"w": {"dtype": "F32", "shape": [0, 4294967296], "data_offsets": [0, 0]}})").get("w").numel() == 0);
+
+  // Writing: the header our reader and the format expect, in the order of the data.
+  const std::string path = dir + "/w.safetensors";
+  jfa::write_safetensors(path, {{"b", jfa::zeros({2}, c10::kFloat)}, {"a\"\n", jfa::zeros({1, 1}, c10::kInt)}}, {{"format", "pt"}});
+  {
+    FILE* f = std::fopen(path.c_str(), "rb");
+    uint64_t len = 0;
+    EXPECT(std::fread(&len, 8, 1, f) == 1);
+    std::string header(len, '\0');
+    EXPECT(std::fread(header.data(), 1, len, f) == len);
+    std::fclose(f);
+    EXPECT(len % 8 == 0);
+    EXPECT(header.rfind(R"({"__metadata__":{"format":"pt"},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                        R"("a\"\n":{"dtype":"I32","shape":[1,1],"data_offsets":[8,12]}})", 0) == 0);
+  }
+  const auto back = jfa::SafetensorsFile::open(path);
+  EXPECT(back.names() == std::vector<std::string>({"b", "a\"\n"}) && back.metadata().at("format") == "pt");
+  EXPECT_THROWS(jfa::write_safetensors(dir + "/x.safetensors", {{"a\xff", jfa::zeros({1}, c10::kFloat)}}, {}), Range,
+                "saveSafetensors: the header cannot be written as JSON (invalid UTF-8 byte at index 1: 0xFF)");
+  EXPECT_THROWS(jfa::write_safetensors(dir + "/x.safetensors", {{"a", jfa::zeros({1}, c10::kFloat)}, {"a", jfa::zeros({1}, c10::kFloat)}}, {}),
+                Range, "saveSafetensors: tensor 'a' is listed twice");
+  EXPECT(!std::filesystem::exists(dir + "/x.safetensors"));
+  std::filesystem::remove_all(dir);
+}
+
 int main() {
   const std::pair<const char*, void (*)()> tests[] = {
       {"matmul", test_matmul},
@@ -370,6 +530,9 @@ int main() {
       {"faiss padding and errors", test_faiss_padding_and_errors},
       {"faiss save and load", test_faiss_save_load},
       {"kmeans", test_kmeans},
+      {"json", test_json},
+      {"llama config json", test_llama_config_json},
+      {"safetensors json", test_safetensors_json},
   };
   int passed = 0;
   int failed = 0;
