@@ -1,10 +1,12 @@
 // Loads the native addon and is the only module that talks to it. Order of work:
-// 1. find the binary (a prebuilt one under prebuilds/ first, else build/Release) and its build record;
+// 1. find the binary as node-gyp-build resolves it (build/Release, else the prebuild under
+//    prebuilds/<platform>-<arch>/ whose tags fit this Node) and its build record;
 // 2. find libtorch (lib/locate.ts) and refuse one whose version differs from the build's;
 // 3. open libtorch through jfa_preload, so the addon's libtorch dependencies resolve to it;
 // 4. load the addon. Anything missing gives one NativeLoadError listing what was looked for and the fix.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { basename, dirname, join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 import { baseVersion, type LibtorchLocation, locateLibtorch, packageRoot } from './locate.js';
@@ -340,18 +342,22 @@ interface BinaryCandidate {
   dir: string;
 }
 
-const platformDir = `${process.platform}-${process.arch}`;
+// Only node-gyp-build's resolver is used, not its loader: the addon loads after libtorch is opened.
+const nodeGypBuild = createRequire(import.meta.url)('node-gyp-build') as { path(dir: string): string };
 
 function findBinary(tried: string[]): BinaryCandidate | undefined {
-  const prebuilt = join(packageRoot, 'prebuilds', platformDir);
-  const files = existsSync(prebuilt) ? readdirSync(prebuilt).filter((f) => f.endsWith('.node')) : [];
-  const napi = files.find((f) => f.includes('napi')) ?? files[0];
-  if (napi) return { path: join(prebuilt, napi), kind: 'prebuilt', dir: prebuilt };
-  tried.push(`${rel(prebuilt)}/*.node (none)`);
-  const built = join(packageRoot, 'build', 'Release', 'jfa_torch.node');
-  if (existsSync(built)) return { path: built, kind: 'source build', dir: join(packageRoot, 'build', 'Release') };
-  tried.push(`${rel(built)} (missing)`);
-  return undefined;
+  try {
+    const path = nodeGypBuild.path(packageRoot);
+    const dir = dirname(path);
+    return { path, dir, kind: basename(dirname(dir)) === 'prebuilds' ? 'prebuilt' : 'source build' };
+  } catch (e) {
+    const why = (e as Error).message.trim().split(/\s*\n\s*/).join('; ');
+    tried.push(
+      `${rel(join(packageRoot, 'build', 'Release'))}/*.node (missing)`,
+      `${rel(join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`))}/*.node (none fits; node-gyp-build: ${why})`,
+    );
+    return undefined;
+  }
 }
 
 const rel = (p: string): string => relative(process.cwd(), p) || '.';

@@ -36,7 +36,9 @@ const args = [
   `--CDCMAKE_PREFIX_PATH=${torch.found.cmakePrefix}`,
   `--CDfaiss_DIR=${faiss.found.cmakeDir}`,
   `--CDNODE_ADDON_API_DIR=${require('node-addon-api').include_dir.replace(/"/g, '')}`,
-  `--CDJFA_BUILD_TESTS=${process.env.JFA_BUILD_TESTS ?? 'ON'}`,
+  // Passed every time so that an earlier JFA_BUILD_TESTS=OFF does not stay in CMake's cache.
+  // Default: the C++ tests where they exist (a checkout; the npm package leaves them out).
+  `--CDJFA_BUILD_TESTS=${process.env.JFA_BUILD_TESTS ?? (existsSync(join(root, 'native', 'core', 'tests')) ? 'ON' : 'OFF')}`,
 ];
 console.log(`jfa-torch build: libtorch ${torch.found.version} (${torch.found.root}), FAISS ${faiss.found.version}`);
 const started = Date.now();

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// One-time, idempotent set-up for a checkout: npm packages, system packages (FAISS, OpenBLAS,
-// nlohmann-json, a C++ toolchain) through apt when running as root, a Python .venv with the pinned
-// torch and the PyTorch reference, the TypeScript build and the native build. Each step is skipped
-// when already done.
+// One-time, idempotent set-up for a checkout: npm packages, the TypeScript build, system packages
+// (FAISS, OpenBLAS, nlohmann-json, a C++ toolchain) through apt when running as root, a Python .venv
+// with the pinned torch and the PyTorch reference, and the native build. Each step is skipped when
+// already done.
 // Env: LIBTORCH (use that libtorch for the addon), JFA_PIP_ARGS (extra pip flags), PYTHON (python to make .venv).
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -44,10 +44,22 @@ const [major, minor] = process.versions.node.split('.').map(Number);
 if (major < 20 || (major === 20 && minor < 5)) fail(`Node ${process.version} is too old: jfa-torch needs Node >= 20.5`);
 const isRoot = process.getuid?.() === 0;
 
+// --- npm packages ----------------------------------------------------------------------------
+step('npm packages', () => {
+  const stampFile = join(root, 'node_modules', '.jfa-setup-stamp');
+  const stamp = digest(join(root, 'package.json'), join(root, 'package-lock.json'));
+  if (existsSync(stampFile) && readFileSync(stampFile, 'utf8') === stamp) return 'skipped';
+  log('npm install');
+  run('npm', ['install', '--no-audit', '--no-fund'], { env: { ...process.env, JFA_SKIP_INSTALL_BUILD: '1' } });
+  writeFileSync(stampFile, stamp);
+});
+
+// --- TypeScript -------------------------------------------------------------------------------
+step('typescript', () => run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']));
+
 // --- system packages -------------------------------------------------------------------------
-const faissConfig = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib']
-  .map((d) => join(d, 'cmake', 'faiss', 'faiss-config.cmake'))
-  .concat(process.env.FAISS_DIR ? [join(process.env.FAISS_DIR, 'faiss-config.cmake')] : []);
+// After the TypeScript step, so that FAISS is looked for exactly where the build and `jfa doctor` look.
+const { locateFaiss } = await import(join(root, 'dist', 'locate.js'));
 // nlohmann-json (header-only): Debian 12 puts its CMake package under /usr/share, others under lib.
 // nlohmann_json_ROOT (read by CMake's find_package) names an install of one's own.
 const nlohmannConfig = ['/usr/share', '/usr/lib', '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/local/share', '/usr/local/lib']
@@ -55,7 +67,7 @@ const nlohmannConfig = ['/usr/share', '/usr/lib', '/usr/lib/x86_64-linux-gnu', '
 step('system packages', () => {
   const python = process.env.PYTHON ?? 'python3';
   const want = [];
-  if (!faissConfig.some(existsSync)) want.push('libfaiss-dev', 'libopenblas-dev');
+  if (!locateFaiss().found) want.push('libfaiss-dev', 'libopenblas-dev');
   if (!process.env.nlohmann_json_ROOT && !nlohmannConfig.some(existsSync)) want.push('nlohmann-json3-dev');
   if (!has('cmake')) want.push('cmake');
   if (!has('g++') || !has('make')) want.push('g++', 'make');
@@ -68,16 +80,6 @@ step('system packages', () => {
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   run('apt-get', ['update', '-q'], { env });
   run('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...want], { env });
-});
-
-// --- npm packages ----------------------------------------------------------------------------
-step('npm packages', () => {
-  const stampFile = join(root, 'node_modules', '.jfa-setup-stamp');
-  const stamp = digest(join(root, 'package.json'), join(root, 'package-lock.json'));
-  if (existsSync(stampFile) && readFileSync(stampFile, 'utf8') === stamp) return 'skipped';
-  log('npm install');
-  run('npm', ['install', '--no-audit', '--no-fund'], { env: { ...process.env, JFA_SKIP_INSTALL_BUILD: '1' } });
-  writeFileSync(stampFile, stamp);
 });
 
 // --- Python: torch (and the PyTorch reference for tests) -------------------------------------
@@ -99,8 +101,7 @@ step('python .venv', () => {
   writeFileSync(stampFile, stamp);
 });
 
-// --- TypeScript and the addon ----------------------------------------------------------------
-step('typescript', () => run(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']));
+// --- the addon -----------------------------------------------------------------------------------
 step('native addon', () => run(process.execPath, [join(root, 'scripts', 'build-native.mjs')]));
 
 log(`done in ${((Date.now() - started) / 1000).toFixed(1)} s: ${timings.join(', ')}`);

@@ -53,6 +53,16 @@ describe('loading the addon', () => {
     expect(r.stdout).not.toContain('LOADED');
   });
 
+  it('names where it looked for the addon when there is none', () => {
+    // node-gyp-build's override of the package directory: one with neither build/ nor prebuilds/.
+    const r = node(loadSnippet, { JFA_TORCH_PREBUILD: join(tmp, 'no-addon') });
+    expect(r.stdout).toContain('NativeLoadError|');
+    expect(r.stdout).toContain('build/Release/*.node (missing)');
+    expect(r.stdout).toContain(`prebuilds/${process.platform}-${process.arch}/*.node (none fits`);
+    expect(r.stdout).toContain(`loaded from: ${join(tmp, 'no-addon')}`);
+    expect(r.stdout).toContain('npm rebuild jfa-torch');
+  });
+
   it('loads through LIBTORCH set to the same libtorch', () => {
     const r = node(loadSnippet, { LIBTORCH: locateLibtorch().found!.root });
     expect(r.stdout.trim()).toBe('LOADED');

@@ -1,7 +1,8 @@
 // The published package: `npm run prebuild`, `npm pack`, then install the tarball into an empty
-// folder with install scripts on and no compiler available, and use it.
+// folder twice: with install scripts on and no compiler available (the prebuilt binary), and with
+// --build-from-source and LIBTORCH (compiles the addon from the tarball's sources), and use each.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -15,10 +16,31 @@ const prebuilds = join(root, 'prebuilds');
 const hadPrebuilds = existsSync(prebuilds);
 let tarball = '';
 
-function sh(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env) {
-  const r = spawnSync(cmd, args, { cwd, env, encoding: 'utf8', timeout: 600_000 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
+function sh(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env, timeout = 600_000) {
+  const r = spawnSync(cmd, args, { cwd, env, encoding: 'utf8', timeout });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status ?? r.signal}):\n${r.stdout}\n${r.stderr}`);
   return r.stdout;
+}
+
+function emptyApp(name: string): string {
+  const app = join(work, name);
+  mkdirSync(app);
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name, version: '1.0.0', type: 'module' }));
+  return app;
+}
+
+/** Runs a matmul through the package installed in `app`, in a fresh Node process, with LIBTORCH set. */
+function useInstalled(app: string, env: NodeJS.ProcessEnv) {
+  const script = `
+    import { matmul, tensor, nativeLocation, runtimeInfo } from 'jfa-torch';
+    const c = matmul(tensor([1, 2, 3, 4], [2, 2]), tensor([1, 1, 1, 1], [2, 2]));
+    console.log(JSON.stringify({ values: Array.from(c.toTypedArray()), where: nativeLocation(), info: runtimeInfo() }));`;
+  const libtorch = locateLibtorch().found!;
+  const out = sh(process.execPath, ['--input-type=module', '-e', script], app, { ...env, LIBTORCH: libtorch.root });
+  return {
+    libtorch,
+    ...(JSON.parse(out) as { values: number[]; where: { binaryKind: string; binaryPath: string }; info: { torchVersion: string } }),
+  };
 }
 
 beforeAll(() => {
@@ -43,9 +65,7 @@ describe('packed package', () => {
   });
 
   it('installs into an empty folder without compiling and runs an op from the prebuilt binary', () => {
-    const app = join(work, 'app');
-    mkdirSync(app);
-    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', type: 'module' }));
+    const app = emptyApp('app');
     // Every compiler and build tool on PATH is a trap that records being called and fails.
     const bin = join(work, 'no-compilers');
     mkdirSync(bin);
@@ -55,25 +75,39 @@ describe('packed package', () => {
       chmodSync(join(bin, tool), 0o755);
     }
     const env = { ...process.env, PATH: `${bin}:${process.env.PATH}`, CC: join(bin, 'cc'), CXX: join(bin, 'c++') };
-    const out = sh('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', tarball], app, env);
-    expect(out + '').not.toContain('building from source');
+    const out = sh('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', '--foreground-scripts', tarball], app, env);
+    expect(out).toContain('using the prebuilt binary');
+    expect(out).not.toContain('building from source');
     expect(existsSync(marker)).toBe(false);
     const pkg = join(app, 'node_modules', 'jfa-torch');
     expect(existsSync(join(pkg, 'build'))).toBe(false);
     expect(readdirSync(join(pkg, 'prebuilds'))).toContain(`${process.platform}-${process.arch}`);
 
-    const script = `
-      import { matmul, tensor, nativeLocation, runtimeInfo } from 'jfa-torch';
-      const c = matmul(tensor([1, 2, 3, 4], [2, 2]), tensor([1, 1, 1, 1], [2, 2]));
-      console.log(JSON.stringify({ values: Array.from(c.toTypedArray()), where: nativeLocation(), info: runtimeInfo() }));`;
-    const libtorch = locateLibtorch().found!.root;
-    const result = JSON.parse(sh(process.execPath, ['--input-type=module', '-e', script], app, { ...env, LIBTORCH: libtorch })) as {
-      values: number[];
-      where: { binaryKind: string; binaryPath: string };
-    };
+    const result = useInstalled(app, env);
     expect(result.values).toEqual([3, 3, 7, 7]);
     expect(result.where.binaryKind).toBe('prebuilt');
     expect(result.where.binaryPath.startsWith(join(pkg, 'prebuilds'))).toBe(true);
     expect(existsSync(marker)).toBe(false);
   });
+
+  // Compiles the whole addon (110-150 s here on 2 cores), hence its own timeout.
+  it('installs from source out of the tarball with LIBTORCH, without the C++ tests, and loads its own build', () => {
+    const app = emptyApp('app-from-source');
+    const env: NodeJS.ProcessEnv = { ...process.env, LIBTORCH: locateLibtorch().found!.root };
+    delete env.JFA_BUILD_TESTS; // the default is what is under test: OFF where native/**/tests/ is not shipped
+    const args = ['install', '--no-audit', '--no-fund', '--prefer-offline', '--foreground-scripts', '--build-from-source', tarball];
+    const out = sh('npm', args, app, env, 1_500_000);
+    expect(out).toContain('building from source');
+    const pkg = join(app, 'node_modules', 'jfa-torch');
+    expect(existsSync(join(pkg, 'native', 'core', 'tests'))).toBe(false);
+    expect(readFileSync(join(pkg, 'build-cmake', 'CMakeCache.txt'), 'utf8')).toContain('JFA_BUILD_TESTS:BOOL=OFF');
+    expect(existsSync(join(pkg, 'build', 'Release', 'jfa_torch.build.json'))).toBe(true);
+
+    // The tarball still holds the prebuilt binary; the one just built must win over it, as in node-gyp-build.
+    const result = useInstalled(app, env);
+    expect(result.values).toEqual([3, 3, 7, 7]);
+    expect(result.where.binaryKind).toBe('source build');
+    expect(result.where.binaryPath).toBe(join(pkg, 'build', 'Release', 'jfa_torch.node'));
+    expect(result.libtorch.version.startsWith(result.info.torchVersion)).toBe(true);
+  }, 1_600_000);
 });
