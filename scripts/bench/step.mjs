@@ -175,7 +175,7 @@ async function benchModel(label, dir) {
     const orders = (seed) => jfa.pcgradOrders(micro.length, seed);
 
     progress(`${label}: warm-up step`);
-    jfa.trainStep(model, optimizer, micro, stepOptions(0));
+    await jfa.trainStep(model, optimizer, micro, stepOptions(0));
     await ask({ cmd: 'step', batches: label, orders: orders(0) });
 
     const ours = { ms: [], hwm: [], timings: [] };
@@ -185,7 +185,7 @@ async function benchModel(label, dir) {
       const timings = jfa.stepTimings();
       writeFileSync('/proc/self/clear_refs', '5');
       const t = performance.now();
-      jfa.trainStep(model, optimizer, micro, stepOptions(i, timings));
+      await jfa.trainStep(model, optimizer, micro, stepOptions(i, timings));
       ours.ms.push(performance.now() - t);
       ours.hwm.push(status('VmHWM'));
       ours.timings.push(timings);
