@@ -1,10 +1,8 @@
 // JSONL in the formats of DESIGN.md's "Data" contract. Reading checks every line and fails as a
 // whole, naming file and line, so a bad dataset is never half-used.
-import { readFileSync } from 'node:fs';
-
 import { z } from 'zod';
 
-import { writeFileAtomic } from '../util/files.js';
+import { readText, writeFileAtomic } from '../util/files.js';
 import type { FlashbackRecord, InstanceRecord } from './records.js';
 
 export type RecordKind = 'instance' | 'flashback';
@@ -110,9 +108,9 @@ export function readJsonl(path: string, kind: 'flashback'): FlashbackRecord[];
 export function readJsonl(path: string, kind: RecordKind): (InstanceRecord | FlashbackRecord)[] {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readText(path);
   } catch (e) {
-    throw new DataError([`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`]);
+    throw new DataError([(e as Error).message]);
   }
   return kind === 'instance' ? parseJsonl(text, path, kind) : parseJsonl(text, path, kind);
 }
