@@ -14,7 +14,7 @@ import { generateSuite, type Suite, type SuiteOptions } from '../data/suite.js';
 import { evaluateOld } from '../jfa/evaluate.js';
 import { pretrain } from '../jfa/pretrain.js';
 import { learnMerges } from '../model/bpe.js';
-import { createModel } from '../model/create.js';
+import { createModel, intermediateSize } from '../model/create.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { runtimeInfo } from '../runtime.js';
@@ -105,8 +105,7 @@ export async function buildBase(out: string, o: BaseOptions, options: { data?: s
   // The tokenizer is learned from old and new text alike, as a general-purpose one would be.
   const texts = [...records, ...(suite?.newTrain ?? [])].flatMap((r) => [r.instruction, r.input, r.output]);
   const merges = learnMerges(texts, o.merges);
-  const intermediate = Math.round((o.hiddenSize * 8) / 3 / 32) * 32;
-  createModel(out, { hiddenSize: o.hiddenSize, intermediateSize: intermediate, numLayers: o.layers, numHeads: o.heads, merges, seed: o.seed });
+  createModel(out, { hiddenSize: o.hiddenSize, intermediateSize: intermediateSize(o.hiddenSize), numLayers: o.layers, numHeads: o.heads, merges, seed: o.seed });
   const tokenizer = Tokenizer.fromDir(out);
   using model = LlamaModel.load(out);
   log(`${options.label ?? 'pretrain'}: ${(model.parameterCount / 1e6).toFixed(2)}M parameters, ${records.length} records x ${o.epochs} epochs -> ${out}`);

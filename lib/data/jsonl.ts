@@ -1,8 +1,8 @@
 // JSONL in the formats of DESIGN.md's "Data" contract. Reading checks every line and fails as a
 // whole, naming file and line, so a bad dataset is never half-used.
-import { readFileSync } from 'node:fs';
+import { z } from 'zod';
 
-import { writeFileAtomic } from '../util/files.js';
+import { readText, writeFileAtomic } from '../util/files.js';
 import type { FlashbackRecord, InstanceRecord } from './records.js';
 
 export type RecordKind = 'instance' | 'flashback';
@@ -21,48 +21,42 @@ export function writeJsonl(path: string, records: readonly (InstanceRecord | Fla
   writeFileAtomic(path, records.map((r) => `${JSON.stringify(r)}\n`).join(''));
 }
 
-const describe = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v);
+const describe = (v: unknown): string =>
+  v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v === 'number' && !Number.isFinite(v) ? String(v) : typeof v;
 
-type Checked<T> = { value: T } | { problem: string };
+// Fields a kind does not use are dropped unchecked, as unknown fields are.
+const text = z.string();
+const embedding = z.array(z.number()).min(1).optional();
+const instance: z.ZodType<InstanceRecord> = z.object({ task: text, instruction: text, input: text, output: text, answer: text.optional(), embedding });
+const pairFlashback: z.ZodType<FlashbackRecord> = z.object({ task: text, instruction: text, input: text, embedding });
+const promptFlashback: z.ZodType<FlashbackRecord> = z.object({ task: text, prompt: text, embedding });
 
-function checkFields(o: Record<string, unknown>, required: readonly string[]): string | undefined {
-  for (const f of required) {
-    if (!(f in o)) return `missing field '${f}'`;
-    if (typeof o[f] !== 'string') return `field '${f}' must be a string, got ${describe(o[f])}`;
+/** A zod issue with one field, in the data contract's words. */
+function problem(issue: z.core.$ZodIssue, o: Record<string, unknown>): string {
+  const [field, item] = issue.path as [string, number | undefined];
+  const value = o[field];
+  if (value === undefined) return `missing field '${field}'`;
+  if (field === 'embedding') {
+    const why = item !== undefined ? ` (item ${item}: ${describe((value as unknown[])[item])})` : Array.isArray(value) ? '' : `, got ${describe(value)}`;
+    return `field 'embedding' must be a non-empty array of finite numbers${why}`;
   }
-  for (const f of ['answer', 'prompt', 'instruction', 'input', 'output'] as const) {
-    if (f in o && typeof o[f] !== 'string') return `field '${f}' must be a string, got ${describe(o[f])}`;
-  }
-  if ('embedding' in o) {
-    const e = o.embedding;
-    if (!Array.isArray(e) || e.length === 0 || !e.every((x) => typeof x === 'number' && Number.isFinite(x))) {
-      return "field 'embedding' must be a non-empty array of finite numbers";
-    }
-  }
-  return undefined;
+  return `field '${field}' must be a string, got ${describe(value)}`;
 }
 
-function checkInstance(o: Record<string, unknown>): Checked<InstanceRecord> {
-  const problem = checkFields(o, ['task', 'instruction', 'input', 'output']);
-  if (problem) return { problem };
-  const r: InstanceRecord = { task: o.task as string, instruction: o.instruction as string, input: o.input as string, output: o.output as string };
-  if (typeof o.answer === 'string') r.answer = o.answer;
-  if (Array.isArray(o.embedding)) r.embedding = o.embedding as number[];
-  return { value: r };
-}
-
-function checkFlashback(o: Record<string, unknown>): Checked<FlashbackRecord> {
-  const hasPrompt = 'prompt' in o;
-  const hasPair = 'instruction' in o || 'input' in o;
-  if (hasPrompt && hasPair) return { problem: "give either 'instruction' and 'input', or 'prompt', not both" };
-  if (!hasPrompt && !hasPair) return { problem: "missing field 'instruction' and 'input' (or 'prompt')" };
-  const problem = checkFields(o, hasPrompt ? ['task', 'prompt'] : ['task', 'instruction', 'input']);
-  if (problem) return { problem };
-  const r: FlashbackRecord = hasPrompt
-    ? { task: o.task as string, prompt: o.prompt as string }
-    : { task: o.task as string, instruction: o.instruction as string, input: o.input as string };
-  if (Array.isArray(o.embedding)) r.embedding = o.embedding as number[];
-  return { value: r };
+/** The record on one line, or every field that is wrong with it. */
+function checkRecord(kind: RecordKind, o: Record<string, unknown>): { value: InstanceRecord | FlashbackRecord } | { problem: string } {
+  let schema: z.ZodType<InstanceRecord | FlashbackRecord> = instance;
+  if (kind === 'flashback') {
+    const hasPrompt = 'prompt' in o;
+    const hasPair = 'instruction' in o || 'input' in o;
+    if (hasPrompt && hasPair) return { problem: "give either 'instruction' and 'input', or 'prompt', not both" };
+    if (!hasPrompt && !hasPair) return { problem: "missing field 'instruction' and 'input' (or 'prompt')" };
+    schema = hasPrompt ? promptFlashback : pairFlashback;
+  }
+  const r = schema.safeParse(o);
+  if (r.success) return { value: r.data };
+  const firstPerField = r.error.issues.filter((issue, i, all) => all.findIndex((j) => j.path[0] === issue.path[0]) === i);
+  return { problem: firstPerField.map((issue) => problem(issue, o)).join('; ') };
 }
 
 /** Parses and validates JSONL text; `name` is what errors call the file. Blank lines are skipped. */
@@ -89,7 +83,7 @@ export function parseJsonl(text: string, name: string, kind: RecordKind): (Insta
       problems.push(`${at}: expected a JSON object, got ${describe(parsed)}`);
       return;
     }
-    const checked = kind === 'instance' ? checkInstance(parsed as Record<string, unknown>) : checkFlashback(parsed as Record<string, unknown>);
+    const checked = checkRecord(kind, parsed as Record<string, unknown>);
     if ('problem' in checked) {
       problems.push(`${at}: ${checked.problem}`);
       return;
@@ -114,9 +108,9 @@ export function readJsonl(path: string, kind: 'flashback'): FlashbackRecord[];
 export function readJsonl(path: string, kind: RecordKind): (InstanceRecord | FlashbackRecord)[] {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readText(path);
   } catch (e) {
-    throw new DataError([`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`]);
+    throw new DataError([(e as Error).message]);
   }
   return kind === 'instance' ? parseJsonl(text, path, kind) : parseJsonl(text, path, kind);
 }

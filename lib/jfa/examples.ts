@@ -1,7 +1,7 @@
 // Records to token tensors. New-task records train on their output only (prompt and padding
 // masked out of the loss); flashbacks are prompts, all of whose positions enter the divergence.
 import { type FlashbackRecord, type InstanceRecord } from '../data/records.js';
-import { type Tokenizer } from '../model/tokenizer.js';
+import { padRows, type Tokenizer } from '../model/tokenizer.js';
 import { tensor, type Tensor } from '../tensor.js';
 
 /** The prompt text of a record: its instruction and input, or a flashback's `prompt`. */
@@ -22,14 +22,6 @@ export interface PromptBatch {
   tokens: number;
 }
 
-function pad(rows: number[][], padId: number) {
-  const width = Math.max(...rows.map((r) => r.length));
-  const ids = new BigInt64Array(rows.length * width).fill(BigInt(padId));
-  const mask = new Uint8Array(rows.length * width);
-  rows.forEach((row, b) => row.forEach((id, i) => ((ids[b * width + i] = BigInt(id)), (mask[b * width + i] = 1))));
-  return { ids, mask, width };
-}
-
 /**
  * Tokenizes new-task records as prompt + output + EOS; `promptLoss` makes every next token a target. Past maxTokens the prompt loses its start
  * (after the first token, BOS), never the output: a truncated target teaches nothing.
@@ -46,7 +38,8 @@ export function sftBatch(tokenizer: Tokenizer, records: InstanceRecord[], maxTok
     rows.push([...prompt, ...answer]);
     starts.push(prompt.length);
   }
-  const { ids, mask, width } = pad(rows, tokenizer.padTokenId ?? 0);
+  const { ids, attentionMask } = padRows(rows, tokenizer.padTokenId ?? 0, 'right');
+  const width = ids.shape[1]!;
   const targets = new BigInt64Array(rows.length * width).fill(-100n);
   let tokens = 0;
   rows.forEach((row, b) => {
@@ -57,13 +50,11 @@ export function sftBatch(tokenizer: Tokenizer, records: InstanceRecord[], maxTok
       tokens += 1;
     }
   });
-  const shape = [rows.length, width];
-  return { ids: tensor(ids, shape), attentionMask: tensor(mask, shape), targets: tensor(targets, shape), tokens };
+  return { ids, attentionMask, targets: tensor(targets, [rows.length, width]), tokens };
 }
 
 /** Tokenizes prompts (flashbacks, or eval prompts), right-padded, truncated to maxTokens. */
 export function promptBatch(tokenizer: Tokenizer, records: Array<InstanceRecord | FlashbackRecord>, maxTokens: number): PromptBatch {
   const rows = records.map((r) => tokenizer.encode(promptText(r)).slice(0, maxTokens));
-  const { ids, mask, width } = pad(rows, tokenizer.padTokenId ?? 0);
-  return { ids: tensor(ids, [rows.length, width]), attentionMask: tensor(mask, [rows.length, width]), tokens: rows.reduce((s, r) => s + r.length, 0) };
+  return { ...padRows(rows, tokenizer.padTokenId ?? 0, 'right'), tokens: rows.reduce((s, r) => s + r.length, 0) };
 }

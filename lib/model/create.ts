@@ -80,6 +80,11 @@ export function byteLevelTokenizer(merges: string[] = []): { tokenizer: object; 
   return { tokenizer, config, vocabSize: Object.keys(vocab).length };
 }
 
+/** Llama's MLP width for a hidden size: 8/3 of it (SwiGLU keeps the parameters of a 4x MLP), rounded to a multiple of 32. */
+export function intermediateSize(hiddenSize: number): number {
+  return Math.round((hiddenSize * 8) / 3 / 32) * 32;
+}
+
 export interface CreateModelOptions {
   hiddenSize?: number;
   intermediateSize?: number;
@@ -102,7 +107,7 @@ export function createModel(dir: string, options: CreateModelOptions = {}): void
     model_type: 'llama',
     vocab_size: vocabSize,
     hidden_size: hidden,
-    intermediate_size: options.intermediateSize ?? Math.round((hidden * 8) / 3 / 32) * 32,
+    intermediate_size: options.intermediateSize ?? intermediateSize(hidden),
     num_hidden_layers: options.numLayers ?? 4,
     num_attention_heads: heads,
     num_key_value_heads: options.numKeyValueHeads ?? heads,

@@ -111,18 +111,22 @@ export class Tokenizer {
   batch(texts: string[], options: { padding?: 'left' | 'right'; addSpecialTokens?: boolean } = {}): Batch {
     if (texts.length === 0) throw new RangeError('batch: no texts');
     const encoded = texts.map((t) => this.encode(t, options));
-    const width = Math.max(...encoded.map((e) => e.length));
-    if (width === 0) throw new RangeError('batch: every text encodes to zero tokens');
-    const pad = this.padTokenId ?? 0;
-    const ids = new BigInt64Array(texts.length * width).fill(BigInt(pad));
-    const mask = new Uint8Array(texts.length * width);
-    encoded.forEach((e, row) => {
-      const start = row * width + (options.padding === 'right' ? 0 : width - e.length);
-      e.forEach((id, i) => {
-        ids[start + i] = BigInt(id);
-        mask[start + i] = 1;
-      });
-    });
-    return { ids: tensor(ids, [texts.length, width]), attentionMask: tensor(mask, [texts.length, width]) };
+    if (encoded.every((e) => e.length === 0)) throw new RangeError('batch: every text encodes to zero tokens');
+    return padRows(encoded, this.padTokenId ?? 0, options.padding ?? 'left');
   }
+}
+
+/** Rows of token ids as one batch, padded with `padId` on the given side to the longest row. */
+export function padRows(rows: readonly number[][], padId: number, padding: 'left' | 'right'): Batch {
+  const width = Math.max(...rows.map((r) => r.length));
+  const ids = new BigInt64Array(rows.length * width).fill(BigInt(padId));
+  const mask = new Uint8Array(rows.length * width);
+  rows.forEach((row, b) => {
+    const start = b * width + (padding === 'right' ? 0 : width - row.length);
+    row.forEach((id, i) => {
+      ids[start + i] = BigInt(id);
+      mask[start + i] = 1;
+    });
+  });
+  return { ids: tensor(ids, [rows.length, width]), attentionMask: tensor(mask, [rows.length, width]) };
 }

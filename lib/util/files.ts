@@ -21,14 +21,18 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   }
 }
 
-/** Parses a JSON file, naming the file in any error. */
-export function readJson<T = unknown>(path: string): T {
-  let text: string;
+/** A text file's contents; an error says "PATH: cannot read (ENOENT)". */
+export function readText(path: string): string {
   try {
-    text = readFileSync(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch (e) {
     throw new Error(`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
+}
+
+/** Parses a JSON file, naming the file in any error. */
+export function readJson<T = unknown>(path: string): T {
+  const text = readText(path);
   try {
     return JSON.parse(text) as T;
   } catch (e) {

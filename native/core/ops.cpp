@@ -10,30 +10,9 @@
 #include <ATen/ops/zeros.h>
 
 #include <cstring>
-#include <sstream>
 
 namespace jfa {
 namespace {
-
-struct DtypeName {
-  const char* name;
-  c10::ScalarType type;
-};
-
-constexpr DtypeName kDtypes[] = {
-    {"float32", c10::kFloat}, {"float64", c10::kDouble}, {"bfloat16", c10::kBFloat16},
-    {"float16", c10::kHalf},  {"int32", c10::kInt},      {"int64", c10::kLong},
-    {"uint8", c10::kByte},    {"bool", c10::kBool},
-};
-
-std::string dtype_list() {
-  std::string out;
-  for (const auto& d : kDtypes) {
-    if (!out.empty()) out += ", ";
-    out += d.name;
-  }
-  return out;
-}
 
 void check_shape(const std::vector<int64_t>& shape, const char* op) {
   int64_t numel = 1;
@@ -45,38 +24,7 @@ void check_shape(const std::vector<int64_t>& shape, const char* op) {
   }
 }
 
-void check_float(const at::Tensor& t, const char* op, const char* what) {
-  if (!c10::isFloatingType(t.scalar_type()))
-    throw_type(std::string(op) + ": " + what + " must be a floating-point tensor, got " + dtype_name(t.scalar_type()));
-}
-
-void check_same_device(const at::Tensor& a, const at::Tensor& b, const char* op) {
-  if (a.device() != b.device())
-    throw_type(std::string(op) + ": tensors are on different devices (" + a.device().str() + " and " +
-               b.device().str() + ")");
-}
-
 }  // namespace
-
-std::string shape_str(c10::IntArrayRef shape) {
-  std::ostringstream s;
-  s << '[';
-  for (size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
-  s << ']';
-  return s.str();
-}
-
-std::string dtype_name(c10::ScalarType type) {
-  for (const auto& d : kDtypes)
-    if (d.type == type) return d.name;
-  return c10::toString(type);
-}
-
-c10::ScalarType parse_dtype(const std::string& name, const char* op) {
-  for (const auto& d : kDtypes)
-    if (name == d.name) return d.type;
-  throw_type(std::string(op) + ": unknown dtype '" + name + "'; expected one of " + dtype_list());
-}
 
 at::Tensor copy_from(const void* data, size_t bytes, const std::vector<int64_t>& shape, c10::ScalarType type,
                      const char* op) {
@@ -104,11 +52,8 @@ at::Tensor randn(const std::vector<int64_t>& shape, c10::ScalarType type, std::o
 }
 
 at::Tensor matmul(const at::Tensor& a, const at::Tensor& b) {
-  check_float(a, "matmul", "a");
-  check_float(b, "matmul", "b");
-  if (a.scalar_type() != b.scalar_type())
-    throw_type("matmul: dtypes differ (" + dtype_name(a.scalar_type()) + " and " + dtype_name(b.scalar_type()) + ")");
-  check_same_device(a, b, "matmul");
+  check_float_tensor(a, "matmul", "a");
+  check_same_kind(b, a, "matmul", "b", "a");
   if (a.dim() == 0 || b.dim() == 0)
     throw_range("matmul: both operands need at least 1 dimension, got shapes " + shape_str(a.sizes()) + " and " +
                 shape_str(b.sizes()));
@@ -122,7 +67,7 @@ at::Tensor matmul(const at::Tensor& a, const at::Tensor& b) {
 }
 
 at::Tensor add(const at::Tensor& a, const at::Tensor& b, double alpha) {
-  check_same_device(a, b, "add");
+  check_same_device(b, a, "add", "b", "a");
   try {
     at::infer_size(a.sizes(), b.sizes());
   } catch (const c10::Error&) {

@@ -12,9 +12,6 @@
 #include "core/checks.h"
 
 namespace jfa {
-// Accepts the names dtype_name() produces; throws a Type error listing them otherwise.
-c10::ScalarType parse_dtype(const std::string& name, const char* op);
-
 // A new tensor of `type` holding a copy of `data` (numel(shape) elements of that type).
 at::Tensor copy_from(const void* data, size_t bytes, const std::vector<int64_t>& shape, c10::ScalarType type,
                      const char* op);

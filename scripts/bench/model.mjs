@@ -3,16 +3,14 @@
 // greedy generation by us and by transformers (scripts/reference/bench_model.py) in the same run,
 // interleaved, same thread count, medians. Load time and its peak RSS growth come from one load each.
 // Usage: npm run bench:model [-- --json] [-- --repeats N]
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 
 import * as jfa from '../../dist/index.js';
-import { packageRoot } from '../../dist/locate.js';
+import { median, progressLine, resetPeak, rss, startReference } from './harness.mjs';
 
 const { values } = parseArgs({ options: { json: { type: 'boolean' }, repeats: { type: 'string', default: '5' } } });
 const repeats = Number(values.repeats);
@@ -24,16 +22,8 @@ const CONFIG = {
 const FORWARD = { batch: 4, seq: 256 };
 const GENERATE = { batch: 4, prompt: 32, new: 32 };
 
-const env = { ...process.env, MALLOC_MMAP_THRESHOLD_: '1073741824', MALLOC_TRIM_THRESHOLD_: '1073741824' };
-const child = spawn(join(packageRoot, '.venv', 'bin', 'python'), [join(packageRoot, 'scripts', 'reference', 'bench_model.py')], { env, stdio: ['pipe', 'pipe', 'inherit'] });
-const lines = createInterface({ input: child.stdout });
-const waiting = [];
-lines.on('line', (l) => waiting.shift()?.(JSON.parse(l)));
-const ask = (cmd) => new Promise((r) => { waiting.push(r); child.stdin.write(`${JSON.stringify(cmd)}\n`); });
-
-const status = (f) => Number(new RegExp(`^${f}:\\s+(\\d+)`, 'm').exec(readFileSync('/proc/self/status', 'utf8'))[1]) / 1024;
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const progress = (s) => process.stderr.write(`bench:model ${s}            \r`);
+const { ask, close } = startReference('bench_model.py');
+const progress = progressLine('bench:model');
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-bench-model-'));
 try {
@@ -41,11 +31,11 @@ try {
   progress('creating a ~100M model with transformers');
   await ask({ cmd: 'create', dir, config: { ...CONFIG, model_type: 'llama' } });
 
-  writeFileSync('/proc/self/clear_refs', '5');
-  const base = status('VmRSS');
+  resetPeak();
+  const base = rss('VmRSS');
   let t = performance.now();
   const model = jfa.LlamaModel.load(dir);
-  const ours = { loadMs: performance.now() - t, loadPeakMiB: status('VmHWM') - base };
+  const ours = { loadMs: performance.now() - t, loadPeakMiB: rss('VmHWM') - base };
   // A load maps the file; the first forward touches every weight page.
   const theirs = await ask({ cmd: 'load', dir });
 
@@ -54,7 +44,7 @@ try {
   const genIds = ids(GENERATE.batch, GENERATE.prompt, 2);
   // Loading maps the files; the first forward touches every weight: the peak that matters.
   model.logits(fwdIds).dispose();
-  ours.firstForwardPeakMiB = status('VmHWM') - base;
+  ours.firstForwardPeakMiB = rss('VmHWM') - base;
   const first = await ask({ cmd: 'forward', ...FORWARD });
   theirs.firstForwardPeakMiB = first.hwmMiB - theirs.baseMiB;
   const f = { ours: [], theirs: [] };
@@ -88,7 +78,7 @@ try {
     forward: { ...FORWARD, oursTokensPerS: fwdTokens / (median(f.ours) / 1000), torchTokensPerS: fwdTokens / (median(f.theirs) / 1000) },
     generate: { ...GENERATE, oursTokensPerS: GENERATE.batch / (median(g.ours) / 1000), torchTokensPerS: GENERATE.batch / (median(g.theirs) / 1000) },
   };
-  process.stderr.write(' '.repeat(60) + '\r');
+  progress.done();
   if (values.json) console.log(JSON.stringify(result, null, 2));
   else {
     console.log(`bench:model: ${(result.parameters / 1e6).toFixed(0)}M-parameter Llama, fp32, ${threads} threads, medians of ${repeats} interleaved repeats`);
@@ -99,6 +89,6 @@ try {
   }
   model.dispose();
 } finally {
-  child.stdin.end();
+  close();
   if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
 }

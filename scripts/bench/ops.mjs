@@ -1,18 +1,13 @@
 #!/usr/bin/env node
 // `npm run bench:ops`: each kernel (forward + backward) against the PyTorch reference
 // (scripts/reference/bench_ops.py) in the same run: interleaved repeats, medians, the same thread
-// count, peak memory of one run on each side. The reference runs in its best configuration:
-// glibc's mmap and trim thresholds raised, so it pays no page faults we would not.
+// count, peak memory of one run on each side.
 // Usage: npm run bench:ops [-- --json] [-- --repeats N] [-- --ops lora,divergence]
-import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 
 import * as jfa from '../../dist/index.js';
-import { packageRoot } from '../../dist/locate.js';
+import { median, progressLine, resetPeak, rss, startReference } from './harness.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -99,42 +94,19 @@ function make(op) {
   throw new Error(`unknown op ${op}`);
 }
 
-function status(field) {
-  const m = new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(readFileSync('/proc/self/status', 'utf8'));
-  return Number(m[1]) / 1024;
-}
-
 function peakMiB(run) {
   jfa.emptyCpuCache(); // what earlier runs left cached must not hide this run's own peak
-  writeFileSync('/proc/self/clear_refs', '5');
-  const base = status('VmRSS');
+  resetPeak();
+  const base = rss('VmRSS');
   run();
-  return status('VmHWM') - base;
+  return rss('VmHWM') - base;
 }
 
-function reference() {
-  const child = spawn(join(packageRoot, '.venv', 'bin', 'python'), [join(packageRoot, 'scripts', 'reference', 'bench_ops.py')], {
-    env: { ...process.env, MALLOC_MMAP_THRESHOLD_: '1073741824', MALLOC_TRIM_THRESHOLD_: '1073741824' },
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
-  const lines = createInterface({ input: child.stdout });
-  const waiting = [];
-  lines.on('line', (line) => waiting.shift()?.(JSON.parse(line)));
-  return {
-    ask: (cmd) =>
-      new Promise((resolve) => {
-        waiting.push(resolve);
-        child.stdin.write(`${JSON.stringify(cmd)}\n`);
-      }),
-    close: () => child.stdin.end(),
-  };
-}
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const ref = reference();
+const ref = startReference('bench_ops.py');
+const progress = progressLine('bench:ops');
 const rows = [];
 for (const op of values.ops.split(',')) {
-  process.stderr.write(`bench:ops ${op}: setting up...\r`);
+  progress(`${op}: setting up`);
   const setup = await ref.ask({ cmd: 'setup', op, threads });
   if (setup.threads !== threads) throw new Error(`reference runs ${setup.threads} threads, ours ${threads}`);
   const run = make(op);
@@ -142,7 +114,7 @@ for (const op of values.ops.split(',')) {
   const ours = [];
   const theirs = [];
   for (let i = 0; i < repeats; i++) {
-    process.stderr.write(`bench:ops ${op}: repeat ${i + 1}/${repeats}   \r`);
+    progress(`${op}: repeat ${i + 1}/${repeats}`);
     const t = performance.now();
     run();
     ours.push(performance.now() - t);
@@ -162,7 +134,7 @@ for (const op of values.ops.split(',')) {
   });
 }
 ref.close();
-process.stderr.write(' '.repeat(60) + '\r');
+progress.done();
 
 if (values.json) {
   console.log(JSON.stringify({ threads, repeats, rows }, null, 2));

@@ -2,14 +2,12 @@
 // Per-call overhead of trivial ops: ours (through the TypeScript API and the raw addon) against
 // the same ops from Python torch, same thread count, interleaved runs, medians.
 // Usage: npm run bench:overhead [-- --json] [-- --calls N] [-- --repeats R]
-import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 
 import { add, matmul, sum, tensor } from '../../dist/index.js';
 import { native } from '../../dist/native.js';
-import { packageRoot } from '../../dist/locate.js';
+import { median, startReference } from './harness.mjs';
 
 const { values } = parseArgs({
   options: { json: { type: 'boolean' }, calls: { type: 'string', default: '100000' }, repeats: { type: 'string', default: '5' } },
@@ -40,28 +38,19 @@ function perCall(fn) {
   return ((performance.now() - t) / calls) * 1000;
 }
 
-// The reference runs in its best configuration (glibc's thresholds raised, as for our benchmarks).
-const pyEnv = { ...process.env, MALLOC_MMAP_THRESHOLD_: '1073741824', MALLOC_TRIM_THRESHOLD_: '1073741824' };
-function python() {
-  const r = spawnSync(join(packageRoot, '.venv', 'bin', 'python'), [join(packageRoot, 'scripts', 'reference', 'overhead.py'), String(calls), String(threads)], {
-    encoding: 'utf8',
-    env: pyEnv,
-  });
-  if (r.status !== 0) throw new Error(`reference failed: ${r.stderr}`);
-  return JSON.parse(r.stdout);
-}
-
 const samples = { ours: {}, raw: {}, torch: {} };
 for (const op of Object.keys(ours)) for (const k of Object.keys(samples)) samples[k][op] = [];
+const reference = startReference('overhead.py');
+await reference.ask({ cmd: 'threads', n: threads });
 for (let r = 0; r < repeats; r++) {
-  const py = python();
+  const py = await reference.ask({ cmd: 'time', calls });
   for (const op of Object.keys(ours)) {
     samples.ours[op].push(perCall(ours[op]));
     samples.raw[op].push(perCall(raw[op]));
     samples.torch[op].push(py[op]);
   }
 }
-const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+reference.close();
 const rows = Object.keys(ours).map((op) => {
   const o = median(samples.ours[op]);
   const w = median(samples.raw[op]);

@@ -10,16 +10,14 @@
 // reference forward in every step instead, as the PyTorch reference does.
 // Usage: npm run bench:step [-- --json] [-- --repeats N] [-- --threads N] [-- --model DIR] [-- --only small|100m]
 //        [-- --recompute-reference]
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 
 import * as jfa from '../../dist/index.js';
-import { packageRoot } from '../../dist/locate.js';
+import { median, progressLine, rss as status, startReference } from './harness.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -43,21 +41,8 @@ const OPTIM = { lr: 1e-4, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0 };
 const LORA = { r: 8, loraAlpha: 16 };
 const MATMUL = 2048;
 
-const env = { ...process.env, MALLOC_MMAP_THRESHOLD_: '1073741824', MALLOC_TRIM_THRESHOLD_: '1073741824' };
-const child = spawn(join(packageRoot, '.venv', 'bin', 'python'), [join(packageRoot, 'scripts', 'reference', 'jfa_step.py')], { env, stdio: ['pipe', 'pipe', 'inherit'] });
-const lines = createInterface({ input: child.stdout });
-const waiting = [];
-lines.on('line', (l) => waiting.shift()?.(JSON.parse(l)));
-const ask = (cmd) =>
-  new Promise((resolve, reject) => {
-    waiting.push((r) => (r.error ? reject(new Error(`reference: ${r.error}`)) : resolve(r)));
-    child.stdin.write(`${JSON.stringify(cmd)}\n`);
-  });
-child.on('exit', (code) => code && waiting.splice(0).forEach((w) => w({ error: `exited with ${code}` })));
-
-const status = (f) => Number(new RegExp(`^${f}:\\s+(\\d+)`, 'm').exec(readFileSync('/proc/self/status', 'utf8'))[1]) / 1024;
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const progress = (s) => process.stderr.write(`bench:step ${s}                    \r`);
+const { ask, close } = startReference('jfa_step.py');
+const progress = progressLine('bench:step');
 
 // A small deterministic generator (mulberry32) for token ids and retrieval.
 function rng(seed) {
@@ -277,7 +262,7 @@ try {
     matmul: { n: MATMUL, oursGflops: matmulFlops / 1e6 / oursMatmul, torchGflops: matmulFlops / 1e6 / torchMatmul },
     models: results,
   };
-  process.stderr.write(' '.repeat(70) + '\r');
+  progress.done();
   if (values.json) console.log(JSON.stringify(result, null, 2));
   else {
     const f = (x, d = 0) => x.toFixed(d);
@@ -294,6 +279,6 @@ try {
     }
   }
 } finally {
-  child.stdin.end();
+  close();
   rmSync(dir, { recursive: true, force: true });
 }

@@ -7,8 +7,6 @@ benchmark can interleave our runs with these. Commands:
   {"cmd": "memory", "op": NAME}                    peak RSS growth of one forward + backward, MiB
 """
 import ctypes
-import json
-import sys
 import time
 
 import torch
@@ -16,6 +14,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 
 from procfs import reset_peak, rss
+from serve import serve
 
 SIZES = {
     "lora": dict(tokens=2048, d=4096, r=8),
@@ -116,27 +115,27 @@ def make(op):
 
 def main():
     runs = {}
-    for line in sys.stdin:
-        c = json.loads(line)
-        if c["cmd"] == "setup":
-            torch.set_num_threads(c["threads"])
-            runs[c["op"]] = make(c["op"])
-            for _ in range(3):  # warm up: the allocator reaches its steady state after a few runs
-                runs[c["op"]]()
-            reply = {"ok": True, "threads": torch.get_num_threads()}
-        elif c["cmd"] == "time":
-            t = time.perf_counter()
+
+    def setup(c):
+        torch.set_num_threads(c["threads"])
+        runs[c["op"]] = make(c["op"])
+        for _ in range(3):  # warm up: the allocator reaches its steady state after a few runs
             runs[c["op"]]()
-            reply = {"ms": (time.perf_counter() - t) * 1e3}
-        elif c["cmd"] == "memory":
-            libc.malloc_trim(0)  # return what earlier runs freed, so the peak below is this run's
-            reset_peak()
-            base = rss("VmRSS")
-            runs[c["op"]]()
-            reply = {"peakMiB": rss("VmHWM") - base}
-        else:
-            reply = {"error": f"unknown command {c['cmd']}"}
-        print(json.dumps(reply), flush=True)
+        return {"ok": True, "threads": torch.get_num_threads()}
+
+    def timed(c):
+        t = time.perf_counter()
+        runs[c["op"]]()
+        return {"ms": (time.perf_counter() - t) * 1e3}
+
+    def memory(c):
+        libc.malloc_trim(0)  # return what earlier runs freed, so the peak below is this run's
+        reset_peak()
+        base = rss("VmRSS")
+        runs[c["op"]]()
+        return {"peakMiB": rss("VmHWM") - base}
+
+    serve({"setup": setup, "time": timed, "memory": memory})
 
 
 if __name__ == "__main__":

@@ -21,8 +21,6 @@ JSON lines on stdin, one JSON line answered per command:
   {"cmd": "matmul", "n": N, "repeats": R}   {"ms"}: the median of R fp32 (N x N) @ (N x N)
 """
 import gc
-import json
-import sys
 import time
 
 import torch
@@ -32,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from transformers import LlamaForCausalLM
 
 from procfs import reset_peak, rss
+from serve import serve
 
 
 class JfaStep:
@@ -171,41 +170,41 @@ def load_batches(file, kinds):
 
 def main():
     trainer, batches = None, {}
-    for line in sys.stdin:
-        c = json.loads(line)
-        cmd = c["cmd"]
-        if cmd == "threads":
-            torch.set_num_threads(c["n"])
-            reply = {"threads": torch.get_num_threads()}
-        elif cmd == "setup":
-            trainer = None
-            batches.clear()
-            gc.collect()
-            trainer = JfaStep(c)
-            reply = {"rssMiB": rss("VmRSS"), "trainable": sum(p.numel() for p in trainer.params)}
-        elif cmd == "batches":
-            batches[c["name"]] = load_batches(c["file"], c["kinds"])
-            reply = {"ok": True}
-        elif cmd == "step":
-            reset_peak()
+
+    def setup(c):
+        nonlocal trainer
+        trainer = None
+        batches.clear()
+        gc.collect()
+        trainer = JfaStep(c)
+        return {"rssMiB": rss("VmRSS"), "trainable": sum(p.numel() for p in trainer.params)}
+
+    def add_batches(c):
+        batches[c["name"]] = load_batches(c["file"], c["kinds"])
+        return {"ok": True}
+
+    def step(c):
+        reset_peak()
+        t = time.perf_counter()
+        reply = trainer.step(batches[c["batches"]], c.get("orders"), c.get("lr"))
+        reply.update(ms=(time.perf_counter() - t) * 1e3, rssMiB=rss("VmRSS"), hwmMiB=rss("VmHWM"))
+        return reply
+
+    def save(c):
+        trainer.save(c["file"])
+        return {"ok": True}
+
+    def matmul(c):
+        a, b = torch.randn(c["n"], c["n"]), torch.randn(c["n"], c["n"])
+        a @ b
+        times = []
+        for _ in range(c["repeats"]):
             t = time.perf_counter()
-            reply = trainer.step(batches[c["batches"]], c.get("orders"), c.get("lr"))
-            reply.update(ms=(time.perf_counter() - t) * 1e3, rssMiB=rss("VmRSS"), hwmMiB=rss("VmHWM"))
-        elif cmd == "save":
-            trainer.save(c["file"])
-            reply = {"ok": True}
-        elif cmd == "matmul":
-            a, b = torch.randn(c["n"], c["n"]), torch.randn(c["n"], c["n"])
             a @ b
-            times = []
-            for _ in range(c["repeats"]):
-                t = time.perf_counter()
-                a @ b
-                times.append((time.perf_counter() - t) * 1e3)
-            reply = {"ms": sorted(times)[len(times) // 2]}
-        else:
-            reply = {"error": f"unknown command {cmd}"}
-        print(json.dumps(reply), flush=True)
+            times.append((time.perf_counter() - t) * 1e3)
+        return {"ms": sorted(times)[len(times) // 2]}
+
+    serve({"setup": setup, "batches": add_batches, "step": step, "save": save, "matmul": matmul})
 
 
 if __name__ == "__main__":

@@ -1,22 +1,26 @@
 """Per-call overhead of trivial torch ops from Python, the reference for scripts/bench/overhead.mjs.
 
-Prints one JSON object: microseconds per call for each op, measured over `n` calls.
+Answers one JSON line per command on stdin:
+  {"cmd": "threads", "n": N}        sets torch's thread count
+  {"cmd": "time", "calls": N}       microseconds per call of each op, measured over N calls
 """
-import json
-import sys
 import time
 
 import torch
 
-n = int(sys.argv[1])
-threads = int(sys.argv[2])
-torch.set_num_threads(threads)
+from serve import serve
+
 a = torch.ones(1)
 b = torch.ones(1)
 m = torch.ones(8, 8)
+OPS = {
+    "add": lambda: torch.add(a, b),
+    "matmul8": lambda: torch.matmul(m, m),
+    "sum": lambda: a.sum(),
+}
 
 
-def per_call(fn):
+def per_call(fn, n):
     for _ in range(1000):
         fn()
     t = time.perf_counter()
@@ -25,9 +29,5 @@ def per_call(fn):
     return (time.perf_counter() - t) / n * 1e6
 
 
-out = {
-    "add": per_call(lambda: torch.add(a, b)),
-    "matmul8": per_call(lambda: torch.matmul(m, m)),
-    "sum": per_call(lambda: a.sum()),
-}
-print(json.dumps(out))
+if __name__ == "__main__":
+    serve({"time": lambda c: {op: per_call(fn, c["calls"]) for op, fn in OPS.items()}})
