@@ -26,6 +26,7 @@ class PromiseWorker : public Napi::AsyncWorker {
       failure_ = describe_current_exception(call_.op);
       SetError(failure_.message);
     }
+    release_thread_pool();
   }
   void OnOK() override {
     if (call_.release) call_.release();
@@ -59,6 +60,7 @@ class PromiseWorker : public Napi::AsyncWorker {
 }  // namespace
 
 Napi::Promise queue_async(Napi::Env env, AsyncCall call) {
+  release_thread_pool();  // see there: the worker's pool should be the only one while it runs
   auto* worker = new PromiseWorker(env, std::move(call));  // deletes itself once settled
   Napi::Promise promise = worker->promise();
   worker->Queue();

@@ -1,5 +1,9 @@
 #include "core/runtime.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include <ATen/Config.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
@@ -35,6 +39,12 @@ RuntimeInfo runtime_info() {
 void set_num_threads(int n) {
   g_threads.store(n);
   at::set_num_threads(n);
+}
+
+void release_thread_pool() {
+#ifdef _OPENMP
+  if (!omp_in_parallel()) omp_pause_resource_all(omp_pause_soft);
+#endif
 }
 
 void apply_threads() {

@@ -22,6 +22,14 @@ RuntimeInfo runtime_info();
 void set_num_threads(int n);
 void apply_threads();
 
+// Ends the calling thread's OpenMP thread pool (its idle helper threads exit). libgomp spins only
+// ~100 times instead of ~300000 before sleeping once the threads of all pools outnumber the CPUs,
+// which made every parallel region of a step on a worker thread wake its helpers through futexes
+// (+30% per step at the demo's size) while the main thread's idle pool still existed. So the main
+// thread ends its pool when it hands work to a worker, and a worker ends its own when the work is
+// done: one pool at a time is alive. The next parallel region on the thread starts a new one.
+void release_thread_pool();
+
 // Builds a tiny FAISS flat inner-product index and searches it; returns an empty string on
 // success, else what went wrong. Proves at run time that FAISS is linked and working.
 std::string faiss_self_check();
