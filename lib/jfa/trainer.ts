@@ -298,6 +298,42 @@ function flashbackSource(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan,
   };
 }
 
+/**
+ * A step's micro-batches: new-task records in a per-epoch shuffled order, then flashback
+ * micro-batches in turn, each with its latent tasks unless latent dropout drew otherwise.
+ */
+function batchMaker(
+  tokenizer: Tokenizer,
+  plan: RunPlan,
+  flash: ReturnType<typeof flashbackSource>,
+  latent: { pool: LatentPool; retrieved: { new: Retrieved; flash: Retrieved } } | undefined,
+): (step: number) => { micro: MicroBatch[]; tokens: number } {
+  let cached = { epoch: -1, order: [] as number[] };
+  return (step) => {
+    const epoch = Math.floor(step / plan.stepsPerEpoch);
+    if (epoch !== cached.epoch) cached = { epoch, order: createRng(hashString(`${plan.seed}:order:${epoch}`)).shuffle(plan.stream.map((_, i) => i)) };
+    const start = (step % plan.stepsPerEpoch) * plan.microBatch * plan.accumulation;
+    // Latent dropout: one draw per micro-batch, in order, from this step's own stream.
+    const dropRng = plan.latentRun.dropout > 0 ? createRng(hashString(`${plan.seed}:latent-dropout:${step}`)) : undefined;
+    const increments = (r: Retrieved | undefined, rows: number[]) =>
+      r && !(dropRng && dropRng.next() < plan.latentRun.dropout) ? select(r, rows, latent!.pool.tasks.k) : undefined;
+    const micro: MicroBatch[] = [];
+    let tokens = 0;
+    for (let m = 0; m < plan.accumulation; m++) {
+      const idx = cached.order.slice(start + m * plan.microBatch, start + (m + 1) * plan.microBatch);
+      if (idx.length === 0) break;
+      const b = sftBatch(tokenizer, idx.map((i) => plan.stream[i]!), plan.maxTokens);
+      tokens += b.tokens;
+      micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: increments(latent?.retrieved.new, idx) });
+    }
+    for (let f = 0; f < plan.flashbackMicro; f++) {
+      const b = flash.batch(step, f);
+      micro.push({ kind: 'flashback', ids: b.ids, attentionMask: b.attentionMask, ...b.reference, latent: increments(latent?.retrieved.flash, b.rows) });
+    }
+    return { micro, tokens };
+  };
+}
+
 export async function train(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions): Promise<TrainResult> {
   const plan = planRun(model, data, o);
   const resume = findCheckpoint(plan, o);
@@ -317,9 +353,8 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
 
   if (o.outDir) mkdirSync(o.outDir, { recursive: true });
   const metricsFile = o.outDir && join(o.outDir, 'metrics.jsonl');
-  const order = (epoch: number) => createRng(hashString(`${plan.seed}:order:${epoch}`)).shuffle(plan.stream.map((_, i) => i));
-  let epochOrder = { epoch: -1, order: [] as number[] };
   const flash = flashbackSource(model, tokenizer, plan, o);
+  const stepBatches = batchMaker(tokenizer, plan, flash, latent);
   const save = (step: number) => checkpointDir && saveCheckpoint(checkpointDir, model, optimizer, latent?.pool, latent?.retrieved, { step, ...plan.state });
 
   let reached = resume?.step ?? 0;
@@ -332,29 +367,7 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
       to: Math.min(plan.totalSteps, o.maxSteps ?? plan.totalSteps),
       totalSteps: plan.totalSteps,
       lr: (step) => plan.lr * cosineWithWarmup(step, plan.warmup, plan.totalSteps),
-      batches: (step) => {
-        const epoch = Math.floor(step / plan.stepsPerEpoch);
-        if (epoch !== epochOrder.epoch) epochOrder = { epoch, order: order(epoch) };
-        const start = (step % plan.stepsPerEpoch) * plan.microBatch * plan.accumulation;
-        // Latent dropout: one draw per micro-batch, in order, from this step's own stream.
-        const dropRng = plan.latentRun.dropout > 0 ? createRng(hashString(`${plan.seed}:latent-dropout:${step}`)) : undefined;
-        const increments = (r: Retrieved | undefined, rows: number[]) =>
-          r && !(dropRng && dropRng.next() < plan.latentRun.dropout) ? select(r, rows, latent!.pool.tasks.k) : undefined;
-        const micro: MicroBatch[] = [];
-        let tokens = 0;
-        for (let m = 0; m < plan.accumulation; m++) {
-          const idx = epochOrder.order.slice(start + m * plan.microBatch, start + (m + 1) * plan.microBatch);
-          if (idx.length === 0) break;
-          const b = sftBatch(tokenizer, idx.map((i) => plan.stream[i]!), plan.maxTokens);
-          tokens += b.tokens;
-          micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: increments(latent?.retrieved.new, idx) });
-        }
-        for (let f = 0; f < plan.flashbackMicro; f++) {
-          const b = flash.batch(step, f);
-          micro.push({ kind: 'flashback', ids: b.ids, attentionMask: b.attentionMask, ...b.reference, latent: increments(latent?.retrieved.flash, b.rows) });
-        }
-        return { micro, tokens };
-      },
+      batches: (step) => stepBatches(step),
       options: (step) => ({
         method: plan.method,
         alpha: o.alpha,
