@@ -25,7 +25,7 @@ export function setCpuCacheLimit(bytes: number): void {
   native().setCpuCacheLimit(bytes);
 }
 
-/** Returns all memory the CPU allocator keeps for reuse to the system. */
+/** Returns all memory the CPU allocator keeps for reuse to the system, and the free memory of malloc's heaps. */
 export function emptyCpuCache(): void {
   native().emptyCpuCache();
 }

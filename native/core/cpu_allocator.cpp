@@ -5,6 +5,9 @@
 #include <c10/util/Exception.h>
 
 #include <cstdlib>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <mutex>
 #include <unistd.h>
 #include <unordered_map>
@@ -157,6 +160,13 @@ void install_caching_cpu_allocator() {
 
 CpuCacheStats cpu_cache_stats() { return CachingCpuAllocator::instance().stats(); }
 void set_cpu_cache_limit(size_t bytes) { CachingCpuAllocator::instance().set_limit(bytes); }
-void empty_cpu_cache() { CachingCpuAllocator::instance().empty(); }
+void empty_cpu_cache() {
+  CachingCpuAllocator::instance().empty();
+#ifdef __GLIBC__
+  // Freed blocks (ours, and the JS typed arrays the GC released) stay in glibc's heaps until
+  // trimmed: without this, RSS reflects the heaps' high-water mark, not what is in use.
+  malloc_trim(0);
+#endif
+}
 
 }  // namespace jfa

@@ -24,7 +24,7 @@ void install_caching_cpu_allocator();
 CpuCacheStats cpu_cache_stats();
 // 0 disables caching. Shrinks the cache at once if it holds more.
 void set_cpu_cache_limit(size_t bytes);
-// Returns every cached block to the system.
+// Returns every cached block to the system, and (glibc) the free memory of malloc's heaps.
 void empty_cpu_cache();
 // The size class a request of n bytes is served from (exposed for tests).
 size_t cpu_cache_class_size(size_t n);
