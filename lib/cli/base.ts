@@ -107,7 +107,7 @@ export async function buildBase(out: string, o: BaseOptions, options: { data?: s
   const merges = learnMerges(texts, o.merges);
   createModel(out, { hiddenSize: o.hiddenSize, intermediateSize: intermediateSize(o.hiddenSize), numLayers: o.layers, numHeads: o.heads, merges, seed: o.seed });
   const tokenizer = Tokenizer.fromDir(out);
-  using model = LlamaModel.load(out);
+  using model = await LlamaModel.loadAsync(out);
   log(`${options.label ?? 'pretrain'}: ${(model.parameterCount / 1e6).toFixed(2)}M parameters, ${records.length} records x ${o.epochs} epochs -> ${out}`);
   const bar = progress(`  ${options.label ?? 'pretrain'}`, Boolean(options.quiet));
   const r = await pretrain(model, tokenizer, records, {

@@ -207,7 +207,7 @@ export async function prepareBench(o: DemoOptions, title: string): Promise<Bench
   let baseScores = saved?.key === key ? saved.scores : undefined;
   if (baseScores) log(quiet, '  base: scores cached from an earlier run');
   else {
-    using model = LlamaModel.load(base.dir);
+    using model = await LlamaModel.loadAsync(base.dir);
     baseScores = await evaluateAll(model, tokenizer, suite, o, 'base', quiet);
     writeFileAtomic(evalFile, `${JSON.stringify({ key, scores: baseScores })}\n`);
   }
@@ -221,7 +221,7 @@ export type RunOverrides = Partial<DemoOptions['train']> & { pcgrad?: boolean };
 export async function runOnce(b: Bench, m: DemoMethod, seed: number, runDir: string, label: string, overrides: RunOverrides = {}): Promise<RunResult> {
   const t = { ...b.o.train, ...overrides };
   rmSync(runDir, { recursive: true, force: true });
-  using model = LlamaModel.load(b.base.dir);
+  using model = await LlamaModel.loadAsync(b.base.dir);
   const curve: RunResult['curve'] = [];
   const bar = progress(`  train ${label}`, b.quiet);
   const method = trainMethod(m);

@@ -21,7 +21,7 @@ export interface GenerateCommandOptions {
 export async function runGenerate(o: GenerateCommandOptions): Promise<void> {
   const tokenizer = Tokenizer.fromDir(o.model);
   const started = performance.now();
-  using model = LlamaModel.load(o.model, { dtype: o.dtype });
+  using model = await LlamaModel.loadAsync(o.model, { dtype: o.dtype });
   if (o.adapter) model.loadAdapter(o.adapter);
   using pool = servingPool(model, o.adapter, o.latent);
   const loadMs = performance.now() - started;

@@ -94,7 +94,7 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
     replay: o.replay ? readJsonl(o.replay, 'instance') : undefined,
   };
   const tokenizer = Tokenizer.fromDir(o.model);
-  using model = LlamaModel.load(o.model);
+  using model = await LlamaModel.loadAsync(o.model);
   const bar = progress(`train ${o.method}`, Boolean(o.json));
   const r = await train(model, tokenizer, data, {
     method: o.method,
@@ -151,7 +151,7 @@ export async function runEval(o: z.infer<typeof evalSchema>): Promise<void> {
     if (missing >= 0) throw new Error(`${o.data}: record ${missing + 1} has no 'answer' (needed for --metric accuracy)`);
   }
   const tokenizer = Tokenizer.fromDir(o.model);
-  using model = LlamaModel.load(o.model);
+  using model = await LlamaModel.loadAsync(o.model);
   if (o.adapter) model.loadAdapter(o.adapter);
   using pool = servingPool(model, o.adapter, o.latent);
   const bar = progress('eval', Boolean(o.json));
