@@ -21,6 +21,19 @@ describe('jfa command', () => {
     expect(r.stdout).toContain('doctor');
   });
 
+  it('a bad flag prints its error and one hint line, not the usage text', () => {
+    for (const [args, error, hint] of [
+      [['train', '--epochs', 'x'], "error: option '--epochs <n>' argument 'x' is invalid. --epochs must be a number", 'hint: see jfa train --help'],
+      [['eval', '--bogus'], "error: unknown option '--bogus'", 'hint: see jfa eval --help'],
+      [['frobnicate'], "error: unknown command 'frobnicate'", 'hint: see jfa --help'],
+    ] as const) {
+      const r = jfa(...args);
+      expect(r.status, args.join(' ')).toBe(1);
+      expect(r.stderr.trim().split('\n')).toEqual([error, hint]);
+      expect(r.stdout).toBe('');
+    }
+  });
+
   it('doctor --json reports libtorch 2.x, FAISS and the addon, all found', () => {
     const r = jfa('doctor', '--json');
     expect(r.status, r.stderr).toBe(0);

@@ -20,7 +20,7 @@ const program = new Command()
   .name('jfa')
   .description('Joint Flashback Adaptation: forgetting-resistant LoRA fine-tuning, computed in libtorch')
   .version(pkg.version)
-  .showHelpAfterError();
+  .showHelpAfterError('hint: see jfa --help');
 
 program
   .command('doctor')
@@ -168,6 +168,9 @@ program
   .option('--config <file>', 'options as JSON or YAML (flags override)')
   .option('--json', 'machine-readable output')
   .action(async (flags) => runEval(withConfig(evalSchema, flags)));
+
+// A bad flag prints its error and one hint line, not the whole usage text, which buried the error.
+for (const command of program.commands) command.showHelpAfterError(`hint: see jfa ${command.name()} --help`);
 
 program.parseAsync().catch((e: unknown) => {
   // One line: the first problem, and how many more there are (data errors list every bad line).
