@@ -2,11 +2,10 @@
 // gradient projection (PCGrad, GPM) and the latent-task mixture. All run natively with explicit
 // backward passes inside libtorch's autograd; see native/core for the math.
 import { type KlKind, native, type Reduction } from './native.js';
-import { h, Tensor } from './tensor.js';
+import { h, optionalHandle as opt, Tensor } from './tensor.js';
 
 export type { KlKind, Reduction };
 
-const opt = (t: Tensor | undefined) => (t === undefined ? undefined : h(t));
 
 export interface LoraLinearOptions {
   bias?: Tensor;

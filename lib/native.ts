@@ -274,24 +274,33 @@ export interface NativeStep {
   batches: NativeStepBatch[];
 }
 
+/** Milliseconds per phase of a training step; `total` is the whole step. */
+export interface NativeStepTimings {
+  /** the trained model's forward passes */
+  forward: number;
+  /** the reference forward passes (flashbacks) */
+  refForward: number;
+  /** the fused loss kernels (value and gradient of the logits) and reading the loss back */
+  loss: number;
+  backward: number;
+  /** taking each micro-batch's gradients apart from the parameters */
+  gradCollect: number;
+  /** PCGrad (or the mean) and setting the combined gradients */
+  projection: number;
+  clip: number;
+  optimizer: number;
+  total: number;
+}
+
 export interface NativeStepMetrics {
   sft: number;
+  /** mean of the plain (latent off) SFT loss where plainSftWeight added it, else 0 */
   plainSft: number;
   divergence: number;
   gradNorm: number;
   conflicts: number;
-  /** milliseconds per phase, when the step asked for timings */
-  timings?: {
-    forward: number;
-    refForward: number;
-    loss: number;
-    backward: number;
-    gradCollect: number;
-    projection: number;
-    clip: number;
-    optimizer: number;
-    total: number;
-  };
+  /** when the step asked for timings */
+  timings?: NativeStepTimings;
 }
 
 /** Trainable parameters with their AdamW state, owned natively; runs whole training steps. */

@@ -97,6 +97,8 @@ export class Tensor implements Disposable {
 
 /** The native handle of a Tensor; anything else is passed through for the addon to reject by name. */
 export const h = (t: unknown): NativeTensor => (t instanceof Tensor ? t.handle : (t as NativeTensor));
+/** h() of an optional tensor: undefined stays undefined. */
+export const optionalHandle = (t: Tensor | undefined): NativeTensor | undefined => (t === undefined ? undefined : h(t));
 
 /**
  * A tensor holding a copy of `data`. The dtype follows the array: Float32Array -> float32,

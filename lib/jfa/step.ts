@@ -6,9 +6,9 @@
 // gradient is kept apart; PCGrad (or a plain mean) combines them; then clipping and AdamW.
 import { type KlKind, type Reduction } from '../kernels.js';
 import { type LlamaModel, modelHandle } from '../model/llama.js';
-import { type NativeStepBatch } from '../native.js';
+import { type NativeStepBatch, type NativeStepMetrics, type NativeStepTimings } from '../native.js';
 import { type AdamW } from '../optim.js';
-import { type Tensor } from '../tensor.js';
+import { optionalHandle as h, type Tensor } from '../tensor.js';
 
 export type Method = 'sft' | 'flashback' | 'jfa';
 
@@ -55,37 +55,13 @@ export interface StepOptions {
 }
 
 /** Milliseconds per phase of trainStep, accumulated over calls; `total` is the whole call. */
-export interface StepTimings {
-  /** the trained model's forward passes */
-  forward: number;
-  /** the reference forward passes (flashbacks) */
-  refForward: number;
-  /** the fused loss kernels (value and gradient of the logits) and reading the loss back */
-  loss: number;
-  backward: number;
-  /** reading each micro-batch's gradients apart, dropping them from the parameters, freeing the graph */
-  gradCollect: number;
-  /** PCGrad (or the mean) and setting the combined gradients */
-  projection: number;
-  clip: number;
-  optimizer: number;
-  total: number;
-}
+export type StepTimings = NativeStepTimings;
 
 export function stepTimings(): StepTimings {
   return { forward: 0, refForward: 0, loss: 0, backward: 0, gradCollect: 0, projection: 0, clip: 0, optimizer: 0, total: 0 };
 }
 
-export interface StepResult {
-  sft: number;
-  /** mean of the plain (latent off) SFT loss where plainSftWeight added it, else 0 */
-  plainSft: number;
-  divergence: number;
-  gradNorm: number;
-  conflicts: number;
-}
-
-const h = (t: Tensor | undefined) => t?.handle;
+export type StepResult = Omit<NativeStepMetrics, 'timings'>;
 
 /**
  * Runs one step natively on the libuv pool: every micro-batch's forward and backward, the

@@ -24,7 +24,7 @@ ForwardOptions forward_options(const Options& o) {
   ForwardOptions f;
   f.mask = o.optional_tensor("attentionMask");
   f.adapters = o.boolean("adapters", true);
-  if (auto latent = o.object("latent")) f.latent = LatentCall{latent->tensor("indices"), latent->tensor("weights")};
+  f.latent = latent_option(o);
   return f;
 }
 
@@ -296,6 +296,12 @@ class Model : public CheckedWrap<Model> {
 };
 
 }  // namespace
+
+std::optional<LatentCall> latent_option(const Options& o) {
+  const auto latent = o.object("latent");
+  if (!latent) return std::nullopt;
+  return LatentCall{latent->tensor("indices"), latent->tensor("weights")};
+}
 
 ModelRef model_arg(Napi::Env env, const Napi::Value& v, const std::string& where) {
   const Napi::FunctionReference& ctor = addon_data(env).model_class;

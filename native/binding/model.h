@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "binding/boundary.h"
@@ -22,6 +23,9 @@ struct ModelRef {
   std::shared_ptr<LlamaModel> model;
   std::shared_ptr<ModelUse> use;
 };
+
+// options.latent ({indices, weights}) of a forward pass or a training micro-batch, if given.
+std::optional<LatentCall> latent_option(const Options& o);
 
 // The live model behind JS Model object `v`, or a TypeError naming `where`.
 ModelRef model_arg(Napi::Env env, const Napi::Value& v, const std::string& where);

@@ -22,7 +22,7 @@ StepBatch batch_option(const Options& o) {
   b.targets = o.optional_tensor("targets");
   b.reference_logits = o.optional_tensor("referenceLogits");
   b.reference_hidden = o.optional_tensor("referenceHidden");
-  if (auto latent = o.object("latent")) b.latent = LatentCall{latent->tensor("indices"), latent->tensor("weights")};
+  b.latent = latent_option(o);
   return b;
 }
 
