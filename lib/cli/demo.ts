@@ -19,7 +19,7 @@ import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { packageRoot } from '../locate.js';
 import { runtimeInfo } from '../runtime.js';
-import { readJson, writeFileAtomic } from '../util/files.js';
+import { OutputFolder, readJson, writeFileAtomic } from '../util/files.js';
 import { type BaseCard, baseSchema, baseSuite, buildBase, readCard, sha256File, verifyBase } from './base.js';
 import { progress } from './progress.js';
 import { aggregate, type DemoResults, type MethodResult, oldAverage, pct, renderReport, resultTable, type RunResult } from './report.js';
@@ -265,6 +265,8 @@ export async function runOnce(b: Bench, m: DemoMethod, seed: number, runDir: str
 
 export async function runDemo(o: DemoOptions): Promise<DemoResults> {
   const started = performance.now();
+  // One demo per folder at a time: a second one would overwrite the first's runs mid-way.
+  using _folder = OutputFolder.acquire(resolve(o.out), 'demo');
   const b = await prepareBench(o, 'jfa demo');
   const runs = new Map<DemoMethod, RunResult[]>(o.methods.map((m) => [m, []]));
   for (let i = 0; i < o.seeds; i++) {

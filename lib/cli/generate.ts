@@ -22,6 +22,7 @@ export async function runGenerate(o: GenerateCommandOptions): Promise<void> {
   const tokenizer = Tokenizer.fromDir(o.model);
   const started = performance.now();
   using model = await LlamaModel.loadAsync(o.model, { dtype: o.dtype });
+  tokenizer.checkFits(model.config.vocabSize, `${o.model}/config.json`);
   if (o.adapter) model.loadAdapter(o.adapter);
   using pool = servingPool(model, o.adapter, o.latent);
   const loadMs = performance.now() - started;

@@ -2,11 +2,11 @@
 // flashbacks per old suite, the divergence weight alpha, the latent pool's shape, and PCGrad. Each
 // point trains JFA from the same base for every seed; the table and report.html show mean ± sd per
 // point, results.json every run.
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 
 import { z } from 'zod';
 
-import { writeFileAtomic } from '../util/files.js';
+import { OutputFolder, writeFileAtomic } from '../util/files.js';
 import { baseRow, benchSummary, type DemoMethod, demoSchema, formatTable, prepareBench, runOnce, type RunOverrides } from './demo.js';
 import { aggregate, type DemoResults, type MethodResult, renderReport, type RunResult } from './report.js';
 
@@ -63,6 +63,7 @@ export async function runStudy(options: StudyOptions): Promise<StudyResults> {
   const { study, ...rest } = options;
   const o = { ...rest, out: rest.out ?? `jfa-study-${study}` };
   const started = performance.now();
+  using _folder = OutputFolder.acquire(resolve(o.out), 'study');
   const b = await prepareBench(o, `jfa study ${study}`);
   const points = studyPoints(study);
   const rows: MethodResult[] = [baseRow(b)];

@@ -13,9 +13,10 @@ import { LATENT_MODES } from '../jfa/pool.js';
 import { train } from '../jfa/trainer.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
-import { baseSchema, buildBase } from './base.js';
+import { type BaseCard, baseSchema, buildBase, CARD_FILE } from './base.js';
 import { LATENT_CHOICES, servingPool } from './latent.js';
 import { progress } from './progress.js';
+import { OutputFolder } from '../util/files.js';
 
 /** Reads --config (JSON, or YAML by its .yaml/.yml name) and overlays the flags given on the command line, then validates. */
 export function withConfig<T extends z.ZodType>(schema: T, flags: Record<string, unknown>): z.infer<T> {
@@ -30,12 +31,34 @@ export function withConfig<T extends z.ZodType>(schema: T, flags: Record<string,
     }
   }
   const given = Object.fromEntries(Object.entries(flags).filter(([k, v]) => v !== undefined && k !== 'config'));
-  const parsed = schema.safeParse({ ...fromFile, ...given });
+  const input = { ...fromFile, ...given };
+  const parsed = schema.safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new Error(`${issue.path.length ? `option '${issue.path.join('.')}'` : 'options'}: ${issue.message}`);
+    const value = issue.path.reduce<unknown>((o, k) => (o !== null && typeof o === 'object' ? (o as Record<PropertyKey, unknown>)[k] : undefined), input);
+    throw new Error(`${issue.path.length ? `option '${issue.path.join('.')}'` : 'options'}: ${explain(issue, value)}`);
   }
   return parsed.data;
+}
+
+/** A zod issue in plain words, with the value that was given. */
+function explain(issue: z.core.$ZodIssue, value: unknown): string {
+  const got = value === undefined ? '' : `, got ${typeof value === 'number' && !Number.isFinite(value) ? String(value) : JSON.stringify(value)}`;
+  switch (issue.code) {
+    case 'invalid_type':
+      if (value === undefined) return 'is required';
+      return `must be ${issue.expected === 'int' ? 'an integer' : `a${/^[aeiou]/.test(issue.expected) ? 'n' : ''} ${issue.expected}`}${got}`;
+    case 'too_small':
+      return issue.origin === 'array' ? `needs at least ${issue.minimum} item(s)` : `must be ${issue.inclusive ? '>=' : '>'} ${issue.minimum}${got}`;
+    case 'too_big':
+      return issue.origin === 'array' ? `takes at most ${issue.maximum} item(s)` : `must be ${issue.inclusive ? '<=' : '<'} ${issue.maximum}${got}`;
+    case 'invalid_value':
+      return `must be one of ${issue.values.map((v) => String(v)).join(', ')}${got}`;
+    case 'unrecognized_keys':
+      return `unknown option${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
+    default:
+      return issue.message;
+  }
 }
 
 const seed = z.number().int().nonnegative().default(0);
@@ -53,7 +76,18 @@ export async function runPretrain(o: z.infer<typeof pretrainSchema>): Promise<vo
   const { out, data, json: quiet, ...options } = o;
   // Data files are read (and their errors reported) before anything is written.
   data?.forEach((f) => readJsonl(f, 'instance'));
-  const card = await buildBase(out, options, { data, quiet });
+  // The folder is held while the model is built; a run that fails before the card is written
+  // removes it again if it created it (a half-trained model is not worth keeping).
+  const folder = OutputFolder.acquire(out, 'pretrain');
+  let card: BaseCard;
+  try {
+    card = await buildBase(out, options, { data, quiet });
+  } catch (e) {
+    folder.discardIfEmpty([CARD_FILE]);
+    throw e;
+  } finally {
+    folder.release();
+  }
   const scores = card.scores ? `; old suites ${Object.entries(card.scores).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}`).join(', ')}` : '';
   console.log(quiet ? JSON.stringify({ out, ...card }) : `pretrained ${card.parameters} parameters on ${card.records} records in ${card.seconds.toFixed(1)} s${scores} -> ${out}`);
 }
@@ -95,6 +129,7 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
   };
   const tokenizer = Tokenizer.fromDir(o.model);
   using model = await LlamaModel.loadAsync(o.model);
+  tokenizer.checkFits(model.config.vocabSize, `${o.model}/config.json`);
   const bar = progress(`train ${o.method}`, Boolean(o.json));
   const r = await train(model, tokenizer, data, {
     method: o.method,
@@ -152,6 +187,7 @@ export async function runEval(o: z.infer<typeof evalSchema>): Promise<void> {
   }
   const tokenizer = Tokenizer.fromDir(o.model);
   using model = await LlamaModel.loadAsync(o.model);
+  tokenizer.checkFits(model.config.vocabSize, `${o.model}/config.json`);
   if (o.adapter) model.loadAdapter(o.adapter);
   using pool = servingPool(model, o.adapter, o.latent);
   const bar = progress('eval', Boolean(o.json));

@@ -1,8 +1,10 @@
 // JSONL in the formats of DESIGN.md's "Data" contract. Reading checks every line and fails as a
 // whole, naming file and line, so a bad dataset is never half-used.
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+
 import { z } from 'zod';
 
-import { readText, writeFileAtomic } from '../util/files.js';
+import { writeFileAtomic } from '../util/files.js';
 import type { FlashbackRecord, InstanceRecord } from './records.js';
 
 export type RecordKind = 'instance' | 'flashback';
@@ -59,58 +61,164 @@ function checkRecord(kind: RecordKind, o: Record<string, unknown>): { value: Ins
   return { problem: firstPerField.map((issue) => problem(issue, o)).join('; ') };
 }
 
-/** Parses and validates JSONL text; `name` is what errors call the file. Blank lines are skipped. */
-export function parseJsonl(text: string, name: string, kind: 'instance'): InstanceRecord[];
-export function parseJsonl(text: string, name: string, kind: 'flashback'): FlashbackRecord[];
-export function parseJsonl(text: string, name: string, kind: RecordKind): (InstanceRecord | FlashbackRecord)[] {
-  const lines = text.split('\n');
-  if (lines.every((l) => l.trim() === '')) throw new DataError([`${name}: empty file`]);
-  const problems: string[] = [];
-  const records: (InstanceRecord | FlashbackRecord)[] = [];
-  let dim: { size: number; line: number } | undefined;
-  lines.forEach((raw, i) => {
+/** The longest line readJsonl() accepts by default: 16 MiB. */
+export const MAX_LINE_BYTES = 16 * 1024 * 1024;
+
+/** Checks lines one by one and collects every problem, then gives the records or throws them all. */
+class LineChecker {
+  readonly problems: string[] = [];
+  readonly records: (InstanceRecord | FlashbackRecord)[] = [];
+  private dim: { size: number; line: number } | undefined;
+  private readonly prompts = new Map<string, number>();
+  private nonBlank = 0;
+
+  constructor(
+    private readonly name: string,
+    private readonly kind: RecordKind,
+  ) {}
+
+  add(raw: string, lineNo: number): void {
     const line = raw.trim();
     if (line === '') return;
-    const at = `${name}:${i + 1}`;
+    this.nonBlank += 1;
+    const at = `${this.name}:${lineNo}`;
     let parsed: unknown;
     try {
       parsed = JSON.parse(line);
     } catch (e) {
-      problems.push(`${at}: invalid JSON (${(e as Error).message})`);
+      this.problems.push(`${at}: invalid JSON (${(e as Error).message})`);
       return;
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      problems.push(`${at}: expected a JSON object, got ${describe(parsed)}`);
+      this.problems.push(`${at}: expected a JSON object, got ${describe(parsed)}`);
       return;
     }
-    const checked = checkRecord(kind, parsed as Record<string, unknown>);
+    const checked = checkRecord(this.kind, parsed as Record<string, unknown>);
     if ('problem' in checked) {
-      problems.push(`${at}: ${checked.problem}`);
+      this.problems.push(`${at}: ${checked.problem}`);
       return;
     }
     // Retrieval indexes need one dimension for all embeddings in a file.
     const e = checked.value.embedding;
     if (e) {
-      if (dim && e.length !== dim.size) {
-        problems.push(`${at}: field 'embedding' has ${e.length} numbers, line ${dim.line} had ${dim.size}`);
+      if (this.dim && e.length !== this.dim.size) {
+        this.problems.push(`${at}: field 'embedding' has ${e.length} numbers, line ${this.dim.line} had ${this.dim.size}`);
         return;
       }
-      dim ??= { size: e.length, line: i + 1 };
+      this.dim ??= { size: e.length, line: lineNo };
     }
-    records.push(checked.value);
-  });
-  if (problems.length > 0) throw new DataError(problems);
-  return records;
+    // A flashback given twice would weigh twice in the divergence: almost always a concatenation mistake.
+    if (this.kind === 'flashback') {
+      const r = checked.value as unknown as Record<string, string>;
+      const key = 'prompt' in r ? `prompt\0${r.prompt}` : `pair\0${r.instruction}\0${r.input}`;
+      const first = this.prompts.get(key);
+      if (first !== undefined) {
+        this.problems.push(`${at}: duplicate flashback (the same prompt as line ${first})`);
+        return;
+      }
+      this.prompts.set(key, lineNo);
+    }
+    this.records.push(checked.value);
+  }
+
+  finish(): (InstanceRecord | FlashbackRecord)[] {
+    if (this.nonBlank === 0 && this.problems.length === 0) throw new DataError([`${this.name}: empty file`]);
+    if (this.problems.length > 0) throw new DataError(this.problems);
+    return this.records;
+  }
 }
 
-export function readJsonl(path: string, kind: 'instance'): InstanceRecord[];
-export function readJsonl(path: string, kind: 'flashback'): FlashbackRecord[];
-export function readJsonl(path: string, kind: RecordKind): (InstanceRecord | FlashbackRecord)[] {
-  let text: string;
+/** Parses and validates JSONL text; `name` is what errors call the file. Blank lines are skipped. */
+export function parseJsonl(text: string, name: string, kind: 'instance'): InstanceRecord[];
+export function parseJsonl(text: string, name: string, kind: 'flashback'): FlashbackRecord[];
+export function parseJsonl(text: string, name: string, kind: RecordKind): (InstanceRecord | FlashbackRecord)[] {
+  const checker = new LineChecker(name, kind);
+  text.split('\n').forEach((line, i) => checker.add(line, i + 1));
+  return checker.finish();
+}
+
+export interface ReadJsonlOptions {
+  /** refuse a line longer than this many bytes (default MAX_LINE_BYTES, 16 MiB) */
+  maxLineBytes?: number;
+}
+
+/**
+ * Reads and validates a JSONL file in UTF-8 (a UTF-8 byte-order mark is skipped), streaming it in
+ * chunks: a line over `maxLineBytes` is refused as soon as it is seen, so a huge or endless line
+ * cannot exhaust memory. UTF-16 files, binary data (NUL bytes) and invalid UTF-8 are errors that
+ * name the file and line, as are the records' own problems (all of them, in one DataError).
+ */
+export function readJsonl(path: string, kind: 'instance', options?: ReadJsonlOptions): InstanceRecord[];
+export function readJsonl(path: string, kind: 'flashback', options?: ReadJsonlOptions): FlashbackRecord[];
+export function readJsonl(path: string, kind: RecordKind, options: ReadJsonlOptions = {}): (InstanceRecord | FlashbackRecord)[] {
+  const limit = options.maxLineBytes ?? MAX_LINE_BYTES;
+  const checker = new LineChecker(path, kind);
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
+  let fd: number;
   try {
-    text = readText(path);
+    fd = openSync(path, 'r');
+    if (!fstatSync(fd).isFile()) {
+      closeSync(fd);
+      throw Object.assign(new Error('not a file'), { code: 'EISDIR' });
+    }
   } catch (e) {
-    throw new DataError([(e as Error).message]);
+    throw new DataError([`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`]);
   }
-  return kind === 'instance' ? parseJsonl(text, path, kind) : parseJsonl(text, path, kind);
+  try {
+    const chunk = Buffer.alloc(1 << 20);
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    let lineNo = 1;
+    let first = true;
+    const line = (bytes: Buffer) => {
+      if (first) {
+        first = false;
+        if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff))
+          throw new DataError([`${path}: the file is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8`]);
+        if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
+      }
+      if (bytes.includes(0)) throw new DataError([`${path}:${lineNo}: binary data (a NUL byte): this is not a JSONL text file`]);
+      let text: string;
+      try {
+        text = utf8.decode(bytes);
+      } catch {
+        checker.problems.push(`${path}:${lineNo}: not valid UTF-8`);
+        lineNo += 1;
+        return;
+      }
+      checker.add(text, lineNo);
+      lineNo += 1;
+    };
+    for (;;) {
+      let n: number;
+      try {
+        n = readSync(fd, chunk, 0, chunk.length, null);
+      } catch (e) {
+        throw new DataError([`${path}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`]);
+      }
+      if (n === 0) break;
+      let from = 0;
+      for (let nl = chunk.indexOf(10, from); nl !== -1 && nl < n; nl = chunk.indexOf(10, from)) {
+        const part = chunk.subarray(from, nl);
+        if (pendingBytes + part.length > limit) tooLong(path, lineNo, limit);
+        line(pending.length ? Buffer.concat([...pending, part]) : Buffer.from(part));
+        pending = [];
+        pendingBytes = 0;
+        from = nl + 1;
+      }
+      if (from < n) {
+        pendingBytes += n - from;
+        if (pendingBytes > limit) tooLong(path, lineNo, limit);
+        pending.push(Buffer.from(chunk.subarray(from, n)));
+      }
+    }
+    if (pendingBytes > 0 || first) line(Buffer.concat(pending));
+  } finally {
+    closeSync(fd);
+  }
+  return checker.finish();
+}
+
+function tooLong(path: string, lineNo: number, limit: number): never {
+  throw new DataError([`${path}:${lineNo}: the line is longer than ${(limit / 1024 / 1024).toFixed(limit % (1024 * 1024) ? 2 : 0)} MiB, the limit (is this a JSONL file? raise maxLineBytes if the line is meant)`]);
 }

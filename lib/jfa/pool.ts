@@ -61,7 +61,8 @@ export class LatentPool implements Disposable {
    * rename). Beside a PEFT adapter, a 'retrieve' pool draws one warning per process: PEFT loads
    * that adapter without it.
    */
-  save(file: string): void {
+  /** Writes the pool to `file`; `shownAs` is the name messages give it (the final name, when `file` is a temporary one). */
+  save(file: string, shownAs = file): void {
     const t = this.tasks;
     const centroids = t.centroids;
     if (!centroids) throw new Error(`${file}: the latent pool has no centroids (fit() never ran), nothing to retrieve with`);
@@ -89,7 +90,7 @@ export class LatentPool implements Disposable {
       owned.keys.dispose();
       owned.centroids.dispose();
     }
-    if (this.mode === 'retrieve' && existsSync(join(dirname(file), 'adapter_config.json'))) warnPeftOnce(file);
+    if (this.mode === 'retrieve' && existsSync(join(dirname(file), 'adapter_config.json'))) warnPeftOnce(shownAs);
   }
 
   /**

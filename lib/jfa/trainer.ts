@@ -2,8 +2,7 @@
 // flashback (SFT + alpha x divergence on flashbacks) and jfa (flashbacks + latent tasks + PCGrad),
 // with the ablations as switches. Data order, PCGrad orders and retrieval depend only on the seed,
 // so a run resumed from a checkpoint ends bit-identical to an uninterrupted one on the CPU.
-import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { createRng, hashString } from '../data/rng.js';
@@ -14,7 +13,7 @@ import { loadSafetensors, saveSafetensors } from '../model/safetensors.js';
 import { type Tokenizer } from '../model/tokenizer.js';
 import { AdamW, cosineWithWarmup } from '../optim.js';
 import { type Tensor, tensor } from '../tensor.js';
-import { readJson, writeFileAtomic } from '../util/files.js';
+import { errnoOf, OutputFolder, readJson, replaceDir, writeFileAtomic } from '../util/files.js';
 import { promptBatch, sftBatch } from './examples.js';
 import { embedRecords, type LatentOptions, LatentTasks } from './latent.js';
 import { LATENT_MODES, LATENT_POOL_FILE, type LatentMode, LatentPool } from './pool.js';
@@ -166,7 +165,31 @@ interface RunPlan {
   state: Record<string, unknown>;
 }
 
+const METHODS: readonly TrainMethod[] = ['sft', 'replay', 'flashback', 'jfa'];
+
+/** RangeErrors for numeric options out of range and unknown methods, before anything is touched. */
+function checkOptions(o: TrainOptions, latentLayers: number): void {
+  if (!METHODS.includes(o.method)) throw new RangeError(`train: method must be one of ${METHODS.join(', ')}, got ${JSON.stringify(o.method)}`);
+  const check = (name: string, v: number | undefined, ok: (n: number) => boolean, what: string) => {
+    if (v !== undefined && !(typeof v === 'number' && ok(v))) throw new RangeError(`train: ${name} must be ${what}, got ${JSON.stringify(v) ?? String(v)}`);
+  };
+  const positiveInt = (n: number) => Number.isInteger(n) && n >= 1;
+  const finite = Number.isFinite;
+  for (const k of ['epochs', 'microBatch', 'accumulation', 'maxTokens', 'checkpointEvery'] as const) check(k, o[k], positiveInt, 'a positive integer');
+  check('flashbackMicroBatches', o.flashbackMicroBatches, (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
+  check('maxSteps', o.maxSteps, (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
+  check('seed', o.seed, (n) => Number.isSafeInteger(n) && n >= 0, 'an integer >= 0');
+  check('lr', o.lr, (n) => finite(n) && n > 0, 'a finite number > 0');
+  check('maxGradNorm', o.maxGradNorm, (n) => finite(n) && n > 0, 'a finite number > 0');
+  for (const k of ['alpha', 'weightDecay'] as const) check(k, o[k], (n) => finite(n) && n >= 0, 'a finite number >= 0');
+  check('warmupRatio', o.warmupRatio, (n) => n >= 0 && n <= 1, 'a number in [0, 1]');
+  check('lora.r', o.lora?.r, positiveInt, 'a positive integer');
+  check('lora.loraAlpha', o.lora?.loraAlpha, (n) => finite(n) && n > 0, 'a finite number > 0');
+  check('latentLayer', o.latentLayer, (n) => Number.isInteger(n) && n >= 0 && n < latentLayers, `a layer in 0..${latentLayers - 1}`);
+}
+
 function planRun(model: LlamaModel, data: TrainData, o: TrainOptions): RunPlan {
+  checkOptions(o, model.config.numLayers);
   const method: Method = o.method === 'replay' ? 'sft' : o.method;
   const microBatch = o.microBatch ?? 4;
   const accumulation = o.accumulation ?? 4;
@@ -174,7 +197,7 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions): RunPlan {
   const latentRun = latentSettings(o, useLatent);
   const flashbackMicro = method === 'sft' ? 0 : (o.flashbackMicroBatches ?? 1);
   const flashbacks = data.flashbacks ?? [];
-  if (data.newTrain.length === 0) throw new RangeError('train: no new-task records');
+  if (!data.newTrain?.length) throw new RangeError('train: no new-task records (data.newTrain is empty)');
   if (flashbackMicro > 0 && flashbacks.length === 0) throw new RangeError(`train: method '${o.method}' needs flashbacks`);
   if (o.method === 'replay' && !data.replay?.length) throw new RangeError("train: method 'replay' needs old-task training data");
   const stream = o.method === 'replay' ? [...data.newTrain, ...data.replay!] : data.newTrain;
@@ -336,6 +359,21 @@ function batchMaker(
 
 export async function train(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions): Promise<TrainResult> {
   const plan = planRun(model, data, o);
+  tokenizer.checkFits(model.config.vocabSize);
+  // The output folder is held (a lock file) for the run. A run that fails before it has a checkpoint
+  // or an adapter to show removes the folder again if it created it.
+  const folder = o.outDir !== undefined ? OutputFolder.acquire(o.outDir, 'train') : undefined;
+  try {
+    return await trainIn(model, tokenizer, data, o, plan);
+  } catch (e) {
+    folder?.discardIfEmpty([CHECKPOINT, `${CHECKPOINT}.old`, 'adapter']);
+    throw e;
+  } finally {
+    folder?.release();
+  }
+}
+
+async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions, plan: RunPlan): Promise<TrainResult> {
   const resume = findCheckpoint(plan, o);
   const checkpointDir = o.outDir && join(o.outDir, CHECKPOINT);
 
@@ -381,7 +419,13 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
       onStep: o.onStep,
       after: (p) => {
         reached = p.step;
-        if (metricsFile) appendFileSync(metricsFile, `${JSON.stringify({ type: 'train', method: o.method, ...p })}\n`);
+        if (metricsFile) {
+          try {
+            appendFileSync(metricsFile, `${JSON.stringify({ type: 'train', method: o.method, ...p })}\n`);
+          } catch (e) {
+            throw new Error(`train: cannot write ${metricsFile} at step ${p.step} (${errnoOf(e)})${lastCheckpoint(o.outDir!)}`);
+          }
+        }
         if (o.checkpointEvery && p.step % o.checkpointEvery === 0 && p.step < plan.totalSteps) save(p.step);
       },
     });
@@ -391,11 +435,13 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
   }
 
   if (o.outDir && reached === plan.totalSteps) {
+    // Written whole beside the final name, then swapped in: a kill or a full disk never leaves a
+    // half-written adapter (or an earlier run's pool beside this adapter).
     const adapterDir = join(o.outDir, 'adapter');
-    // A pool left from an earlier run in this directory would be applied to this adapter.
-    rmSync(join(adapterDir, LATENT_POOL_FILE), { force: true });
-    model.saveAdapter(adapterDir);
-    latent?.pool.save(join(adapterDir, LATENT_POOL_FILE));
+    writeFolder(adapterDir, `the adapter`, o.outDir, (tmp) => {
+      model.saveAdapter(tmp);
+      latent?.pool.save(join(tmp, LATENT_POOL_FILE), join(adapterDir, LATENT_POOL_FILE));
+    });
     rmSync(checkpointDir!, { recursive: true, force: true });
   } else if (reached < plan.totalSteps) save(reached);
   optimizer.dispose();
@@ -446,30 +492,57 @@ function saveCheckpoint(
   retrieved: { new: Retrieved; flash: Retrieved } | undefined,
   state: { step: number },
 ): void {
+  writeFolder(dir, `the checkpoint of step ${state.step}`, join(dir, '..'), (tmp) => {
+    model.saveAdapter(join(tmp, 'adapter'));
+    const moments: Record<string, Tensor> = { steps: optimizer.steps };
+    optimizer.expAvg.forEach((t, i) => (moments[`exp_avg.${i}`] = t));
+    optimizer.expAvgSq.forEach((t, i) => (moments[`exp_avg_sq.${i}`] = t));
+    saveSafetensors(join(tmp, 'optimizer.safetensors'), moments);
+    if (pool && retrieved) {
+      const { new: retrievedNew, flash: retrievedFlash } = retrieved;
+      const k = pool.tasks.k;
+      const owned = {
+        newIndices: tensor(retrievedNew.indices, [retrievedNew.indices.length / k, k]),
+        newWeights: tensor(retrievedNew.weights, [retrievedNew.weights.length / k, k]),
+        flashIndices: tensor(retrievedFlash.indices, [retrievedFlash.indices.length / k, k]),
+        flashWeights: tensor(retrievedFlash.weights, [retrievedFlash.weights.length / k, k]),
+      };
+      try {
+        pool.save(join(tmp, LATENT_POOL_FILE));
+        saveSafetensors(join(tmp, RETRIEVAL), owned);
+      } finally {
+        Object.values(owned).forEach((t) => t.dispose());
+      }
+    }
+    writeFileAtomic(join(tmp, 'state.json'), `${JSON.stringify(state)}\n`);
+  });
+}
+
+/**
+ * Writes a folder whole under a temporary name (`fill`), then swaps it in for `dir`. If writing
+ * fails (a full disk, say), the temporary folder is removed and the error says what is still there.
+ */
+function writeFolder(dir: string, what: string, outDir: string, fill: (tmp: string) => void): void {
   const tmp = `${dir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  model.saveAdapter(join(tmp, 'adapter'));
-  const moments: Record<string, Tensor> = { steps: optimizer.steps };
-  optimizer.expAvg.forEach((t, i) => (moments[`exp_avg.${i}`] = t));
-  optimizer.expAvgSq.forEach((t, i) => (moments[`exp_avg_sq.${i}`] = t));
-  saveSafetensors(join(tmp, 'optimizer.safetensors'), moments);
-  if (pool && retrieved) {
-    const { new: retrievedNew, flash: retrievedFlash } = retrieved;
-    const k = pool.tasks.k;
-    const owned = {
-      newIndices: tensor(retrievedNew.indices, [retrievedNew.indices.length / k, k]),
-      newWeights: tensor(retrievedNew.weights, [retrievedNew.weights.length / k, k]),
-      flashIndices: tensor(retrievedFlash.indices, [retrievedFlash.indices.length / k, k]),
-      flashWeights: tensor(retrievedFlash.weights, [retrievedFlash.weights.length / k, k]),
-    };
-    pool.save(join(tmp, LATENT_POOL_FILE));
-    saveSafetensors(join(tmp, RETRIEVAL), owned);
-    Object.values(owned).forEach((t) => t.dispose());
+  try {
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp, { recursive: true });
+    fill(tmp);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw new Error(`train: cannot write ${what} to ${dir} (${(e as Error).message})${lastCheckpoint(outDir)}`);
   }
-  writeFileAtomic(join(tmp, 'state.json'), `${JSON.stringify(state)}\n`);
-  rmSync(`${dir}.old`, { recursive: true, force: true });
-  if (existsSync(dir)) renameSync(dir, `${dir}.old`);
-  renameSync(tmp, dir);
-  rmSync(`${dir}.old`, { recursive: true, force: true });
+  replaceDir(tmp, dir);
+}
+
+/** "; the checkpoint of step N in DIR is intact ..." for an error that stops a run, or '' when there is none. */
+function lastCheckpoint(outDir: string): string {
+  const dir = [join(outDir, CHECKPOINT), join(outDir, `${CHECKPOINT}.old`)].find((d) => existsSync(join(d, 'state.json')));
+  if (!dir) return '';
+  try {
+    const { step } = readJson<{ step: number }>(join(dir, 'state.json'));
+    return `; the checkpoint of step ${step} in ${dir} is intact: fix the cause and rerun with --resume`;
+  } catch {
+    return '';
+  }
 }

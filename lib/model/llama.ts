@@ -200,6 +200,32 @@ export class LlamaModel implements Disposable {
     writeFileAtomic(join(dir, 'adapter_config.json'), `${JSON.stringify(config, null, 2)}\n`);
   }
 
+  /** The shape of every LoRA factor addLora({targets, r}) would create, by PEFT key name. */
+  private loraShapes(targets: readonly LoraTarget[], r: number): Map<string, number[]> {
+    const c = this.config;
+    const q = c.numHeads * c.headDim;
+    const kv = c.numKeyValueHeads * c.headDim;
+    const io: Record<LoraTarget, [number, number]> = {
+      q_proj: [c.hiddenSize, q],
+      k_proj: [c.hiddenSize, kv],
+      v_proj: [c.hiddenSize, kv],
+      o_proj: [q, c.hiddenSize],
+      gate_proj: [c.hiddenSize, c.intermediateSize],
+      up_proj: [c.hiddenSize, c.intermediateSize],
+      down_proj: [c.intermediateSize, c.hiddenSize],
+    };
+    const shapes = new Map<string, number[]>();
+    for (let l = 0; l < c.numLayers; l++) {
+      for (const t of targets) {
+        const [inF, outF] = io[t];
+        const prefix = `base_model.model.model.layers.${l}.${['gate_proj', 'up_proj', 'down_proj'].includes(t) ? 'mlp' : 'self_attn'}.${t}`;
+        shapes.set(`${prefix}.lora_A.weight`, [r, inF]);
+        shapes.set(`${prefix}.lora_B.weight`, [outF, r]);
+      }
+    }
+    return shapes;
+  }
+
   /** Loads a PEFT LoRA adapter directory (ours or PEFT's) into this model. */
   loadAdapter(dir: string): void {
     const configFile = join(dir, 'adapter_config.json');
@@ -210,18 +236,32 @@ export class LlamaModel implements Disposable {
     const unknown = targets.filter((t) => !(LORA_TARGETS as readonly string[]).includes(t));
     if (unknown.length) throw new Error(`${configFile}: target modules ${unknown.join(', ')} are not supported`);
     if (!Number.isInteger(c.r) || c.r! < 1) throw new Error(`${configFile}: r must be a positive integer`);
-    const weights = loadSafetensors(join(dir, 'adapter_model.safetensors'));
-    this.addLora({ targets: targets as LoraTarget[], r: c.r, loraAlpha: c.lora_alpha ?? c.r, rslora: c.use_rslora ?? false });
-    const params = this.loraParameters();
-    const extra = weights.names.filter((n) => !(n in params));
-    if (extra.length) throw new Error(`${dir}: adapter tensors this model has no place for: ${extra.slice(0, 3).join(', ')}`);
-    for (const [name, p] of Object.entries(params)) {
-      const w = weights.tensors[name];
-      if (!w) throw new Error(`${dir}: adapter_model.safetensors has no tensor '${name}'`);
-      p.copyFrom(w.dtype === p.dtype ? w : w.to(p.dtype));
+    const weightsFile = join(dir, 'adapter_model.safetensors');
+    if (!existsSync(weightsFile)) throw new Error(`${weightsFile}: missing (the adapter folder has no weights)`);
+    const weights = loadSafetensors(weightsFile);
+    try {
+      // Every tensor is checked against this model before the model is changed.
+      const expected = this.loraShapes(targets as LoraTarget[], c.r!);
+      const extra = weights.names.filter((n) => !expected.has(n));
+      if (extra.length) throw new Error(`${weightsFile}: adapter tensors this model has no place for: ${extra.slice(0, 3).join(', ')}${extra.length > 3 ? ` (and ${extra.length - 3} more)` : ''}`);
+      for (const [name, shape] of expected) {
+        const w = weights.tensors[name];
+        if (!w) throw new Error(`${weightsFile}: no tensor '${name}' (adapter_config.json lists ${targets.join(', ')})`);
+        if (w.shape.join() !== shape.join())
+          throw new Error(
+            `${weightsFile}: tensor '${name}' has shape [${w.shape.join(', ')}], this model needs [${shape.join(', ')}] for r=${c.r} (an adapter of another model, or adapter_config.json's r is wrong)`,
+          );
+      }
+      this.addLora({ targets: targets as LoraTarget[], r: c.r, loraAlpha: c.lora_alpha ?? c.r, rslora: c.use_rslora ?? false });
+      const params = this.loraParameters();
+      for (const [name, p] of Object.entries(params)) {
+        const w = weights.tensors[name]!;
+        p.copyFrom(w.dtype === p.dtype ? w : w.to(p.dtype));
+      }
+      Object.values(params).forEach((t) => t.dispose());
+    } finally {
+      Object.values(weights.tensors).forEach((t) => t.dispose());
     }
-    Object.values(weights.tensors).forEach((t) => t.dispose());
-    Object.values(params).forEach((t) => t.dispose());
   }
 
   /** The base weights under Hugging Face's names (new handles to the same tensors). */

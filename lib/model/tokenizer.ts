@@ -47,6 +47,8 @@ export class Tokenizer {
     private readonly hf: HfTokenizer,
     private readonly json: TokenizerJson,
     readonly config: TokenizerConfig,
+    /** the tokenizer.json it was read from, if any */
+    readonly file?: string,
   ) {
     this.bosTokenId = this.tokenId(tokenText(config.bos_token));
     this.eosTokenId = this.tokenId(tokenText(config.eos_token));
@@ -67,7 +69,7 @@ export class Tokenizer {
     } catch (e) {
       throw new Error(`${file}: cannot build the tokenizer (${(e as Error).message})`);
     }
-    return new Tokenizer(hf, json, config);
+    return new Tokenizer(hf, json, config, file);
   }
 
   /** The id of a token's text, from the added tokens or the model's vocabulary. */
@@ -81,6 +83,25 @@ export class Tokenizer {
       return i >= 0 ? i : undefined;
     }
     return vocab?.[text];
+  }
+
+  /** The largest token id the tokenizer can produce (its vocabulary and added tokens). */
+  get maxTokenId(): number {
+    const vocab = this.json.model?.vocab;
+    const ids = Array.isArray(vocab) ? [vocab.length - 1] : Object.values(vocab ?? {});
+    return Math.max(-1, ...ids.filter((n) => Number.isInteger(n)), ...(this.json.added_tokens ?? []).map((t) => t.id));
+  }
+
+  /**
+   * Throws when the tokenizer can produce ids the model has no embedding for (a tokenizer of
+   * another model). A vocabulary smaller than the model's is fine: models often pad theirs.
+   */
+  checkFits(vocabSize: number, what = 'the model'): void {
+    const max = this.maxTokenId;
+    if (max >= vocabSize)
+      throw new RangeError(
+        `${this.file ?? 'the tokenizer'} has token ids up to ${max}, but ${what}'s vocab_size is ${vocabSize}: the tokenizer belongs to another model`,
+      );
   }
 
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {

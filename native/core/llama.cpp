@@ -117,6 +117,12 @@ LlamaConfig config_from_json(const Json& j, const std::string& path) {
   c.num_hidden_layers = int_field(j, "num_hidden_layers", path, std::nullopt);
   c.num_attention_heads = int_field(j, "num_attention_heads", path, std::nullopt);
   c.num_key_value_heads = int_field(j, "num_key_value_heads", path, c.num_attention_heads);
+  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
+                                   {"intermediate_size", c.intermediate_size}, {"num_hidden_layers", c.num_hidden_layers}})
+    if (value < 1) throw_range(path + ": '" + key + "' must be a positive integer, got " + std::to_string(value));
+  if (!member(j, "head_dim") && c.num_attention_heads > 0 && c.hidden_size % c.num_attention_heads != 0)
+    throw_range(path + ": num_attention_heads " + std::to_string(c.num_attention_heads) + " does not divide hidden_size " +
+                std::to_string(c.hidden_size) + " (and no head_dim is given)");
   if (c.num_attention_heads == 0 || c.num_key_value_heads == 0 || c.num_attention_heads % c.num_key_value_heads != 0)
     throw_range(path + ": num_attention_heads " + std::to_string(c.num_attention_heads) +
                 " must be a positive multiple of num_key_value_heads " + std::to_string(c.num_key_value_heads));
@@ -125,6 +131,8 @@ LlamaConfig config_from_json(const Json& j, const std::string& path) {
   c.max_position_embeddings = int_field(j, "max_position_embeddings", path, 2048);
   c.rms_norm_eps = number_field(j, "rms_norm_eps", path, 1e-6);
   c.rope_theta = number_field(j, "rope_theta", path, 10000.0);
+  if (!(c.rms_norm_eps > 0) || !std::isfinite(c.rms_norm_eps)) throw_range(path + ": 'rms_norm_eps' must be a finite number > 0");
+  if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta)) throw_range(path + ": 'rope_theta' must be a finite number > 0");
   c.tie_word_embeddings = bool_field(j, "tie_word_embeddings", path, false);
   c.attention_bias = bool_field(j, "attention_bias", path, false);
   c.mlp_bias = bool_field(j, "mlp_bias", path, false);

@@ -136,6 +136,19 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     file.entries_.emplace(name, std::move(entry));
   }
   std::sort(order.begin(), order.end());
+  // Each byte of the data belongs to one tensor at most: overlapping tensors would alias each other.
+  const std::string* previous = nullptr;
+  for (const auto& [begin, name] : order) {
+    const Entry& e = file.entries_.at(name);
+    if (e.begin == e.end) continue;
+    if (previous) {
+      const Entry& p = file.entries_.at(*previous);
+      if (e.begin < p.end)
+        bad(path, "tensors '" + *previous + "' [" + std::to_string(p.begin) + ", " + std::to_string(p.end) + ") and '" + name + "' [" +
+                      std::to_string(e.begin) + ", " + std::to_string(e.end) + ") overlap in the data");
+    }
+    previous = &name;
+  }
   for (auto& [begin, name] : order) file.names_.push_back(std::move(name));
   file.mapping_ = std::move(mapping);
   return file;
