@@ -149,8 +149,8 @@ function bbhItems(contents: Contents): { items: Item[]; bad: Skip[] } {
 }
 
 /**
- * BBH: a task file `{"examples": [{input, target}]}` (the task is the file name: "bbh/date_understanding"),
- * or JSONL of `inputs` and `targets` (or `input` and `target`). A target "(A)" is scored as the
+ * BBH: a task file `{"examples": [{input, target}]}`, or JSONL of `inputs` and `targets` (or `input`
+ * and `target`). The task is the suite and the file name, "bbh/date_understanding" (just "bbh" for bbh.jsonl). A target "(A)" is scored as the
  * option letter A, any other target by exact match.
  */
 export function importBbh(paths: readonly string[], options: OldImportOptions = {}): ImportResult {
@@ -168,7 +168,7 @@ export function importBbh(paths: readonly string[], options: OldImportOptions = 
       if (target.includes('\n')) return { problem: `field '${key}' spans several lines` };
       const letter = /^\(([A-J])\)$/.exec(target)?.[1];
       const answer = letter ?? target;
-      return { task: `${suite}/${stem(file)}`, instruction: LOGIC_INSTRUCTION, input, output: `The answer is ${target}${target.endsWith('.') ? '' : '.'}`, answer, format: 'bbh' };
+      return { task: stem(file) === suite ? suite : `${suite}/${stem(file)}`, instruction: LOGIC_INSTRUCTION, input, output: `The answer is ${target}${target.endsWith('.') ? '' : '.'}`, answer, format: 'bbh' };
     },
     bbhItems,
   );

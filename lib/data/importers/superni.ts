@@ -62,7 +62,7 @@ export function importSuperNi(paths: readonly string[], options: SuperNiOptions 
     const skipped: Skip[] = [];
     const kept: InstanceRecord[] = [];
     if (definition === undefined) {
-      skipped.push({ file, line: 1, reason: `task ${name} has no 'Definition' (${instances.length} instances)` });
+      skipped.push({ file, line: 1, reason: `task ${name} has no 'Definition' (${instances.length} instance${instances.length === 1 ? '' : 's'})` });
     } else {
       const instruction = definition + examplesOf(task['Positive Examples'], k);
       const lines = elementLines(contents.text, ['Instances']);
