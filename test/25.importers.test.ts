@@ -110,6 +110,9 @@ describe('old-task importers', () => {
     // Letters past F are read from model outputs too.
     expect(isCorrect('The stated fact. Answer: J', 'J', 'choice')).toBe(true);
     expect(isCorrect('(H) is right', 'H', 'choice')).toBe(true);
+    // A reference written as BBH writes it, "(B)", is the letter B.
+    expect(isCorrect('Answer: B', '(B)', 'choice')).toBe(true);
+    expect(isCorrect('Answer: C', '(B)', 'choice')).toBe(false);
   });
 
   it('bbh: task files ({examples}) and JSONL (inputs/targets); "(B)" scored as a letter, other targets exactly', () => {
