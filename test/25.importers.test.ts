@@ -144,6 +144,11 @@ describe('old-task importers', () => {
     expect(() => importFiles('svamp', [join(dir, 'empty.jsonl')])).toThrow(`${join(dir, 'empty.jsonl')}: empty file`);
     expect(() => importFiles('superni', [fx('gsm8k.jsonl')])).toThrow(`${fx('gsm8k.jsonl')}: not a Super-NaturalInstructions task file`);
     expect(() => importFiles('mmlu-pro', [])).toThrow('no input files');
+    expect(() => importFiles('bbh', [dir])).toThrow(`${dir}: cannot read (EISDIR)`);
+    // A byte-order mark and CRLF line ends (files saved on Windows) are read as plain JSONL.
+    writeFileSync(join(dir, 'bom.jsonl'), '\uFEFF{"question": "q", "answer": "#### 3"}\r\n{"question": "q2", "answer": "x"}\r\n');
+    const bom = importFiles('gsm8k', [join(dir, 'bom.jsonl')]);
+    expect([bom.records.length, skipsOf(bom)]).toEqual([1, [`${join(dir, 'bom.jsonl')}:2: no '#### ' answer at the end of 'answer'; skipped`]]);
   });
 
   it('elementLines finds where each array element starts, strings with brackets and escapes included', () => {

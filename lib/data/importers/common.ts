@@ -44,10 +44,10 @@ export type Contents =
   | { kind: 'json'; value: unknown; text: string }
   | { kind: 'jsonl'; items: Item[]; bad: Skip[] };
 
-/** Reads a file; a missing or unreadable file is a {@link DataError} naming it. */
+/** Reads a file (without a UTF-8 byte-order mark); a missing or unreadable file is a {@link DataError} naming it. */
 export function readInput(path: string): string {
   try {
-    return readText(path);
+    return readText(path).replace(/^\uFEFF/, '');
   } catch (e) {
     throw new DataError([(e as Error).message]);
   }
