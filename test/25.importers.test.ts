@@ -86,6 +86,10 @@ describe('old-task importers', () => {
   it('arc: letter and numeric labels become A, B, ...; five options; a bad answerKey is skipped', () => {
     const r = importFiles('arc', [fx('arc.jsonl')], { task: 'arc-challenge' });
     expect(r.records.map((x) => x.answer)).toEqual(['C', 'B', 'E']);
+    // Hugging Face's layout of the same data: question string, choices {text[], label[]}.
+    const hf = importFiles('arc', [fx('arc-hf.jsonl')]);
+    expect(hf.records.map((x) => [x.input, x.answer])).toEqual([['Which tool is best for measuring the length of a pencil?\nA) balance\nB) ruler\nC) thermometer\nD) stopwatch', 'B']]);
+    expect(skipsOf(hf)).toEqual([`${fx('arc-hf.jsonl')}:2: field 'choices' must hold 'text' and 'label' arrays of one length; skipped`]);
     expect(r.records[1]).toMatchObject({ task: 'arc-challenge', format: 'arc', input: 'Which unit is used to record the mass of a rock?\nA) meters\nB) grams\nC) liters\nD) degrees', output: 'Answer: B' });
     expect(r.records[2]!.input.split('\n').at(-1)).toBe('E) helium');
     expect(skipsOf(r)).toEqual([
@@ -215,7 +219,9 @@ describe('SuperNI and chat', () => {
 
   it("chat: the prompt the trainer builds is exactly the model's chat template over the turns before the last reply", () => {
     const r = importFiles('chat', [fx('chat.jsonl')]);
-    expect(r.records.map((x) => [x.task, x.output])).toEqual([['chat', 'Red.'], ['support', 'Thanks, it ships tomorrow.']]);
+    expect(r.records.map((x) => [x.task, x.output])).toEqual([['chat', 'Red.'], ['support', 'Thanks, it ships tomorrow.'], ['parts', 'Four.']]);
+    // OpenAI-style text parts are joined.
+    expect(r.records[2]!.input).toBe('Two plus two?\n<|assistant|>');
     const tokenizer = Tokenizer.fromDir(join(root, 'models', 'jfa-base'));
     const lines = readFileSync(fx('chat.jsonl'), 'utf8').split('\n');
     for (const [i, line] of [0, 1].entries()) {
@@ -229,6 +235,7 @@ describe('SuperNI and chat', () => {
       `${fx('chat.jsonl')}:6: the last assistant turn is empty; skipped`,
       `${fx('chat.jsonl')}:7: field 'messages' must be a non-empty array; skipped`,
       expect.stringMatching(new RegExp(`^${fx('chat.jsonl')}:8: invalid JSON`)),
+      `${fx('chat.jsonl')}:10: messages[0] must be an object with a string 'role' and a 'content' string (or list of text parts); skipped`,
     ]);
     // Another model's template: its BOS text is dropped (the tokenizer adds BOS), the split still exact.
     const template = "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}]: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}[assistant]:\n{% endif %}";

@@ -75,7 +75,7 @@ export function runImport(o: ImportCommand): void {
   report(skips, 'skipped (--json lists all)');
   report(notes, 'notes');
   console.log(`${o.format}: ${importSummary(result)}`);
-  for (const f of outputs) console.log(`  ${f.records} records of ${f.tasks} task${f.tasks === 1 ? '' : 's'} -> ${f.file}`);
+  for (const f of outputs) console.log(`  ${f.records} record${f.records === 1 ? '' : 's'} of ${f.tasks} task${f.tasks === 1 ? '' : 's'} -> ${f.file}`);
 }
 
 export interface FlashbacksCommand {

@@ -24,6 +24,14 @@ const ROLES = new Set(['system', 'user', 'assistant']);
 
 interface Message { role: string; content: string }
 
+/** A message's text: a string, or OpenAI-style parts `[{type: 'text', text}]` joined; undefined if it has other parts. */
+function contentText(content: unknown): string | undefined {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return undefined;
+  const texts = content.map((p) => (isObject(p) && p.type === 'text' && typeof p.text === 'string' ? p.text : undefined));
+  return texts.every((t) => t !== undefined) ? texts.join('') : undefined;
+}
+
 /**
  * Splits a rendered prompt into instruction and input with `${instruction}\n${input}\n` equal to
  * it: at the newline before the last user turn's content, or else at the prompt's last inner newline.
@@ -54,9 +62,10 @@ export function importChat(paths: readonly string[], options: ChatOptions = {}):
     if (!Array.isArray(o.messages) || o.messages.length === 0) return { problem: o.messages === undefined ? "missing field 'messages'" : "field 'messages' must be a non-empty array" };
     const messages: Message[] = [];
     for (const [i, m] of (o.messages as unknown[]).entries()) {
-      if (!isObject(m) || typeof m.role !== 'string' || typeof m.content !== 'string') return { problem: `messages[${i}] must be an object with string 'role' and 'content'` };
+      const content = isObject(m) ? contentText(m.content) : undefined;
+      if (!isObject(m) || typeof m.role !== 'string' || content === undefined) return { problem: `messages[${i}] must be an object with a string 'role' and a 'content' string (or list of text parts)` };
       if (!ROLES.has(m.role)) return { problem: `messages[${i}] has role '${m.role}' (system, user or assistant)` };
-      messages.push({ role: m.role, content: m.content });
+      messages.push({ role: m.role, content });
     }
     const last = messages.map((m) => m.role).lastIndexOf('assistant');
     if (last < 0) return { problem: 'no assistant turn' };

@@ -180,5 +180,5 @@ export function importRows(
 
 /** "3 files: 120 records, 4 skipped", the summary line of an import. */
 export function summary(r: Pick<ImportResult, 'records' | 'skipped' | 'files'>): string {
-  return `${r.files.length} file${r.files.length === 1 ? '' : 's'}: ${r.records.length} records, ${r.skipped.length} skipped`;
+  return `${r.files.length} file${r.files.length === 1 ? '' : 's'}: ${r.records.length} record${r.records.length === 1 ? '' : 's'}, ${r.skipped.length} skipped`;
 }

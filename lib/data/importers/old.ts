@@ -74,26 +74,41 @@ function choiceRecord(task: string, format: string, question: string, options: r
   return { task, instruction: CHOICE_INSTRUCTION, input: `${question}\n${optionBlock(options)}`, output: `Answer: ${letter}`, answer: letter, format };
 }
 
+/** ARC's question and choices: AI2's `question: {stem, choices: [{text, label}]}`, or Hugging Face's `question` string with `choices: {text: [], label: []}`. */
+function arcParts(o: Record<string, unknown>): { stem: string; choices: unknown[] } | { problem: string } {
+  if (typeof o.question === 'string' && isObject(o.choices)) {
+    const { text, label } = o.choices;
+    if (!Array.isArray(text) || !Array.isArray(label) || text.length !== label.length) return { problem: "field 'choices' must hold 'text' and 'label' arrays of one length" };
+    const stem = textField(o, 'question');
+    return typeof stem === 'string' ? { stem, choices: text.map((t, i) => ({ text: t, label: label[i] })) } : stem;
+  }
+  if (!isObject(o.question)) return { problem: o.question === undefined ? "missing field 'question'" : "field 'question' must be an object with 'stem' and 'choices'" };
+  const stem = textField(o.question, 'stem');
+  if (typeof stem !== 'string') return { problem: `question: ${stem.problem}` };
+  if (!Array.isArray(o.question.choices)) return { problem: "field 'question.choices' must be an array of choices" };
+  return { stem, choices: o.question.choices };
+}
+
 /**
- * ARC: JSONL of `id`, `question: {stem, choices: [{text, label}]}` and `answerKey`. Labels may be
- * letters or 1-4; options are lettered A, B, ... in their given order and the answer follows its label.
+ * ARC: JSONL of `id`, `question: {stem, choices: [{text, label}]}` and `answerKey` (as AI2 publishes
+ * it; Hugging Face's `question` + `choices: {text, label}` also reads). Labels may be letters or
+ * 1-4; options are lettered A, B, ... in their given order and the answer follows its label.
  */
 export function importArc(paths: readonly string[], options: OldImportOptions = {}): ImportResult {
   const task = options.task ?? 'arc';
   return importRows('arc', paths, (o): Converted => {
-    if (!isObject(o.question)) return { problem: o.question === undefined ? "missing field 'question'" : "field 'question' must be an object with 'stem' and 'choices'" };
-    const stem = textField(o.question, 'stem');
-    if (typeof stem !== 'string') return { problem: `question: ${stem.problem}` };
-    const choices = o.question.choices;
-    if (!Array.isArray(choices) || choices.length < 2) return { problem: "field 'question.choices' must be an array of at least 2 choices" };
+    const parts = arcParts(o);
+    if ('problem' in parts) return parts;
+    const { stem, choices } = parts;
+    if (choices.length < 2) return { problem: `${choices.length} choices, at least 2 are needed` };
     if (choices.length > OPTION_LETTERS.length) return { problem: `${choices.length} choices, at most ${OPTION_LETTERS.length} are supported` };
     const texts: string[] = [];
     const labels: string[] = [];
     for (const [i, c] of choices.entries()) {
       const text = isObject(c) ? textField(c, 'text') : { problem: 'not an object' };
       const label = isObject(c) ? textField(c, 'label') : { problem: 'not an object' };
-      if (typeof text !== 'string') return { problem: `question.choices[${i}]: ${text.problem}` };
-      if (typeof label !== 'string') return { problem: `question.choices[${i}]: ${label.problem}` };
+      if (typeof text !== 'string') return { problem: `choices[${i}]: ${text.problem}` };
+      if (typeof label !== 'string') return { problem: `choices[${i}]: ${label.problem}` };
       texts.push(text);
       labels.push(label);
     }
