@@ -5,8 +5,10 @@ import { join } from 'node:path';
 
 import { Command, InvalidArgumentError } from 'commander';
 
+import { IMPORT_FORMATS, type ImportFormat } from '../data/importers/index.js';
 import { LATENT_POOL_FILE } from '../jfa/pool.js';
 import { packageRoot } from '../locate.js';
+import { runFlashbacks, runImport } from './data.js';
 import { DEMO_METHODS, demoSchema, runDemo } from './demo.js';
 import { doctor, formatChecks } from './doctor.js';
 import { runStudy, STUDIES, studySchema } from './study.js';
@@ -161,7 +163,8 @@ program
   .option('--model <dir>', 'model directory')
   .option('--adapter <dir>', 'LoRA adapter directory (PEFT layout), and the latent pool saved in it (see --latent)')
   .option('--data <file>', 'JSONL records (accuracy needs "answer")')
-  .option('--metric <m>', 'rougeL | em | accuracy')
+  .option('--metric <m>', 'rougeL | em | bleu | accuracy | auto (per format: accuracy for gsm8k, svamp, arc, mmlu-pro, bbh; ROUGE-L and BLEU-4 for superni, chat)')
+  .option('--format <name>', `with --metric auto: score every record as this format (${IMPORT_FORMATS.join(', ')}), instead of the format recorded on it`)
   .option('--latent <when>', LATENT_HELP)
   .option('--max-new-tokens <n>', 'tokens to generate at most', num('--max-new-tokens'))
   .option('--batch <n>', 'prompts per batch', num('--batch'))
@@ -169,8 +172,52 @@ program
   .option('--json', 'machine-readable output')
   .action(async (flags) => runEval(withConfig(evalSchema, flags)));
 
+const data = program.command('data').description("datasets in: the paper's published formats to jfa's JSONL, and flashbacks from old-task files");
+
+const nonNegativeInt = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer`);
+  return n;
+};
+const importFormat = (v: string) => {
+  if (!(IMPORT_FORMATS as readonly string[]).includes(v)) throw new InvalidArgumentError(`--format must be one of ${IMPORT_FORMATS.join(', ')}`);
+  return v as ImportFormat;
+};
+
+data
+  .command('import')
+  .description('convert files of a published dataset format to JSONL records; what cannot be used is reported as file:line: reason')
+  .argument('<in...>', 'input files (superni: task JSON files; gsm8k, arc, mmlu-pro, chat: JSONL; svamp: a JSON array or JSONL; bbh: task JSON files or JSONL)')
+  .requiredOption('--format <name>', `one of ${IMPORT_FORMATS.join(', ')}`, importFormat)
+  .requiredOption('--out <file>', 'JSONL to write (with a task split: the training tasks)')
+  .option('--task <name>', 'task name (old formats: the suite, default the format name; chat: for lines without a task)')
+  .option('--max-per-task <n>', 'superni: instances per task at most, a seeded sample (default 100, the paper; 0: all)', nonNegativeInt('--max-per-task'))
+  .option('--examples <k>', 'superni: positive examples appended to the definition (default 0)', nonNegativeInt('--examples'))
+  .option('--test-tasks <file>', 'held-out test task names, one per line (e.g. SuperNI splits/default/test_tasks.txt); they go to --test-out')
+  .option('--split <fraction>', 'hold out this fraction of the tasks, chosen by --seed; they go to --test-out', number('--split', 0, 1))
+  .option('--test-out <file>', 'JSONL of the held-out test tasks')
+  .option('--seed <n>', 'seed of the instance sample and of --split (default 0)', nonNegativeInt('--seed'))
+  .option('--model <dir>', "chat: apply this model's chat template (tokenizer_config.json) instead of jfa's")
+  .option('--json', 'machine-readable output, with every skip')
+  .action((inputs: string[], opts) => runImport({ ...opts, inputs }));
+
+data
+  .command('flashbacks')
+  .description('draw N distinct prompts per suite from old-task JSONL files into a flashback file, deterministic by seed')
+  .argument('<in...>', 'old-task JSONL files (jfa records, e.g. from jfa data import)')
+  .requiredOption('--per-suite <n>', 'prompts per suite (the paper: 32 per dataset)', positiveInt('--per-suite'))
+  .requiredOption('--out <file>', 'flashback JSONL to write')
+  .option('--seed <n>', 'seed of the draw (default 0)', nonNegativeInt('--seed'))
+  .option('--by <what>', "suite: task names up to the first '/' (mmlu-pro/law -> mmlu-pro; default) | task: whole task names", (v: string) => {
+    if (v !== 'suite' && v !== 'task') throw new InvalidArgumentError('--by must be suite or task');
+    return v;
+  })
+  .option('--json', 'machine-readable output')
+  .action((inputs: string[], opts) => runFlashbacks({ ...opts, inputs }));
+
 // A bad flag prints its error and one hint line, not the whole usage text, which buried the error.
 for (const command of program.commands) command.showHelpAfterError(`hint: see jfa ${command.name()} --help`);
+for (const command of data.commands) command.showHelpAfterError(`hint: see jfa data ${command.name()} --help`);
 
 program.parseAsync().catch((e: unknown) => {
   // One line: the first problem, and how many more there are (data errors list every bad line).

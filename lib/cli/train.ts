@@ -6,9 +6,11 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 
+import { IMPORT_FORMATS } from '../data/importers/index.js';
 import { readJsonl } from '../data/jsonl.js';
+import { corpusBleu, type FormatScores } from '../data/metrics.js';
 import { type OldRecord } from '../data/records.js';
-import { evaluateNew, evaluateOld } from '../jfa/evaluate.js';
+import { evaluateByFormat, evaluateNew, evaluateOld } from '../jfa/evaluate.js';
 import { LATENT_MODES } from '../jfa/pool.js';
 import { train } from '../jfa/trainer.js';
 import { LlamaModel } from '../model/llama.js';
@@ -171,7 +173,8 @@ export const evalSchema = z
     model: z.string(),
     adapter: z.string().optional(),
     data: z.string(),
-    metric: z.enum(['rougeL', 'em', 'accuracy']),
+    metric: z.enum(['rougeL', 'em', 'bleu', 'accuracy', 'auto']),
+    format: z.enum(IMPORT_FORMATS).optional(),
     latent: z.enum(LATENT_CHOICES).default('auto'),
     maxNewTokens: z.number().int().positive().default(64),
     batch: z.number().int().positive().default(16),
@@ -179,8 +182,14 @@ export const evalSchema = z
   })
   .strict();
 
+const formatLine = (f: FormatScores): string =>
+  f.accuracy !== undefined
+    ? `${f.format}: accuracy ${f.accuracy.toFixed(4)} on ${f.records} records`
+    : `${f.format}: rougeL ${f.rougeL!.toFixed(4)}, bleu ${f.bleu!.toFixed(4)}, em ${f.exactMatch!.toFixed(4)} on ${f.records} records`;
+
 export async function runEval(o: z.infer<typeof evalSchema>): Promise<void> {
   const records = readJsonl(o.data, 'instance');
+  if (o.format !== undefined && o.metric !== 'auto') throw new Error(`--format goes with --metric auto, not ${o.metric}`);
   if (o.metric === 'accuracy') {
     const missing = records.findIndex((r) => r.answer === undefined);
     if (missing >= 0) throw new Error(`${o.data}: record ${missing + 1} has no 'answer' (needed for --metric accuracy)`);
@@ -192,12 +201,22 @@ export async function runEval(o: z.infer<typeof evalSchema>): Promise<void> {
   using pool = servingPool(model, o.adapter, o.latent);
   const bar = progress('eval', Boolean(o.json));
   const options = { maxNewTokens: o.maxNewTokens, batch: o.batch, latent: pool, onBatch: (done: number, total: number) => bar.update(done, total) };
+  if (o.metric === 'auto') {
+    const { formats } = await evaluateByFormat(model, tokenizer, records, { ...options, format: o.format });
+    bar.stop();
+    console.log(o.json ? JSON.stringify({ records: records.length, formats, latentPool: Boolean(pool) }) : formats.map(formatLine).join('\n'));
+    return;
+  }
   const scores =
     o.metric === 'accuracy'
       ? { accuracy: (await evaluateOld(model, tokenizer, records as OldRecord[], options)).accuracy }
-      : await evaluateNew(model, tokenizer, records, options).then((r) => ({ rougeL: r.rougeL, exactMatch: r.exactMatch }));
+      : await evaluateNew(model, tokenizer, records, options).then((r) => ({
+          rougeL: r.rougeL,
+          exactMatch: r.exactMatch,
+          ...(o.metric === 'bleu' ? { bleu: corpusBleu(r.predictions, records.map((x) => x.output)) } : {}),
+        }));
   bar.stop();
-  const value = 'accuracy' in scores ? scores.accuracy : o.metric === 'em' ? scores.exactMatch : scores.rougeL;
+  const value = 'accuracy' in scores ? scores.accuracy : o.metric === 'em' ? scores.exactMatch : o.metric === 'bleu' ? scores.bleu! : scores.rougeL;
   console.log(
     o.json
       ? JSON.stringify({ records: records.length, ...scores, latentPool: Boolean(pool) })

@@ -7,3 +7,6 @@ export { DataError, parseJsonl, readJsonl, writeJsonl, type RecordKind } from '.
 export { accuracy, answerKind, exactMatch, extractAnswer, isCorrect, newTaskScores, rougeL, tokenize, type AnswerKind } from './metrics.js';
 export { generateSuite, sampleFlashbacks, suiteFiles, writeSuite, type Suite, type SuiteOptions } from './suite.js';
 export { generalSkills, SKILL_NAMES } from './skills.js';
+export { corpusBleu, sentenceBleu, answerKindOf, autoScores, FORMAT_SCORING, type FormatScores, type ScoredFormat } from './metrics.js';
+export { ARITH_INSTRUCTION, CHOICE_INSTRUCTION, LOGIC_INSTRUCTION, OPTION_LETTERS, optionBlock } from './old-tasks.js';
+export * from './importers/index.js';

@@ -29,7 +29,7 @@ const describe = (v: unknown): string =>
 // Fields a kind does not use are dropped unchecked, as unknown fields are.
 const text = z.string();
 const embedding = z.array(z.number()).min(1).optional();
-const instance: z.ZodType<InstanceRecord> = z.object({ task: text, instruction: text, input: text, output: text, answer: text.optional(), embedding });
+const instance: z.ZodType<InstanceRecord> = z.object({ task: text, instruction: text, input: text, output: text, answer: text.optional(), format: text.optional(), embedding });
 const pairFlashback: z.ZodType<FlashbackRecord> = z.object({ task: text, instruction: text, input: text, embedding });
 const promptFlashback: z.ZodType<FlashbackRecord> = z.object({ task: text, prompt: text, embedding });
 

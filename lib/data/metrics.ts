@@ -1,5 +1,7 @@
-// Scores for the benchmark: ROUGE-L and exact match for new tasks (the paper's ROUGE-L), answer
-// extraction + accuracy for old tasks (the paper's accuracy on GSM8K/SVAMP/ARC/MMLU-Pro/BBH).
+// Scores for the benchmark: ROUGE-L, BLEU-4 and exact match for new tasks (the paper's ROUGE-L and
+// BLEU-4), answer extraction + accuracy for old tasks (the paper's accuracy on GSM8K/SVAMP/ARC/
+// MMLU-Pro/BBH), and the choice of scorer by a record's published format.
+import type { InstanceRecord } from './records.js';
 
 /** Lowercased word tokens; punctuation and whitespace both separate. */
 export function tokenize(text: string): string[] {
@@ -47,6 +49,32 @@ export function answerKind(task: string): AnswerKind {
   return 'exact';
 }
 
+/** How records of each imported format are scored: by answer (numeric, option letter) or as text. */
+export const FORMAT_SCORING = {
+  gsm8k: 'numeric',
+  svamp: 'numeric',
+  arc: 'choice',
+  'mmlu-pro': 'choice',
+  bbh: 'choice-or-exact',
+  superni: 'text',
+  chat: 'text',
+} as const satisfies Record<string, 'numeric' | 'choice' | 'choice-or-exact' | 'text'>;
+
+export type ScoredFormat = keyof typeof FORMAT_SCORING;
+
+const LETTER_ANSWER = /^\(?([A-J])\)?$/;
+
+/**
+ * The answer kind of one record: by its `format` when an importer set one (BBH: option letter
+ * when the answer is one, else exact), otherwise by its task name as {@link answerKind}.
+ */
+export function answerKindOf(r: { task: string; answer?: string; format?: string }): AnswerKind {
+  const scoring = r.format !== undefined ? (FORMAT_SCORING as Record<string, string>)[r.format] : undefined;
+  if (scoring === 'numeric' || scoring === 'choice') return scoring;
+  if (scoring === 'choice-or-exact') return LETTER_ANSWER.test((r.answer ?? '').trim()) ? 'choice' : 'exact';
+  return answerKind(r.task);
+}
+
 const NUMBER = /-?\d[\d,]*(?:\.\d+)?|-?\.\d+/g;
 
 function lastMatch(text: string, re: RegExp): RegExpExecArray | undefined {
@@ -66,11 +94,12 @@ export function extractAnswer(output: string, kind: AnswerKind): string | undefi
   }
   if (kind === 'choice') {
     // Case-sensitive letter: "the answer is a liquid" must not read as option A.
-    const stated = lastMatch(output, /\b[Aa]nswer(?:\s+is)?\s*:?\s*\(?([A-F])\)?(?![A-Za-z])/g);
+    // A-J: MMLU-Pro has ten options.
+    const stated = lastMatch(output, /\b[Aa]nswer(?:\s+is)?\s*:?\s*\(?([A-J])\)?(?![A-Za-z])/g);
     if (stated) return stated[1];
-    const leading = /^\s*\(?([A-F])\)/.exec(output);
+    const leading = /^\s*\(?([A-J])\)/.exec(output);
     if (leading) return leading[1];
-    const lone = /^\s*\(?([A-F])\)?\s*\.?\s*$/.exec(output);
+    const lone = /^\s*\(?([A-J])\)?\s*\.?\s*$/.exec(output);
     return lone?.[1];
   }
   const stated = lastMatch(output, /the answer is\s*([^\n]*)/gi);
@@ -83,16 +112,16 @@ export function isCorrect(output: string, answer: string, kind: AnswerKind): boo
   const got = extractAnswer(output, kind);
   if (got === undefined) return false;
   if (kind === 'numeric') return Number(got) === Number(answer.replace(/,/g, ''));
-  if (kind === 'choice') return got === answer.trim().toUpperCase();
+  if (kind === 'choice') return got === answer.trim().replace(LETTER_ANSWER, '$1').toUpperCase();
   return got === normalize(answer).replace(/\.$/, '');
 }
 
-/** Accuracy of predictions against old-task records, the answer kind taken from each task name. */
-export function accuracy(records: readonly { task: string; answer: string }[], predictions: readonly string[]): number {
+/** Accuracy of predictions against old-task records, the answer kind taken from each record ({@link answerKindOf}). */
+export function accuracy(records: readonly { task: string; answer: string; format?: string }[], predictions: readonly string[]): number {
   if (records.length !== predictions.length) throw new Error(`accuracy: ${records.length} records but ${predictions.length} predictions`);
   if (records.length === 0) return 0;
   let correct = 0;
-  records.forEach((r, i) => { if (isCorrect(predictions[i] as string, r.answer, answerKind(r.task))) correct++; });
+  records.forEach((r, i) => { if (isCorrect(predictions[i] as string, r.answer, answerKindOf(r))) correct++; });
   return correct / records.length;
 }
 
@@ -106,4 +135,115 @@ export function newTaskScores(references: readonly string[], predictions: readon
     if (exactMatch(predictions[i] as string, ref)) e++;
   });
   return { rougeL: r / references.length, exactMatch: e / references.length };
+}
+
+// --- BLEU-4 (Papineni et al. 2002) on the same lowercased word tokens as ROUGE-L.
+
+/** Clipped n-gram matches of a prediction against one reference, and the prediction's n-gram count. */
+function ngramMatches(prediction: readonly string[], reference: readonly string[], n: number): { matched: number; total: number } {
+  const counts = (tokens: readonly string[]): Map<string, number> => {
+    const m = new Map<string, number>();
+    for (let i = 0; i + n <= tokens.length; i++) {
+      const gram = tokens.slice(i, i + n).join('\u0000');
+      m.set(gram, (m.get(gram) ?? 0) + 1);
+    }
+    return m;
+  };
+  const [p, r] = [counts(prediction), counts(reference)];
+  let matched = 0;
+  for (const [gram, c] of p) matched += Math.min(c, r.get(gram) ?? 0);
+  return { matched, total: Math.max(prediction.length - n + 1, 0) };
+}
+
+const brevityPenalty = (predicted: number, reference: number): number => (predicted > reference ? 1 : Math.exp(1 - reference / predicted));
+
+/**
+ * Corpus-level BLEU-4 in [0, 1]: n-gram matches (n = 1..4, clipped by the reference's counts)
+ * summed over all pairs, the geometric mean of the four precisions with equal weights, times the
+ * brevity penalty exp(1 - r/c) of the total lengths when the predictions are shorter. No smoothing:
+ * a corpus without a single matching 4-gram scores 0. Empty predictions and references score 1.
+ * This is the BLEU `jfa eval` reports.
+ */
+export function corpusBleu(predictions: readonly string[], references: readonly string[]): number {
+  if (references.length !== predictions.length) throw new Error(`corpusBleu: ${references.length} references but ${predictions.length} predictions`);
+  const matched = [0, 0, 0, 0];
+  const total = [0, 0, 0, 0];
+  let [c, r] = [0, 0];
+  predictions.forEach((prediction, i) => {
+    const [p, ref] = [tokenize(prediction), tokenize(references[i] as string)];
+    c += p.length;
+    r += ref.length;
+    for (let n = 1; n <= 4; n++) {
+      const m = ngramMatches(p, ref, n);
+      matched[n - 1]! += m.matched;
+      total[n - 1]! += m.total;
+    }
+  });
+  if (c === 0) return r === 0 ? 1 : 0;
+  if (matched.some((m) => m === 0)) return 0;
+  const logMean = matched.reduce((acc, m, i) => acc + Math.log(m / total[i]!), 0) / 4;
+  return brevityPenalty(c, r) * Math.exp(logMean);
+}
+
+/**
+ * Sentence-level BLEU-4 in [0, 1], smoothed as BLEU+1 (Lin and Och 2004): 1 is added to the
+ * matches and the count of 2-, 3- and 4-grams (unigrams unsmoothed), so short outputs with some
+ * overlap do not score 0; brevity penalty as in {@link corpusBleu}. An empty prediction scores 0
+ * (1 when the reference is empty too).
+ */
+export function sentenceBleu(prediction: string, reference: string): number {
+  const [p, r] = [tokenize(prediction), tokenize(reference)];
+  if (p.length === 0) return r.length === 0 ? 1 : 0;
+  let logSum = 0;
+  for (let n = 1; n <= 4; n++) {
+    const m = ngramMatches(p, r, n);
+    const precision = n === 1 ? m.matched / m.total : (m.matched + 1) / (m.total + 1);
+    if (precision === 0) return 0;
+    logSum += Math.log(precision);
+  }
+  return brevityPenalty(p.length, r.length) * Math.exp(logSum / 4);
+}
+
+/** One group of {@link autoScores}: the records of one format, scored as that format is. */
+export interface FormatScores {
+  /** The format name, or 'unlabeled' for records without one. */
+  format: string;
+  records: number;
+  /** Scored by answer: the fraction correct. */
+  accuracy?: number;
+  /** Scored as text: mean ROUGE-L, corpus BLEU-4 and the exact-match rate. */
+  rougeL?: number;
+  bleu?: number;
+  exactMatch?: number;
+}
+
+/**
+ * Scores predictions per format, each with its paper's metric: accuracy by exact numeric answer
+ * (gsm8k, svamp), by option letter (arc, mmlu-pro, bbh; bbh answers that are not letters by exact
+ * match), ROUGE-L and BLEU-4 (superni, chat). A record's format is `formatHint` when given, else
+ * its `format` field; records with neither are scored by answer when they all have one (kind by
+ * task name), else as text. Groups come in order of first appearance.
+ * @throws Error when a format scored by answer has a record without `answer`, or the hint is unknown.
+ */
+export function autoScores(records: readonly InstanceRecord[], predictions: readonly string[], formatHint?: string): FormatScores[] {
+  if (records.length !== predictions.length) throw new Error(`autoScores: ${records.length} records but ${predictions.length} predictions`);
+  if (formatHint !== undefined && !(formatHint in FORMAT_SCORING)) throw new Error(`unknown format '${formatHint}' (known: ${Object.keys(FORMAT_SCORING).join(', ')})`);
+  const groups = new Map<string, number[]>();
+  records.forEach((r, i) => {
+    const format = formatHint ?? r.format ?? 'unlabeled';
+    groups.set(format, [...(groups.get(format) ?? []), i]);
+  });
+  return [...groups].map(([format, indices]) => {
+    const rs = indices.map((i) => (formatHint !== undefined ? { ...records[i]!, format: formatHint } : records[i]!));
+    const ps = indices.map((i) => predictions[i] as string);
+    const scoring = (FORMAT_SCORING as Record<string, string>)[format];
+    const byAnswer = scoring === undefined ? rs.every((r) => r.answer !== undefined) : scoring !== 'text';
+    if (!byAnswer) {
+      const text = newTaskScores(rs.map((r) => r.output), ps);
+      return { format, records: rs.length, rougeL: text.rougeL, bleu: corpusBleu(ps, rs.map((r) => r.output)), exactMatch: text.exactMatch };
+    }
+    const missing = rs.findIndex((r) => r.answer === undefined);
+    if (missing >= 0) throw new Error(`record ${indices[missing]! + 1} (format ${format}) has no 'answer': ${format} is scored by its answer`);
+    return { format, records: rs.length, accuracy: accuracy(rs as { task: string; answer: string; format?: string }[], ps) };
+  });
 }

@@ -9,9 +9,10 @@ export type OldGenerator = (rng: Rng, n: number) => OldRecord[];
 const NAMES = ['Ana', 'Ben', 'Carla', 'Dev', 'Emma', 'Farid', 'Grace', 'Hugo', 'Ines', 'Jonas', 'Kemi', 'Luis', 'Mei', 'Noor', 'Omar', 'Priya'];
 const ITEMS = ['apples', 'pencils', 'stickers', 'marbles', 'cookies', 'books', 'shells', 'cards', 'eggs', 'balloons'];
 
-const ARITH_INSTRUCTION = "Solve the math word problem step by step. End with 'The answer is N.'";
-const CHOICE_INSTRUCTION = "Answer the multiple-choice question. State the fact, then 'Answer: X' with the letter of the correct option.";
-const LOGIC_INSTRUCTION = "Solve the puzzle step by step. End with 'The answer is X.'";
+/** The instructions of the old suites; importers of the paper's old-task datasets use the same ones. */
+export const ARITH_INSTRUCTION = "Solve the math word problem step by step. End with 'The answer is N.'";
+export const CHOICE_INSTRUCTION = "Answer the multiple-choice question. State the fact, then 'Answer: X' with the letter of the correct option.";
+export const LOGIC_INSTRUCTION = "Solve the puzzle step by step. End with 'The answer is X.'";
 
 function repeat(n: number, make: () => OldRecord): OldRecord[] {
   return Array.from({ length: n }, make);
@@ -114,14 +115,20 @@ const svampTemplates: ((r: Rng) => OldRecord)[] = [
 
 export const arithSvamp: OldGenerator = (rng, n) => repeat(n, () => rng.pick(svampTemplates)(rng));
 
-const LETTERS = ['A', 'B', 'C', 'D', 'E', 'F'];
+/** Option letters, as many as MMLU-Pro's ten options need; metrics.ts extracts the same range. */
+export const OPTION_LETTERS = ['A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J'] as const;
+
+/** A question's options as the suites write them: one "A) text" line per option. */
+export function optionBlock(options: readonly string[]): string {
+  if (options.length > OPTION_LETTERS.length) throw new RangeError(`optionBlock: ${options.length} options, at most ${OPTION_LETTERS.length} have letters`);
+  return options.map((o, i) => `${OPTION_LETTERS[i]}) ${o}`).join('\n');
+}
 
 /** Builds the option block and the answer letter for a correct option among distractors. */
 function choice(task: string, rng: Rng, question: string, correct: string, distractors: readonly string[], why: string): OldRecord {
   const options = rng.shuffle([correct, ...distractors]);
-  const letter = LETTERS[options.indexOf(correct)] as string;
-  const block = options.map((o, i) => `${LETTERS[i]}) ${o}`).join('\n');
-  return { task, instruction: CHOICE_INSTRUCTION, input: `${question}\n${block}`, output: `${why} Answer: ${letter}`, answer: letter };
+  const letter = OPTION_LETTERS[options.indexOf(correct)] as string;
+  return { task, instruction: CHOICE_INSTRUCTION, input: `${question}\n${optionBlock(options)}`, output: `${why} Answer: ${letter}`, answer: letter };
 }
 
 // --- science-mc: a small fixed fact base about states of matter, animal classes, and more.

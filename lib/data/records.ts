@@ -7,6 +7,8 @@ export interface InstanceRecord {
   input: string;
   output: string;
   answer?: string;
+  /** The published format an importer read the record from (`jfa eval --metric auto` scores by it). */
+  format?: string;
   embedding?: number[];
 }
 

@@ -1,7 +1,7 @@
 // Evaluation by generation: old tasks by exact answer or choice (accuracy), new tasks by ROUGE-L
 // and exact match against their outputs. Greedy decoding, prompts formatted as in training; with a
 // latent pool, each prompt's retrieved increments apply to its whole generation, as in training.
-import { accuracy, newTaskScores } from '../data/metrics.js';
+import { accuracy, autoScores, type FormatScores, newTaskScores } from '../data/metrics.js';
 import { type InstanceRecord, type OldRecord } from '../data/records.js';
 import { generateText } from '../model/generate.js';
 import { type LlamaModel } from '../model/llama.js';
@@ -46,4 +46,21 @@ export async function evaluateOld(model: LlamaModel, tokenizer: Tokenizer, recor
 export async function evaluateNew(model: LlamaModel, tokenizer: Tokenizer, records: InstanceRecord[], o: EvalOptions = {}): Promise<{ rougeL: number; exactMatch: number; predictions: string[] }> {
   const predictions = await predict(model, tokenizer, records, o);
   return { ...newTaskScores(records.map((r) => r.output), predictions), predictions };
+}
+
+/**
+ * Scores records of several formats in one pass, each with its paper's metric (metrics.ts
+ * `autoScores`): accuracy for the old-task formats, ROUGE-L and BLEU-4 for SuperNI and chat.
+ * `format` scores every record as that format instead of the one recorded on it.
+ */
+export async function evaluateByFormat(
+  model: LlamaModel,
+  tokenizer: Tokenizer,
+  records: InstanceRecord[],
+  o: EvalOptions & { format?: string } = {},
+): Promise<{ formats: FormatScores[]; predictions: string[] }> {
+  // Checked before generating, so a missing answer fails at once.
+  autoScores(records, records.map(() => ''), o.format);
+  const predictions = await predict(model, tokenizer, records, o);
+  return { formats: autoScores(records, predictions, o.format), predictions };
 }

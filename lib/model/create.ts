@@ -4,6 +4,7 @@
 import { join } from 'node:path';
 
 import { writeFileAtomic } from '../util/files.js';
+import { CHAT_TEMPLATE } from './chat-template.js';
 import { LlamaModel } from './llama.js';
 
 export const SPECIAL_TOKENS = { pad: '<pad>', bos: '<s>', eos: '</s>' } as const;
@@ -20,10 +21,6 @@ export function byteSymbols(): string[] {
 function range(a: number, b: number): number[] {
   return Array.from({ length: b - a + 1 }, (_, i) => a + i);
 }
-
-const CHAT_TEMPLATE =
-  "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] + '\\n' }}{% endfor %}" +
-  "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}";
 
 /** tokenizer.json and tokenizer_config.json for byte-level BPE with the given merges ("a b" pairs of symbols). */
 export function byteLevelTokenizer(merges: string[] = []): { tokenizer: object; config: object; vocabSize: number } {
