@@ -5,10 +5,19 @@ import { z } from 'zod';
 import { readText, writeFileAtomic } from '../util/files.js';
 import type { FlashbackRecord, InstanceRecord } from './records.js';
 
+/** Which record shape a JSONL file holds: new-task/eval instances, or flashback prompts. */
 export type RecordKind = 'instance' | 'flashback';
 
 /** Every problem found in a file, one "file:line: what" per entry. */
 export class DataError extends Error {
+  /**
+   * An error listing the problems (the first 20 in the message).
+   * @param problems - one "file:line: what" per entry.
+   * @example
+   * ```ts
+   * throw new DataError(['data.jsonl:3: missing field \'output\'']);
+   * ```
+   */
   constructor(readonly problems: string[]) {
     const shown = problems.slice(0, 20);
     super(problems.length > shown.length ? `${shown.join('\n')}\n... and ${problems.length - shown.length} more` : shown.join('\n'));
@@ -16,7 +25,16 @@ export class DataError extends Error {
   }
 }
 
-/** Writes one JSON object per line to a temporary file, fsyncs, then renames it into place. */
+/**
+ * Writes one JSON object per line to a temporary file, fsyncs, then renames it into place.
+ * @param path - the file to write.
+ * @param records - instance or flashback records.
+ * @throws Error naming the path when it cannot be written.
+ * @example
+ * ```ts
+ * writeJsonl('new-train.jsonl', [{ task: 'add', instruction: 'Add the numbers.', input: '2 3', output: '5' }]);
+ * ```
+ */
 export function writeJsonl(path: string, records: readonly (InstanceRecord | FlashbackRecord)[]): void {
   writeFileAtomic(path, records.map((r) => `${JSON.stringify(r)}\n`).join(''));
 }
@@ -59,8 +77,31 @@ function checkRecord(kind: RecordKind, o: Record<string, unknown>): { value: Ins
   return { problem: firstPerField.map((issue) => problem(issue, o)).join('; ') };
 }
 
-/** Parses and validates JSONL text; `name` is what errors call the file. Blank lines are skipped. */
+/**
+ * Parses and validates JSONL text of instance records; `name` is what errors call the file. Blank lines are skipped.
+ * @param text - the JSONL text.
+ * @param name - the file's name in error messages.
+ * @param kind - 'instance'.
+ * @returns the records.
+ * @throws DataError listing every bad line as "name:line: what" (invalid JSON, missing or mistyped fields, embeddings of different sizes), or an empty file.
+ * @example
+ * ```ts
+ * parseJsonl('{"task":"t","instruction":"i","input":"x","output":"y"}\n', 'inline', 'instance');
+ * ```
+ */
 export function parseJsonl(text: string, name: string, kind: 'instance'): InstanceRecord[];
+/**
+ * Parses and validates JSONL text of flashback records: `{task, instruction, input}` or `{task, prompt}`.
+ * @param text - the JSONL text.
+ * @param name - the file's name in error messages.
+ * @param kind - 'flashback'.
+ * @returns the records.
+ * @throws DataError listing every bad line as "name:line: what".
+ * @example
+ * ```ts
+ * parseJsonl('{"task":"logic","prompt":"Is it true?"}', 'inline', 'flashback');
+ * ```
+ */
 export function parseJsonl(text: string, name: string, kind: 'flashback'): FlashbackRecord[];
 export function parseJsonl(text: string, name: string, kind: RecordKind): (InstanceRecord | FlashbackRecord)[] {
   const lines = text.split('\n');
@@ -103,7 +144,29 @@ export function parseJsonl(text: string, name: string, kind: RecordKind): (Insta
   return records;
 }
 
+/**
+ * Reads and validates a JSONL file of instance records; a bad file fails as a whole.
+ * @param path - the file.
+ * @param kind - 'instance'.
+ * @returns the records.
+ * @throws DataError naming the file, and the line of every bad record; or that the file is missing or empty.
+ * @example
+ * ```ts
+ * const newTrain = readJsonl('new-train.jsonl', 'instance');
+ * ```
+ */
 export function readJsonl(path: string, kind: 'instance'): InstanceRecord[];
+/**
+ * Reads and validates a JSONL file of flashback records; a bad file fails as a whole.
+ * @param path - the file.
+ * @param kind - 'flashback'.
+ * @returns the records.
+ * @throws DataError naming the file, and the line of every bad record.
+ * @example
+ * ```ts
+ * const flashbacks = readJsonl('flashbacks.jsonl', 'flashback');
+ * ```
+ */
 export function readJsonl(path: string, kind: 'flashback'): FlashbackRecord[];
 export function readJsonl(path: string, kind: RecordKind): (InstanceRecord | FlashbackRecord)[] {
   let text: string;
