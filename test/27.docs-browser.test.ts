@@ -60,7 +60,11 @@ describe('API documentation', () => {
         ].join('\n'),
       );
       writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ extends: '../../tsconfig.json', compilerOptions: { rootDir: '.', noEmit: true }, include: ['bad.ts'] }));
-      const r = npm('run', 'docs', '--', '--entryPoints', entry, '--tsconfig', join(dir, 'tsconfig.json'), '--out', join(dir, 'api'));
+      // The project's TypeDoc settings (validation, plugin), pointed at this file.
+      const settings = JSON.parse(readFileSync(join(root, 'typedoc.json'), 'utf8')) as { plugin: string[] };
+      const options = { ...settings, entryPoints: [entry], tsconfig: join(dir, 'tsconfig.json'), out: join(dir, 'api'), plugin: settings.plugin.map((p) => join(root, p)) };
+      writeFileSync(join(dir, 'typedoc.json'), JSON.stringify(options));
+      const r = spawnSync(process.execPath, [join(root, 'node_modules', 'typedoc', 'bin', 'typedoc'), '--options', join(dir, 'typedoc.json')], { cwd: root, encoding: 'utf8', timeout: 240_000 });
       const log = `${r.stdout}\n${r.stderr}`;
       expect(r.status, log).not.toBe(0);
       expect(log).toMatch(/undocumented.*does not have any documentation/);
@@ -168,6 +172,25 @@ function syntheticStudy(): DemoResults {
   return r;
 }
 
+/** What the page shows, read in the browser (a string: the test's type-check has no DOM library). */
+const DOM_PROBE = `(() => ({
+  tables: [...document.querySelectorAll('table')].map((t) => [...t.rows].map((row) => [...row.cells].map((c) => c.textContent ?? ''))),
+  charts: [...document.querySelectorAll('svg')].map((s) => {
+    const b = s.getBoundingClientRect();
+    return { width: b.width, height: b.height, right: b.right, marks: s.querySelectorAll('rect, circle, polyline, line').length };
+  }),
+  scrollWidth: document.documentElement.scrollWidth,
+  title: document.title,
+  svgMarkup: [...document.querySelectorAll('svg')].map((s) => s.outerHTML).join(''),
+}))()`;
+interface DomProbe {
+  tables: string[][][];
+  charts: Array<{ width: number; height: number; right: number; marks: number }>;
+  scrollWidth: number;
+  title: string;
+  svgMarkup: string;
+}
+
 describe('report.html in headless Chromium', () => {
   let context: BrowserContext;
   const userData = mkdtempSync(join(tmpdir(), 'jfa-chromium-'));
@@ -221,20 +244,11 @@ describe('report.html in headless Chromium', () => {
       const shot = pngInfo(await page.screenshot({ type: 'png' }));
       expect({ width: shot.width, height: shot.height }).toEqual(VIEWPORT);
       expect(shot.varied, 'the screenshot is not blank').toBe(true);
-      const scrollHeight = await page.evaluate(() => document.documentElement.scrollHeight);
+      const scrollHeight = (await page.evaluate('document.documentElement.scrollHeight')) as number;
       const full = pngInfo(await page.screenshot({ type: 'png', fullPage: true }));
       expect({ width: full.width, height: full.height }).toEqual({ width: VIEWPORT.width, height: Math.max(VIEWPORT.height, scrollHeight) });
 
-      const dom = await page.evaluate(() => ({
-        tables: [...document.querySelectorAll('table')].map((t) => [...t.rows].map((row) => [...row.cells].map((c) => c.textContent ?? ''))),
-        charts: [...document.querySelectorAll('svg')].map((s) => {
-          const b = s.getBoundingClientRect();
-          return { width: b.width, height: b.height, right: b.right, marks: s.querySelectorAll('rect, circle, polyline, line').length };
-        }),
-        scrollWidth: document.documentElement.scrollWidth,
-        title: document.title,
-        svgMarkup: [...document.querySelectorAll('svg')].map((s) => s.outerHTML).join(''),
-      }));
+      const dom = (await page.evaluate(DOM_PROBE)) as DomProbe;
       await page.close();
 
       expect(problems).toEqual([]);
