@@ -186,7 +186,7 @@ export class Tensor implements Disposable {
   /**
    * Back-propagates from this tensor into the leaves that require gradients.
    * @param gradient - the gradient of this tensor, of its shape; omit it for a scalar.
-   * @throws Error when nothing in the graph requires a gradient, or a non-scalar has no `gradient`.
+   * @throws TypeError when nothing in the graph requires a gradient; RangeError for a non-scalar without `gradient`.
    * @example
    * ```ts
    * const x = tensor([1, 2, 3]).setRequiresGrad();

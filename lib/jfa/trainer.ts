@@ -393,8 +393,8 @@ function batchMaker(
  * @throws (rejects with) RangeError for no new-task records, a method without the data it needs, or an option out of range; Error for a checkpoint that is missing, incomplete or from another run.
  * @example
  * ```ts
- * using model = loadModel('models/jfa-demo-base');
- * const tokenizer = Tokenizer.fromDir('models/jfa-demo-base');
+ * using model = loadModel('models/jfa-base');
+ * const tokenizer = Tokenizer.fromDir('models/jfa-base');
  * const result = await train(model, tokenizer, {
  *   newTrain: readJsonl('new-train.jsonl', 'instance'),
  *   flashbacks: readJsonl('flashbacks.jsonl', 'flashback'),

@@ -19,7 +19,7 @@ const DIGIT = /[0-9]/;
  * @returns the merges, "a b" pairs of byte symbols, in the order learned.
  * @example
  * ```ts
- * const merges = learnMerges(['the cat', 'the hat'], 10); // ['Ġ t', 'Ġt h', ...]
+ * const merges = learnMerges(['the cat', 'the hat'], 10); // ['a t', 'h e', 't he']
  * createModel('tiny', { merges });
  * ```
  */

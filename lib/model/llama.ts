@@ -103,8 +103,8 @@ const DESCRIPTION_FILES = ['config.json', 'generation_config.json', 'tokenizer.j
  * @throws RangeError for a device other than 'cpu'; Error naming the file for a missing or malformed config or weights.
  * @example
  * ```ts
- * using model = loadModel('models/jfa-demo-base');
- * const tokenizer = Tokenizer.fromDir('models/jfa-demo-base');
+ * using model = loadModel('models/jfa-base');
+ * const tokenizer = Tokenizer.fromDir('models/jfa-base');
  * ```
  */
 export function loadModel(dir: string, options: { dtype?: Dtype; device?: string } = {}): LlamaModel {
@@ -118,7 +118,7 @@ export function loadModel(dir: string, options: { dtype?: Dtype; device?: string
  *
  * @example
  * ```ts
- * using model = LlamaModel.load('models/jfa-demo-base');
+ * using model = LlamaModel.load('models/jfa-base');
  * model.addLora({ r: 8, loraAlpha: 16, seed: 1 });
  * const logits = model.logits(ids); // (b, t, vocab)
  * model.saveAdapter('out/adapter');

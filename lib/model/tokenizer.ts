@@ -52,7 +52,7 @@ const tokenText = (t: TokenizerConfig[keyof TokenizerConfig]) =>
  *
  * @example
  * ```ts
- * const tokenizer = Tokenizer.fromDir('models/jfa-demo-base');
+ * const tokenizer = Tokenizer.fromDir('models/jfa-base');
  * const ids = tokenizer.encode('Hello'); // [1, ...] (BOS first)
  * tokenizer.decode(ids); // 'Hello'
  * ```
