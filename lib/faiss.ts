@@ -13,9 +13,11 @@ import {
 
 export type { IndexKind, IndexMetric, KMeansResult, SearchResult };
 
+/** Options of {@link Index.create}. */
 export interface IndexOptions {
   /** 'flat-ip' and 'flat-l2' search exhaustively (exact); 'hnsw' searches a graph (approximate, fast). */
   kind: IndexKind;
+  /** Floats per vector. */
   dim: number;
   /** hnsw only: 'l2' (default) or 'ip'. The flat kinds imply theirs; a different one is refused. */
   metric?: IndexMetric;
@@ -39,21 +41,45 @@ export interface IndexOptions {
 export class Index implements Disposable {
   private constructor(private readonly handle: NativeIndex) {}
 
+  /**
+   * A new, empty index.
+   * @param options - kind, dimension and the HNSW settings.
+   * @returns the index.
+   * @throws TypeError/RangeError for a bad option, naming it and its value.
+   * @example
+   * ```ts
+   * using index = Index.create({ kind: 'flat-ip', dim: 384 });
+   * index.add(embeddings); // a Float32Array of n * 384 floats
+   * const { labels, distances } = index.search(query, 5);
+   * ```
+   */
   static create(options: IndexOptions): Index {
     return new Index(new (native().Index)(options));
   }
 
-  /** Reads an index written by save() (or by FAISS's write_index, if flat or HNSW-flat). */
+  /**
+   * Reads an index written by save() (or by FAISS's write_index, if flat or HNSW-flat).
+   * @param path - the index file.
+   * @returns the index.
+   * @throws Error naming the file when it is missing, unreadable or of another kind.
+   * @example
+   * ```ts
+   * const index = Index.load('pool.faiss');
+   * ```
+   */
   static load(path: string): Index {
     return new Index(native().Index.load(path));
   }
 
+  /** The kind given to {@link Index.create}. */
   get kind(): IndexKind {
     return this.handle.kind;
   }
+  /** 'ip' (inner product, larger is nearer) or 'l2' (squared distance, smaller is nearer). */
   get metric(): IndexMetric {
     return this.handle.metric;
   }
+  /** Floats per vector. */
   get dim(): number {
     return this.handle.dim;
   }
@@ -61,6 +87,7 @@ export class Index implements Disposable {
   get ntotal(): number {
     return this.handle.ntotal;
   }
+  /** Whether dispose() has freed the index. */
   get disposed(): boolean {
     return this.handle.disposed;
   }
@@ -68,46 +95,115 @@ export class Index implements Disposable {
   get efSearch(): number | undefined {
     return this.handle.efSearch;
   }
+  /** Sets the HNSW candidates kept while searching (hnsw only). */
   set efSearch(value: number) {
     this.handle.efSearch = value;
   }
 
-  /** Appends vectors.length / dim vectors. */
+  /**
+   * Appends vectors.length / dim vectors; their labels continue from {@link Index.ntotal}.
+   * @param vectors - n * dim floats, row-major.
+   * @throws RangeError when the length is not a multiple of dim; TypeError for a non-Float32Array.
+   * @example
+   * ```ts
+   * index.add(new Float32Array([1, 0, 0, 1])); // two 2-d vectors, labels 0 and 1
+   * ```
+   */
   add(vectors: Float32Array): void {
     this.handle.add(vectors);
   }
+  /**
+   * {@link Index.add} on the libuv pool; leave `vectors` untouched until it settles.
+   * @param vectors - n * dim floats, row-major.
+   * @returns a promise that settles when the vectors are in.
+   * @throws (rejects with) the errors of add().
+   * @example
+   * ```ts
+   * await index.addAsync(embeddings);
+   * ```
+   */
   async addAsync(vectors: Float32Array): Promise<void> {
     return this.handle.addAsync(vectors);
   }
 
-  /** The k nearest stored vectors of each of queries.length / dim queries. */
+  /**
+   * The k nearest stored vectors of each of queries.length / dim queries.
+   * @param queries - m * dim floats, row-major.
+   * @param k - neighbours per query, a positive integer.
+   * @returns m * k labels (BigInt64Array) and distances (Float32Array), best first per query.
+   * @throws RangeError for a bad k or a length that is not a multiple of dim.
+   * @example
+   * ```ts
+   * const { labels, distances } = index.search(new Float32Array([1, 0]), 1); // labels[0] === 0n
+   * ```
+   */
   search(queries: Float32Array, k: number): SearchResult {
     return this.handle.search(queries, k);
   }
+  /**
+   * {@link Index.search} on the libuv pool; searches may run together.
+   * @param queries - m * dim floats, row-major.
+   * @param k - neighbours per query.
+   * @returns a promise of the labels and distances.
+   * @throws (rejects with) the errors of search().
+   * @example
+   * ```ts
+   * const hits = await index.searchAsync(queries, 10);
+   * ```
+   */
   async searchAsync(queries: Float32Array, k: number): Promise<SearchResult> {
     return this.handle.searchAsync(queries, k);
   }
 
-  /** Removes every vector; the kind, dimension and settings stay. */
+  /**
+   * Removes every vector; the kind, dimension and settings stay.
+   * @example
+   * ```ts
+   * index.reset(); // index.ntotal === 0
+   * ```
+   */
   reset(): void {
     this.handle.reset();
   }
 
-  /** Writes the index atomically: a temporary file beside `path`, fsynced, renamed over it. */
+  /**
+   * Writes the index atomically: a temporary file beside `path`, fsynced, renamed over it.
+   * @param path - the file to write.
+   * @throws Error naming the path when it cannot be written.
+   * @example
+   * ```ts
+   * index.save('pool.faiss');
+   * ```
+   */
   save(path: string): void {
     this.handle.save(path);
   }
 
-  /** Frees the native memory now. Safe to call twice; any later use throws. */
+  /**
+   * Frees the native memory now. Safe to call twice; any later use throws.
+   * @example
+   * ```ts
+   * index.dispose();
+   * ```
+   */
   dispose(): void {
     this.handle.dispose();
   }
+  /**
+   * {@link Index.dispose}, for `using` declarations.
+   * @example
+   * ```ts
+   * { using index = Index.create({ kind: 'flat-l2', dim: 8 }); }
+   * ```
+   */
   [Symbol.dispose](): void {
     this.dispose();
   }
 }
 
+/** Options of {@link kmeans}. */
 export interface KMeansOptions {
+  /** Floats per point. */
   dim: number;
   /** Clusters; data must hold at least k points. */
   k: number;
@@ -119,12 +215,32 @@ export interface KMeansOptions {
   spherical?: boolean;
 }
 
-/** k-means (FAISS Clustering) over all points of `data`; assignments are cluster numbers 0..k-1. */
+/**
+ * k-means (FAISS Clustering) over all points of `data`; assignments are cluster numbers 0..k-1.
+ * @param data - n * dim floats, row-major.
+ * @param options - dim, k and the iteration settings.
+ * @returns the k centroids and each point's cluster.
+ * @throws RangeError when data holds fewer than k points or its length is not a multiple of dim.
+ * @example
+ * ```ts
+ * const { centroids, assignments } = kmeans(points, { dim: 2, k: 3, seed: 7 });
+ * ```
+ */
 export function kmeans(data: Float32Array, options: KMeansOptions): KMeansResult {
   return native().kmeans(data, options);
 }
 
-/** kmeans on the libuv pool: the event loop keeps running while it computes. */
+/**
+ * {@link kmeans} on the libuv pool: the event loop keeps running while it computes.
+ * @param data - n * dim floats, row-major; leave it untouched until the promise settles.
+ * @param options - dim, k and the iteration settings.
+ * @returns a promise of the centroids and assignments.
+ * @throws (rejects with) the errors of kmeans().
+ * @example
+ * ```ts
+ * const { centroids } = await kmeansAsync(points, { dim: 2, k: 3 });
+ * ```
+ */
 export async function kmeansAsync(data: Float32Array, options: KMeansOptions): Promise<KMeansResult> {
   return native().kmeansAsync(data, options);
 }

@@ -36,7 +36,7 @@ export {
   type KMeansResult,
   type SearchResult,
 } from './faiss.js';
-export { NativeLoadError } from './native.js';
+export { NativeLoadError, type NativeStepMetrics, type NativeStepTimings, type NativeTensor } from './native.js';
 export {
   type CrossEntropyOptions,
   type DivergenceOptions,
@@ -61,8 +61,8 @@ export {
 export { loadSafetensors, type SafetensorsContents, saveSafetensors } from './model/safetensors.js';
 export { type ForwardOptions, type GenerateOptions, LlamaModel, loadModel, LORA_TARGETS, type LoraConfig, type LoraTarget, type ModelConfig } from './model/llama.js';
 export { byteLevelTokenizer, createModel, type CreateModelOptions } from './model/create.js';
-export { type Batch, type ChatMessage, Tokenizer } from './model/tokenizer.js';
-export { generateText, type GenerateTextOptions } from './model/generate.js';
+export { type Batch, type ChatMessage, Tokenizer, type TokenizerConfig } from './model/tokenizer.js';
+export { type GeneratedText, generateText, type GenerateTextOptions } from './model/generate.js';
 export * from './data/index.js';
 export { AdamW, type AdamWOptions, clipGradNorm, cosineWithWarmup } from './optim.js';
 export { promptBatch, type PromptBatch, promptText, sftBatch, type SftBatch } from './jfa/examples.js';

@@ -11,46 +11,75 @@ import { performance } from 'node:perf_hooks';
 
 import { baseVersion, type LibtorchLocation, locateLibtorch, packageRoot } from './locate.js';
 
+/** A tensor's element type, named as in torch. */
 export type Dtype = 'float32' | 'float64' | 'bfloat16' | 'float16' | 'int32' | 'int64' | 'uint8' | 'bool';
+/** Which KL divergence {@link flashbackDivergence} takes: symmetric, KL(ref||cur) or KL(cur||ref). */
 export type KlKind = 'symmetric' | 'forward' | 'reverse';
+/** How a loss over tokens is reduced: the mean over counted tokens, or their sum. */
 export type Reduction = 'mean' | 'sum';
+/** The typed arrays a tensor is made from and read into. */
 export type TensorData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
 
-/** A handle owning one libtorch tensor. */
+/** A handle owning one libtorch tensor: what a {@link Tensor} wraps. */
 export interface NativeTensor {
+  /** The size of each dimension. */
   readonly shape: number[];
+  /** The element type. */
   readonly dtype: Dtype;
+  /** "cpu", "cuda:0", ... */
   readonly device: string;
+  /** Bytes of native memory the elements occupy. */
   readonly nbytes: number;
+  /** Whether dispose() has freed it. */
   readonly disposed: boolean;
+  /**
+   * A copy of the elements in row-major order.
+   * @returns a typed array matching the dtype.
+   */
   toTypedArray(): TensorData;
+  /** Frees the native memory now. */
   dispose(): void;
 }
 
+/** What {@link runtimeInfo} reports. */
 export interface RuntimeInfo {
   /** The libtorch version the addon was compiled against. */
   torchVersion: string;
+  /** The FAISS version linked into the addon. */
   faissVersion: string;
+  /** Whether libtorch was built with CUDA. */
   cuda: boolean;
+  /** CUDA devices visible (0 without CUDA). */
   cudaDevices: number;
+  /** Whether libtorch uses MKL. */
   mkl: boolean;
+  /** Whether libtorch uses OpenMP. */
   openmp: boolean;
+  /** libtorch's intra-op threads (see {@link setNumThreads}). */
   numThreads: number;
 }
 
+/** What {@link memoryStats} reports. */
 export interface MemoryStats {
-  /** Tensor handles not yet disposed or collected, and the bytes they own. */
+  /** Tensor handles not yet disposed or collected. */
   liveTensors: number;
+  /** Bytes the live tensor handles own. */
   liveBytes: number;
-  /** The caching CPU allocator: bytes in live tensors, bytes kept for reuse, the cap on those. */
+  /** The caching CPU allocator: bytes in live tensors. */
   cpuAllocatedBytes: number;
+  /** Bytes freed by tensors and kept for reuse. */
   cpuCachedBytes: number;
+  /** The cap on the bytes kept for reuse (see {@link setCpuCacheLimit}). */
   cpuCacheLimitBytes: number;
+  /** Allocations served from the kept memory. */
   cpuCacheHits: number;
+  /** Allocations that went to the system. */
   cpuCacheMisses: number;
 }
 
+/** An {@link Index}'s kind: exact inner-product or L2 search, or an approximate HNSW graph. */
 export type IndexKind = 'flat-ip' | 'flat-l2' | 'hnsw';
+/** Inner product (larger is nearer) or squared L2 distance (smaller is nearer). */
 export type IndexMetric = 'ip' | 'l2';
 
 export interface NativeIndexOptions {
@@ -61,6 +90,7 @@ export interface NativeIndexOptions {
   efSearch?: number;
 }
 
+/** What {@link Index.search} returns: k entries per query, best first. */
 export interface SearchResult {
   /** n*k distances, row-major: squared L2 or inner products. */
   distances: Float32Array;
@@ -99,6 +129,7 @@ export interface NativeKMeansOptions {
   spherical?: boolean;
 }
 
+/** What {@link kmeans} returns. */
 export interface KMeansResult {
   /** k*dim, row-major. */
   centroids: Float32Array;
@@ -187,15 +218,25 @@ export interface NativeAddon {
   signatures: Record<string, number>;
 }
 
+/** A loaded model's shape, from its config.json (LlamaConfig fields, camel-cased). */
 export interface ModelConfig {
+  /** Tokens in the vocabulary. */
   vocabSize: number;
+  /** Width of the residual stream. */
   hiddenSize: number;
+  /** Width of the MLP's inner layer. */
   intermediateSize: number;
+  /** Decoder layers. */
   numLayers: number;
+  /** Attention (query) heads. */
   numHeads: number;
+  /** Key/value heads (fewer than numHeads with grouped-query attention). */
   numKeyValueHeads: number;
+  /** Width of one head. */
   headDim: number;
+  /** Whether the output head shares the embedding matrix. */
   tieWordEmbeddings: boolean;
+  /** Whether RoPE uses Llama 3's frequency scaling. */
   llama3RopeScaling: boolean;
 }
 
@@ -282,22 +323,31 @@ export interface NativeStepTimings {
   refForward: number;
   /** the fused loss kernels (value and gradient of the logits) and reading the loss back */
   loss: number;
+  /** back-propagation through the model */
   backward: number;
   /** taking each micro-batch's gradients apart from the parameters */
   gradCollect: number;
   /** PCGrad (or the mean) and setting the combined gradients */
   projection: number;
+  /** gradient-norm clipping */
   clip: number;
+  /** the AdamW update */
   optimizer: number;
+  /** the whole step */
   total: number;
 }
 
+/** A training step's losses and gradient statistics, as the native step reports them. */
 export interface NativeStepMetrics {
+  /** mean new-task cross-entropy over the step's micro-batches */
   sft: number;
   /** mean of the plain (latent off) SFT loss where plainSftWeight added it, else 0 */
   plainSft: number;
+  /** mean flashback divergence (0 without flashbacks) */
   divergence: number;
+  /** the gradients' total L2 norm before clipping */
   gradNorm: number;
+  /** PCGrad projections applied (conflicting micro-batch gradient pairs) */
   conflicts: number;
   /** when the step asked for timings */
   timings?: NativeStepTimings;
@@ -335,7 +385,29 @@ export interface LoadedNative {
   loadMs: number;
 }
 
+/**
+ * Thrown on first use of the native layer when the addon or libtorch cannot be loaded: the message
+ * lists what was looked for and the fix; `problems` holds the same as separate lines.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   runtimeInfo();
+ * } catch (e) {
+ *   if (e instanceof NativeLoadError) console.error(e.problems.join('\n'));
+ * }
+ * ```
+ */
 export class NativeLoadError extends Error {
+  /**
+   * An error whose message explains the failure and the fix.
+   * @param message - the whole explanation, with the fix.
+   * @param problems - each place looked in and what was wrong there.
+   * @example
+   * ```ts
+   * throw new NativeLoadError('libtorch not found', ['LIBTORCH: /opt/x does not exist']);
+   * ```
+   */
   constructor(
     message: string,
     readonly problems: string[],

@@ -3,16 +3,42 @@ import { loadNative, type MemoryStats, native, type RuntimeInfo } from './native
 
 export type { MemoryStats, RuntimeInfo };
 
+/**
+ * What the loaded addon was built with and runs on: libtorch and FAISS versions, CUDA, threads.
+ * @returns the runtime's description.
+ * @throws NativeLoadError when the addon or libtorch cannot be loaded.
+ * @example
+ * ```ts
+ * const { torchVersion, numThreads } = runtimeInfo(); // '2.13.0', 8
+ * ```
+ */
 export function runtimeInfo(): RuntimeInfo {
   return native().info();
 }
 
-/** Intra-op threads used by libtorch on every thread that runs our work (also async work). */
+/**
+ * Sets the intra-op threads used by libtorch on every thread that runs our work (also async work).
+ * @param n - threads, an integer from 1 to 4096.
+ * @throws RangeError for any other n.
+ * @example
+ * ```ts
+ * setNumThreads(4);
+ * ```
+ */
 export function setNumThreads(n: number): void {
   native().setNumThreads(n);
 }
 
-/** Live tensors and the caching CPU allocator's counters. */
+/**
+ * Live tensors and the caching CPU allocator's counters.
+ * @returns the counters now.
+ * @example
+ * ```ts
+ * const before = memoryStats().liveTensors;
+ * scope(() => randn([100]));
+ * memoryStats().liveTensors === before; // true
+ * ```
+ */
 export function memoryStats(): MemoryStats {
   return native().stats();
 }
@@ -20,18 +46,47 @@ export function memoryStats(): MemoryStats {
 /**
  * Caps the memory the CPU allocator keeps for reuse after tensors are freed (default: a quarter of
  * RAM, or JFA_CPU_CACHE_MB). Reuse avoids page faults on large tensors; 0 turns caching off.
+ * @param bytes - the cap in bytes, a non-negative integer.
+ * @throws RangeError for a negative or non-integer value.
+ * @example
+ * ```ts
+ * setCpuCacheLimit(512 * 1024 * 1024); // keep at most 512 MiB for reuse
+ * ```
  */
 export function setCpuCacheLimit(bytes: number): void {
   native().setCpuCacheLimit(bytes);
 }
 
-/** Returns all memory the CPU allocator keeps for reuse to the system, and the free memory of malloc's heaps. */
+/**
+ * Returns all memory the CPU allocator keeps for reuse to the system, and the free memory of malloc's heaps.
+ * @example
+ * ```ts
+ * emptyCpuCache(); // memoryStats().cpuCachedBytes is now 0
+ * ```
+ */
 export function emptyCpuCache(): void {
   native().emptyCpuCache();
 }
 
-/** Where the addon and libtorch were loaded from, and how long loading took. */
-export function nativeLocation(): { binaryPath: string; binaryKind: string; libtorchRoot: string; loadMs: number } {
+/**
+ * Where the addon and libtorch were loaded from, and how long loading took.
+ * @returns the binary's path and kind ('prebuilt' or 'source build'), libtorch's root, and the load time in ms.
+ * @throws NativeLoadError when the addon or libtorch cannot be loaded.
+ * @example
+ * ```ts
+ * const { binaryKind, libtorchRoot } = nativeLocation();
+ * ```
+ */
+export function nativeLocation(): {
+  /** the addon binary loaded */
+  binaryPath: string;
+  /** 'prebuilt' (shipped in the package) or 'source build' */
+  binaryKind: string;
+  /** the libtorch it runs on */
+  libtorchRoot: string;
+  /** milliseconds spent loading libtorch and the addon */
+  loadMs: number;
+} {
   const l = loadNative();
   return { binaryPath: l.binaryPath, binaryKind: l.binaryKind, libtorchRoot: l.libtorch.root, loadMs: l.loadMs };
 }

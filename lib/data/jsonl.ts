@@ -7,10 +7,19 @@ import { z } from 'zod';
 import { writeFileAtomic } from '../util/files.js';
 import type { FlashbackRecord, InstanceRecord } from './records.js';
 
+/** Which record shape a JSONL file holds: new-task/eval instances, or flashback prompts. */
 export type RecordKind = 'instance' | 'flashback';
 
 /** Every problem found in a file, one "file:line: what" per entry. */
 export class DataError extends Error {
+  /**
+   * An error listing the problems (the first 20 in the message).
+   * @param problems - one "file:line: what" per entry.
+   * @example
+   * ```ts
+   * throw new DataError(['data.jsonl:3: missing field \'output\'']);
+   * ```
+   */
   constructor(readonly problems: string[]) {
     const shown = problems.slice(0, 20);
     super(problems.length > shown.length ? `${shown.join('\n')}\n... and ${problems.length - shown.length} more` : shown.join('\n'));
@@ -18,7 +27,16 @@ export class DataError extends Error {
   }
 }
 
-/** Writes one JSON object per line to a temporary file, fsyncs, then renames it into place. */
+/**
+ * Writes one JSON object per line to a temporary file, fsyncs, then renames it into place.
+ * @param path - the file to write.
+ * @param records - instance or flashback records.
+ * @throws Error naming the path when it cannot be written.
+ * @example
+ * ```ts
+ * writeJsonl('new-train.jsonl', [{ task: 'add', instruction: 'Add the numbers.', input: '2 3', output: '5' }]);
+ * ```
+ */
 export function writeJsonl(path: string, records: readonly (InstanceRecord | FlashbackRecord)[]): void {
   writeFileAtomic(path, records.map((r) => `${JSON.stringify(r)}\n`).join(''));
 }
@@ -128,8 +146,31 @@ class LineChecker {
   }
 }
 
-/** Parses and validates JSONL text; `name` is what errors call the file. Blank lines are skipped. */
+/**
+ * Parses and validates JSONL text of instance records; `name` is what errors call the file. Blank lines are skipped.
+ * @param text - the JSONL text.
+ * @param name - the file's name in error messages.
+ * @param kind - 'instance'.
+ * @returns the records.
+ * @throws DataError listing every bad line as "name:line: what" (invalid JSON, missing or mistyped fields, embeddings of different sizes), or an empty file.
+ * @example
+ * ```ts
+ * parseJsonl('{"task":"t","instruction":"i","input":"x","output":"y"}\n', 'inline', 'instance');
+ * ```
+ */
 export function parseJsonl(text: string, name: string, kind: 'instance'): InstanceRecord[];
+/**
+ * Parses and validates JSONL text of flashback records: `{task, instruction, input}` or `{task, prompt}`.
+ * @param text - the JSONL text.
+ * @param name - the file's name in error messages.
+ * @param kind - 'flashback'.
+ * @returns the records.
+ * @throws DataError listing every bad line as "name:line: what", including a flashback given twice (the line of its first copy).
+ * @example
+ * ```ts
+ * parseJsonl('{"task":"logic","prompt":"Is it true?"}', 'inline', 'flashback');
+ * ```
+ */
 export function parseJsonl(text: string, name: string, kind: 'flashback'): FlashbackRecord[];
 export function parseJsonl(text: string, name: string, kind: RecordKind): (InstanceRecord | FlashbackRecord)[] {
   const checker = new LineChecker(name, kind);
@@ -143,12 +184,32 @@ export interface ReadJsonlOptions {
 }
 
 /**
- * Reads and validates a JSONL file in UTF-8 (a UTF-8 byte-order mark is skipped), streaming it in
- * chunks: a line over `maxLineBytes` is refused as soon as it is seen, so a huge or endless line
- * cannot exhaust memory. UTF-16 files, binary data (NUL bytes) and invalid UTF-8 are errors that
- * name the file and line, as are the records' own problems (all of them, in one DataError).
+ * Reads and validates a JSONL file of instance records in UTF-8 (a UTF-8 byte-order mark is
+ * skipped), streaming it in chunks: a line over `maxLineBytes` is refused as soon as it is seen, so
+ * a huge or endless line cannot exhaust memory.
+ * @param path - the file.
+ * @param kind - 'instance'.
+ * @param options - maxLineBytes (default {@link MAX_LINE_BYTES}, 16 MiB).
+ * @returns the records.
+ * @throws DataError naming the file and line: unreadable files, UTF-16, binary data (NUL bytes), invalid UTF-8, over-long lines, and every bad record (all of them in one error).
+ * @example
+ * ```ts
+ * const records = readJsonl('data/new-train.jsonl', 'instance');
+ * ```
  */
 export function readJsonl(path: string, kind: 'instance', options?: ReadJsonlOptions): InstanceRecord[];
+/**
+ * Reads and validates a JSONL file of flashback records, as the instance form does.
+ * @param path - the file.
+ * @param kind - 'flashback'.
+ * @param options - maxLineBytes (default {@link MAX_LINE_BYTES}, 16 MiB).
+ * @returns the records.
+ * @throws DataError naming the file and line, as for instances, and for a flashback given twice.
+ * @example
+ * ```ts
+ * const flashbacks = readJsonl('data/flashbacks.jsonl', 'flashback');
+ * ```
+ */
 export function readJsonl(path: string, kind: 'flashback', options?: ReadJsonlOptions): FlashbackRecord[];
 export function readJsonl(path: string, kind: RecordKind, options: ReadJsonlOptions = {}): (InstanceRecord | FlashbackRecord)[] {
   const limit = options.maxLineBytes ?? MAX_LINE_BYTES;

@@ -3,7 +3,15 @@
 // MMLU-Pro/BBH), and the choice of scorer by a record's published format.
 import type { InstanceRecord } from './records.js';
 
-/** Lowercased word tokens; punctuation and whitespace both separate. */
+/**
+ * Lowercased word tokens; punctuation and whitespace both separate.
+ * @param text - the text.
+ * @returns the tokens.
+ * @example
+ * ```ts
+ * tokenize('Hello, World!'); // ['hello', 'world']
+ * ```
+ */
 export function tokenize(text: string): string[] {
   return text.toLowerCase().split(/[^\p{L}\p{N}]+/u).filter((t) => t.length > 0);
 }
@@ -22,7 +30,16 @@ function lcsLength(a: readonly string[], b: readonly string[]): number {
   return row[b.length] as number;
 }
 
-/** ROUGE-L F1 between a prediction and a reference (1 when both are empty). */
+/**
+ * ROUGE-L F1 between a prediction and a reference (1 when both are empty), on {@link tokenize}'s tokens.
+ * @param prediction - the model's output.
+ * @param reference - the target.
+ * @returns the F1 of the longest common subsequence, from 0 to 1.
+ * @example
+ * ```ts
+ * rougeL('the cat sat', 'the cat sat down'); // 0.857...
+ * ```
+ */
 export function rougeL(prediction: string, reference: string): number {
   const [p, r] = [tokenize(prediction), tokenize(reference)];
   if (p.length === 0 || r.length === 0) return p.length === r.length ? 1 : 0;
@@ -36,13 +53,32 @@ function normalize(text: string): string {
   return text.trim().replace(/\s+/g, ' ').toLowerCase();
 }
 
+/**
+ * Whether prediction and reference are equal, ignoring case and runs of whitespace.
+ * @param prediction - the model's output.
+ * @param reference - the target.
+ * @returns true when they match.
+ * @example
+ * ```ts
+ * exactMatch(' Hello  World', 'hello world'); // true
+ * ```
+ */
 export function exactMatch(prediction: string, reference: string): boolean {
   return normalize(prediction) === normalize(reference);
 }
 
+/** How an answer is extracted and compared: a number, an option letter, or an exact string. */
 export type AnswerKind = 'numeric' | 'choice' | 'exact';
 
-/** How the generated suites are scored; unknown task names (user data) compare exact strings. */
+/**
+ * How the generated suites are scored; unknown task names (user data) compare exact strings.
+ * @param task - a record's task name.
+ * @returns 'numeric' for arith-*, 'choice' for *-mc, else 'exact'.
+ * @example
+ * ```ts
+ * answerKind('arith-gsm'); // 'numeric'
+ * ```
+ */
 export function answerKind(task: string): AnswerKind {
   if (task.startsWith('arith-')) return 'numeric';
   if (task.endsWith('-mc')) return 'choice';
@@ -83,7 +119,17 @@ function lastMatch(text: string, re: RegExp): RegExpExecArray | undefined {
   return last;
 }
 
-/** The final answer in a model output, or undefined when none can be found. */
+/**
+ * The final answer in a model output, or undefined when none can be found.
+ * @param output - the model's output.
+ * @param kind - how to read it.
+ * @returns the answer, normalised (a number's canonical text, an option letter, or a lowercased string).
+ * @example
+ * ```ts
+ * extractAnswer('3 + 4 = 7. The answer is 7.', 'numeric'); // '7'
+ * extractAnswer('Answer: (B)', 'choice'); // 'B'
+ * ```
+ */
 export function extractAnswer(output: string, kind: AnswerKind): string | undefined {
   if (kind === 'numeric') {
     const stated = lastMatch(output, /the answer is\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)/gi);
@@ -107,7 +153,17 @@ export function extractAnswer(output: string, kind: AnswerKind): string | undefi
   return raw.length > 0 ? normalize(raw) : undefined;
 }
 
-/** Whether `output` answers correctly, against the record's reference `answer`. */
+/**
+ * Whether `output` answers correctly, against the record's reference `answer`.
+ * @param output - the model's output.
+ * @param answer - the reference answer.
+ * @param kind - how to compare.
+ * @returns true when the extracted answer equals the reference.
+ * @example
+ * ```ts
+ * isCorrect('The answer is 1,200', '1200', 'numeric'); // true
+ * ```
+ */
 export function isCorrect(output: string, answer: string, kind: AnswerKind): boolean {
   const got = extractAnswer(output, kind);
   if (got === undefined) return false;
@@ -116,7 +172,17 @@ export function isCorrect(output: string, answer: string, kind: AnswerKind): boo
   return got === normalize(answer).replace(/\.$/, '');
 }
 
-/** Accuracy of predictions against old-task records, the answer kind taken from each record ({@link answerKindOf}). */
+/**
+ * Accuracy of predictions against old-task records, the answer kind taken from each record's format, or else its task name ({@link answerKindOf}).
+ * @param records - records with task and answer (and optionally the format they were imported from).
+ * @param predictions - one output per record.
+ * @returns the share correct, from 0 to 1 (0 for no records).
+ * @throws Error when the counts differ.
+ * @example
+ * ```ts
+ * accuracy([{ task: 'science-mc', answer: 'C' }], ['The answer is C']); // 1
+ * ```
+ */
 export function accuracy(records: readonly { task: string; answer: string; format?: string }[], predictions: readonly string[]): number {
   if (records.length !== predictions.length) throw new Error(`accuracy: ${records.length} records but ${predictions.length} predictions`);
   if (records.length === 0) return 0;
@@ -125,7 +191,17 @@ export function accuracy(records: readonly { task: string; answer: string; forma
   return correct / records.length;
 }
 
-/** Mean ROUGE-L and exact-match rate over new-task predictions. */
+/**
+ * Mean ROUGE-L and exact-match rate over new-task predictions.
+ * @param references - the targets.
+ * @param predictions - one output per target.
+ * @returns the means, from 0 to 1 (0 for none).
+ * @throws Error when the counts differ.
+ * @example
+ * ```ts
+ * newTaskScores(['a b c'], ['a b c']); // { rougeL: 1, exactMatch: 1 }
+ * ```
+ */
 export function newTaskScores(references: readonly string[], predictions: readonly string[]): { rougeL: number; exactMatch: number } {
   if (references.length !== predictions.length) throw new Error(`newTaskScores: ${references.length} references but ${predictions.length} predictions`);
   if (references.length === 0) return { rougeL: 0, exactMatch: 0 };

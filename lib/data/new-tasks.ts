@@ -3,11 +3,19 @@
 import { createRng, hashString, type Rng } from './rng.js';
 import type { InstanceRecord } from './records.js';
 
+/** A generated new task: a rule stated in words, and a generator of its instances. */
 export interface NewTask {
   /** Unique name, e.g. "rotate-left-3". */
   name: string;
+  /** the family of rules it belongs to, e.g. "rotate-left" */
   family: string;
+  /** the rule, in words */
   instruction: string;
+  /**
+   * One instance of the task.
+   * @param rng - the generator to draw from.
+   * @returns an input and its output.
+   */
   make(rng: Rng): { input: string; output: string };
 }
 
@@ -197,7 +205,14 @@ function translationFamilies(languages: number): NewTask[] {
   return out;
 }
 
-/** All new tasks, in a fixed order; the task set does not depend on the suite seed. */
+/**
+ * All new tasks, in a fixed order; the task set does not depend on the suite seed.
+ * @returns the tasks.
+ * @example
+ * ```ts
+ * const { train, test } = splitTasks(newTasks());
+ * ```
+ */
 export function newTasks(): NewTask[] {
   return [...sequenceFamilies(), ...letterFamilies(), ...numberFamilies(), ...formatFamilies(), ...translationFamilies(150)];
 }
@@ -213,13 +228,30 @@ export const HELD_OUT_FAMILIES: readonly string[] = ['wrap', 'swap', 'classify-p
 /**
  * Deterministic split by task name: held-out families entirely, plus about 8% of the other tasks
  * (chosen by hash, so adding a task never moves another between train and test).
+ * @param tasks - the tasks to split.
+ * @param salt - changes which non-held-out tasks are tested (default 0).
+ * @returns the training and the held-out tasks.
+ * @example
+ * ```ts
+ * const { test } = splitTasks(newTasks(), 1);
+ * ```
  */
 export function splitTasks(tasks: readonly NewTask[], salt = 0): { train: NewTask[]; test: NewTask[] } {
   const isTest = (t: NewTask): boolean => HELD_OUT_FAMILIES.includes(t.family) || hashString(`${salt}:${t.name}`) % 100 < 8;
   return { train: tasks.filter((t) => !isTest(t)), test: tasks.filter(isTest) };
 }
 
-/** `n` instances of a task; inputs repeat at most when the task has few distinct inputs. */
+/**
+ * `n` instances of a task; inputs repeat at most when the task has few distinct inputs.
+ * @param t - the task.
+ * @param rng - the generator to draw from.
+ * @param n - how many.
+ * @returns the records (fewer than n only if the task cannot make that many within its tries).
+ * @example
+ * ```ts
+ * const records = instances(newTasks()[0], createRng(1), 20);
+ * ```
+ */
 export function instances(t: NewTask, rng: Rng, n: number): InstanceRecord[] {
   const out: InstanceRecord[] = [];
   const seen = new Set<string>();

@@ -4,6 +4,7 @@
 import { createRng, type Rng } from './rng.js';
 import type { OldRecord } from './records.js';
 
+/** A generator of one old suite's records: `n` records drawn from `rng`. */
 export type OldGenerator = (rng: Rng, n: number) => OldRecord[];
 
 const NAMES = ['Ana', 'Ben', 'Carla', 'Dev', 'Emma', 'Farid', 'Grace', 'Hugo', 'Ines', 'Jonas', 'Kemi', 'Luis', 'Mei', 'Noor', 'Omar', 'Priya'];
@@ -296,6 +297,7 @@ function cap(s: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1);
 }
 
+/** The five old suites' generators, by name (roles of GSM8K, SVAMP, ARC-Challenge, MMLU-Pro, BBH). */
 export const OLD_SUITES = {
   'arith-gsm': arithGsm,
   'arith-svamp': arithSvamp,
@@ -304,5 +306,7 @@ export const OLD_SUITES = {
   logic,
 } as const satisfies Record<string, OldGenerator>;
 
+/** One of the old suites' names. */
 export type OldSuiteName = keyof typeof OLD_SUITES;
+/** The old suites' names, in order. */
 export const OLD_SUITE_NAMES = Object.keys(OLD_SUITES) as OldSuiteName[];

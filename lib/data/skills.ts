@@ -109,9 +109,19 @@ const SKILLS: Record<string, Skill> = {
   },
 };
 
+/** The general skills {@link generalSkills} draws from (copy, spell, look up, count, ...). */
 export const SKILL_NAMES = Object.keys(SKILLS);
 
-/** `n` skill records, the skill drawn uniformly for each (task: `skill-<name>`). */
+/**
+ * `n` skill records, the skill drawn uniformly for each (task: `skill-<name>`).
+ * @param rng - the generator to draw from.
+ * @param n - how many.
+ * @returns the records.
+ * @example
+ * ```ts
+ * const skills = generalSkills(createRng(3), 100);
+ * ```
+ */
 export function generalSkills(rng: Rng, n: number): InstanceRecord[] {
   return Array.from({ length: n }, () => {
     const name = rng.pick(SKILL_NAMES);

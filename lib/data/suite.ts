@@ -11,11 +11,15 @@ import { toFlashback } from './records.js';
 import { createRng, type Rng } from './rng.js';
 import { generalSkills } from './skills.js';
 
+/** Options of {@link generateSuite}: the seed and every size. */
 export interface SuiteOptions {
+  /** the seed: the same seed gives the same suite */
   seed: number;
   /** Old-task training records per suite (the "old data" that only the Replay baseline may use). */
   oldTrainPerSuite?: number;
+  /** Old-task evaluation records per suite (default 100). */
   oldEvalPerSuite?: number;
+  /** Flashback prompts per suite (default 32). */
   flashbacksPerSuite?: number;
   /**
    * Flashback prompts per suite to draw samples from (default: flashbacksPerSuite). Disjoint from
@@ -26,8 +30,11 @@ export interface SuiteOptions {
   skills?: number;
   /** Caps on how many tasks to use (default: all of the split). */
   newTrainTasks?: number;
+  /** Cap on the held-out tasks (default: all of the split). */
   newEvalTasks?: number;
+  /** Training instances per training task (default 20). */
   instancesPerTask?: number;
+  /** Evaluation instances per held-out task (default 10). */
   evalInstancesPerTask?: number;
   /** Training tasks to evaluate on fresh instances (seen tasks, unseen inputs); default none. */
   seenEvalTasks?: number;
@@ -35,19 +42,27 @@ export interface SuiteOptions {
   splitSalt?: number;
 }
 
+/** A generated benchmark: old suites, flashbacks, general skills and new tasks. */
 export interface Suite {
+  /** the seed it was generated with */
   seed: number;
+  /** each old suite's training and evaluation records */
   old: Record<OldSuiteName, { train: OldRecord[]; eval: OldRecord[] }>;
   /** `flashbacksPerSuite` prompts of each suite: the first of its pool. */
   flashbacks: FlashbackRecord[];
+  /** every suite's flashback pool, for {@link sampleFlashbacks} */
   flashbackPool: FlashbackRecord[];
   /** General-skill records for pretraining (empty unless asked for). */
   skills: InstanceRecord[];
+  /** the training tasks' instances */
   newTrain: InstanceRecord[];
+  /** the held-out tasks' instances */
   newEval: InstanceRecord[];
   /** Fresh instances of training tasks (inputs not in newTrain), for seen-task scores. */
   newSeenEval: InstanceRecord[];
+  /** names of the training tasks */
   newTrainTaskNames: string[];
+  /** names of the held-out tasks */
   newEvalTaskNames: string[];
 }
 
@@ -62,6 +77,19 @@ function fresh(gen: (rng: Rng, n: number) => OldRecord[], rng: Rng, n: number, e
   return out;
 }
 
+/**
+ * Generates the continual-learning benchmark: five old suites (in the roles of GSM8K, SVAMP, ARC,
+ * MMLU-Pro and BBH) split into train, eval and flashback pools with disjoint inputs, and new
+ * instruction tasks split by task into training and held-out evaluation. Deterministic in the seed.
+ * @param options - the seed and the sizes.
+ * @returns the suite.
+ * @throws Error for sizes the generators cannot meet.
+ * @example
+ * ```ts
+ * const suite = generateSuite({ seed: 1, oldEvalPerSuite: 50 });
+ * writeSuite('data', suite);
+ * ```
+ */
 export function generateSuite(options: SuiteOptions): Suite {
   const o = { oldTrainPerSuite: 200, oldEvalPerSuite: 100, flashbacksPerSuite: 32, instancesPerTask: 20, evalInstancesPerTask: 10, splitSalt: 0, skills: 0, ...options };
   const poolPerSuite = Math.max(o.flashbackPoolPerSuite ?? o.flashbacksPerSuite, o.flashbacksPerSuite);
@@ -98,6 +126,15 @@ export function generateSuite(options: SuiteOptions): Suite {
 /**
  * `perSuite` flashback prompts of each old suite, a seeded sample of the suite's pool: runs with
  * different seeds see different flashbacks, as the paper's do.
+ * @param suite - a suite (its flashback pool).
+ * @param perSuite - prompts per old suite.
+ * @param seed - the run's seed.
+ * @returns the flashbacks, suite by suite.
+ * @throws RangeError when a suite's pool has fewer than perSuite prompts.
+ * @example
+ * ```ts
+ * const flashbacks = sampleFlashbacks(suite, 10, 2);
+ * ```
  */
 export function sampleFlashbacks(suite: Pick<Suite, 'flashbackPool'>, perSuite: number, seed: number): FlashbackRecord[] {
   const rng = createRng(seed).fork('flashbacks');
@@ -108,7 +145,15 @@ export function sampleFlashbacks(suite: Pick<Suite, 'flashbackPool'>, perSuite: 
   });
 }
 
-/** The files `writeSuite` produces for `suite`, relative to its directory. */
+/**
+ * The files `writeSuite` produces for `suite`, relative to its directory.
+ * @param suite - the suite (whether it has skills changes the list); omitted: a suite without.
+ * @returns the file names.
+ * @example
+ * ```ts
+ * suiteFiles().includes('new-train.jsonl'); // true
+ * ```
+ */
 export function suiteFiles(suite?: Pick<Suite, 'skills'>): string[] {
   return [
     ...OLD_SUITE_NAMES.flatMap((n) => [`old-${n}-train.jsonl`, `old-${n}-eval.jsonl`]),
@@ -116,6 +161,16 @@ export function suiteFiles(suite?: Pick<Suite, 'skills'>): string[] {
   ];
 }
 
+/**
+ * Writes a suite as JSONL files and a README.md describing them.
+ * @param dir - an existing directory.
+ * @param suite - the suite.
+ * @throws Error naming the path when a file cannot be written.
+ * @example
+ * ```ts
+ * writeSuite('data', generateSuite({ seed: 1 })); // data/new-train.jsonl, data/flashbacks.jsonl, ...
+ * ```
+ */
 export function writeSuite(dir: string, suite: Suite): void {
   for (const name of OLD_SUITE_NAMES) {
     writeJsonl(join(dir, `old-${name}-train.jsonl`), suite.old[name].train);

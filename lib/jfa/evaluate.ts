@@ -9,12 +9,17 @@ import { type Tokenizer } from '../model/tokenizer.js';
 import { promptText } from './examples.js';
 import { type LatentPool } from './pool.js';
 
+/** Options of {@link evaluateOld} and {@link evaluateNew}. */
 export interface EvalOptions {
+  /** prompts generated together (default 16) */
   batch?: number;
+  /** tokens generated per prompt at most (default 64) */
   maxNewTokens?: number;
+  /** apply the LoRA adapters (default true); false scores the base model */
   adapters?: boolean;
   /** a pool attached to this model (LatentPool.load, or train()'s result): retrieved per record */
   latent?: LatentPool;
+  /** called after each batch with the records done and the total */
   onBatch?: (done: number, total: number) => void;
 }
 
@@ -36,13 +41,37 @@ async function predict(model: LlamaModel, tokenizer: Tokenizer, records: Instanc
   return out;
 }
 
-/** Accuracy on old-task records (each carries its `answer`). */
+/**
+ * Accuracy on old-task records (each carries its `answer`), by greedy generation.
+ * @param model - the model to score.
+ * @param tokenizer - its tokenizer.
+ * @param records - old-task records with answers.
+ * @param o - batch size, length, adapters, latent pool, progress.
+ * @returns a promise of `accuracy` (0 to 1) and each record's generated `predictions`.
+ * @throws (rejects with) RangeError for no records or a bad option.
+ * @example
+ * ```ts
+ * const { accuracy } = await evaluateOld(model, tokenizer, readJsonl('old-eval.jsonl', 'old'), { maxNewTokens: 16 });
+ * ```
+ */
 export async function evaluateOld(model: LlamaModel, tokenizer: Tokenizer, records: OldRecord[], o: EvalOptions = {}): Promise<{ accuracy: number; predictions: string[] }> {
   const predictions = await predict(model, tokenizer, records, o);
   return { accuracy: accuracy(records, predictions), predictions };
 }
 
-/** ROUGE-L and exact match on new-task records. */
+/**
+ * ROUGE-L and exact match on new-task records, by greedy generation.
+ * @param model - the model to score.
+ * @param tokenizer - its tokenizer.
+ * @param records - new-task records (their outputs are the references).
+ * @param o - batch size, length, adapters, latent pool, progress.
+ * @returns a promise of mean `rougeL` and `exactMatch` (0 to 1) and the generated `predictions`.
+ * @throws (rejects with) RangeError for no records or a bad option.
+ * @example
+ * ```ts
+ * const { rougeL, exactMatch } = await evaluateNew(model, tokenizer, readJsonl('new-eval.jsonl', 'instance'));
+ * ```
+ */
 export async function evaluateNew(model: LlamaModel, tokenizer: Tokenizer, records: InstanceRecord[], o: EvalOptions = {}): Promise<{ rougeL: number; exactMatch: number; predictions: string[] }> {
   const predictions = await predict(model, tokenizer, records, o);
   return { ...newTaskScores(records.map((r) => r.output), predictions), predictions };

@@ -12,6 +12,7 @@ import { type Tokenizer } from '../model/tokenizer.js';
 import { tensor, type Tensor, zeros } from '../tensor.js';
 import { promptBatch } from './examples.js';
 
+/** The latent-task pool's size and retrieval; the defaults are the paper's released settings. */
 export interface LatentOptions {
   /** Groups (released: 16). */
   groups?: number;
@@ -27,20 +28,25 @@ export interface LatentOptions {
   scale?: number;
   /** Rank of each increment (released: 8). */
   rank?: number;
+  /** seed of the keys and factors (default 0) */
   seed?: number;
 }
 
+/** Each sample's latent tasks: what {@link LatentTasks.retrieve} returns. */
 export interface Retrieval {
-  indices: Tensor; // (n, k) int64 into the pool
-  weights: Tensor; // (n, k) float32, each row sums to `scale`
+  /** (n, k) int64 into the pool */
+  indices: Tensor;
+  /** (n, k) float32, each row sums to `scale` */
+  weights: Tensor;
 }
 
 /** A saved pool's contents: a LatentTasks rebuilt from them draws no new keys or factors. */
 export interface LatentParts {
   /** (P, dim) unit keys */
   keys: Float32Array;
-  /** (P, r, in) and (P, out, r) */
+  /** (P, r, in) down projections */
   A: Tensor;
+  /** (P, out, r) up projections */
   B: Tensor;
   /** (groups, dim) k-means centroids */
   centroids: Float32Array;
@@ -53,6 +59,15 @@ export interface LatentParts {
  * the rounding of every row (measured: up to 6e-8), and inference must retrieve exactly the tasks
  * training did; unpadded single prompts were also faster than batches of 16 here (1.3 s vs 1.8 s for
  * 160 prompts at hidden size 256).
+ * @param model - the base model (adapters are switched off for the embedding).
+ * @param tokenizer - its tokenizer.
+ * @param records - the records to embed.
+ * @param maxTokens - prompt tokens the embedding sees.
+ * @returns n * hiddenSize floats, row-major.
+ * @example
+ * ```ts
+ * const emb = embedRecords(model, tokenizer, records, 256);
+ * ```
  */
 export function embedRecords(model: LlamaModel, tokenizer: Tokenizer, records: Array<InstanceRecord | FlashbackRecord>, maxTokens: number): Float32Array {
   const dim = model.config.hiddenSize;
@@ -81,20 +96,53 @@ function normalizeRows(x: Float32Array, d: number): Float32Array {
   return x;
 }
 
+/**
+ * JFA's latent tasks: a pool of groups x perGroup low-rank increments with unit keys. Samples are
+ * clustered into groups (k-means on their embeddings); each sample retrieves the top-k keys of its
+ * group by cosine similarity, and the increments mix with weights sim / sum.
+ *
+ * @example
+ * ```ts
+ * const hidden = model.config.hiddenSize;
+ * using tasks = new LatentTasks(hidden, hidden, hidden, { groups: 4, perGroup: 6, k: 2, rank: 4 });
+ * const emb = embedRecords(model, tokenizer, records, 256);
+ * tasks.fit(emb);
+ * const { indices, weights } = tasks.retrieve(emb);
+ * ```
+ */
 export class LatentTasks implements Disposable {
+  /** groups (k-means clusters) */
   readonly groups: number;
+  /** latent tasks per group */
   readonly perGroup: number;
+  /** tasks retrieved per sample */
   readonly k: number;
+  /** factor on the retrieved weights */
   readonly scale: number;
   /** (P, r, in) and (P, out, r): trained with the adapters (B starts at zero, as LoRA's). */
   readonly A: Tensor;
+  /** (P, out, r) up projections, zero at first */
   readonly B: Tensor;
   /** (P, dim) unit keys; group g owns rows g * perGroup .. (g + 1) * perGroup - 1. */
   readonly keys: Float32Array;
   private fitted?: Float32Array;
 
-  /** With `parts` (a saved pool), keys, factors and centroids are those; options.rank and seed are unused. */
+  /**
+   * A new pool, or one rebuilt from a saved pool's parts.
+   * With `parts` (a saved pool), keys, factors and centroids are those; options.rank and seed are unused.
+   * @param dim - the embeddings' size (the model's hidden size).
+   * @param inFeatures - the input features of the layer the increments join (o_proj).
+   * @param outFeatures - its output features.
+   * @param options - groups, perGroup, k, scale, rank, seed.
+   * @param parts - a saved pool's keys, factors and centroids.
+   * @throws RangeError for a size that is not a positive integer, k above perGroup, or parts of the wrong shapes.
+   * @example
+   * ```ts
+   * const tasks = new LatentTasks(256, 256, 256, { groups: 16, perGroup: 24, k: 2, rank: 8 });
+   * ```
+   */
   constructor(
+    /** the embeddings' size */
     readonly dim: number,
     inFeatures: number,
     outFeatures: number,
@@ -154,7 +202,17 @@ export class LatentTasks implements Disposable {
     this.B = zeros([pool, outFeatures, rank]).setRequiresGrad();
   }
 
-  /** Groups the embeddings (n, dim) into `groups` clusters (k-means, cosine). Returns each sample's group. */
+  /**
+   * Groups the embeddings (n, dim) into `groups` clusters (k-means, cosine).
+   * @param embeddings - n * dim floats.
+   * @param seed - k-means' seed (default 0).
+   * @returns each sample's group.
+   * @throws RangeError when there are fewer samples than groups.
+   * @example
+   * ```ts
+   * const groupOf = tasks.fit(embedRecords(model, tokenizer, records, 256));
+   * ```
+   */
   fit(embeddings: Float32Array, seed = 0): Int32Array {
     const data = normalizeRows(Float32Array.from(embeddings), this.dim);
     const n = data.length / this.dim;
@@ -174,7 +232,17 @@ export class LatentTasks implements Disposable {
     return this.A.shape[1]!;
   }
 
-  /** For each embedding (n, dim): its group's top-k keys by cosine similarity, weights sim / sum. */
+  /**
+   * For each embedding (n, dim): its group's top-k keys by cosine similarity, weights sim / sum.
+   * @param embeddings - n * dim floats.
+   * @returns (n, k) indices and weights; dispose them when done.
+   * @throws Error when fit() has not run.
+   * @example
+   * ```ts
+   * const latent = tasks.retrieve(emb);
+   * model.logits(ids, { latent });
+   * ```
+   */
   retrieve(embeddings: Float32Array): Retrieval {
     const centroids = this.fitted;
     if (!centroids) throw new Error('latent tasks: call fit() before retrieve()');
@@ -210,10 +278,24 @@ export class LatentTasks implements Disposable {
     return { indices: tensor(indices, [n, this.k]), weights: tensor(weights, [n, this.k]) };
   }
 
+  /**
+   * Frees the factors' native memory now.
+   * @example
+   * ```ts
+   * tasks.dispose();
+   * ```
+   */
   dispose(): void {
     this.A.dispose();
     this.B.dispose();
   }
+  /**
+   * {@link LatentTasks.dispose}, for `using` declarations.
+   * @example
+   * ```ts
+   * { using tasks = new LatentTasks(64, 64, 64); }
+   * ```
+   */
   [Symbol.dispose](): void {
     this.dispose();
   }

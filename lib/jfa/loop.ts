@@ -7,12 +7,19 @@ import { type LlamaModel } from '../model/llama.js';
 import { type AdamW } from '../optim.js';
 import { type MicroBatch, type StepOptions, type StepResult, trainStep } from './step.js';
 
+/** What a training loop reports after each step (train's and pretrain's onStep). */
 export interface StepProgress extends StepResult {
+  /** steps done, 1-based */
   step: number;
+  /** steps the run will take */
   totalSteps: number;
+  /** the learning rate the step used */
   lr: number;
+  /** tokens trained on so far in this run */
   tokens: number;
+  /** tokens per second so far */
   tokensPerSecond: number;
+  /** milliseconds since the run started */
   elapsedMs: number;
 }
 

@@ -15,7 +15,9 @@ import { embedRecords, LatentTasks, type Retrieval } from './latent.js';
 
 /** The pool's file name inside an adapter directory. */
 export const LATENT_POOL_FILE = 'latent_pool.safetensors';
+/** The pool file's metadata 'format'. */
 export const LATENT_POOL_FORMAT = 'jfa-latent-pool';
+/** The pool file format's version this package reads and writes. */
 export const LATENT_POOL_VERSION = 1;
 
 /**
@@ -23,6 +25,7 @@ export const LATENT_POOL_VERSION = 1;
  * 'drop': the adapter was trained to stand alone (latent dropout), and serves without the pool.
  */
 export const LATENT_MODES = ['retrieve', 'drop'] as const;
+/** One of {@link LATENT_MODES}. */
 export type LatentMode = (typeof LATENT_MODES)[number];
 
 const EMBEDDING_METHOD =
@@ -47,10 +50,24 @@ interface PoolDescription {
 
 /** A pool in the model's increments at `layer`, with how its retrieval embeddings are made. */
 export class LatentPool implements Disposable {
+  /**
+   * A pool of trained latent tasks, in the model at `layer`.
+   * @param tasks - the trained latent tasks (fit() has run).
+   * @param layer - the decoder layer whose o_proj carries the increments.
+   * @param mode - how the adapter serves: with the pool ('retrieve') or alone ('drop').
+   * @param maxTokens - prompt tokens the embeddings see.
+   * @example
+   * ```ts
+   * const pool = new LatentPool(tasks, 2, 'retrieve', 256);
+   * pool.save('adapter/latent_pool.safetensors');
+   * ```
+   */
   constructor(
+    /** the latent tasks */
     readonly tasks: LatentTasks,
     /** the decoder layer whose o_proj carries the increments */
     readonly layer: number,
+    /** how the adapter serves: with the pool, or alone */
     readonly mode: LatentMode,
     /** prompt tokens the embeddings see (the training run's maxTokens) */
     readonly maxTokens: number,
@@ -60,6 +77,12 @@ export class LatentPool implements Disposable {
    * Writes keys, factors and centroids with a self-describing header (temporary name, fsync,
    * rename). Beside a PEFT adapter, a 'retrieve' pool draws one warning per process: PEFT loads
    * that adapter without it.
+   * @param file - the pool file to write (e.g. adapter/latent_pool.safetensors).
+   * @throws Error naming the file when fit() never ran or it cannot be written.
+   * @example
+   * ```ts
+   * pool.save(join('runs/jfa/adapter', LATENT_POOL_FILE));
+   * ```
    */
   /** Writes the pool to `file`; `shownAs` is the name messages give it (the final name, when `file` is a temporary one). */
   save(file: string, shownAs = file): void {
@@ -96,6 +119,15 @@ export class LatentPool implements Disposable {
   /**
    * Reads a pool file, checks it against `model` (hidden size, o_proj features, layer) and attaches
    * its increments to the model's o_proj. Every error names the file and what does not fit.
+   * @param file - the pool file.
+   * @param model - the model whose adapter it belongs with.
+   * @returns the pool, attached to the model.
+   * @throws Error naming the file for another format or version, a bad field, a missing tensor, or a model it does not fit.
+   * @example
+   * ```ts
+   * const file = findLatentPool('runs/jfa/adapter');
+   * const pool = file ? LatentPool.load(file, model) : undefined;
+   * ```
    */
   static load(file: string, model: LlamaModel): LatentPool {
     let contents;
@@ -144,20 +176,53 @@ export class LatentPool implements Disposable {
     }
   }
 
-  /** Each record's latent tasks, (n, k) indices and weights: its prompt embedded and matched as in training. */
+  /**
+   * Each record's latent tasks, (n, k) indices and weights: its prompt embedded and matched as in training.
+   * @param model - the model the pool is attached to.
+   * @param tokenizer - its tokenizer.
+   * @param records - the records to serve.
+   * @returns (n, k) indices and weights for the forward pass's `latent`; dispose them when done.
+   * @example
+   * ```ts
+   * const latent = pool.retrieve(model, tokenizer, records);
+   * await generateText(model, tokenizer, records.map(promptText), { latent });
+   * ```
+   */
   retrieve(model: LlamaModel, tokenizer: Tokenizer, records: Array<InstanceRecord | FlashbackRecord>): Retrieval {
     return this.tasks.retrieve(embedRecords(model, tokenizer, records, this.maxTokens));
   }
 
+  /**
+   * Frees the pool's native memory now.
+   * @example
+   * ```ts
+   * pool.dispose();
+   * ```
+   */
   dispose(): void {
     this.tasks.dispose();
   }
+  /**
+   * {@link LatentPool.dispose}, for `using` declarations.
+   * @example
+   * ```ts
+   * { using pool = LatentPool.load(file, model); }
+   * ```
+   */
   [Symbol.dispose](): void {
     this.dispose();
   }
 }
 
-/** The pool file inside an adapter directory, if there is one. */
+/**
+ * The pool file inside an adapter directory, if there is one.
+ * @param adapterDir - an adapter directory.
+ * @returns the pool file's path, or undefined.
+ * @example
+ * ```ts
+ * findLatentPool('runs/jfa/adapter'); // 'runs/jfa/adapter/latent_pool.safetensors'
+ * ```
+ */
 export function findLatentPool(adapterDir: string): string | undefined {
   const file = join(adapterDir, LATENT_POOL_FILE);
   return existsSync(file) ? file : undefined;

@@ -9,20 +9,42 @@ import { sftBatch } from './examples.js';
 import { runSteps, type StepProgress } from './loop.js';
 import { type MicroBatch } from './step.js';
 
+/** Options of {@link pretrain}. */
 export interface PretrainOptions {
+  /** passes over the records (default 1) */
   epochs?: number;
+  /** records per micro-batch (default 8) */
   microBatch?: number;
+  /** micro-batches per optimisation step (default 1) */
   accumulation?: number;
+  /** the longest tokenized record (default 256) */
   maxTokens?: number;
+  /** peak learning rate (default 3e-3) */
   lr?: number;
+  /** share of the steps spent warming up (default 0.05) */
   warmupRatio?: number;
+  /** seed of the record order (default 0) */
   seed?: number;
   /** train on every token, prompt included (language modelling), not only on the outputs */
   promptLoss?: boolean;
+  /** called after each step */
   onStep?: (p: StepProgress) => void;
 }
 
-/** Trains all of `model`'s weights on `records` in place; they are frozen again at the end. */
+/**
+ * Trains all of `model`'s weights on `records` in place; they are frozen again at the end.
+ * @param model - the model (e.g. from {@link createModel}).
+ * @param tokenizer - its tokenizer.
+ * @param records - training records.
+ * @param o - epochs, batch sizes, learning rate, seed, progress.
+ * @returns a promise of the steps run, tokens trained on and milliseconds taken.
+ * @throws (rejects with) RangeError when there are no records.
+ * @example
+ * ```ts
+ * const { steps } = await pretrain(model, tokenizer, suite.oldTrain, { epochs: 2, onStep: (p) => console.log(p.step, p.sft) });
+ * model.save('base');
+ * ```
+ */
 export async function pretrain(model: LlamaModel, tokenizer: Tokenizer, records: InstanceRecord[], o: PretrainOptions = {}): Promise<{ steps: number; tokens: number; elapsedMs: number }> {
   if (records.length === 0) throw new RangeError('pretrain: no records');
   const microBatch = o.microBatch ?? 8;

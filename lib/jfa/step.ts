@@ -10,11 +10,16 @@ import { type NativeStepBatch, type NativeStepMetrics, type NativeStepTimings } 
 import { type AdamW } from '../optim.js';
 import { optionalHandle as h, type Tensor } from '../tensor.js';
 
+/** A training method: plain SFT, SFT + flashback divergence, or full JFA (+ latent tasks and PCGrad). */
 export type Method = 'sft' | 'flashback' | 'jfa';
 
+/** One micro-batch of a {@link trainStep}: new-task examples or flashback prompts. */
 export interface MicroBatch {
+  /** new-task examples (SFT loss) or flashback prompts (divergence) */
   kind: 'new' | 'flashback';
+  /** (b, t) int64 token ids */
   ids: Tensor;
+  /** (b, t) uint8, 1 at real tokens */
   attentionMask: Tensor;
   /** new-task micro-batches: next-token targets, -100 where nothing is predicted */
   targets?: Tensor;
@@ -34,14 +39,19 @@ export interface MicroBatch {
   latent?: { indices: Tensor; weights: Tensor };
 }
 
+/** Options of {@link trainStep}. */
 export interface StepOptions {
+  /** which losses to use */
   method: Method;
   /** weight of the divergence (default 1) */
   alpha?: number;
+  /** the divergence's KL (default symmetric) */
   kl?: KlKind;
+  /** the divergence's reduction over tokens (default mean) */
   reduction?: Reduction;
   /** combine micro-batch gradients with PCGrad (jfa's default) instead of their mean */
   pcgrad?: boolean;
+  /** clip the combined gradient's norm to this (default: no clipping) */
   maxGradNorm?: number;
   /** seed of PCGrad's visiting orders for this step */
   seed?: number;
@@ -57,10 +67,21 @@ export interface StepOptions {
 /** Milliseconds per phase of trainStep, accumulated over calls; `total` is the whole call. */
 export type StepTimings = NativeStepTimings;
 
+/**
+ * Zeroed {@link StepTimings}, for {@link StepOptions.timings} to accumulate into.
+ * @returns every phase at 0 ms.
+ * @example
+ * ```ts
+ * const timings = stepTimings();
+ * await trainStep(model, optimizer, micro, { method: 'jfa', timings });
+ * console.log(timings.forward, timings.total);
+ * ```
+ */
 export function stepTimings(): StepTimings {
   return { forward: 0, refForward: 0, loss: 0, backward: 0, gradCollect: 0, projection: 0, clip: 0, optimizer: 0, total: 0 };
 }
 
+/** A step's losses and gradient statistics (see {@link NativeStepMetrics}). */
 export type StepResult = Omit<NativeStepMetrics, 'timings'>;
 
 /**
@@ -68,6 +89,22 @@ export type StepResult = Omit<NativeStepMetrics, 'timings'>;
  * combination (PCGrad or the mean), clipping and AdamW at optimizer.lr. The event loop stays free
  * meanwhile; the model refuses forwards and changes until the step settles, and the micro-batches'
  * tensors must stay alive until then.
+ * @param model - the model being trained (with adapters for LoRA training).
+ * @param optimizer - AdamW over the trained parameters; its lr is used.
+ * @param micro - the accumulation window's micro-batches.
+ * @param o - method, divergence weight, PCGrad, clipping.
+ * @returns a promise of the step's losses, gradient norm and PCGrad conflicts.
+ * @throws (rejects with) TypeError/RangeError for bad micro-batches or options; Error when another step is running on the model.
+ * @example
+ * ```ts
+ * const b = sftBatch(tokenizer, records, 256);
+ * const f = promptBatch(tokenizer, flashbacks, 256);
+ * const r = await trainStep(model, optimizer, [
+ *   { kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets },
+ *   { kind: 'flashback', ids: f.ids, attentionMask: f.attentionMask },
+ * ], { method: 'flashback', alpha: 1, maxGradNorm: 1 });
+ * console.log(r.sft, r.divergence);
+ * ```
  */
 export async function trainStep(model: LlamaModel, optimizer: AdamW, micro: MicroBatch[], o: StepOptions): Promise<StepResult> {
   const batches: NativeStepBatch[] = micro.map((mb) => ({

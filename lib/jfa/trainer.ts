@@ -22,14 +22,18 @@ import { type Method, type MicroBatch } from './step.js';
 
 export type { StepProgress };
 
+/** A {@link train} method: sft, flashback, jfa, or the replay baseline (SFT mixed with old-task data). */
 export type TrainMethod = Method | 'replay';
 
+/** Options of {@link train}; the defaults follow the paper's released settings where it gives them. */
 export interface TrainOptions {
+  /** the training method */
   method: TrainMethod;
   /** jfa only: use latent tasks (default true; false is the `--no-latent` ablation) */
   latent?: boolean;
   /** combine micro-batch gradients with PCGrad (default: true for jfa; false is `--no-pcgrad`) */
   pcgrad?: boolean;
+  /** passes over the new-task records (default 1) */
   epochs?: number;
   /** samples per micro-batch */
   microBatch?: number;
@@ -37,15 +41,25 @@ export interface TrainOptions {
   accumulation?: number;
   /** flashback micro-batches per optimizer step (flashback, jfa) */
   flashbackMicroBatches?: number;
+  /** the longest tokenized example (default 256) */
   maxTokens?: number;
+  /** peak learning rate (default 1e-4), cosine-scheduled after warm-up */
   lr?: number;
+  /** share of the steps spent warming up (default 0.1) */
   warmupRatio?: number;
+  /** AdamW's decoupled weight decay (default 0) */
   weightDecay?: number;
+  /** clip the combined gradient's norm to this (default: no clipping) */
   maxGradNorm?: number;
+  /** weight of the flashback divergence (default 1) */
   alpha?: number;
+  /** the divergence's KL (default symmetric) */
   kl?: KlKind;
+  /** the divergence's reduction over tokens (default mean) */
   reduction?: Reduction;
+  /** the LoRA adapters added to the model (defaults of {@link LlamaModel.addLora}) */
   lora?: LoraConfig;
+  /** the latent-task pool's size and retrieval (jfa with latent tasks) */
   latentOptions?: LatentOptions;
   /** layer whose o_proj carries the latent tasks (default: the middle one) */
   latentLayer?: number;
@@ -67,31 +81,44 @@ export interface TrainOptions {
    * new-task micro-batches that carry them (a dropped one is plain SFT already). Default 0.
    */
   plainSftWeight?: number;
+  /** seed of the data order, adapters, PCGrad orders and latent tasks (default 0) */
   seed?: number;
   /** where checkpoints, metrics.jsonl and the final adapter go */
   outDir?: string;
+  /** save a checkpoint in outDir every this many steps */
   checkpointEvery?: number;
+  /** continue from outDir's checkpoint (an Error when there is none) */
   resume?: boolean;
   /** keep the reference's logits (or, when those would pass 1 GiB, its final hidden states) of each flashback micro-batch instead of recomputing them (default true, within 1 GiB) */
   cacheReference?: boolean;
   /** stop after this many steps (the run stays resumable) */
   maxSteps?: number;
+  /** called after each step */
   onStep?: (p: StepProgress) => void;
 }
 
+/** What {@link train} trains on. */
 export interface TrainData {
+  /** the new tasks' examples */
   newTrain: InstanceRecord[];
+  /** prompts of old tasks, for the divergence (flashback, jfa) */
   flashbacks?: FlashbackRecord[];
   /** old-task training data, for the replay baseline only */
   replay?: InstanceRecord[];
 }
 
 
+/** What {@link train} returns. */
 export interface TrainResult {
+  /** steps done (a resumed run counts the checkpoint's too) */
   steps: number;
+  /** steps of the whole run */
   totalSteps: number;
+  /** maxSteps stopped the run before totalSteps */
   stoppedEarly: boolean;
+  /** tokens trained on in this call */
   tokens: number;
+  /** milliseconds this call took */
   elapsedMs: number;
   /** jfa with latent tasks: the trained pool's tasks (the same as pool.tasks) */
   latent?: LatentTasks;
@@ -113,6 +140,13 @@ const REFERENCE_CACHE_BYTES = 1 << 30;
  * What of the frozen reference to keep for `tokens` flashback tokens in all: its logits when they
  * fit in 1 GiB (the reference then costs nothing per step), else its final hidden states when those
  * fit (the LM head still runs on them), else nothing (recomputed every step).
+ * @param model - the model being trained.
+ * @param tokens - flashback tokens in all (rows x width of every flashback micro-batch).
+ * @returns 'logits', 'hidden', or undefined (keep nothing).
+ * @example
+ * ```ts
+ * referenceKeeping(model, 160 * 64); // 'logits' for a small vocabulary
+ * ```
  */
 export function referenceKeeping(model: LlamaModel, tokens: number): 'logits' | 'hidden' | undefined {
   const { vocabSize, hiddenSize } = model.config;
@@ -121,7 +155,19 @@ export function referenceKeeping(model: LlamaModel, tokens: number): 'logits' | 
   return undefined;
 }
 
-/** The reference's logits or final hidden states (adapters and latent tasks off) for these ids. */
+/**
+ * The reference's logits or final hidden states (adapters and latent tasks off) for these ids.
+ * @param model - the model being trained.
+ * @param kind - what to keep, as {@link referenceKeeping} chose.
+ * @param ids - a flashback micro-batch's ids (b, t).
+ * @param attentionMask - its mask (b, t).
+ * @returns logits (b, t, vocab) or hidden states (b, t, hidden), to pass as the micro-batch's referenceLogits or referenceHidden.
+ * @throws the errors of {@link LlamaModel.logits}.
+ * @example
+ * ```ts
+ * const referenceLogits = keepReference(model, 'logits', f.ids, f.attentionMask);
+ * ```
+ */
 export function keepReference(model: LlamaModel, kind: 'logits' | 'hidden', ids: Tensor, attentionMask: Tensor): Tensor {
   const options = { attentionMask, adapters: false };
   return kind === 'logits' ? model.logits(ids, options) : model.hiddenStates(ids, options);
@@ -357,6 +403,27 @@ function batchMaker(
   };
 }
 
+/**
+ * Fine-tunes `model` on new tasks with LoRA by one of the methods: sft, replay, flashback
+ * (SFT + alpha x divergence to the base on flashback prompts) or jfa (flashbacks + latent tasks +
+ * PCGrad). With outDir it writes metrics.jsonl, checkpoints (resumable bit-identically on the CPU)
+ * and the final adapter in PEFT's layout (with latent_pool.safetensors for jfa).
+ * @param model - the base model; adapters are added to it and trained in place.
+ * @param tokenizer - its tokenizer.
+ * @param data - new-task examples, flashback prompts, and old-task data for replay.
+ * @param o - the method and its settings.
+ * @returns a promise of the steps, tokens and time, and for jfa with latent tasks the trained pool.
+ * @throws (rejects with) RangeError for no new-task records, a method without the data it needs, or an option out of range; Error for a checkpoint that is missing, incomplete or from another run.
+ * @example
+ * ```ts
+ * using model = loadModel('models/jfa-base');
+ * const tokenizer = Tokenizer.fromDir('models/jfa-base');
+ * const result = await train(model, tokenizer, {
+ *   newTrain: readJsonl('new-train.jsonl', 'instance'),
+ *   flashbacks: readJsonl('flashbacks.jsonl', 'flashback'),
+ * }, { method: 'jfa', epochs: 2, lr: 2e-4, outDir: 'runs/jfa', onStep: (p) => console.log(p.step, p.sft, p.divergence) });
+ * ```
+ */
 export async function train(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions): Promise<TrainResult> {
   const plan = planRun(model, data, o);
   tokenizer.checkFits(model.config.vocabSize);

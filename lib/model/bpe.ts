@@ -10,6 +10,19 @@ const PRETOKENIZE = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]
 
 const DIGIT = /[0-9]/;
 
+/**
+ * Learns byte-level BPE merges from a corpus: the most frequent adjacent pair of symbols, again
+ * and again, within GPT-2's pre-tokenized pieces; ties break by text, so the result is deterministic.
+ * @param texts - the corpus.
+ * @param merges - how many merges to learn at most (fewer when no pair occurs twice).
+ * @param options - splitDigits (default true): no merge contains a digit, so numbers stay one token per digit.
+ * @returns the merges, "a b" pairs of byte symbols, in the order learned.
+ * @example
+ * ```ts
+ * const merges = learnMerges(['the cat', 'the hat'], 10); // ['a t', 'h e', 't he']
+ * createModel('tiny', { merges });
+ * ```
+ */
 export function learnMerges(texts: readonly string[], merges: number, options: { splitDigits?: boolean } = {}): string[] {
   const splitDigits = options.splitDigits ?? true;
   const symbols = byteSymbols();

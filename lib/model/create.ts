@@ -22,8 +22,24 @@ function range(a: number, b: number): number[] {
   return Array.from({ length: b - a + 1 }, (_, i) => a + i);
 }
 
-/** tokenizer.json and tokenizer_config.json for byte-level BPE with the given merges ("a b" pairs of symbols). */
-export function byteLevelTokenizer(merges: string[] = []): { tokenizer: object; config: object; vocabSize: number } {
+/**
+ * tokenizer.json and tokenizer_config.json for byte-level BPE with the given merges ("a b" pairs of symbols).
+ * @param merges - BPE merges in priority order, as {@link learnMerges} returns them.
+ * @returns the two files' contents as objects, and the vocabulary size (3 special tokens + 256 bytes + merges).
+ * @example
+ * ```ts
+ * const { tokenizer, config, vocabSize } = byteLevelTokenizer(learnMerges(corpus, 200));
+ * writeFileSync('tokenizer.json', JSON.stringify(tokenizer));
+ * ```
+ */
+export function byteLevelTokenizer(merges: string[] = []): {
+  /** tokenizer.json */
+  tokenizer: object;
+  /** tokenizer_config.json, with a chat template */
+  config: object;
+  /** tokens in the vocabulary */
+  vocabSize: number;
+} {
   const vocab: Record<string, number> = {};
   const specials = [SPECIAL_TOKENS.pad, SPECIAL_TOKENS.bos, SPECIAL_TOKENS.eos];
   specials.forEach((t, i) => (vocab[t] = i));
@@ -82,19 +98,40 @@ export function intermediateSize(hiddenSize: number): number {
   return Math.round((hiddenSize * 8) / 3 / 32) * 32;
 }
 
+/** The shape and tokenizer of a model made by {@link createModel}. */
 export interface CreateModelOptions {
+  /** Width of the residual stream (default 256). */
   hiddenSize?: number;
+  /** Width of the MLP (default 8/3 of hiddenSize, rounded to a multiple of 32). */
   intermediateSize?: number;
+  /** Decoder layers (default 4). */
   numLayers?: number;
+  /** Attention heads (default 4); hiddenSize must divide by it. */
   numHeads?: number;
+  /** Key/value heads (default numHeads). */
   numKeyValueHeads?: number;
+  /** Longest sequence (default 512). */
   maxPositionEmbeddings?: number;
+  /** Share the embedding with the output head (default true). */
   tieWordEmbeddings?: boolean;
+  /** BPE merges of the byte-level tokenizer (default none: one token per byte). */
   merges?: string[];
+  /** Seed of the random weights (default 0). */
   seed?: number | bigint;
 }
 
-/** Writes a randomly initialised Llama and its tokenizer to `dir` in Hugging Face layout. */
+/**
+ * Writes a randomly initialised Llama and its tokenizer to `dir` in Hugging Face layout
+ * (transformers loads it unchanged); pretrain it with {@link pretrain}.
+ * @param dir - the model directory (created if missing).
+ * @param options - the model's shape, the tokenizer's merges and a seed.
+ * @throws Error for a shape the model cannot have (e.g. heads that do not divide the hidden size) or a file that cannot be written.
+ * @example
+ * ```ts
+ * createModel('tiny-llama', { hiddenSize: 64, numLayers: 2, numHeads: 4, seed: 1 });
+ * using model = loadModel('tiny-llama');
+ * ```
+ */
 export function createModel(dir: string, options: CreateModelOptions = {}): void {
   const { tokenizer, config: tokenizerConfig, vocabSize } = byteLevelTokenizer(options.merges);
   const hidden = options.hiddenSize ?? 256;

@@ -11,45 +11,68 @@ import { loadSafetensors, saveSafetensors } from './safetensors.js';
 
 export type { ModelConfig };
 
+/** The linear layers of a Llama block that LoRA can adapt, by their Hugging Face module names. */
 export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+/** One of {@link LORA_TARGETS}. */
 export type LoraTarget = (typeof LORA_TARGETS)[number];
 
+/** The adapters {@link LlamaModel.addLora} adds, as PEFT's LoraConfig. */
 export interface LoraConfig {
   /** Modules to adapt (default: all seven linear layers, as the paper). */
   targets?: LoraTarget[];
+  /** Rank (default 8). */
   r?: number;
+  /** PEFT's lora_alpha (default 16); the scale is loraAlpha / r. */
   loraAlpha?: number;
+  /** Rank-stabilised scaling loraAlpha / sqrt(r) (default false). */
   rslora?: boolean;
+  /** Seed of the A matrices' initialisation. */
   seed?: number | bigint;
 }
 
+/** Options of a forward pass ({@link LlamaModel.logits} and the like). */
 export interface ForwardOptions {
   /** (b, t) nonzero at real tokens; omitted: all real. */
   attentionMask?: Tensor;
   /** Apply LoRA adapters (default true); false runs the base model, the JFA reference. */
   adapters?: boolean;
   /** Latent-task increments on the o_proj of layers with a pool (setLatentPool): per sample, k task indices (b, k) and weights (b, k). */
-  latent?: { indices: Tensor; weights: Tensor };
+  latent?: {
+    /** (b, k) int64 pool entries */
+    indices: Tensor;
+    /** (b, k) mixture weights */
+    weights: Tensor;
+  };
 }
 
+/** Options of {@link LlamaModel.generate}. */
 export interface GenerateOptions {
   /** (b, t) for left-padded prompts; omitted: all real. */
   attentionMask?: Tensor;
+  /** Tokens to generate at most (default 32). */
   maxNewTokens?: number;
   /** 0 (default): greedy. */
   temperature?: number;
+  /** Nucleus sampling's probability mass (default 1: off). */
   topP?: number;
+  /** Seed of the sampling. */
   seed?: number | bigint;
   /** Sequences stop at any of these. */
   eosTokenIds?: number[];
   /** Written after a sequence stopped. */
   padTokenId?: number;
+  /** Apply LoRA adapters (default true). */
   adapters?: boolean;
   /**
    * Latent-task increments per sequence, (b, k) indices and weights, on the o_proj of layers with a
    * pool (setLatentPool): applied to the prompt and to every generated token.
    */
-  latent?: { indices: Tensor; weights: Tensor };
+  latent?: {
+    /** (b, k) int64 pool entries */
+    indices: Tensor;
+    /** (b, k) mixture weights */
+    weights: Tensor;
+  };
 }
 
 interface AdapterConfigJson {
@@ -72,12 +95,35 @@ const forwardHandles = (o: ForwardOptions): NativeForwardOptions => ({
 /** Files of a model directory that describe it rather than hold weights: copied by saveMerged(). */
 const DESCRIPTION_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
 
-/** Loads a Llama-family model from a Hugging Face directory. device: 'cpu' (CUDA builds come later). */
+/**
+ * Loads a Llama-family model from a Hugging Face directory (config.json and model.safetensors, or its shards).
+ * @param dir - the model directory.
+ * @param options - dtype (float32, the default, or bfloat16) and device ('cpu'; CUDA builds come later).
+ * @returns the model; dispose it when done.
+ * @throws RangeError for a device other than 'cpu'; Error naming the file for a missing or malformed config or weights.
+ * @example
+ * ```ts
+ * using model = loadModel('models/jfa-base');
+ * const tokenizer = Tokenizer.fromDir('models/jfa-base');
+ * ```
+ */
 export function loadModel(dir: string, options: { dtype?: Dtype; device?: string } = {}): LlamaModel {
   if (options.device !== undefined && options.device !== 'cpu') throw new RangeError(`loadModel: device '${options.device}' is not supported by this build (only 'cpu')`);
   return LlamaModel.load(dir, { dtype: options.dtype });
 }
 
+/**
+ * A Llama-family decoder computed in libtorch, with optional LoRA adapters that can be switched off
+ * per call (the JFA reference) and a pool of latent-task increments. Owns native memory.
+ *
+ * @example
+ * ```ts
+ * using model = LlamaModel.load('models/jfa-base');
+ * model.addLora({ r: 8, loraAlpha: 16, seed: 1 });
+ * const logits = model.logits(ids); // (b, t, vocab)
+ * model.saveAdapter('out/adapter');
+ * ```
+ */
 export class LlamaModel implements Disposable {
   private lora?: Required<Omit<LoraConfig, 'seed'>>;
 
@@ -87,42 +133,106 @@ export class LlamaModel implements Disposable {
     readonly dir?: string,
   ) {}
 
-  /** Loads config.json and model.safetensors (or its shards). dtype: float32 (default) or bfloat16. */
+  /**
+   * Loads config.json and model.safetensors (or its shards).
+   * @param dir - the model directory.
+   * @param options - dtype: float32 (default) or bfloat16.
+   * @returns the model.
+   * @throws Error naming the file for a missing or malformed config or weights.
+   * @example
+   * ```ts
+   * const model = LlamaModel.load('path/to/hf-model', { dtype: 'bfloat16' });
+   * ```
+   */
   static load(dir: string, options: { dtype?: Dtype } = {}): LlamaModel {
     return new LlamaModel(native().Model.load(dir, options.dtype ?? 'float32'), resolve(dir));
   }
 
-  /** As load(), reading and converting the weights on the libuv pool. */
+  /**
+   * As load(), reading and converting the weights on the libuv pool.
+   * @param dir - the model directory.
+   * @param options - dtype: float32 (default) or bfloat16.
+   * @returns a promise of the model.
+   * @throws (rejects with) the errors of load().
+   * @example
+   * ```ts
+   * const model = await LlamaModel.loadAsync('path/to/hf-model');
+   * ```
+   */
   static async loadAsync(dir: string, options: { dtype?: Dtype } = {}): Promise<LlamaModel> {
     return new LlamaModel(await native().Model.loadAsync(dir, options.dtype ?? 'float32'), resolve(dir));
   }
 
-  /** A model with random weights for `config` (Hugging Face LlamaConfig fields). */
+  /**
+   * A model with random weights for `config` (Hugging Face LlamaConfig fields).
+   * @param config - config.json's fields (hidden_size, num_hidden_layers, ...).
+   * @param options - seed and the weights' standard deviation (default 0.02).
+   * @returns the model.
+   * @throws Error naming the field for a missing or invalid config value.
+   * @example
+   * ```ts
+   * const tiny = LlamaModel.random({ vocab_size: 256, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2 }, { seed: 1 });
+   * ```
+   */
   static random(config: Record<string, unknown>, options: { seed?: number | bigint; initStd?: number } = {}): LlamaModel {
     return new LlamaModel(native().Model.random(JSON.stringify({ model_type: 'llama', ...config }), options.seed, options.initStd ?? 0.02));
   }
 
+  /** The model's shape, from config.json. */
   get config(): ModelConfig {
     return this.handle.config;
   }
+  /** The weights' element type. */
   get dtype(): Dtype {
     return this.handle.dtype;
   }
+  /** Base parameters (adapters not counted). */
   get parameterCount(): number {
     return this.handle.parameterCount;
   }
 
-  /** Next-token logits (b, t, vocab) for int64 ids (b, t). */
+  /**
+   * Next-token logits for every position, with gradients when parameters require them.
+   * @param ids - int64 token ids (b, t).
+   * @param options - attention mask, adapters on/off, latent increments.
+   * @returns logits (b, t, vocab).
+   * @throws RangeError/TypeError for ids of another dtype or shape, or a mask that does not fit.
+   * @example
+   * ```ts
+   * const { ids, attentionMask } = tokenizer.batch(['Hello']);
+   * const logits = model.logits(ids, { attentionMask, adapters: false }); // the base model's
+   * ```
+   */
   logits(ids: Tensor, options: ForwardOptions = {}): Tensor {
     return new Tensor(this.handle.logits(h(ids), forwardHandles(options)));
   }
 
-  /** As logits(), on the libuv pool and without gradients (scoring, evaluation). */
+  /**
+   * As logits(), on the libuv pool and without gradients (scoring, evaluation).
+   * @param ids - int64 token ids (b, t).
+   * @param options - attention mask, adapters on/off, latent increments.
+   * @returns a promise of logits (b, t, vocab).
+   * @throws (rejects with) the errors of logits().
+   * @example
+   * ```ts
+   * const logits = await model.logitsAsync(ids);
+   * ```
+   */
   async logitsAsync(ids: Tensor, options: ForwardOptions = {}): Promise<Tensor> {
     return new Tensor(await this.handle.logitsAsync(h(ids), forwardHandles(options)));
   }
 
-  /** Final hidden states (b, t, hidden), after the last norm. */
+  /**
+   * Final hidden states, after the last norm.
+   * @param ids - int64 token ids (b, t).
+   * @param options - attention mask, adapters on/off, latent increments.
+   * @returns hidden states (b, t, hidden).
+   * @throws the errors of logits().
+   * @example
+   * ```ts
+   * const hidden = model.hiddenStates(ids); // then model.head(hidden)
+   * ```
+   */
   hiddenStates(ids: Tensor, options: ForwardOptions = {}): Tensor {
     return new Tensor(this.handle.hiddenStates(h(ids), forwardHandles(options)));
   }
@@ -130,6 +240,14 @@ export class LlamaModel implements Disposable {
   /**
    * The LM head on final hidden states (..., hidden) -> logits (..., vocab). With `rows` (n) int64,
    * only those rows of the hidden states flattened to (-1, hidden): (n, vocab).
+   * @param hidden - final hidden states (..., hidden).
+   * @param options - rows: the flattened rows to score, int64 (n).
+   * @returns logits (..., vocab), or (n, vocab) with rows.
+   * @throws RangeError for a hidden size that does not fit or a row out of range.
+   * @example
+   * ```ts
+   * const last = model.head(hidden, { rows: tensor(new BigInt64Array([3n])) }); // logits of row 3 only
+   * ```
    */
   head(hidden: Tensor, options: { rows?: Tensor } = {}): Tensor {
     return new Tensor(this.handle.head(h(hidden), options.rows && h(options.rows)));
@@ -138,17 +256,47 @@ export class LlamaModel implements Disposable {
   /**
    * Attaches a pool of latent-task increments to layer `layer`'s o_proj: A (P, r, in), B (P, out, r).
    * Forward passes given `latent` add sum_j w_bj (x_b A_j^T) B_j^T there; A and B train with the rest.
+   * @param layer - the decoder layer, 0-based.
+   * @param A - the pool's down projections (P, r, hidden).
+   * @param B - the pool's up projections (P, hidden, r).
+   * @throws RangeError for a layer out of range or shapes that do not fit.
+   * @example
+   * ```ts
+   * model.setLatentPool(0, zeros([6, 2, 32]), zeros([6, 32, 2]));
+   * ```
    */
   setLatentPool(layer: number, A: Tensor, B: Tensor): void {
     this.handle.setLatentPool(layer, h(A), h(B));
   }
 
-  /** Final hidden states averaged over real tokens (b, hidden): the default sample embedding. */
+  /**
+   * Final hidden states averaged over real tokens: the default sample embedding.
+   * @param ids - int64 token ids (b, t).
+   * @param options - attention mask and adapters on/off (latent is ignored).
+   * @returns embeddings (b, hidden).
+   * @throws the errors of logits().
+   * @example
+   * ```ts
+   * const emb = model.meanPooled(ids, { attentionMask, adapters: false });
+   * ```
+   */
   meanPooled(ids: Tensor, options: ForwardOptions = {}): Tensor {
     return new Tensor(this.handle.meanPooled(h(ids), { attentionMask: options.attentionMask && h(options.attentionMask), adapters: options.adapters ?? true }));
   }
 
-  /** Continues prompts ids (b, t) (left-padded) on the libuv pool, with a KV cache; returns the new tokens (b, n). */
+  /**
+   * Continues prompts on the libuv pool, with a KV cache.
+   * @param ids - left-padded int64 prompt ids (b, t).
+   * @param options - length, sampling, stop tokens, adapters and latent increments.
+   * @returns a promise of the new tokens (b, n), padded with padTokenId after a sequence stops.
+   * @throws (rejects with) RangeError for a bad option, naming it and its value.
+   * @example
+   * ```ts
+   * const { ids, attentionMask } = tokenizer.batch(['Q: 2+2?\nA:'], { padding: 'left' });
+   * const out = await model.generate(ids, { attentionMask, maxNewTokens: 8, eosTokenIds: [tokenizer.eosTokenId!] });
+   * tokenizer.decode([...out.toTypedArray()].map(Number));
+   * ```
+   */
   async generate(ids: Tensor, options: GenerateOptions = {}): Promise<Tensor> {
     const out = await this.handle.generateAsync(h(ids), {
       ...forwardHandles(options),
@@ -162,7 +310,15 @@ export class LlamaModel implements Disposable {
     return new Tensor(out);
   }
 
-  /** Adds LoRA adapters (PEFT init: A kaiming-uniform, B zero, so outputs start unchanged). */
+  /**
+   * Adds LoRA adapters (PEFT init: A kaiming-uniform, B zero, so outputs start unchanged).
+   * @param config - targets, rank, alpha, rsLoRA and seed.
+   * @throws Error when the model already has adapters; RangeError for a bad rank.
+   * @example
+   * ```ts
+   * model.addLora({ targets: ['q_proj', 'v_proj'], r: 4, loraAlpha: 8 });
+   * ```
+   */
   addLora(config: LoraConfig = {}): void {
     if (this.lora) throw new Error('addLora: this model already has adapters');
     const lora = { targets: config.targets ?? [...LORA_TARGETS], r: config.r ?? 8, loraAlpha: config.loraAlpha ?? 16, rslora: config.rslora ?? false };
@@ -170,12 +326,27 @@ export class LlamaModel implements Disposable {
     this.lora = lora;
   }
 
-  /** The adapter factors under PEFT's key names; they require gradients. */
+  /**
+   * The adapter factors under PEFT's key names; they require gradients.
+   * @returns new handles on the adapter tensors, by name; dispose them when done.
+   * @example
+   * ```ts
+   * Object.keys(model.loraParameters())[0]; // 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight'
+   * ```
+   */
   loraParameters(): Record<string, Tensor> {
     return Object.fromEntries(Object.entries(this.handle.loraParameters()).map(([k, t]) => [k, new Tensor(t)]));
   }
 
-  /** Writes the adapters in PEFT's layout: adapter_config.json and adapter_model.safetensors. */
+  /**
+   * Writes the adapters in PEFT's layout: adapter_config.json and adapter_model.safetensors.
+   * @param dir - the adapter directory (created if missing).
+   * @throws Error when the model has no adapters, or the files cannot be written.
+   * @example
+   * ```ts
+   * model.saveAdapter('runs/jfa/adapter'); // PeftModel.from_pretrained(base, 'runs/jfa/adapter') loads it
+   * ```
+   */
   saveAdapter(dir: string): void {
     if (!this.lora) throw new Error('saveAdapter: this model has no adapters (call addLora or loadAdapter first)');
     mkdirSync(dir, { recursive: true });
@@ -226,7 +397,15 @@ export class LlamaModel implements Disposable {
     return shapes;
   }
 
-  /** Loads a PEFT LoRA adapter directory (ours or PEFT's) into this model. */
+  /**
+   * Loads a PEFT LoRA adapter directory (ours or PEFT's) into this model.
+   * @param dir - the adapter directory.
+   * @throws Error naming the file for a non-LoRA or biased adapter, unsupported target modules, or tensors that do not fit.
+   * @example
+   * ```ts
+   * model.loadAdapter('runs/jfa/adapter');
+   * ```
+   */
   loadAdapter(dir: string): void {
     const configFile = join(dir, 'adapter_config.json');
     const c = readJson<AdapterConfigJson>(configFile);
@@ -264,23 +443,53 @@ export class LlamaModel implements Disposable {
     }
   }
 
-  /** The base weights under Hugging Face's names (new handles to the same tensors). */
+  /**
+   * The base weights under Hugging Face's names (new handles to the same tensors).
+   * @returns the weights by name; dispose the handles when done.
+   * @example
+   * ```ts
+   * model.weights()['model.embed_tokens.weight'].shape; // [vocab, hidden]
+   * ```
+   */
   weights(): Record<string, Tensor> {
     return Object.fromEntries(Object.entries(this.handle.weights()).map(([k, t]) => [k, new Tensor(t)]));
   }
 
-  /** Makes the base weights trainable leaves (pretraining) or frozen again. */
+  /**
+   * Makes the base weights trainable leaves (pretraining) or frozen again.
+   * @param trainable - true to record their gradients.
+   * @example
+   * ```ts
+   * model.setBaseTrainable(true); // full fine-tuning / pretraining
+   * ```
+   */
   setBaseTrainable(trainable: boolean): void {
     this.handle.setBaseTrainable(trainable);
   }
 
-  /** Folds the adapters into the base weights (W += scale B A) and drops them. */
+  /**
+   * Folds the adapters into the base weights (W += scale B A) and drops them.
+   * @example
+   * ```ts
+   * model.mergeLora();
+   * model.save('merged-model');
+   * ```
+   */
   mergeLora(): void {
     this.handle.mergeLora();
     this.lora = undefined;
   }
 
-  /** Writes the model (weights, and the loaded directory's config and tokenizer files) as a model directory. */
+  /**
+   * Writes the model (weights, and the loaded directory's config and tokenizer files) as a model directory.
+   * @param dir - the directory (created if missing).
+   * @param extraFiles - more files to write there, name to text (e.g. a model card).
+   * @throws Error naming the path when a file cannot be written.
+   * @example
+   * ```ts
+   * model.save('my-model', { 'README.md': '# my model\n' });
+   * ```
+   */
   save(dir: string, extraFiles: Record<string, string> = {}): void {
     mkdirSync(dir, { recursive: true });
     if (this.dir) for (const f of DESCRIPTION_FILES) if (existsSync(join(this.dir, f))) copyFileSync(join(this.dir, f), join(dir, f));
@@ -291,9 +500,23 @@ export class LlamaModel implements Disposable {
     Object.values(tensors).forEach((t) => t.dispose());
   }
 
+  /**
+   * Frees the model's native memory now.
+   * @example
+   * ```ts
+   * model.dispose();
+   * ```
+   */
   dispose(): void {
     this.handle.dispose();
   }
+  /**
+   * {@link LlamaModel.dispose}, for `using` declarations.
+   * @example
+   * ```ts
+   * { using model = loadModel(dir); }
+   * ```
+   */
   [Symbol.dispose](): void {
     this.dispose();
   }
