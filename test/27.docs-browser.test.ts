@@ -37,6 +37,32 @@ describe('API documentation', () => {
     expect(readFileSync(join(out, 'interfaces', 'TrainOptions.html'), 'utf8')).toContain('lr');
   }, 240_000);
 
+  it("the README's quickstart TypeScript type-checks against the package's types", () => {
+    const readme = readFileSync(join(root, 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('## Quickstart'));
+    const code = /```ts\n([\s\S]*?)```/.exec(section)?.[1];
+    expect(code, 'a ts block in the quickstart').toBeTruthy();
+    const dir = mkdtempSync(join(tmpdir(), 'jfa-quickstart-'));
+    try {
+      writeFileSync(join(dir, 'quickstart.mts'), `${code}\nexport {};\n`);
+      writeFileSync(
+        join(dir, 'tsconfig.json'),
+        JSON.stringify({
+          compilerOptions: {
+            target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', lib: ['ES2023', 'ESNext.Disposable'], types: ['node'],
+            typeRoots: [join(root, 'node_modules', '@types')], strict: true, noEmit: true, skipLibCheck: true,
+            paths: { 'jfa-torch': [join(root, 'dist', 'index.d.ts')] },
+          },
+          files: ['quickstart.mts'],
+        }),
+      );
+      const r = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], { encoding: 'utf8' });
+      expect(r.status, r.stdout + r.stderr).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('an export without full docs (summary, @param, @returns, @example) fails the build and is named', () => {
     const dir = mkdtempSync(join(root, 'test', '.docs-bad-'));
     try {
