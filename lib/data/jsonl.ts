@@ -178,6 +178,7 @@ export function parseJsonl(text: string, name: string, kind: RecordKind): (Insta
   return checker.finish();
 }
 
+/** Options of {@link readJsonl}. */
 export interface ReadJsonlOptions {
   /** refuse a line longer than this many bytes (default MAX_LINE_BYTES, 16 MiB) */
   maxLineBytes?: number;

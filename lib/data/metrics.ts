@@ -87,15 +87,23 @@ export function answerKind(task: string): AnswerKind {
 
 /** How records of each imported format are scored: by answer (numeric, option letter) or as text. */
 export const FORMAT_SCORING = {
+  /** GSM8K: accuracy of the final number. */
   gsm8k: 'numeric',
+  /** SVAMP: accuracy of the final number. */
   svamp: 'numeric',
+  /** ARC: accuracy of the option letter. */
   arc: 'choice',
+  /** MMLU-Pro: accuracy of the option letter (A-J). */
   'mmlu-pro': 'choice',
+  /** BBH: accuracy of the option letter when the answer is one ("(A)"), else of the exact answer text. */
   bbh: 'choice-or-exact',
+  /** Super-NaturalInstructions: ROUGE-L, BLEU-4 and exact match against the output. */
   superni: 'text',
+  /** Chat: ROUGE-L, BLEU-4 and exact match against the last assistant turn. */
   chat: 'text',
 } as const satisfies Record<string, 'numeric' | 'choice' | 'choice-or-exact' | 'text'>;
 
+/** A format name {@link FORMAT_SCORING} knows, as set in a record's `format` by the importers. */
 export type ScoredFormat = keyof typeof FORMAT_SCORING;
 
 const LETTER_ANSWER = /^\(?([A-J])\)?$/;
@@ -103,6 +111,14 @@ const LETTER_ANSWER = /^\(?([A-J])\)?$/;
 /**
  * The answer kind of one record: by its `format` when an importer set one (BBH: option letter
  * when the answer is one, else exact), otherwise by its task name as {@link answerKind}.
+ * @param r - a record's task name, reference answer and format (any of them may be absent but the task).
+ * @returns how the record's answer is extracted and compared.
+ * @example
+ * ```ts
+ * answerKindOf({ task: 'bbh/date_understanding', answer: 'B', format: 'bbh' }); // 'choice'
+ * answerKindOf({ task: 'bbh/word_sorting', answer: 'apple banana', format: 'bbh' }); // 'exact'
+ * answerKindOf({ task: 'arith-gsm' }); // 'numeric'
+ * ```
  */
 export function answerKindOf(r: { task: string; answer?: string; format?: string }): AnswerKind {
   const scoring = r.format !== undefined ? (FORMAT_SCORING as Record<string, string>)[r.format] : undefined;
@@ -239,6 +255,15 @@ const brevityPenalty = (predicted: number, reference: number): number => (predic
  * brevity penalty exp(1 - r/c) of the total lengths when the predictions are shorter. No smoothing:
  * a corpus without a single matching 4-gram scores 0. Empty predictions and references score 1.
  * This is the BLEU `jfa eval` reports.
+ * @param predictions - the model's outputs.
+ * @param references - one target per prediction.
+ * @returns the corpus BLEU-4, from 0 to 1.
+ * @throws Error when the counts differ.
+ * @example
+ * ```ts
+ * corpusBleu(['the cat sat on the mat'], ['the cat sat on the mat']); // 1
+ * corpusBleu(['the cat sat on a mat'], ['the cat sat on the mat']); // 0.537...
+ * ```
  */
 export function corpusBleu(predictions: readonly string[], references: readonly string[]): number {
   if (references.length !== predictions.length) throw new Error(`corpusBleu: ${references.length} references but ${predictions.length} predictions`);
@@ -266,6 +291,13 @@ export function corpusBleu(predictions: readonly string[], references: readonly 
  * matches and the count of 2-, 3- and 4-grams (unigrams unsmoothed), so short outputs with some
  * overlap do not score 0; brevity penalty as in {@link corpusBleu}. An empty prediction scores 0
  * (1 when the reference is empty too).
+ * @param prediction - the model's output.
+ * @param reference - the target.
+ * @returns the smoothed BLEU-4, from 0 to 1.
+ * @example
+ * ```ts
+ * sentenceBleu('the cat sat', 'the cat sat on the mat'); // 0.367...
+ * ```
  */
 export function sentenceBleu(prediction: string, reference: string): number {
   const [p, r] = [tokenize(prediction), tokenize(reference)];
@@ -284,12 +316,15 @@ export function sentenceBleu(prediction: string, reference: string): number {
 export interface FormatScores {
   /** The format name, or 'unlabeled' for records without one. */
   format: string;
+  /** How many records the group has. */
   records: number;
   /** Scored by answer: the fraction correct. */
   accuracy?: number;
-  /** Scored as text: mean ROUGE-L, corpus BLEU-4 and the exact-match rate. */
+  /** Scored as text: the mean ROUGE-L F1. */
   rougeL?: number;
+  /** Scored as text: the corpus BLEU-4 ({@link corpusBleu}). */
   bleu?: number;
+  /** Scored as text: the fraction of exact matches (ignoring case and whitespace runs). */
   exactMatch?: number;
 }
 
@@ -299,7 +334,16 @@ export interface FormatScores {
  * match), ROUGE-L and BLEU-4 (superni, chat). A record's format is `formatHint` when given, else
  * its `format` field; records with neither are scored by answer when they all have one (kind by
  * task name), else as text. Groups come in order of first appearance.
- * @throws Error when a format scored by answer has a record without `answer`, or the hint is unknown.
+ * @param records - the records scored, with their outputs as references (and `answer` where scored by answer).
+ * @param predictions - one output per record.
+ * @param formatHint - a format of {@link FORMAT_SCORING} that every record is scored as, instead of its own.
+ * @returns one score group per format: `accuracy` for formats scored by answer, else `rougeL`, `bleu` and `exactMatch`.
+ * @throws Error when the counts differ, a format scored by answer has a record without `answer`, or the hint is unknown.
+ * @example
+ * ```ts
+ * const records = readJsonl('eval-mixed.jsonl', 'instance');
+ * for (const s of autoScores(records, predictions)) console.log(s.format, s.accuracy ?? s.rougeL);
+ * ```
  */
 export function autoScores(records: readonly InstanceRecord[], predictions: readonly string[], formatHint?: string): FormatScores[] {
   if (records.length !== predictions.length) throw new Error(`autoScores: ${records.length} records but ${predictions.length} predictions`);

@@ -12,7 +12,9 @@ const ITEMS = ['apples', 'pencils', 'stickers', 'marbles', 'cookies', 'books', '
 
 /** The instructions of the old suites; importers of the paper's old-task datasets use the same ones. */
 export const ARITH_INSTRUCTION = "Solve the math word problem step by step. End with 'The answer is N.'";
+/** The instruction of multiple-choice records (science-mc, knowledge-mc, and imported ARC and MMLU-Pro). */
 export const CHOICE_INSTRUCTION = "Answer the multiple-choice question. State the fact, then 'Answer: X' with the letter of the correct option.";
+/** The instruction of logic-puzzle records (the logic suite and imported BBH). */
 export const LOGIC_INSTRUCTION = "Solve the puzzle step by step. End with 'The answer is X.'";
 
 function repeat(n: number, make: () => OldRecord): OldRecord[] {
@@ -119,7 +121,16 @@ export const arithSvamp: OldGenerator = (rng, n) => repeat(n, () => rng.pick(sva
 /** Option letters, as many as MMLU-Pro's ten options need; metrics.ts extracts the same range. */
 export const OPTION_LETTERS = ['A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J'] as const;
 
-/** A question's options as the suites write them: one "A) text" line per option. */
+/**
+ * A question's options as the suites write them: one "A) text" line per option.
+ * @param options - the option texts, in order (at most ten, A-J).
+ * @returns the lines joined by newlines.
+ * @throws RangeError when there are more options than {@link OPTION_LETTERS}.
+ * @example
+ * ```ts
+ * optionBlock(['ice', 'steam', 'water']); // 'A) ice\nB) steam\nC) water'
+ * ```
+ */
 export function optionBlock(options: readonly string[]): string {
   if (options.length > OPTION_LETTERS.length) throw new RangeError(`optionBlock: ${options.length} options, at most ${OPTION_LETTERS.length} have letters`);
   return options.map((o, i) => `${OPTION_LETTERS[i]}) ${o}`).join('\n');

@@ -80,14 +80,35 @@ export async function evaluateNew(model: LlamaModel, tokenizer: Tokenizer, recor
 /**
  * Scores records of several formats in one pass, each with its paper's metric (metrics.ts
  * `autoScores`): accuracy for the old-task formats, ROUGE-L and BLEU-4 for SuperNI and chat.
- * `format` scores every record as that format instead of the one recorded on it.
+ * `format` scores every record as that format instead of the one recorded on it. The records are
+ * checked before anything is generated, so a missing answer or an unknown format fails at once.
+ * @param model - the model to score.
+ * @param tokenizer - its tokenizer.
+ * @param records - records of any formats (their outputs, or answers, are the references).
+ * @param o - batch size, length, adapters, latent pool, progress, and `format`, a format to score every record as.
+ * @returns a promise of one score group per format (see `autoScores`) and each record's generated `predictions`.
+ * @throws (rejects with) Error when a format scored by answer has a record without `answer` or `format` is
+ * unknown; RangeError for a bad generation option.
+ * @example
+ * ```ts
+ * const { formats } = await evaluateByFormat(model, tokenizer, readJsonl('eval-mixed.jsonl', 'instance'));
+ * for (const s of formats) console.log(s.format, s.records, s.accuracy ?? s.rougeL);
+ * ```
  */
 export async function evaluateByFormat(
   model: LlamaModel,
   tokenizer: Tokenizer,
   records: InstanceRecord[],
-  o: EvalOptions & { format?: string } = {},
-): Promise<{ formats: FormatScores[]; predictions: string[] }> {
+  o: EvalOptions & {
+    /** a format of metrics.ts FORMAT_SCORING that every record is scored as (default: each record's own) */
+    format?: string;
+  } = {},
+): Promise<{
+  /** the scores, one group per format in order of first appearance */
+  formats: FormatScores[];
+  /** the generated output of each record, in order */
+  predictions: string[];
+}> {
   // Checked before generating, so a missing answer fails at once.
   autoScores(records, records.map(() => ''), o.format);
   const predictions = await predict(model, tokenizer, records, o);

@@ -78,13 +78,13 @@ export class LatentPool implements Disposable {
    * rename). Beside a PEFT adapter, a 'retrieve' pool draws one warning per process: PEFT loads
    * that adapter without it.
    * @param file - the pool file to write (e.g. adapter/latent_pool.safetensors).
+   * @param shownAs - the name the PEFT warning gives the pool (default `file`; the final name, when `file` is a temporary one).
    * @throws Error naming the file when fit() never ran or it cannot be written.
    * @example
    * ```ts
    * pool.save(join('runs/jfa/adapter', LATENT_POOL_FILE));
    * ```
    */
-  /** Writes the pool to `file`; `shownAs` is the name messages give it (the final name, when `file` is a temporary one). */
   save(file: string, shownAs = file): void {
     const t = this.tasks;
     const centroids = t.centroids;

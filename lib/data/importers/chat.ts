@@ -17,6 +17,7 @@ export interface ChatOptions {
   template?: string;
   /** The BOS token's text: given to the template, and removed from the front of the prompt (the tokenizer adds BOS itself). */
   bosToken?: string;
+  /** The EOS token's text, given to the template as `eos_token` (default ''). */
   eosToken?: string;
 }
 
@@ -48,7 +49,16 @@ function split(prompt: string, lastUser: string): { instruction: string; input: 
  * Reads chat JSONL (or a JSON array): each item's `messages` is a list of `{role, content}` with
  * roles system, user and assistant, ending with an assistant turn, its output. Items with another
  * role, no user turn, turns after the last assistant turn or an empty reply are skipped and reported.
- * @throws DataError when the template does not parse, or renders prompts that do not end in a newline.
+ * @param paths - the chat files (JSONL, or a JSON array of items).
+ * @param options - the default task name, the chat template and its BOS/EOS token texts.
+ * @returns the records (format 'chat'), the skipped items with file and line, and a count per file.
+ * @throws DataError when the template does not parse, renders a prompt that does not end in a newline
+ * or has no other newline to split it at, a file is unreadable or empty, or a file gives no record.
+ * @example
+ * ```ts
+ * const { records, skipped } = importChat(['chats.jsonl'], { task: 'support' });
+ * skipped.forEach((s) => console.warn(formatSkip(s)));
+ * ```
  */
 export function importChat(paths: readonly string[], options: ChatOptions = {}): ImportResult {
   let template: Template;

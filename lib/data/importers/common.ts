@@ -6,28 +6,45 @@ import type { InstanceRecord } from '../records.js';
 
 /** One input item an importer left out, and why. */
 export interface Skip {
+  /** The input file the item is in, as its path was given. */
   file: string;
   /** 1-based line where the item starts (JSONL: its line; JSON: the line of its opening brace). */
   line: number;
+  /** Why the item was left out (e.g. "missing field 'question'"). */
   reason: string;
 }
 
-/** "file:line: reason; skipped", as the importers report a skip. */
+/**
+ * "file:line: reason; skipped", as the importers report a skip.
+ * @param s - the skip.
+ * @returns the one-line report.
+ * @example
+ * ```ts
+ * formatSkip({ file: 'gsm8k.jsonl', line: 7, reason: "missing field 'question'" });
+ * // "gsm8k.jsonl:7: missing field 'question'; skipped"
+ * ```
+ */
 export function formatSkip(s: Skip): string {
   return `${s.file}:${s.line}: ${s.reason}; skipped`;
 }
 
 /** What one input file gave. */
 export interface FileCount {
+  /** The input file, as its path was given. */
   file: string;
+  /** Records imported from it (after any per-task cap). */
   records: number;
+  /** Items of it that were skipped. */
   skipped: number;
 }
 
 /** The result of importing files of one format. */
 export interface ImportResult {
+  /** The imported records, file by file in the order the files were given. */
   records: InstanceRecord[];
+  /** Every item left out, with its file, line and reason. */
   skipped: Skip[];
+  /** One count per input file, in the order they were given. */
   files: FileCount[];
   /** What was changed without skipping (e.g. a task capped to a sample of its instances). */
   notes: string[];
@@ -80,6 +97,14 @@ export function parseInput(text: string, file: string): Contents {
 /**
  * The 1-based line on which each element of an array in a valid JSON text starts. `path` names the
  * array: [] for a top-level array, ['Instances'] for the `Instances` array of a top-level object.
+ * @param text - a valid JSON text (it is scanned, not parsed or checked).
+ * @param path - the keys leading from the top-level value to the array, [] for a top-level array.
+ * @returns one line number per element, in order; empty when the array is empty or not there.
+ * @example
+ * ```ts
+ * elementLines('[\n  {"a": 1},\n  {"a": 2}\n]', []); // [2, 3]
+ * elementLines('{"Instances": [\n{"id": "x"}]}', ['Instances']); // [2]
+ * ```
  */
 export function elementLines(text: string, path: readonly string[]): number[] {
   interface Frame { array: boolean; key?: string; expectKey: boolean; awaiting: boolean }
@@ -178,7 +203,16 @@ export function importRows(
   return result;
 }
 
-/** "3 files: 120 records, 4 skipped", the summary line of an import. */
+/**
+ * "3 files: 120 records, 4 skipped", the summary line of an import.
+ * @param r - an import's result (its records, skips and files).
+ * @returns the summary line.
+ * @example
+ * ```ts
+ * const result = importFiles('gsm8k', ['gsm8k-test.jsonl']);
+ * console.log(importSummary(result)); // "1 file: 1319 records, 0 skipped"
+ * ```
+ */
 export function summary(r: Pick<ImportResult, 'records' | 'skipped' | 'files'>): string {
   return `${r.files.length} file${r.files.length === 1 ? '' : 's'}: ${r.records.length} record${r.records.length === 1 ? '' : 's'}, ${r.skipped.length} skipped`;
 }

@@ -30,6 +30,15 @@ function arith(task: string, format: string, input: string, steps: string, answe
  * GSM8K: JSONL (or a JSON array) of `question` and `answer`, the answer a worked solution ending in
  * "#### N". The record's answer is N without commas; its output is the solution without GSM8K's
  * "<<48/2=24>>" calculator notes, ending "The answer is N.".
+ * @param paths - the input files.
+ * @param options - the suite name for the records' `task` (default 'gsm8k').
+ * @returns the records (format 'gsm8k'), the skipped items with file and line, and a count per file.
+ * @throws DataError when a file is unreadable or empty, or none of its items is a usable GSM8K item.
+ * @example
+ * ```ts
+ * const { records, skipped } = importGsm8k(['gsm8k/test.jsonl']);
+ * // records[0]: { task: 'gsm8k', answer: '18', output: '... The answer is 18.', ... }
+ * ```
  */
 export function importGsm8k(paths: readonly string[], options: OldImportOptions = {}): ImportResult {
   const task = options.task ?? 'gsm8k';
@@ -51,6 +60,14 @@ export function importGsm8k(paths: readonly string[], options: OldImportOptions 
 /**
  * SVAMP: a JSON array (or JSONL) of `Body`, `Question` and a numeric `Answer`, maybe `Equation` and
  * `ID`. The input is Body then Question; the output states the equation when there is one.
+ * @param paths - the input files.
+ * @param options - the suite name for the records' `task` (default 'svamp').
+ * @returns the records (format 'svamp'), the skipped items with file and line, and a count per file.
+ * @throws DataError when a file is unreadable or empty, or none of its items is a usable SVAMP item.
+ * @example
+ * ```ts
+ * const { records } = importSvamp(['SVAMP.json'], { task: 'svamp' });
+ * ```
  */
 export function importSvamp(paths: readonly string[], options: OldImportOptions = {}): ImportResult {
   const task = options.task ?? 'svamp';
@@ -93,6 +110,15 @@ function arcParts(o: Record<string, unknown>): { stem: string; choices: unknown[
  * ARC: JSONL of `id`, `question: {stem, choices: [{text, label}]}` and `answerKey` (as AI2 publishes
  * it; Hugging Face's `question` + `choices: {text, label}` also reads). Labels may be letters or
  * 1-4; options are lettered A, B, ... in their given order and the answer follows its label.
+ * @param paths - the input files.
+ * @param options - the suite name for the records' `task` (default 'arc').
+ * @returns the records (format 'arc'), the skipped items with file and line, and a count per file.
+ * @throws DataError when a file is unreadable or empty, or none of its items is a usable ARC item.
+ * @example
+ * ```ts
+ * const { records } = importArc(['ARC-Challenge-Test.jsonl'], { task: 'arc-challenge' });
+ * // records[0].answer: 'C' (the option letter)
+ * ```
  */
 export function importArc(paths: readonly string[], options: OldImportOptions = {}): ImportResult {
   const task = options.task ?? 'arc';
@@ -124,6 +150,15 @@ export function importArc(paths: readonly string[], options: OldImportOptions = 
  * MMLU-Pro: JSONL (or a JSON array) of `question`, `options` (up to 10, lettered A-J), `answer`
  * (the letter) and/or `answer_index`, and `category`, which becomes the task's suffix ("mmlu-pro/law").
  * A record whose letter and index disagree is skipped.
+ * @param paths - the input files.
+ * @param options - the suite name, the records' `task` before "/category" (default 'mmlu-pro').
+ * @returns the records (format 'mmlu-pro'), the skipped items with file and line, and a count per file.
+ * @throws DataError when a file is unreadable or empty, or none of its items is a usable MMLU-Pro item.
+ * @example
+ * ```ts
+ * const { records } = importMmluPro(['mmlu-pro-test.jsonl']);
+ * // records[0].task: 'mmlu-pro/law'
+ * ```
  */
 export function importMmluPro(paths: readonly string[], options: OldImportOptions = {}): ImportResult {
   const suite = options.task ?? 'mmlu-pro';
@@ -167,6 +202,15 @@ function bbhItems(contents: Contents): { items: Item[]; bad: Skip[] } {
  * BBH: a task file `{"examples": [{input, target}]}`, or JSONL of `inputs` and `targets` (or `input`
  * and `target`). The task is the suite and the file name, "bbh/date_understanding" (just "bbh" for bbh.jsonl). A target "(A)" is scored as the
  * option letter A, any other target by exact match.
+ * @param paths - the input files.
+ * @param options - the suite name, the records' `task` before "/" and the file name (default 'bbh').
+ * @returns the records (format 'bbh'), the skipped items with file and line, and a count per file.
+ * @throws DataError when a file is unreadable or empty, or none of its items is a usable BBH item.
+ * @example
+ * ```ts
+ * const { records } = importBbh(['bbh/date_understanding.json', 'bbh/boolean_expressions.json']);
+ * // tasks 'bbh/date_understanding' and 'bbh/boolean_expressions'
+ * ```
  */
 export function importBbh(paths: readonly string[], options: OldImportOptions = {}): ImportResult {
   const suite = options.task ?? 'bbh';

@@ -5,9 +5,13 @@ import { createRng } from '../rng.js';
 
 /** Records split by task name, with the task names on each side. */
 export interface TaskSplit {
+  /** The records of the training tasks, in their input order. */
   train: InstanceRecord[];
+  /** The records of the held-out tasks, in their input order. */
   test: InstanceRecord[];
+  /** The training task names, sorted. */
   trainTasks: string[];
+  /** The held-out task names that have records, sorted. */
   testTasks: string[];
   /** Test task names asked for that no record has. */
   missing: string[];
@@ -16,6 +20,13 @@ export interface TaskSplit {
 /**
  * Test task names from a task list file's text (the SuperNI splits' test_tasks.txt): one name per
  * line; blank lines and lines starting with '#' are ignored, a ".json" suffix is dropped.
+ * @param text - the list file's text.
+ * @returns the task names, in file order.
+ * @example
+ * ```ts
+ * parseTaskList('# test tasks\ntask020_mctaco_span_based_question.json\n\ntask033_winogrande_answer_generation\n');
+ * // ['task020_mctaco_span_based_question', 'task033_winogrande_answer_generation']
+ * ```
  */
 export function parseTaskList(text: string): string[] {
   return text
@@ -28,7 +39,15 @@ export function parseTaskList(text: string): string[] {
  * Splits records by task: `testTasks` names the held-out tasks, or `fraction` holds out that share
  * of the tasks (rounded, at least one when there are two or more), chosen by a seeded shuffle of
  * the sorted task names, so the same seed and tasks give the same split.
- * @throws RangeError when neither or both are given, or the fraction is not in (0, 1).
+ * @param records - the records to split.
+ * @param how - `testTasks`, the held-out task names; or `fraction` of the tasks to hold out and the shuffle's `seed` (default 0).
+ * @returns the records and task names on each side, and the asked-for test tasks that no record has.
+ * @throws RangeError when `how` has no `testTasks` and its `fraction` is missing or not in (0, 1).
+ * @example
+ * ```ts
+ * const { train, test, missing } = splitByTask(records, { testTasks: parseTaskList(readFileSync('test_tasks.txt', 'utf8')) });
+ * const bySeed = splitByTask(records, { fraction: 0.1, seed: 7 });
+ * ```
  */
 export function splitByTask(records: readonly InstanceRecord[], how: { testTasks: readonly string[] } | { fraction: number; seed?: number }): TaskSplit {
   const tasks = [...new Set(records.map((r) => r.task))].sort();

@@ -18,7 +18,15 @@ export interface SuperNiOptions {
   seed?: number;
 }
 
-/** A SuperNI task name from its file name: "task001_quoref_question_generation.json" -> "task001_quoref_question_generation". */
+/**
+ * A SuperNI task name from its file name: "task001_quoref_question_generation.json" -> "task001_quoref_question_generation".
+ * @param file - the task file's path (its directory is ignored).
+ * @returns the file's base name without a ".json" suffix.
+ * @example
+ * ```ts
+ * superNiTaskName('natural-instructions/tasks/task001_quoref_question_generation.json'); // 'task001_quoref_question_generation'
+ * ```
+ */
 export function superNiTaskName(file: string): string {
   return basename(file).replace(/\.json$/i, '');
 }
@@ -42,7 +50,15 @@ function examplesOf(value: unknown, k: number): string {
  * Reads SuperNI task files (one JSON object per task, with `Definition`, `Positive Examples` and
  * `Instances` of `id`, `input` and `output[]`). Instances without an input or a non-empty output
  * are skipped and reported with their line; a task without a definition is skipped whole.
- * @throws DataError when a file cannot be read, is not JSON, or has no `Instances` array, or when nothing is imported.
+ * @param paths - the task files, one task each.
+ * @param options - the instances kept per task, positive examples in the instruction, and the sample's seed.
+ * @returns the records (format 'superni', task = file name), the skips, a count per file, and a note per capped task.
+ * @throws DataError when a file cannot be read, is empty, is not JSON, or has no `Instances` array, or when nothing is imported.
+ * @throws RangeError when `maxPerTask` or `examples` is not a non-negative integer.
+ * @example
+ * ```ts
+ * const { records, notes } = importSuperNi(['tasks/task001_quoref_question_generation.json'], { maxPerTask: 100, examples: 2 });
+ * ```
  */
 export function importSuperNi(paths: readonly string[], options: SuperNiOptions = {}): ImportResult {
   const cap = options.maxPerTask ?? 100;
