@@ -19,7 +19,7 @@ import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { packageRoot } from '../locate.js';
 import { runtimeInfo } from '../runtime.js';
-import { OutputFolder, readJson, writeFileAtomic } from '../util/files.js';
+import { inOutputFolder, readJson, writeFileAtomic } from '../util/files.js';
 import { type BaseCard, baseSchema, baseSuite, buildBase, readCard, sha256File, verifyBase } from './base.js';
 import { progress } from './progress.js';
 import { aggregate, type DemoResults, type MethodResult, oldAverage, pct, renderReport, resultTable, type RunResult } from './report.js';
@@ -264,9 +264,15 @@ export async function runOnce(b: Bench, m: DemoMethod, seed: number, runDir: str
 }
 
 export async function runDemo(o: DemoOptions): Promise<DemoResults> {
-  const started = performance.now();
   // One demo per folder at a time: a second one would overwrite the first's runs mid-way.
-  using _folder = OutputFolder.acquire(resolve(o.out), 'demo');
+  return inOutputFolder(resolve(o.out), 'demo', BENCH_KEEP, () => demoIn(o));
+}
+
+/** What a failed demo or study leaves worth keeping in its folder (the cached base and data, finished runs). */
+export const BENCH_KEEP = ['base', 'data', 'runs', 'base-eval.json', 'results.json'];
+
+async function demoIn(o: DemoOptions): Promise<DemoResults> {
+  const started = performance.now();
   const b = await prepareBench(o, 'jfa demo');
   const runs = new Map<DemoMethod, RunResult[]>(o.methods.map((m) => [m, []]));
   for (let i = 0; i < o.seeds; i++) {

@@ -6,8 +6,8 @@ import { join, resolve } from 'node:path';
 
 import { z } from 'zod';
 
-import { OutputFolder, writeFileAtomic } from '../util/files.js';
-import { baseRow, benchSummary, type DemoMethod, demoSchema, formatTable, prepareBench, runOnce, type RunOverrides } from './demo.js';
+import { inOutputFolder, writeFileAtomic } from '../util/files.js';
+import { BENCH_KEEP, baseRow, benchSummary, type DemoMethod, demoSchema, formatTable, prepareBench, runOnce, type RunOverrides } from './demo.js';
 import { aggregate, type DemoResults, type MethodResult, renderReport, type RunResult } from './report.js';
 
 export const STUDIES = ['flashbacks', 'alpha', 'latent', 'latent-mode', 'pcgrad'] as const;
@@ -62,8 +62,11 @@ export interface StudyResults extends DemoResults {
 export async function runStudy(options: StudyOptions): Promise<StudyResults> {
   const { study, ...rest } = options;
   const o = { ...rest, out: rest.out ?? `jfa-study-${study}` };
+  return inOutputFolder(resolve(o.out), 'study', BENCH_KEEP, () => studyIn(study, o));
+}
+
+async function studyIn(study: StudyName, o: Omit<StudyOptions, 'study'> & { out: string }): Promise<StudyResults> {
   const started = performance.now();
-  using _folder = OutputFolder.acquire(resolve(o.out), 'study');
   const b = await prepareBench(o, `jfa study ${study}`);
   const points = studyPoints(study);
   const rows: MethodResult[] = [baseRow(b)];

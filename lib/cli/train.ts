@@ -15,10 +15,10 @@ import { LATENT_MODES } from '../jfa/pool.js';
 import { train } from '../jfa/trainer.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
-import { type BaseCard, baseSchema, buildBase, CARD_FILE } from './base.js';
+import { baseSchema, buildBase, CARD_FILE } from './base.js';
 import { LATENT_CHOICES, servingPool } from './latent.js';
 import { progress } from './progress.js';
-import { OutputFolder } from '../util/files.js';
+import { inOutputFolder } from '../util/files.js';
 
 /** Reads --config (JSON, or YAML by its .yaml/.yml name) and overlays the flags given on the command line, then validates. */
 export function withConfig<T extends z.ZodType>(schema: T, flags: Record<string, unknown>): z.infer<T> {
@@ -80,16 +80,7 @@ export async function runPretrain(o: z.infer<typeof pretrainSchema>): Promise<vo
   data?.forEach((f) => readJsonl(f, 'instance'));
   // The folder is held while the model is built; a run that fails before the card is written
   // removes it again if it created it (a half-trained model is not worth keeping).
-  const folder = OutputFolder.acquire(out, 'pretrain');
-  let card: BaseCard;
-  try {
-    card = await buildBase(out, options, { data, quiet });
-  } catch (e) {
-    folder.discardIfEmpty([CARD_FILE]);
-    throw e;
-  } finally {
-    folder.release();
-  }
+  const card = await inOutputFolder(out, 'pretrain', [CARD_FILE], () => buildBase(out, options, { data, quiet }));
   const scores = card.scores ? `; old suites ${Object.entries(card.scores).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}`).join(', ')}` : '';
   console.log(quiet ? JSON.stringify({ out, ...card }) : `pretrained ${card.parameters} parameters on ${card.records} records in ${card.seconds.toFixed(1)} s${scores} -> ${out}`);
 }

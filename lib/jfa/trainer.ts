@@ -13,7 +13,7 @@ import { loadSafetensors, saveSafetensors } from '../model/safetensors.js';
 import { type Tokenizer } from '../model/tokenizer.js';
 import { AdamW, cosineWithWarmup } from '../optim.js';
 import { type Tensor, tensor } from '../tensor.js';
-import { errnoOf, OutputFolder, readJson, replaceDir, writeFileAtomic } from '../util/files.js';
+import { errnoOf, inOutputFolder, readJson, replaceDir, writeFileAtomic } from '../util/files.js';
 import { promptBatch, sftBatch } from './examples.js';
 import { embedRecords, type LatentOptions, LatentTasks } from './latent.js';
 import { LATENT_MODES, LATENT_POOL_FILE, type LatentMode, LatentPool } from './pool.js';
@@ -429,15 +429,8 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
   tokenizer.checkFits(model.config.vocabSize);
   // The output folder is held (a lock file) for the run. A run that fails before it has a checkpoint
   // or an adapter to show removes the folder again if it created it.
-  const folder = o.outDir !== undefined ? OutputFolder.acquire(o.outDir, 'train') : undefined;
-  try {
-    return await trainIn(model, tokenizer, data, o, plan);
-  } catch (e) {
-    folder?.discardIfEmpty([CHECKPOINT, `${CHECKPOINT}.old`, 'adapter']);
-    throw e;
-  } finally {
-    folder?.release();
-  }
+  if (o.outDir === undefined) return trainIn(model, tokenizer, data, o, plan);
+  return inOutputFolder(o.outDir, 'train', [CHECKPOINT, `${CHECKPOINT}.old`, 'adapter'], () => trainIn(model, tokenizer, data, o, plan));
 }
 
 async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions, plan: RunPlan): Promise<TrainResult> {

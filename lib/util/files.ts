@@ -203,3 +203,20 @@ export class OutputFolder implements Disposable {
     this.release();
   }
 }
+
+/**
+ * Runs `fn` holding the output folder `dir` (see OutputFolder): when `fn` fails and the folder was
+ * created for it, the folder is removed unless it holds one of `keep` (what is worth keeping, such as
+ * a checkpoint to resume from). The lock is released either way.
+ */
+export async function inOutputFolder<T>(dir: string, what: string, keep: string[], fn: () => Promise<T>): Promise<T> {
+  const folder = OutputFolder.acquire(dir, what);
+  try {
+    return await fn();
+  } catch (e) {
+    folder.discardIfEmpty(keep);
+    throw e;
+  } finally {
+    folder.release();
+  }
+}
