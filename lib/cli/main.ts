@@ -169,7 +169,8 @@ trainingOptions(program
   .option('--r <n>', 'LoRA rank', num('--r'))
   .option('--lora-alpha <x>', 'LoRA alpha', num('--lora-alpha'))
   .option('--checkpoint-every <n>', 'steps between checkpoints', num('--checkpoint-every'))
-  .option('--resume', 'continue from the checkpoint in --out'))
+  .option('--resume', 'continue from the checkpoint in --out')
+  .option('--tensorboard <dir>', 'also log each step to TensorBoard event files in <dir> (tensorboard --logdir <dir>)'))
   .action(async (flags) => runTrain(withConfig(trainSchema, flags)));
 
 program

@@ -15,6 +15,7 @@ import { type Tokenizer } from '../model/tokenizer.js';
 import { AdamW, cosineWithWarmup } from '../optim.js';
 import { type Tensor, tensor } from '../tensor.js';
 import { readJson, writeFileAtomic } from '../util/files.js';
+import { TensorBoardWriter } from '../util/tensorboard.js';
 import { promptBatch, sftBatch } from './examples.js';
 import { embedRecords, type LatentOptions, LatentTasks } from './latent.js';
 import { LATENT_MODES, LATENT_POOL_FILE, type LatentMode, LatentPool } from './pool.js';
@@ -78,6 +79,12 @@ export interface TrainOptions {
   /** stop after this many steps (the run stays resumable) */
   maxSteps?: number;
   onStep?: (p: StepProgress) => void;
+  /**
+   * Also log each step's scalars to a TensorBoard event file in this directory (created if needed):
+   * train/sft, train/divergence, train/grad_norm, train/lr, train/conflicts, train/tokens_per_second
+   * (and train/plain_sft when plainSftWeight is set). `tensorboard --logdir DIR` shows them.
+   */
+  tensorboard?: string;
 }
 
 export interface TrainData {
@@ -359,6 +366,7 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
 
   let reached = resume?.step ?? 0;
   let stats = { tokens: 0, elapsedMs: 0 };
+  const board = o.tensorboard === undefined ? undefined : new TensorBoardWriter(o.tensorboard);
   try {
     const r = await runSteps({
       model,
@@ -382,12 +390,22 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
       after: (p) => {
         reached = p.step;
         if (metricsFile) appendFileSync(metricsFile, `${JSON.stringify({ type: 'train', method: o.method, ...p })}\n`);
+        board?.scalars(p.step, {
+          'train/sft': p.sft,
+          'train/divergence': p.divergence,
+          'train/grad_norm': p.gradNorm,
+          'train/lr': p.lr,
+          'train/conflicts': p.conflicts,
+          'train/tokens_per_second': p.tokensPerSecond,
+          ...(plan.latentRun.plainSftWeight ? { 'train/plain_sft': p.plainSft } : {}),
+        });
         if (o.checkpointEvery && p.step % o.checkpointEvery === 0 && p.step < plan.totalSteps) save(p.step);
       },
     });
     stats = r;
   } finally {
     flash.dispose();
+    board?.close();
   }
 
   if (o.outDir && reached === plan.totalSteps) {
