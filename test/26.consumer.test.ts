@@ -53,7 +53,7 @@ describe('the addon needs only libtorch and the C/C++ runtime', () => {
     // process defines fails the load here instead of at its first call.
     const code = `
       import { Index, kmeans, matmul, tensor } from ${JSON.stringify(join(root, 'dist', 'index.js'))};
-      const index = new Index({ kind: 'flat-l2', dim: 4 });
+      const index = Index.create({ kind: 'flat-l2', dim: 4 });
       index.add(new Float32Array([0, 0, 0, 0, 1, 1, 1, 1, 5, 5, 5, 5]));
       const r = index.search(new Float32Array([1, 1, 1, 0.9]), 2);
       const km = kmeans(new Float32Array([0, 0, 0.1, 0, 10, 10, 10.1, 10]), { dim: 2, k: 2, seed: 1 });
