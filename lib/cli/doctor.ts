@@ -94,11 +94,12 @@ export function doctor(): Check[] {
 
   const faiss = locateFaiss();
   const prebuilt = addon?.kind === 'prebuilt';
+  // A project running the prebuilt binary never builds: FAISS is inside it.
   checks.push(
-    faiss.found
-      ? { name: 'faiss (build)', ok: true, detail: `${faiss.found.version} at ${faiss.found.cmakeDir}` }
-      : prebuilt && !checkout
-        ? { name: 'faiss (build)', ok: true, detail: 'not needed: the prebuilt binary has FAISS linked in' }
+    prebuilt && !checkout
+      ? { name: 'faiss (build)', ok: true, detail: 'not needed: the prebuilt binary has FAISS linked in' }
+      : faiss.found
+        ? { name: 'faiss (build)', ok: true, detail: `${faiss.found.version} at ${faiss.found.cmakeDir}` }
         : {
             name: 'faiss (build)',
             ok: false,
