@@ -102,7 +102,8 @@ function venvTorchVersion(venv: string): string | undefined {
   if (!existsSync(lib)) return undefined;
   for (const d of readdirSyncSafe(lib)) {
     const file = join(lib, d, 'site-packages', 'torch', 'version.py');
-    if (!existsSync(file)) continue;
+    // Both files: a pip run cut short may leave one without the other.
+    if (!existsSync(file) || !existsSync(join(lib, d, 'site-packages', 'torch', 'lib', 'libtorch_cpu.so'))) continue;
     const m = /__version__\s*=\s*['"]([^'"]+)['"]/.exec(readFileSync(file, 'utf8'));
     if (m) return m[1];
   }
