@@ -313,10 +313,12 @@ describe('a project that installs the packed tarball (the npm consumer)', () => 
     }
   });
 
-  it('setup-torch installs the pinned torch into the cache venv, one line per step; doctor then finds it', () => {
+  it('doctor --fix runs setup-torch: the pinned torch into the cache venv, one line per step; doctor then finds it', () => {
     const started = Date.now();
-    const r = npx('setup-torch');
+    const r = npx('doctor', '--fix');
     expect(r.status, r.stdout + r.stderr).toBe(0);
+    // The checks before (libtorch missing), the set-up, the checks after (all ok).
+    expect(r.stdout).toMatch(/MISSING\s+libtorch[\s\S]*setup-torch \[1\/4\][\s\S]*ok\s+libtorch\s+2\.\d+\.\d+\S* at .*\(from setup-torch cache, CPU\)/);
     const lines = r.stdout.trim().split('\n');
     expect(lines.filter((l) => /^setup-torch \[\d\/4\]/.test(l)).map((l) => l.slice(0, 17))).toEqual(['setup-torch [1/4]', 'setup-torch [2/4]', 'setup-torch [3/4]', 'setup-torch [4/4]']);
     expect(r.stdout).toMatch(new RegExp(`\\[4/4\\] check: the loader finds libtorch 2\\.\\d+\\.\\d+\\S* at ${cache}/jfa-torch/venv-`));
@@ -331,7 +333,7 @@ describe('a project that installs the packed tarball (the npm consumer)', () => 
     expect(checks['faiss (runtime)']?.ok).toBe(true);
   }, 900_000);
 
-  it('setup-torch again changes nothing (idempotent)', () => {
+  it('setup-torch after that changes nothing (idempotent)', () => {
     const r = npx('setup-torch');
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/\[3\/4\] pip: torch 2\.\d+\.\d+\S* is installed already/);
