@@ -18,5 +18,6 @@ export default defineConfig({
     pool: 'forks',
     testTimeout: 60_000,
     hookTimeout: 600_000,
+    globalSetup: ['test/global-setup.ts'],
   },
 });

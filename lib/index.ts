@@ -73,3 +73,5 @@ export { keepReference, referenceKeeping, type StepProgress, train, type TrainDa
 export { evaluateByFormat, evaluateNew, evaluateOld, type EvalOptions } from './jfa/evaluate.js';
 export { pretrain, type PretrainOptions } from './jfa/pretrain.js';
 export { learnMerges } from './model/bpe.js';
+export { TensorBoardWriter } from './util/tensorboard.js';
+export { inspectPython, pinnedTorchVersion, type PythonInfo, setupTorch, SetupTorchError, type SetupTorchOptions, type SetupTorchResult } from './setup-torch.js';

@@ -3,7 +3,8 @@
 // by the addon loader and by `jfa doctor`, so all three agree on what "found" means.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { homedir } from 'node:os';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The package's root directory (holds package.json, build/, prebuilds/, .venv/). */
@@ -74,6 +75,30 @@ function venvTorchDirs(venv: string): string[] {
     .map((d) => join(lib, d, 'site-packages', 'torch'));
 }
 
+/** The cache's venvs, the one for `want` first, then the others newest version first. */
+function cachedVenvs(env: NodeJS.ProcessEnv, want: string | undefined): string[] {
+  const dir = torchCacheDir(env);
+  const wanted = want ? torchCacheVenv(want, env) : undefined;
+  const found = existsSync(dir)
+    ? readdirSync(dir)
+        .filter((d) => d.startsWith('venv-'))
+        .map((d) => join(dir, d))
+        .sort((a, b) => compareVersions(basename(b).slice(5), basename(a).slice(5)))
+    : [];
+  if (wanted) return [wanted, ...found.filter((v) => v !== wanted)];
+  return found.length ? found : [join(dir, 'venv-<version>')];
+}
+
+function compareVersions(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d) return d;
+  }
+  return 0;
+}
+
 function pythonTorchDir(python: string): string | undefined {
   // find_spec locates torch without importing it (an import takes seconds).
   const r = spawnSync(
@@ -85,9 +110,35 @@ function pythonTorchDir(python: string): string | undefined {
   return out || undefined;
 }
 
+/** True when the package runs from a source checkout (not installed under some node_modules/). */
+export function isCheckout(root: string = packageRoot): boolean {
+  return !root.split(sep).includes('node_modules');
+}
+
+/**
+ * The per-user cache where `jfa setup-torch` puts its virtual environments:
+ * $JFA_TORCH_CACHE, else $XDG_CACHE_HOME/jfa-torch, else ~/.cache/jfa-torch.
+ */
+export function torchCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.JFA_TORCH_CACHE) return resolve(env.JFA_TORCH_CACHE);
+  const base = env.XDG_CACHE_HOME ? resolve(env.XDG_CACHE_HOME) : join(env.HOME || homedir(), '.cache');
+  return join(base, 'jfa-torch');
+}
+
+/** The virtual environment `jfa setup-torch` makes for torch `version` (its base part, e.g. venv-2.13.0). */
+export function torchCacheVenv(version: string, env: NodeJS.ProcessEnv = process.env): string {
+  return join(torchCacheDir(env), `venv-${baseVersion(version)}`);
+}
+
+/**
+ * Finds libtorch. Candidates in order: LIBTORCH (alone, when set), the package's .venv, ./.venv,
+ * $VIRTUAL_ENV, the `jfa setup-torch` cache (the venv for `want` if given, else the newest), then
+ * the torch package of `python3` ($PYTHON).
+ */
 export function locateLibtorch(
   env: NodeJS.ProcessEnv = process.env,
   cwd: string = process.cwd(),
+  want?: string,
 ): LibtorchSearch {
   const tried: Attempt[] = [];
   if (env.LIBTORCH) {
@@ -101,6 +152,7 @@ export function locateLibtorch(
   const venvs: Array<[string, string]> = [[join(packageRoot, '.venv'), 'package .venv']];
   if (resolve(cwd) !== packageRoot) venvs.push([join(cwd, '.venv'), './.venv']);
   if (env.VIRTUAL_ENV) venvs.push([env.VIRTUAL_ENV, 'VIRTUAL_ENV']);
+  venvs.push(...cachedVenvs(env, want).map((v): [string, string] => [v, 'setup-torch cache']));
   for (const [venv, source] of venvs) {
     if (!existsSync(venv)) {
       tried.push({ source, path: venv, problem: 'does not exist' });

@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { basename, dirname, join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
-import { baseVersion, type LibtorchLocation, locateLibtorch, packageRoot } from './locate.js';
+import { baseVersion, isCheckout, type LibtorchLocation, locateLibtorch, packageRoot, torchCacheVenv } from './locate.js';
 
 /** A tensor's element type, named as in torch. */
 export type Dtype = 'float32' | 'float64' | 'bfloat16' | 'float16' | 'int32' | 'int64' | 'uint8' | 'bool';
@@ -443,8 +443,27 @@ function findBinary(tried: string[]): BinaryCandidate | undefined {
 
 const rel = (p: string): string => relative(process.cwd(), p) || '.';
 
-const FIX_BUILD =
-  'Fix: in a checkout, run `npm run setup`; in a project, reinstall jfa-torch (`npm rebuild jfa-torch` builds from source with LIBTORCH set).';
+/** The fix for a missing or unusable addon, for a checkout or for a project that installed the package. */
+export function fixBuildHint(checkout: boolean = isCheckout()): string {
+  return checkout
+    ? 'Fix: in this checkout, run `npm run setup` (builds the addon).'
+    : 'Fix: reinstall jfa-torch (`npm rebuild jfa-torch --build-from-source` compiles it, with LIBTORCH set).';
+}
+
+/** The fix for a missing libtorch: the command that installs torch `version` where the loader finds it. */
+export function fixTorchHint(version: string | undefined, checkout: boolean = isCheckout()): string {
+  if (checkout) return 'Fix: run `npm run setup` (installs torch into .venv), or set LIBTORCH to an unpacked libtorch or a torch Python package directory.';
+  const v = version ? ` ${baseVersion(version)}` : '';
+  const where = version ? ` into ${torchCacheVenv(version)}` : '';
+  return `Fix: run \`npx jfa setup-torch\` (installs torch${v}${where} with pip), or set LIBTORCH to an unpacked libtorch${v} or a torch${v} Python package directory.`;
+}
+
+/** The binary node-gyp-build would load and its build record, without loading anything. */
+export function findAddon(): { path: string; kind: LoadedNative['binaryKind']; build?: BuildRecord; tried: string[] } | undefined {
+  const tried: string[] = [];
+  const binary = findBinary(tried);
+  return binary && { path: binary.path, kind: binary.kind, build: readBuildRecord(binary.dir), tried };
+}
 
 function readBuildRecord(dir: string): BuildRecord | undefined {
   const file = join(dir, 'jfa_torch.build.json');
@@ -482,23 +501,24 @@ export function loadNative(): LoadedNative {
   const started = performance.now();
   const tried: string[] = [];
   const binary = findBinary(tried);
-  const torch = locateLibtorch();
+  const build = binary && readBuildRecord(binary.dir);
+  const torch = locateLibtorch(process.env, process.cwd(), build?.torchVersion);
   const problems: string[] = [];
-  if (!binary) problems.push(`addon: not found; looked for ${tried.join(' and ')}. ${FIX_BUILD}`);
+  if (!binary) problems.push(`addon: not found; looked for ${tried.join(' and ')}. ${fixBuildHint()}`);
   if (!torch.found) {
     const where = torch.tried.map((t) => `${t.source} ${t.path} (${t.problem})`).join('; ');
-    problems.push(
-      `libtorch: not found; looked in ${where}. Fix: run \`npm run setup\`, or set LIBTORCH to an unpacked libtorch or a torch Python package directory.`,
-    );
+    problems.push(`libtorch: not found; looked in ${where}. ${fixTorchHint(build?.torchVersion)}`);
   }
-  const build = binary && readBuildRecord(binary.dir);
-  if (binary && !build) problems.push(`addon: ${rel(binary.dir)}/jfa_torch.build.json is missing or unreadable. ${FIX_BUILD}`);
+  if (binary && !build) problems.push(`addon: ${rel(binary.dir)}/jfa_torch.build.json is missing or unreadable. ${fixBuildHint()}`);
   if (build && torch.found && baseVersion(build.torchVersion) !== baseVersion(torch.found.version)) {
+    const fix = isCheckout()
+      ? `Fix: point LIBTORCH at libtorch ${baseVersion(build.torchVersion)} (e.g. \`pip install torch==${baseVersion(build.torchVersion)}\` into .venv), ` +
+        `or rebuild the addon against this one with \`npm run build:native\`.`
+      : `Fix: run \`npx jfa setup-torch\` (installs torch ${baseVersion(build.torchVersion)} into ${torchCacheVenv(build.torchVersion)}) ` +
+        `and unset LIBTORCH/VIRTUAL_ENV if they point at this one, or set LIBTORCH to libtorch ${baseVersion(build.torchVersion)}.`;
     problems.push(
       `libtorch: the addon (${rel(binary!.path)}) was built against libtorch ${build.torchVersion}, but the libtorch found ` +
-        `(${torch.found.source}: ${torch.found.root}) is ${torch.found.version}. Fix: point LIBTORCH at libtorch ` +
-        `${baseVersion(build.torchVersion)} (e.g. \`pip install torch==${baseVersion(build.torchVersion)}\` into .venv), ` +
-        `or rebuild the addon against this one with \`npm run build:native\`.`,
+        `(${torch.found.source}: ${torch.found.root}) is ${torch.found.version}. ${fix}`,
     );
   }
   if (problems.length || !binary || !build || !torch.found) {
@@ -510,7 +530,7 @@ export function loadNative(): LoadedNative {
     addon = dlopenModule<NativeAddon>(binary.path);
   } catch (e) {
     const problem = `loading ${binary.path} with libtorch ${torch.found.version} from ${torch.found.libDir} failed: ${(e as Error).message}`;
-    throw new NativeLoadError(`jfa-torch could not load its native addon:\n- ${problem}\n${FIX_BUILD}`, [problem]);
+    throw new NativeLoadError(`jfa-torch could not load its native addon:\n- ${problem}\n${fixBuildHint()}`, [problem]);
   }
   loaded = {
     addon,

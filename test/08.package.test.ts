@@ -1,7 +1,6 @@
-// The published package: `npm run prebuild`, `npm pack`, then install the tarball into an empty
-// folder twice: with install scripts on and no compiler available (the prebuilt binary), and with
+// The published package (test/pack.ts: `npm run prebuild`, then `npm pack`, once per vitest run),
+// installed into an empty folder twice: with install scripts on and no compiler available (the prebuilt binary), and with
 // --build-from-source and LIBTORCH (compiles the addon from the tarball's sources), and use each.
-import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,18 +8,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { locateLibtorch } from '../lib/locate.js';
-import { root } from './helpers.js';
+import { packedTarball, sh } from './pack.js';
 
 const work = mkdtempSync(join(tmpdir(), 'jfa-pack-'));
-const prebuilds = join(root, 'prebuilds');
-const hadPrebuilds = existsSync(prebuilds);
 let tarball = '';
-
-function sh(cmd: string, args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env, timeout = 600_000) {
-  const r = spawnSync(cmd, args, { cwd, env, encoding: 'utf8', timeout });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status ?? r.signal}):\n${r.stdout}\n${r.stderr}`);
-  return r.stdout;
-}
 
 function emptyApp(name: string): string {
   const app = join(work, name);
@@ -44,11 +35,7 @@ function useInstalled(app: string, env: NodeJS.ProcessEnv) {
 }
 
 beforeAll(() => {
-  sh('npm', ['run', 'prebuild'], root);
-  const packed = JSON.parse(sh('npm', ['pack', '--json', '--pack-destination', work], root)) as Array<{ filename: string }>;
-  tarball = join(work, packed[0]!.filename);
-  // The checkout keeps loading build/Release unless prebuilds were there before this test.
-  if (!hadPrebuilds) rmSync(prebuilds, { recursive: true, force: true });
+  tarball = packedTarball();
 });
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 

@@ -11,6 +11,7 @@ import { packageRoot } from '../locate.js';
 import { runFlashbacks, runImport } from './data.js';
 import { DEMO_METHODS, demoSchema, runDemo } from './demo.js';
 import { doctor, formatChecks } from './doctor.js';
+import { runSetupTorch } from './setup-torch.js';
 import { runStudy, STUDIES, studySchema } from './study.js';
 import { runGenerate } from './generate.js';
 import { LATENT_CHOICES, type LatentChoice } from './latent.js';
@@ -28,10 +29,26 @@ program
   .command('doctor')
   .description('show what jfa-torch found (libtorch, FAISS, the addon) and how to fix what is missing')
   .option('--json', 'machine-readable output')
-  .action((opts: { json?: boolean }) => {
-    const checks = doctor();
+  .option('--fix', 'when libtorch is missing, install it as `jfa setup-torch` does, then check again')
+  .action((opts: { json?: boolean; fix?: boolean }) => {
+    let checks = doctor();
+    const torchMissing = checks.some((c) => !c.ok && (c.name === 'libtorch' || (c.name === 'addon' && c.fix?.includes('setup-torch'))));
+    if (opts.fix && torchMissing) {
+      if (!opts.json) console.log(formatChecks(checks));
+      runSetupTorch({ quiet: opts.json });
+      checks = doctor();
+    }
     console.log(opts.json ? JSON.stringify(checks, null, 2) : formatChecks(checks));
     if (checks.some((c) => !c.ok && c.name !== 'python reference')) process.exitCode = 1;
+  });
+
+program
+  .command('setup-torch')
+  .description('install the torch the addon was built against into a per-user cache venv with pip, where jfa finds it')
+  .option('--python <path>', 'Python that creates the venv (default $PYTHON, else python3)')
+  .option('--force', 'reinstall torch even when it is there')
+  .action((opts: { python?: string; force?: boolean }) => {
+    runSetupTorch(opts);
   });
 
 program
@@ -154,7 +171,8 @@ trainingOptions(program
   .option('--r <n>', 'LoRA rank', num('--r'))
   .option('--lora-alpha <x>', 'LoRA alpha', num('--lora-alpha'))
   .option('--checkpoint-every <n>', 'steps between checkpoints', num('--checkpoint-every'))
-  .option('--resume', 'continue from the checkpoint in --out'))
+  .option('--resume', 'continue from the checkpoint in --out')
+  .option('--tensorboard <dir>', 'also log each step to TensorBoard event files in <dir> (tensorboard --logdir <dir>)'))
   .action(async (flags) => runTrain(withConfig(trainSchema, flags)));
 
 program

@@ -108,6 +108,7 @@ export const trainSchema = z
     loraAlpha: z.number().positive().default(16),
     checkpointEvery: z.number().int().positive().optional(),
     resume: z.boolean().optional(),
+    tensorboard: z.string().optional(),
     seed,
     json,
   })
@@ -142,6 +143,7 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
     outDir: o.out,
     checkpointEvery: o.checkpointEvery,
     resume: o.resume,
+    tensorboard: o.tensorboard,
     onStep: (p) =>
       bar.update(p.step, p.totalSteps, { sft: p.sft.toFixed(3), div: p.divergence.toFixed(4), 'tok/s': p.tokensPerSecond.toFixed(0) }),
   });

@@ -14,6 +14,7 @@ import { type Tokenizer } from '../model/tokenizer.js';
 import { AdamW, cosineWithWarmup } from '../optim.js';
 import { type Tensor, tensor } from '../tensor.js';
 import { errnoOf, inOutputFolder, readJson, replaceDir, writeFileAtomic } from '../util/files.js';
+import { TensorBoardWriter } from '../util/tensorboard.js';
 import { promptBatch, sftBatch } from './examples.js';
 import { embedRecords, type LatentOptions, LatentTasks } from './latent.js';
 import { LATENT_MODES, LATENT_POOL_FILE, type LatentMode, LatentPool } from './pool.js';
@@ -95,6 +96,12 @@ export interface TrainOptions {
   maxSteps?: number;
   /** called after each step */
   onStep?: (p: StepProgress) => void;
+  /**
+   * Also log each step's scalars to a TensorBoard event file in this directory (created if needed):
+   * train/sft, train/divergence, train/grad_norm, train/lr, train/conflicts, train/tokens_per_second
+   * (and train/plain_sft when plainSftWeight is set). `tensorboard --logdir DIR` shows them.
+   */
+  tensorboard?: string;
 }
 
 /** What {@link train} trains on. */
@@ -457,6 +464,7 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData,
 
   let reached = resume?.step ?? 0;
   let stats = { tokens: 0, elapsedMs: 0 };
+  const board = o.tensorboard === undefined ? undefined : new TensorBoardWriter(o.tensorboard);
   try {
     const r = await runSteps({
       model,
@@ -486,12 +494,22 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData,
             throw new Error(`train: cannot write ${metricsFile} at step ${p.step} (${errnoOf(e)})${lastCheckpoint(o.outDir!)}`);
           }
         }
+        board?.scalars(p.step, {
+          'train/sft': p.sft,
+          'train/divergence': p.divergence,
+          'train/grad_norm': p.gradNorm,
+          'train/lr': p.lr,
+          'train/conflicts': p.conflicts,
+          'train/tokens_per_second': p.tokensPerSecond,
+          ...(plan.latentRun.plainSftWeight ? { 'train/plain_sft': p.plainSft } : {}),
+        });
         if (o.checkpointEvery && p.step % o.checkpointEvery === 0 && p.step < plan.totalSteps) save(p.step);
       },
     });
     stats = r;
   } finally {
     flash.dispose();
+    board?.close();
   }
 
   if (o.outDir && reached === plan.totalSteps) {

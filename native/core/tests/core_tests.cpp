@@ -366,6 +366,147 @@ void test_fused_layers() {
 jfa::Json parse(const std::string& text) { return jfa::parse_json(text.data(), text.size(), "t"); }
 
 // The wrapper: strict RFC 8259, nlohmann's errors as ours with the position, JSON.parse's duplicate rule.
+
+#ifdef JFA_LAPACK_SHIM
+// native/core/lapack_shim.cpp: the LAPACK routines FAISS needs that libtorch does not export,
+// checked against their definitions (reconstruction, A v = lambda v, A A^-1 = I, the syrk formula).
+extern "C" {
+int sgesvd_(const char*, const char*, int*, int*, float*, int*, float*, float*, int*, float*, int*, float*, int*, int*);
+int dsyev_(const char*, const char*, int*, double*, int*, double*, double*, int*, int*);
+int ssyrk_(const char*, const char*, int*, int*, float*, float*, int*, float*, float*, int*);
+int sgetrf_(int*, int*, float*, int*, int*, int*);
+int sgetri_(int*, float*, int*, int*, float*, int*, int*);
+int dgetrf_(int*, int*, double*, int*, int*, int*);
+int dgetri_(int*, double*, int*, int*, double*, int*, int*);
+}
+
+template <typename T>
+std::vector<T> random_matrix(int rows, int cols, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> dist;
+  std::vector<T> m(static_cast<size_t>(rows) * cols);
+  for (auto& v : m) v = static_cast<T>(dist(gen));
+  return m;
+}
+
+void test_lapack_shim_svd() {
+  for (const char* jobs : {"AA", "SS", "OS", "SO"}) {
+    int m = 6, n = 4, lda = 8, mn = 4;
+    auto a = random_matrix<float>(lda, n, 1);
+    const auto a0 = a;
+    std::vector<float> s(mn), u(static_cast<size_t>(m) * m), vt(static_cast<size_t>(n) * n), work(1);
+    int ldu = m, ldvt = n, lwork = -1, info = -99;
+    sgesvd_(&jobs[0], &jobs[1], &m, &n, a.data(), &lda, s.data(), u.data(), &ldu, vt.data(), &ldvt, work.data(), &lwork, &info);
+    EXPECT(info == 0 && work[0] >= 1);
+    lwork = static_cast<int>(work[0]);
+    work.assign(lwork, 0);
+    sgesvd_(&jobs[0], &jobs[1], &m, &n, a.data(), &lda, s.data(), u.data(), &ldu, vt.data(), &ldvt, work.data(), &lwork, &info);
+    EXPECT(info == 0);
+    // 'O' returns the vectors in a: U's first mn columns (jobu) or VT's first mn rows (jobvt).
+    const float* uu = jobs[0] == 'O' ? a.data() : u.data();
+    const int lu = jobs[0] == 'O' ? lda : ldu;
+    const float* vv = jobs[1] == 'O' ? a.data() : vt.data();
+    const int lv = jobs[1] == 'O' ? lda : ldvt;
+    double err = 0;
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) {
+        double r = 0;
+        for (int k = 0; k < mn; ++k) r += uu[i + k * lu] * s[k] * vv[k + j * lv];
+        err = std::max(err, std::abs(r - a0[i + j * lda]));
+      }
+    EXPECT(err < 1e-4);
+    EXPECT(std::is_sorted(s.rbegin(), s.rend()) && s[mn - 1] > 0);
+  }
+  int m = 3, n = 3, lda = 3, ldu = 1, ldvt = 1, lwork = 1, info = 0;
+  std::vector<float> a(9, 1.f), s(3), work(1);
+  const char bad = 'X';
+  sgesvd_(&bad, "N", &m, &n, a.data(), &lda, s.data(), nullptr, &ldu, nullptr, &ldvt, work.data(), &lwork, &info);
+  EXPECT(info == -1);
+  sgesvd_("N", "N", &m, &n, a.data(), &lda, s.data(), nullptr, &ldu, nullptr, &ldvt, work.data(), &lwork, &info);
+  EXPECT(info == 0 && std::abs(s[0] - 3.f) < 1e-5 && std::abs(s[1]) < 1e-5);  // all-ones: one singular value n
+}
+
+void test_lapack_shim_syev() {
+  int n = 5, lda = 5, lwork = -1, info = -99;
+  auto r = random_matrix<double>(n, n, 2);
+  std::vector<double> a(25), w(5), work(1);
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) a[i + j * n] = r[i + j * n] + r[j + i * n];
+  const auto a0 = a;
+  dsyev_("Vectors as well", "Upper", &n, a.data(), &lda, w.data(), work.data(), &lwork, &info);
+  EXPECT(info == 0);
+  lwork = std::max(1, static_cast<int>(work[0]));
+  work.assign(lwork, 0);
+  dsyev_("V", "U", &n, a.data(), &lda, w.data(), work.data(), &lwork, &info);
+  EXPECT(info == 0);
+  EXPECT(std::is_sorted(w.begin(), w.end()));
+  double err = 0;
+  for (int k = 0; k < n; ++k)
+    for (int i = 0; i < n; ++i) {
+      double av = 0;
+      for (int j = 0; j < n; ++j) av += a0[i + j * n] * a[j + k * n];
+      err = std::max(err, std::abs(av - w[k] * a[i + k * n]));
+    }
+  EXPECT(err < 1e-10);
+}
+
+void test_lapack_shim_syrk_getri() {
+  for (const char* ut : {"UN", "LT"}) {
+    int n = 4, k = 3;
+    const bool notrans = ut[1] == 'N';
+    int lda = notrans ? n : k;
+    auto a = random_matrix<float>(lda, notrans ? k : n, 3);
+    auto c = random_matrix<float>(n, n, 4);
+    const auto c0 = c;
+    float alpha = 0.5f, beta = 2.f;
+    ssyrk_(&ut[0], &ut[1], &n, &k, &alpha, a.data(), &lda, &beta, c.data(), &n);
+    double err = 0;
+    bool other_untouched = true;
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) {
+        const bool in = ut[0] == 'U' ? i <= j : i >= j;
+        if (!in) {
+          other_untouched = other_untouched && c[i + j * n] == c0[i + j * n];
+          continue;
+        }
+        double dot = 0;
+        for (int l = 0; l < k; ++l) dot += notrans ? a[i + l * n] * a[j + l * n] : a[l + i * k] * a[l + j * k];
+        err = std::max(err, std::abs(c[i + j * n] - (alpha * dot + beta * c0[i + j * n])));
+      }
+    EXPECT(err < 1e-5);
+    EXPECT(other_untouched);
+  }
+  {
+    int n = 4, lda = 4, info = -1, lwork = 4;
+    auto a = random_matrix<float>(n, n, 5);
+    const auto a0 = a;
+    std::vector<int> ipiv(n);
+    std::vector<float> work(4);
+    sgetrf_(&n, &n, a.data(), &lda, ipiv.data(), &info);
+    EXPECT(info == 0);
+    sgetri_(&n, a.data(), &lda, ipiv.data(), work.data(), &lwork, &info);
+    EXPECT(info == 0);
+    double err = 0;
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) {
+        double r = 0;
+        for (int l = 0; l < n; ++l) r += a0[i + l * n] * a[l + j * n];
+        err = std::max(err, std::abs(r - (i == j ? 1.0 : 0.0)));
+      }
+    EXPECT(err < 1e-4);
+  }
+  {
+    int n = 2, lda = 2, info = -1, lwork = 2;
+    std::vector<double> a = {1, 2, 2, 4};  // singular
+    std::vector<int> ipiv(2);
+    std::vector<double> work(2);
+    dgetrf_(&n, &n, a.data(), &lda, ipiv.data(), &info);
+    dgetri_(&n, a.data(), &lda, ipiv.data(), work.data(), &lwork, &info);
+    EXPECT(info == 2);
+  }
+}
+#endif
+
 void test_json() {
   const jfa::Json j = parse(" {\"a\": [1, -2, 2.5, \"x\\u00e9\\ud83d\\ude00\", true, null], \"b\": {}} ");
   EXPECT(j.is_object() && j.size() == 2);
@@ -533,6 +674,11 @@ int main() {
       {"json", test_json},
       {"llama config json", test_llama_config_json},
       {"safetensors json", test_safetensors_json},
+#ifdef JFA_LAPACK_SHIM
+      {"lapack shim: gesvd", test_lapack_shim_svd},
+      {"lapack shim: syev", test_lapack_shim_syev},
+      {"lapack shim: syrk and getri", test_lapack_shim_syrk_getri},
+#endif
   };
   int passed = 0;
   int failed = 0;
