@@ -75,3 +75,4 @@ export { pretrain, type PretrainOptions } from './jfa/pretrain.js';
 export { learnMerges } from './model/bpe.js';
 export { TensorBoardWriter } from './util/tensorboard.js';
 export { inspectPython, pinnedTorchVersion, type PythonInfo, setupTorch, SetupTorchError, type SetupTorchOptions, type SetupTorchResult } from './setup-torch.js';
+export type { LibtorchLocation } from './locate.js';

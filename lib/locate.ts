@@ -10,14 +10,17 @@ import { fileURLToPath } from 'node:url';
 /** The package's root directory (holds package.json, build/, prebuilds/, .venv/). */
 export const packageRoot: string = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
+/** Where a libtorch was found, and what it is. */
 export interface LibtorchLocation {
   /** Directory holding lib/ and share/cmake/ (an unpacked libtorch or a `torch` Python package). */
   root: string;
+  /** the folder of libtorch_cpu.so and the other shared libraries */
   libDir: string;
   /** For CMAKE_PREFIX_PATH. */
   cmakePrefix: string;
   /** e.g. "2.13.0+cpu" */
   version: string;
+  /** whether it is a CUDA build (has libtorch_cuda) */
   cuda: boolean;
   /** How it was found, e.g. "LIBTORCH" or ".venv". */
   source: string;

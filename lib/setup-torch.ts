@@ -11,7 +11,12 @@ import { findAddon } from './native.js';
 /**
  * The torch version this package needs: the one the addon was built against (its build record),
  * else the pin in scripts/python-requirements.txt (a package that has no addon yet builds against it).
+ * @returns the version, e.g. "2.13.0+cpu".
  * @throws Error when neither is readable.
+ * @example
+ * ```ts
+ * pinnedTorchVersion(); // '2.13.0+cpu'
+ * ```
  */
 export function pinnedTorchVersion(): string {
   const built = findAddon()?.build?.torchVersion;
@@ -22,11 +27,13 @@ export function pinnedTorchVersion(): string {
   return m[1];
 }
 
+/** What a Python interpreter offers for installing torch (inspectPython). */
 export interface PythonInfo {
   /** the command or path that was run */
   python: string;
   /** absolute path of the interpreter, when it ran */
   executable?: string;
+  /** its version, e.g. "3.11.2", when it ran */
   version?: string;
   /** the venv module and ensurepip (Debian: python3-venv) are there */
   venv: boolean;
@@ -36,7 +43,17 @@ export interface PythonInfo {
   torch?: string;
 }
 
-/** What `python` (default $PYTHON, else python3) offers for installing torch. Never throws. */
+/**
+ * What `python` (default $PYTHON, else python3) offers for installing torch. Never throws: a Python
+ * that does not run reads as one with nothing.
+ * @param python - the interpreter's command or path.
+ * @returns its path, version, whether it has venv/ensurepip and pip, and where its torch is.
+ * @example
+ * ```ts
+ * const py = inspectPython();
+ * if (!py.venv) console.log('apt-get install python3-venv');
+ * ```
+ */
 export function inspectPython(python: string = process.env.PYTHON ?? 'python3'): PythonInfo {
   const code = [
     'import importlib.util as u, json, sys',
@@ -55,6 +72,7 @@ export function inspectPython(python: string = process.env.PYTHON ?? 'python3'):
   }
 }
 
+/** Options of setupTorch. */
 export interface SetupTorchOptions {
   /** torch version to install (default: pinnedTorchVersion(), e.g. "2.13.0+cpu") */
   version?: string;
@@ -70,8 +88,11 @@ export interface SetupTorchOptions {
   onStep?: (line: string) => void;
 }
 
+/** What setupTorch did and what the loader finds afterwards. */
 export interface SetupTorchResult {
+  /** the virtual environment torch is in */
   venv: string;
+  /** the torch version installed (or found) there */
   version: string;
   /** false when the right torch was there already */
   installed: boolean;
@@ -83,7 +104,17 @@ export interface SetupTorchResult {
 
 /** A failed step of setupTorch: `step` says which, the message says what to do. */
 export class SetupTorchError extends Error {
+  /**
+   * A failed step of setupTorch.
+   * @param step - the step that failed ('python', 'venv', 'pip', 'check').
+   * @param message - what happened and how to fix it.
+   * @example
+   * ```ts
+   * throw new SetupTorchError('pip', 'pip could not find torch==2.13.0+cpu: set PIP_EXTRA_INDEX_URL');
+   * ```
+   */
   constructor(
+    /** the step that failed */
     readonly step: string,
     message: string,
   ) {
@@ -122,10 +153,14 @@ function readdirSyncSafe(dir: string): string[] {
  * Installs torch `version` into `<cache>/venv-<version>` ($JFA_TORCH_CACHE, else
  * $XDG_CACHE_HOME/jfa-torch, else ~/.cache/jfa-torch) with pip, where the addon loader finds it.
  * Idempotent: a venv that already holds that torch is left as it is (unless `force`).
+ * @param o - version, python, pip flags, force, env, and onStep for one progress line per step.
+ * @returns the venv, the version, whether it installed anything, and the libtorch the loader now finds.
  * @throws SetupTorchError naming the step that failed and the fix.
  * @example
+ * ```ts
  * const r = setupTorch({ onStep: (line) => console.log(line) });
  * console.log(r.libtorch.libDir);
+ * ```
  */
 export function setupTorch(o: SetupTorchOptions = {}): SetupTorchResult {
   const env = o.env ?? process.env;

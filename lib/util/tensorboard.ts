@@ -94,7 +94,15 @@ export class TensorBoardWriter {
   readonly file: string;
   private fd: number | undefined;
 
-  /** @throws Error (from the file system) when `dir` cannot be created or written. */
+  /**
+   * Opens a new event file in `dir` (created if needed).
+   * @param dir - the log folder (`tensorboard --logdir` it).
+   * @throws Error (from the file system) when `dir` cannot be created or written.
+   * @example
+   * ```ts
+   * const tb = new TensorBoardWriter('runs/tb');
+   * ```
+   */
   constructor(dir: string) {
     mkdirSync(dir, { recursive: true });
     const now = Date.now() / 1000;
@@ -106,7 +114,14 @@ export class TensorBoardWriter {
   /**
    * Appends one event with these scalars at `step`. Non-finite values are written as they are
    * (TensorBoard shows NaN/inf); tags must be non-empty.
+   * @param step - the global step (a non-negative integer).
+   * @param values - scalars by tag, e.g. `{'train/loss': 2.3}`.
+   * @param wallTime - seconds since the epoch (default now).
    * @throws TypeError on a bad step or tag; Error once closed.
+   * @example
+   * ```ts
+   * tb.scalars(10, { 'train/loss': 1.9, 'train/lr': 5e-4 });
+   * ```
    */
   scalars(step: number, values: Record<string, number>, wallTime: number = Date.now() / 1000): void {
     if (!Number.isSafeInteger(step) || step < 0) throw new TypeError(`TensorBoardWriter.scalars: step must be a non-negative integer, got ${step}`);
@@ -123,7 +138,13 @@ export class TensorBoardWriter {
     writeSync(this.fd, tfRecord(event));
   }
 
-  /** Flushes to disk and closes the file; later calls do nothing. */
+  /**
+   * Flushes to disk and closes the file; later calls do nothing.
+   * @example
+   * ```ts
+   * tb.close();
+   * ```
+   */
   close(): void {
     if (this.fd === undefined) return;
     fsyncSync(this.fd);
