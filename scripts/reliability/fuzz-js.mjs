@@ -194,11 +194,12 @@ async function fuzzJsonl() {
     });
   const replay = corpus('jsonl').flatMap((input) => [[input, 'instance'], [input, 'flashback']]);
   while (replay.length || (Date.now() - started) / 1000 < seconds) {
-    const [input, kind] = replay.shift() ?? [mutate(r.pick(bases), seeds), r.next() < 0.5 ? 'instance' : 'flashback'];
+    const replayed = replay.shift();
+    const [input, kind] = replayed ?? [mutate(r.pick(bases), seeds), r.next() < 0.5 ? 'instance' : 'flashback'];
     const text = input.toString('utf8');
     const lineCount = text.split('\n').length;
     probe(input, 'parse', () => checkRecords(parseJsonl(text, 'mem.jsonl', kind), kind), accept('mem.jsonl', lineCount));
-    if (runs % 4 === 0 || replay.length) {
+    if (replayed || runs % 4 === 0) {
       // From disk: the bytes as they are (invalid UTF-8, BOMs), decoded by the reader itself.
       writeFileSync(file, input);
       probe(input, 'read', () => checkRecords(readJsonl(file, kind), kind), accept(file, lineCount));
