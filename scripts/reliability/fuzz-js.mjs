@@ -150,7 +150,7 @@ function finding(what, input, file) {
   console.error(`fuzz-js ${target}: ${what}\n  input saved to ${saved} (${input.length} bytes)`);
 }
 
-/** Runs `fn`; checks that it returns, or throws an Error accepted by `accept(message)`. */
+/** Runs `fn`: it must return, or throw an Error that `accept` takes, in time and within the RSS limit. */
 function probe(input, file, fn, accept) {
   const t = performance.now();
   try {

@@ -60,7 +60,8 @@ if (!has('clang++')) {
           `-dict=${join(dir, `${target}.dict`)}`, `-artifact_prefix=${join(artifacts, `${target}-`)}`,
           work, join(dir, 'corpus', target),
         ],
-        { cwd: root, encoding: 'utf8' },
+        // libFuzzer logs every new input: a minute can pass the default 1 MiB, which would kill it.
+        { cwd: root, encoding: 'utf8', maxBuffer: 512 * 2 ** 20 },
       );
       const log = `${r.stdout ?? ''}${r.stderr ?? ''}`;
       const execs = Number(/stat::number_of_executed_units:\s*(\d+)/.exec(log)?.[1] ?? 0);
@@ -71,7 +72,8 @@ if (!has('clang++')) {
         failures += 1;
         // libFuzzer's report: the sanitizer or check message and the stack.
         console.error(log.split('\n').filter((l) => !/^#\d+\s+(NEW|REDUCE|pulse|INITED)/.test(l)).slice(-60).join('\n'));
-        lines.push(`fuzz: ${target}: CRASH after ${execs} runs; input(s): ${found.map((f) => join(artifacts, f)).join(', ') || '(none saved)'}`);
+        const how = r.error ? ` (${r.error.message})` : r.signal ? ` (killed by ${r.signal})` : '';
+        lines.push(`fuzz: ${target}: CRASH${how}; input(s): ${found.map((f) => join(artifacts, f)).join(', ') || '(none saved)'}`);
       } else {
         const cov = /cov: (\d+)/.exec(log.split('\n').filter((l) => /^#\d+/.test(l)).at(-1) ?? '')?.[1] ?? '?';
         lines.push(`fuzz: ${target}: ${execs} runs in ${cppSeconds} s, coverage ${cov} edges, no crash`);
