@@ -1,12 +1,13 @@
 // Loads the native addon and is the only module that talks to it. Order of work:
 // 1. find the binary as node-gyp-build resolves it (build/Release, else the prebuild under
-//    prebuilds/<platform>-<arch>/ whose tags fit this Node) and its build record;
+//    prebuilds/<platform>-<arch>/ whose tags fit this Node), or the one JFA_ADDON names, and its
+//    build record;
 // 2. find libtorch (lib/locate.ts) and refuse one whose version differs from the build's;
 // 3. open libtorch through jfa_preload, so the addon's libtorch dependencies resolve to it;
 // 4. load the addon. Anything missing gives one NativeLoadError listing what was looked for and the fix.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { basename, dirname, join, relative } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 import { baseVersion, isCheckout, type LibtorchLocation, locateLibtorch, packageRoot, torchCacheVenv } from './locate.js';
@@ -427,6 +428,15 @@ interface BinaryCandidate {
 const nodeGypBuild = createRequire(import.meta.url)('node-gyp-build') as { path(dir: string): string };
 
 function findBinary(tried: string[]): BinaryCandidate | undefined {
+  // JFA_ADDON names one jfa_torch.node to load instead (with jfa_preload.so and the build record
+  // beside it): the sanitizer build in build-asan/Release, for instance.
+  const override = process.env.JFA_ADDON;
+  if (override) {
+    const path = resolve(override);
+    if (existsSync(path) && statSync(path).isFile()) return { path, dir: dirname(path), kind: 'source build' };
+    tried.push(`JFA_ADDON=${override} (not a file)`);
+    return undefined;
+  }
   try {
     const path = nodeGypBuild.path(packageRoot);
     const dir = dirname(path);

@@ -3,6 +3,9 @@
 // jfa_torch.node, jfa_preload.so and jfa_torch.build.json in the destination (default build/Release).
 // Usage: node scripts/build-native.mjs [dest-dir]
 // The CMake tree lives in build-cmake/ so that node-gyp's `rebuild` (which wipes build/) keeps it incremental.
+// JFA_SANITIZE=1 builds the ASan + UBSan variant instead (scripts/reliability/asan.mjs runs it): its
+// own CMake tree build-asan/cmake and default destination build-asan/Release, never touching the
+// normal build.
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -28,8 +31,11 @@ if (!torch.found) {
 const faiss = locateFaiss();
 if (!faiss.found) fail(`FAISS not found (looked for faiss-config.cmake in ${faiss.tried.join(', ')}). Fix: apt-get install libfaiss-dev libopenblas-dev, or set FAISS_DIR.`);
 
-const dest = resolve(process.argv[2] ?? join(root, 'build', 'Release'));
-const out = join(root, 'build-cmake');
+const sanitize = process.env.JFA_SANITIZE === '1';
+const dest = resolve(process.argv[2] ?? join(root, sanitize ? 'build-asan' : 'build', 'Release'));
+const out = sanitize ? join(root, 'build-asan', 'cmake') : join(root, 'build-cmake');
+// -O1 keeps the build quick and the stack traces readable; UBSan findings abort (not just print).
+const sanitizeFlags = '-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g1';
 const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
 const args = [
   cmakeJs, 'build', '--directory', root, '--out', out, '--parallel', String(Math.min(availableParallelism(), 8)),
@@ -39,8 +45,17 @@ const args = [
   // Passed every time so that an earlier JFA_BUILD_TESTS=OFF does not stay in CMake's cache.
   // Default: the C++ tests where they exist (a checkout; the npm package leaves them out).
   `--CDJFA_BUILD_TESTS=${process.env.JFA_BUILD_TESTS ?? (existsSync(join(root, 'native', 'core', 'tests')) ? 'ON' : 'OFF')}`,
+  ...(sanitize
+    ? [
+        // In the *_RELEASE flags: cmake-js sets CMAKE_CXX_FLAGS itself.
+        `--CDCMAKE_C_FLAGS_RELEASE=-O1 -DNDEBUG ${sanitizeFlags}`,
+        `--CDCMAKE_CXX_FLAGS_RELEASE=-O1 -DNDEBUG ${sanitizeFlags}`,
+        '--CDCMAKE_EXE_LINKER_FLAGS=-fsanitize=address,undefined',
+        '--CDCMAKE_SHARED_LINKER_FLAGS=-fsanitize=address,undefined',
+      ]
+    : []),
 ];
-console.log(`jfa-torch build: libtorch ${torch.found.version} (${torch.found.root}), FAISS ${faiss.found.version}`);
+console.log(`jfa-torch build${sanitize ? ' (ASan + UBSan)' : ''}: libtorch ${torch.found.version} (${torch.found.root}), FAISS ${faiss.found.version}`);
 const started = Date.now();
 const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
 if (r.status !== 0) fail(`cmake-js exited with ${r.status ?? r.signal}`);

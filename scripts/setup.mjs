@@ -5,7 +5,8 @@
 // test of report.html. Each step is skipped when already done.
 // Prints one line per step; the tools' own output (npm, apt, pip, cmake) goes to .jfa-setup.log,
 // whose tail is printed when a step fails.
-// Env: LIBTORCH (use that libtorch for the addon), JFA_PIP_ARGS (extra pip flags), PYTHON (python to make .venv).
+// Env: LIBTORCH (use that libtorch for the addon), JFA_PIP_ARGS (extra pip flags), PYTHON (python to make .venv),
+// JFA_RELIABILITY=1 (also clang and libFuzzer, for the fuzz run of `npm test`).
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { appendFileSync, closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
@@ -79,6 +80,13 @@ const { locateFaiss } = await import(join(root, 'dist', 'locate.js'));
 const nlohmannConfig = ['/usr/share', '/usr/lib', '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/local/share', '/usr/local/lib']
   .map((d) => join(d, 'cmake', 'nlohmann_json', 'nlohmann_jsonConfig.cmake'));
 let aptUpdated = false;
+// clang and its libFuzzer runtime (Debian ships the runtime apart, in libclang-rt-N-dev).
+function hasLibFuzzer() {
+  if (!has('clang++')) return false;
+  const dir = spawnSync('clang++', ['--print-runtime-dir'], { encoding: 'utf8' }).stdout?.trim() ?? '';
+  const arch = { x64: 'x86_64', arm64: 'aarch64' }[process.arch] ?? process.arch;
+  return existsSync(join(dir, `libclang_rt.fuzzer-${arch}.a`)) || existsSync(join(dir, 'libclang_rt.fuzzer.a'));
+}
 step('system packages', () => {
   const python = process.env.PYTHON ?? 'python3';
   const want = [];
@@ -88,6 +96,8 @@ step('system packages', () => {
   if (!has('g++') || !has('make')) want.push('g++', 'make');
   if (!has(python)) want.push('python3');
   if (has(python) && spawnSync(python, ['-c', 'import venv, ensurepip'], { stdio: 'ignore' }).status !== 0) want.push('python3-venv');
+  // The reliability pass (JFA_RELIABILITY=1, set by .ci/run) builds libFuzzer targets with clang.
+  if (process.env.JFA_RELIABILITY === '1' && !hasLibFuzzer()) want.push('clang', 'libclang-rt-14-dev');
   if (!want.length) return 'skipped';
   if (!isRoot || !has('apt-get'))
     fail(`missing system packages: ${want.join(' ')}. Install them (Debian/Ubuntu: sudo apt-get install ${want.join(' ')}) and run setup again.`);

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `npm test`: set-up (idempotent), the native/core C++ tests (ctest), a type-check of lib/ and
-// test/, then the vitest suites.
+// test/, then the vitest suites; with JFA_RELIABILITY=1 also fuzzing and the sanitizer pass.
 // Ends with one summary line, "tests: N passed, N failed", over both.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -45,5 +45,28 @@ try {
   failed += 1; // vitest died before writing its report
 }
 rmSync(tmp, { recursive: true, force: true });
+
+// The reliability pass (JFA_RELIABILITY=1, which .ci/run sets): the bounded fuzz run (each fuzz
+// target counts as one test) and the ASan + UBSan build with its C++ and vitest tests.
+if (process.env.JFA_RELIABILITY === '1') {
+  const script = (name) => spawnSync(process.execPath, [join(root, 'scripts', 'reliability', name)], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 256 * 2 ** 20 });
+  const fuzz = script('fuzz.mjs');
+  process.stdout.write(fuzz.stdout ?? '');
+  const clean = /fuzz: (\d+) of (\d+) targets clean/.exec(fuzz.stdout ?? '');
+  if (clean) {
+    passed += Number(clean[1]);
+    failed += Number(clean[2]) - Number(clean[1]);
+  }
+  if (fuzz.status !== 0 && (!clean || clean[1] === clean[2])) failed += 1;
+
+  const asan = script('asan.mjs');
+  process.stdout.write(asan.stdout ?? '');
+  const c = /asan: (\d+) C\+\+ tests passed, (\d+) failed; (\d+) vitest tests passed, (\d+) failed/.exec(asan.stdout ?? '');
+  if (c) {
+    passed += Number(c[1]) + Number(c[3]);
+    failed += Number(c[2]) + Number(c[4]);
+  }
+  if (asan.status !== 0 && (!c || Number(c[2]) + Number(c[4]) === 0)) failed += 1;
+}
 console.log(`tests: ${passed} passed, ${failed} failed`);
 process.exit(failed === 0 && vitest === 0 && typecheck === 0 ? 0 : 1);

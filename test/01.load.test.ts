@@ -54,8 +54,9 @@ describe('loading the addon', () => {
   });
 
   it('names where it looked for the addon when there is none', () => {
-    // node-gyp-build's override of the package directory: one with neither build/ nor prebuilds/.
-    const r = node(loadSnippet, { JFA_TORCH_PREBUILD: join(tmp, 'no-addon') });
+    // node-gyp-build's override of the package directory: one with neither build/ nor prebuilds/;
+    // and no JFA_ADDON (the sanitizer run sets it), which would be looked at first.
+    const r = node(loadSnippet, { JFA_TORCH_PREBUILD: join(tmp, 'no-addon'), JFA_ADDON: undefined });
     expect(r.stdout).toContain('NativeLoadError|');
     expect(r.stdout).toContain('build/Release/*.node (missing)');
     expect(r.stdout).toContain(`prebuilds/${process.platform}-${process.arch}/*.node (none fits`);

@@ -43,6 +43,9 @@ export interface Batch {
   attentionMask: Tensor;
 }
 
+// Encoded and decoded when a tokenizer is loaded: any working tokenizer handles it.
+const PROBE_TEXT = 'Hello world, 12 + 3 = 15.';
+
 const tokenText = (t: TokenizerConfig[keyof TokenizerConfig]) =>
   typeof t === 'string' ? t : t && typeof t === 'object' && 'content' in t ? String((t as { content: string }).content) : undefined;
 
@@ -96,13 +99,17 @@ export class Tokenizer {
     const json = readJson<TokenizerJson>(file);
     const configFile = join(dir, 'tokenizer_config.json');
     const config = existsSync(configFile) ? readJson<TokenizerConfig>(configFile) : {};
-    let hf: HfTokenizer;
+    // Everything the two files drive (the tokenizer, the special-token lookups, the chat template)
+    // is built here, and tried on a line of plain text, so that a corrupt file fails now with its
+    // name rather than later with a TypeError from inside a library.
     try {
-      hf = new HfTokenizer(json, config);
+      const tokenizer = new Tokenizer(new HfTokenizer(json, config), json, config, file);
+      tokenizer.decode(tokenizer.encode(PROBE_TEXT));
+      return tokenizer;
     } catch (e) {
-      throw new Error(`${file}: cannot build the tokenizer (${(e as Error).message})`);
+      const what = existsSync(configFile) ? `${file} (with ${configFile})` : file;
+      throw new Error(`${what}: cannot build the tokenizer (${e instanceof Error ? e.message : String(e)})`);
     }
-    return new Tokenizer(hf, json, config, file);
   }
 
   /**

@@ -56,36 +56,6 @@ const Json* member(const Json& j, const char* key) {
   return it == j.end() || it->is_null() ? nullptr : &*it;
 }
 
-int64_t int_field(const Json& j, const char* key, const std::string& path, std::optional<int64_t> fallback) {
-  const Json* v = member(j, key);
-  if (!v) {
-    if (fallback) return *fallback;
-    throw_range(path + ": missing '" + key + "'");
-  }
-  const auto n = json_index(*v, INT64_MAX);
-  if (!n) throw_range(path + ": '" + key + "' must be a non-negative integer");
-  return static_cast<int64_t>(*n);
-}
-
-double number_field(const Json& j, const char* key, const std::string& path, double fallback) {
-  const Json* v = member(j, key);
-  if (!v) return fallback;
-  if (!v->is_number()) throw_range(path + ": '" + key + "' must be a number");
-  return v->get<double>();
-}
-
-bool bool_field(const Json& j, const char* key, const std::string& path, bool fallback) {
-  const Json* v = member(j, key);
-  if (!v) return fallback;
-  if (!v->is_boolean()) throw_range(path + ": '" + key + "' must be true or false");
-  return v->get<bool>();
-}
-
-std::string string_field(const Json& j, const char* key) {
-  const Json* v = member(j, key);
-  return v && v->is_string() ? v->get<std::string>() : "";
-}
-
 // LlamaRMSNorm: normalised in float32, scaled in the input's dtype; one fused pass for float32.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   if (fused_applies(x) && fused_applies(weight)) return fused_rms_norm(x, weight, eps);
@@ -99,68 +69,7 @@ at::Tensor rotate_half(const at::Tensor& x) {
   return at::cat({x.narrow(-1, half, half).neg(), x.narrow(-1, 0, half)}, -1);
 }
 
-LlamaConfig config_from_json(const Json& j, const std::string& path) {
-  if (!j.is_object()) throw_range(path + ": not a JSON object");
-  const std::string model_type = string_field(j, "model_type");
-  if (model_type != "llama")
-    throw_range(path + ": model_type '" + model_type + "' is not supported (only 'llama')");
-  if (const Json* arch = member(j, "architectures"); arch && arch->is_array())
-    for (const auto& a : *arch)
-      if (a.is_string() && a.get<std::string>() != "LlamaForCausalLM")
-        throw_range(path + ": architecture '" + a.get<std::string>() + "' is not supported (only LlamaForCausalLM)");
-  const std::string act = string_field(j, "hidden_act");
-  if (!act.empty() && act != "silu") throw_range(path + ": hidden_act '" + act + "' is not supported (only 'silu')");
-  LlamaConfig c;
-  c.vocab_size = int_field(j, "vocab_size", path, std::nullopt);
-  c.hidden_size = int_field(j, "hidden_size", path, std::nullopt);
-  c.intermediate_size = int_field(j, "intermediate_size", path, std::nullopt);
-  c.num_hidden_layers = int_field(j, "num_hidden_layers", path, std::nullopt);
-  c.num_attention_heads = int_field(j, "num_attention_heads", path, std::nullopt);
-  c.num_key_value_heads = int_field(j, "num_key_value_heads", path, c.num_attention_heads);
-  for (const auto& [key, value] : {std::pair<const char*, int64_t>{"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size},
-                                   {"intermediate_size", c.intermediate_size}, {"num_hidden_layers", c.num_hidden_layers}})
-    if (value < 1) throw_range(path + ": '" + key + "' must be a positive integer, got " + std::to_string(value));
-  if (!member(j, "head_dim") && c.num_attention_heads > 0 && c.hidden_size % c.num_attention_heads != 0)
-    throw_range(path + ": num_attention_heads " + std::to_string(c.num_attention_heads) + " does not divide hidden_size " +
-                std::to_string(c.hidden_size) + " (and no head_dim is given)");
-  if (c.num_attention_heads == 0 || c.num_key_value_heads == 0 || c.num_attention_heads % c.num_key_value_heads != 0)
-    throw_range(path + ": num_attention_heads " + std::to_string(c.num_attention_heads) +
-                " must be a positive multiple of num_key_value_heads " + std::to_string(c.num_key_value_heads));
-  c.head_dim = int_field(j, "head_dim", path, c.hidden_size / c.num_attention_heads);
-  if (c.head_dim == 0 || c.head_dim % 2 != 0) throw_range(path + ": head_dim must be even and positive");
-  c.max_position_embeddings = int_field(j, "max_position_embeddings", path, 2048);
-  c.rms_norm_eps = number_field(j, "rms_norm_eps", path, 1e-6);
-  c.rope_theta = number_field(j, "rope_theta", path, 10000.0);
-  if (!(c.rms_norm_eps > 0) || !std::isfinite(c.rms_norm_eps)) throw_range(path + ": 'rms_norm_eps' must be a finite number > 0");
-  if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta)) throw_range(path + ": 'rope_theta' must be a finite number > 0");
-  c.tie_word_embeddings = bool_field(j, "tie_word_embeddings", path, false);
-  c.attention_bias = bool_field(j, "attention_bias", path, false);
-  c.mlp_bias = bool_field(j, "mlp_bias", path, false);
-  // transformers 5 writes rope_parameters (with rope_theta inside); 4.x wrote rope_scaling.
-  const Json* rs = member(j, "rope_parameters");
-  if (!rs || !rs->is_object()) rs = member(j, "rope_scaling");
-  if (rs && rs->is_object()) {
-    std::string type = string_field(*rs, "rope_type");
-    if (type.empty()) type = string_field(*rs, "type");
-    if (const Json* theta = member(*rs, "rope_theta"); theta && theta->is_number()) c.rope_theta = theta->get<double>();
-    if (type == "llama3") {
-      c.llama3_rope = true;
-      c.rope_factor = number_field(*rs, "factor", path, 8.0);
-      c.rope_low_freq_factor = number_field(*rs, "low_freq_factor", path, 1.0);
-      c.rope_high_freq_factor = number_field(*rs, "high_freq_factor", path, 4.0);
-      c.rope_original_max_position = int_field(*rs, "original_max_position_embeddings", path, 8192);
-    } else if (!type.empty() && type != "default") {
-      throw_range(path + ": rope_scaling of type '" + type + "' is not supported (only 'llama3')");
-    }
-  }
-  return c;
-}
-
 }  // namespace
-
-LlamaConfig LlamaConfig::parse(const std::string& text, const std::string& what) {
-  return config_from_json(parse_json(text.data(), text.size(), what), what);
-}
 
 at::Tensor LinearLayer::forward(const at::Tensor& x, bool adapters) const {
   if (adapters && lora_A.defined()) {

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <random>
@@ -31,6 +32,7 @@
 #include "core/projection.h"
 #include "core/runtime.h"
 #include "core/safetensors.h"
+#include "core/safetensors_header.h"
 
 namespace {
 
@@ -658,6 +660,35 @@ void test_safetensors_json() {
   std::filesystem::remove_all(dir);
 }
 
+// The header parser the loader and the fuzz target share: it reads the header and nothing past it,
+// and every dtype it knows round-trips through the writer with libtorch's element size.
+void test_safetensors_header_parser() {
+  const std::string json = R"({"b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}, "a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}})";
+  std::vector<char> header(8 + json.size());
+  const uint64_t len = json.size();
+  std::memcpy(header.data(), &len, 8);
+  std::memcpy(header.data() + 8, json.data(), json.size());
+  // The buffer ends with the header; the file it describes is 12 bytes longer.
+  const jfa::SafetensorsHeader h = jfa::parse_safetensors_header(header.data(), header.size() + 12, "m.safetensors");
+  EXPECT(h.data_start == 8 + len && h.tensors.size() == 2);
+  EXPECT(h.tensors[0].name == "a" && h.tensors[1].name == "b" && h.tensors[1].begin == 4 && h.tensors[1].end == 12);
+  EXPECT(std::string(jfa::kSafetensorsDtypes[h.tensors[1].dtype].code) == "F32");
+  EXPECT_THROWS(jfa::parse_safetensors_header(header.data(), header.size() + 11, "m.safetensors"), Range,
+                "m.safetensors: tensor 'b' data [4, 12) lies past the end of the data (11 bytes)");
+  EXPECT_THROWS(jfa::parse_safetensors_header(header.data(), 7, "m.safetensors"), Range,
+                "m.safetensors: too short to be a safetensors file (7 bytes)");
+
+  const std::string dir = temp_dir();
+  for (const c10::ScalarType type : {c10::kFloat, c10::kHalf, c10::kBFloat16, c10::kDouble, c10::kLong, c10::kInt, c10::kShort,
+                                     c10::kChar, c10::kByte, c10::kBool}) {
+    const std::string path = dir + "/d.safetensors";
+    jfa::write_safetensors(path, {{"t", jfa::zeros({3}, type)}}, {});
+    const at::Tensor back = jfa::SafetensorsFile::open(path).get("t");
+    EXPECT(back.scalar_type() == type && back.nbytes() == 3 * c10::elementSize(type));
+  }
+  std::filesystem::remove_all(dir);
+}
+
 int main() {
   const std::pair<const char*, void (*)()> tests[] = {
       {"matmul", test_matmul},
@@ -679,6 +710,7 @@ int main() {
       {"lapack shim: syev", test_lapack_shim_syev},
       {"lapack shim: syrk and getri", test_lapack_shim_syrk_getri},
 #endif
+      {"safetensors header parser", test_safetensors_header_parser},
   };
   int passed = 0;
   int failed = 0;
