@@ -13,6 +13,7 @@ import { readJsonl } from '../lib/data/jsonl.js';
 import { OLD_SUITE_NAMES } from '../lib/data/old-tasks.js';
 import { type FlashbackRecord } from '../lib/data/records.js';
 import { writeSuite } from '../lib/data/suite.js';
+import { splitRounds } from '../lib/cli/rounds.js';
 import { accumulateFlashbacks, columnForgetting, continualMetrics, loadRounds, readRun } from '../lib/jfa/continual.js';
 import { promptBatch } from '../lib/jfa/examples.js';
 import { train, type TrainOptions } from '../lib/jfa/trainer.js';
@@ -75,6 +76,24 @@ describe('BWT and forgetting', () => {
     expectError(() => continualMetrics([[0.5, null], [null, 0.4]]), RangeError, 'R[1][0]', 'after round 2', "round 1's tasks");
     expectError(() => continualMetrics([[0.5, null], [0.4]]), RangeError, 'row 1 must have 2 entries');
     expectError(() => columnForgetting([0.5]), RangeError, 'at least 2 finite scores');
+  });
+});
+
+describe('the demo\'s split into rounds', () => {
+  it('deals whole families, deterministic by seed, every training record once, each round with held-out records', () => {
+    const a = splitRounds(suite.newTrain, suite.newEval, 3, 1);
+    expect(splitRounds(suite.newTrain, suite.newEval, 3, 1)).toEqual(a);
+    expect(splitRounds(suite.newTrain, suite.newEval, 3, 2).map((s) => s.families)).not.toEqual(a.map((s) => s.families));
+    const families = a.flatMap((s) => s.families);
+    expect(new Set(families).size).toBe(families.length);
+    expect(a.reduce((n, s) => n + s.train.length, 0)).toBe(suite.newTrain.length);
+    for (const s of a) {
+      expect(s.eval.length).toBeGreaterThan(0);
+      // no task is both trained and evaluated
+      const trained = new Set(s.train.map((r) => r.task));
+      expect(s.eval.some((r) => trained.has(r.task))).toBe(false);
+    }
+    expectError(() => splitRounds(suite.newTrain.slice(0, 1), suite.newEval, 2, 1), RangeError, '--rounds 2', 'only 1 families');
   });
 });
 

@@ -4,11 +4,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { Command, InvalidArgumentError } from 'commander';
+import { z } from 'zod';
 
 import { LATENT_POOL_FILE } from '../jfa/pool.js';
 import { packageRoot } from '../locate.js';
 import { DEMO_METHODS, demoSchema, runDemo } from './demo.js';
-import { runRoundsDemo } from './rounds.js';
+import { ROUNDS_METHODS, runRoundsDemo } from './rounds.js';
 import { doctor, formatChecks } from './doctor.js';
 import { runStudy, STUDIES, studySchema } from './study.js';
 import { runGenerate } from './generate.js';
@@ -51,6 +52,8 @@ program
     const { pretrain, ...rest } = flags as { pretrain?: boolean; config?: string };
     const options = withConfig(demoSchema, rest);
     if (pretrain) options.base.pretrain = true;
+    // Rounds train every method T times: by default the three the issue compares, unless methods were given.
+    if (options.rounds !== undefined && withConfig(z.object({ methods: z.unknown().optional() }).passthrough(), rest).methods === undefined) options.methods = [...ROUNDS_METHODS];
     await (options.rounds === undefined ? runDemo(options) : runRoundsDemo(options));
   });
 

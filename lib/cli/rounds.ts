@@ -21,6 +21,9 @@ import { type Bench, benchSummary, type DemoMethod, type DemoOptions, demoTraini
 import { progress } from './progress.js';
 import { aggregate, type DemoResults, type MethodResult, oldAverage, pct, renderReport, type RunResult } from './report.js';
 
+/** The methods `jfa demo --rounds` trains unless told otherwise. */
+export const ROUNDS_METHODS = ['sft', 'flashback', 'jfa'] as const satisfies readonly DemoMethod[];
+
 /** One round of the split: the families it trains on, its training records and its held-out records. */
 export interface RoundSplit {
   round: number;
