@@ -230,10 +230,10 @@ function studyChart(r: DemoResults): string {
   return svg(w, h, parts, legend(series.map((s) => s.label), w - 170, top, series.map((s) => s.color)));
 }
 
-/** A heat-map cell: the number in %, its background from white (0) to blue (`hi`), the raw value in data-value. */
-function heatCell(v: number | null, hi: number): string {
+/** A heat-map cell: the number in %, its background from white (`lo`) to blue (`hi`), the raw value in data-value. */
+function heatCell(v: number | null, [lo, hi]: [number, number]): string {
   if (v === null) return '<td class="heat empty">–</td>';
-  const t = Math.max(0, Math.min(1, hi > 0 ? v / hi : 0));
+  const t = Math.max(0, Math.min(1, hi > lo ? (v - lo) / (hi - lo) : 0));
   const [r0, g0, b0] = [255, 255, 255];
   const [r1, g1, b1] = [49, 130, 189];
   const mix = (a: number, b: number) => Math.round(a + (b - a) * t);
@@ -247,14 +247,16 @@ function roundsSection(r: DemoResults): string {
   if (!rounds) return '';
   const T = rounds.count;
   const values = rounds.methods.flatMap((m) => m.matrix.flat().filter((v): v is number => v !== null)).concat(rounds.base.tasks);
-  const hi = Math.max(...values, 1e-9);
-  const oldHi = Math.max(rounds.base.old, ...rounds.methods.flatMap((m) => m.old), 1e-9);
+  // Each kind of column shades over its own range, so that small differences stay visible.
+  const range = (xs: number[]): [number, number] => [Math.min(...xs), Math.max(...xs)];
+  const taskRange = range(values);
+  const oldRange = range([rounds.base.old, ...rounds.methods.flatMap((m) => m.old)]);
   const head = `<tr><th>after / on</th>${Array.from({ length: T }, (_, j) => `<th>round ${j + 1}</th>`).join('')}<th>old avg</th></tr>`;
   const matrices = rounds.methods
     .map((m) => {
       const rows = [
-        `<tr><th>base</th>${rounds.base.tasks.map((v) => heatCell(v, hi)).join('')}${heatCell(rounds.base.old, oldHi)}</tr>`,
-        ...m.matrix.map((row, i) => `<tr><th>round ${i + 1}</th>${row.map((v) => heatCell(v, hi)).join('')}${heatCell(m.old[i]!, oldHi)}</tr>`),
+        `<tr><th>base</th>${rounds.base.tasks.map((v) => heatCell(v, taskRange)).join('')}${heatCell(rounds.base.old, oldRange)}</tr>`,
+        ...m.matrix.map((row, i) => `<tr><th>round ${i + 1}</th>${row.map((v) => heatCell(v, taskRange)).join('')}${heatCell(m.old[i]!, oldRange)}</tr>`),
       ];
       return `<h3>${esc(m.label)}</h3><table class="rounds-matrix" data-method="${esc(m.method)}">${head}${rows.join('')}</table>`;
     })
