@@ -198,7 +198,7 @@ describe('continueFrom', () => {
       expect(d3[0]).toBeLessThan(1e-9);
       expect(readJsonl(join(out3, 'flashbacks.jsonl'), 'flashback')).toHaveLength(10); // the budget defaults to the flashbacks given
       expect(JSON.parse(readFileSync(join(out3, 'continual.json'), 'utf8')).rounds).toHaveLength(2);
-    });
+    }, 180_000);
   }
 
   it('jfa with a retrieve pool: continues the pool; a killed round 2 resumes to a bit-identical adapter and pool', async () => {
@@ -221,7 +221,7 @@ describe('continueFrom', () => {
     )).rejects.toThrow(/is from another run/);
     // A round that cannot serve the previous round's pool is refused, naming it.
     await expect(train(LlamaModel.load(modelDir), tokenizer(), round2, { ...options, outDir: join(dir, 'j2-sft'), continueFrom: join(dir, 'j1') })).rejects.toThrow(/serves with a 'retrieve' latent pool/);
-  });
+  }, 300_000);
 
   it('refuses bad continuations with the folder, model or option named', async () => {
     await expect(train(LlamaModel.load(modelDir), tokenizer(), round2, { ...options, outDir: join(dir, 'x'), continueFrom: join(dir, 'nothing') })).rejects.toThrow(/nothing is not a finished run/);
@@ -235,10 +235,10 @@ describe('continueFrom', () => {
     stacked.stackLora();
     expect(() => stacked.save(join(dir, 'nope'))).toThrow(/1 stacked adapter/);
     expect(() => LlamaModel.load(modelDir).stackLora()).toThrow(/no adapters to stack/);
-  });
+  }, 120_000);
 });
 
-const jfaCli = (...args: string[]) => spawnSync(process.execPath, [join(root, 'dist', 'cli', 'main.js'), ...args], { encoding: 'utf8', cwd: dir, timeout: 300_000 });
+const jfaCli = (...args: string[]) => spawnSync(process.execPath, [join(root, 'dist', 'cli', 'main.js'), ...args], { encoding: 'utf8', cwd: dir, timeout: 390_000 });
 
 describe('the jfa command', () => {
   it('train --continue-from RUN --stack trains round 2 on round 1\'s base and records the chain', () => {
@@ -255,7 +255,7 @@ describe('the jfa command', () => {
     const alone = jfaCli('train', '--model', modelDir, '--stack', '--data', join(data, 'new-train.jsonl'), '--method', 'sft', '--out', join(dir, 'cli-bad'));
     expect(alone.status).toBe(1);
     expect(alone.stderr).toContain('--stack applies only with --continue-from');
-  });
+  }, 300_000);
 
   it('demo --rounds 3 at tiny size prints the matrix, BWT and forgetting, and writes them into results.json and report.html', () => {
     const out = join(dir, 'demo');
@@ -297,5 +297,5 @@ describe('the jfa command', () => {
     }
     expect(existsSync(join(out, 'rounds', 'flashback', 'round-3', 'continual.json'))).toBe(true);
     expect(results.methods.map((m: { method: string }) => m.method)).toEqual(['base', 'sft', 'flashback']);
-  });
+  }, 400_000);
 });
