@@ -15,6 +15,7 @@ import { type FlashbackRecord } from '../lib/data/records.js';
 import { writeSuite } from '../lib/data/suite.js';
 import { splitRounds } from '../lib/cli/rounds.js';
 import { accumulateFlashbacks, columnForgetting, continualMetrics, loadRounds, readRun } from '../lib/jfa/continual.js';
+import { evaluateNew } from '../lib/jfa/evaluate.js';
 import { promptBatch } from '../lib/jfa/examples.js';
 import { train, type TrainOptions } from '../lib/jfa/trainer.js';
 import { flashbackDivergence } from '../lib/kernels.js';
@@ -241,7 +242,7 @@ describe('continueFrom', () => {
 const jfaCli = (...args: string[]) => spawnSync(process.execPath, [join(root, 'dist', 'cli', 'main.js'), ...args], { encoding: 'utf8', cwd: dir, timeout: 390_000 });
 
 describe('the jfa command', () => {
-  it('train --continue-from RUN --stack trains round 2 on round 1\'s base and records the chain', () => {
+  it('train --continue-from RUN --stack trains round 2 on round 1\'s base and records the chain; eval serves the chain', async () => {
     const data = join(dir, 'cli-data');
     writeSuite(data, { ...suite, newTrain: round2.newTrain, flashbacks: round1.flashbacks });
     const out = join(dir, 'cli-r2');
@@ -249,6 +250,18 @@ describe('the jfa command', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(JSON.parse(readFileSync(join(out, 'continual.json'), 'utf8'))).toMatchObject({ base: modelDir, mode: 'stack' });
     expect(readJsonl(join(out, 'flashbacks.jsonl'), 'flashback')).toHaveLength(8);
+    // jfa eval --adapter of a continued run serves it on the rounds beneath: the same scores as the rebuilt model.
+    const e = jfaCli('eval', '--model', modelDir, '--adapter', join(out, 'adapter'), '--data', join(data, 'new-train.jsonl'), '--metric', 'rougeL', '--max-new-tokens', '6');
+    expect(e.status, e.stderr).toBe(0);
+    expect(e.stderr).toContain('served on the 1 earlier round recorded');
+    const rebuilt = LlamaModel.load(modelDir);
+    loadRounds(rebuilt, readRun(out), 'stack');
+    const want = await evaluateNew(rebuilt, tokenizer(), round2.newTrain, { maxNewTokens: 6 });
+    expect(e.stdout.trim()).toBe(`rougeL ${want.rougeL.toFixed(4)} on ${round2.newTrain.length} records`);
+    const plain = LlamaModel.load(modelDir);
+    plain.loadAdapter(join(out, 'adapter'));
+    const without = await evaluateNew(plain, tokenizer(), round2.newTrain, { maxNewTokens: 6 });
+    expect(without.predictions).not.toEqual(want.predictions);
     const both = jfaCli('train', '--continue-from', join(dir, 'r1'), '--stack', '--merge', '--data', join(data, 'new-train.jsonl'), '--method', 'sft', '--out', join(dir, 'cli-bad'));
     expect(both.status).toBe(1);
     expect(both.stderr).toContain('--stack and --merge exclude each other');

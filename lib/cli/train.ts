@@ -8,9 +8,9 @@ import { z } from 'zod';
 
 import { readJsonl } from '../data/jsonl.js';
 import { type OldRecord } from '../data/records.js';
+import { loadAdapterWithRounds, readRun } from '../jfa/continual.js';
 import { evaluateNew, evaluateOld } from '../jfa/evaluate.js';
 import { LATENT_MODES } from '../jfa/pool.js';
-import { readRun } from '../jfa/continual.js';
 import { train } from '../jfa/trainer.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
@@ -168,7 +168,9 @@ export async function runEval(o: z.infer<typeof evalSchema>): Promise<void> {
   }
   const tokenizer = Tokenizer.fromDir(o.model);
   using model = await LlamaModel.loadAsync(o.model);
-  if (o.adapter) model.loadAdapter(o.adapter);
+  // A continued run's adapter serves on the earlier rounds beneath it.
+  const earlier = o.adapter ? loadAdapterWithRounds(model, o.adapter) : 0;
+  if (earlier > 0 && !o.json) process.stderr.write(`${o.adapter}: served on the ${earlier} earlier round${earlier > 1 ? 's' : ''} recorded in its run folder's continual.json\n`);
   using pool = servingPool(model, o.adapter, o.latent);
   const bar = progress('eval', Boolean(o.json));
   const options = { maxNewTokens: o.maxNewTokens, batch: o.batch, latent: pool, onBatch: (done: number, total: number) => bar.update(done, total) };

@@ -5,7 +5,7 @@
 // round's adapter merged into the weights ('merge') or kept frozen beneath them ('stack').
 // This file also holds the flashback budget across rounds and the continual-learning metrics.
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readSync, realpathSync } from 'node:fs';
-import { join, relative, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 
 import { z } from 'zod';
 
@@ -156,6 +156,23 @@ export function loadRounds(model: LlamaModel, prev: PreviousRun, mode: ContinueM
     if (i < prev.rounds.length - 1) fold();
   });
   return { foldLast: fold };
+}
+
+/**
+ * Loads an adapter directory into `model`, with the earlier rounds beneath it when the directory is
+ * the `adapter/` of a continued run (its folder's continual.json lists them): the model after that
+ * run, as `jfa eval` and `jfa generate --adapter` serve it. Returns how many earlier rounds it folded.
+ * @throws Error as loadAdapter, or naming the run folder's missing files
+ */
+export function loadAdapterWithRounds(model: LlamaModel, adapterDir: string): number {
+  const run = dirname(resolve(adapterDir));
+  if (basename(resolve(adapterDir)) !== 'adapter' || !existsSync(join(run, CONTINUAL_FILE)) || !existsSync(join(run, PROMPTS_FILE))) {
+    model.loadAdapter(adapterDir);
+    return 0;
+  }
+  const prev = readRun(run);
+  loadRounds(model, prev, prev.mode ?? DEFAULT_CONTINUE_MODE);
+  return prev.rounds.length - 1;
 }
 
 /** Each earlier round's kept prompts, oldest first. */
