@@ -80,6 +80,7 @@ export {
   CONTINUE_MODES,
   type ContinueMode,
   DEFAULT_CONTINUE_MODE,
+  loadAdapterWithRounds,
   loadRounds,
   type PreviousRun,
   PROMPTS_FILE,
