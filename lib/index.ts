@@ -70,6 +70,22 @@ export { embedRecords, type LatentOptions, type LatentParts, LatentTasks, type R
 export { findLatentPool, LATENT_MODES, LATENT_POOL_FILE, LATENT_POOL_FORMAT, LATENT_POOL_VERSION, type LatentMode, LatentPool } from './jfa/pool.js';
 export { type Method, type MicroBatch, type StepOptions, type StepResult, type StepTimings, stepTimings, trainStep } from './jfa/step.js';
 export { keepReference, referenceKeeping, type StepProgress, train, type TrainData, type TrainMethod, type TrainOptions, type TrainResult } from './jfa/trainer.js';
+export {
+  accumulateFlashbacks,
+  columnForgetting,
+  CONTINUAL_FILE,
+  type ContinualChain,
+  continualMetrics,
+  type ContinualMetrics,
+  CONTINUE_MODES,
+  type ContinueMode,
+  DEFAULT_CONTINUE_MODE,
+  loadAdapterWithRounds,
+  loadRounds,
+  type PreviousRun,
+  PROMPTS_FILE,
+  readRun,
+} from './jfa/continual.js';
 export { evaluateByFormat, evaluateNew, evaluateOld, type EvalOptions } from './jfa/evaluate.js';
 export { pretrain, type PretrainOptions } from './jfa/pretrain.js';
 export { learnMerges } from './model/bpe.js';

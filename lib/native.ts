@@ -275,6 +275,9 @@ export interface NativeModel {
   meanPooled(ids: NativeTensor, options?: Omit<NativeForwardOptions, 'latent'>): NativeTensor;
   generateAsync(ids: NativeTensor, options?: NativeGenerateOptions): Promise<NativeTensor>;
   mergeLora(): void;
+  /** freezes the adapters beneath the base; returns the stacked count per adapted layer */
+  stackLora(): number;
+  readonly stackedAdapters: number;
   weights(): Record<string, NativeTensor>;
   setBaseTrainable(trainable: boolean): void;
   addLora(targets: string[], options?: { r?: number; loraAlpha?: number; rslora?: boolean; seed?: number | bigint }): void;

@@ -14,7 +14,7 @@ import { createRng } from '../data/rng.js';
 import { sampleFlashbacks, type Suite, writeSuite } from '../data/suite.js';
 import { evaluateNew, evaluateOld } from '../jfa/evaluate.js';
 import { LATENT_MODES, type LatentMode, type LatentPool } from '../jfa/pool.js';
-import { type StepProgress, train, type TrainMethod } from '../jfa/trainer.js';
+import { type StepProgress, train, type TrainData, type TrainMethod, type TrainOptions } from '../jfa/trainer.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { packageRoot } from '../locate.js';
@@ -91,6 +91,15 @@ export const demoSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * Continual rounds (`--rounds T`, T >= 2): the new tasks' families dealt into T rounds, each
+     * method trained round by round without replay, scored after each round on every round so far.
+     */
+    rounds: int.optional(),
+    /** rounds: keep each finished round's adapter frozen beneath the next (`--stack`) */
+    stack: z.boolean().optional(),
+    /** rounds: fold each finished round's adapter into the base (`--merge`, the default) */
+    merge: z.boolean().optional(),
     /** with base.pretrain: pretrain again even when a cached base matches */
     fresh: z.boolean().optional(),
     json: z.boolean().optional(),
@@ -149,6 +158,22 @@ function answerBudget(tokenizer: Tokenizer, records: InstanceRecord[]): number {
   return 8 + Math.max(0, ...records.map((r) => tokenizer.encode(r.output, { addSpecialTokens: false }).length));
 }
 
+/**
+ * Accuracy on each old suite's held-out records, each suite capped at its answer budget. `onBatch`
+ * reports records done over all suites.
+ */
+export async function evaluateOldSuites(model: LlamaModel, tokenizer: Tokenizer, suite: Suite, o: DemoOptions, onBatch: (done: number) => void, latent?: LatentPool): Promise<Record<OldSuiteName, number>> {
+  const old = {} as Record<OldSuiteName, number>;
+  let done = 0;
+  for (const name of OLD_SUITE_NAMES) {
+    const records = suite.old[name].eval;
+    const maxNewTokens = Math.min(o.eval.maxNewTokens, answerBudget(tokenizer, records));
+    old[name] = (await evaluateOld(model, tokenizer, records, { batch: o.eval.batch, maxNewTokens, onBatch: (d) => onBatch(done + d), latent })).accuracy;
+    done += records.length;
+  }
+  return old;
+}
+
 async function evaluateAll(model: LlamaModel, tokenizer: Tokenizer, suite: Suite, o: DemoOptions, label: string, quiet: boolean, latent?: LatentPool) {
   const e = o.eval;
   const oldEval = OLD_SUITE_NAMES.map((n) => suite.old[n].eval);
@@ -156,12 +181,8 @@ async function evaluateAll(model: LlamaModel, tokenizer: Tokenizer, suite: Suite
   const bar = progress(`  eval ${label}`, quiet);
   let done = 0;
   const onBatch = (d: number) => bar.update(done + d, total);
-  const old = {} as Record<OldSuiteName, number>;
-  for (const [i, name] of OLD_SUITE_NAMES.entries()) {
-    const maxNewTokens = Math.min(e.maxNewTokens, answerBudget(tokenizer, oldEval[i]!));
-    old[name] = (await evaluateOld(model, tokenizer, oldEval[i]!, { batch: e.batch, maxNewTokens, onBatch, latent })).accuracy;
-    done += oldEval[i]!.length;
-  }
+  const old = await evaluateOldSuites(model, tokenizer, suite, o, onBatch, latent);
+  done += oldEval.reduce((s, r) => s + r.length, 0);
   const fresh = await evaluateNew(model, tokenizer, suite.newEval, { batch: e.batch, maxNewTokens: e.maxNewTokens, onBatch, latent });
   done += suite.newEval.length;
   const seen = suite.newSeenEval.length ? await evaluateNew(model, tokenizer, suite.newSeenEval, { batch: e.batch, maxNewTokens: e.maxNewTokens, onBatch, latent }) : undefined;
@@ -217,24 +238,21 @@ export async function prepareBench(o: DemoOptions, title: string): Promise<Bench
 /** Settings one run may change from the demo's train section (a study's point). */
 export type RunOverrides = Partial<DemoOptions['train']> & { pcgrad?: boolean };
 
-/** Trains one method from the base with one seed, into `runDir`, and evaluates it. */
-export async function runOnce(b: Bench, m: DemoMethod, seed: number, runDir: string, label: string, overrides: RunOverrides = {}): Promise<RunResult> {
+/**
+ * The data and train() options of one demo run of method `m` with `seed` on `newTrain` (the old
+ * suites' flashbacks sampled for the seed), with the demo's train section and `overrides`.
+ */
+export function demoTraining(b: Bench, m: DemoMethod, seed: number, newTrain: InstanceRecord[], runDir: string, overrides: RunOverrides = {}): { data: TrainData; options: TrainOptions } {
   const t = { ...b.o.train, ...overrides };
-  rmSync(runDir, { recursive: true, force: true });
-  using model = await LlamaModel.loadAsync(b.base.dir);
-  const curve: RunResult['curve'] = [];
-  const bar = progress(`  train ${label}`, b.quiet);
   const method = trainMethod(m);
   // No flashbacks means the method has nothing to hold the old outputs with: that is plain SFT.
   const flashbacks = t.flashbacksPerSuite > 0 ? sampleFlashbacks(b.suite, t.flashbacksPerSuite, seed) : [];
   if (flashbacks.length === 0 && method.method !== 'replay') method.method = 'sft';
   const withLatent = method.method === 'jfa' && method.latent !== false;
   const mode = method.latentMode ?? t.latentMode;
-  const r = await train(
-    model,
-    b.tokenizer,
-    { newTrain: b.newTrain, flashbacks, replay: OLD_SUITE_NAMES.flatMap((n) => b.suite.old[n].train) },
-    {
+  return {
+    data: { newTrain, flashbacks, replay: OLD_SUITE_NAMES.flatMap((n) => b.suite.old[n].train) },
+    options: {
       ...method,
       ...(overrides.pcgrad === undefined ? {} : { pcgrad: overrides.pcgrad }),
       ...(withLatent ? { latentMode: mode, latentDropout: mode === 'drop' ? t.latentDropout : 0, plainSftWeight: t.plainSftWeight } : {}),
@@ -248,12 +266,32 @@ export async function runOnce(b: Bench, m: DemoMethod, seed: number, runDir: str
       latentOptions: { groups: t.groups, perGroup: t.perGroup, k: t.k, rank: t.latentRank, scale: t.latentScale },
       seed,
       outDir: runDir,
-      onStep: (p: StepProgress) => {
-        curve.push({ step: p.step, sft: p.sft, divergence: p.divergence });
-        bar.update(p.step, p.totalSteps, { sft: p.sft.toFixed(3), div: p.divergence.toFixed(4), 'tok/s': p.tokensPerSecond.toFixed(0) });
-      },
     },
-  );
+  };
+}
+
+/** A progress bar for training and the loss curve it collects. */
+export function trainProgress(label: string, quiet: boolean): { curve: RunResult['curve']; onStep: (p: StepProgress) => void; stop: () => void } {
+  const curve: RunResult['curve'] = [];
+  const bar = progress(`  train ${label}`, quiet);
+  return {
+    curve,
+    onStep: (p: StepProgress) => {
+      curve.push({ step: p.step, sft: p.sft, divergence: p.divergence });
+      bar.update(p.step, p.totalSteps, { sft: p.sft.toFixed(3), div: p.divergence.toFixed(4), 'tok/s': p.tokensPerSecond.toFixed(0) });
+    },
+    stop: () => bar.stop(),
+  };
+}
+
+/** Trains one method from the base with one seed, into `runDir`, and evaluates it. */
+export async function runOnce(b: Bench, m: DemoMethod, seed: number, runDir: string, label: string, overrides: RunOverrides = {}): Promise<RunResult> {
+  rmSync(runDir, { recursive: true, force: true });
+  using model = await LlamaModel.loadAsync(b.base.dir);
+  const { data, options } = demoTraining(b, m, seed, b.newTrain, runDir, overrides);
+  const bar = trainProgress(label, b.quiet);
+  const curve = bar.curve;
+  const r = await train(model, b.tokenizer, data, { ...options, onStep: bar.onStep });
   bar.stop();
   // A 'retrieve' adapter serves with its pool, as in training; a 'drop' adapter alone.
   const serving = r.pool?.mode === 'retrieve' ? r.pool : undefined;
@@ -264,6 +302,7 @@ export async function runOnce(b: Bench, m: DemoMethod, seed: number, runDir: str
 }
 
 export async function runDemo(o: DemoOptions): Promise<DemoResults> {
+  if (o.stack || o.merge) throw new Error(`option --${o.stack ? 'stack' : 'merge'} applies only with --rounds`);
   // One demo per folder at a time: a second one would overwrite the first's runs mid-way.
   return inOutputFolder(resolve(o.out), 'demo', BENCH_KEEP, () => demoIn(o));
 }

@@ -1,4 +1,5 @@
 // `jfa generate`: a model directory (and optionally an adapter, with its latent pool) continues a prompt.
+import { loadAdapterWithRounds } from '../jfa/continual.js';
 import { LlamaModel } from '../model/llama.js';
 import { generateText } from '../model/generate.js';
 import { Tokenizer } from '../model/tokenizer.js';
@@ -23,7 +24,9 @@ export async function runGenerate(o: GenerateCommandOptions): Promise<void> {
   const started = performance.now();
   using model = await LlamaModel.loadAsync(o.model, { dtype: o.dtype });
   tokenizer.checkFits(model.config.vocabSize, `${o.model}/config.json`);
-  if (o.adapter) model.loadAdapter(o.adapter);
+  // A continued run's adapter serves on the earlier rounds beneath it.
+  const earlier = o.adapter ? loadAdapterWithRounds(model, o.adapter) : 0;
+  if (earlier > 0 && !o.json) process.stderr.write(`${o.adapter}: served on the ${earlier} earlier round${earlier > 1 ? 's' : ''} recorded in its run folder's continual.json\n`);
   using pool = servingPool(model, o.adapter, o.latent);
   const loadMs = performance.now() - started;
   const t = performance.now();

@@ -4,12 +4,14 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { Command, InvalidArgumentError } from 'commander';
+import { z } from 'zod';
 
 import { IMPORT_FORMATS, type ImportFormat } from '../data/importers/index.js';
 import { LATENT_POOL_FILE } from '../jfa/pool.js';
 import { packageRoot } from '../locate.js';
 import { runFlashbacks, runImport } from './data.js';
 import { DEMO_METHODS, demoSchema, runDemo } from './demo.js';
+import { ROUNDS_METHODS, runRoundsDemo } from './rounds.js';
 import { doctor, formatChecks } from './doctor.js';
 import { runSetupTorch } from './setup-torch.js';
 import { runStudy, STUDIES, studySchema } from './study.js';
@@ -59,6 +61,9 @@ program
   .option('--seed <n>', 'seed of the first run (new-task order, flashback sample, initialisation)', (v: string) => Number(v))
   .option('--seeds <n>', 'runs of every method, seeds seed..seed+n-1; the table shows mean ± sd', (v: string) => Number(v))
   .option('--pretrain', 'pretrain the base model (into <out>/base, cached) instead of using the shipped one')
+  .option('--rounds <n>', "continual rounds: deal the new tasks into n rounds, train each method round by round, report the accuracy matrix, BWT and forgetting", (v: string) => Number(v))
+  .option('--stack', "with --rounds: keep each round's adapter frozen beneath the next")
+  .option('--merge', "with --rounds: merge each round's adapter into the base before the next (default)")
   .option('--fresh', 'with --pretrain: pretrain again even when a cached base matches')
   .option('--config <file>', 'options as JSON or YAML, including base, train and eval sections (flags override)')
   .option('--json', 'machine-readable output (results.json on stdout, no progress)')
@@ -66,7 +71,9 @@ program
     const { pretrain, ...rest } = flags as { pretrain?: boolean; config?: string };
     const options = withConfig(demoSchema, rest);
     if (pretrain) options.base.pretrain = true;
-    await runDemo(options);
+    // Rounds train every method T times: by default the three the issue compares, unless methods were given.
+    if (options.rounds !== undefined && withConfig(z.object({ methods: z.unknown().optional() }).passthrough(), rest).methods === undefined) options.methods = [...ROUNDS_METHODS];
+    await (options.rounds === undefined ? runDemo(options) : runRoundsDemo(options));
   });
 
 program
@@ -172,7 +179,11 @@ trainingOptions(program
   .option('--lora-alpha <x>', 'LoRA alpha', num('--lora-alpha'))
   .option('--checkpoint-every <n>', 'steps between checkpoints', num('--checkpoint-every'))
   .option('--resume', 'continue from the checkpoint in --out')
-  .option('--tensorboard <dir>', 'also log each step to TensorBoard event files in <dir> (tensorboard --logdir <dir>)'))
+  .option('--tensorboard <dir>', 'also log each step to TensorBoard event files in <dir> (tensorboard --logdir <dir>)')
+  .option('--continue-from <run>', 'a finished run folder (an earlier --out): train the next round on the model after it (--model defaults to its base)')
+  .option('--merge', "with --continue-from: fold the earlier rounds' adapters into the weights (default)")
+  .option('--stack', "with --continue-from: keep the earlier rounds' adapters frozen beneath the new one")
+  .option('--flashback-budget <n>', 'with --continue-from: flashbacks in all, spread over the old suites and the earlier rounds (default: as many as --flashbacks)', num('--flashback-budget')))
   .action(async (flags) => runTrain(withConfig(trainSchema, flags)));
 
 program

@@ -1,5 +1,8 @@
 // report.html for `jfa demo`: one self-contained page (inline SVG, no scripts, nothing fetched)
-// with the results table, old-task accuracy per suite and method, and the training loss curves.
+// with the results table, old-task accuracy per suite and method, and the training loss curves;
+// with continual rounds, each method's accuracy matrix as a heat map (a table whose cells hold the
+// numbers, coloured by value).
+import { type RoundsResult } from './rounds.js';
 
 /** The scores of one model: one run of a method, or the mean over its runs. */
 interface Scores {
@@ -51,6 +54,8 @@ export interface DemoResults {
   runtime: { torchVersion: string; threads: number };
   /** a study's swept values, one per row after the base's */
   points?: Array<{ label: string; x?: number }>;
+  /** `jfa demo --rounds`: the accuracy matrices, BWT and forgetting (methods then hold the last round's scores) */
+  rounds?: RoundsResult;
 }
 
 const COLORS = ['#888888', '#d62728', '#ff7f0e', '#1f77b4', '#2ca02c', '#9467bd', '#8c564b'];
@@ -225,6 +230,51 @@ function studyChart(r: DemoResults): string {
   return svg(w, h, parts, legend(series.map((s) => s.label), w - 170, top, series.map((s) => s.color)));
 }
 
+/** A heat-map cell: the number in %, its background from white (`lo`) to blue (`hi`), the raw value in data-value. */
+function heatCell(v: number | null, [lo, hi]: [number, number]): string {
+  if (v === null) return '<td class="heat empty">–</td>';
+  const t = Math.max(0, Math.min(1, hi > lo ? (v - lo) / (hi - lo) : 0));
+  const [r0, g0, b0] = [255, 255, 255];
+  const [r1, g1, b1] = [49, 130, 189];
+  const mix = (a: number, b: number) => Math.round(a + (b - a) * t);
+  const text = t > 0.6 ? '#fff' : '#222';
+  return `<td class="heat" data-value="${v}" style="background:rgb(${mix(r0, r1)},${mix(g0, g1)},${mix(b0, b1)});color:${text}">${pct(v)}</td>`;
+}
+
+/** Continual rounds: per method, its matrix as a heat map (rows after each round, columns each round's tasks and the old suites), then BWT and forgetting. */
+function roundsSection(r: DemoResults): string {
+  const rounds = r.rounds;
+  if (!rounds) return '';
+  const T = rounds.count;
+  const values = rounds.methods.flatMap((m) => m.matrix.flat().filter((v): v is number => v !== null)).concat(rounds.base.tasks);
+  // Each kind of column shades over its own range, so that small differences stay visible.
+  const range = (xs: number[]): [number, number] => [Math.min(...xs), Math.max(...xs)];
+  const taskRange = range(values);
+  const oldRange = range([rounds.base.old, ...rounds.methods.flatMap((m) => m.old)]);
+  const head = `<tr><th>after / on</th>${Array.from({ length: T }, (_, j) => `<th>round ${j + 1}</th>`).join('')}<th>old avg</th></tr>`;
+  const matrices = rounds.methods
+    .map((m) => {
+      const rows = [
+        `<tr><th>base</th>${rounds.base.tasks.map((v) => heatCell(v, taskRange)).join('')}${heatCell(rounds.base.old, oldRange)}</tr>`,
+        ...m.matrix.map((row, i) => `<tr><th>round ${i + 1}</th>${row.map((v) => heatCell(v, taskRange)).join('')}${heatCell(m.old[i]!, oldRange)}</tr>`),
+      ];
+      return `<h3>${esc(m.label)}</h3><table class="rounds-matrix" data-method="${esc(m.method)}">${head}${rows.join('')}</table>`;
+    })
+    .join('');
+  const pm = (v: number, s?: number) => `${pct(v)}${s === undefined ? '' : ` ± ${pct(s)}`}`;
+  const summary = `<table class="rounds-summary"><tr><th>method</th><th>BWT</th><th>forgetting</th><th>old-suite forgetting</th></tr>${rounds.methods
+    .map((m) => `<tr data-method="${esc(m.method)}"><th>${esc(m.label)}</th><td data-value="${m.bwt}">${pm(m.bwt, m.sd?.bwt)}</td><td data-value="${m.forgetting}">${pm(m.forgetting, m.sd?.forgetting)}</td><td data-value="${m.oldForgetting}">${pm(m.oldForgetting, m.sd?.oldForgetting)}</td></tr>`)
+    .join('')}</table>`;
+  const split = rounds.split.map((s) => `<li>round ${s.round}: ${s.trainRecords} training and ${s.evalRecords} held-out records; families ${esc(s.families.join(', '))}</li>`).join('');
+  return `<h2>Continual rounds</h2>
+<p>${T} rounds without replay; each round's adapter was ${rounds.mode === 'merge' ? 'merged into the base' : 'kept frozen beneath the next'} before the next round; ${rounds.flashbackBudget} flashbacks per round, spread over the old suites and the earlier rounds' prompts.
+Cell (row i, column j): held-out ROUGE-L in % on round j's tasks after training round i (blank: not yet trained); the last column is old-suite accuracy.
+BWT = 1/(T-1) &Sigma;<sub>j&lt;T</sub> (R[T][j] &minus; R[j][j]); forgetting = 1/(T-1) &Sigma;<sub>j&lt;T</sub> max<sub>j&le;l&lt;T</sub> (R[l][j] &minus; R[T][j]); old-suite forgetting: max over the base and rounds 1..T&minus;1 minus after round T.</p>
+<ul>${split}</ul>
+${summary}
+${matrices}`;
+}
+
 export function renderReport(r: DemoResults, title = 'demo report'): string {
   const trained = r.methods.filter((m) => m.curve?.length);
   const colorOf = (m: MethodResult) => COLORS[r.methods.indexOf(m) % COLORS.length]!;
@@ -246,6 +296,8 @@ libtorch ${esc(r.runtime.torchVersion)}, ${r.runtime.threads} threads; wall time
 <h2>Results</h2>
 <p>Scores in %. New ROUGE-L and EM: held-out tasks never seen in training; seen ROUGE-L: training tasks on fresh inputs. Forgetting = base accuracy minus accuracy after training, averaged over the old suites (lower is better).</p>
 <table><tr>${table.head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr>${rows.join('')}</table>
+${r.rounds ? `<p>With continual rounds this table shows each method after the last round; new ROUGE-L and EM are over every round's held-out tasks.</p>` : ''}
+${roundsSection(r)}
 ${studyChart(r) ? `<h2>The sweep</h2>${studyChart(r)}` : ''}
 <h2>Each seed: forgetting against new-task ROUGE-L</h2>
 <p>Dots are runs (one per seed), rings the means: lower right is better learning with less forgetting.</p>

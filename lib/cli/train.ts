@@ -10,6 +10,7 @@ import { IMPORT_FORMATS } from '../data/importers/index.js';
 import { readJsonl } from '../data/jsonl.js';
 import { corpusBleu, type FormatScores } from '../data/metrics.js';
 import { type OldRecord } from '../data/records.js';
+import { loadAdapterWithRounds, readRun } from '../jfa/continual.js';
 import { evaluateByFormat, evaluateNew, evaluateOld } from '../jfa/evaluate.js';
 import { LATENT_MODES } from '../jfa/pool.js';
 import { train } from '../jfa/trainer.js';
@@ -87,9 +88,18 @@ export async function runPretrain(o: z.infer<typeof pretrainSchema>): Promise<vo
 
 export const trainSchema = z
   .object({
-    model: z.string(),
+    /** the base model; with continueFrom, the run's recorded base by default */
+    model: z.string().optional(),
     data: z.string(),
     flashbacks: z.string().optional(),
+    /** a finished run folder (an earlier --out) to continue from: this round trains on the model after it */
+    continueFrom: z.string().optional(),
+    /** with continueFrom: keep the earlier rounds' adapters frozen beneath the new one */
+    stack: z.boolean().optional(),
+    /** with continueFrom: fold the earlier rounds' adapters into the weights (the default) */
+    merge: z.boolean().optional(),
+    /** with continueFrom: flashbacks in all, over the old suites and earlier rounds (default: as many as --flashbacks holds) */
+    flashbackBudget: z.number().int().nonnegative().optional(),
     replay: z.string().optional(),
     method: z.enum(['sft', 'replay', 'flashback', 'jfa']),
     out: z.string(),
@@ -115,15 +125,20 @@ export const trainSchema = z
   .strict();
 
 export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
+  if (o.stack && o.merge) throw new Error('options --stack and --merge exclude each other');
+  if ((o.stack || o.merge || o.flashbackBudget !== undefined) && !o.continueFrom) throw new Error(`option --${o.stack ? 'stack' : o.merge ? 'merge' : 'flashback-budget'} applies only with --continue-from`);
+  const prev = o.continueFrom ? readRun(o.continueFrom) : undefined;
+  const modelDir = o.model ?? prev?.base ?? undefined;
+  if (!modelDir) throw new Error(o.continueFrom ? `option --model: ${o.continueFrom} records no base model; pass --model` : "option 'model': Required");
   // Every input is read and validated before the model is touched.
   const data = {
     newTrain: readJsonl(o.data, 'instance'),
     flashbacks: o.flashbacks ? readJsonl(o.flashbacks, 'flashback') : undefined,
     replay: o.replay ? readJsonl(o.replay, 'instance') : undefined,
   };
-  const tokenizer = Tokenizer.fromDir(o.model);
-  using model = await LlamaModel.loadAsync(o.model);
-  tokenizer.checkFits(model.config.vocabSize, `${o.model}/config.json`);
+  const tokenizer = Tokenizer.fromDir(modelDir);
+  using model = await LlamaModel.loadAsync(modelDir);
+  tokenizer.checkFits(model.config.vocabSize, `${modelDir}/config.json`);
   const bar = progress(`train ${o.method}`, Boolean(o.json));
   const r = await train(model, tokenizer, data, {
     method: o.method,
@@ -144,6 +159,7 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
     checkpointEvery: o.checkpointEvery,
     resume: o.resume,
     tensorboard: o.tensorboard,
+    ...(o.continueFrom ? { continueFrom: o.continueFrom, continueMode: o.stack ? ('stack' as const) : o.merge ? ('merge' as const) : undefined, flashbackBudget: o.flashbackBudget } : {}),
     onStep: (p) =>
       bar.update(p.step, p.totalSteps, { sft: p.sft.toFixed(3), div: p.divergence.toFixed(4), 'tok/s': p.tokensPerSecond.toFixed(0) }),
   });
@@ -190,7 +206,9 @@ export async function runEval(o: z.infer<typeof evalSchema>): Promise<void> {
   const tokenizer = Tokenizer.fromDir(o.model);
   using model = await LlamaModel.loadAsync(o.model);
   tokenizer.checkFits(model.config.vocabSize, `${o.model}/config.json`);
-  if (o.adapter) model.loadAdapter(o.adapter);
+  // A continued run's adapter serves on the earlier rounds beneath it.
+  const earlier = o.adapter ? loadAdapterWithRounds(model, o.adapter) : 0;
+  if (earlier > 0 && !o.json) process.stderr.write(`${o.adapter}: served on the ${earlier} earlier round${earlier > 1 ? 's' : ''} recorded in its run folder's continual.json\n`);
   using pool = servingPool(model, o.adapter, o.latent);
   const bar = progress('eval', Boolean(o.json));
   const options = { maxNewTokens: o.maxNewTokens, batch: o.batch, latent: pool, onBatch: (done: number, total: number) => bar.update(done, total) };

@@ -15,6 +15,8 @@ import { AdamW, cosineWithWarmup } from '../optim.js';
 import { type Tensor, tensor } from '../tensor.js';
 import { errnoOf, inOutputFolder, readJson, replaceDir, writeFileAtomic } from '../util/files.js';
 import { TensorBoardWriter } from '../util/tensorboard.js';
+import { writeJsonl } from '../data/jsonl.js';
+import { accumulateFlashbacks, checkContinue, CONTINUE_MODES, type ContinueMode, DEFAULT_CONTINUE_MODE, earlierPrompts, loadRounds, type PreviousRun, readRun, writeChain, writePrompts } from './continual.js';
 import { promptBatch, sftBatch } from './examples.js';
 import { embedRecords, type LatentOptions, LatentTasks } from './latent.js';
 import { LATENT_MODES, LATENT_POOL_FILE, type LatentMode, LatentPool } from './pool.js';
@@ -94,6 +96,19 @@ export interface TrainOptions {
   cacheReference?: boolean;
   /** stop after this many steps (the run stays resumable) */
   maxSteps?: number;
+  /**
+   * A finished run folder (an earlier `train({ outDir })`) to continue from: `model` must be the
+   * base that run started from, as loaded; the earlier rounds' adapters are loaded into it
+   * (folded by `continueMode`), this round trains a fresh adapter on top, its flashback reference is
+   * the model after that run (its 'retrieve' latent pool included, which this round keeps training),
+   * and its flashbacks are `data.flashbacks` plus prompts of the earlier rounds within
+   * `flashbackBudget`. The run folder then records the whole chain (continual.json).
+   */
+  continueFrom?: string;
+  /** with continueFrom: 'merge' (default) folds each finished round's adapter into the weights, 'stack' keeps it frozen beneath */
+  continueMode?: ContinueMode;
+  /** with continueFrom: flashbacks in all, spread evenly over the old suites and the earlier rounds (default: data.flashbacks.length) */
+  flashbackBudget?: number;
   /** called after each step */
   onStep?: (p: StepProgress) => void;
   /**
@@ -163,11 +178,14 @@ export function referenceKeeping(model: LlamaModel, tokens: number): 'logits' | 
 }
 
 /**
- * The reference's logits or final hidden states (adapters and latent tasks off) for these ids.
+ * The reference's logits or final hidden states for these ids: by default the model with adapters
+ * and latent tasks off; `model` as it is now with `{ adapters: true }` (and a round's `latent`
+ * increments) when a continued run keeps the previous round's model before folding its adapter.
  * @param model - the model being trained.
  * @param kind - what to keep, as {@link referenceKeeping} chose.
  * @param ids - a flashback micro-batch's ids (b, t).
  * @param attentionMask - its mask (b, t).
+ * @param current - adapters on (and latent increments) to keep the model as it is now, for a continued run.
  * @returns logits (b, t, vocab) or hidden states (b, t, hidden), to pass as the micro-batch's referenceLogits or referenceHidden.
  * @throws the errors of {@link LlamaModel.logits}.
  * @example
@@ -175,8 +193,14 @@ export function referenceKeeping(model: LlamaModel, tokens: number): 'logits' | 
  * const referenceLogits = keepReference(model, 'logits', f.ids, f.attentionMask);
  * ```
  */
-export function keepReference(model: LlamaModel, kind: 'logits' | 'hidden', ids: Tensor, attentionMask: Tensor): Tensor {
-  const options = { attentionMask, adapters: false };
+export function keepReference(
+  model: LlamaModel,
+  kind: 'logits' | 'hidden',
+  ids: Tensor,
+  attentionMask: Tensor,
+  current: { adapters?: boolean; latent?: { indices: Tensor; weights: Tensor } } = {},
+): Tensor {
+  const options = { attentionMask, adapters: current.adapters ?? false, latent: current.latent };
   return kind === 'logits' ? model.logits(ids, options) : model.hiddenStates(ids, options);
 }
 
@@ -241,7 +265,7 @@ function checkOptions(o: TrainOptions, latentLayers: number): void {
   check('latentLayer', o.latentLayer, (n) => Number.isInteger(n) && n >= 0 && n < latentLayers, `a layer in 0..${latentLayers - 1}`);
 }
 
-function planRun(model: LlamaModel, data: TrainData, o: TrainOptions): RunPlan {
+function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, continued?: Record<string, unknown>): RunPlan {
   checkOptions(o, model.config.numLayers);
   const method: Method = o.method === 'replay' ? 'sft' : o.method;
   const microBatch = o.microBatch ?? 4;
@@ -274,7 +298,7 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions): RunPlan {
     stepsPerEpoch,
     totalSteps,
     warmup: Math.round(totalSteps * (o.warmupRatio ?? 0.1)),
-    state: { totalSteps, method: o.method, ...(useLatent ? { latent: { ...latentRun, layer: latentLayer, options: o.latentOptions ?? {} } } : {}) },
+    state: { totalSteps, method: o.method, ...(useLatent ? { latent: { ...latentRun, layer: latentLayer, options: o.latentOptions ?? {} } } : {}), ...(continued ? { continued } : {}) },
   };
 }
 
@@ -305,8 +329,9 @@ function checkpointTensors(file: string, names: string[]): Record<string, Tensor
 }
 
 /** Latent tasks: keys, groups and every record's retrieval, fixed before training (or restored). */
-function setUpLatent(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, o: TrainOptions, from?: string) {
+function setUpLatent(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, o: TrainOptions, from?: string, continued?: LatentPool) {
   if (from) {
+    continued?.dispose();
     const poolFile = join(from, LATENT_POOL_FILE);
     if (!existsSync(poolFile)) throw new Error(`train: the checkpoint is incomplete: ${poolFile} is missing`);
     const pool = LatentPool.load(poolFile, model);
@@ -315,6 +340,12 @@ function setUpLatent(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, o: 
     const retrieved = { new: arrays('newIndices', 'newWeights'), flash: arrays('flashIndices', 'flashWeights') };
     Object.values(saved).forEach((t) => t.dispose());
     return { pool, retrieved };
+  }
+  if (continued) {
+    // The previous round's pool keeps training: its keys and groups stay, this round's records are
+    // retrieved with the model beneath the new adapter, as inference after this round will.
+    const retrieved = { new: toArrays(continued.retrieve(model, tokenizer, plan.stream)), flash: toArrays(continued.retrieve(model, tokenizer, plan.flashbacks)) };
+    return { pool: continued, retrieved };
   }
   const cfg = model.config;
   const tasks = new LatentTasks(cfg.hiddenSize, cfg.numHeads * cfg.headDim, cfg.hiddenSize, { seed: plan.seed, ...o.latentOptions });
@@ -348,7 +379,7 @@ function restoreOptimizer(optimizer: AdamW, dir: string, step: number): void {
  * Flashbacks come in fixed micro-batches, visited in turn. The reference's logits (or final hidden
  * states) of each are computed once and kept: the base model never changes.
  */
-function flashbackSource(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, o: TrainOptions) {
+function flashbackSource(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, o: TrainOptions, previous?: { pool?: LatentPool }) {
   const batches: number[][] = [];
   if (plan.flashbackMicro > 0) {
     const shuffled = createRng(hashString(`${plan.seed}:flash`)).shuffle(plan.flashbacks.map((_, i) => i));
@@ -356,6 +387,25 @@ function flashbackSource(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan,
   }
   const keep = (o.cacheReference ?? true) ? referenceKeeping(model, plan.flashbacks.length * plan.maxTokens) : undefined;
   const cache = new Map<number, Tensor>();
+  if (previous && batches.length > 0) {
+    // A continued run: the model is now the previous round's (its adapter on, its pool attached).
+    // Every flashback micro-batch's reference is kept before that adapter is folded beneath the new one.
+    if (!keep) {
+      if (previous.pool)
+        throw new Error(`train: continuing a run with a 'retrieve' latent pool needs the reference kept (cacheReference, and ${plan.flashbacks.length} flashbacks x ${plan.maxTokens} tokens within 1 GiB of hidden states)`);
+    } else {
+      const retrieved = previous.pool && toArrays(previous.pool.retrieve(model, tokenizer, plan.flashbacks));
+      batches.forEach((rows, which) => {
+        const b = promptBatch(tokenizer, rows.map((i) => plan.flashbacks[i]!), plan.maxTokens);
+        const latent = retrieved && select(retrieved, rows, previous.pool!.tasks.k);
+        try {
+          cache.set(which, keepReference(model, keep, b.ids, b.attentionMask, { adapters: true, latent }));
+        } finally {
+          for (const t of [b.ids, b.attentionMask, latent?.indices, latent?.weights]) t?.dispose();
+        }
+      });
+    }
+  }
   return {
     /** flashback micro-batch f of `step`: its rows and tensors */
     batch(step: number, f: number) {
@@ -410,6 +460,22 @@ function batchMaker(
   };
 }
 
+/** The earlier rounds of a continued run and this round's flashbacks, checked; undefined when not continuing. */
+function continuation(model: LlamaModel, data: TrainData, o: TrainOptions): { prev: PreviousRun; mode: ContinueMode; flashbacks: FlashbackRecord[]; budget: number } | undefined {
+  if (!o.continueFrom) {
+    const given = (['continueMode', 'flashbackBudget'] as const).filter((k) => o[k] !== undefined);
+    if (given.length) throw new RangeError(`train: ${given.join(', ')} appl${given.length > 1 ? 'y' : 'ies'} only with continueFrom`);
+    return undefined;
+  }
+  const mode = o.continueMode ?? DEFAULT_CONTINUE_MODE;
+  if (!(CONTINUE_MODES as readonly string[]).includes(mode)) throw new RangeError(`train: continueMode must be ${CONTINUE_MODES.join(' or ')}, got ${JSON.stringify(o.continueMode)}`);
+  const budget = o.flashbackBudget ?? data.flashbacks?.length ?? 0;
+  if (!Number.isInteger(budget) || budget < 0) throw new RangeError(`train: flashbackBudget must be a non-negative integer, got ${o.flashbackBudget}`);
+  const prev = readRun(o.continueFrom);
+  checkContinue(model, prev, mode);
+  return { prev, mode, budget, flashbacks: accumulateFlashbacks(data.flashbacks ?? [], earlierPrompts(prev), budget, o.seed ?? 0) };
+}
+
 /**
  * Fine-tunes `model` on new tasks with LoRA by one of the methods: sft, replay, flashback
  * (SFT + alpha x divergence to the base on flashback prompts) or jfa (flashbacks + latent tasks +
@@ -432,17 +498,35 @@ function batchMaker(
  * ```
  */
 export async function train(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions): Promise<TrainResult> {
-  const plan = planRun(model, data, o);
+  const cont = continuation(model, data, o);
+  const plan = planRun(model, cont ? { ...data, flashbacks: cont.flashbacks } : data, o, cont && { run: cont.prev.run, mode: cont.mode, budget: cont.budget });
   tokenizer.checkFits(model.config.vocabSize);
   // The output folder is held (a lock file) for the run. A run that fails before it has a checkpoint
   // or an adapter to show removes the folder again if it created it.
-  if (o.outDir === undefined) return trainIn(model, tokenizer, data, o, plan);
-  return inOutputFolder(o.outDir, 'train', [CHECKPOINT, `${CHECKPOINT}.old`, 'adapter'], () => trainIn(model, tokenizer, data, o, plan));
+  if (o.outDir === undefined) return trainIn(model, tokenizer, data, o, plan, cont);
+  return inOutputFolder(o.outDir, 'train', [CHECKPOINT, `${CHECKPOINT}.old`, 'adapter'], () => trainIn(model, tokenizer, data, o, plan, cont));
 }
 
-async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions, plan: RunPlan): Promise<TrainResult> {
+async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions, plan: RunPlan, cont: ReturnType<typeof continuation>): Promise<TrainResult> {
   const resume = findCheckpoint(plan, o);
   const checkpointDir = o.outDir && join(o.outDir, CHECKPOINT);
+
+  // A continued run: the earlier rounds beneath, the previous round's model kept as the reference.
+  let flash: ReturnType<typeof flashbackSource> | undefined;
+  let previousPool: LatentPool | undefined;
+  if (cont) {
+    if (cont.prev.pool && !(plan.useLatent && plan.latentRun.mode === 'retrieve'))
+      throw new Error(`train: ${cont.prev.run} serves with a 'retrieve' latent pool (${cont.prev.pool}), part of its model; continue it with method 'jfa', latent tasks on, latentMode 'retrieve'`);
+    const { foldLast } = loadRounds(model, cont.prev, cont.mode);
+    previousPool = cont.prev.pool ? LatentPool.load(cont.prev.pool, model) : undefined;
+    try {
+      flash = flashbackSource(model, tokenizer, plan, o, { pool: previousPool });
+    } catch (e) {
+      previousPool?.dispose();
+      throw e;
+    }
+    foldLast();
+  }
 
   // Adapters (fresh, or the checkpoint's), then the latent pool: the trained parameters.
   if (resume) {
@@ -451,14 +535,14 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData,
     model.loadAdapter(adapterDir);
   } else model.addLora({ ...o.lora, seed: o.lora?.seed ?? plan.seed });
   const params = Object.values(model.loraParameters());
-  const latent = plan.useLatent ? setUpLatent(model, tokenizer, plan, o, resume?.dir) : undefined;
+  const latent = plan.useLatent ? setUpLatent(model, tokenizer, plan, o, resume?.dir, previousPool) : undefined;
   if (latent) params.push(latent.pool.tasks.A, latent.pool.tasks.B);
   const optimizer = new AdamW(params, { lr: plan.lr, weightDecay: o.weightDecay ?? 0.0 });
   if (resume) restoreOptimizer(optimizer, resume.dir, resume.step);
 
   if (o.outDir) mkdirSync(o.outDir, { recursive: true });
   const metricsFile = o.outDir && join(o.outDir, 'metrics.jsonl');
-  const flash = flashbackSource(model, tokenizer, plan, o);
+  flash ??= flashbackSource(model, tokenizer, plan, o);
   const stepBatches = batchMaker(tokenizer, plan, flash, latent);
   const save = (step: number) => checkpointDir && saveCheckpoint(checkpointDir, model, optimizer, latent?.pool, latent?.retrieved, { step, ...plan.state });
 
@@ -512,6 +596,7 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData,
     board?.close();
   }
 
+
   if (o.outDir && reached === plan.totalSteps) {
     // Written whole beside the final name, then swapped in: a kill or a full disk never leaves a
     // half-written adapter (or an earlier run's pool beside this adapter).
@@ -520,6 +605,10 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData,
       model.saveAdapter(tmp);
       latent?.pool.save(join(tmp, LATENT_POOL_FILE), join(adapterDir, LATENT_POOL_FILE));
     });
+    // What a later round needs to continue from this one: the chain beneath, and this round's prompts.
+    writePrompts(o.outDir, data.newTrain, plan.seed);
+    writeChain(o.outDir, cont?.prev.base ?? model.dir ?? null, cont?.mode ?? DEFAULT_CONTINUE_MODE, cont?.prev);
+    if (cont) writeJsonl(join(o.outDir, 'flashbacks.jsonl'), plan.flashbacks);
     rmSync(checkpointDir!, { recursive: true, force: true });
   } else if (reached < plan.totalSteps) save(reached);
   optimizer.dispose();

@@ -481,6 +481,38 @@ export class LlamaModel implements Disposable {
   }
 
   /**
+   * Freezes the adapters beneath the base instead of merging them (continual rounds, `stack` mode):
+   * every later forward pass, adapters on or off, adds `scale (x A^T) B^T` of each frozen adapter,
+   * so the reference (`adapters: false`) is the model with them. A new adapter can then be added
+   * on top. Returns how many adapters are now stacked.
+   * @throws Error when the model has no adapters.
+   * @returns how many adapters are now stacked.
+   * @example
+   * ```ts
+   * model.loadAdapter('round1/adapter');
+   * model.stackLora();
+   * model.addLora({ r: 8 });
+   * ```
+   */
+  stackLora(): number {
+    const n = this.handle.stackLora();
+    this.lora = undefined;
+    return n;
+  }
+
+  /**
+   * How many frozen adapters stackLora() has put beneath the base (0: none).
+   * @returns the count.
+   * @example
+   * ```ts
+   * model.stackedAdapters; // 1 after one stackLora()
+   * ```
+   */
+  get stackedAdapters(): number {
+    return this.handle.stackedAdapters;
+  }
+
+  /**
    * Writes the model (weights, and the loaded directory's config and tokenizer files) as a model directory.
    * @param dir - the directory (created if missing).
    * @param extraFiles - more files to write there, name to text (e.g. a model card).
@@ -491,6 +523,8 @@ export class LlamaModel implements Disposable {
    * ```
    */
   save(dir: string, extraFiles: Record<string, string> = {}): void {
+    if (this.stackedAdapters > 0)
+      throw new Error(`save: this model has ${this.stackedAdapters} stacked adapter(s) that model.safetensors cannot hold; save each adapter (saveAdapter) or merge them instead of stacking`);
     mkdirSync(dir, { recursive: true });
     if (this.dir) for (const f of DESCRIPTION_FILES) if (existsSync(join(this.dir, f))) copyFileSync(join(this.dir, f), join(dir, f));
     for (const [name, text] of Object.entries(extraFiles)) writeFileAtomic(join(dir, name), text);

@@ -46,6 +46,8 @@ class Model : public CheckedWrap<Model> {
                            method<&Model::mean_pooled, 2>(sig, "Model", "meanPooled", "model.meanPooled"),
                            method<&Model::generate_async, 2>(sig, "Model", "generateAsync", "generate"),
                            method<&Model::merge_lora, 0>(sig, "Model", "mergeLora", "mergeLora"),
+                           method<&Model::stack_lora, 0>(sig, "Model", "stackLora", "stackLora"),
+                           InstanceAccessor<&Model::stacked_count>("stackedAdapters"),
                            method<&Model::weights, 0>(sig, "Model", "weights", "weights"),
                            method<&Model::set_base_trainable, 1>(sig, "Model", "setBaseTrainable", "setBaseTrainable"),
                            method<&Model::add_lora, 2>(sig, "Model", "addLora", "addLora"),
@@ -241,6 +243,18 @@ class Model : public CheckedWrap<Model> {
     return guard(info.Env(), "mergeLora", [&]() -> Napi::Value {
       changeable("mergeLora").merge_lora();
       return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value stack_lora(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "stackLora", [&]() -> Napi::Value {
+      return Napi::Number::New(info.Env(), static_cast<double>(changeable("stackLora").stack_lora()));
+    });
+  }
+
+  Napi::Value stacked_count(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "stackedAdapters", [&]() -> Napi::Value {
+      return Napi::Number::New(info.Env(), static_cast<double>(live("stackedAdapters").stacked_count()));
     });
   }
 

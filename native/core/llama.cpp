@@ -72,6 +72,7 @@ at::Tensor rotate_half(const at::Tensor& x) {
 }  // namespace
 
 at::Tensor LinearLayer::forward(const at::Tensor& x, bool adapters) const {
+  at::Tensor y;
   if (adapters && lora_A.defined()) {
     LoraArgs a;
     a.x = x;
@@ -80,9 +81,13 @@ at::Tensor LinearLayer::forward(const at::Tensor& x, bool adapters) const {
     a.A = lora_A;
     a.B = lora_B;
     a.scale = lora_scale;
-    return lora_linear(a);
+    y = lora_linear(a);
+  } else {
+    y = at::linear(x, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
   }
-  return at::linear(x, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+  // Frozen adapters of earlier rounds: rank-r products, never an out x in matrix.
+  for (const auto& f : stacked) y = y.add(at::linear(at::linear(x, f.A), f.B), f.scale);
+  return y;
 }
 
 std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, c10::ScalarType dtype) {
@@ -420,6 +425,25 @@ void LlamaModel::merge_lora() {
     layer->lora_A = at::Tensor();
     layer->lora_B = at::Tensor();
   }
+}
+
+int64_t LlamaModel::stack_lora() {
+  bool any = false;
+  for (auto& [name, layer] : linear_layers()) {
+    if (!layer->lora_A.defined()) continue;
+    layer->stacked.push_back({layer->lora_A.detach().clone(), layer->lora_B.detach().clone(), layer->lora_scale});
+    layer->lora_A = at::Tensor();
+    layer->lora_B = at::Tensor();
+    any = true;
+  }
+  if (!any) throw_range("stackLora: this model has no adapters to stack (call addLora or loadAdapter first)");
+  return stacked_count();
+}
+
+int64_t LlamaModel::stacked_count() const {
+  size_t n = 0;
+  for (const auto& [name, layer] : const_cast<LlamaModel*>(this)->linear_layers()) n = std::max(n, layer->stacked.size());
+  return static_cast<int64_t>(n);
 }
 
 void LlamaModel::set_base_trainable(bool trainable) {

@@ -22,6 +22,13 @@ struct LinearLayer {
   at::Tensor lora_A;  // (r, in) or undefined
   at::Tensor lora_B;  // (out, r)
   double lora_scale = 0.0;
+  // Adapters of earlier rounds kept frozen under the trainable one (stack_lora): part of the base
+  // for every forward pass, adapters on or off, so the reference includes them.
+  struct Frozen {
+    at::Tensor A, B;  // (r, in), (out, r), no gradient
+    double scale;
+  };
+  std::vector<Frozen> stacked;
 
   at::Tensor forward(const at::Tensor& x, bool adapters) const;
 };
@@ -87,6 +94,11 @@ class LlamaModel {
 
   // Folds every adapter into its base weight (W += scale B A) and drops the adapters.
   void merge_lora();
+  // Freezes the current adapters beneath the base instead of merging them: every later forward pass
+  // (adapters on or off) adds scale (x A^T) B^T of each, and a new adapter can be added on top.
+  // Returns how many adapters are stacked on each adapted layer now.
+  int64_t stack_lora();
+  int64_t stacked_count() const;
   // Makes every base weight a trainable leaf (pretraining, full fine-tuning) or frozen again.
   void set_base_trainable(bool trainable);
   // All base weights under Hugging Face's names (lm_head omitted when tied).
