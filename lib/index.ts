@@ -85,6 +85,7 @@ export {
   type PreviousRun,
   PROMPTS_FILE,
   readRun,
+  type RoundFiles,
 } from './jfa/continual.js';
 export { evaluateByFormat, evaluateNew, evaluateOld, type EvalOptions } from './jfa/evaluate.js';
 export { pretrain, type PretrainOptions } from './jfa/pretrain.js';

@@ -23,7 +23,9 @@ import { findLatentPool } from './pool.js';
  * "Continual rounds" for the measurement that chose the default.
  */
 export const CONTINUE_MODES = ['merge', 'stack'] as const;
+/** One of {@link CONTINUE_MODES}: how a finished round's adapter lies beneath the next one. */
 export type ContinueMode = (typeof CONTINUE_MODES)[number];
+/** The mode a round continues with when none is given, and that a run without a recorded mode is served with: 'merge'. */
 export const DEFAULT_CONTINUE_MODE: ContinueMode = 'merge';
 
 /** A run folder's record of the rounds beneath its adapter. */
@@ -33,21 +35,38 @@ export const PROMPTS_FILE = 'prompts.jsonl';
 /** How many of a round's new-task prompts its run folder keeps for later rounds. */
 export const PROMPTS_KEPT = 1024;
 
-const chainSchema = z
+/** A run folder's continual.json: the base model and the earlier rounds beneath its adapter. */
+export interface ContinualChain {
+  /** the file format's version, 1 */
+  version: 1;
+  /** the base model directory the first round started from (absolute), or null when unknown */
+  base: string | null;
+  /** how the earlier rounds are folded beneath the run's adapter */
+  mode: ContinueMode;
+  /** the earlier rounds, oldest first: their adapter directories and prompt files, relative to the run */
+  rounds: Array<{
+    /** the round's adapter directory, relative to the run folder */
+    adapter: string;
+    /** the round's prompts.jsonl, relative to the run folder */
+    prompts: string;
+  }>;
+}
+
+// Every field checked, unknown fields rejected; typed by ContinualChain, which it must produce.
+const chainSchema: z.ZodType<ContinualChain> = z
   .object({
     version: z.literal(1),
-    /** the base model directory the first round started from (absolute), or null when unknown */
     base: z.string().nullable(),
     mode: z.enum(CONTINUE_MODES),
-    /** the earlier rounds, oldest first: their adapter directories and prompt files, relative to the run */
     rounds: z.array(z.object({ adapter: z.string(), prompts: z.string() }).strict()),
   })
   .strict();
-export type ContinualChain = z.infer<typeof chainSchema>;
 
 /** One finished round of a run folder, with absolute paths. */
 export interface RoundFiles {
+  /** the round's adapter directory (a PEFT LoRA adapter) */
   adapter: string;
+  /** the round's kept new-task prompts (prompts.jsonl), flashbacks for later rounds */
   prompts: string;
 }
 
@@ -68,9 +87,17 @@ export interface PreviousRun {
 /**
  * Reads a finished run folder (`jfa train --out`): its adapter, its prompt sample and the chain of
  * earlier rounds beneath it.
- * @param run the folder a previous `train({ outDir })` finished in
- * @throws Error naming the folder or file when the run is unfinished or its files are malformed
- * @example const prev = readRun('runs/round-1'); // prev.rounds[0].adapter === 'runs/round-1/adapter'
+ * @param run - the folder a previous `train({ outDir })` finished in.
+ * @returns the run's folder, base model, mode and every finished round (its own last), all paths
+ *   absolute, and its latent pool file when it serves with one ('retrieve').
+ * @throws Error naming the folder or file when the run is unfinished (no adapter/adapter_config.json
+ *   or prompts.jsonl), its continual.json is malformed, an earlier round's files are missing, or its
+ *   latent pool file is not a safetensors file.
+ * @example
+ * ```ts
+ * const prev = readRun('runs/round-1');
+ * prev.rounds.at(-1)!.adapter; // '/abs/path/runs/round-1/adapter'
+ * ```
  */
 export function readRun(run: string): PreviousRun {
   const dir = resolve(run);
@@ -148,8 +175,25 @@ export function checkContinue(model: LlamaModel, prev: PreviousRun, mode: Contin
  * Loads the finished rounds of `prev` into `model`: every round but the last folded with `mode`,
  * the last one's adapter loaded and active. The model is then exactly the one `prev` produced
  * (without its latent pool, which the caller attaches). `foldLast()` then folds that adapter too.
+ * @param model - a clean base model (see checkContinue).
+ * @param prev - the run to continue, as {@link readRun} returns it.
+ * @param mode - how to fold the rounds beneath the last: 'merge' or 'stack'.
+ * @returns `foldLast`, which folds the last round's adapter with `mode`, so a new adapter can go on top.
+ * @throws Error as loadAdapter does, naming the file of an adapter that cannot be loaded.
+ * @example
+ * ```ts
+ * const { foldLast } = loadRounds(model, readRun('runs/round-1'), 'merge');
+ * foldLast(); // the model after round 1, ready for round 2's adapter
+ * ```
  */
-export function loadRounds(model: LlamaModel, prev: PreviousRun, mode: ContinueMode): { foldLast: () => void } {
+export function loadRounds(
+  model: LlamaModel,
+  prev: PreviousRun,
+  mode: ContinueMode,
+): {
+  /** folds the last round's adapter into the model with `mode`, as the earlier ones were */
+  foldLast: () => void;
+} {
   const fold = () => (mode === 'merge' ? model.mergeLora() : model.stackLora());
   prev.rounds.forEach((r, i) => {
     model.loadAdapter(r.adapter);
@@ -161,8 +205,15 @@ export function loadRounds(model: LlamaModel, prev: PreviousRun, mode: ContinueM
 /**
  * Loads an adapter directory into `model`, with the earlier rounds beneath it when the directory is
  * the `adapter/` of a continued run (its folder's continual.json lists them): the model after that
- * run, as `jfa eval` and `jfa generate --adapter` serve it. Returns how many earlier rounds it folded.
- * @throws Error as loadAdapter, or naming the run folder's missing files
+ * run, as `jfa eval` and `jfa generate --adapter` serve it.
+ * @param model - the base model the run started from, without adapters.
+ * @param adapterDir - a PEFT LoRA adapter directory, e.g. a run folder's `adapter/`.
+ * @returns how many earlier rounds it folded beneath the adapter (0 for a plain adapter).
+ * @throws Error as loadAdapter does, or as {@link readRun} does for the run folder's malformed or missing files.
+ * @example
+ * ```ts
+ * const earlier = loadAdapterWithRounds(model, 'runs/round-2/adapter'); // 1: round 1 beneath round 2
+ * ```
  */
 export function loadAdapterWithRounds(model: LlamaModel, adapterDir: string): number {
   const run = dirname(resolve(adapterDir));
@@ -210,11 +261,16 @@ export function writePrompts(outDir: string, records: InstanceRecord[], seed: nu
  * round) gets an equal share; a source with fewer records than its share gives the rest to the
  * others; shares that do not divide evenly go to the first sources. Each source's records are a
  * seeded sample, in the sources' order: the same inputs and seed give the same list.
- * @param old the old suites' flashbacks
- * @param earlier each earlier round's prompts, oldest first
- * @param budget how many flashbacks in all (a non-negative integer)
- * @throws RangeError for a budget that is not a non-negative integer
- * @example accumulateFlashbacks(fb160, [round1Prompts], 160, 1) // 5 suites + 1 round: 27, 27, 27, 27, 26 and 26
+ * @param old - the old suites' flashbacks.
+ * @param earlier - each earlier round's prompts, oldest first.
+ * @param budget - how many flashbacks in all (a non-negative integer).
+ * @param seed - seeds each source's sample.
+ * @returns the flashbacks, source by source: `budget` of them, or every record when there are fewer.
+ * @throws RangeError for a budget that is not a non-negative integer.
+ * @example
+ * ```ts
+ * accumulateFlashbacks(fb160, [round1Prompts], 160, 1); // 5 suites + 1 round: 27, 27, 27, 27, 26 and 26
+ * ```
  */
 export function accumulateFlashbacks(old: FlashbackRecord[], earlier: FlashbackRecord[][], budget: number, seed: number): FlashbackRecord[] {
   if (!Number.isInteger(budget) || budget < 0) throw new RangeError(`accumulateFlashbacks: budget must be a non-negative integer, got ${budget}`);
@@ -250,7 +306,18 @@ export interface ContinualMetrics {
   /** mean over j < T of max over l in [j, T) of R[l][j] - R[T][j] */
   forgetting: number;
   /** per earlier round j: R[j][j], the best before the last round, and R[T][j] */
-  perRound: Array<{ round: number; learned: number; best: number; final: number; forgetting: number }>;
+  perRound: Array<{
+    /** the round j, from 1 */
+    round: number;
+    /** R[j][j]: the score on round j's tasks right after training round j */
+    learned: number;
+    /** the best score on round j's tasks after rounds j to T-1 */
+    best: number;
+    /** R[T][j]: the score on round j's tasks after the last round */
+    final: number;
+    /** best - final */
+    forgetting: number;
+  }>;
 }
 
 /**
@@ -260,9 +327,13 @@ export interface ContinualMetrics {
  * With T rounds:
  *   BWT = 1/(T-1) * sum_{j=1}^{T-1} (R[T][j] - R[j][j])
  *   F   = 1/(T-1) * sum_{j=1}^{T-1} max_{l=j}^{T-1} (R[l][j] - R[T][j])
- * @param R a T x T matrix (T >= 2) with a finite number at every entry on or below the diagonal
- * @throws RangeError for fewer than 2 rounds or a missing or non-finite entry, naming it
- * @example continualMetrics([[0.5, null], [0.3, 0.6]]) // { bwt: -0.2, forgetting: 0.2, ... }
+ * @param R - a T x T matrix (T >= 2) with a finite number at every entry on or below the diagonal.
+ * @returns BWT, forgetting, and each earlier round's learned, best and final scores.
+ * @throws RangeError for fewer than 2 rounds, a row of the wrong length, or a missing or non-finite entry, naming it.
+ * @example
+ * ```ts
+ * continualMetrics([[0.5, null], [0.3, 0.6]]); // { bwt: -0.2, forgetting: 0.2, perRound: [...] }
+ * ```
  */
 export function continualMetrics(R: ReadonlyArray<ReadonlyArray<number | null>>): ContinualMetrics {
   const T = R.length;
@@ -289,7 +360,13 @@ export function continualMetrics(R: ReadonlyArray<ReadonlyArray<number | null>>)
 /**
  * Forgetting of a column measured before the first round too (the old suites): `scores[0]` before
  * any round (the base), `scores[i]` after round i; max_{l < last} scores[l] - scores[last].
- * @throws RangeError for fewer than 2 scores or a non-finite one
+ * @param scores - the column's scores, the base's first, then one after each round.
+ * @returns the best score before the last minus the last (negative when the last is the best).
+ * @throws RangeError for fewer than 2 scores or a non-finite one.
+ * @example
+ * ```ts
+ * columnForgetting([0.5, 0.75, 0.25]); // 0.5
+ * ```
  */
 export function columnForgetting(scores: readonly number[]): number {
   if (scores.length < 2 || scores.some((s) => !Number.isFinite(s))) throw new RangeError(`columnForgetting: needs at least 2 finite scores, got ${JSON.stringify(scores)}`);
