@@ -40,6 +40,15 @@ function jfa(args: string[], cwd: string): Promise<{ status: number | null; sign
   });
 }
 
+/** The names in `dir`, or none while it does not exist (a run may be creating or removing it). */
+function entries(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
 /** Every path under `dir`, relative to it. */
 function listing(dir: string): string[] {
   return readdirSync(dir, { recursive: true, encoding: 'utf8' }).sort();
@@ -163,12 +172,12 @@ interface Scenario {
 }
 let scenario: Scenario;
 
-/** A tiny jfa run through the command: 12 steps of 2 records, a checkpoint after every step. */
+/** A tiny jfa run through the command: 18 steps of 2 records, a checkpoint after every step. */
 function makeScenario(dir: string): Scenario {
   mkdirSync(dir, { recursive: true });
   const data = join(dir, 'new.jsonl');
   const flashbacks = join(dir, 'flashbacks.jsonl');
-  writeJsonl(data, Array.from({ length: 24 }, (_, i) => ({ task: `t${i % 4}`, instruction: 'Repeat the word.', input: `w${i}`, output: `w${i} w${i}` })));
+  writeJsonl(data, Array.from({ length: 36 }, (_, i) => ({ task: `t${i % 4}`, instruction: 'Repeat the word.', input: `w${i}`, output: `w${i} w${i}` })));
   writeJsonl(flashbacks, Array.from({ length: 8 }, (_, i) => ({ task: `old${i % 2}`, prompt: `Question ${i}?` })));
   return {
     dir,
@@ -196,11 +205,15 @@ function result(out: string): { adapter: Buffer; pool: Buffer } {
 }
 
 let reference: { adapter: Buffer; pool: Buffer };
+/** How long the uninterrupted run took, start to exit: random kills fall within it, whatever the machine's speed. */
+let referenceMs = 0;
 
 describe('runs that are interrupted', () => {
   beforeAll(async () => {
     scenario = makeScenario(join(base, 'scenario'));
+    const t0 = performance.now();
     const r = await start(scenario.args(join(scenario.dir, 'reference'))).done;
+    referenceMs = performance.now() - t0;
     expect(r.status, r.stderr).toBe(0);
     reference = result(join(scenario.dir, 'reference'));
   });
@@ -284,16 +297,16 @@ describe('runs that are interrupted', () => {
         if (!killed && run.child.exitCode === null) {
           killed = run.child.kill('SIGKILL');
           // What the kill interrupted: a checkpoint or the adapter half-written beside the last one.
-          if (killed && listing(out).some((p) => /^(checkpoint|adapter)\.(tmp-\d+|old)$/.test(p))) duringWrites += 1;
+          if (killed && entries(out).some((p) => /^(checkpoint|adapter)\.(tmp-\d+|old)$/.test(p))) duringWrites += 1;
         }
       };
       if (kills % 2 === 0) {
-        setTimeout(kill, 200 + rng.next() * 2500);
+        setTimeout(kill, referenceMs * (0.1 + 0.85 * rng.next()));
       } else {
         // As soon as a checkpoint is being written.
         void (async () => {
           while (!killed && run.child.exitCode === null) {
-            if (existsSync(out) && readdirSync(out).some((p) => /^checkpoint\.tmp-\d+$/.test(p))) kill();
+            if (entries(out).some((p) => /^checkpoint\.tmp-\d+$/.test(p))) kill();
             else await new Promise((r) => setTimeout(r, 1));
           }
         })();
