@@ -327,6 +327,8 @@ describe('runs that are interrupted', () => {
     const last = await start([...scenario.args(out), ...(resume ? ['--resume'] : [])]).done;
     expect(last.status, last.stderr).toBe(0);
     expect(result(out)).toEqual(reference);
+    // Nothing a kill interrupted is left: no temporary, half-deleted or old folder, no checkpoint.
+    expect(entries(out).filter((p) => /^checkpoint|\.(tmp|trash)-\d+$|\.old$/.test(p))).toEqual([]);
     tally.kills = kills;
     console.log(`kills: ${kills} survived (${duringWrites} during a checkpoint write), ${completed + 1} runs completed, every adapter and pool bit-identical`);
     expect(duringWrites).toBeGreaterThan(0);

@@ -2,8 +2,8 @@
 // flashback (SFT + alpha x divergence on flashbacks) and jfa (flashbacks + latent tasks + PCGrad),
 // with the ablations as switches. Data order, PCGrad orders and retrieval depend only on the seed,
 // so a run resumed from a checkpoint ends bit-identical to an uninterrupted one on the CPU.
-import { appendFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { basename, join } from 'node:path';
 
 import { createRng, hashString } from '../data/rng.js';
 import { type FlashbackRecord, type InstanceRecord } from '../data/records.js';
@@ -13,7 +13,7 @@ import { loadSafetensors, saveSafetensors } from '../model/safetensors.js';
 import { type Tokenizer } from '../model/tokenizer.js';
 import { AdamW, cosineWithWarmup } from '../optim.js';
 import { type Tensor, tensor } from '../tensor.js';
-import { errnoOf, inOutputFolder, readJson, replaceDir, writeFileAtomic } from '../util/files.js';
+import { errnoOf, inOutputFolder, readJson, removeDir, replaceDir, writeFileAtomic } from '../util/files.js';
 import { TensorBoardWriter } from '../util/tensorboard.js';
 import { writeJsonl } from '../data/jsonl.js';
 import { accumulateFlashbacks, checkContinue, CONTINUE_MODES, type ContinueMode, DEFAULT_CONTINUE_MODE, earlierPrompts, loadRounds, type PreviousRun, readRun, writeChain, writePrompts } from './continual.js';
@@ -609,7 +609,10 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData,
     writePrompts(o.outDir, data.newTrain, plan.seed);
     writeChain(o.outDir, cont?.prev.base ?? model.dir ?? null, cont?.mode ?? DEFAULT_CONTINUE_MODE, cont?.prev);
     if (cont) writeJsonl(join(o.outDir, 'flashbacks.jsonl'), plan.flashbacks);
-    rmSync(checkpointDir!, { recursive: true, force: true });
+    // The run is complete: its checkpoint goes (atomically, so a kill now never leaves half of one to resume from).
+    removeDir(checkpointDir!);
+    removeDir(`${checkpointDir!}.old`);
+    for (const name of readdirSync(o.outDir)) if (name.startsWith(`${CHECKPOINT}.tmp-`)) rmSync(join(o.outDir, name), { recursive: true, force: true });
   } else if (reached < plan.totalSteps) save(reached);
   optimizer.dispose();
   return {
@@ -692,7 +695,8 @@ function saveCheckpoint(
 function writeFolder(dir: string, what: string, outDir: string, fill: (tmp: string) => void): void {
   const tmp = `${dir}.tmp-${process.pid}`;
   try {
-    rmSync(tmp, { recursive: true, force: true });
+    // Temporary folders of runs killed while writing (this run holds the folder's lock: no other writes here).
+    for (const name of readdirSync(join(dir, '..'))) if (name.startsWith(`${basename(dir)}.tmp-`)) rmSync(join(dir, '..', name), { recursive: true, force: true });
     mkdirSync(tmp, { recursive: true });
     fill(tmp);
   } catch (e) {

@@ -1,7 +1,7 @@
 // Files written so that a crash never leaves a half-written one under the final name.
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 
 /** Writes to a temporary name beside `path`, fsyncs, then renames over `path`. */
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
@@ -52,10 +52,34 @@ export function errnoOf(e: unknown): string {
  * two renames), complete.
  */
 export function replaceDir(tmp: string, dir: string): void {
-  rmSync(`${dir}.old`, { recursive: true, force: true });
+  // A `dir.old` with no `dir` is the complete folder a kill left between the two renames: keep it
+  // as `dir` rather than delete it (the new one replaces it below all the same).
+  if (!existsSync(dir) && existsSync(`${dir}.old`)) renameSync(`${dir}.old`, dir);
+  removeDir(`${dir}.old`);
   if (existsSync(dir)) renameSync(dir, `${dir}.old`);
   renameSync(tmp, dir);
-  rmSync(`${dir}.old`, { recursive: true, force: true });
+  removeDir(`${dir}.old`);
+}
+
+/**
+ * Removes a folder so that a process killed meanwhile never leaves a half-deleted one under its
+ * name: it is renamed to `<dir>.trash-<pid>` first (atomic), then deleted. Trash left by a kill
+ * (of a folder that was being removed anyway) is deleted too.
+ */
+export function removeDir(dir: string): void {
+  const parent = dirname(dir);
+  const prefix = `${basename(dir)}.trash-`;
+  let names: string[] = [];
+  try {
+    names = readdirSync(parent);
+  } catch {
+    return; // no parent: nothing to remove
+  }
+  for (const name of names) if (name.startsWith(prefix)) rmSync(join(parent, name), { recursive: true, force: true });
+  if (!existsSync(dir)) return;
+  const trash = `${dir}.trash-${process.pid}`;
+  renameSync(dir, trash);
+  rmSync(trash, { recursive: true, force: true });
 }
 
 /** What a lock file holds: who writes to the folder. */
