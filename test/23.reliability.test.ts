@@ -54,6 +54,23 @@ function listing(dir: string): string[] {
   return readdirSync(dir, { recursive: true, encoding: 'utf8' }).sort();
 }
 
+/** The tiny jfa settings every training run of this file uses (a latent pool of 2 x 2 tasks). */
+const TINY_JFA: TrainOptions = {
+  method: 'jfa',
+  microBatch: 2,
+  accumulation: 2,
+  maxTokens: 32,
+  lora: { r: 2, loraAlpha: 4 },
+  latentOptions: { groups: 2, perGroup: 2, k: 1, rank: 2 },
+  seed: 1,
+};
+
+/** `n` new-task records over `tasks` tasks: repeat a word. */
+const wordRecords = (n: number, tasks: number) =>
+  Array.from({ length: n }, (_, i) => ({ task: `t${i % tasks}`, instruction: 'Repeat the word.', input: `w${i}`, output: `w${i} w${i}` }));
+/** `n` flashback prompts over two old tasks. */
+const questionFlashbacks = (n: number) => Array.from({ length: n }, (_, i) => ({ task: `old${i % 2}`, prompt: `Question ${i}?` }));
+
 async function buildFixtures(dir: string): Promise<Fixtures> {
   const model = join(dir, 'model');
   const otherModel = join(dir, 'other-model');
@@ -61,25 +78,15 @@ async function buildFixtures(dir: string): Promise<Fixtures> {
   createModel(otherModel, { hiddenSize: 48, numLayers: 1, numHeads: 2, seed: 2 });
   const data = join(dir, 'new.jsonl');
   const flashbacks = join(dir, 'flashbacks.jsonl');
-  const records = Array.from({ length: 8 }, (_, i) => ({ task: `t${i % 2}`, instruction: 'Repeat the word.', input: `w${i}`, output: `w${i} w${i}` }));
+  const records = wordRecords(8, 2);
   writeJsonl(data, records);
-  writeJsonl(flashbacks, Array.from({ length: 4 }, (_, i) => ({ task: `old${i % 2}`, prompt: `Question ${i}?` })));
-  const options: TrainOptions = {
-    method: 'jfa',
-    microBatch: 2,
-    accumulation: 2,
-    maxTokens: 32,
-    lora: { r: 2, loraAlpha: 4 },
-    latentOptions: { groups: 2, perGroup: 2, k: 1, rank: 2 },
-    seed: 1,
-  };
-  const tokenizer = Tokenizer.fromDir(model);
+  writeJsonl(flashbacks, questionFlashbacks(4));
+  const options = TINY_JFA;
   const trainOn = async (dirOf: string, out: string, o: TrainOptions) => {
     using m = LlamaModel.load(dirOf);
     const r = await train(m, Tokenizer.fromDir(dirOf), { newTrain: records, flashbacks: [{ task: 'old', prompt: 'Why?' }, { task: 'old', prompt: 'How?' }] }, { ...o, outDir: out });
     r.pool?.dispose();
   };
-  void tokenizer;
   await trainOn(model, join(dir, 'run'), options);
   await trainOn(otherModel, join(dir, 'other-run'), options);
   // An sft run stopped after one step: its folder holds a checkpoint to (wrongly) resume a jfa run from.
@@ -177,8 +184,8 @@ function makeScenario(dir: string): Scenario {
   mkdirSync(dir, { recursive: true });
   const data = join(dir, 'new.jsonl');
   const flashbacks = join(dir, 'flashbacks.jsonl');
-  writeJsonl(data, Array.from({ length: 36 }, (_, i) => ({ task: `t${i % 4}`, instruction: 'Repeat the word.', input: `w${i}`, output: `w${i} w${i}` })));
-  writeJsonl(flashbacks, Array.from({ length: 8 }, (_, i) => ({ task: `old${i % 2}`, prompt: `Question ${i}?` })));
+  writeJsonl(data, wordRecords(36, 4));
+  writeJsonl(flashbacks, questionFlashbacks(8));
   return {
     dir,
     args: (out) => [
@@ -345,19 +352,9 @@ describe('a long run', () => {
   const warmUp = 2000;
 
   it('trains for thousands of steps with flat memory and a responsive event loop', async () => {
-    const records = Array.from({ length: 64 }, (_, i) => ({ task: `t${i % 4}`, instruction: 'Repeat the word.', input: `w${i}`, output: `w${i} w${i}` }));
-    const flashbacks = Array.from({ length: 8 }, (_, i) => ({ task: `old${i % 2}`, prompt: `Question ${i}?` }));
-    const options: TrainOptions = {
-      method: 'jfa',
-      microBatch: 2,
-      accumulation: 1,
-      maxTokens: 32,
-      lora: { r: 2, loraAlpha: 4 },
-      latentOptions: { groups: 2, perGroup: 2, k: 1, rank: 2 },
-      seed: 1,
-      checkpointEvery: 1000,
-      outDir: join(base, 'long'),
-    };
+    const records = wordRecords(64, 4);
+    const flashbacks = questionFlashbacks(8);
+    const options: TrainOptions = { ...TINY_JFA, accumulation: 1, checkpointEvery: 1000, outDir: join(base, 'long') };
     setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as () => void;
     using model = LlamaModel.load(fixtures.model);
