@@ -280,6 +280,8 @@ export interface NativeModel {
   readonly stackedAdapters: number;
   weights(): Record<string, NativeTensor>;
   setBaseTrainable(trainable: boolean): void;
+  /** whether training forward passes keep only each layer's input and recompute the layer in the backward */
+  activationCheckpointing: boolean;
   addLora(targets: string[], options?: { r?: number; loraAlpha?: number; rslora?: boolean; seed?: number | bigint }): void;
   loraParameters(): Record<string, NativeTensor>;
   dispose(): void;

@@ -180,6 +180,7 @@ trainingOptions(program
   .option('--checkpoint-every <n>', 'steps between checkpoints', num('--checkpoint-every'))
   .option('--resume', 'continue from the checkpoint in --out')
   .option('--tensorboard <dir>', 'also log each step to TensorBoard event files in <dir> (tensorboard --logdir <dir>)')
+  .option('--activation-checkpointing', 'keep only each layer\'s input and recompute the layer in the backward: less memory, one more forward pass')
   .option('--continue-from <run>', 'a finished run folder (an earlier --out): train the next round on the model after it (--model defaults to its base)')
   .option('--merge', "with --continue-from: fold the earlier rounds' adapters into the weights (default)")
   .option('--stack', "with --continue-from: keep the earlier rounds' adapters frozen beneath the new one")

@@ -119,6 +119,7 @@ export const trainSchema = z
     checkpointEvery: z.number().int().positive().optional(),
     resume: z.boolean().optional(),
     tensorboard: z.string().optional(),
+    activationCheckpointing: z.boolean().optional(),
     seed,
     json,
   })
@@ -159,6 +160,7 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
     checkpointEvery: o.checkpointEvery,
     resume: o.resume,
     tensorboard: o.tensorboard,
+    activationCheckpointing: o.activationCheckpointing,
     ...(o.continueFrom ? { continueFrom: o.continueFrom, continueMode: o.stack ? ('stack' as const) : o.merge ? ('merge' as const) : undefined, flashbackBudget: o.flashbackBudget } : {}),
     onStep: (p) =>
       bar.update(p.step, p.totalSteps, { sft: p.sft.toFixed(3), div: p.divergence.toFixed(4), 'tok/s': p.tokensPerSecond.toFixed(0) }),

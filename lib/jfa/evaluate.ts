@@ -25,13 +25,21 @@ export interface EvalOptions {
 
 async function predict(model: LlamaModel, tokenizer: Tokenizer, records: InstanceRecord[], o: EvalOptions): Promise<string[]> {
   const batch = o.batch ?? 16;
-  const out: string[] = [];
-  for (let i = 0; i < records.length; i += batch) {
-    const chunk = records.slice(i, i + batch);
+  if (!Number.isInteger(batch) || batch < 1) throw new RangeError(`evaluate: batch must be a positive integer, got ${batch}`);
+  const prompts = records.map(promptText);
+  // Batches of prompts of similar length: a left-padded batch computes every row at its longest
+  // prompt's length. Each prompt is generated alone in effect (its own mask and positions), so the
+  // order changes what is computed, not the predictions; they are returned in the records' order.
+  const lengths = prompts.map((p) => tokenizer.encode(p).length);
+  const order = records.map((_, i) => i).sort((a, b) => lengths[a]! - lengths[b]! || a - b);
+  const out = new Array<string>(records.length);
+  for (let i = 0; i < order.length; i += batch) {
+    const picked = order.slice(i, i + batch);
+    const chunk = picked.map((j) => records[j]!);
     const latent = o.latent?.retrieve(model, tokenizer, chunk);
     try {
-      const results = await generateText(model, tokenizer, chunk.map(promptText), { maxNewTokens: o.maxNewTokens ?? 64, adapters: o.adapters, latent });
-      out.push(...results.map((r) => r.text));
+      const results = await generateText(model, tokenizer, picked.map((j) => prompts[j]!), { maxNewTokens: o.maxNewTokens ?? 64, adapters: o.adapters, latent });
+      results.forEach((r, k) => (out[picked[k]!] = r.text));
     } finally {
       latent?.indices.dispose();
       latent?.weights.dispose();

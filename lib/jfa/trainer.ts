@@ -97,6 +97,12 @@ export interface TrainOptions {
   /** stop after this many steps (the run stays resumable) */
   maxSteps?: number;
   /**
+   * Activation checkpointing for the run ({@link LlamaModel.activationCheckpointing}): each decoder
+   * layer keeps only its input and is recomputed in the backward. Less memory for one more forward
+   * pass of the layers, same results (default: the model's setting, off unless set)
+   */
+  activationCheckpointing?: boolean;
+  /**
    * A finished run folder (an earlier `train({ outDir })`) to continue from: `model` must be the
    * base that run started from, as loaded; the earlier rounds' adapters are loaded into it
    * (folded by `continueMode`), this round trains a fresh adapter on top, its flashback reference is
@@ -262,6 +268,8 @@ function checkOptions(o: TrainOptions, latentLayers: number): void {
   check('warmupRatio', o.warmupRatio, (n) => n >= 0 && n <= 1, 'a number in [0, 1]');
   check('lora.r', o.lora?.r, positiveInt, 'a positive integer');
   check('lora.loraAlpha', o.lora?.loraAlpha, (n) => finite(n) && n > 0, 'a finite number > 0');
+  if (o.activationCheckpointing !== undefined && typeof o.activationCheckpointing !== 'boolean')
+    throw new TypeError(`train: activationCheckpointing must be a boolean, got ${JSON.stringify(o.activationCheckpointing)}`);
   check('latentLayer', o.latentLayer, (n) => Number.isInteger(n) && n >= 0 && n < latentLayers, `a layer in 0..${latentLayers - 1}`);
 }
 
@@ -549,6 +557,8 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData,
   let reached = resume?.step ?? 0;
   let stats = { tokens: 0, elapsedMs: 0 };
   const board = o.tensorboard === undefined ? undefined : new TensorBoardWriter(o.tensorboard);
+  const checkpointing = model.activationCheckpointing;
+  if (o.activationCheckpointing !== undefined) model.activationCheckpointing = o.activationCheckpointing;
   try {
     const r = await runSteps({
       model,
@@ -592,6 +602,7 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData,
     });
     stats = r;
   } finally {
+    model.activationCheckpointing = checkpointing;
     flash.dispose();
     board?.close();
   }

@@ -468,6 +468,25 @@ export class LlamaModel implements Disposable {
   }
 
   /**
+   * Activation checkpointing: forward passes that record gradients keep only each decoder layer's
+   * input, and the backward recomputes the layer. Training then holds one layer's activations at a
+   * time instead of all of them, for one more forward pass of the layers; the results are the same
+   * on the CPU, bit for bit. Off by default; `train({ activationCheckpointing: true })` sets it for
+   * a run.
+   * @throws TypeError when set to a non-boolean; Error while the model is training or generating.
+   * @example
+   * ```ts
+   * model.activationCheckpointing = true;
+   * ```
+   */
+  get activationCheckpointing(): boolean {
+    return this.handle.activationCheckpointing;
+  }
+  set activationCheckpointing(on: boolean) {
+    this.handle.activationCheckpointing = on;
+  }
+
+  /**
    * Folds the adapters into the base weights (W += scale B A) and drops them.
    * @example
    * ```ts

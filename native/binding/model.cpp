@@ -50,6 +50,7 @@ class Model : public CheckedWrap<Model> {
                            InstanceAccessor<&Model::stacked_count>("stackedAdapters"),
                            method<&Model::weights, 0>(sig, "Model", "weights", "weights"),
                            method<&Model::set_base_trainable, 1>(sig, "Model", "setBaseTrainable", "setBaseTrainable"),
+                           InstanceAccessor<&Model::checkpointing, &Model::set_checkpointing>("activationCheckpointing"),
                            method<&Model::add_lora, 2>(sig, "Model", "addLora", "addLora"),
                            method<&Model::set_latent_pool, 3>(sig, "Model", "setLatentPool", "setLatentPool"),
                            method<&Model::lora_parameters, 0>(sig, "Model", "loraParameters", "loraParameters"),
@@ -261,6 +262,21 @@ class Model : public CheckedWrap<Model> {
   Napi::Value set_base_trainable(const Napi::CallbackInfo& info) {
     return guard(info.Env(), "setBaseTrainable", [&]() -> Napi::Value {
       changeable("setBaseTrainable").set_base_trainable(bool_arg(info, 0, "setBaseTrainable", "trainable", true));
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value checkpointing(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "activationCheckpointing", [&]() -> Napi::Value {
+      return Napi::Boolean::New(info.Env(), live("activationCheckpointing").checkpointing());
+    });
+  }
+
+  void set_checkpointing(const Napi::CallbackInfo& info, const Napi::Value& value) {
+    guard(info.Env(), "activationCheckpointing", [&]() -> Napi::Value {
+      if (!value.IsBoolean())
+        throw Napi::TypeError::New(info.Env(), "activationCheckpointing must be a boolean, got " + describe(value));
+      changeable("activationCheckpointing").set_checkpointing(value.As<Napi::Boolean>().Value());
       return info.Env().Undefined();
     });
   }

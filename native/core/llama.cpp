@@ -14,6 +14,8 @@
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/isin.h>
+#include <ATen/ops/index_select.h>
+#include <ATen/ops/nonzero.h>
 #include <ATen/ops/ones_like.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/tensor.h>
@@ -26,6 +28,7 @@
 #include <limits>
 #include <sstream>
 
+#include "core/checkpoint.h"
 #include "core/checks.h"
 #include "core/fused.h"
 #include "core/json.h"
@@ -224,19 +227,13 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
   const at::Tensor emb = at::cat({freqs, freqs}, -1);                            // (b, t, hd)
   const at::Tensor cos = emb.cos().to(dtype_), sin = emb.sin().to(dtype_);
   const bool fused = fused_applies(cos);
-  // The rotary embedding of (b, t, heads, hd) projections; returns (b, heads, t, hd).
-  const auto rope = [&](const at::Tensor& x) {
-    if (fused) return fused_rope(x, cos, sin).transpose(1, 2);
-    const at::Tensor xt = x.transpose(1, 2);
-    return xt * cos.unsqueeze(1) + rotate_half(xt) * sin.unsqueeze(1);
-  };
 
   // Without padding, SDPA needs no mask: is_causal for a whole sequence (its fast causal kernel),
   // nothing for one new token. Otherwise an additive mask (b, 1, t, total): causal from this step's
   // offset, padding keys hidden, with the lowest finite value rather than -inf, as transformers
   // does, so that a query that sees no key gets uniform weights, not NaN.
   const bool padded = key_mask.numel() && key_mask.min().item<int64_t>() == 0;
-  const int64_t nh = c.num_attention_heads, kvh = c.num_key_value_heads, hd = c.head_dim;
+  const int64_t nh = c.num_attention_heads, hd = c.head_dim;
   // Whole sequences (training, scoring) take our causal attention where it applies; steps with a
   // cache, and whatever else it does not take, take SDPA, whose mask is built only then.
   const at::Tensor real_keys = padded ? key_mask.ne(0).to(at::kByte).contiguous() : at::Tensor();
@@ -251,46 +248,84 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
                      at::full({}, std::numeric_limits<float>::lowest(), at::TensorOptions().dtype(dtype_)));
   }
 
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  LayerContext ctx{cos, sin, fused, mask, real_keys, own_attention, causal_only, 1.0 / std::sqrt(static_cast<double>(hd)),
+                   past, adapters, latent ? std::optional<LatentCall>(*latent) : std::nullopt};
+  // Checkpointed layers keep only their input for the backward: when gradients are recorded over
+  // whole sequences (training) and set_checkpointing() asked for it.
+  const bool checkpoint = checkpointing_ && !cache && at::GradMode::is_enabled();
   for (size_t l = 0; l < layers_.size(); ++l) {
-    const Layer& layer = layers_[l];
-    const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
-    const at::Tensor q = rope(layer.q.forward(x, adapters).view({b, t, nh, hd}));
-    at::Tensor k = rope(layer.k.forward(x, adapters).view({b, t, kvh, hd}));
-    at::Tensor v = layer.v.forward(x, adapters).view({b, t, kvh, hd}).transpose(1, 2);
-    if (cache) {
-      cache->k[l].narrow(2, past, t).copy_(k);
-      cache->v[l].narrow(2, past, t).copy_(v);
-      k = cache->k[l].narrow(2, 0, total);
-      v = cache->v[l].narrow(2, 0, total);
+    if (checkpoint) {
+      h = checkpointed(h, layer_params(l, ctx), [this, l, ctx](const at::Tensor& x) { return layer_forward(l, x, ctx, nullptr); });
+    } else {
+      h = layer_forward(l, h, ctx, cache);
     }
-    if (kvh != nh) {
-      k = k.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
-      v = v.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
-    }
-    const at::Tensor heads_out =
-        own_attention ? causal_attention(q, k, v, real_keys, scale)
-                      : at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt,
-                                                          0.0, causal_only, scale);
-    const at::Tensor attn = heads_out.transpose(1, 2).reshape({b, t, nh * hd});
-    at::Tensor o = layer.o.forward(attn, adapters);
-    if (latent) {
-      if (const auto pool = latent_pools_.find(static_cast<int64_t>(l)); pool != latent_pools_.end()) {
-        LatentMixtureArgs m;
-        m.x = attn;
-        m.A = pool->second.first;
-        m.B = pool->second.second;
-        m.indices = latent->indices;
-        m.weights = latent->weights;
-        o = o + latent_mixture(m);
-      }
-    }
-    h = h + o;
-    const at::Tensor y = rms_norm(h, layer.post_attention_norm, c.rms_norm_eps);
-    h = h + layer.down.forward(at::silu(layer.gate.forward(y, adapters)) * layer.up.forward(y, adapters), adapters);
   }
   if (cache) cache->length = total;
   return rms_norm(h, final_norm, c.rms_norm_eps);
+}
+
+std::vector<at::Tensor> LlamaModel::layer_params(size_t l, const LayerContext& ctx) const {
+  const Layer& layer = layers_[l];
+  std::vector<at::Tensor> out{layer.input_norm, layer.post_attention_norm};
+  for (const LinearLayer* lin : {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up, &layer.down})
+    for (const at::Tensor& t : {lin->weight, lin->bias, lin->lora_A, lin->lora_B}) out.push_back(t);
+  if (ctx.latent) {
+    out.push_back(ctx.latent->weights);
+    if (const auto pool = latent_pools_.find(static_cast<int64_t>(l)); pool != latent_pools_.end()) {
+      out.push_back(pool->second.first);
+      out.push_back(pool->second.second);
+    }
+  }
+  return out;
+}
+
+at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const LayerContext& ctx, KvCache* cache) const {
+  const auto& c = config_;
+  const Layer& layer = layers_[l];
+  const int64_t b = h_in.size(0), t = h_in.size(1), past = ctx.past, total = past + t;
+  const int64_t nh = c.num_attention_heads, kvh = c.num_key_value_heads, hd = c.head_dim;
+  const bool adapters = ctx.adapters;
+  // The rotary embedding of (b, t, heads, hd) projections; returns (b, heads, t, hd).
+  const auto rope = [&](const at::Tensor& x) {
+    if (ctx.fused) return fused_rope(x, ctx.cos, ctx.sin).transpose(1, 2);
+    const at::Tensor xt = x.transpose(1, 2);
+    return xt * ctx.cos.unsqueeze(1) + rotate_half(xt) * ctx.sin.unsqueeze(1);
+  };
+  at::Tensor h = h_in;
+  const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
+  const at::Tensor q = rope(layer.q.forward(x, adapters).view({b, t, nh, hd}));
+  at::Tensor k = rope(layer.k.forward(x, adapters).view({b, t, kvh, hd}));
+  at::Tensor v = layer.v.forward(x, adapters).view({b, t, kvh, hd}).transpose(1, 2);
+  if (cache) {
+    cache->k[l].narrow(2, past, t).copy_(k);
+    cache->v[l].narrow(2, past, t).copy_(v);
+    k = cache->k[l].narrow(2, 0, total);
+    v = cache->v[l].narrow(2, 0, total);
+  }
+  if (kvh != nh) {
+    k = k.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
+    v = v.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
+  }
+  const at::Tensor heads_out =
+      ctx.own_attention ? causal_attention(q, k, v, ctx.real_keys, ctx.scale)
+                        : at::scaled_dot_product_attention(q, k, v, ctx.mask.defined() ? std::optional<at::Tensor>(ctx.mask) : std::nullopt,
+                                                           0.0, ctx.causal_only, ctx.scale);
+  const at::Tensor attn = heads_out.transpose(1, 2).reshape({b, t, nh * hd});
+  at::Tensor o = layer.o.forward(attn, adapters);
+  if (ctx.latent) {
+    if (const auto pool = latent_pools_.find(static_cast<int64_t>(l)); pool != latent_pools_.end()) {
+      LatentMixtureArgs m;
+      m.x = attn;
+      m.A = pool->second.first;
+      m.B = pool->second.second;
+      m.indices = ctx.latent->indices;
+      m.weights = ctx.latent->weights;
+      o = o + latent_mixture(m);
+    }
+  }
+  h = h + o;
+  const at::Tensor y = rms_norm(h, layer.post_attention_norm, c.rms_norm_eps);
+  return h + layer.down.forward(at::silu(layer.gate.forward(y, adapters)) * layer.up.forward(y, adapters), adapters);
 }
 
 at::Tensor LlamaModel::hidden_states(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters,
@@ -340,24 +375,30 @@ at::Tensor LlamaModel::generate(const at::Tensor& ids, const at::Tensor& attenti
   const int64_t b = ids.size(0), t = ids.size(1), total = t + o.max_new_tokens;
   const at::Tensor prompt_mask = attention_mask.defined() ? attention_mask.ne(0).to(at::kLong) : at::ones_like(ids);
   // Left padding: each sequence's first real token is at position 0 (as transformers' generate).
-  at::Tensor positions = (prompt_mask.cumsum(1) - 1).clamp_min(0);
-  const at::Tensor key_mask = at::cat({prompt_mask, at::ones({b, o.max_new_tokens}, prompt_mask.options())}, 1);
+  const at::Tensor positions = (prompt_mask.cumsum(1) - 1).clamp_min(0);
+  at::Tensor key_mask = at::cat({prompt_mask, at::ones({b, o.max_new_tokens}, prompt_mask.options())}, 1);
 
   KvCache cache;
   const auto cache_options = embed_tokens.options();
   for (size_t l = 0; l < layers_.size(); ++l) {
-    cache.k.push_back(at::zeros({b, config_.num_key_value_heads, total, config_.head_dim}, cache_options));
-    cache.v.push_back(at::zeros({b, config_.num_key_value_heads, total, config_.head_dim}, cache_options));
+    cache.k.push_back(at::empty({b, config_.num_key_value_heads, total, config_.head_dim}, cache_options));
+    cache.v.push_back(at::empty({b, config_.num_key_value_heads, total, config_.head_dim}, cache_options));
   }
   std::optional<at::Generator> gen;
   if (o.seed) gen = at::make_generator<at::CPUGeneratorImpl>(*o.seed);
-  const at::Tensor eos = at::tensor(o.eos_token_ids, at::TensorOptions().dtype(at::kLong));
+  const auto i64 = at::TensorOptions().dtype(at::kLong);
+  const at::Tensor eos = at::tensor(o.eos_token_ids, i64);
 
   at::Tensor h = decode(ids, positions, key_mask.narrow(1, 0, t), &cache, adapters, call);
   at::Tensor logits = at::linear(h.select(1, t - 1), lm_head).to(at::kFloat);
   at::Tensor next_pos = positions.select(1, t - 1) + 1;
+  // Rows still generating, by their index in the batch. A row that ends leaves the batch (its cache
+  // rows, position, mask and latent tasks with it) once a quarter of the rows still in it have
+  // ended, so a batch costs what its live rows do; what is left of its output stays padding.
+  at::Tensor rows = at::arange(b, i64);
   at::Tensor finished = at::zeros({b}, at::TensorOptions().dtype(at::kBool));
-  std::vector<at::Tensor> out;
+  const at::Tensor out = at::full({b, o.max_new_tokens}, o.pad_token_id, i64);
+  int64_t produced = 0;
   for (int64_t step = 0; step < o.max_new_tokens; ++step) {
     at::Tensor next;
     if (o.temperature == 0.0) {
@@ -373,14 +414,31 @@ at::Tensor LlamaModel::generate(const at::Tensor& ids, const at::Tensor& attenti
       next = probs.multinomial(1, false, gen).squeeze(-1);
     }
     next = at::where(finished, at::full({}, o.pad_token_id, next.options()), next);
-    out.push_back(next);
+    out.select(1, step).index_copy_(0, rows, next);
+    produced = step + 1;
     if (eos.numel()) finished = finished.logical_or(at::isin(next, eos));
-    if (step + 1 == o.max_new_tokens || finished.all().item<bool>()) break;
-    h = decode(next.view({b, 1}), next_pos.view({b, 1}), key_mask.narrow(1, 0, t + step + 1), &cache, adapters, call);
+    if (step + 1 == o.max_new_tokens) break;
+    const int64_t live = rows.size(0), ended = eos.numel() ? finished.sum().item<int64_t>() : 0;
+    if (ended == live) break;
+    if (ended > 0 && ended * 4 >= live) {
+      const at::Tensor keep = finished.logical_not().nonzero().squeeze(1);
+      for (size_t l = 0; l < layers_.size(); ++l) {
+        cache.k[l] = cache.k[l].index_select(0, keep);
+        cache.v[l] = cache.v[l].index_select(0, keep);
+      }
+      rows = rows.index_select(0, keep);
+      next = next.index_select(0, keep);
+      next_pos = next_pos.index_select(0, keep);
+      key_mask = key_mask.index_select(0, keep);
+      finished = finished.index_select(0, keep);
+      if (mix) mix = LatentCall{mix->indices.index_select(0, keep), mix->weights.index_select(0, keep)};
+    }
+    const int64_t n = rows.size(0);
+    h = decode(next.view({n, 1}), next_pos.view({n, 1}), key_mask.narrow(1, 0, t + step + 1), &cache, adapters, call);
     logits = at::linear(h.select(1, 0), lm_head).to(at::kFloat);
     next_pos = next_pos + 1;
   }
-  return at::stack(out, 1);
+  return out.narrow(1, 0, produced);
 }
 
 std::unique_ptr<LlamaModel> LlamaModel::random(const LlamaConfig& c, uint64_t seed, double init_std) {

@@ -92,6 +92,11 @@ class LlamaModel {
   at::Tensor generate(const at::Tensor& input_ids, const at::Tensor& attention_mask, const GenerateOptions& options,
                       bool adapters, const LatentCall* latent = nullptr) const;
 
+  // Activation checkpointing: forward passes that record gradients over whole sequences keep only
+  // each decoder layer's input and recompute the layer in the backward (results unchanged).
+  void set_checkpointing(bool on) { checkpointing_ = on; }
+  bool checkpointing() const { return checkpointing_; }
+
   // Folds every adapter into its base weight (W += scale B A) and drops the adapters.
   void merge_lora();
   // Freezes the current adapters beneath the base instead of merging them: every later forward pass
@@ -117,6 +122,22 @@ class LlamaModel {
     LinearLayer q, k, v, o, gate, up, down;
   };
   at::Tensor rope_inv_freq() const;
+  // What every layer of one decode() call shares: rotary tables, the attention's masks, options.
+  struct LayerContext {
+    at::Tensor cos, sin;  // (b, t, head_dim)
+    bool fused;           // cos/sin take the fused rotary kernel
+    at::Tensor mask;      // SDPA's additive mask, or undefined
+    at::Tensor real_keys; // our causal attention's key mask, or undefined
+    bool own_attention, causal_only;
+    double scale;
+    int64_t past;  // cached positions before this call
+    bool adapters;
+    std::optional<LatentCall> latent;
+  };
+  // Decoder layer l on h (b, t, hidden); with a cache, attends to its past and appends to it.
+  at::Tensor layer_forward(size_t l, const at::Tensor& h, const LayerContext& ctx, KvCache* cache) const;
+  // The tensors layer l reads that may need gradients (for checkpointing).
+  std::vector<at::Tensor> layer_params(size_t l, const LayerContext& ctx) const;
   // The decoder on ids (b, t) at positions (b, t); keys visible per key_mask (b, past + t). With a
   // cache, attends to its past and appends this step's keys and values.
   at::Tensor decode(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& key_mask, KvCache* cache,
@@ -133,6 +154,7 @@ class LlamaModel {
   std::vector<Layer> layers_;
   at::Tensor inv_freq_;
   std::map<int64_t, std::pair<at::Tensor, at::Tensor>> latent_pools_;  // layer -> (A, B)
+  bool checkpointing_ = false;
 };
 
 }  // namespace jfa
