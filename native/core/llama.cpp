@@ -31,6 +31,7 @@
 #include "core/checkpoint.h"
 #include "core/checks.h"
 #include "core/fused.h"
+#include "core/head_loss.h"
 #include "core/json.h"
 #include "core/latent_mixture.h"
 #include "core/lora.h"
@@ -523,6 +524,13 @@ std::vector<std::pair<std::string, at::Tensor>> LlamaModel::weights() const {
   out.emplace_back("model.norm.weight", final_norm);
   if (!lm_head.is_same(embed_tokens)) out.emplace_back("lm_head.weight", lm_head);
   return out;
+}
+
+at::Tensor LlamaModel::head_loss(const at::Tensor& hidden, const at::Tensor& rows, const at::Tensor& targets) const {
+  const int64_t h = config_.hidden_size;
+  if (!hidden.defined() || hidden.size(-1) != h)
+    throw_range("model.headLoss: hidden states must end in the hidden size " + std::to_string(h));
+  return head_cross_entropy(hidden.reshape({-1, h}).index_select(0, rows), lm_head, targets);
 }
 
 at::Tensor LlamaModel::head(const at::Tensor& hidden, const at::Tensor& rows) const {

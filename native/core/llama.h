@@ -74,6 +74,10 @@ class LlamaModel {
   // those rows of the hidden states flattened to (-1, hidden) are scored: (n, vocab). Training scores
   // only the positions it has targets for.
   at::Tensor head(const at::Tensor& hidden, const at::Tensor& rows) const;
+  // The mean token cross-entropy of the LM head on `rows` (n) of the hidden states flattened to
+  // (-1, hidden), against `targets` (n) int64: head and loss in one pass over row chunks
+  // (head_cross_entropy), never the (n, vocab) logits.
+  at::Tensor head_loss(const at::Tensor& hidden, const at::Tensor& rows, const at::Tensor& targets) const;
   // Logits (b, t, vocab).
   at::Tensor logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters,
                     const LatentCall* latent = nullptr) const;

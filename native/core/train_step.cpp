@@ -117,13 +117,17 @@ StepMetrics Trainer::step(const LlamaModel& model, const std::vector<StepBatch>&
       const at::Tensor flat = b.targets.reshape({-1});
       const at::Tensor rows = flat.ne(-100).nonzero().reshape({-1});
       const at::Tensor ids = flat.index_select(0, rows);
-      const at::Tensor logits = model.head(model.hidden_states(b.ids, b.attention_mask, true, latent), rows);
+      // The head and the loss in one chunked pass (model.head_loss): no (rows x vocab) logits kept.
+      const auto sft_loss = [&](const at::Tensor& hidden) {
+        return rows.numel() ? model.head_loss(hidden, rows, ids) : cross_entropy(model.head(hidden, rows), ids);
+      };
+      const at::Tensor hidden = model.hidden_states(b.ids, b.attention_mask, true, latent);
       laps.lap(&StepTimings::forward);
-      loss = cross_entropy(logits, ids);
+      loss = sft_loss(hidden);
       m.sft += value(loss);
       sft_batches += 1;
       if (latent && s.plain_sft_weight > 0) {
-        const at::Tensor plain = cross_entropy(model.head(model.hidden_states(b.ids, b.attention_mask, true), rows), ids);
+        const at::Tensor plain = sft_loss(model.hidden_states(b.ids, b.attention_mask, true));
         m.plain_sft += value(plain);
         plain_batches += 1;
         loss = at::add(loss, plain, s.plain_sft_weight);

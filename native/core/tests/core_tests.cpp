@@ -25,6 +25,7 @@
 #include "core/divergence.h"
 #include "core/faiss_index.h"
 #include "core/fused.h"
+#include "core/head_loss.h"
 #include "core/json.h"
 #include "core/llama.h"
 #include "core/lora.h"
@@ -330,6 +331,25 @@ void test_causal_attention() {
 
 // The fused RMSNorm and rotary embedding against the same layers by plain ops: values and every
 // gradient (the norm's weight too, as pretraining trains it).
+// The chunked head + loss against a float64 head, log-softmax and mean, with both gradients; the
+// vocabulary is large enough for several chunks.
+void test_head_cross_entropy() {
+  const int64_t n = 37, H = 24, V = 300000;
+  const at::Tensor h = jfa::randn({n, H}, c10::kFloat, 11).requires_grad_(true);
+  const at::Tensor W = jfa::randn({V, H}, c10::kFloat, 12).mul_(0.1).requires_grad_(true);
+  const at::Tensor targets = at::randint(V, {n}, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor loss = jfa::head_cross_entropy(h, W, targets);
+  const auto grads = torch::autograd::grad({loss * 3.0}, {h, W});
+  const at::Tensor hd = h.detach().to(at::kDouble).requires_grad_(true), Wd = W.detach().to(at::kDouble).requires_grad_(true);
+  const at::Tensor ref = -at::matmul(hd, Wd.t()).log_softmax(1).gather(1, targets.unsqueeze(1)).mean();
+  const auto ref_grads = torch::autograd::grad({ref * 3.0}, {hd, Wd});
+  EXPECT(std::abs(loss.item<double>() - ref.item<double>()) < 1e-4);
+  EXPECT(at::allclose(grads[0].to(at::kDouble), ref_grads[0], 1e-4, 1e-6));
+  EXPECT(at::allclose(grads[1].to(at::kDouble), ref_grads[1], 1e-4, 1e-7));
+  EXPECT_THROWS(jfa::head_cross_entropy(h, W, targets.narrow(0, 0, n - 1)), Range, "targets must be int64 of shape [37]");
+  EXPECT_THROWS(jfa::head_cross_entropy(h, W, targets.fill_(V)), Range, "targets must be in [0, 300000)");
+}
+
 void test_fused_layers() {
   const auto err = [](const at::Tensor& a, const at::Tensor& r) { return (a - r).abs().max().template item<double>(); };
   const at::Tensor x = (jfa::randn({3, 5, 72}, c10::kFloat, 11) * 3).requires_grad_(true);
@@ -698,6 +718,7 @@ int main() {
       {"kernels", test_kernels},
       {"causal attention", test_causal_attention},
       {"fused layers", test_fused_layers},
+      {"head cross-entropy", test_head_cross_entropy},
       {"faiss flat", test_faiss_flat},
       {"faiss padding and errors", test_faiss_padding_and_errors},
       {"faiss save and load", test_faiss_save_load},
