@@ -13,13 +13,18 @@ export {
   type TensorData,
   tensor,
   to,
+  type DeviceOption,
   zeros,
 } from './tensor.js';
+export { checkDevice, cudaAvailable, type Device } from './device.js';
 export {
   emptyCpuCache,
+  emptyCudaCache,
+  type GpuStats,
   type MemoryStats,
   memoryStats,
   nativeLocation,
+  resetPeakMemory,
   type RuntimeInfo,
   runtimeInfo,
   setCpuCacheLimit,

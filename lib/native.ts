@@ -52,6 +52,10 @@ export interface RuntimeInfo {
   cuda: boolean;
   /** CUDA devices visible (0 without CUDA). */
   cudaDevices: number;
+  /** The CUDA runtime the addon was compiled with ("13.0"), "" for a CPU build. */
+  cudaVersion: string;
+  /** Whether the addon was compiled against a CUDA libtorch, with the kernels of native/core/cuda. */
+  cudaKernels: boolean;
   /** Whether libtorch uses MKL. */
   mkl: boolean;
   /** Whether libtorch uses OpenMP. */
@@ -76,6 +80,26 @@ export interface MemoryStats {
   cpuCacheHits: number;
   /** Allocations that went to the system. */
   cpuCacheMisses: number;
+  /** The visible GPUs and their CUDA caching allocator's bytes; empty on a CPU-only build or machine. */
+  gpus: GpuStats[];
+}
+
+/** One GPU in {@link MemoryStats}. Allocator bytes stay 0 until a CUDA device is first used. */
+export interface GpuStats {
+  /** the CUDA device index (device 'cuda:index') */
+  index: number;
+  /** e.g. "NVIDIA H100 80GB HBM3" */
+  name: string;
+  /** bytes of device memory */
+  totalMemory: number;
+  /** compute capability, e.g. "9.0" */
+  capability: string;
+  /** bytes held by live tensors */
+  allocatedBytes: number;
+  /** bytes the caching allocator holds (live + cached) */
+  reservedBytes: number;
+  /** the most bytes live tensors held since the start or resetPeakMemory() */
+  peakAllocatedBytes: number;
 }
 
 /** An {@link Index}'s kind: exact inner-product or L2 search, or an approximate HNSW graph. */
@@ -143,9 +167,11 @@ export interface KMeansResult {
 /** The addon's exports, typed. Arguments are checked natively; bad ones throw TypeError/RangeError. */
 export interface NativeAddon {
   Tensor: abstract new (...args: never[]) => NativeTensor;
-  fromTypedArray(data: TensorData, shape: readonly number[]): NativeTensor;
-  zeros(shape: readonly number[], dtype?: Dtype): NativeTensor;
-  randn(shape: readonly number[], dtype?: Dtype, seed?: number | bigint): NativeTensor;
+  fromTypedArray(data: TensorData, shape: readonly number[], device?: string): NativeTensor;
+  zeros(shape: readonly number[], dtype?: Dtype, device?: string): NativeTensor;
+  randn(shape: readonly number[], dtype?: Dtype, seed?: number | bigint, device?: string): NativeTensor;
+  /** a copy on `device` (the same tensor when it is there already) */
+  toDevice(a: NativeTensor, device: string): NativeTensor;
   matmul(a: NativeTensor, b: NativeTensor): NativeTensor;
   matmulAsync(a: NativeTensor, b: NativeTensor): Promise<NativeTensor>;
   add(a: NativeTensor, b: NativeTensor, alpha?: number): NativeTensor;
@@ -209,6 +235,10 @@ export interface NativeAddon {
   emptyCpuCache(): void;
   /** null when a tiny FAISS search works, else what went wrong. */
   faissSelfCheck(): string | null;
+  /** clears every GPU's peak allocator counter (no-op without CUDA) */
+  resetPeakMemory(): void;
+  /** returns the CUDA caching allocator's free blocks to the driver (no-op without CUDA) */
+  emptyCudaCache(): void;
   Index: NativeIndexClass;
   kmeans(data: Float32Array, options: NativeKMeansOptions): KMeansResult;
   kmeansAsync(data: Float32Array, options: NativeKMeansOptions): Promise<KMeansResult>;
@@ -265,6 +295,10 @@ export interface NativeGenerateOptions extends NativeForwardOptions {
 export interface NativeModel {
   readonly config: ModelConfig;
   readonly dtype: Dtype;
+  /** "cpu", "cuda:0", ... */
+  readonly device: string;
+  /** moves every weight, adapter and latent pool to `device`, in place */
+  toDevice(device: string): void;
   readonly parameterCount: number;
   logits(ids: NativeTensor, options?: NativeForwardOptions): NativeTensor;
   /** logits on the libuv pool, without gradients */
@@ -534,6 +568,13 @@ export function loadNative(): LoadedNative {
     problems.push(
       `libtorch: the addon (${rel(binary!.path)}) was built against libtorch ${build.torchVersion}, but the libtorch found ` +
         `(${torch.found.source}: ${torch.found.root}) is ${torch.found.version}. ${fix}`,
+    );
+  }
+  if (build?.torchCuda && torch.found && !torch.found.cuda && baseVersion(build.torchVersion) === baseVersion(torch.found.version)) {
+    problems.push(
+      `libtorch: the addon (${rel(binary!.path)}) was built against a CUDA libtorch (${build.torchVersion}), but the libtorch found ` +
+        `(${torch.found.source}: ${torch.found.root}) is ${torch.found.version}, without libtorch_cuda.so. Fix: point LIBTORCH at a ` +
+        `CUDA torch ${baseVersion(build.torchVersion)}, or rebuild the addon against this one with \`npm run build:native\`.`,
     );
   }
   if (problems.length || !binary || !build || !torch.found) {

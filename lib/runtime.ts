@@ -1,7 +1,7 @@
 // Process-wide native settings and counters.
-import { loadNative, type MemoryStats, native, type RuntimeInfo } from './native.js';
+import { type GpuStats, loadNative, type MemoryStats, native, type RuntimeInfo } from './native.js';
 
-export type { MemoryStats, RuntimeInfo };
+export type { GpuStats, MemoryStats, RuntimeInfo };
 
 /**
  * What the loaded addon was built with and runs on: libtorch and FAISS versions, CUDA, threads.
@@ -30,7 +30,8 @@ export function setNumThreads(n: number): void {
 }
 
 /**
- * Live tensors and the caching CPU allocator's counters.
+ * Live tensors, the caching CPU allocator's counters, and each visible GPU (name, memory,
+ * capability, the CUDA caching allocator's bytes); `gpus` is empty on a CPU-only build or machine.
  * @returns the counters now.
  * @example
  * ```ts
@@ -89,4 +90,26 @@ export function nativeLocation(): {
 } {
   const l = loadNative();
   return { binaryPath: l.binaryPath, binaryKind: l.binaryKind, libtorchRoot: l.libtorch.root, loadMs: l.loadMs };
+}
+
+/**
+ * Clears every GPU's peak counter ({@link GpuStats.peakAllocatedBytes}); does nothing without CUDA.
+ * @example
+ * ```ts
+ * resetPeakMemory(); await train(...); memoryStats().gpus[0]?.peakAllocatedBytes;
+ * ```
+ */
+export function resetPeakMemory(): void {
+  native().resetPeakMemory();
+}
+
+/**
+ * Returns the CUDA caching allocator's free blocks to the driver; does nothing without CUDA.
+ * @example
+ * ```ts
+ * emptyCudaCache(); // memoryStats().gpus[0].reservedBytes drops to what live tensors hold
+ * ```
+ */
+export function emptyCudaCache(): void {
+  native().emptyCudaCache();
 }

@@ -3,6 +3,7 @@
 // dispose(), `using`, and scope()/scopeAsync() that free every tensor made inside them.
 import { AsyncLocalStorage } from 'node:async_hooks';
 
+import { checkDevice, type Device } from './device.js';
 import { type Dtype, type NativeTensor, native, type TensorData } from './native.js';
 
 export type { Dtype, TensorData };
@@ -108,8 +109,8 @@ export class Tensor implements Disposable {
     return sum(this, dims, keepdim);
   }
   /**
-   * A copy converted to `dtype`; see {@link to}.
-   * @param dtype - the element type of the copy.
+   * A copy converted to a dtype or moved to a device; see {@link to}.
+   * @param dtypeOrDevice - the element type of the copy ('float32', ...) or its device ('cpu', 'cuda:0').
    * @returns a new tensor.
    * @throws TypeError for an unknown dtype.
    * @example
@@ -117,8 +118,8 @@ export class Tensor implements Disposable {
    * tensor([1.5, 2.5]).to('bfloat16').dtype; // 'bfloat16'
    * ```
    */
-  to(dtype: Dtype): Tensor {
-    return to(this, dtype);
+  to(dtypeOrDevice: Dtype | Device): Tensor {
+    return to(this, dtypeOrDevice);
   }
 
   /** Whether gradients are recorded for computations using this tensor. */
@@ -243,23 +244,27 @@ export const optionalHandle = (t: Tensor | undefined): NativeTensor | undefined 
  * A plain number[] becomes float32.
  * @param data - the elements in row-major order.
  * @param shape - the dimensions (default `[data.length]`); their product must equal the data's length.
+ * @param options - device: where the tensor lives ('cpu' by default, 'cuda', 'cuda:N').
  * @returns a new tensor.
- * @throws TypeError for an unsupported array type; RangeError when `shape` does not fit the data.
+ * @throws TypeError for an unsupported array type; RangeError when `shape` does not fit the data;
+ *   Error for a CUDA device this process cannot use (see {@link checkDevice}).
  * @example
  * ```ts
  * const m = tensor(new Float64Array([1, 2, 3, 4, 5, 6]), [2, 3]); // float64, shape [2, 3]
  * const v = tensor([0.5, 1.5]); // float32, shape [2]
  * ```
  */
-export function tensor(data: TensorData | readonly number[], shape?: readonly number[]): Tensor {
+export function tensor(data: TensorData | readonly number[], shape?: readonly number[], options: DeviceOption = {}): Tensor {
   const array = Array.isArray(data) ? Float32Array.from(data as number[]) : (data as TensorData);
-  return new Tensor(native().fromTypedArray(array, shape ?? [array?.length ?? 0]));
+  const device = options.device === undefined ? undefined : checkDevice(options.device, 'tensor');
+  return new Tensor(native().fromTypedArray(array, shape ?? [array?.length ?? 0], device));
 }
 
 /**
  * A tensor of zeros.
  * @param shape - the dimensions (non-negative integers).
  * @param dtype - the element type (default float32).
+ * @param options - device ('cpu' by default).
  * @returns a new tensor.
  * @throws RangeError for a negative or fractional size, or one too large to allocate; TypeError for an unknown dtype.
  * @example
@@ -267,8 +272,9 @@ export function tensor(data: TensorData | readonly number[], shape?: readonly nu
  * const z = zeros([2, 3], 'int64');
  * ```
  */
-export function zeros(shape: readonly number[], dtype: Dtype = 'float32'): Tensor {
-  return new Tensor(native().zeros(shape, dtype));
+export function zeros(shape: readonly number[], dtype: Dtype = 'float32', options: DeviceOption = {}): Tensor {
+  const device = options.device === undefined ? undefined : checkDevice(options.device, 'zeros');
+  return new Tensor(native().zeros(shape, dtype, device));
 }
 
 /** Options of {@link randn}. */
@@ -277,6 +283,14 @@ export interface RandnOptions {
   dtype?: Dtype;
   /** With a seed the values depend only on (seed, shape, dtype): they match torch.manual_seed(seed); torch.randn(shape). */
   seed?: number | bigint;
+  /** Where the tensor lives ('cpu' by default). The values are drawn on the CPU, so a seed gives the same values on every device. */
+  device?: Device;
+}
+
+/** Where a new tensor lives. */
+export interface DeviceOption {
+  /** 'cpu' (the default), 'cuda' or 'cuda:N' */
+  device?: Device;
 }
 
 /**
@@ -291,7 +305,8 @@ export interface RandnOptions {
  * ```
  */
 export function randn(shape: readonly number[], options: RandnOptions = {}): Tensor {
-  return new Tensor(native().randn(shape, options.dtype ?? 'float32', options.seed));
+  const device = options.device === undefined ? undefined : checkDevice(options.device, 'randn');
+  return new Tensor(native().randn(shape, options.dtype ?? 'float32', options.seed, device));
 }
 
 /**
@@ -357,18 +372,23 @@ export function sum(a: Tensor, dims?: number | readonly number[], keepdim = fals
 }
 
 /**
- * A copy converted to `dtype`.
+ * A copy converted to a dtype, or moved to a device (the same storage when it is there already, as torch's `.to()`).
  * @param a - the tensor.
- * @param dtype - the element type of the copy.
+ * @param dtypeOrDevice - the element type of the copy, or a device: 'cpu', 'cuda', 'cuda:N'.
  * @returns a new tensor.
- * @throws TypeError for a missing or unknown dtype.
+ * @throws TypeError for a missing or unknown dtype; RangeError for a bad device name; Error for a
+ *   CUDA device this process cannot use (see {@link checkDevice}).
  * @example
  * ```ts
  * to(tensor([1.7]), 'int32').toTypedArray(); // Int32Array [1]
+ * const g = to(tensor([1.7]), 'cuda:0'); // needs a CUDA libtorch and a GPU
  * ```
  */
-export function to(a: Tensor, dtype: Dtype): Tensor {
-  return new Tensor(native().to(h(a), dtype));
+export function to(a: Tensor, dtypeOrDevice: Dtype | Device): Tensor {
+  if (typeof dtypeOrDevice === 'string' && /^(cpu|cuda)\b/.test(dtypeOrDevice)) {
+    return new Tensor(native().toDevice(h(a), checkDevice(dtypeOrDevice, 'to')));
+  }
+  return new Tensor(native().to(h(a), dtypeOrDevice as Dtype));
 }
 
 // ---- Scopes -------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 // own CMake tree build-asan/cmake and default destination build-asan/Release, never touching the
 // normal build.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -33,7 +33,22 @@ if (!faiss.found) fail(`FAISS not found (looked for faiss-config.cmake in ${fais
 
 const sanitize = process.env.JFA_SANITIZE === '1';
 const dest = resolve(process.argv[2] ?? join(root, sanitize ? 'build-asan' : 'build', 'Release'));
-const out = sanitize ? join(root, 'build-asan', 'cmake') : join(root, 'build-cmake');
+// JFA_CMAKE_DIR: another CMake tree (scripts/cuda-build.mjs builds against the CUDA torch in build-cuda/cmake).
+const out = process.env.JFA_CMAKE_DIR ? resolve(process.env.JFA_CMAKE_DIR) : sanitize ? join(root, 'build-asan', 'cmake') : join(root, 'build-cmake');
+
+// A CUDA libtorch builds core/cuda with nvcc: CUDACXX if set, else the nvidia-cuda-nvcc wheel beside
+// that torch (site-packages/nvidia/cu*/bin/nvcc), else CUDA_HOME's, else CMake's own search (PATH).
+function findNvcc() {
+  if (process.env.CUDACXX) return process.env.CUDACXX;
+  const site = dirname(torch.found.root);
+  const wheel = existsSync(join(site, 'nvidia'))
+    ? readdirSync(join(site, 'nvidia')).filter((d) => d.startsWith('cu')).sort().reverse().map((d) => join(site, 'nvidia', d, 'bin', 'nvcc')).find((p) => existsSync(p))
+    : undefined;
+  if (wheel) return wheel;
+  const home = process.env.CUDA_HOME ?? process.env.CUDA_PATH;
+  return home && existsSync(join(home, 'bin', 'nvcc')) ? join(home, 'bin', 'nvcc') : undefined;
+}
+const nvcc = torch.found.cuda ? findNvcc() : undefined;
 // -O1 keeps the build quick and the stack traces readable; UBSan findings abort (not just print).
 const sanitizeFlags = '-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g1';
 const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
@@ -41,6 +56,10 @@ const args = [
   cmakeJs, 'build', '--directory', root, '--out', out, '--parallel', String(Math.min(availableParallelism(), 8)),
   `--CDCMAKE_PREFIX_PATH=${torch.found.cmakePrefix}`,
   `--CDfaiss_DIR=${faiss.found.cmakeDir}`,
+  `--CDJFA_CUDA=${torch.found.cuda ? 'ON' : 'OFF'}`,
+  // CUDAToolkit_ROOT for CMake's FindCUDAToolkit, CUDA_TOOLKIT_ROOT_DIR for the legacy FindCUDA torch's package still calls.
+  ...(nvcc ? [`--CDCMAKE_CUDA_COMPILER=${nvcc}`, `--CDCUDAToolkit_ROOT=${dirname(dirname(nvcc))}`, `--CDCUDA_TOOLKIT_ROOT_DIR=${dirname(dirname(nvcc))}`] : []),
+  ...(process.env.JFA_CUDA_ARCHITECTURES ? [`--CDCMAKE_CUDA_ARCHITECTURES=${process.env.JFA_CUDA_ARCHITECTURES}`] : []),
   `--CDNODE_ADDON_API_DIR=${require('node-addon-api').include_dir.replace(/"/g, '')}`,
   // Passed every time so that an earlier JFA_BUILD_TESTS=OFF does not stay in CMake's cache.
   // Default: the C++ tests where they exist (a checkout; the npm package leaves them out).
@@ -55,7 +74,7 @@ const args = [
       ]
     : []),
 ];
-console.log(`jfa-torch build${sanitize ? ' (ASan + UBSan)' : ''}: libtorch ${torch.found.version} (${torch.found.root}), FAISS ${faiss.found.version}`);
+console.log(`jfa-torch build${sanitize ? ' (ASan + UBSan)' : ''}: libtorch ${torch.found.version} (${torch.found.root})${torch.found.cuda ? `, CUDA (nvcc: ${nvcc ?? 'from PATH'})` : ''}, FAISS ${faiss.found.version}`);
 const started = Date.now();
 const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
 if (r.status !== 0) fail(`cmake-js exited with ${r.status ?? r.signal}`);

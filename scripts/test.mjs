@@ -68,5 +68,13 @@ if (process.env.JFA_RELIABILITY === '1') {
   }
   if (asan.status !== 0 && (!c || Number(c[2]) + Number(c[4]) === 0)) failed += 1;
 }
+// The CUDA build (JFA_CUDA_BUILD=1, which .ci/run sets): the whole addon, .cu kernels included,
+// built against the CUDA torch wheel in .venv-cuda/ and build-cuda/ (scripts/cuda-build.mjs); one test.
+if (process.env.JFA_CUDA_BUILD === '1') {
+  const r = spawnSync(process.execPath, [join(root, 'scripts', 'cuda-build.mjs')], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 256 * 2 ** 20 });
+  process.stdout.write(r.stdout ?? '');
+  if (r.status === 0 && /cuda-build: passed/.test(r.stdout ?? '')) passed += 1;
+  else failed += 1;
+}
 console.log(`tests: ${passed} passed, ${failed} failed`);
 process.exit(failed === 0 && vitest === 0 && typecheck === 0 ? 0 : 1);

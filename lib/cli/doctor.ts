@@ -124,6 +124,19 @@ export function doctor(): Check[] {
         info.cuda ? `yes (${info.cudaDevices} device${info.cudaDevices === 1 ? '' : 's'})` : 'no'
       }`,
     });
+    // GPUs: name, memory, capability and the CUDA caching allocator's bytes; none on a CPU build.
+    const gpus = l.addon.stats().gpus;
+    const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
+    checks.push({
+      name: 'gpu',
+      ok: true,
+      detail: !info.cuda
+        ? 'none: this libtorch has no CUDA (CPU build)'
+        : gpus.length === 0
+          ? `none visible (CUDA ${info.cudaVersion || 'runtime of libtorch'}; check nvidia-smi and CUDA_VISIBLE_DEVICES)`
+          : `CUDA ${info.cudaVersion || '(addon built without CUDA kernels)'}: ` +
+            gpus.map((g) => `cuda:${g.index} ${g.name}, ${gib(g.totalMemory)}, capability ${g.capability}, allocator ${gib(g.allocatedBytes)} allocated / ${gib(g.reservedBytes)} reserved`).join('; '),
+    });
     checks.push({
       name: 'faiss (runtime)',
       ok: faissProblem === null,

@@ -1,4 +1,5 @@
 // `jfa generate`: a model directory (and optionally an adapter, with its latent pool) continues a prompt.
+import { type Device } from '../device.js';
 import { loadAdapterWithRounds } from '../jfa/continual.js';
 import { LlamaModel } from '../model/llama.js';
 import { generateText } from '../model/generate.js';
@@ -16,13 +17,15 @@ export interface GenerateCommandOptions {
   chat?: boolean;
   latent: LatentChoice;
   dtype: 'float32' | 'bfloat16';
+  /** cpu, cuda or cuda:N */
+  device?: Device;
   json?: boolean;
 }
 
 export async function runGenerate(o: GenerateCommandOptions): Promise<void> {
   const tokenizer = Tokenizer.fromDir(o.model);
   const started = performance.now();
-  using model = await LlamaModel.loadAsync(o.model, { dtype: o.dtype });
+  using model = await LlamaModel.loadAsync(o.model, { dtype: o.dtype, device: o.device });
   tokenizer.checkFits(model.config.vocabSize, `${o.model}/config.json`);
   // A continued run's adapter serves on the earlier rounds beneath it.
   const earlier = o.adapter ? loadAdapterWithRounds(model, o.adapter) : 0;

@@ -119,6 +119,7 @@ program
   .option('--chat', "wrap the prompt in the tokenizer's chat template")
   .option('--latent <when>', LATENT_HELP, latentChoice, 'auto')
   .option('--dtype <dtype>', 'float32 or bfloat16', 'float32')
+  .option('--device <device>', "cpu, cuda or cuda:N (a CUDA libtorch and a GPU)", 'cpu')
   .option('--json', 'machine-readable output')
   .action(async (opts) => {
     if (opts.dtype !== 'float32' && opts.dtype !== 'bfloat16') throw new Error(`--dtype must be float32 or bfloat16, got '${opts.dtype}'`);
@@ -185,6 +186,8 @@ trainingOptions(program
   .option('--merge', "with --continue-from: fold the earlier rounds' adapters into the weights (default)")
   .option('--stack', "with --continue-from: keep the earlier rounds' adapters frozen beneath the new one")
   .option('--flashback-budget <n>', 'with --continue-from: flashbacks in all, spread over the old suites and the earlier rounds (default: as many as --flashbacks)', num('--flashback-budget')))
+  .option('--device <device>', 'cpu (default), cuda or cuda:N: where the model trains (a CUDA libtorch and a GPU)')
+  .option('--precision <p>', "fp32 (default) or bf16: the base model's dtype; losses accumulate in fp32")
   .action(async (flags) => runTrain(withConfig(trainSchema, flags)));
 
 program
@@ -200,6 +203,7 @@ program
   .option('--batch <n>', 'prompts per batch', num('--batch'))
   .option('--config <file>', 'options as JSON or YAML (flags override)')
   .option('--json', 'machine-readable output')
+  .option('--device <device>', 'cpu (default), cuda or cuda:N')
   .action(async (flags) => runEval(withConfig(evalSchema, flags)));
 
 const data = program.command('data').description("datasets in: the paper's published formats to jfa's JSONL, and flashbacks from old-task files");

@@ -1,6 +1,7 @@
 // `jfa pretrain`, `jfa train` and `jfa eval`. Options come from flags and/or --config (JSON or YAML),
 // validated with zod (unknown keys are errors) before any data is read; data files are validated
 // (file:line) before any training starts.
+import { type Device } from '../device.js';
 import { readFileSync } from 'node:fs';
 
 import { parse as parseYaml } from 'yaml';
@@ -86,8 +87,15 @@ export async function runPretrain(o: z.infer<typeof pretrainSchema>): Promise<vo
   console.log(quiet ? JSON.stringify({ out, ...card }) : `pretrained ${card.parameters} parameters on ${card.records} records in ${card.seconds.toFixed(1)} s${scores} -> ${out}`);
 }
 
+/** --device: where the model runs (the flag's value is checked against the addon when the model loads). */
+const deviceSchema = z.string().regex(/^(cpu|cuda(:\d+)?)$/, "must be 'cpu', 'cuda' or 'cuda:N'").default('cpu');
+
 export const trainSchema = z
   .object({
+    /** where to train: cpu (default), cuda, cuda:N */
+    device: deviceSchema,
+    /** fp32 (default) or bf16: the dtype the base model is loaded in; the losses accumulate in fp32 */
+    precision: z.enum(['fp32', 'bf16']).default('fp32'),
     /** the base model; with continueFrom, the run's recorded base by default */
     model: z.string().optional(),
     data: z.string(),
@@ -138,11 +146,12 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
     replay: o.replay ? readJsonl(o.replay, 'instance') : undefined,
   };
   const tokenizer = Tokenizer.fromDir(modelDir);
-  using model = await LlamaModel.loadAsync(modelDir);
+  using model = await LlamaModel.loadAsync(modelDir, { dtype: o.precision === 'bf16' ? 'bfloat16' : 'float32', device: o.device as Device });
   tokenizer.checkFits(model.config.vocabSize, `${modelDir}/config.json`);
   const bar = progress(`train ${o.method}`, Boolean(o.json));
   const r = await train(model, tokenizer, data, {
     method: o.method,
+    precision: o.precision,
     latent: o.latent,
     latentMode: o.latentMode,
     latentDropout: o.latentDropout,
@@ -181,6 +190,8 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
 
 export const evalSchema = z
   .object({
+    /** where to run: cpu (default), cuda, cuda:N */
+    device: deviceSchema,
     model: z.string(),
     adapter: z.string().optional(),
     data: z.string(),
@@ -206,7 +217,7 @@ export async function runEval(o: z.infer<typeof evalSchema>): Promise<void> {
     if (missing >= 0) throw new Error(`${o.data}: record ${missing + 1} has no 'answer' (needed for --metric accuracy)`);
   }
   const tokenizer = Tokenizer.fromDir(o.model);
-  using model = await LlamaModel.loadAsync(o.model);
+  using model = await LlamaModel.loadAsync(o.model, { device: o.device as Device });
   tokenizer.checkFits(model.config.vocabSize, `${o.model}/config.json`);
   // A continued run's adapter serves on the earlier rounds beneath it.
   const earlier = o.adapter ? loadAdapterWithRounds(model, o.adapter) : 0;

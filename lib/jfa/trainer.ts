@@ -8,6 +8,7 @@ import { basename, join } from 'node:path';
 import { createRng, hashString } from '../data/rng.js';
 import { type FlashbackRecord, type InstanceRecord } from '../data/records.js';
 import { type KlKind, type Reduction } from '../kernels.js';
+import { checkDevice, type Device } from '../device.js';
 import { type LlamaModel, type LoraConfig } from '../model/llama.js';
 import { loadSafetensors, saveSafetensors } from '../model/safetensors.js';
 import { type Tokenizer } from '../model/tokenizer.js';
@@ -32,6 +33,13 @@ export type TrainMethod = Method | 'replay';
 export interface TrainOptions {
   /** the training method */
   method: TrainMethod;
+  /** where to train: 'cpu' (default: where the model is), 'cuda' or 'cuda:N'; the model is moved there first */
+  device?: Device;
+  /**
+   * 'fp32' or 'bf16': the dtype the base model must have been loaded with (default: the model's).
+   * The losses (divergence, cross-entropy) accumulate in float32 either way.
+   */
+  precision?: Precision;
   /** jfa only: use latent tasks (default true; false is the `--no-latent` ablation) */
   latent?: boolean;
   /** combine micro-batch gradients with PCGrad (default: true for jfa; false is `--no-pcgrad`) */
@@ -506,6 +514,7 @@ function continuation(model: LlamaModel, data: TrainData, o: TrainOptions): { pr
  * ```
  */
 export async function train(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions): Promise<TrainResult> {
+  placeModel(model, o);
   const cont = continuation(model, data, o);
   const plan = planRun(model, cont ? { ...data, flashbacks: cont.flashbacks } : data, o, cont && { run: cont.prev.run, mode: cont.mode, budget: cont.budget });
   tokenizer.checkFits(model.config.vocabSize);
@@ -513,6 +522,25 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
   // or an adapter to show removes the folder again if it created it.
   if (o.outDir === undefined) return trainIn(model, tokenizer, data, o, plan, cont);
   return inOutputFolder(o.outDir, 'train', [CHECKPOINT, `${CHECKPOINT}.old`, 'adapter'], () => trainIn(model, tokenizer, data, o, plan, cont));
+}
+
+/** Training precisions: the base model's dtype. */
+export type Precision = 'fp32' | 'bf16';
+const PRECISION_DTYPE = { fp32: 'float32', bf16: 'bfloat16' } as const;
+
+// Checks precision against the model's dtype and moves the model to the asked device, before any
+// adapter, pool or optimizer state is made (they are made where the weights are).
+function placeModel(model: LlamaModel, o: TrainOptions): void {
+  if (o.precision !== undefined) {
+    const want = PRECISION_DTYPE[o.precision];
+    if (!want) throw new RangeError(`train: precision must be 'fp32' or 'bf16', got ${JSON.stringify(o.precision)}`);
+    if (model.dtype !== want) {
+      throw new RangeError(`train: precision '${o.precision}' needs the model loaded as ${want}, but it is ${model.dtype}: loadModel(dir, { dtype: '${want}' })`);
+    }
+  }
+  if (o.device === undefined) return;
+  const device = checkDevice(o.device, 'train');
+  if (model.device !== (device === 'cuda' ? 'cuda:0' : device)) model.toDevice(device);
 }
 
 async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions, plan: RunPlan, cont: ReturnType<typeof continuation>): Promise<TrainResult> {

@@ -4,6 +4,7 @@
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
+import { checkDevice, type Device } from '../device.js';
 import { type Dtype, type ModelConfig, native, type NativeForwardOptions, type NativeModel } from '../native.js';
 import { h, Tensor } from '../tensor.js';
 import { readJson, writeFileAtomic } from '../util/files.js';
@@ -98,18 +99,18 @@ const DESCRIPTION_FILES = ['config.json', 'generation_config.json', 'tokenizer.j
 /**
  * Loads a Llama-family model from a Hugging Face directory (config.json and model.safetensors, or its shards).
  * @param dir - the model directory.
- * @param options - dtype (float32, the default, or bfloat16) and device ('cpu'; CUDA builds come later).
+ * @param options - dtype (float32, the default, or bfloat16) and device ('cpu', the default, 'cuda' or 'cuda:N').
  * @returns the model; dispose it when done.
- * @throws RangeError for a device other than 'cpu'; Error naming the file for a missing or malformed config or weights.
+ * @throws RangeError for a bad device name; Error for a CUDA device this process cannot use (see
+ *   {@link checkDevice}), or naming the file for a missing or malformed config or weights.
  * @example
  * ```ts
  * using model = loadModel('models/jfa-base');
  * const tokenizer = Tokenizer.fromDir('models/jfa-base');
  * ```
  */
-export function loadModel(dir: string, options: { dtype?: Dtype; device?: string } = {}): LlamaModel {
-  if (options.device !== undefined && options.device !== 'cpu') throw new RangeError(`loadModel: device '${options.device}' is not supported by this build (only 'cpu')`);
-  return LlamaModel.load(dir, { dtype: options.dtype });
+export function loadModel(dir: string, options: { dtype?: Dtype; device?: Device } = {}): LlamaModel {
+  return LlamaModel.load(dir, options);
 }
 
 /**
@@ -136,22 +137,46 @@ export class LlamaModel implements Disposable {
   /**
    * Loads config.json and model.safetensors (or its shards).
    * @param dir - the model directory.
-   * @param options - dtype: float32 (default) or bfloat16.
+   * @param options - dtype: float32 (default) or bfloat16; device: 'cpu' (default), 'cuda' or 'cuda:N'.
    * @returns the model.
-   * @throws Error naming the file for a missing or malformed config or weights.
+   * @throws Error naming the file for a missing or malformed config or weights; the errors of {@link checkDevice}.
    * @example
    * ```ts
-   * const model = LlamaModel.load('path/to/hf-model', { dtype: 'bfloat16' });
+   * const model = LlamaModel.load('path/to/hf-model', { dtype: 'bfloat16', device: 'cuda' });
    * ```
    */
-  static load(dir: string, options: { dtype?: Dtype } = {}): LlamaModel {
-    return new LlamaModel(native().Model.load(dir, options.dtype ?? 'float32'), resolve(dir));
+  static load(dir: string, options: { dtype?: Dtype; device?: Device } = {}): LlamaModel {
+    const device = checkDevice(options.device, 'loadModel');  // before reading gigabytes of weights
+    const model = new LlamaModel(native().Model.load(dir, options.dtype ?? 'float32'), resolve(dir));
+    if (device !== 'cpu') model.toDevice(device);
+    return model;
+  }
+
+  /** Where the weights live: "cpu", "cuda:0", ... */
+  get device(): string {
+    return this.handle.device;
+  }
+
+  /**
+   * Moves the whole model (weights, adapters, latent pools) to a device, in place. Make optimizers
+   * and latent pools after moving: they hold the tensors they were given.
+   * @param device - 'cpu', 'cuda' or 'cuda:N'.
+   * @returns this model.
+   * @throws the errors of {@link checkDevice}.
+   * @example
+   * ```ts
+   * const model = LlamaModel.load('models/jfa-base').toDevice('cuda');
+   * ```
+   */
+  toDevice(device: Device): this {
+    this.handle.toDevice(checkDevice(device, 'model.toDevice'));
+    return this;
   }
 
   /**
    * As load(), reading and converting the weights on the libuv pool.
    * @param dir - the model directory.
-   * @param options - dtype: float32 (default) or bfloat16.
+   * @param options - dtype: float32 (default) or bfloat16; device: 'cpu' (default), 'cuda' or 'cuda:N'.
    * @returns a promise of the model.
    * @throws (rejects with) the errors of load().
    * @example
@@ -159,8 +184,11 @@ export class LlamaModel implements Disposable {
    * const model = await LlamaModel.loadAsync('path/to/hf-model');
    * ```
    */
-  static async loadAsync(dir: string, options: { dtype?: Dtype } = {}): Promise<LlamaModel> {
-    return new LlamaModel(await native().Model.loadAsync(dir, options.dtype ?? 'float32'), resolve(dir));
+  static async loadAsync(dir: string, options: { dtype?: Dtype; device?: Device } = {}): Promise<LlamaModel> {
+    const device = checkDevice(options.device, 'loadModel');
+    const model = new LlamaModel(await native().Model.loadAsync(dir, options.dtype ?? 'float32'), resolve(dir));
+    if (device !== 'cpu') model.toDevice(device);
+    return model;
   }
 
   /**

@@ -10,6 +10,7 @@
 #include "binding/tensor.h"
 #include "binding/train.h"
 #include "core/cpu_allocator.h"
+#include "core/cuda/cuda.h"
 #include "core/runtime.h"
 
 namespace jfa::binding {
@@ -23,6 +24,8 @@ Napi::Value info_fn(const Napi::CallbackInfo& info) {
     out.Set("faissVersion", r.faiss_version);
     out.Set("cuda", r.cuda_built);
     out.Set("cudaDevices", static_cast<double>(r.cuda_devices));
+    out.Set("cudaVersion", cuda::version());
+    out.Set("cudaKernels", cuda::built());
     out.Set("mkl", r.mkl);
     out.Set("openmp", r.openmp);
     out.Set("numThreads", r.num_threads);
@@ -48,6 +51,21 @@ Napi::Value stats_fn(const Napi::CallbackInfo& info) {
   out.Set("cpuCacheLimitBytes", static_cast<double>(cache.limit_bytes));
   out.Set("cpuCacheHits", static_cast<double>(cache.hits));
   out.Set("cpuCacheMisses", static_cast<double>(cache.misses));
+  const auto gpus = cuda::gpus();
+  Napi::Array list = Napi::Array::New(info.Env(), gpus.size());
+  for (size_t i = 0; i < gpus.size(); ++i) {
+    const auto& g = gpus[i];
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("index", static_cast<double>(g.index));
+    o.Set("name", g.name);
+    o.Set("totalMemory", static_cast<double>(g.total_memory));
+    o.Set("capability", std::to_string(g.major) + "." + std::to_string(g.minor));
+    o.Set("allocatedBytes", static_cast<double>(g.allocated));
+    o.Set("reservedBytes", static_cast<double>(g.reserved));
+    o.Set("peakAllocatedBytes", static_cast<double>(g.peak_allocated));
+    list.Set(static_cast<uint32_t>(i), o);
+  }
+  out.Set("gpus", list);
   return out;
 }
 
@@ -61,6 +79,21 @@ Napi::Value set_cpu_cache_limit_fn(const Napi::CallbackInfo& info) {
 Napi::Value empty_cpu_cache_fn(const Napi::CallbackInfo& info) {
   empty_cpu_cache();
   return info.Env().Undefined();
+}
+
+// The CUDA caching allocator: peaks cleared, or cached blocks returned to the driver (no-ops without a GPU).
+Napi::Value reset_peak_memory_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "resetPeakMemory", [&]() -> Napi::Value {
+    cuda::reset_peak();
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value empty_cuda_cache_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "emptyCudaCache", [&]() -> Napi::Value {
+    cuda::empty_cache();
+    return info.Env().Undefined();
+  });
 }
 
 Napi::Value faiss_self_check_fn(const Napi::CallbackInfo& info) {
@@ -87,6 +120,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
                        {"setCpuCacheLimit", 1, set_cpu_cache_limit_fn},
                        {"emptyCpuCache", 0, empty_cpu_cache_fn},
                        {"faissSelfCheck", 0, faiss_self_check_fn},
+                       {"resetPeakMemory", 0, reset_peak_memory_fn},
+                       {"emptyCudaCache", 0, empty_cuda_cache_fn},
                    });
   exports.Set("signatures", signatures.to_js(env));
   return exports;

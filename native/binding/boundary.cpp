@@ -10,6 +10,7 @@
 
 #include "binding/tensor.h"
 #include "core/checks.h"
+#include "core/device.h"
 #include "core/ops.h"
 
 namespace jfa::binding {
@@ -209,6 +210,13 @@ c10::ScalarType dtype_arg(const Napi::CallbackInfo& info, size_t i, const char* 
   if (v.IsUndefined()) return fallback;
   if (!v.IsString()) throw Napi::TypeError::New(info.Env(), std::string(op) + ": dtype must be a string, got " + describe(v));
   return parse_dtype(v.As<Napi::String>().Utf8Value(), op);
+}
+
+c10::Device device_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  const Napi::Value v = info[i];
+  if (v.IsUndefined()) return c10::Device(c10::kCPU);
+  if (!v.IsString()) throw Napi::TypeError::New(info.Env(), std::string(op) + ": device must be a string, got " + describe(v));
+  return parse_device(v.As<Napi::String>().Utf8Value(), op);
 }
 
 std::optional<uint64_t> seed_arg(const Napi::CallbackInfo& info, size_t i, const char* op) {

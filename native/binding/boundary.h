@@ -58,6 +58,8 @@ int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const 
                 int64_t min = -kMaxInteger, int64_t max = kMaxInteger);
 std::vector<int64_t> shape_arg(const Napi::CallbackInfo& info, size_t i, const char* op);
 c10::ScalarType dtype_arg(const Napi::CallbackInfo& info, size_t i, const char* op, c10::ScalarType fallback);
+// A device name ("cpu", "cuda", "cuda:1"; core/device.h checks it is there); undefined gives the CPU.
+c10::Device device_arg(const Napi::CallbackInfo& info, size_t i, const char* op);
 std::optional<uint64_t> seed_arg(const Napi::CallbackInfo& info, size_t i, const char* op);
 double number_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, double fallback);
 bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, bool fallback);

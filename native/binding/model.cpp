@@ -38,6 +38,8 @@ class Model : public CheckedWrap<Model> {
                            static_method<&Model::random, 3>(sig, "Model", "random", "createModel"),
                            InstanceAccessor<&Model::config>("config"),
                            InstanceAccessor<&Model::dtype>("dtype"),
+                           InstanceAccessor<&Model::device>("device"),
+                           method<&Model::to_device, 1>(sig, "Model", "toDevice", "model.toDevice"),
                            InstanceAccessor<&Model::parameter_count>("parameterCount"),
                            method<&Model::logits, 2>(sig, "Model", "logits", "model.logits"),
                            method<&Model::logits_async, 2>(sig, "Model", "logitsAsync", "model.logitsAsync"),
@@ -145,6 +147,19 @@ class Model : public CheckedWrap<Model> {
   }
 
   Napi::Value dtype(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), dtype_name(live("dtype").dtype())); }
+
+  Napi::Value device(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), live("device").device().str()); }
+
+  // Moves the whole model (weights, adapters, latent pools) to a device, in place.
+  Napi::Value to_device(const Napi::CallbackInfo& info) {
+    const char* op = "model.toDevice";
+    return guard(info.Env(), op, [&]() -> Napi::Value {
+      if (info[0].IsUndefined()) throw Napi::TypeError::New(info.Env(), std::string(op) + ": device is required");
+      const c10::Device device = device_arg(info, 0, op);
+      changeable(op).to(device);
+      return info.Env().Undefined();
+    });
+  }
 
   Napi::Value parameter_count(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(live("parameterCount").parameter_count()));

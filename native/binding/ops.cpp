@@ -46,15 +46,20 @@ Napi::Value from_typed_array(const Napi::CallbackInfo& info) {
                                         "Float64Array, Int32Array, BigInt64Array or Uint8Array");
     }
     const auto shape = shape_arg(info, 1, "tensor");
+    const c10::Device device = device_arg(info, 2, "tensor");
     const auto* bytes = static_cast<const uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
-    return tensor_handle::wrap(env, copy_from(bytes, array.ByteLength(), shape, type, "tensor"));
+    at::Tensor t = copy_from(bytes, array.ByteLength(), shape, type, "tensor");
+    return tensor_handle::wrap(env, device.is_cpu() ? t : t.to(device));
   });
 }
 
 Napi::Value zeros_fn(const Napi::CallbackInfo& info) {
   return guard(info.Env(), "zeros", [&]() -> Napi::Value {
     const auto shape = shape_arg(info, 0, "zeros");
-    return tensor_handle::wrap(info.Env(), zeros(shape, dtype_arg(info, 1, "zeros", c10::kFloat)));
+    const auto type = dtype_arg(info, 1, "zeros", c10::kFloat);
+    const c10::Device device = device_arg(info, 2, "zeros");
+    at::Tensor t = zeros(shape, type);
+    return tensor_handle::wrap(info.Env(), device.is_cpu() ? t : t.to(device));
   });
 }
 
@@ -62,7 +67,11 @@ Napi::Value randn_fn(const Napi::CallbackInfo& info) {
   return guard(info.Env(), "randn", [&]() -> Napi::Value {
     const auto shape = shape_arg(info, 0, "randn");
     const auto type = dtype_arg(info, 1, "randn", c10::kFloat);
-    return tensor_handle::wrap(info.Env(), randn(shape, type, seed_arg(info, 2, "randn")));
+    const auto seed = seed_arg(info, 2, "randn");
+    const c10::Device device = device_arg(info, 3, "randn");
+    // Drawn on the CPU, then moved: a seed gives torch.manual_seed(seed); torch.randn(shape)'s values on every device.
+    at::Tensor t = randn(shape, type, seed);
+    return tensor_handle::wrap(info.Env(), device.is_cpu() ? t : t.to(device));
   });
 }
 
@@ -101,6 +110,15 @@ Napi::Value to_fn(const Napi::CallbackInfo& info) {
     const auto& a = tensor_arg(info, 0, "to", "a");
     if (info[1].IsUndefined()) throw Napi::TypeError::New(info.Env(), "to: dtype is required");
     return tensor_handle::wrap(info.Env(), cast(a, dtype_arg(info, 1, "to", c10::kFloat)));
+  });
+}
+
+// A copy on another device (the same tensor when it is there already, as torch's .to()).
+Napi::Value to_device_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "toDevice", [&]() -> Napi::Value {
+    const auto& a = tensor_arg(info, 0, "toDevice", "a");
+    if (info[1].IsUndefined()) throw Napi::TypeError::New(info.Env(), "toDevice: device is required");
+    return tensor_handle::wrap(info.Env(), a.to(device_arg(info, 1, "toDevice")));
   });
 }
 
@@ -186,8 +204,9 @@ Napi::Value detach_fn(const Napi::CallbackInfo& info) {
 void register_ops(Napi::Env env, Napi::Object exports, Signatures& signatures) {
   export_functions(env, exports, signatures,
                    {
-                       {"fromTypedArray", 2, from_typed_array}, {"zeros", 2, zeros_fn},
-                       {"randn", 3, randn_fn},                  {"matmul", 2, matmul_fn},
+                       {"fromTypedArray", 3, from_typed_array}, {"zeros", 3, zeros_fn},
+                       {"randn", 4, randn_fn},                  {"toDevice", 2, to_device_fn},
+                       {"matmul", 2, matmul_fn},
                        {"matmulAsync", 2, matmul_async_fn},     {"add", 3, add_fn},
                        {"sum", 3, sum_fn},                      {"to", 2, to_fn},
                        {"setRequiresGrad", 2, set_requires_grad_fn}, {"requiresGrad", 1, requires_grad_fn},

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "binding/boundary.h"
+#include "core/cuda/cuda.h"
 #include "core/runtime.h"
 
 namespace jfa::binding {
@@ -22,6 +23,9 @@ class PromiseWorker : public Napi::AsyncWorker {
     try {
       apply_threads();
       call_.work();
+      // Kernels queued on this thread's CUDA streams finish before JS sees the result (no-op until
+      // a CUDA device was used).
+      cuda::synchronize();
     } catch (...) {
       failure_ = describe_current_exception(call_.op);
       SetError(failure_.message);

@@ -16,8 +16,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "core/checks.h"
+#include "core/cuda/cuda.h"
 
 namespace jfa {
 namespace {
@@ -67,9 +70,9 @@ bool any_row(const float* mask, int64_t r0, int64_t r1) {
 }
 
 // Returns the gradient buffer's rows to write into: G's own rows when G is float32 and contiguous.
-at::Tensor grad_rows(const at::Tensor& G, int64_t r0, int64_t k, int64_t v) {
+at::Tensor grad_rows(const at::Tensor& G, int64_t r0, int64_t k, int64_t v, const at::Device& device) {
   if (G.defined() && G.scalar_type() == at::kFloat) return G.narrow(0, r0, k);
-  return at::empty({k, v}, at::TensorOptions().dtype(at::kFloat));
+  return at::empty({k, v}, at::TensorOptions().dtype(at::kFloat).device(device));
 }
 
 void finish_rows(at::Tensor& G, const at::Tensor& g, int64_t r0, int64_t k) {
@@ -90,7 +93,7 @@ at::Tensor fused_row_loss(AutogradContext* ctx, const at::Tensor& logits, const 
   const int64_t N = M.numel();
   const double denom = reduction == Reduction::Mean ? std::max(M.sum().item<double>(), 1.0) : 1.0;
   at::Tensor G = need_grad ? at::empty({N, V}, logits.options().memory_format(at::MemoryFormat::Contiguous)) : at::Tensor();
-  at::Tensor row_loss = at::zeros({N}, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor row_loss = at::zeros({N}, at::TensorOptions().dtype(at::kFloat).device(logits.device()));
   const at::Tensor mask_cpu = M.to(at::kCPU).contiguous();
   const float* mask_rows = mask_cpu.data_ptr<float>();
 
@@ -101,7 +104,7 @@ at::Tensor fused_row_loss(AutogradContext* ctx, const at::Tensor& logits, const 
       return;
     }
     const at::Tensor m = M.narrow(0, r0, k).unsqueeze(1);
-    at::Tensor out = grad_rows(G, r0, k, V);
+    at::Tensor out = grad_rows(G, r0, k, V, logits.device());
     row_loss.narrow(0, r0, k).copy_(chunk(r0, k, m / denom, out).mul(m.squeeze(1)));
     if (G.defined()) finish_rows(G, out, r0, k);
   });
@@ -126,6 +129,29 @@ variable_list saved_gradient_times(AutogradContext* ctx, const variable_list& gr
   return out;
 }
 
+// The GPU path: every row in one kernel (core/cuda/kl_rows.cu), where this build has it and
+// JFA_CUDA_KERNELS is not 0 (0 runs the libtorch path below, the reference, on the GPU too).
+bool cuda_divergence(AutogradContext* ctx, const at::Tensor& cur, const at::Tensor& ref, const at::Tensor& Z,
+                     const at::Tensor& R, const at::Tensor& M, KlKind kind, Reduction reduction, double temperature,
+                     bool need_grad, at::Tensor& result) {
+  if (!cur.is_cuda() || !cuda::built()) return false;
+  const char* flag = std::getenv("JFA_CUDA_KERNELS");
+  if (flag && std::strcmp(flag, "0") == 0) return false;
+  const double denom = reduction == Reduction::Mean ? std::max(M.sum().item<double>(), 1.0) : 1.0;
+  at::Tensor row_loss = at::zeros({Z.size(0)}, Z.options().dtype(at::kFloat));
+  at::Tensor G = need_grad ? at::empty(Z.sizes(), Z.options().memory_format(at::MemoryFormat::Contiguous)) : at::Tensor();
+  if (!cuda::kl_rows(Z, R, M, 1.0 / denom, static_cast<int>(kind), temperature, row_loss, G)) return false;
+  const double value = row_loss.sum(at::kDouble).item<double>() / denom;
+  if (!std::isfinite(value)) {
+    check_finite(cur, "flashbackDivergence", "the current logits");
+    check_finite(ref, "flashbackDivergence", "the reference logits");
+    throw_range("flashbackDivergence: the loss is not finite (" + std::to_string(value) + ")");
+  }
+  if (G.defined()) ctx->save_for_backward({G.view(cur.sizes())});
+  result = at::full({}, value, cur.options().requires_grad(false));
+  return true;
+}
+
 struct DivergenceFn : public torch::autograd::Function<DivergenceFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& cur, const at::Tensor& ref, const at::Tensor& mask,
                             int64_t kind_code, int64_t reduction_code, double temperature, bool need_grad) {
@@ -133,11 +159,15 @@ struct DivergenceFn : public torch::autograd::Function<DivergenceFn> {
     const int64_t V = cur.size(-1);
     const at::Tensor Z = cur.reshape({-1, V});
     const at::Tensor R = ref.reshape({-1, V});
+    at::Tensor on_gpu;
+    if (cuda_divergence(ctx, cur, ref, Z, R, mask.reshape({-1}).to(at::kFloat), kind, static_cast<Reduction>(reduction_code),
+                        temperature, need_grad, on_gpu))
+      return on_gpu;
     return fused_row_loss(
         ctx, cur, mask.reshape({-1}).to(at::kFloat), static_cast<Reduction>(reduction_code), need_grad, "flashbackDivergence",
         {{&cur, "the current logits"}, {&ref, "the reference logits"}},
         [&](int64_t r0, int64_t k, const at::Tensor& weight, at::Tensor& d) {
-          const auto buffer = [&] { return at::empty({k, V}, at::TensorOptions().dtype(at::kFloat)); };
+          const auto buffer = [&] { return at::empty({k, V}, at::TensorOptions().dtype(at::kFloat).device(cur.device())); };
           at::Tensor p = buffer(), q = buffer(), scratch = buffer();
           const at::Tensor z = float_rows(Z, r0, k, temperature), r = float_rows(R, r0, k, temperature);
           const at::Tensor lse_z = softmax_lse(z, p), lse_r = softmax_lse(r, q);

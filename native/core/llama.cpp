@@ -242,11 +242,11 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
   const bool causal_only = !padded && past == 0 && t > 1;
   at::Tensor mask;
   if (!own_attention && (padded || (past > 0 && t > 1))) {
-    const auto i64 = at::TensorOptions().dtype(at::kLong);
+    const auto i64 = at::TensorOptions().dtype(at::kLong).device(ids.device());
     at::Tensor keep = at::arange(total, i64).view({1, total}).le(at::arange(past, total, i64).view({t, 1})).view({1, 1, t, total});
     keep = keep.logical_and(key_mask.ne(0).view({b, 1, 1, total}));
-    mask = at::where(keep, at::zeros({}, at::TensorOptions().dtype(dtype_)),
-                     at::full({}, std::numeric_limits<float>::lowest(), at::TensorOptions().dtype(dtype_)));
+    const auto like = at::TensorOptions().dtype(dtype_).device(ids.device());
+    mask = at::where(keep, at::zeros({}, like), at::full({}, std::numeric_limits<float>::lowest(), like));
   }
 
   LayerContext ctx{cos, sin, fused, mask, real_keys, own_attention, causal_only, 1.0 / std::sqrt(static_cast<double>(hd)),
@@ -579,10 +579,15 @@ void LlamaModel::add_lora(const std::vector<std::string>& targets, int64_t r, do
   for (auto& [name, layer] : linear_layers()) {
     const std::string module = name.substr(name.rfind('.') + 1);
     if (std::find(targets.begin(), targets.end(), module) == targets.end()) continue;
-    const auto options = layer->weight.options();
+    // Made and seeded on the CPU (the same values on every device), then moved to the weight's.
+    const auto options = layer->weight.options().device(at::kCPU);
     layer->lora_A = at::empty({r, layer->weight.size(1)}, options);
     layer->lora_B = at::empty({layer->weight.size(0), r}, options);
     lora_init(layer->lora_A, layer->lora_B, LoraInit::Kaiming, seed + n++);
+    if (!layer->weight.device().is_cpu()) {
+      layer->lora_A = layer->lora_A.to(layer->weight.device());
+      layer->lora_B = layer->lora_B.to(layer->weight.device());
+    }
     layer->lora_A.set_requires_grad(true);
     layer->lora_B.set_requires_grad(true);
     layer->lora_scale = scale;
@@ -605,6 +610,41 @@ int64_t LlamaModel::parameter_count() const {
     n += layer->weight.numel() + (layer->bias.defined() ? layer->bias.numel() : 0);
   for (const auto& l : layers_) n += l.input_norm.numel() + l.post_attention_norm.numel();
   return n;
+}
+
+void LlamaModel::to(const c10::Device& device) {
+  if (device == this->device()) return;
+  at::NoGradGuard no_grad;
+  const auto move = [&](at::Tensor& t) {
+    if (!t.defined()) return;
+    const bool trainable = t.requires_grad();
+    t = t.detach().to(device);
+    if (trainable) t.set_requires_grad(true);
+  };
+  const bool tied = lm_head.is_same(embed_tokens);
+  move(embed_tokens);
+  move(final_norm);
+  if (tied) lm_head = embed_tokens;
+  else move(lm_head);
+  for (auto& [name, layer] : linear_layers()) {
+    move(layer->weight);
+    move(layer->bias);
+    move(layer->lora_A);
+    move(layer->lora_B);
+    for (auto& f : layer->stacked) {
+      move(f.A);
+      move(f.B);
+    }
+  }
+  for (auto& layer : layers_) {
+    move(layer.input_norm);
+    move(layer.post_attention_norm);
+  }
+  for (auto& [layer, pool] : latent_pools_) {
+    move(pool.first);
+    move(pool.second);
+  }
+  move(inv_freq_);
 }
 
 }  // namespace jfa

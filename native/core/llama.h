@@ -63,6 +63,11 @@ class LlamaModel {
   // dtype: float32 or bfloat16 (weights are converted on load when the file holds another).
   static std::unique_ptr<LlamaModel> load(const std::string& dir, c10::ScalarType dtype);
 
+  // Moves every weight, adapter, latent pool and buffer to `device` (parse_device() checked it);
+  // trainable leaves stay trainable leaves. Optimizers made before hold the old tensors: move first.
+  void to(const c10::Device& device);
+  c10::Device device() const { return embed_tokens.device(); }
+
   const LlamaConfig& config() const { return config_; }
   c10::ScalarType dtype() const { return dtype_; }
 

@@ -110,8 +110,10 @@ at::Tensor lora_linear(const LoraArgs& a) {
     const auto x2 = a.x.reshape({-1, in});
     mask = at::empty(x2.sizes(), x2.options());
     if (a.seed) {
+      // Drawn on the CPU (the seeded generator is a CPU one), so a seed gives the same mask everywhere.
       at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(*a.seed);
-      mask.bernoulli_(1.0 - a.dropout, gen);
+      mask = x2.device().is_cpu() ? mask.bernoulli_(1.0 - a.dropout, gen)
+                                  : at::empty(x2.sizes(), x2.options().device(at::kCPU)).bernoulli_(1.0 - a.dropout, gen).to(x2.device());
     } else {
       mask.bernoulli_(1.0 - a.dropout);
     }

@@ -1,0 +1,65 @@
+// core/cuda/cuda.h for a build against a CUDA libtorch: devices, allocator counters, streams.
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
+
+#include <atomic>
+
+#include "core/cuda/cuda.h"
+
+namespace jfa::cuda {
+namespace {
+std::atomic<bool> g_used{false};
+}
+
+bool built() { return true; }
+
+std::string version() {
+  return std::to_string(CUDART_VERSION / 1000) + "." + std::to_string((CUDART_VERSION % 1000) / 10);
+}
+
+std::vector<Gpu> gpus() {
+  std::vector<Gpu> out;
+  const int64_t count = c10::cuda::device_count();
+  for (int64_t i = 0; i < count; ++i) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, static_cast<int>(i)) != cudaSuccess) continue;
+    Gpu g;
+    g.index = i;
+    g.name = prop.name;
+    g.total_memory = static_cast<int64_t>(prop.totalGlobalMem);
+    g.major = prop.major;
+    g.minor = prop.minor;
+    if (g_used.load()) {
+      using namespace c10::cuda::CUDACachingAllocator;
+      const auto stats = getDeviceStats(static_cast<c10::DeviceIndex>(i));
+      const auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+      g.allocated = stats.allocated_bytes[all].current;
+      g.reserved = stats.reserved_bytes[all].current;
+      g.peak_allocated = stats.allocated_bytes[all].peak;
+    }
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
+void reset_peak() {
+  if (!g_used.load()) return;
+  for (int64_t i = 0; i < c10::cuda::device_count(); ++i)
+    c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(i));
+}
+
+void empty_cache() {
+  if (g_used.load()) c10::cuda::CUDACachingAllocator::emptyCache();
+}
+
+void note_used() { g_used.store(true); }
+
+void synchronize() {
+  if (!g_used.load()) return;
+  for (int64_t i = 0; i < c10::cuda::device_count(); ++i)
+    c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(i)).synchronize();
+}
+
+}  // namespace jfa::cuda

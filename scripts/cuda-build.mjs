@@ -1,0 +1,85 @@
+#!/usr/bin/env node
+// The CUDA build check: builds the whole addon, core/cuda's .cu kernels included, against the CUDA
+// torch wheel, without a GPU and without touching the CPU build. Into their own folders:
+//   .venv-cuda/   torch (CUDA 13) + the nvidia-cuda-nvcc / -runtime / -cccl / -crt / nvvm wheels,
+//                 installed --no-deps (the build opens libtorch's headers, CMake files and
+//                 libraries, never cuBLAS or cuDNN, which libtorch_cuda loads at run time);
+//   build-cuda/   the CMake tree (cmake/) and the addon (Release/).
+// Then checks the result: the addon needs libtorch_cuda.so and holds the divergence kernel's
+// device code. Prints "cuda-build: passed in N s" or "cuda-build: failed: why"; scripts/test.mjs
+// runs it when JFA_CUDA_BUILD=1 (.ci/run sets it) and counts it as one test.
+// Environment: JFA_CUDA_TORCH (default 2.14.1), PYTHON (default python3).
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const venv = join(root, '.venv-cuda');
+const torchVersion = process.env.JFA_CUDA_TORCH ?? '2.14.1';
+const started = Date.now();
+const secs = (from) => ((Date.now() - from) / 1000).toFixed(0);
+const fail = (why) => {
+  console.log(`cuda-build: failed: ${why}`);
+  process.exit(1);
+};
+const run = (cmd, args, env = {}) => {
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } });
+  return r.status ?? 1;
+};
+
+const sitePackages = () => {
+  const lib = join(venv, 'lib');
+  const py = existsSync(lib) ? readdirSync(lib).find((d) => d.startsWith('python')) : undefined;
+  return py ? join(lib, py, 'site-packages') : undefined;
+};
+
+// 1. The venv and the wheels (skipped when the wanted torch is there already).
+const t0 = Date.now();
+let site = sitePackages();
+const haveTorch = site && existsSync(join(site, `torch-${torchVersion}.dist-info`));
+if (!haveTorch) {
+  if (!existsSync(venv) && run(process.env.PYTHON ?? 'python3', ['-m', 'venv', venv]) !== 0) fail('could not create .venv-cuda');
+  const pip = [join(venv, 'bin', 'python'), '-m', 'pip', 'install', '--retries', '1', '--timeout', '15', '--no-deps', '--no-input'];
+  const wheels = [`torch==${torchVersion}`, 'nvidia-cuda-nvcc', 'nvidia-cuda-runtime', 'nvidia-cuda-cccl', 'nvidia-cuda-crt', 'nvidia-nvvm'];
+  if (run(pip[0], [...pip.slice(1), ...wheels]) !== 0) fail(`pip could not install ${wheels.join(' ')}`);
+  site = sitePackages();
+}
+if (!site || !existsSync(join(site, 'torch', 'lib', 'libtorch_cuda.so'))) fail(`${venv} has no CUDA torch (torch/lib/libtorch_cuda.so)`);
+const toolkit = join(site, 'nvidia', readdirSync(join(site, 'nvidia')).filter((d) => /^cu\d+$/.test(d)).sort().pop() ?? 'cu13');
+if (!existsSync(join(toolkit, 'bin', 'nvcc'))) fail(`no nvcc in ${toolkit}/bin (the nvidia-cuda-nvcc wheel)`);
+// The wheels lay the toolkit out flat; nvcc.profile and CMake's FindCUDAToolkit look for
+// targets/<arch>-linux/{include,lib} and an unversioned libcudart.so, as a toolkit install has.
+const target = join(toolkit, 'targets', `${process.arch === 'arm64' ? 'sbsa' : 'x86_64'}-linux`);
+mkdirSync(target, { recursive: true });
+for (const d of ['include', 'lib']) if (!existsSync(join(target, d))) symlinkSync(join('..', '..', d), join(target, d));
+const cudart = readdirSync(join(toolkit, 'lib')).find((f) => /^libcudart\.so\.\d+$/.test(f));
+if (cudart && !existsSync(join(toolkit, 'lib', 'libcudart.so'))) symlinkSync(cudart, join(toolkit, 'lib', 'libcudart.so'));
+console.log(`cuda-build: wheels ${haveTorch ? 'already installed' : `installed in ${secs(t0)} s`} (${site})`);
+
+// 2. The build, in build-cuda/ (CMake tree and addon), without the C++ test executables (they would
+// need cuBLAS and friends at link time; the CPU build runs them).
+const t1 = Date.now();
+// A configure step that failed leaves a CMake cache without build files, which cmake-js would not redo.
+const tree = join(root, 'build-cuda', 'cmake');
+if (existsSync(tree) && !existsSync(join(tree, 'build.ninja')) && !existsSync(join(tree, 'Makefile'))) rmSync(tree, { recursive: true, force: true });
+const status = run(process.execPath, [join(root, 'scripts', 'build-native.mjs'), join(root, 'build-cuda', 'Release')], {
+  LIBTORCH: join(site, 'torch'),
+  JFA_CMAKE_DIR: join(root, 'build-cuda', 'cmake'),
+  JFA_BUILD_TESTS: 'OFF',
+  CUDACXX: join(toolkit, 'bin', 'nvcc'),
+});
+if (status !== 0) fail(`the build against torch ${torchVersion} (CUDA) failed (exit ${status})`);
+console.log(`cuda-build: built in ${secs(t1)} s`);
+
+// 3. What came out: linked to libtorch_cuda, with the kernel's device code for every architecture.
+const addon = join(root, 'build-cuda', 'Release', 'jfa_torch.node');
+const needed = spawnSync('readelf', ['-d', addon], { encoding: 'utf8' }).stdout ?? '';
+if (!/libtorch_cuda\.so|libc10_cuda\.so/.test(needed)) fail(`${addon} does not need libtorch_cuda.so / libc10_cuda.so`);
+const cuobjdump = join(toolkit, 'bin', 'cuobjdump');
+const symbols = spawnSync('nm', ['-C', '--defined-only', addon], { encoding: 'utf8', maxBuffer: 256 * 2 ** 20 }).stdout ?? '';
+if (!/jfa::cuda::kl_rows/.test(symbols)) fail(`${addon} lacks jfa::cuda::kl_rows`);
+if (!/kl_rows_kernel/.test(symbols)) fail(`${addon} lacks the kl_rows_kernel device stubs`);
+const arches = existsSync(cuobjdump) ? (spawnSync(cuobjdump, ['--list-elf', addon], { encoding: 'utf8' }).stdout ?? '').match(/sm_\d+/g) : null;
+console.log(`cuda-build: ${addon} needs libtorch_cuda, has kl_rows${arches ? ` (cubins: ${[...new Set(arches)].join(' ')})` : ''}`);
+console.log(`cuda-build: passed in ${secs(started)} s`);

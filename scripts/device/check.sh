@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The GPU check (issue 14), for a machine with an NVIDIA GPU, PyTorch, nvcc, CMake and ninja but no
+# Node: unpacks .device/ (scripts/device/prepare.sh made it), builds the addon against that
+# machine's torch, runs the device and kernel parity tests on CUDA (test/29 with fp32/bf16
+# tolerances, test/09 and test/12), then bench:ops and bench:step on the GPU. Everything it prints
+# goes to $OUT/check.log too, each step's output to $OUT/<step>.log; exit 2 when there is no GPU,
+# 1 when a step failed. Budget: 10 minutes in all (each step has its own timeout).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/device-out}
+mkdir -p "$OUT"
+log() { echo "check.sh: $*" | tee -a "$OUT/check.log" >&2; }
+started=$(date +%s)
+
+# 1. A GPU, or stop here.
+smi=${JFA_CHECK_NVIDIA_SMI:-nvidia-smi}
+if ! command -v "$smi" >/dev/null 2>&1 || ! "$smi" -L >"$OUT/gpus.txt" 2>/dev/null || ! grep -q GPU "$OUT/gpus.txt"; then
+  log "no NVIDIA GPU ($smi missing or lists none): nothing to check on this machine; run it where nvidia-smi lists a GPU"
+  exit 2
+fi
+python=${PYTHON:-python3}
+if ! "$python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>>"$OUT/check.log"; then
+  log "no NVIDIA GPU usable by $python's torch (torch.cuda.is_available() is False, or no torch)"
+  exit 2
+fi
+log "GPU: $(head -1 "$OUT/gpus.txt"); torch $("$python" -c 'import torch; print(torch.__version__, torch.version.cuda)')"
+
+# 2. Node and what the build needs, from .device/.
+tools=$(mktemp -d)
+if ! command -v node >/dev/null 2>&1; then
+  [ -f .device/node.tar.xz ] || { log "no node and no .device/node.tar.xz: run scripts/device/prepare.sh on a machine with Node first"; exit 1; }
+  mkdir -p "$tools/bin" && tar -xJf .device/node.tar.xz -C "$tools/bin"
+  export PATH="$tools/bin:$PATH"
+fi
+[ -d node_modules ] || tar -xJf .device/node_modules.tar.xz
+[ -d dist ] || tar -xJf .device/dist.tar.xz
+if [ -f .device/deps.tar.xz ] && [ ! -d /usr/include/faiss ]; then
+  tar -xJf .device/deps.tar.xz -C "$tools"
+  export FAISS_DIR="$tools/usr/lib/x86_64-linux-gnu/cmake/faiss"
+  export CMAKE_PREFIX_PATH="$tools/usr:${CMAKE_PREFIX_PATH:-}"
+  export nlohmann_json_ROOT="$tools/usr"
+fi
+
+step() {  # step NAME SECONDS COMMAND...: runs it with a timeout, output to $OUT/NAME.log
+  local name=$1 limit=$2; shift 2
+  local t0=$(date +%s)
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  log "$name: exit $rc in $(( $(date +%s) - t0 )) s (log: $name.log)"
+  return $rc
+}
+
+# 3. Build against this machine's torch (found through PYTHON), for this GPU's architecture only.
+torch_dir=$("$python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')
+arch=$("$python" -c 'import torch; m, n = torch.cuda.get_device_capability(); print(f"{m}{n}")')
+failed=0
+LIBTORCH=$torch_dir JFA_CMAKE_DIR=build-device/cmake JFA_BUILD_TESTS=OFF JFA_CUDA_ARCHITECTURES=$arch \
+  step build 300 node scripts/build-native.mjs build-device/Release || { log "the build failed: see $OUT/build.log"; exit 1; }
+export JFA_ADDON=$PWD/build-device/Release/jfa_torch.node LIBTORCH=$torch_dir
+
+# 4. Parity on CUDA: the device suite (fp32 1e-4; the kernel against the CPU), kernels and model.
+step parity 180 node node_modules/vitest/vitest.mjs run test/29.device.test.ts test/09.kernels.test.ts \
+  --reporter=default --reporter=json --outputFile.json="$OUT/parity.json" || failed=1
+# The divergence kernel against libtorch's path on the same GPU.
+JFA_CUDA_KERNELS=0 step parity-libtorch-path 120 node node_modules/vitest/vitest.mjs run test/29.device.test.ts || failed=1
+
+# 5. Benchmarks on the GPU against PyTorch on the same GPU: bench:ops, and bench:step at a ~1B
+# Llama shape in bf16 (tokens/s, ratio, peak memory, MFU). They run once scripts/bench reads
+# JFA_BENCH_DEVICE; until then this says so instead of timing the CPU.
+if grep -q JFA_BENCH_DEVICE scripts/bench/harness.mjs scripts/bench/step.mjs 2>/dev/null; then
+  JFA_BENCH_DEVICE=cuda step bench-ops 90 node scripts/bench/ops.mjs || failed=1
+  JFA_BENCH_DEVICE=cuda JFA_BENCH_PRESET=1b-bf16 step bench-step 150 node scripts/bench/step.mjs || failed=1
+else
+  log "bench: scripts/bench has no GPU mode yet (JFA_BENCH_DEVICE): bench:ops and bench:step not run"
+  failed=1
+fi
+"$smi" >"$OUT/nvidia-smi.txt" 2>&1
+log "done in $(( $(date +%s) - started )) s, $([ $failed = 0 ] && echo 'every step passed' || echo 'some steps failed'); outputs in $OUT"
+exit $failed

@@ -1,0 +1,223 @@
+// Devices: the device option everywhere (tensor factories, .to(), loadModel, train, the CLI), the
+// errors when CUDA is asked of a process without it, and (with a GPU) the same work on CUDA. On a
+// machine without a GPU the CUDA tests are skipped, and their names say why.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { checkDevice, cudaAvailable } from '../lib/device.js';
+import { train } from '../lib/jfa/trainer.js';
+import { flashbackDivergence } from '../lib/kernels.js';
+import { createModel } from '../lib/model/create.js';
+import { LlamaModel, loadModel } from '../lib/model/llama.js';
+import { Tokenizer } from '../lib/model/tokenizer.js';
+import { loadNative, native } from '../lib/native.js';
+import { memoryStats, runtimeInfo } from '../lib/runtime.js';
+import { randn, tensor, zeros } from '../lib/tensor.js';
+import { expectError, root, tinyJfaRun } from './helpers.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'jfa-device-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const modelDir = join(dir, 'base');
+beforeAll(() => createModel(modelDir, { hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 2, seed: 1 }));
+
+const info = runtimeInfo();
+const cuda = cudaAvailable();
+const torchVersion = loadNative().libtorch.version;
+const noCuda = !info.cuda ? `this libtorch (${torchVersion}) has no CUDA` : info.cudaDevices === 0 ? 'no GPU visible' : '';
+const cli = (...args: string[]) => spawnSync(process.execPath, [join(root, 'dist', 'cli', 'main.js'), ...args], { encoding: 'utf8', cwd: root, timeout: 120_000 });
+
+describe('device option on the CPU', () => {
+  it("factories take { device: 'cpu' } and give the same tensors as without it", () => {
+    const a = tensor([1, 2, 3, 4], [2, 2], { device: 'cpu' });
+    expect(a.device).toBe('cpu');
+    expect(Array.from(a.toTypedArray() as Float32Array)).toEqual([1, 2, 3, 4]);
+    expect(zeros([3], 'int64', { device: 'cpu' }).device).toBe('cpu');
+    const r1 = randn([5], { seed: 7, device: 'cpu' }).toTypedArray();
+    const r2 = randn([5], { seed: 7 }).toTypedArray();
+    expect(r1).toEqual(r2);
+  });
+
+  it(".to('cpu') keeps the values; .to(dtype) still converts", () => {
+    const a = tensor([1.5, -2.25]);
+    expect(Array.from(a.to('cpu').toTypedArray() as Float32Array)).toEqual([1.5, -2.25]);
+    expect(a.to('int32').dtype).toBe('int32');
+  });
+
+  it('bad device names are RangeErrors naming the value; a non-string is a TypeError', () => {
+    expectError(() => tensor([1], [1], { device: 'tpu' as 'cpu' }), RangeError, "tensor: device 'tpu' is not a device", "'cuda:N'");
+    expectError(() => zeros([1], 'float32', { device: 'cuda:x' as 'cpu' }), RangeError, "zeros: device 'cuda:x'");
+    expectError(() => checkDevice(3, 'train'), TypeError, 'train: device must be a string');
+    // The addon checks too, for callers that skip lib/tensor.ts.
+    expectError(() => native().zeros([1], 'float32', 'mps'), RangeError, "zeros: device 'mps' is not a device");
+    expectError(() => native().toDevice(native().zeros([1]), 'cuda:-1'), RangeError, "toDevice: device 'cuda:-1'");
+  });
+
+  it('memoryStats() lists no GPU and runtimeInfo() no CUDA runtime on a CPU build', { skip: info.cudaKernels }, () => {
+    expect(memoryStats().gpus).toEqual([]);
+    expect(info.cudaVersion).toBe('');
+    expect(info.cudaKernels).toBe(false);
+  });
+
+  it("loadModel(dir, { device: 'cpu' }) computes what loadModel(dir) does, and says where it is", () => {
+    const ids = tensor(new BigInt64Array([1n, 5n, 9n, 2n]), [1, 4]);
+    using a = loadModel(modelDir);
+    using b = loadModel(modelDir, { device: 'cpu' });
+    expect(b.device).toBe('cpu');
+    expect(b.toDevice('cpu').device).toBe('cpu');
+    expect(b.logits(ids).toTypedArray()).toEqual(a.logits(ids).toTypedArray());
+  });
+});
+
+describe.skipIf(cuda)(`CUDA asked where there is none (${noCuda || 'n/a: a GPU is here'})`, () => {
+  it('tensor(), .to() and the addon itself refuse with one line naming libtorch and the fix', () => {
+    const expectNoCuda = (fn: () => unknown, op: string) => {
+      let message = '';
+      try {
+        fn();
+      } catch (e) {
+        message = (e as Error).message;
+      }
+      expect(message).toContain(`${op}: device 'cuda`);
+      expect(message).toMatch(info.cuda ? /no GPU is visible/ : /has no CUDA; install a CUDA torch/);
+      expect(message.split('\n')).toHaveLength(1);
+    };
+    expectNoCuda(() => tensor([1], [1], { device: 'cuda' }), 'tensor');
+    expectNoCuda(() => randn([2], { device: 'cuda:0' }), 'randn');
+    expectNoCuda(() => tensor([1]).to('cuda:0'), 'to');
+    expectNoCuda(() => native().fromTypedArray(new Float32Array([1]), [1], 'cuda'), 'tensor');
+    expectNoCuda(() => loadModel(modelDir, { device: 'cuda' }), 'loadModel');
+    if (!info.cuda) expect(() => tensor([1], [1], { device: 'cuda' })).toThrow(torchVersion);
+  });
+
+  it('train({ device }) and `jfa generate|eval|train --device cuda` refuse before any work', async () => {
+    const { suite, options } = tinyJfaRun();
+    using model = LlamaModel.load(modelDir);
+    await expect(train(model, Tokenizer.fromDir(modelDir), { newTrain: suite.newTrain.slice(0, 4) }, { ...options, device: 'cuda' })).rejects.toThrow(
+      /train: device 'cuda'/,
+    );
+    const data = join(dir, 'new.jsonl');
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(data, suite.newTrain.slice(0, 4).map((r) => JSON.stringify(r)).join('\n') + '\n');
+    const runs = [
+      cli('generate', '--model', modelDir, '--prompt', 'hi', '--device', 'cuda'),
+      cli('eval', '--model', modelDir, '--data', data, '--metric', 'rougeL', '--device', 'cuda:0'),
+      cli('train', '--model', modelDir, '--data', data, '--method', 'sft', '--out', join(dir, 'cli-run'), '--device', 'cuda'),
+    ];
+    for (const r of runs) {
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toMatch(/device 'cuda(:0)?'/);
+      expect(r.stderr).toMatch(info.cuda ? /no GPU is visible/ : /has no CUDA/);
+    }
+    const bad = cli('train', '--model', modelDir, '--data', data, '--method', 'sft', '--out', join(dir, 'cli-bad'), '--device', 'gpu');
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toContain("must be 'cpu', 'cuda' or 'cuda:N'");
+  });
+});
+
+describe('precision', () => {
+  const { suite, options } = tinyJfaRun();
+  const data = { newTrain: suite.newTrain.slice(0, 8), flashbacks: suite.flashbacks.slice(0, 4) };
+  const quick = { ...options, microBatch: 2, accumulation: 2, seed: 3 };
+
+  it("precision must match the model's dtype", async () => {
+    using model = LlamaModel.load(modelDir);
+    await expect(train(model, Tokenizer.fromDir(modelDir), data, { ...quick, precision: 'bf16' })).rejects.toThrow(
+      "train: precision 'bf16' needs the model loaded as bfloat16, but it is float32",
+    );
+    await expect(train(model, Tokenizer.fromDir(modelDir), data, { ...quick, precision: 'fp16' as 'bf16' })).rejects.toThrow(RangeError);
+  });
+
+  // The flashback method (SFT + divergence); jfa's latent pool is float32 and a bf16 model refuses it (README: GPU).
+  it('bf16 trains the flashback method on the CPU: finite losses, within 5% of fp32 at the first step', async () => {
+    const tokenizer = Tokenizer.fromDir(modelDir);
+    const run = async (precision: 'fp32' | 'bf16') => {
+      using model = LlamaModel.load(modelDir, { dtype: precision === 'bf16' ? 'bfloat16' : 'float32' });
+      const out = join(dir, `precision-${precision}`);
+      await train(model, tokenizer, data, { ...quick, method: 'flashback', precision, device: 'cpu', outDir: out });
+      return readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { sft: number; divergence: number });
+    };
+    const fp32 = await run('fp32');
+    const bf16 = await run('bf16');
+    expect(bf16).toHaveLength(fp32.length);
+    for (const m of bf16) {
+      expect(Number.isFinite(m.sft) && Number.isFinite(m.divergence)).toBe(true);
+    }
+    expect(Math.abs(bf16[0]!.sft - fp32[0]!.sft) / fp32[0]!.sft).toBeLessThan(0.05);
+  });
+
+  it('the divergence of bfloat16 logits matches float32 within bf16 rounding', () => {
+    const cur = randn([3, 7, 50], { seed: 1 });
+    const ref = randn([3, 7, 50], { seed: 2 });
+    const mask = tensor(new Float32Array(21).fill(1), [3, 7]);
+    const d32 = (flashbackDivergence(cur, ref, mask).toTypedArray() as Float32Array)[0]!;
+    const d16 = (flashbackDivergence(cur.to('bfloat16'), ref.to('bfloat16'), mask).toTypedArray() as Float32Array)[0]!;
+    expect(Math.abs(d16 - d32) / d32).toBeLessThan(0.02);
+  });
+});
+
+describe.skipIf(!cuda)(`on CUDA (${cuda ? 'a GPU is here' : `skipped: ${noCuda}`})`, () => {
+  it('tensors move to the GPU and back unchanged; memoryStats() sees the allocator', () => {
+    const a = tensor([1, 2, 3], [3], { device: 'cuda' });
+    expect(a.device).toBe('cuda:0');
+    expect(Array.from(a.to('cpu').toTypedArray() as Float32Array)).toEqual([1, 2, 3]);
+    const gpu = memoryStats().gpus[0]!;
+    expect(gpu.allocatedBytes).toBeGreaterThan(0);
+    expect(gpu.name.length).toBeGreaterThan(0);
+  });
+
+  it('an op mixing devices names both tensors and their devices', () => {
+    expectError(() => tensor([1, 2]).add(tensor([1, 2], [2], { device: 'cuda' })), TypeError, 'b is on cuda:0 but a is on cpu');
+  });
+
+  it('a model on the GPU gives the CPU logits (fp32, 1e-4)', () => {
+    const ids = tensor(new BigInt64Array([1n, 5n, 9n, 2n]), [1, 4]);
+    using cpu = loadModel(modelDir);
+    using gpu = loadModel(modelDir, { device: 'cuda' });
+    const a = cpu.logits(ids).toTypedArray() as Float32Array;
+    const b = gpu.logits(ids.to('cuda')).toTypedArray() as Float32Array;
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+    expect(worst).toBeLessThan(1e-4);
+  });
+
+  it('the divergence on the GPU (kernel) matches the CPU, loss and gradient', () => {
+    const cur = randn([4, 9, 300], { seed: 3 }).setRequiresGrad();
+    const ref = randn([4, 9, 300], { seed: 4 });
+    const mask = tensor(Float32Array.from({ length: 36 }, (_, i) => (i % 5 === 0 ? 0 : 1)), [4, 9]);
+    const lc = flashbackDivergence(cur, ref, mask);
+    lc.backward();
+    const curG = cur.to('cuda').detach().setRequiresGrad();
+    const lg = flashbackDivergence(curG, ref.to('cuda'), mask.to('cuda'));
+    lg.backward();
+    const a = lc.toTypedArray()[0] as number;
+    expect(Math.abs((lg.toTypedArray()[0] as number) - a)).toBeLessThan(1e-4 * Math.abs(a) + 1e-6);
+    const ga = cur.grad!.toTypedArray() as Float32Array;
+    const gb = curG.grad!.toTypedArray() as Float32Array;
+    let worst = 0;
+    for (let i = 0; i < ga.length; i++) worst = Math.max(worst, Math.abs(ga[i]! - gb[i]!));
+    expect(worst).toBeLessThan(1e-5);
+  });
+});
+
+describe('the GPU check script', () => {
+  it('on a machine without a GPU it stops at once with a clear message and exit 2', () => {
+    const out = mkdtempSync(join(tmpdir(), 'jfa-check-'));
+    try {
+      const r = spawnSync('bash', [join(root, 'scripts', 'device', 'check.sh')], {
+        encoding: 'utf8',
+        cwd: root,
+        timeout: 60_000,
+        env: { ...process.env, OUT: out, JFA_CHECK_NVIDIA_SMI: join(out, 'no-nvidia-smi') },
+      });
+      expect(r.status).toBe(2);
+      expect(r.stderr).toContain('check.sh: no NVIDIA GPU');
+      expect(readFileSync(join(out, 'check.log'), 'utf8')).toContain('no NVIDIA GPU');
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  });
+});
