@@ -387,8 +387,8 @@ at::Tensor LlamaModel::generate(const at::Tensor& ids, const at::Tensor& attenti
   }
   std::optional<at::Generator> gen;
   if (o.seed) gen = at::make_generator<at::CPUGeneratorImpl>(*o.seed);
-  const auto i64 = at::TensorOptions().dtype(at::kLong);
-  const at::Tensor eos = at::tensor(o.eos_token_ids, i64);
+  const auto i64 = at::TensorOptions().dtype(at::kLong).device(ids.device());
+  const at::Tensor eos = at::tensor(o.eos_token_ids, i64.device(at::kCPU)).to(ids.device());
 
   at::Tensor h = decode(ids, positions, key_mask.narrow(1, 0, t), &cache, adapters, call);
   at::Tensor logits = at::linear(h.select(1, t - 1), lm_head).to(at::kFloat);
@@ -397,7 +397,7 @@ at::Tensor LlamaModel::generate(const at::Tensor& ids, const at::Tensor& attenti
   // rows, position, mask and latent tasks with it) once a quarter of the rows still in it have
   // ended, so a batch costs what its live rows do; what is left of its output stays padding.
   at::Tensor rows = at::arange(b, i64);
-  at::Tensor finished = at::zeros({b}, at::TensorOptions().dtype(at::kBool));
+  at::Tensor finished = at::zeros({b}, i64.dtype(at::kBool));
   const at::Tensor out = at::full({b, o.max_new_tokens}, o.pad_token_id, i64);
   int64_t produced = 0;
   for (int64_t step = 0; step < o.max_new_tokens; ++step) {
@@ -412,7 +412,8 @@ at::Tensor LlamaModel::generate(const at::Tensor& ids, const at::Tensor& attenti
         const at::Tensor drop = (sorted.cumsum(-1) - sorted).gt(o.top_p);
         probs = probs.scatter(-1, order, sorted.masked_fill(drop, 0.0));
       }
-      next = probs.multinomial(1, false, gen).squeeze(-1);
+      // Drawn on the CPU with its seeded generator: the same tokens for a seed on every device.
+      next = probs.to(at::kCPU).multinomial(1, false, gen).squeeze(-1).to(ids.device());
     }
     next = at::where(finished, at::full({}, o.pad_token_id, next.options()), next);
     out.select(1, step).index_copy_(0, rows, next);
