@@ -2,9 +2,12 @@
 // (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), forwards their output line by line with
 // a rank prefix, and when one fails stops the others and exits non-zero naming it.
 import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 
 /** How long the other workers get to stop (SIGTERM) before SIGKILL, once one has failed. */
 const GRACE_MS = 5000;
@@ -96,4 +99,57 @@ export async function launchWorkers(
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
   }
   if (failure) throw new Error(failure);
+}
+
+/** What ranks 1..N-1 of an in-process run (rank 0 is the caller) need to train alongside it. */
+export interface PeerSpec {
+  /** the base model directory */
+  model: string;
+  /** the data train() gets */
+  data: unknown;
+  /** train()'s options, as JSON (no callbacks) */
+  options: Record<string, unknown>;
+  worldSize: number;
+  masterAddr?: string;
+  masterPort: number;
+  timeoutMs?: number;
+}
+
+/**
+ * Starts ranks 1..worldSize-1 of a data-parallel train() whose rank 0 is this process (the demo's
+ * runs with --nproc): each a `train-peer` process with the same model, data and options.
+ * @param spec - model, data, options and where rank 0's store listens.
+ * @param dir - a folder for the spec file.
+ * @returns `done` (resolves when all exit 0; rejects naming the first rank that failed) and `stop` (kills them).
+ * @example
+ * ```ts
+ * const peers = startPeers({ model: dir, data, options, worldSize: 2, masterPort: port }, runDir);
+ * await train(model, tokenizer, data, { ...options, distributed: { rank: 0, worldSize: 2, masterPort: port } });
+ * await peers.done;
+ * ```
+ */
+export function startPeers(spec: PeerSpec, dir: string): { done: Promise<void>; stop: () => void } {
+  const file = join(dir, `peers-${process.pid}.json`);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(file, JSON.stringify(spec));
+  const entry = join(dirname(fileURLToPath(import.meta.url)), 'train-peer.js');
+  const threads = process.env.OMP_NUM_THREADS ?? String(Math.max(1, Math.floor(availableParallelism() / spec.worldSize)));
+  const children = Array.from({ length: spec.worldSize - 1 }, (_, i) =>
+    spawn(process.execPath, [entry, file, String(i + 1)], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, OMP_NUM_THREADS: threads } }),
+  );
+  const done = Promise.all(
+    children.map(
+      (child, i) =>
+        new Promise<void>((resolve, reject) => {
+          let err = '';
+          child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+          child.on('error', (e) => reject(new Error(`rank ${i + 1} could not start (${e.message})`)));
+          child.on('close', (code, signal) =>
+            code === 0 ? resolve() : reject(new Error(`rank ${i + 1} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}${err.trim() ? `: ${err.trim().split('\n').pop()}` : ''}`)),
+          );
+        }),
+    ),
+  ).then(() => undefined).finally(() => rmSync(file, { force: true }));
+  done.catch(() => undefined); // the caller awaits it; a failure before that is not unhandled
+  return { done, stop: () => children.forEach((c) => c.exitCode === null && c.signalCode === null && c.kill('SIGKILL')) };
 }

@@ -65,6 +65,7 @@ program
   .option('--stack', "with --rounds: keep each round's adapter frozen beneath the next")
   .option('--merge', "with --rounds: merge each round's adapter into the base before the next (default)")
   .option('--fresh', 'with --pretrain: pretrain again even when a cached base matches')
+  .option('--nproc <n>', 'data-parallel: run each training on n local processes (c10d, Gloo)', (v: string) => Number(v))
   .option('--config <file>', 'options as JSON or YAML, including base, train and eval sections (flags override)')
   .option('--json', 'machine-readable output (results.json on stdout, no progress)')
   .action(async (flags) => {
