@@ -130,6 +130,34 @@ describe('data-parallel training (c10d, Gloo on loopback)', () => {
   });
 });
 
+describe('jfa train --nproc', () => {
+  it('starts the workers with rank-prefixed output and trains the adapter; a bad --rank is one line', async () => {
+    const out = join(dir, 'cli');
+    const suite = generateSuite({ seed: 5, oldTrainPerSuite: 4, oldEvalPerSuite: 2, instancesPerTask: 1 });
+    writeJsonl(join(dir, 'new.jsonl'), suite.newTrain.slice(0, 16));
+    writeJsonl(join(dir, 'fb.jsonl'), suite.flashbacks.slice(0, 4));
+    const cli = (...args: string[]) =>
+      new Promise<Run>((resolve) => {
+        const child = spawn(process.execPath, [join(root, 'dist', 'cli', 'main.js'), ...args], { cwd: root, env: { ...process.env, RANK: undefined, WORLD_SIZE: undefined }, stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+        child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, endedAt: performance.now() }));
+      });
+    const common = ['--model', model, '--data', join(dir, 'new.jsonl'), '--flashbacks', join(dir, 'fb.jsonl'), '--method', 'jfa', '--micro-batch', '2', '--accumulation', '2', '--max-tokens', '64'];
+    const r = await cli('train', ...common, '--out', out, '--nproc', '2', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const summary = r.stdout.trim().split('\n').find((l) => l.startsWith('[rank 0] {'));
+    expect(summary && JSON.parse(summary.slice('[rank 0] '.length)).steps).toBe(4);
+    expect(r.stdout.split('\n').filter((l) => l && !l.startsWith('[rank ')).length).toBe(0);
+    expect(loadSafetensors(join(out, 'adapter', 'adapter_model.safetensors')).names.length).toBeGreaterThan(0);
+    const bad = await cli('train', ...common, '--out', join(dir, 'cli-bad'), '--rank', '2', '--world-size', '2', '--master-port', String(await freePort()));
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.trim()).toBe('jfa: distributed: RANK 2 is out of range for WORLD_SIZE 2 (ranks are 0..1)');
+  });
+});
+
 describe('bad launches: one-line errors', () => {
   it('a port already in use', async () => {
     const port = await freePort();
