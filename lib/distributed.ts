@@ -199,11 +199,24 @@ export class ProcessGroup implements Disposable {
     return this.handle.exchangeAsync(key, value);
   }
 
-  /** Leaves the group. */
+  /**
+   * Leaves the group (its heartbeat stops; collectives already started finish first).
+   * @example
+   * ```ts
+   * group.dispose();
+   * ```
+   */
   dispose(): void {
     this.handle.dispose();
   }
 
+  /**
+   * {@link ProcessGroup.dispose}, for `using` declarations.
+   * @example
+   * ```ts
+   * { using group = await ProcessGroup.connect({ rank, worldSize: 2 }); } // left at the end of the block
+   * ```
+   */
   [Symbol.dispose](): void {
     this.dispose();
   }
