@@ -100,6 +100,14 @@ describe('data-parallel training (c10d, Gloo on loopback)', () => {
     expect(B && B.some((v) => v !== 0)).toBe(true);
   });
 
+  it('uneven and empty shards (micro-batches of 3, the last of 1) still sum to the single-process gradients', async () => {
+    const extra = { microBatch: 3 };
+    const [single, ranks] = await Promise.all([runWorker({ out: join(dir, 'one-3'), extra }), twoRanks({ out: join(dir, 'two-3'), extra })]);
+    for (const r of [single, ...ranks!]) expect(r.code, r.stderr).toBe(0);
+    for (const file of ['adapter_model.safetensors', 'latent_pool.safetensors'])
+      expect(maxDiff(join(dir, 'one-3', 'adapter', file), join(dir, 'two-3', 'adapter', file)), file).toBeLessThan(TOLERANCE);
+  });
+
   it('kill -9 of one rank: the other exits non-zero within the timeout naming it; a resume at world size 1 ends at the 2-rank adapter', async () => {
     const out = join(dir, 'killed');
     const timeoutMs = 10_000;
