@@ -160,7 +160,11 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
   // The launcher: N workers of this same command line, each with its rank in the environment.
   if (o.nproc !== undefined && o.nproc > 1 && o.rank === undefined && process.env.RANK === undefined) {
     if (o.worldSize !== undefined && o.worldSize !== o.nproc) throw new Error(`--nproc ${o.nproc} and --world-size ${o.worldSize} disagree (--nproc starts the whole world on this host)`);
-    await launchWorkers(o.nproc, withoutNproc(process.argv.slice(2)), { masterAddr: o.masterAddr, masterPort: o.masterPort });
+    const env = process.env;
+    await launchWorkers(o.nproc, withoutNproc(process.argv.slice(2)), {
+      masterAddr: o.masterAddr ?? (env.MASTER_ADDR || undefined),
+      masterPort: o.masterPort ?? (env.MASTER_PORT ? distributedFromEnv({ RANK: '0', WORLD_SIZE: '1', MASTER_PORT: env.MASTER_PORT })!.masterPort : undefined),
+    });
     return;
   }
   const distributed = distributedOf(o);
