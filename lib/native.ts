@@ -223,6 +223,9 @@ export interface NativeAddon {
     random(configJson: string, seed?: number | bigint, initStd?: number): NativeModel;
   };
   Optimizer: new (params: NativeTensor[], options?: NativeAdamWOptions) => NativeOptimizer;
+  ProcessGroup: new (options: NativeGroupOptions) => NativeProcessGroup;
+  /** this build can make NCCL process groups (a CUDA libtorch with c10d's NCCL) */
+  ncclBuilt: boolean;
   copyInto(dst: NativeTensor, src: NativeTensor): void;
   setGrad(a: NativeTensor, grad: NativeTensor | undefined): void;
 
@@ -338,6 +341,8 @@ export interface NativeStepBatch {
   referenceLogits?: NativeTensor;
   referenceHidden?: NativeTensor;
   latent?: NativeLatent;
+  /** data-parallel: this rank's share of the micro-batch's loss (default 1) */
+  weight?: number;
 }
 
 /** Everything one training step needs, read once natively. */
@@ -352,7 +357,38 @@ export interface NativeStep {
   plainSftWeight?: number;
   lr: number;
   timings?: boolean;
+  /** data-parallel: sum each micro-batch's gradients over this group before combining them */
+  group?: NativeProcessGroup;
+  /** with group: one flat buffer per micro-batch (default) or one all-reduce per tensor */
+  bucket?: 'flat' | 'tensor';
   batches: NativeStepBatch[];
+}
+
+/** How a process joins a data-parallel group (torchrun's conventions). */
+export interface NativeGroupOptions {
+  rank: number;
+  worldSize: number;
+  masterAddr?: string;
+  masterPort?: number;
+  timeoutMs?: number;
+  heartbeatMs?: number;
+  backend?: 'auto' | 'gloo' | 'nccl';
+  cuda?: boolean;
+}
+
+/** A c10d process group (TCPStore + Gloo, or NCCL); collectives run on the libuv pool. */
+export interface NativeProcessGroup {
+  readonly rank: number;
+  readonly worldSize: number;
+  /** 'gloo' or 'nccl' once connected, else null */
+  readonly backend: string | null;
+  readonly connected: boolean;
+  connectAsync(): Promise<void>;
+  allReduceAsync(tensors: NativeTensor[], options?: { bucket?: 'flat' | 'tensor'; scale?: number }): Promise<void>;
+  broadcastAsync(tensors: NativeTensor[], root?: number): Promise<void>;
+  barrierAsync(): Promise<void>;
+  exchangeAsync(key: string, value: string): Promise<string[]>;
+  dispose(): void;
 }
 
 /** Milliseconds per phase of a training step; `total` is the whole step. */
@@ -367,6 +403,8 @@ export interface NativeStepTimings {
   backward: number;
   /** taking each micro-batch's gradients apart from the parameters */
   gradCollect: number;
+  /** data-parallel: starting the gradients' all-reduce and waiting for what the backward did not hide, and the losses' */
+  allreduce: number;
   /** PCGrad (or the mean) and setting the combined gradients */
   projection: number;
   /** gradient-norm clipping */

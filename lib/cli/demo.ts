@@ -4,6 +4,7 @@
 // on the old suites and on held-out new tasks, prints a table (mean ± sd over seeds) and writes
 // report.html (tables and charts) and results.json.
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 import { z } from 'zod';
@@ -21,6 +22,7 @@ import { packageRoot } from '../locate.js';
 import { runtimeInfo } from '../runtime.js';
 import { inOutputFolder, readJson, writeFileAtomic } from '../util/files.js';
 import { type BaseCard, baseSchema, baseSuite, buildBase, readCard, sha256File, verifyBase } from './base.js';
+import { freePort, startPeers } from './launch.js';
 import { progress } from './progress.js';
 import { aggregate, type DemoResults, type MethodResult, oldAverage, pct, renderReport, resultTable, type RunResult } from './report.js';
 
@@ -38,6 +40,8 @@ export const demoSchema = z
     seed: z.number().int().nonnegative().default(1),
     /** runs of every method, each with its own seed; the table shows mean ± sd */
     seeds: int.default(1),
+    /** data-parallel: each training run on this many local processes (c10d, Gloo); the table is the same within noise */
+    nproc: int.default(1),
     methods: z.array(z.enum(DEMO_METHODS)).min(1).default(['sft', 'flashback', 'jfa', 'jfa-no-latent']),
     /**
      * The base model: `dir` (default the shipped models/jfa-base, whose hash is checked), or with
@@ -291,7 +295,7 @@ export async function runOnce(b: Bench, m: DemoMethod, seed: number, runDir: str
   const { data, options } = demoTraining(b, m, seed, b.newTrain, runDir, overrides);
   const bar = trainProgress(label, b.quiet);
   const curve = bar.curve;
-  const r = await train(model, b.tokenizer, data, { ...options, onStep: bar.onStep });
+  const r = await trainRun(b.base.dir, model, b.tokenizer, data, options, bar.onStep, b.o.nproc);
   bar.stop();
   // A 'retrieve' adapter serves with its pool, as in training; a 'drop' adapter alone.
   const serving = r.pool?.mode === 'retrieve' ? r.pool : undefined;
@@ -299,6 +303,26 @@ export async function runOnce(b: Bench, m: DemoMethod, seed: number, runDir: str
   r.pool?.dispose();
   const forgetting = OLD_SUITE_NAMES.reduce((s, n) => s + (b.baseScores.old[n]! - scores.old[n]), 0) / OLD_SUITE_NAMES.length;
   return { seed, ...scores, forgetting, trainSeconds: r.elapsedMs / 1000, steps: r.steps, tokensPerSecond: r.tokens / (r.elapsedMs / 1000), curve };
+}
+
+/**
+ * train(), in this process or, with nproc > 1, as rank 0 of nproc local processes (the others
+ * started here with the same model directory, data and options).
+ */
+async function trainRun(modelDir: string, model: LlamaModel, tokenizer: Tokenizer, data: TrainData, options: TrainOptions, onStep: (p: StepProgress) => void, nproc: number) {
+  if (nproc <= 1) return train(model, tokenizer, data, { ...options, onStep });
+  const masterPort = await freePort();
+  const peers = startPeers({ model: modelDir, data, options: options as unknown as Record<string, unknown>, worldSize: nproc, masterPort }, options.outDir ?? tmpdir());
+  try {
+    const r = await train(model, tokenizer, data, { ...options, onStep, distributed: { rank: 0, worldSize: nproc, masterPort } });
+    await peers.done;
+    return r;
+  } catch (e) {
+    peers.stop();
+    // The first rank that failed says most: a peer that died before rank 0 noticed names itself.
+    const peer = await peers.done.then(() => undefined, (p: Error) => p);
+    throw peer && !/rank \d+ (exited|was killed)/.test((e as Error).message) ? e : (peer ?? e);
+  }
 }
 
 export async function runDemo(o: DemoOptions): Promise<DemoResults> {

@@ -65,6 +65,7 @@ program
   .option('--stack', "with --rounds: keep each round's adapter frozen beneath the next")
   .option('--merge', "with --rounds: merge each round's adapter into the base before the next (default)")
   .option('--fresh', 'with --pretrain: pretrain again even when a cached base matches')
+  .option('--nproc <n>', 'data-parallel: run each training on n local processes (c10d, Gloo)', (v: string) => Number(v))
   .option('--config <file>', 'options as JSON or YAML, including base, train and eval sections (flags override)')
   .option('--json', 'machine-readable output (results.json on stdout, no progress)')
   .action(async (flags) => {
@@ -185,7 +186,13 @@ trainingOptions(program
   .option('--continue-from <run>', 'a finished run folder (an earlier --out): train the next round on the model after it (--model defaults to its base)')
   .option('--merge', "with --continue-from: fold the earlier rounds' adapters into the weights (default)")
   .option('--stack', "with --continue-from: keep the earlier rounds' adapters frozen beneath the new one")
-  .option('--flashback-budget <n>', 'with --continue-from: flashbacks in all, spread over the old suites and the earlier rounds (default: as many as --flashbacks)', num('--flashback-budget')))
+  .option('--flashback-budget <n>', 'with --continue-from: flashbacks in all, spread over the old suites and the earlier rounds (default: as many as --flashbacks)', num('--flashback-budget'))
+  .option('--nproc <n>', 'data-parallel: start n local worker processes (c10d, Gloo); like torchrun --nproc-per-node', num('--nproc'))
+  .option('--rank <n>', 'data-parallel: this process\'s rank (default: $RANK)', num('--rank'))
+  .option('--world-size <n>', 'data-parallel: processes in the run (default: $WORLD_SIZE)', num('--world-size'))
+  .option('--master-addr <host>', "data-parallel: rank 0's host, which serves the rendezvous store (default: $MASTER_ADDR or 127.0.0.1)")
+  .option('--master-port <n>', 'data-parallel: its port (default: $MASTER_PORT, 29500; with --nproc a free port)', num('--master-port'))
+  .option('--dist-timeout-ms <ms>', 'data-parallel: how long ranks wait for each other before failing (default 60000)', num('--dist-timeout-ms')))
   .option('--device <device>', 'cpu (default), cuda or cuda:N: where the model trains (a CUDA libtorch and a GPU)')
   .option('--precision <p>', "fp32 (default) or bf16: the base model's dtype; losses accumulate in fp32")
   .action(async (flags) => runTrain(withConfig(trainSchema, flags)));

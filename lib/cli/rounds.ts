@@ -217,6 +217,7 @@ function aggregateRounds(m: DemoMethod, runs: RoundRun[]): RoundsResult['methods
 export async function runRoundsDemo(o: DemoOptions): Promise<DemoResults> {
   const T = o.rounds!;
   if (T < 2) throw new RangeError(`option 'rounds': continual rounds need at least 2, got ${T}`);
+  if (o.nproc > 1) throw new RangeError(`option 'nproc' does not apply with --rounds yet: continued rounds train in one process`);
   // One demo per folder at a time, as for the plain demo.
   return inOutputFolder(resolve(o.out), 'demo', BENCH_KEEP, () => roundsIn(o, T));
 }

@@ -14,11 +14,13 @@ import { type OldRecord } from '../data/records.js';
 import { loadAdapterWithRounds, readRun } from '../jfa/continual.js';
 import { evaluateByFormat, evaluateNew, evaluateOld } from '../jfa/evaluate.js';
 import { LATENT_MODES } from '../jfa/pool.js';
+import { distributedFromEnv, type DistributedOptions } from '../distributed.js';
 import { train } from '../jfa/trainer.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { baseSchema, buildBase, CARD_FILE } from './base.js';
 import { LATENT_CHOICES, servingPool } from './latent.js';
+import { launchWorkers, withoutNproc } from './launch.js';
 import { progress } from './progress.js';
 import { inOutputFolder } from '../util/files.js';
 
@@ -128,14 +130,54 @@ export const trainSchema = z
     resume: z.boolean().optional(),
     tensorboard: z.string().optional(),
     activationCheckpointing: z.boolean().optional(),
+    /** data-parallel: start this many local workers (torchrun's --nproc-per-node) */
+    nproc: z.number().int().positive().optional(),
+    /** data-parallel, as torchrun's variables (which they override) */
+    rank: z.number().int().nonnegative().optional(),
+    worldSize: z.number().int().positive().optional(),
+    masterAddr: z.string().min(1).optional(),
+    masterPort: z.number().int().min(1).max(65535).optional(),
+    /** data-parallel: how long ranks wait for each other before failing (ms) */
+    distTimeoutMs: z.number().int().positive().optional(),
     seed,
     json,
   })
   .strict();
 
+/**
+ * This process's place in a data-parallel run: flags over torchrun's environment variables, or
+ * undefined for a single process.
+ */
+export function distributedOf(o: { rank?: number; worldSize?: number; masterAddr?: string; masterPort?: number; distTimeoutMs?: number }): DistributedOptions | undefined {
+  const env = distributedFromEnv();
+  if (o.rank === undefined && o.worldSize === undefined && !env) return undefined;
+  const rank = o.rank ?? env?.rank;
+  const worldSize = o.worldSize ?? env?.worldSize;
+  if (rank === undefined || worldSize === undefined) throw new Error(`option --${rank === undefined ? 'rank' : 'world-size'} is needed with --${rank === undefined ? 'world-size' : 'rank'} (or set RANK and WORLD_SIZE)`);
+  return {
+    rank,
+    worldSize,
+    masterAddr: o.masterAddr ?? env?.masterAddr,
+    masterPort: o.masterPort ?? env?.masterPort,
+    timeoutMs: o.distTimeoutMs,
+  };
+}
+
 export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
   if (o.stack && o.merge) throw new Error('options --stack and --merge exclude each other');
   if ((o.stack || o.merge || o.flashbackBudget !== undefined) && !o.continueFrom) throw new Error(`option --${o.stack ? 'stack' : o.merge ? 'merge' : 'flashback-budget'} applies only with --continue-from`);
+  // The launcher: N workers of this same command line, each with its rank in the environment.
+  if (o.nproc !== undefined && o.nproc > 1 && o.rank === undefined && process.env.RANK === undefined) {
+    if (o.worldSize !== undefined && o.worldSize !== o.nproc) throw new Error(`--nproc ${o.nproc} and --world-size ${o.worldSize} disagree (--nproc starts the whole world on this host)`);
+    const env = process.env;
+    await launchWorkers(o.nproc, withoutNproc(process.argv.slice(2)), {
+      masterAddr: o.masterAddr ?? (env.MASTER_ADDR || undefined),
+      masterPort: o.masterPort ?? (env.MASTER_PORT ? distributedFromEnv({ RANK: '0', WORLD_SIZE: '1', MASTER_PORT: env.MASTER_PORT })!.masterPort : undefined),
+    });
+    return;
+  }
+  const distributed = distributedOf(o);
+  const leader = !distributed || distributed.rank === 0;
   const prev = o.continueFrom ? readRun(o.continueFrom) : undefined;
   const modelDir = o.model ?? prev?.base ?? undefined;
   if (!modelDir) throw new Error(o.continueFrom ? `option --model: ${o.continueFrom} records no base model; pass --model` : "option 'model': Required");
@@ -148,7 +190,7 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
   const tokenizer = Tokenizer.fromDir(modelDir);
   using model = await LlamaModel.loadAsync(modelDir, { dtype: o.precision === 'bf16' ? 'bfloat16' : 'float32', device: o.device as Device });
   tokenizer.checkFits(model.config.vocabSize, `${modelDir}/config.json`);
-  const bar = progress(`train ${o.method}`, Boolean(o.json));
+  const bar = progress(`train ${o.method}`, Boolean(o.json) || !leader);
   const r = await train(model, tokenizer, data, {
     method: o.method,
     precision: o.precision,
@@ -170,6 +212,7 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
     resume: o.resume,
     tensorboard: o.tensorboard,
     activationCheckpointing: o.activationCheckpointing,
+    distributed,
     ...(o.continueFrom ? { continueFrom: o.continueFrom, continueMode: o.stack ? ('stack' as const) : o.merge ? ('merge' as const) : undefined, flashbackBudget: o.flashbackBudget } : {}),
     onStep: (p) =>
       bar.update(p.step, p.totalSteps, { sft: p.sft.toFixed(3), div: p.divergence.toFixed(4), 'tok/s': p.tokensPerSecond.toFixed(0) }),
@@ -185,6 +228,7 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
     tokensPerSecond: r.tokens / (r.elapsedMs / 1000),
     latentMode: r.pool?.mode ?? null,
   };
+  if (!leader) return;
   console.log(o.json ? JSON.stringify(summary) : `trained ${o.method}: ${r.steps} steps, ${summary.tokensPerSecond.toFixed(0)} tokens/s -> ${o.out}/adapter`);
 }
 

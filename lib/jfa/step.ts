@@ -4,6 +4,7 @@
 // alpha x the divergence between the model and its reference (the same model with adapters and
 // latent increments off, run without gradients, and only for flashbacks). Each micro-batch's
 // gradient is kept apart; PCGrad (or a plain mean) combines them; then clipping and AdamW.
+import { type ProcessGroup } from '../distributed.js';
 import { type KlKind, type Reduction } from '../kernels.js';
 import { type LlamaModel, modelHandle } from '../model/llama.js';
 import { type NativeStepBatch, type NativeStepMetrics, type NativeStepTimings } from '../native.js';
@@ -37,6 +38,11 @@ export interface MicroBatch {
   referenceLogits?: Tensor;
   /** latent tasks of each sample (jfa with latent tasks) */
   latent?: { indices: Tensor; weights: Tensor };
+  /**
+   * data-parallel: this rank's share of the whole micro-batch's loss, its real tokens over the
+   * micro-batch's (default 1); a shard with no rows has ids of shape (0, t)
+   */
+  weight?: number;
 }
 
 /** Options of {@link trainStep}. */
@@ -62,6 +68,13 @@ export interface StepOptions {
   plainSftWeight?: number;
   /** When given, the milliseconds spent in each phase of the step are added to it (benchmarks). */
   timings?: StepTimings;
+  /**
+   * data-parallel: each micro-batch's gradients are summed over this group's ranks before PCGrad
+   * or the mean (each rank passes its shard, weighted), and the losses reported are the sums
+   */
+  group?: ProcessGroup;
+  /** with group: one flat buffer per micro-batch (default) or one all-reduce per tensor */
+  bucket?: 'flat' | 'tensor';
 }
 
 /** Milliseconds per phase of trainStep, accumulated over calls; `total` is the whole call. */
@@ -78,7 +91,7 @@ export type StepTimings = NativeStepTimings;
  * ```
  */
 export function stepTimings(): StepTimings {
-  return { forward: 0, refForward: 0, loss: 0, backward: 0, gradCollect: 0, projection: 0, clip: 0, optimizer: 0, total: 0 };
+  return { forward: 0, refForward: 0, loss: 0, backward: 0, gradCollect: 0, allreduce: 0, projection: 0, clip: 0, optimizer: 0, total: 0 };
 }
 
 /** A step's losses and gradient statistics (see {@link NativeStepMetrics}). */
@@ -115,6 +128,7 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, micro: Micr
     referenceLogits: h(mb.referenceLogits),
     referenceHidden: h(mb.referenceHidden),
     latent: mb.latent && { indices: mb.latent.indices.handle, weights: mb.latent.weights.handle },
+    weight: mb.weight,
   }));
   const r = await optimizer.handle.trainStepAsync(modelHandle(model), {
     method: o.method,
@@ -127,6 +141,7 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, micro: Micr
     plainSftWeight: o.plainSftWeight,
     lr: optimizer.lr,
     timings: Boolean(o.timings),
+    ...(o.group ? { group: o.group.handle, bucket: o.bucket } : {}),
     batches,
   });
   optimizer.stepCount += 1;

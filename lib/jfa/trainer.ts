@@ -6,6 +6,7 @@ import { appendFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node
 import { basename, join } from 'node:path';
 
 import { createRng, hashString } from '../data/rng.js';
+import { type DistributedOptions, ProcessGroup } from '../distributed.js';
 import { type FlashbackRecord, type InstanceRecord } from '../data/records.js';
 import { type KlKind, type Reduction } from '../kernels.js';
 import { checkDevice, type Device } from '../device.js';
@@ -13,12 +14,12 @@ import { type LlamaModel, type LoraConfig } from '../model/llama.js';
 import { loadSafetensors, saveSafetensors } from '../model/safetensors.js';
 import { type Tokenizer } from '../model/tokenizer.js';
 import { AdamW, cosineWithWarmup } from '../optim.js';
-import { type Tensor, tensor } from '../tensor.js';
+import { type Tensor, tensor, zeros } from '../tensor.js';
 import { errnoOf, inOutputFolder, readJson, removeDir, replaceDir, writeFileAtomic } from '../util/files.js';
 import { TensorBoardWriter } from '../util/tensorboard.js';
 import { writeJsonl } from '../data/jsonl.js';
 import { accumulateFlashbacks, checkContinue, CONTINUE_MODES, type ContinueMode, DEFAULT_CONTINUE_MODE, earlierPrompts, loadRounds, type PreviousRun, readRun, writeChain, writePrompts } from './continual.js';
-import { promptBatch, sftBatch } from './examples.js';
+import { promptBatch, promptText, sftBatch } from './examples.js';
 import { embedRecords, type LatentOptions, LatentTasks } from './latent.js';
 import { LATENT_MODES, LATENT_POOL_FILE, type LatentMode, LatentPool } from './pool.js';
 import { runSteps, type StepProgress } from './loop.js';
@@ -131,6 +132,16 @@ export interface TrainOptions {
    * (and train/plain_sft when plainSftWeight is set). `tensorboard --logdir DIR` shows them.
    */
   tensorboard?: string;
+  /**
+   * Data-parallel training over processes and hosts (c10d: a TCPStore at masterAddr:masterPort,
+   * Gloo on CPU): this process's rank and the world size, or a group already joined. Every rank
+   * calls train() with the same model, data and options; each takes its shard of every micro-batch
+   * (rows i with i % worldSize == rank), gradients are summed per micro-batch before PCGrad, and the
+   * result equals a single process's run at the same global batch. Rank 0 alone writes outDir
+   * (metrics, checkpoints, the adapter); the others read a checkpoint from it with resume, so it must
+   * be reachable from every host then. `distributedFromEnv()` reads torchrun's variables.
+   */
+  distributed?: DistributedOptions | ProcessGroup;
 }
 
 /** What {@link train} trains on. */
@@ -395,7 +406,7 @@ function restoreOptimizer(optimizer: AdamW, dir: string, step: number): void {
  * Flashbacks come in fixed micro-batches, visited in turn. The reference's logits (or final hidden
  * states) of each are computed once and kept: the base model never changes.
  */
-function flashbackSource(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, o: TrainOptions, previous?: { pool?: LatentPool }) {
+function flashbackSource(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, o: TrainOptions, previous?: { pool?: LatentPool }, shard?: Shard) {
   const batches: number[][] = [];
   if (plan.flashbackMicro > 0) {
     const shuffled = createRng(hashString(`${plan.seed}:flash`)).shuffle(plan.flashbacks.map((_, i) => i));
@@ -426,7 +437,16 @@ function flashbackSource(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan,
     /** flashback micro-batch f of `step`: its rows and tensors */
     batch(step: number, f: number) {
       const which = (step * plan.flashbackMicro + f) % batches.length;
-      const rows = batches[which]!;
+      const all = batches[which]!;
+      const rows = shard ? shardOf(all, shard) : all;
+      // A shard's divergence weighs its real tokens over the whole micro-batch's (mean reduction).
+      let weight: number | undefined;
+      if (shard) {
+        const whole = all.reduce((n, i) => n + tokenizer.encode(promptText(plan.flashbacks[i]!)).slice(0, plan.maxTokens).length, 0);
+        const mine = rows.reduce((n, i) => n + tokenizer.encode(promptText(plan.flashbacks[i]!)).slice(0, plan.maxTokens).length, 0);
+        weight = o.reduction === 'sum' ? 1 : whole ? mine / whole : 0;
+      }
+      if (rows.length === 0) return { rows, ...emptyBatch(), reference: {}, weight };
       const b = promptBatch(tokenizer, rows.map((i) => plan.flashbacks[i]!), plan.maxTokens);
       let kept = cache.get(which);
       if (!kept && keep) {
@@ -434,7 +454,7 @@ function flashbackSource(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan,
         cache.set(which, kept);
       }
       const reference = keep === 'logits' ? { referenceLogits: kept } : { referenceHidden: kept };
-      return { rows, ids: b.ids, attentionMask: b.attentionMask, reference };
+      return { rows, ids: b.ids, attentionMask: b.attentionMask, reference, weight };
     },
     dispose: () => cache.forEach((t) => t.dispose()),
   };
@@ -449,6 +469,7 @@ function batchMaker(
   plan: RunPlan,
   flash: ReturnType<typeof flashbackSource>,
   latent: { pool: LatentPool; retrieved: { new: Retrieved; flash: Retrieved } } | undefined,
+  shard?: Shard,
 ): (step: number) => { micro: MicroBatch[]; tokens: number } {
   let cached = { epoch: -1, order: [] as number[] };
   return (step) => {
@@ -464,13 +485,23 @@ function batchMaker(
     for (let m = 0; m < plan.accumulation; m++) {
       const idx = cached.order.slice(start + m * plan.microBatch, start + (m + 1) * plan.microBatch);
       if (idx.length === 0) break;
-      const b = sftBatch(tokenizer, idx.map((i) => plan.stream[i]!), plan.maxTokens);
-      tokens += b.tokens;
-      micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: increments(latent?.retrieved.new, idx) });
+      if (!shard) {
+        const b = sftBatch(tokenizer, idx.map((i) => plan.stream[i]!), plan.maxTokens);
+        tokens += b.tokens;
+        micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: increments(latent?.retrieved.new, idx) });
+        continue;
+      }
+      // This rank's rows; its loss weighs its target tokens over the whole micro-batch's (the SFT
+      // loss is a token mean), so the ranks' gradients sum to the whole micro-batch's.
+      const whole = sftTokens(tokenizer, idx.map((i) => plan.stream[i]!), plan.maxTokens);
+      const mine = shardOf(idx, shard);
+      const b = mine.length ? sftBatch(tokenizer, mine.map((i) => plan.stream[i]!), plan.maxTokens) : emptyBatch();
+      tokens += whole;
+      micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: increments(latent?.retrieved.new, mine), weight: whole ? b.tokens / whole : 0 });
     }
     for (let f = 0; f < plan.flashbackMicro; f++) {
       const b = flash.batch(step, f);
-      micro.push({ kind: 'flashback', ids: b.ids, attentionMask: b.attentionMask, ...b.reference, latent: increments(latent?.retrieved.flash, b.rows) });
+      micro.push({ kind: 'flashback', ids: b.ids, attentionMask: b.attentionMask, ...b.reference, latent: increments(latent?.retrieved.flash, b.rows), weight: b.weight });
     }
     return { micro, tokens };
   };
@@ -518,6 +549,20 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
   const cont = continuation(model, data, o);
   const plan = planRun(model, cont ? { ...data, flashbacks: cont.flashbacks } : data, o, cont && { run: cont.prev.run, mode: cont.mode, budget: cont.budget });
   tokenizer.checkFits(model.config.vocabSize);
+  if (o.distributed !== undefined) {
+    if (cont) throw new RangeError('train: continueFrom cannot be combined with distributed (yet): continue the run in one process');
+    const own = !(o.distributed instanceof ProcessGroup);
+    const group = o.distributed instanceof ProcessGroup ? o.distributed : await ProcessGroup.connect(o.distributed);
+    try {
+      await checkRanks(group, model, data, o);
+      const run = () => trainIn(model, tokenizer, data, o, plan, cont, group);
+      // Rank 0 alone holds and writes the output folder.
+      if (o.outDir === undefined || group.rank !== 0) return await run();
+      return await inOutputFolder(o.outDir, 'train', [CHECKPOINT, `${CHECKPOINT}.old`, 'adapter'], run);
+    } finally {
+      if (own) group.dispose();
+    }
+  }
   // The output folder is held (a lock file) for the run. A run that fails before it has a checkpoint
   // or an adapter to show removes the folder again if it created it.
   if (o.outDir === undefined) return trainIn(model, tokenizer, data, o, plan, cont);
@@ -543,9 +588,18 @@ function placeModel(model: LlamaModel, o: TrainOptions): void {
   if (model.device !== (device === 'cuda' ? 'cuda:0' : device)) model.toDevice(device);
 }
 
-async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions, plan: RunPlan, cont: ReturnType<typeof continuation>): Promise<TrainResult> {
+async function trainIn(
+  model: LlamaModel,
+  tokenizer: Tokenizer,
+  data: TrainData,
+  o: TrainOptions,
+  plan: RunPlan,
+  cont: ReturnType<typeof continuation>,
+  group?: ProcessGroup,
+): Promise<TrainResult> {
   const resume = findCheckpoint(plan, o);
-  const checkpointDir = o.outDir && join(o.outDir, CHECKPOINT);
+  const writer = !group || group.rank === 0;
+  const checkpointDir = writer ? o.outDir && join(o.outDir, CHECKPOINT) : undefined;
 
   // A continued run: the earlier rounds beneath, the previous round's model kept as the reference.
   let flash: ReturnType<typeof flashbackSource> | undefined;
@@ -571,20 +625,28 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData,
     model.loadAdapter(adapterDir);
   } else model.addLora({ ...o.lora, seed: o.lora?.seed ?? plan.seed });
   const params = Object.values(model.loraParameters());
-  const latent = plan.useLatent ? setUpLatent(model, tokenizer, plan, o, resume?.dir, previousPool) : undefined;
+  const latent = plan.useLatent
+    ? group && !resume && group.rank !== 0
+      ? await receiveLatent(model, plan, o, group)
+      : setUpLatent(model, tokenizer, plan, o, resume?.dir, previousPool)
+    : undefined;
+  if (latent && group && !resume && group.rank === 0) await sendLatent(latent.retrieved, group);
   if (latent) params.push(latent.pool.tasks.A, latent.pool.tasks.B);
   const optimizer = new AdamW(params, { lr: plan.lr, weightDecay: o.weightDecay ?? 0.0 });
   if (resume) restoreOptimizer(optimizer, resume.dir, resume.step);
+  // Every rank starts from rank 0's parameters and moments (equal by construction; this makes sure).
+  if (group) await group.broadcast([...optimizer.params, ...optimizer.expAvg, ...optimizer.expAvgSq, optimizer.steps], 0);
 
-  if (o.outDir) mkdirSync(o.outDir, { recursive: true });
-  const metricsFile = o.outDir && join(o.outDir, 'metrics.jsonl');
-  flash ??= flashbackSource(model, tokenizer, plan, o);
-  const stepBatches = batchMaker(tokenizer, plan, flash, latent);
+  if (o.outDir && writer) mkdirSync(o.outDir, { recursive: true });
+  const metricsFile = writer ? o.outDir && join(o.outDir, 'metrics.jsonl') : undefined;
+  const shard = group && { rank: group.rank, world: group.worldSize };
+  flash ??= flashbackSource(model, tokenizer, plan, o, undefined, shard);
+  const stepBatches = batchMaker(tokenizer, plan, flash, latent, shard);
   const save = (step: number) => checkpointDir && saveCheckpoint(checkpointDir, model, optimizer, latent?.pool, latent?.retrieved, { step, ...plan.state });
 
   let reached = resume?.step ?? 0;
   let stats = { tokens: 0, elapsedMs: 0 };
-  const board = o.tensorboard === undefined ? undefined : new TensorBoardWriter(o.tensorboard);
+  const board = o.tensorboard === undefined || !writer ? undefined : new TensorBoardWriter(o.tensorboard);
   const checkpointing = model.activationCheckpointing;
   if (o.activationCheckpointing !== undefined) model.activationCheckpointing = o.activationCheckpointing;
   try {
@@ -605,6 +667,7 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData,
         maxGradNorm: o.maxGradNorm,
         seed: hashString(`${plan.seed}:pcgrad:${step}`),
         plainSftWeight: plan.latentRun.plainSftWeight,
+        ...(group ? { group, bucket: group.options.bucket } : {}),
       }),
       onStep: o.onStep,
       after: (p) => {
@@ -636,7 +699,7 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, data: TrainData,
   }
 
 
-  if (o.outDir && reached === plan.totalSteps) {
+  if (o.outDir && writer && reached === plan.totalSteps) {
     // Written whole beside the final name, then swapped in: a kill or a full disk never leaves a
     // half-written adapter (or an earlier run's pool beside this adapter).
     const adapterDir = join(o.outDir, 'adapter');
@@ -754,5 +817,115 @@ function lastCheckpoint(outDir: string): string {
     return `; the checkpoint of step ${step} in ${dir} is intact: fix the cause and rerun with --resume`;
   } catch {
     return '';
+  }
+}
+
+/** This process's place in a data-parallel run. */
+interface Shard {
+  rank: number;
+  world: number;
+}
+
+/** The rows of a micro-batch this rank trains on: every world-th, from its rank. */
+function shardOf(rows: number[], shard: Shard): number[] {
+  return rows.filter((_, j) => j % shard.world === shard.rank);
+}
+
+/** Target tokens of a whole micro-batch of these records, as sftBatch counts them. */
+function sftTokens(tokenizer: Tokenizer, records: InstanceRecord[], maxTokens: number): number {
+  const b = sftBatch(tokenizer, records, maxTokens);
+  for (const t of [b.ids, b.attentionMask, b.targets]) t.dispose();
+  return b.tokens;
+}
+
+/** A micro-batch of no rows: this rank's shard is empty, it still takes part in the all-reduce. */
+function emptyBatch(): { ids: Tensor; attentionMask: Tensor; targets: Tensor; tokens: number } {
+  return { ids: zeros([0, 1], 'int64'), attentionMask: zeros([0, 1], 'uint8'), targets: zeros([0, 1], 'int64'), tokens: 0 };
+}
+
+/** A stable JSON text (sorted keys), so equal settings give equal text on every rank. */
+function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
+  if (v && typeof v === 'object')
+    return `{${Object.keys(v)
+      .filter((k) => (v as Record<string, unknown>)[k] !== undefined && typeof (v as Record<string, unknown>)[k] !== 'function')
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${stableJson((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  return JSON.stringify(v) ?? 'null';
+}
+
+/** The model's identity: its config and every weight's name, shape and sum. */
+function modelHash(model: LlamaModel): string {
+  const parts: string[] = [stableJson(model.config)];
+  for (const [name, t] of Object.entries(model.weights())) {
+    const s = t.sum();
+    parts.push(`${name}:${t.shape.join('x')}:${(s.toTypedArray() as Float32Array)[0]}`);
+    s.dispose();
+  }
+  return hashString(parts.join('|')).toString(16);
+}
+
+/**
+ * Start-up check of a data-parallel run: every rank must train the same model on the same data
+ * with the same settings (the world size is checked when the group is joined). A mismatch is an
+ * Error on every rank naming what differs and the ranks.
+ */
+async function checkRanks(group: ProcessGroup, model: LlamaModel, data: TrainData, o: TrainOptions): Promise<void> {
+  const { distributed: _d, onStep: _s, outDir: _o, tensorboard: _t, ...settings } = o;
+  const mine = {
+    model: modelHash(model),
+    config: hashString(stableJson(settings)).toString(16),
+    data: hashString(stableJson([data.newTrain, data.flashbacks ?? [], data.replay ?? []])).toString(16),
+  };
+  const all = (await group.exchange('train-check', JSON.stringify({ ...mine, settings: stableJson(settings) }))).map((s) => JSON.parse(s) as typeof mine & { settings: string });
+  for (const [r, theirs] of all.entries()) {
+    for (const what of ['model', 'data', 'config'] as const) {
+      if (theirs[what] === all[0]![what]) continue;
+      let detail = `${all[0]![what]} vs ${theirs[what]}`;
+      if (what === 'config') {
+        const a = JSON.parse(all[0]!.settings) as Record<string, unknown>;
+        const b = JSON.parse(theirs.settings) as Record<string, unknown>;
+        const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => stableJson(a[k]) !== stableJson(b[k]));
+        detail = keys.map((k) => `${k} ${stableJson(a[k])} vs ${stableJson(b[k])}`).join(', ');
+      }
+      throw new Error(`train: rank ${r}'s ${what} differs from rank 0's (${detail}); every rank must train the same model on the same data with the same settings`);
+    }
+  }
+}
+
+/** Rank 0's retrieval (k-means and FAISS ran there alone) to the other ranks. */
+async function sendLatent(retrieved: { new: Retrieved; flash: Retrieved }, group: ProcessGroup): Promise<void> {
+  const ts = [retrieved.new.indices, retrieved.new.weights, retrieved.flash.indices, retrieved.flash.weights].map((a) => tensor(a, [a.length]));
+  try {
+    await group.broadcast(ts, 0);
+  } finally {
+    ts.forEach((t) => t.dispose());
+  }
+}
+
+/** A rank other than 0: the pool's tasks built from the same seed (so the same shapes), its retrieval from rank 0. */
+async function receiveLatent(model: LlamaModel, plan: RunPlan, o: TrainOptions, group: ProcessGroup) {
+  const cfg = model.config;
+  const tasks = new LatentTasks(cfg.hiddenSize, cfg.numHeads * cfg.headDim, cfg.hiddenSize, { seed: plan.seed, ...o.latentOptions });
+  const k = tasks.k;
+  const ts = [
+    zeros([plan.stream.length * k], 'int64'),
+    zeros([plan.stream.length * k]),
+    zeros([plan.flashbacks.length * k], 'int64'),
+    zeros([plan.flashbacks.length * k]),
+  ];
+  try {
+    await group.broadcast(ts, 0);
+    const arr = ts.map((t) => t.toTypedArray());
+    const retrieved = {
+      new: { indices: arr[0] as BigInt64Array, weights: arr[1] as Float32Array },
+      flash: { indices: arr[2] as BigInt64Array, weights: arr[3] as Float32Array },
+    };
+    const pool = new LatentPool(tasks, plan.latentLayer, plan.latentRun.mode, plan.maxTokens);
+    model.setLatentPool(pool.layer, tasks.A, tasks.B);
+    return { pool, retrieved };
+  } finally {
+    ts.forEach((t) => t.dispose());
   }
 }

@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "binding/boundary.h"
+#include "binding/distributed.h"
 #include "binding/faiss.h"
 #include "binding/io.h"
 #include "binding/kernels.h"
@@ -112,6 +113,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   register_io(env, exports, signatures);
   register_model(env, exports, signatures);
   register_train(env, exports, signatures);
+  register_distributed(env, exports, signatures);
   export_functions(env, exports, signatures,
                    {
                        {"info", 0, info_fn},

@@ -5,6 +5,7 @@
 #include <memory>
 #include <utility>
 
+#include "binding/distributed.h"
 #include "binding/kernels.h"
 #include "binding/model.h"
 #include "binding/tensor.h"
@@ -23,6 +24,7 @@ StepBatch batch_option(const Options& o) {
   b.reference_logits = o.optional_tensor("referenceLogits");
   b.reference_hidden = o.optional_tensor("referenceHidden");
   b.latent = latent_option(o);
+  b.weight = o.number("weight", 1.0);
   return b;
 }
 
@@ -39,6 +41,10 @@ StepSettings step_settings(const Options& o) {
   s.plain_sft_weight = o.number("plainSftWeight", 0.0);
   s.lr = o.number("lr", 1e-3);
   s.timings = o.boolean("timings", false);
+  if (o.has("group")) {
+    s.group = group_arg(o.get("group").Env(), o.get("group"), "trainStep: options.group");
+    s.flat_bucket = o.choice("bucket", {"flat", "tensor"}, "flat") == "flat";
+  }
   return s;
 }
 
@@ -57,6 +63,7 @@ Napi::Object metrics_object(Napi::Env env, const StepMetrics& m, bool timings) {
     o.Set("loss", t.loss);
     o.Set("backward", t.backward);
     o.Set("gradCollect", t.grad_collect);
+    o.Set("allreduce", t.allreduce);
     o.Set("projection", t.projection);
     o.Set("clip", t.clip);
     o.Set("optimizer", t.optimizer);

@@ -4,9 +4,11 @@
 #include <ATen/core/grad_mode.h>
 
 #include <chrono>
+#include <cmath>
 #include <string>
 
 #include "core/checks.h"
+#include "core/distributed.h"
 #include "core/projection.h"
 
 namespace jfa {
@@ -61,6 +63,7 @@ void check_batch(const StepBatch& b, size_t i, const StepSettings& s) {
     if (b.targets.sizes() != b.ids.sizes())
       throw_range(where + ": targets " + shape_str(b.targets.sizes()) + " must have the ids' shape " + shape_str(b.ids.sizes()));
   }
+  if (!(b.weight >= 0) || !std::isfinite(b.weight)) throw_range(where + ": weight must be a finite number >= 0, got " + std::to_string(b.weight));
   if (s.method == StepMethod::Jfa && b.latent && (!b.latent->indices.defined() || !b.latent->weights.defined()))
     throw_type(where + ": latent needs indices and weights");
 }
@@ -107,12 +110,18 @@ StepMetrics Trainer::step(const LlamaModel& model, const std::vector<StepBatch>&
   at::AutoGradMode grad_mode(true);
 
   GradientSet per_batch;
+  std::vector<PendingReduce> pending;
   int64_t sft_batches = 0, plain_batches = 0, div_batches = 0;
-  for (const StepBatch& b : batches) {
+  for (size_t i = 0; i < batches.size(); ++i) {
+    const StepBatch& b = batches[i];
     if (b.flashback && s.method == StepMethod::Sft) continue;
     const LatentCall* latent = s.method == StepMethod::Jfa && b.latent ? &*b.latent : nullptr;
     at::Tensor loss;
-    if (!b.flashback) {
+    if (b.ids.size(0) == 0) {
+      // This rank's shard of the micro-batch is empty: no loss, zero gradients, same all-reduce.
+      (b.flashback ? div_batches : sft_batches) += 1;
+      if (!b.flashback && latent && s.plain_sft_weight > 0) plain_batches += 1;
+    } else if (!b.flashback) {
       // Only the positions with a target are scored: the LM head runs on those rows alone.
       const at::Tensor flat = b.targets.reshape({-1});
       const at::Tensor rows = flat.ne(-100).nonzero().reshape({-1});
@@ -124,10 +133,12 @@ StepMetrics Trainer::step(const LlamaModel& model, const std::vector<StepBatch>&
       const at::Tensor hidden = model.hidden_states(b.ids, b.attention_mask, true, latent);
       laps.lap(&StepTimings::forward);
       loss = sft_loss(hidden);
+      if (b.weight != 1.0) loss = loss * b.weight;
       m.sft += value(loss);
       sft_batches += 1;
       if (latent && s.plain_sft_weight > 0) {
-        const at::Tensor plain = sft_loss(model.hidden_states(b.ids, b.attention_mask, true));
+        at::Tensor plain = sft_loss(model.hidden_states(b.ids, b.attention_mask, true));
+        if (b.weight != 1.0) plain = plain * b.weight;
         m.plain_sft += value(plain);
         plain_batches += 1;
         loss = at::add(loss, plain, s.plain_sft_weight);
@@ -149,26 +160,42 @@ StepMetrics Trainer::step(const LlamaModel& model, const std::vector<StepBatch>&
       d.mask = b.attention_mask.defined() ? b.attention_mask : at::ones_like(b.ids);
       d.kind = s.kl;
       d.reduction = s.reduction;
-      const at::Tensor div = flashback_divergence(d);
+      at::Tensor div = flashback_divergence(d);
+      if (b.weight != 1.0) div = div * b.weight;
       m.divergence += value(div);
       div_batches += 1;
       loss = s.alpha == 1.0 ? div : div * s.alpha;
     }
     laps.lap(&StepTimings::loss);
-    if (loss.requires_grad()) loss.backward();
+    if (loss.defined() && loss.requires_grad()) loss.backward();
     laps.lap(&StepTimings::backward);
     // This batch's gradient, kept apart; a parameter it did not reach gets zeros.
     std::vector<at::Tensor> grads;
     grads.reserve(params_.size());
     for (auto& p : params_) {
       at::Tensor& g = p.mutable_grad();
-      grads.push_back(g.defined() ? std::move(g) : at::zeros_like(p));
+      grads.push_back(g.defined() ? g.contiguous() : at::zeros_like(p));
       g.reset();
     }
-    per_batch.push_back(std::move(grads));
     laps.lap(&StepTimings::grad_collect);
+    if (s.group)
+      pending.push_back(s.group->all_reduce_async(grads, s.flat_bucket ? Bucketing::Flat : Bucketing::PerTensor,
+                                                  "the all-reduce of micro-batch " + std::to_string(i)));
+    per_batch.push_back(std::move(grads));
+    laps.lap(&StepTimings::allreduce);
   }
   if (per_batch.empty()) throw_range("trainStep: no micro-batch applies to this method");
+  if (s.group) {
+    // Every rank now holds the same per-micro-batch gradients (sums of the ranks' weighted shares).
+    for (auto& p : pending) p.wait();
+    at::Tensor losses = at::tensor({m.sft, m.plain_sft, m.divergence}, at::kDouble);
+    std::vector<at::Tensor> l{losses};
+    s.group->all_reduce(l, Bucketing::Flat, 1.0, "the all-reduce of the step's losses");
+    m.sft = losses[0].item<double>();
+    m.plain_sft = losses[1].item<double>();
+    m.divergence = losses[2].item<double>();
+    laps.lap(&StepTimings::allreduce);
+  }
 
   std::vector<at::Tensor> combined;
   {

@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -14,6 +15,8 @@
 #include "core/optim.h"
 
 namespace jfa {
+
+class ProcessGroup;
 
 // sft: new-task cross-entropy only; flashback: + alpha x divergence on flashbacks (latent tasks
 // ignored); jfa: flashback with each micro-batch's latent tasks.
@@ -29,6 +32,10 @@ struct StepBatch {
   at::Tensor reference_logits;
   at::Tensor reference_hidden;
   std::optional<LatentCall> latent;
+  // Data-parallel: this rank's share of the whole micro-batch's loss (its real tokens over the
+  // whole micro-batch's), so the ranks' weighted losses sum to the single-process loss. A batch
+  // with no rows (this rank's shard is empty) still takes part in the all-reduce, with zeros.
+  double weight = 1.0;
 };
 
 struct StepSettings {
@@ -43,12 +50,17 @@ struct StepSettings {
   double plain_sft_weight = 0.0;
   double lr = 1e-3;  // this step's learning rate (the schedule is the caller's)
   bool timings = false;
+  // Data-parallel: each micro-batch's gradients are summed over the group's ranks (started right
+  // after its backward, so they travel while the next micro-batch computes) before PCGrad or the
+  // mean; the losses reported are summed too. Null: one process.
+  std::shared_ptr<ProcessGroup> group;
+  bool flat_bucket = true;  // one flat buffer per micro-batch (else one all-reduce per tensor)
 };
 
 // Milliseconds per phase of a step.
 struct StepTimings {
-  double forward = 0, ref_forward = 0, loss = 0, backward = 0, grad_collect = 0, projection = 0, clip = 0, optimizer = 0,
-         total = 0;
+  double forward = 0, ref_forward = 0, loss = 0, backward = 0, grad_collect = 0, allreduce = 0, projection = 0, clip = 0,
+         optimizer = 0, total = 0;
 };
 
 struct StepMetrics {

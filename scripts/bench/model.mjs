@@ -20,16 +20,21 @@ const CONFIG = {
   num_key_value_heads: 12, max_position_embeddings: 1024, tie_word_embeddings: true,
 };
 const FORWARD = { batch: 4, seq: 256 };
-const GENERATE = { batch: 4, prompt: 32, new: 32 };
+// Greedy generation at batch 1 and 8: 32-token prompts, 128 new tokens (no stop token: all of them).
+const GENERATE = [{ batch: 1, prompt: 32, new: 128 }, { batch: 8, prompt: 32, new: 128 }];
 
-const { ask, close } = startReference('bench_model.py');
 const progress = progressLine('bench:model');
-
 const dir = mkdtempSync(join(tmpdir(), 'jfa-bench-model-'));
+// The model is made by a reference process of its own: the measuring one starts fresh, with no
+// freed memory of the creation for its load to reuse (a peak measured that way would be too low).
+progress('creating a ~100M model with transformers');
+const maker = startReference('bench_model.py');
+await maker.ask({ cmd: 'create', dir, config: { ...CONFIG, model_type: 'llama' } });
+maker.close();
+const { ask, close } = startReference('bench_model.py');
+
 try {
   await ask({ cmd: 'threads', n: threads });
-  progress('creating a ~100M model with transformers');
-  await ask({ cmd: 'create', dir, config: { ...CONFIG, model_type: 'llama' } });
 
   resetPeak();
   const base = rss('VmRSS');
@@ -41,27 +46,39 @@ try {
 
   const ids = (b, n, seed) => jfa.tensor(BigInt64Array.from({ length: b * n }, (_, i) => BigInt(3 + ((i * 7919 + seed) % (CONFIG.vocab_size - 3)))), [b, n]);
   const fwdIds = ids(FORWARD.batch, FORWARD.seq, 1);
-  const genIds = ids(GENERATE.batch, GENERATE.prompt, 2);
   // Loading maps the files; the first forward touches every weight: the peak that matters.
   model.logits(fwdIds).dispose();
   ours.firstForwardPeakMiB = rss('VmHWM') - base;
   const first = await ask({ cmd: 'forward', ...FORWARD });
   theirs.firstForwardPeakMiB = first.hwmMiB - theirs.baseMiB;
   const f = { ours: [], theirs: [] };
-  const g = { ours: [], theirs: [] };
   for (let i = 0; i < repeats; i++) {
     progress(`forward ${i + 1}/${repeats}`);
     t = performance.now();
     model.logits(fwdIds).dispose();
     f.ours.push(performance.now() - t);
     f.theirs.push((await ask({ cmd: 'forward', ...FORWARD })).ms);
-    progress(`generate ${i + 1}/${repeats}`);
-    t = performance.now();
-    const out = await model.generate(genIds, { maxNewTokens: GENERATE.new });
-    g.ours.push((performance.now() - t) / out.shape[1]);
-    out.dispose();
-    const r = await ask({ cmd: 'generate', ...GENERATE });
-    g.theirs.push(r.ms / (r.tokens / GENERATE.batch));
+  }
+  // transformers' generate with its dynamic cache and with its static cache: the faster is the anchor.
+  const gen = [];
+  for (const G of GENERATE) {
+    const genIds = ids(G.batch, G.prompt, 2);
+    const g = { ours: [], dynamic: [], static: [] };
+    for (let i = 0; i < repeats; i++) {
+      progress(`generate ${G.batch}x${G.new} ${i + 1}/${repeats}`);
+      t = performance.now();
+      const out = await model.generate(genIds, { maxNewTokens: G.new });
+      g.ours.push((performance.now() - t) / out.shape[1]);
+      out.dispose();
+      for (const cache of ['dynamic', 'static']) {
+        const r = await ask({ cmd: 'generate', ...G, cache });
+        g[cache].push(r.ms / (r.tokens / G.batch));
+      }
+    }
+    genIds.dispose();
+    const perS = (xs) => G.batch / (median(xs) / 1000);
+    const dynamic = perS(g.dynamic), stat = perS(g.static);
+    gen.push({ ...G, oursTokensPerS: perS(g.ours), torchTokensPerS: Math.max(dynamic, stat), torchCache: stat > dynamic ? 'static' : 'dynamic', torchDynamicTokensPerS: dynamic, torchStaticTokensPerS: stat });
   }
   const fwdTokens = FORWARD.batch * FORWARD.seq;
   const result = {
@@ -76,7 +93,7 @@ try {
       torchPeakAfterFirstForwardMiB: theirs.firstForwardPeakMiB,
     },
     forward: { ...FORWARD, oursTokensPerS: fwdTokens / (median(f.ours) / 1000), torchTokensPerS: fwdTokens / (median(f.theirs) / 1000) },
-    generate: { ...GENERATE, oursTokensPerS: GENERATE.batch / (median(g.ours) / 1000), torchTokensPerS: GENERATE.batch / (median(g.theirs) / 1000) },
+    generate: gen,
   };
   progress.done();
   if (values.json) console.log(JSON.stringify(result, null, 2));
@@ -85,7 +102,8 @@ try {
     console.log(`load           ours ${result.load.oursMs.toFixed(0)} ms (peak +${result.load.oursPeakMiB.toFixed(0)} MiB)   transformers ${result.load.torchMs.toFixed(0)} ms (peak +${result.load.torchPeakMiB.toFixed(0)} MiB)`);
     console.log(`peak RSS growth through the first forward: ours +${result.load.oursPeakAfterFirstForwardMiB.toFixed(0)} MiB   transformers +${result.load.torchPeakAfterFirstForwardMiB.toFixed(0)} MiB`);
     console.log(`forward ${FORWARD.batch}x${FORWARD.seq}  ours ${result.forward.oursTokensPerS.toFixed(0)} tok/s   transformers ${result.forward.torchTokensPerS.toFixed(0)} tok/s   ratio ${(result.forward.oursTokensPerS / result.forward.torchTokensPerS).toFixed(2)}x`);
-    console.log(`generate ${GENERATE.batch}x${GENERATE.new} ours ${result.generate.oursTokensPerS.toFixed(1)} tok/s   transformers ${result.generate.torchTokensPerS.toFixed(1)} tok/s   ratio ${(result.generate.oursTokensPerS / result.generate.torchTokensPerS).toFixed(2)}x`);
+    for (const g of result.generate)
+      console.log(`generate batch ${g.batch}, ${g.new} new tokens: ours ${g.oursTokensPerS.toFixed(1)} tok/s   transformers ${g.torchTokensPerS.toFixed(1)} tok/s (${g.torchCache} cache; dynamic ${g.torchDynamicTokensPerS.toFixed(1)}, static ${g.torchStaticTokensPerS.toFixed(1)})   ratio ${(g.oursTokensPerS / g.torchTokensPerS).toFixed(2)}x`);
   }
   model.dispose();
 } finally {

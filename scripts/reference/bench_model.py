@@ -2,7 +2,8 @@
   {"cmd": "create", "dir": D, "config": {...}}        a random LlamaForCausalLM saved to D
   {"cmd": "load", "dir": D}                           {"ms", "peakMiB"}
   {"cmd": "forward", "batch": B, "seq": T}            one no-grad forward of the loaded model, {"ms"}
-  {"cmd": "generate", "batch": B, "prompt": T, "new": N}  greedy generate with the KV cache, {"ms", "tokens"}
+  {"cmd": "generate", "batch": B, "prompt": T, "new": N, "cache": "dynamic"|"static"}
+                                                      greedy generate with that KV cache, {"ms", "tokens"}
 """
 import time
 
@@ -43,8 +44,9 @@ def main():
         ids = torch.randint(3, model.config.vocab_size, (c["batch"], c["prompt"]), generator=g)
         t = time.perf_counter()
         with torch.no_grad():
+            extra = {"cache_implementation": "static"} if c.get("cache") == "static" else {}
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=c["new"], min_new_tokens=c["new"],
-                                 do_sample=False, pad_token_id=0)
+                                 do_sample=False, pad_token_id=0, **extra)
         return {"ms": (time.perf_counter() - t) * 1e3, "tokens": int((out.shape[1] - c["prompt"]) * c["batch"])}
 
     serve({"create": create, "load": load, "forward": forward, "generate": generate})

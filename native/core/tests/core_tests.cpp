@@ -18,10 +18,16 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <thread>
 #include <random>
 #include <string>
 #include <vector>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/distributed.h"
 #include "core/divergence.h"
 #include "core/faiss_index.h"
 #include "core/fused.h"
@@ -709,6 +715,66 @@ void test_safetensors_header_parser() {
   std::filesystem::remove_all(dir);
 }
 
+// A free TCP port on loopback, for the store of the process-group test.
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Two ranks in two threads of this process, on loopback: sums, broadcast, the store exchange.
+void test_process_group() {
+  const int port = free_port();
+  std::vector<std::vector<at::Tensor>> results(2);
+  std::vector<std::vector<std::string>> exchanged(2);
+  std::vector<std::string> errors(2);
+  auto rank_fn = [&](int rank) {
+    try {
+      jfa::GroupOptions o;
+      o.rank = rank;
+      o.world_size = 2;
+      o.master_port = port;
+      o.timeout_ms = 20000;
+      jfa::ProcessGroup g(o);
+      std::vector<at::Tensor> flat{at::full({3}, rank + 1.0), at::full({2, 2}, 10.0 * (rank + 1))};
+      g.all_reduce(flat, jfa::Bucketing::Flat, 0.5, "flat");
+      std::vector<at::Tensor> per{at::full({4}, rank + 1.0)};
+      g.all_reduce(per, jfa::Bucketing::PerTensor, 1.0, "per tensor");
+      std::vector<at::Tensor> b{at::full({2}, rank == 1 ? 7.0 : 0.0)};
+      g.broadcast(b, 1, "broadcast");
+      exchanged[rank] = g.exchange("name", "r" + std::to_string(rank));
+      g.barrier("end");
+      results[rank] = {flat[0], flat[1], per[0], b[0]};
+    } catch (const std::exception& e) {
+      errors[rank] = e.what();
+    }
+  };
+  std::thread t0(rank_fn, 0), t1(rank_fn, 1);
+  t0.join();
+  t1.join();
+  for (int r = 0; r < 2; ++r) {
+    if (!errors[r].empty()) std::fprintf(stderr, "  rank %d: %s\n", r, errors[r].c_str());
+    EXPECT(errors[r].empty());
+    if (results[r].size() != 4) continue;
+    EXPECT(at::allclose(results[r][0], at::full({3}, 1.5)));   // (1 + 2) / 2
+    EXPECT(at::allclose(results[r][1], at::full({2, 2}, 15.0)));
+    EXPECT(at::allclose(results[r][2], at::full({4}, 3.0)));
+    EXPECT(at::allclose(results[r][3], at::full({2}, 7.0)));
+    EXPECT((exchanged[r] == std::vector<std::string>{"r0", "r1"}));
+  }
+  jfa::GroupOptions bad;
+  bad.rank = 2;
+  bad.world_size = 2;
+  EXPECT_THROWS(jfa::ProcessGroup{bad}, Range, "RANK 2 is out of range for WORLD_SIZE 2");
+}
+
 int main() {
   const std::pair<const char*, void (*)()> tests[] = {
       {"matmul", test_matmul},
@@ -732,6 +798,7 @@ int main() {
       {"lapack shim: syrk and getri", test_lapack_shim_syrk_getri},
 #endif
       {"safetensors header parser", test_safetensors_header_parser},
+      {"process group (2 ranks, loopback)", test_process_group},
   };
   int passed = 0;
   int failed = 0;

@@ -1,0 +1,296 @@
+#include "core/distributed.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef USE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <cstdlib>
+#include <map>
+#include <sstream>
+
+#include "core/errors.h"
+
+namespace jfa {
+namespace {
+
+using Ms = std::chrono::milliseconds;
+
+// The first line of an exception's message, without c10's backtrace: errors stay one line.
+std::string cause_of(const std::exception& e) {
+  const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+  std::string s = c10 ? c10->what_without_backtrace() : e.what();
+  const auto nl = s.find('\n');
+  if (nl != std::string::npos) s.resize(nl);
+  return s;
+}
+
+bool loopback(const std::string& host) { return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1"; }
+
+c10::intrusive_ptr<c10d::TCPStore> connect_store(const GroupOptions& o, bool server) {
+  c10d::TCPStoreOptions s;
+  s.port = static_cast<std::uint16_t>(o.master_port);
+  s.isServer = server;
+  s.numWorkers = o.world_size;
+  s.waitWorkers = false;  // our own hello exchange checks who came, with a message that says so
+  s.timeout = Ms(o.timeout_ms);
+  return c10::make_intrusive<c10d::TCPStore>(o.master_addr, s);
+}
+
+}  // namespace
+
+bool nccl_built() {
+#ifdef USE_C10D_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string ProcessGroup::where() const {
+  return "distributed (rank " + std::to_string(options_.rank) + " of " + std::to_string(options_.world_size) + ", " +
+         options_.master_addr + ":" + std::to_string(options_.master_port) + ")";
+}
+
+ProcessGroup::ProcessGroup(const GroupOptions& o) : options_(o) {
+  if (o.world_size < 1) throw_range("distributed: WORLD_SIZE must be >= 1, got " + std::to_string(o.world_size));
+  if (o.rank < 0 || o.rank >= o.world_size)
+    throw_range("distributed: RANK " + std::to_string(o.rank) + " is out of range for WORLD_SIZE " + std::to_string(o.world_size) +
+                " (ranks are 0.." + std::to_string(o.world_size - 1) + ")");
+  if (o.master_port < 1 || o.master_port > 65535) throw_range("distributed: MASTER_PORT must be in 1..65535, got " + std::to_string(o.master_port));
+  if (o.timeout_ms < 1) throw_range("distributed: timeoutMs must be >= 1, got " + std::to_string(o.timeout_ms));
+  if (o.backend != "auto" && o.backend != "gloo" && o.backend != "nccl")
+    throw_range("distributed: backend must be auto, gloo or nccl, got '" + o.backend + "'");
+  if (o.backend == "nccl" && !nccl_built())
+    throw_range("distributed: backend nccl needs a CUDA libtorch with c10d's NCCL backend; this build has only gloo");
+
+  try {
+    store_ = connect_store(o, o.rank == 0);
+  } catch (const std::exception& e) {
+    const std::string cause = cause_of(e);
+    if (o.rank == 0)
+      throw_generic(where() + ": cannot listen on MASTER_PORT " + std::to_string(o.master_port) +
+                    (cause.find("EADDRINUSE") != std::string::npos || cause.find("in use") != std::string::npos
+                         ? " (the port is already in use: pick another --master-port)"
+                         : "") +
+                    ": " + cause);
+    throw_generic(where() + ": cannot reach the store of rank 0 within " + std::to_string(o.timeout_ms) + " ms: " + cause);
+  }
+  // Everyone agrees on the world size before any collective waits on a rank that will never come.
+  (void)exchange("world_size", std::to_string(o.world_size));
+
+  try {
+    const bool nccl = o.backend == "nccl" || (o.backend == "auto" && o.cuda && nccl_built());
+#ifdef USE_C10D_NCCL
+    if (nccl) {
+      auto opts = c10d::ProcessGroupNCCL::Options::create();
+      opts->timeout = Ms(o.timeout_ms);
+      backend_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, o.rank, o.world_size, opts);
+      backend_name_ = "nccl";
+    }
+#endif
+    if (!nccl) {
+      auto opts = c10d::ProcessGroupGloo::Options::create(Ms(o.timeout_ms));
+      // Each rank binds its own address: loopback when the master is local; otherwise the
+      // interface GLOO_SOCKET_IFNAME names (as in torch), else the address this host's name resolves to.
+      const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+      if (ifname && *ifname)
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+      else if (loopback(o.master_addr))
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+      else
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      opts->threads = 1;  // one collective in flight at a time is all a step starts
+      backend_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, o.rank, o.world_size, opts);
+      backend_name_ = "gloo";
+    }
+  } catch (const jfa::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw_generic(where() + ": cannot connect the ranks: " + cause_of(e));
+  }
+  if (o.world_size > 1) heartbeat_ = std::thread([this] { heartbeat_loop(); });
+}
+
+ProcessGroup::~ProcessGroup() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (heartbeat_.joinable()) heartbeat_.join();
+}
+
+void ProcessGroup::heartbeat_loop() {
+  c10::intrusive_ptr<c10d::TCPStore> client;
+  try {
+    client = connect_store(options_, false);
+  } catch (const std::exception&) {
+    return;  // the store is gone already; the next collective reports it
+  }
+  const std::string key = "jfa/heartbeat/" + std::to_string(options_.rank);
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (!stopping_) {
+    lock.unlock();
+    try {
+      client->add(key, 1);
+    } catch (const std::exception&) {
+      return;
+    }
+    lock.lock();
+    stop_cv_.wait_for(lock, Ms(options_.heartbeat_ms), [this] { return stopping_; });
+  }
+}
+
+// Ranks whose heartbeat did not move over a few periods: "rank 1 stopped responding"; or, when
+// the store itself is gone, rank 0 (which hosts it).
+std::string ProcessGroup::stale_ranks() {
+  if (options_.world_size < 2) return "";
+  try {
+    auto probe = connect_store([&] {
+      GroupOptions g = options_;
+      g.timeout_ms = std::min<int64_t>(options_.timeout_ms, 3000);
+      return g;
+    }(), false);
+    auto read = [&] {
+      std::vector<int64_t> beats;
+      for (int r = 0; r < options_.world_size; ++r) beats.push_back(probe->add("jfa/heartbeat/" + std::to_string(r), 0));
+      return beats;
+    };
+    const auto before = read();
+    std::this_thread::sleep_for(Ms(options_.heartbeat_ms * 4));
+    const auto after = read();
+    std::string out;
+    for (int r = 0; r < options_.world_size; ++r)
+      if (r != options_.rank && before[r] == after[r]) out += (out.empty() ? "rank " : ", rank ") + std::to_string(r);
+    return out.empty() ? "" : out + " stopped responding (no heartbeat for " + std::to_string(options_.heartbeat_ms * 4) + " ms: it died or hung)";
+  } catch (const std::exception&) {
+    return "rank 0 stopped (its store at " + options_.master_addr + ":" + std::to_string(options_.master_port) + " is unreachable)";
+  }
+}
+
+void ProcessGroup::fail(const std::string& what, const std::exception& cause) {
+  const std::string stale = stale_ranks();
+  throw_generic(where() + ": " + what + " failed" + (stale.empty() ? "" : ": " + stale) + " (" + cause_of(cause) + ")");
+}
+
+std::vector<std::string> ProcessGroup::exchange(const std::string& key, const std::string& value) {
+  const std::string base = "jfa/exchange/" + std::to_string(exchanges_++) + "/" + key + "/";
+  std::vector<std::string> out(options_.world_size);
+  try {
+    store_->set(base + std::to_string(options_.rank), value);
+  } catch (const std::exception& e) {
+    throw_generic(where() + ": cannot publish " + key + " to the store: " + cause_of(e));
+  }
+  // Rank 0's value first: a rank that disagrees with it learns so at once, whoever else is missing.
+  for (int r = 0; r < options_.world_size; ++r) {
+    try {
+      store_->wait({base + std::to_string(r)}, Ms(options_.timeout_ms));
+      out[r] = store_->get_to_str(base + std::to_string(r));
+    } catch (const std::exception& e) {
+      throw_generic(where() + ": rank " + std::to_string(r) + " did not report its " + key + " within " +
+                    std::to_string(options_.timeout_ms) + " ms (not started, another WORLD_SIZE, or dead): " + cause_of(e));
+    }
+    if (key == "world_size" && out[r] != value)
+      throw_range(where() + ": WORLD_SIZE differs between ranks: rank " + std::to_string(r) + " has " + out[r] + ", this rank " + value);
+  }
+  return out;
+}
+
+PendingReduce ProcessGroup::all_reduce_async(std::vector<at::Tensor> tensors, Bucketing bucketing, const std::string& what) {
+  PendingReduce p;
+  p.group_ = this;
+  p.what_ = what;
+  if (options_.world_size == 1 || tensors.empty()) return p;
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = c10d::ReduceOp::SUM;
+  opts.timeout = Ms(options_.timeout_ms);
+  try {
+    if (bucketing == Bucketing::Flat) {
+      std::vector<at::Tensor> flat;
+      flat.reserve(tensors.size());
+      for (const auto& t : tensors) flat.push_back(t.detach().reshape({-1}));
+      p.flat_ = at::cat(flat);
+      std::vector<at::Tensor> buf{p.flat_};
+      p.works_.push_back(backend_->allreduce(buf, opts));
+      p.targets_ = std::move(tensors);
+    } else {
+      for (auto& t : tensors) {
+        if (!t.is_contiguous()) throw_range(where() + ": " + what + ": per-tensor all-reduce needs contiguous tensors");
+        std::vector<at::Tensor> one{t};
+        p.works_.push_back(backend_->allreduce(one, opts));
+      }
+      p.targets_ = std::move(tensors);
+    }
+  } catch (const jfa::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(what, e);
+  }
+  return p;
+}
+
+void PendingReduce::wait() {
+  if (works_.empty()) return;
+  auto works = std::move(works_);
+  works_.clear();
+  try {
+    for (auto& w : works) w->wait(std::chrono::milliseconds(group_->options().timeout_ms));
+  } catch (const std::exception& e) {
+    group_->fail(what_, e);
+  }
+  if (flat_.defined()) {
+    int64_t at = 0;
+    for (auto& t : targets_) {
+      const int64_t n = t.numel();
+      t.detach().copy_(flat_.narrow(0, at, n).view(t.sizes()));
+      at += n;
+    }
+    flat_.reset();
+  }
+}
+
+void ProcessGroup::all_reduce(std::vector<at::Tensor>& tensors, Bucketing bucketing, double scale, const std::string& what) {
+  PendingReduce p = all_reduce_async(tensors, bucketing, what);
+  p.wait();
+  if (scale != 1.0) {
+    at::NoGradGuard no_grad;
+    for (auto& t : tensors) t.mul_(scale);
+  }
+}
+
+void ProcessGroup::broadcast(std::vector<at::Tensor>& tensors, int root, const std::string& what) {
+  if (root < 0 || root >= options_.world_size) throw_range(where() + ": broadcast root " + std::to_string(root) + " is not a rank");
+  if (options_.world_size == 1) return;
+  c10d::BroadcastOptions opts;
+  opts.rootRank = root;
+  opts.timeout = Ms(options_.timeout_ms);
+  try {
+    for (auto& t : tensors) {
+      at::Tensor c = t.detach().contiguous();
+      std::vector<at::Tensor> one{c};
+      backend_->broadcast(one, opts)->wait(Ms(options_.timeout_ms));
+      if (!c.is_same(t)) t.detach().copy_(c);
+    }
+  } catch (const jfa::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(what, e);
+  }
+}
+
+void ProcessGroup::barrier(const std::string& what) {
+  if (options_.world_size == 1) return;
+  c10d::BarrierOptions opts;
+  opts.timeout = Ms(options_.timeout_ms);
+  try {
+    backend_->barrier(opts)->wait(Ms(options_.timeout_ms));
+  } catch (const std::exception& e) {
+    fail(what, e);
+  }
+}
+
+}  // namespace jfa
