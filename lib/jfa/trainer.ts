@@ -552,7 +552,8 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
   if (o.distributed !== undefined) {
     if (cont) throw new RangeError('train: continueFrom cannot be combined with distributed (yet): continue the run in one process');
     const own = !(o.distributed instanceof ProcessGroup);
-    const group = o.distributed instanceof ProcessGroup ? o.distributed : await ProcessGroup.connect(o.distributed);
+    // NCCL (where built) when the model trains on a GPU, Gloo otherwise ('auto').
+    const group = o.distributed instanceof ProcessGroup ? o.distributed : await ProcessGroup.connect(o.distributed, model.device.startsWith('cuda'));
     try {
       await checkRanks(group, model, data, o);
       const run = () => trainIn(model, tokenizer, data, o, plan, cont, group);
