@@ -56,7 +56,6 @@ class TensorTable {
   uint32_t free_ = kNone;
   int64_t live_ = 0;
   int64_t live_bytes_ = 0;
-  int64_t unreported_ = 0;  // external memory not yet reported to V8
 };
 
 struct AddonData {
