@@ -13,8 +13,8 @@ export type { Dtype, TensorData };
 // times a 1-element op, so tensors are registered in batches, and those disposed before their batch
 // is registered (nearly all, in code that disposes or uses scopes) never are. A batch is registered
 // when it holds 256 tensors or when the current synchronous run of JS ends (a microtask). Until then
-// it holds its tensors: an undisposed one becomes collectable a little later, but its memory is not
-// freed later for that, since the GC's callbacks only run after the synchronous run ends anyway.
+// it holds its tensors, so an undisposed one may be freed one collection later than it would be
+// otherwise (the registry's callbacks never run before the synchronous run ends in either case).
 // A late callback for a tensor disposed after registration finds its id disposed and does nothing.
 const registry = new FinalizationRegistry<NativeTensor>((id) => {
   try {
