@@ -21,26 +21,16 @@ export type Reduction = 'mean' | 'sum';
 /** The typed arrays a tensor is made from and read into. */
 export type TensorData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
 
-/** A handle owning one libtorch tensor: what a {@link Tensor} wraps. */
-export interface NativeTensor {
-  /** The size of each dimension. */
-  readonly shape: number[];
-  /** The element type. */
-  readonly dtype: Dtype;
-  /** "cpu", "cuda:0", ... */
-  readonly device: string;
-  /** Bytes of native memory the elements occupy. */
-  readonly nbytes: number;
-  /** Whether dispose() has freed it. */
-  readonly disposed: boolean;
-  /**
-   * A copy of the elements in row-major order.
-   * @returns a typed array matching the dtype.
-   */
-  toTypedArray(): TensorData;
-  /** Frees the native memory now. */
-  dispose(): void;
-}
+/**
+ * The addon's handle of one libtorch tensor: a number, the tensor's id in the addon's table (what a
+ * `Tensor` owns). Ops take and return ids; `dispose(id)` frees one. An id is never reused for
+ * another tensor, so a disposed tensor's id is refused by every op ("a is a disposed tensor").
+ * An id that no Tensor owns is not freed by the GC: code calling the addon directly disposes it.
+ */
+export type NativeTensor = number & {
+  /** Type-level only (no such property exists): keeps plain numbers from passing for ids. */
+  readonly __nativeTensor: never;
+};
 
 /** What {@link runtimeInfo} reports. */
 export interface RuntimeInfo {
@@ -166,7 +156,20 @@ export interface KMeansResult {
 
 /** The addon's exports, typed. Arguments are checked natively; bad ones throw TypeError/RangeError. */
 export interface NativeAddon {
-  Tensor: abstract new (...args: never[]) => NativeTensor;
+  /** The size of each dimension. */
+  shape(t: NativeTensor): number[];
+  /** The element type. */
+  dtype(t: NativeTensor): Dtype;
+  /** "cpu", "cuda:0", ... */
+  device(t: NativeTensor): string;
+  /** Bytes of native memory the elements occupy. */
+  nbytes(t: NativeTensor): number;
+  /** Whether the id was disposed (a TypeError for a value that was never an id). */
+  isDisposed(t: NativeTensor): boolean;
+  /** A copy of the elements in row-major order, as a typed array matching the dtype. */
+  toTypedArray(t: NativeTensor): TensorData;
+  /** Frees the tensor now; disposing a disposed id does nothing. */
+  dispose(t: NativeTensor): void;
   fromTypedArray(data: TensorData, shape: readonly number[], device?: string): NativeTensor;
   zeros(shape: readonly number[], dtype?: Dtype, device?: string): NativeTensor;
   randn(shape: readonly number[], dtype?: Dtype, seed?: number | bigint, device?: string): NativeTensor;

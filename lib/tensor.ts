@@ -8,6 +8,43 @@ import { type Dtype, type NativeTensor, native, type TensorData } from './native
 
 export type { Dtype, TensorData };
 
+// ---- Collection by the GC --------------------------------------------------------------------------
+
+// A tensor the GC collects without dispose() is freed by this registry. Registering costs several
+// times a 1-element op, so tensors are registered in batches, and those disposed before their batch
+// is registered (nearly all, in code that disposes or uses scopes) never are. A batch is registered
+// when it holds 256 tensors or when the current synchronous run of JS ends (a microtask). Until then
+// it holds its tensors, so an undisposed one may be freed one collection later than it would be
+// otherwise (the registry's callbacks never run before the synchronous run ends in either case).
+// A late callback for a tensor disposed after registration finds its id disposed and does nothing.
+const registry = new FinalizationRegistry<NativeTensor>((id) => {
+  try {
+    native().dispose(id);
+  } catch {
+    // a Tensor made around a number the addon never issued (the constructor is internal) owns nothing
+  }
+});
+const BATCH = 256;
+const unregistered: Tensor[] = [];
+let flushQueued = false;
+let disposedHere: (t: Tensor) => boolean;
+
+function register(): void {
+  for (const t of unregistered) if (!disposedHere(t)) registry.register(t, t.handle);
+  unregistered.length = 0;
+}
+
+function watch(t: Tensor): void {
+  if (unregistered.push(t) >= BATCH) register();
+  if (!flushQueued) {
+    flushQueued = true;
+    queueMicrotask(() => {
+      flushQueued = false;
+      register();
+    });
+  }
+}
+
 /**
  * An n-dimensional array in libtorch's memory. Tensors own native memory: free it with
  * {@link Tensor.dispose} (or `using`), or make them inside {@link scope} / {@link scopeAsync}.
@@ -22,12 +59,20 @@ export type { Dtype, TensorData };
  * ```
  */
 export class Tensor implements Disposable {
+  /** Set by dispose(): such a tensor needs no registration with the GC. */
+  #disposedHere = false;
+  static {
+    disposedHere = (t) => t.#disposedHere;
+  }
+
   /**
    * @internal Use the factories (tensor, zeros, randn) or ops to make tensors.
-   * @param handle - the addon's tensor this object owns (for code that calls the addon directly).
+   * @param handle - the addon's tensor id; this object owns it and frees it on dispose() or when
+   *   the GC collects the object, so one id must not be given to two Tensors.
    */
   constructor(readonly handle: NativeTensor) {
     track(this);
+    watch(this);
   }
 
   /**
@@ -35,23 +80,23 @@ export class Tensor implements Disposable {
    * @throws TypeError when the tensor is disposed.
    */
   get shape(): number[] {
-    return this.handle.shape;
+    return native().shape(this.handle);
   }
   /** The element type ("float32", "int64", ...). */
   get dtype(): Dtype {
-    return this.handle.dtype;
+    return native().dtype(this.handle);
   }
   /** "cpu", "cuda:0", ... */
   get device(): string {
-    return this.handle.device;
+    return native().device(this.handle);
   }
   /** Bytes of native memory this tensor's elements occupy. */
   get nbytes(): number {
-    return this.handle.nbytes;
+    return native().nbytes(this.handle);
   }
   /** Whether {@link Tensor.dispose} has freed this tensor. */
   get disposed(): boolean {
-    return this.handle.disposed;
+    return native().isDisposed(this.handle);
   }
 
   /**
@@ -64,7 +109,7 @@ export class Tensor implements Disposable {
    * ```
    */
   toTypedArray(): TensorData {
-    return this.handle.toTypedArray();
+    return native().toTypedArray(this.handle);
   }
 
   /**
@@ -218,9 +263,11 @@ export class Tensor implements Disposable {
    * ```
    */
   dispose(): void {
-    this.handle.dispose();
+    native().dispose(this.handle);
+    this.#disposedHere = true;
     currentScope()?.delete(this);
   }
+
   /**
    * {@link Tensor.dispose}, for `using` declarations.
    * @example
@@ -398,7 +445,8 @@ const syncScopes: Scope[] = [];
 let asyncScopes: AsyncLocalStorage<Scope> | undefined; // created on first use: it costs every promise a little
 
 function currentScope(): Scope | undefined {
-  return syncScopes[syncScopes.length - 1] ?? asyncScopes?.getStore();
+  // (syncScopes[-1] would be a property lookup by the name "-1", several times slower than an op's overhead)
+  return syncScopes.length ? syncScopes[syncScopes.length - 1] : asyncScopes?.getStore();
 }
 
 function track(t: Tensor): void {

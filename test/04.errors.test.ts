@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { pcgrad, pcgradOrders, tokenCrossEntropy } from '../lib/kernels.js';
 import { LlamaModel } from '../lib/model/llama.js';
 import { native } from '../lib/native.js';
-import { add, matmul, randn, sum, type Tensor, tensor, to, zeros } from '../lib/tensor.js';
+import { add, matmul, randn, sum, tensor, to, zeros } from '../lib/tensor.js';
 import { expectError } from './helpers.js';
 
 const m23 = () => randn([2, 3], { seed: 1 });
@@ -83,9 +83,14 @@ describe('bad input gives clear errors', () => {
     expectError(() => zeros([2 ** 40, 2 ** 40]), RangeError, 'zeros: shape [1099511627776, 1099511627776] has more elements than fit in int64');
   });
 
-  it('14. a Tensor handle cannot be forged with new', () => {
-    const Raw = native().Tensor as unknown as new () => Tensor;
-    expectError(() => new Raw(), TypeError, 'Tensor: handles are made by tensor(), zeros(), randn() and the ops');
+  it('14. a tensor id cannot be forged: numbers the addon never issued are refused', () => {
+    const a = m23();
+    const raw = native().add as (a: unknown, b: unknown) => unknown;
+    // the next generation of a live id's slot, a slot never handed out, a fraction, a small integer
+    for (const forged of [a.handle + 2 ** 24, 2 ** 24 + (2 ** 24 - 1), a.handle + 0.5, 7])
+      expectError(() => raw(forged, a.handle), TypeError, `add: a must be a Tensor, got number ${forged}`);
+    expectError(() => native().dispose(12 as never), TypeError, 'dispose: t must be a Tensor, got number 12');
+    a.dispose();
   });
 
   it('15. missing dtype in to(), wrong thread count', () => {

@@ -1,9 +1,11 @@
 // Ownership: dispose, Symbol.dispose, scopes, GC finalizers, and RSS over many iterations.
 import { describe, expect, it } from 'vitest';
 
+import { pcgrad } from '../lib/kernels.js';
+import { saveSafetensors } from '../lib/model/safetensors.js';
 import { emptyCpuCache, memoryStats, setCpuCacheLimit } from '../lib/runtime.js';
-import { add, keep, matmul, randn, scope, scopeAsync, type Tensor, zeros } from '../lib/tensor.js';
-import { node } from './helpers.js';
+import { add, keep, matmul, matmulAsync, randn, scope, scopeAsync, type Tensor, tensor, zeros } from '../lib/tensor.js';
+import { expectError, node } from './helpers.js';
 
 describe('disposal', () => {
   it('dispose() frees the native memory now', () => {
@@ -166,5 +168,121 @@ describe('disposal', () => {
     console.log(`memory: RSS growth per 10,000 iterations ${m.growth.map(mib).join(', ')} MiB (RSS ${mib(m.rss)} MiB at the end)`);
     expect(m.live).toBe(0);
     for (const g of m.growth) expect(g).toBeLessThan(4 * 2 ** 20);
+  });
+});
+
+// A tensor reaches JS as an id (slot + generation * 2^24) in the addon's table; these check what
+// the ids promise: a disposed tensor's id is refused everywhere, a reused slot never answers to an
+// old id, and the GC frees what was never disposed, even when a slot was reused meanwhile.
+describe('tensor ids', () => {
+  it('a disposed tensor is refused by every reader, naming the op and the argument', async () => {
+    const t = randn([2, 2]);
+    const live = randn([2, 2]);
+    t.dispose();
+    expectError(() => add(live, t), TypeError, 'add: b is a disposed tensor');
+    expectError(() => matmul(t, live), TypeError, 'matmul: a is a disposed tensor');
+    expectError(() => pcgrad([[live], [t]]), TypeError, 'pcgrad: grads[1][0] is a disposed tensor');
+    expectError(() => live.copyFrom(t), TypeError, 'copyInto: src is a disposed tensor');
+    expectError(() => saveSafetensors('/nonexistent/x.safetensors', { w: t }), TypeError, "saveSafetensors: tensors['w'] is a disposed tensor");
+    await expect(matmulAsync(live, t)).rejects.toThrow('matmulAsync: b is a disposed tensor');
+    for (const [name, read] of [
+      ['shape', () => t.shape],
+      ['dtype', () => t.dtype],
+      ['device', () => t.device],
+      ['nbytes', () => t.nbytes],
+      ['toTypedArray', () => t.toTypedArray()],
+    ] as const)
+      expectError(read, TypeError, `${name}: the tensor is disposed`);
+    expect(t.disposed).toBe(true);
+    live.dispose();
+  });
+
+  it('a reused slot gets a new id; the old id stays refused and disposing it again frees nothing', () => {
+    const before = memoryStats();
+    const old = zeros([3]);
+    const oldId = old.handle;
+    old.dispose();
+    const reused = tensor([1, 2, 3]); // the freed slot is handed out again
+    expect(reused.handle).not.toBe(oldId);
+    expect((reused.handle - oldId) % 2 ** 24).toBe(0); // the same slot, a later generation
+    expectError(() => add(old, reused), TypeError, 'add: a is a disposed tensor');
+    old.dispose();
+    expect(reused.disposed).toBe(false);
+    expect(Array.from(reused.toTypedArray() as Float32Array)).toEqual([1, 2, 3]);
+    expect(memoryStats().liveTensors).toBe(before.liveTensors + 1);
+    reused.dispose();
+    expect(memoryStats().liveTensors).toBe(before.liveTensors);
+    expect(memoryStats().liveBytes).toBe(before.liveBytes);
+  });
+
+  it('live ids are distinct and each reads its own tensor, through rounds of frees and reuse', () => {
+    const live = new Map<number, { t: Tensor; value: number }>();
+    const stale: Tensor[] = [];
+    let next = 0;
+    for (let round = 0; round < 4; round++) {
+      for (let i = 0; i < 300; i++) {
+        const value = next++;
+        const t = tensor([value]);
+        expect(live.has(t.handle)).toBe(false);
+        live.set(t.handle, { t, value });
+      }
+      let k = 0;
+      for (const [id, { t }] of live)
+        if (k++ % 3 !== round % 3) {
+          t.dispose();
+          live.delete(id);
+          stale.push(t);
+        }
+    }
+    for (const { t, value } of live.values()) expect((t.toTypedArray() as Float32Array)[0]).toBe(value);
+    for (const t of stale) expect(t.disposed).toBe(true);
+    for (const { t } of live.values()) t.dispose();
+  });
+
+  it('V8 is told the native bytes: undisposed tensors of 1 MiB make the GC run long before 400 pile up', () => {
+    // Each iteration leaves ~200 bytes of JS garbage and 1 MiB of native memory: only the external
+    // memory reported to V8 makes it collect within these 400 iterations.
+    const r = node(
+      `import { zeros, memoryStats } from './dist/index.js';
+       let max = 0;
+       for (let i = 0; i < 400; i++) {
+         zeros([512, 512]);
+         await new Promise((r) => setImmediate(r));
+         max = Math.max(max, memoryStats().liveTensors);
+       }
+       console.log(JSON.stringify({ max }));`,
+    );
+    expect(r.stderr).toBe('');
+    expect((JSON.parse(r.stdout) as { max: number }).max).toBeLessThan(200);
+  });
+
+  it('the GC frees undisposed tensors and their bytes; a late finalizer never frees the slot\'s next tensor', () => {
+    const r = node(
+      `import { zeros, memoryStats } from './dist/index.js';
+       const base = memoryStats();
+       const kept = [];
+       for (let i = 0; i < 300; i++) {
+         const dropped = zeros([256]);
+         await null; // its registration with the GC runs here
+         dropped.dispose();
+         kept.push(zeros([4])); // takes dropped's slot
+       }
+       (() => { for (let i = 0; i < 300; i++) zeros([256]); })(); // never disposed
+       const made = memoryStats().liveTensors - base.liveTensors;
+       for (let i = 0; i < 20 && memoryStats().liveTensors > base.liveTensors + 300; i++) {
+         globalThis.gc(); await new Promise((r) => setImmediate(r));
+       }
+       const after = memoryStats();
+       console.log(JSON.stringify({ made, left: after.liveTensors - base.liveTensors, bytes: after.liveBytes - base.liveBytes,
+         keptOk: kept.every((t) => !t.disposed && t.toTypedArray().length === 4) }));`,
+      {},
+      ['--expose-gc'],
+    );
+    expect(r.stderr).toBe('');
+    const m = JSON.parse(r.stdout) as { made: number; left: number; bytes: number; keptOk: boolean };
+    expect(m.made).toBe(600);
+    expect(m.left).toBe(300);
+    expect(m.bytes).toBe(300 * 16);
+    expect(m.keptOk).toBe(true);
   });
 });

@@ -1,4 +1,4 @@
-// Module entry: the Tensor class, the ops, FAISS, and runtime information.
+// Module entry: the tensor handles, the ops, FAISS, and runtime information.
 #include <napi.h>
 
 #include "binding/boundary.h"
@@ -44,8 +44,8 @@ Napi::Value set_num_threads_fn(const Napi::CallbackInfo& info) {
 Napi::Value stats_fn(const Napi::CallbackInfo& info) {
   const auto& data = addon_data(info.Env());
   Napi::Object out = Napi::Object::New(info.Env());
-  out.Set("liveTensors", static_cast<double>(data.live_handles.load()));
-  out.Set("liveBytes", static_cast<double>(data.live_bytes.load()));
+  out.Set("liveTensors", static_cast<double>(data.tensors.live()));
+  out.Set("liveBytes", static_cast<double>(data.tensors.live_bytes()));
   const CpuCacheStats cache = cpu_cache_stats();
   out.Set("cpuAllocatedBytes", static_cast<double>(cache.allocated_bytes));
   out.Set("cpuCachedBytes", static_cast<double>(cache.cached_bytes));
@@ -105,8 +105,8 @@ Napi::Value faiss_self_check_fn(const Napi::CallbackInfo& info) {
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   install_caching_cpu_allocator();
   env.SetInstanceData(new AddonData());
-  exports.Set("Tensor", tensor_handle::define_class(env));
   Signatures& signatures = addon_data(env).signatures;
+  tensor_handle::register_functions(env, exports, signatures);
   register_ops(env, exports, signatures);
   register_faiss(env, exports, signatures);
   register_kernels(env, exports, signatures);

@@ -99,7 +99,6 @@ std::string describe(const Napi::Value& v) {
     return std::string(name) + "(" + std::to_string(ta.ElementLength()) + ")";
   }
   if (v.IsArray()) return "Array(" + std::to_string(v.As<Napi::Array>().Length()) + ")";
-  if (tensor_handle::is_tensor(v.Env(), v)) return "Tensor";
   return "object";
 }
 
@@ -179,7 +178,11 @@ std::string named(const char* op, const char* name) { return std::string(op) + "
 
 // ---- Positional arguments -----------------------------------------------------------------------
 
+// The readers called on every op take their fast path before naming the argument: the name is a
+// string built only for an error.
+
 const at::Tensor& tensor_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  if (const at::Tensor* t = tensor_handle::unwrap(info.Env(), info[i])) return *t;
   return tensor_value(info.Env(), info[i], named(op, name));
 }
 
@@ -225,11 +228,19 @@ std::optional<uint64_t> seed_arg(const Napi::CallbackInfo& info, size_t i, const
 }
 
 double number_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, double fallback) {
-  return info[i].IsUndefined() ? fallback : number_value(info.Env(), info[i], named(op, name));
+  const Napi::Value v = info[i];
+  if (v.IsUndefined()) return fallback;
+  double d = 0;
+  if (napi_get_value_double(info.Env(), v, &d) == napi_ok && std::isfinite(d)) return d;
+  return number_value(info.Env(), v, named(op, name));
 }
 
 bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, bool fallback) {
-  return info[i].IsUndefined() ? fallback : bool_value(info.Env(), info[i], named(op, name));
+  const Napi::Value v = info[i];
+  if (v.IsUndefined()) return fallback;
+  bool b = false;
+  if (napi_get_value_bool(info.Env(), v, &b) == napi_ok) return b;
+  return bool_value(info.Env(), v, named(op, name));
 }
 
 std::string choice_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name,
@@ -248,6 +259,7 @@ std::vector<at::Tensor> tensor_list(const Napi::CallbackInfo& info, const Napi::
 }
 
 std::vector<int64_t> int_list_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  if (info[i].IsUndefined()) return {};
   return integer_list(info.Env(), info[i], named(op, name));
 }
 
@@ -255,7 +267,7 @@ std::vector<int64_t> int_list_arg(const Napi::CallbackInfo& info, size_t i, cons
 
 Options::Options(Napi::Env env, const Napi::Value& v, std::string where, std::string prefix)
     : env_(env), prefix_(std::move(prefix)) {
-  if (!v.IsObject() || v.IsArray() || v.IsFunction() || tensor_handle::is_tensor(env, v))
+  if (!v.IsObject() || v.IsArray() || v.IsFunction())
     throw Napi::TypeError::New(env, where + " must be an object, got " + describe(v));
   object_ = v.As<Napi::Object>();
 }

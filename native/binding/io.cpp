@@ -1,6 +1,8 @@
 // File formats exported to JS: safetensors read (memory-mapped) and write (atomic).
 #include <napi.h>
 
+#include <vector>
+
 #include "binding/boundary.h"
 #include "binding/io.h"
 #include "binding/tensor.h"
@@ -22,10 +24,13 @@ Napi::Value load_safetensors_fn(const Napi::CallbackInfo& info) {
     const SafetensorsFile file = SafetensorsFile::open(path_arg(info, 0, op));
     Napi::Object tensors = Napi::Object::New(env);
     auto names = Napi::Array::New(env, file.names().size());
+    // Every tensor is read before any id is made: ids are owned only once JS holds them all.
+    std::vector<at::Tensor> read;
+    for (const auto& name : file.names()) read.push_back(file.get(name));
     uint32_t k = 0;
     for (const auto& name : file.names()) {
-      names.Set(k++, name);
-      tensors.Set(name, tensor_handle::wrap(env, file.get(name)));
+      names.Set(k, name);
+      tensors.Set(name, tensor_handle::wrap(env, std::move(read[k++])));
     }
     Napi::Object metadata = Napi::Object::New(env);
     for (const auto& [key, value] : file.metadata()) metadata.Set(key, value);
@@ -51,6 +56,8 @@ Napi::Value save_safetensors_fn(const Napi::CallbackInfo& info) {
       const std::string name = keys.Get(k).As<Napi::String>().Utf8Value();
       const Napi::Value v = obj.Get(name);
       const at::Tensor* t = tensor_handle::unwrap(env, v);
+      if (!t && tensor_handle::is_tensor(env, v))
+        throw Napi::TypeError::New(env, std::string(op) + ": tensors['" + name + "'] is a disposed tensor");
       if (!t)
         throw Napi::TypeError::New(env, std::string(op) + ": tensors['" + name + "'] must be a live Tensor, got " + describe(v));
       tensors.emplace_back(name, *t);

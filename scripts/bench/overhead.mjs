@@ -25,10 +25,11 @@ const ours = {
   matmul8: () => matmul(m, m).dispose(),
   sum: () => sum(a).dispose(),
 };
+// The addon's own surface: tensor ids in, an id out, freed by dispose(id).
 const raw = {
-  add: () => addon.add(a.handle, b.handle, 1).dispose(),
-  matmul8: () => addon.matmul(m.handle, m.handle).dispose(),
-  sum: () => addon.sum(a.handle, undefined, false).dispose(),
+  add: () => addon.dispose(addon.add(a.handle, b.handle, 1)),
+  matmul8: () => addon.dispose(addon.matmul(m.handle, m.handle)),
+  sum: () => addon.dispose(addon.sum(a.handle, undefined, false)),
 };
 
 function perCall(fn) {
