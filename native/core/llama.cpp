@@ -32,6 +32,7 @@
 #include "core/checks.h"
 #include "core/fused.h"
 #include "core/head_loss.h"
+#include "core/skinny.h"
 #include "core/json.h"
 #include "core/latent_mixture.h"
 #include "core/lora.h"
@@ -75,9 +76,23 @@ at::Tensor rotate_half(const at::Tensor& x) {
 
 }  // namespace
 
+namespace {
+// Set while generate() decodes on this thread: its linear layers on a few rows take the skinny
+// kernel. Only there: training, scoring and checkpointing's recompute keep libtorch's products, so
+// their results stay what they were, bit for bit.
+thread_local bool t_decoding = false;
+struct Decoding {
+  Decoding() { t_decoding = true; }
+  ~Decoding() { t_decoding = false; }
+};
+}  // namespace
+
 at::Tensor LinearLayer::forward(const at::Tensor& x, bool adapters) const {
   at::Tensor y;
-  if (adapters && lora_A.defined()) {
+  if (t_decoding && skinny_applies(x, weight)) {
+    y = skinny_linear(x, weight, bias);
+    if (adapters && lora_A.defined()) y.add_(at::linear(at::linear(x, lora_A), lora_B), lora_scale);
+  } else if (adapters && lora_A.defined()) {
     LoraArgs a;
     a.x = x;
     a.W = weight;
@@ -373,6 +388,7 @@ at::Tensor LlamaModel::generate(const at::Tensor& ids, const at::Tensor& attenti
   if (!(o.temperature >= 0.0) || !(o.top_p > 0.0 && o.top_p <= 1.0))
     throw_range(std::string(op) + ": temperature must be >= 0 and topP in (0, 1]");
   at::NoGradGuard no_grad;
+  const Decoding decoding;
   const int64_t b = ids.size(0), t = ids.size(1), total = t + o.max_new_tokens;
   const at::Tensor prompt_mask = attention_mask.defined() ? attention_mask.ne(0).to(at::kLong) : at::ones_like(ids);
   // Left padding: each sequence's first real token is at position 0 (as transformers' generate).
@@ -391,7 +407,11 @@ at::Tensor LlamaModel::generate(const at::Tensor& ids, const at::Tensor& attenti
   const at::Tensor eos = at::tensor(o.eos_token_ids, i64.device(at::kCPU)).to(ids.device());
 
   at::Tensor h = decode(ids, positions, key_mask.narrow(1, 0, t), &cache, adapters, call);
-  at::Tensor logits = at::linear(h.select(1, t - 1), lm_head).to(at::kFloat);
+  // The LM head on each row's last position only (the kernel for a few rows where it applies).
+  const auto last_logits = [&](const at::Tensor& last) {
+    return (skinny_applies(last, lm_head) ? skinny_linear(last, lm_head, at::Tensor()) : at::linear(last, lm_head)).to(at::kFloat);
+  };
+  at::Tensor logits = last_logits(h.select(1, t - 1));
   at::Tensor next_pos = positions.select(1, t - 1) + 1;
   // Rows still generating, by their index in the batch. A row that ends leaves the batch (its cache
   // rows, position, mask and latent tasks with it) once a quarter of the rows still in it have
@@ -437,7 +457,7 @@ at::Tensor LlamaModel::generate(const at::Tensor& ids, const at::Tensor& attenti
     }
     const int64_t n = rows.size(0);
     h = decode(next.view({n, 1}), next_pos.view({n, 1}), key_mask.narrow(1, 0, t + step + 1), &cache, adapters, call);
-    logits = at::linear(h.select(1, 0), lm_head).to(at::kFloat);
+    logits = last_logits(h.select(1, 0));
     next_pos = next_pos + 1;
   }
   return out.narrow(1, 0, produced);

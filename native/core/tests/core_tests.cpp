@@ -2,6 +2,7 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/allclose.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/linear.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
@@ -32,6 +33,7 @@
 #include "core/faiss_index.h"
 #include "core/fused.h"
 #include "core/head_loss.h"
+#include "core/skinny.h"
 #include "core/json.h"
 #include "core/llama.h"
 #include "core/lora.h"
@@ -354,6 +356,35 @@ void test_head_cross_entropy() {
   EXPECT(at::allclose(grads[1].to(at::kDouble), ref_grads[1], 1e-4, 1e-7));
   EXPECT_THROWS(jfa::head_cross_entropy(h, W, targets.narrow(0, 0, n - 1)), Range, "targets must be int64 of shape [37]");
   EXPECT_THROWS(jfa::head_cross_entropy(h, W, targets.fill_(V)), Range, "targets must be in [0, 300000)");
+}
+
+// The few-rows linear kernel against at::linear: every row count it takes, K with and without a
+// tail of the 16-float vectors, N not a multiple of its row blocks, with and without bias.
+void test_skinny_linear() {
+  if (!jfa::skinny_applies(jfa::randn({1, 16}, c10::kFloat, 1), jfa::randn({4, 16}, c10::kFloat, 2))) {
+    std::printf("  skinny linear: no AVX-512 here, at::linear is used\n");
+    return;
+  }
+  double worst = 0;
+  for (const int64_t K : {768, 100, 7}) {
+    const at::Tensor W = jfa::randn({130, K}, c10::kFloat, 3), bias = jfa::randn({130}, c10::kFloat, 4);
+    for (int64_t m = 1; m <= 16; ++m) {
+      const at::Tensor x = jfa::randn({m, 1, K}, c10::kFloat, 5 + m);
+      EXPECT(jfa::skinny_applies(x, W));
+      for (const bool with_bias : {false, true}) {
+        const at::Tensor b = with_bias ? bias : at::Tensor();
+        const at::Tensor got = jfa::skinny_linear(x, W, b);
+        const at::Tensor want = at::linear(x, W, with_bias ? std::optional<at::Tensor>(bias) : std::nullopt);
+        EXPECT(got.sizes() == want.sizes());
+        worst = std::max(worst, (got - want).abs().max().item<double>());
+      }
+    }
+  }
+  EXPECT(worst < 1e-4);
+  std::printf("  skinny linear: max difference from at::linear %.2e\n", worst);
+  EXPECT(!jfa::skinny_applies(jfa::randn({17, 16}, c10::kFloat, 1), jfa::randn({4, 16}, c10::kFloat, 2)));
+  EXPECT(!jfa::skinny_applies(jfa::randn({2, 16}, c10::kFloat, 1).to(at::kDouble), jfa::randn({4, 16}, c10::kFloat, 2)));
+  EXPECT(!jfa::skinny_applies(jfa::randn({2, 16}, c10::kFloat, 1).requires_grad_(true), jfa::randn({4, 16}, c10::kFloat, 2)));
 }
 
 void test_fused_layers() {
@@ -785,6 +816,7 @@ int main() {
       {"causal attention", test_causal_attention},
       {"fused layers", test_fused_layers},
       {"head cross-entropy", test_head_cross_entropy},
+      {"skinny linear", test_skinny_linear},
       {"faiss flat", test_faiss_flat},
       {"faiss padding and errors", test_faiss_padding_and_errors},
       {"faiss save and load", test_faiss_save_load},

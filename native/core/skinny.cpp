@@ -1,0 +1,102 @@
+#include "core/skinny.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/empty.h>
+#include <immintrin.h>
+
+#include <algorithm>
+
+namespace jfa {
+namespace {
+
+constexpr int64_t kMaxRows = 16;
+
+bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") != 0;
+  return has;
+}
+
+// R rows of W at a time against all M rows of x: R * M accumulators of 16 floats in registers.
+template <int M, int R>
+__attribute__((target("avx512f,fma"))) void rows(const float* x, int64_t K, const float* W, int64_t n0, int64_t n1, float* y,
+                                                 int64_t N) {
+  const int64_t tail = K % 16;
+  const __mmask16 mask = static_cast<__mmask16>((1u << tail) - 1u);
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) {
+    __m512 acc[R][M];
+    for (int r = 0; r < R; ++r)
+      for (int m = 0; m < M; ++m) acc[r][m] = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+      __m512 xv[M];
+      for (int m = 0; m < M; ++m) xv[m] = _mm512_loadu_ps(x + m * K + k);
+      for (int r = 0; r < R; ++r) {
+        const __m512 wv = _mm512_loadu_ps(W + (n + r) * K + k);
+        for (int m = 0; m < M; ++m) acc[r][m] = _mm512_fmadd_ps(wv, xv[m], acc[r][m]);
+      }
+    }
+    if (tail) {
+      __m512 xv[M];
+      for (int m = 0; m < M; ++m) xv[m] = _mm512_maskz_loadu_ps(mask, x + m * K + k);
+      for (int r = 0; r < R; ++r) {
+        const __m512 wv = _mm512_maskz_loadu_ps(mask, W + (n + r) * K + k);
+        for (int m = 0; m < M; ++m) acc[r][m] = _mm512_fmadd_ps(wv, xv[m], acc[r][m]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int m = 0; m < M; ++m) y[m * N + n + r] = _mm512_reduce_add_ps(acc[r][m]);
+  }
+  if (n < n1) rows<M, 1>(x, K, W, n, n1, y, N);
+}
+
+// Rows of W per pass for M rows of x: 4 x 4, 2 x 8 or 1 x 16 accumulators at most.
+template <int M>
+void run(const float* x, int64_t K, const float* W, int64_t n0, int64_t n1, float* y, int64_t N) {
+  constexpr int R = M <= 2 ? 4 : M <= 4 ? 3 : M <= 8 ? 2 : 1;
+  rows<M, R>(x, K, W, n0, n1, y, N);
+}
+
+using Kernel = void (*)(const float*, int64_t, const float*, int64_t, int64_t, float*, int64_t);
+
+template <int... Ms>
+Kernel pick(int64_t m, std::integer_sequence<int, Ms...>) {
+  Kernel out = nullptr;
+  ((m == Ms + 1 ? (out = &run<Ms + 1>, true) : false) || ...);
+  return out;
+}
+
+}  // namespace
+
+bool skinny_applies(const at::Tensor& x, const at::Tensor& W) {
+  if (!x.defined() || !W.defined() || x.dim() < 1 || W.dim() != 2) return false;
+  if (!x.device().is_cpu() || !W.device().is_cpu() || x.scalar_type() != at::kFloat || W.scalar_type() != at::kFloat) return false;
+  if (x.size(-1) != W.size(1) || x.numel() == 0) return false;
+  const int64_t m = x.numel() / x.size(-1);
+  if (m > kMaxRows) return false;
+  if (at::GradMode::is_enabled() && (x.requires_grad() || W.requires_grad())) return false;
+  return cpu_has_avx512();
+}
+
+at::Tensor skinny_linear(const at::Tensor& x, const at::Tensor& W, const at::Tensor& bias) {
+  const int64_t K = W.size(1), N = W.size(0);
+  const at::Tensor xc = x.reshape({-1, K}).contiguous();
+  const at::Tensor Wc = W.contiguous();
+  const int64_t M = xc.size(0);
+  at::Tensor y = at::empty({M, N}, xc.options());
+  const Kernel kernel = pick(M, std::make_integer_sequence<int, kMaxRows>());
+  const float* xp = xc.data_ptr<float>();
+  const float* wp = Wc.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  // Rows of W in blocks of 64 (a multiple of every R): about 200 KiB of weights per block at 768.
+  at::parallel_for(0, (N + 63) / 64, 1, [&](int64_t b0, int64_t b1) {
+    kernel(xp, K, wp, b0 * 64, std::min(N, b1 * 64), yp, N);
+  });
+  if (bias.defined()) y.add_(bias);
+  auto shape = x.sizes().vec();
+  shape.back() = N;
+  return y.view(shape);
+}
+
+}  // namespace jfa
