@@ -10,7 +10,8 @@
 namespace jfa {
 namespace {
 
-constexpr int64_t kMaxRows = 16;
+constexpr int64_t kGroup = 16;    // rows of x a kernel takes at once
+constexpr int64_t kMaxRows = 64;  // rows of x taken, in groups, while a block of W is in cache
 
 bool cpu_has_avx512() {
   static const bool has = __builtin_cpu_supports("avx512f") != 0;
@@ -85,13 +86,16 @@ at::Tensor skinny_linear(const at::Tensor& x, const at::Tensor& W, const at::Ten
   const at::Tensor Wc = W.contiguous();
   const int64_t M = xc.size(0);
   at::Tensor y = at::empty({M, N}, xc.options());
-  const Kernel kernel = pick(M, std::make_integer_sequence<int, kMaxRows>());
   const float* xp = xc.data_ptr<float>();
   const float* wp = Wc.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  // Rows of W in blocks of 64 (a multiple of every R): about 200 KiB of weights per block at 768.
+  // Rows of W in blocks of 64 (a multiple of every R): about 200 KiB of weights per block at 768,
+  // taken against every group of 16 rows of x while in cache.
   at::parallel_for(0, (N + 63) / 64, 1, [&](int64_t b0, int64_t b1) {
-    kernel(xp, K, wp, b0 * 64, std::min(N, b1 * 64), yp, N);
+    for (int64_t g = 0; g < M; g += kGroup) {
+      const int64_t rows_here = std::min(kGroup, M - g);
+      pick(rows_here, std::make_integer_sequence<int, kGroup>())(xp + g * K, K, wp, b0 * 64, std::min(N, b1 * 64), yp + g * N, N);
+    }
   });
   if (bias.defined()) y.add_(bias);
   auto shape = x.sizes().vec();

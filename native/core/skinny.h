@@ -1,5 +1,5 @@
 #pragma once
-// Linear layers on a few rows (decoding: one token per sequence, batches up to 16) as a kernel of
+// Linear layers on a few rows (decoding: one token per sequence, batches up to 64) as a kernel of
 // our own: y = x W^T (+ bias) with W streamed once, every row of x taken against each row of W while
 // it is in registers. MKL's sgemv/sgemm at these shapes reached 13-16 GB/s of weights on the
 // machines here against 40 GB/s for a plain read of the same weights, and decoding reads every weight
@@ -8,7 +8,7 @@
 
 namespace jfa {
 
-// Whether skinny_linear takes x (..., K) and W (N, K): float32 on the CPU, at most 16 rows of x,
+// Whether skinny_linear takes x (..., K) and W (N, K): float32 on the CPU, at most 64 rows of x,
 // no gradient wanted, and a CPU with AVX-512.
 bool skinny_applies(const at::Tensor& x, const at::Tensor& W);
 
