@@ -510,6 +510,15 @@ export class LlamaModel implements Disposable {
   get activationCheckpointing(): boolean {
     return this.handle.activationCheckpointing;
   }
+  /**
+   * Turns activation checkpointing on or off (see the getter).
+   * @param on - true to keep only each layer's input in training forward passes.
+   * @throws TypeError for a non-boolean; Error while the model is training or generating.
+   * @example
+   * ```ts
+   * model.activationCheckpointing = false;
+   * ```
+   */
   set activationCheckpointing(on: boolean) {
     this.handle.activationCheckpointing = on;
   }
