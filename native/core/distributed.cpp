@@ -4,7 +4,7 @@
 #include <c10/util/Exception.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#ifdef USE_C10D_NCCL
+#ifdef JFA_WITH_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
@@ -43,7 +43,7 @@ c10::intrusive_ptr<c10d::TCPStore> connect_store(const GroupOptions& o, bool ser
 }  // namespace
 
 bool nccl_built() {
-#ifdef USE_C10D_NCCL
+#ifdef JFA_WITH_NCCL
   return true;
 #else
   return false;
@@ -84,7 +84,7 @@ ProcessGroup::ProcessGroup(const GroupOptions& o) : options_(o) {
 
   try {
     const bool nccl = o.backend == "nccl" || (o.backend == "auto" && o.cuda && nccl_built());
-#ifdef USE_C10D_NCCL
+#ifdef JFA_WITH_NCCL
     if (nccl) {
       auto opts = c10d::ProcessGroupNCCL::Options::create();
       opts->timeout = Ms(o.timeout_ms);
