@@ -2,7 +2,7 @@
 // errors when CUDA is asked of a process without it, and (with a GPU) the same work on CUDA. On a
 // machine without a GPU the CUDA tests are skipped, and their names say why.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -13,6 +13,7 @@ import { train } from '../lib/jfa/trainer.js';
 import { flashbackDivergence } from '../lib/kernels.js';
 import { createModel } from '../lib/model/create.js';
 import { LlamaModel, loadModel } from '../lib/model/llama.js';
+import { loadSafetensors } from '../lib/model/safetensors.js';
 import { Tokenizer } from '../lib/model/tokenizer.js';
 import { loadNative, native } from '../lib/native.js';
 import { memoryStats, runtimeInfo } from '../lib/runtime.js';
@@ -106,15 +107,24 @@ describe.skipIf(cuda)(`CUDA asked where there is none (${noCuda || 'n/a: a GPU i
       cli('generate', '--model', modelDir, '--prompt', 'hi', '--device', 'cuda'),
       cli('eval', '--model', modelDir, '--data', data, '--metric', 'rougeL', '--device', 'cuda:0'),
       cli('train', '--model', modelDir, '--data', data, '--method', 'sft', '--out', join(dir, 'cli-run'), '--device', 'cuda'),
+      cli('demo', '--out', join(dir, 'cli-demo'), '--device', 'cuda'),
+      cli('study', 'pcgrad', '--out', join(dir, 'cli-study'), '--device', 'cuda'),
     ];
     for (const r of runs) {
       expect(r.status).not.toBe(0);
       expect(r.stderr).toMatch(/device 'cuda(:0)?'/);
       expect(r.stderr).toMatch(info.cuda ? /no GPU is visible/ : /has no CUDA/);
     }
-    const bad = cli('train', '--model', modelDir, '--data', data, '--method', 'sft', '--out', join(dir, 'cli-bad'), '--device', 'gpu');
-    expect(bad.status).not.toBe(0);
-    expect(bad.stderr).toContain("must be 'cpu', 'cuda' or 'cuda:N'");
+    // The demo refused before it wrote anything.
+    expect(existsSync(join(dir, 'cli-demo'))).toBe(false);
+    expect(existsSync(join(dir, 'cli-study'))).toBe(false);
+    for (const bad of [
+      cli('train', '--model', modelDir, '--data', data, '--method', 'sft', '--out', join(dir, 'cli-bad'), '--device', 'gpu'),
+      cli('demo', '--out', join(dir, 'cli-demo-bad'), '--device', 'gpu'),
+    ]) {
+      expect(bad.status).not.toBe(0);
+      expect(bad.stderr).toContain("must be 'cpu', 'cuda' or 'cuda:N'");
+    }
   });
 });
 
@@ -131,22 +141,75 @@ describe('precision', () => {
     await expect(train(model, Tokenizer.fromDir(modelDir), data, { ...quick, precision: 'fp16' as 'bf16' })).rejects.toThrow(RangeError);
   });
 
-  // The flashback method (SFT + divergence); jfa's latent pool is float32 and a bf16 model refuses it (README: GPU).
-  it('bf16 trains the flashback method on the CPU: finite losses, within 5% of fp32 at the first step', async () => {
+  // Full JFA (latent pool, flashbacks, PCGrad) on a bfloat16 base: the adapters and the pool are
+  // float32 masters, cast to bfloat16 in the forward; their float32 gradients train them.
+  it('bf16 trains jfa on the CPU with float32 adapters and pool: finite losses, within 5% of fp32 at the first step', async () => {
     const tokenizer = Tokenizer.fromDir(modelDir);
     const run = async (precision: 'fp32' | 'bf16') => {
       using model = LlamaModel.load(modelDir, { dtype: precision === 'bf16' ? 'bfloat16' : 'float32' });
       const out = join(dir, `precision-${precision}`);
-      await train(model, tokenizer, data, { ...quick, method: 'flashback', precision, device: 'cpu', outDir: out });
-      return readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { sft: number; divergence: number });
+      await train(model, tokenizer, data, { ...quick, method: 'jfa', precision, device: 'cpu', outDir: out });
+      const adapter = loadSafetensors(join(out, 'adapter', 'adapter_model.safetensors'));
+      const dtypes = new Set(Object.values(adapter.tensors).map((t) => t.dtype));
+      Object.values(adapter.tensors).forEach((t) => t.dispose());
+      const pool = loadSafetensors(join(out, 'adapter', 'latent_pool.safetensors'));
+      const poolDtypes = new Set([pool.tensors.A!.dtype, pool.tensors.B!.dtype]);
+      const poolB = pool.tensors.B!.toTypedArray() as Float32Array;
+      Object.values(pool.tensors).forEach((t) => t.dispose());
+      const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { sft: number; divergence: number });
+      return { metrics, dtypes, poolDtypes, poolMoved: poolB.some((v) => v !== 0) };
     };
     const fp32 = await run('fp32');
     const bf16 = await run('bf16');
-    expect(bf16).toHaveLength(fp32.length);
-    for (const m of bf16) {
-      expect(Number.isFinite(m.sft) && Number.isFinite(m.divergence)).toBe(true);
+    expect([...bf16.dtypes]).toEqual(['float32']);
+    expect([...bf16.poolDtypes]).toEqual(['float32']);
+    expect(bf16.poolMoved).toBe(true); // B starts at zero: the pool's float32 masters were trained
+    expect(bf16.metrics).toHaveLength(fp32.metrics.length);
+    for (const m of bf16.metrics) expect(Number.isFinite(m.sft) && Number.isFinite(m.divergence)).toBe(true);
+    expect(Math.abs(bf16.metrics[0]!.sft - fp32.metrics[0]!.sft) / fp32.metrics[0]!.sft).toBeLessThan(0.05);
+  });
+
+  it('a bfloat16 model keeps float32 LoRA masters: gradients in float32, merge rounds once into bf16', () => {
+    using model = LlamaModel.load(modelDir, { dtype: 'bfloat16' });
+    using ref = LlamaModel.load(modelDir, { dtype: 'float32' });
+    model.addLora({ r: 4, loraAlpha: 8, seed: 2 });
+    ref.addLora({ r: 4, loraAlpha: 8, seed: 2 });
+    const params = model.loraParameters();
+    const refParams = ref.loraParameters();
+    for (const [name, p] of Object.entries(params)) {
+      expect(p.dtype, name).toBe('float32');
+      expect(p.toTypedArray(), name).toEqual(refParams[name]!.toTypedArray()); // the same seeded init as fp32
     }
-    expect(Math.abs(bf16[0]!.sft - fp32[0]!.sft) / fp32[0]!.sft).toBeLessThan(0.05);
+    // Give B values so the adapter changes the output, in both models alike.
+    for (const [name, p] of Object.entries(params))
+      if (name.includes('lora_B')) {
+        const v = randn(p.shape, { seed: name.length });
+        p.copyFrom(v);
+        refParams[name]!.copyFrom(v);
+      }
+    const ids = tensor(new BigInt64Array([1n, 5n, 9n, 2n, 7n]), [1, 5]);
+    const logits = model.logits(ids);
+    expect(logits.dtype).toBe('bfloat16');
+    logits.to('float32').sum().backward();
+    const a = Object.entries(params).find(([n]) => n.includes('lora_A'))![1];
+    expect(a.grad?.dtype).toBe('float32');
+    expect((a.grad!.toTypedArray() as Float32Array).some((v) => v !== 0)).toBe(true);
+    // Merging the float32 masters into bf16 weights gives the fp32 model's merged logits within bf16 rounding.
+    model.mergeLora();
+    ref.mergeLora();
+    const merged = model.logits(ids).toTypedArray() as Float32Array;
+    const want = ref.logits(ids).toTypedArray() as Float32Array;
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(merged[i]! - want[i]!));
+    expect(worst).toBeLessThan(5e-2);
+  });
+
+  it('a latent pool must be float32 or the model dtype, on its device', () => {
+    using model = LlamaModel.load(modelDir, { dtype: 'bfloat16' });
+    const c = model.config;
+    const A = zeros([2, 2, c.numHeads * c.headDim], 'float64');
+    const B = zeros([2, c.hiddenSize, 2], 'float64');
+    expectError(() => model.setLatentPool(0, A, B), TypeError, 'setLatentPool: A is float64; the pool must be float32 or the model\'s bfloat16');
   });
 
   it('the divergence of bfloat16 logits matches float32 within bf16 rounding', () => {
@@ -201,6 +264,45 @@ describe.skipIf(!cuda)(`on CUDA (${cuda ? 'a GPU is here' : `skipped: ${noCuda}`
     for (let i = 0; i < ga.length; i++) worst = Math.max(worst, Math.abs(ga[i]! - gb[i]!));
     expect(worst).toBeLessThan(1e-5);
   });
+});
+
+describe.skipIf(!cuda)(`training and generation on CUDA (${cuda ? 'a GPU is here' : `skipped: ${noCuda}`})`, () => {
+  const { suite, options } = tinyJfaRun();
+  const data = { newTrain: suite.newTrain.slice(0, 8), flashbacks: suite.flashbacks.slice(0, 4) };
+  const quick = { ...options, microBatch: 2, accumulation: 2, seed: 3 };
+
+  it('greedy generation on the GPU gives the CPU tokens from CPU-made ids (fp32)', async () => {
+    const ids = tensor(new BigInt64Array([1n, 5n, 9n, 2n, 0n, 7n, 3n, 4n]), [2, 4]);
+    const mask = tensor(new Uint8Array([1, 1, 1, 1, 0, 1, 1, 1]), [2, 4]);
+    using cpu = loadModel(modelDir);
+    using gpu = loadModel(modelDir, { device: 'cuda' });
+    const a = await cpu.generate(ids, { attentionMask: mask, maxNewTokens: 12 });
+    const b = await gpu.generate(ids, { attentionMask: mask, maxNewTokens: 12 });
+    expect(Array.from(b.toTypedArray() as BigInt64Array)).toEqual(Array.from(a.toTypedArray() as BigInt64Array));
+  });
+
+  for (const precision of ['fp32', 'bf16'] as const)
+    it(`jfa trains on the GPU in ${precision} (latent pool, flashbacks, PCGrad): float32 masters on the GPU, losses near the CPU run's`, async () => {
+      const tokenizer = Tokenizer.fromDir(modelDir);
+      const run = async (device: 'cpu' | 'cuda') => {
+        using model = LlamaModel.load(modelDir, { dtype: precision === 'bf16' ? 'bfloat16' : 'float32' });
+        const out = join(dir, `cuda-${precision}-${device}`);
+        await train(model, tokenizer, data, { ...quick, precision, device, outDir: out });
+        if (device === 'cuda') {
+          expect(model.device).toBe('cuda:0');
+          for (const p of Object.values(model.loraParameters())) expect([p.device, p.dtype]).toEqual(['cuda:0', 'float32']);
+        }
+        return readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { sft: number; divergence: number });
+      };
+      const cpuRun = await run('cpu');
+      const gpuRun = await run('cuda');
+      expect(gpuRun).toHaveLength(cpuRun.length);
+      const tolerance = precision === 'bf16' ? 0.05 : 1e-3;
+      for (const [i, m] of gpuRun.entries()) {
+        expect(Number.isFinite(m.sft) && Number.isFinite(m.divergence)).toBe(true);
+        if (i === 0) expect(Math.abs(m.sft - cpuRun[0]!.sft) / cpuRun[0]!.sft).toBeLessThan(tolerance);
+      }
+    });
 });
 
 describe('the GPU check script', () => {

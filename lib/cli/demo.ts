@@ -16,6 +16,7 @@ import { sampleFlashbacks, type Suite, writeSuite } from '../data/suite.js';
 import { evaluateNew, evaluateOld } from '../jfa/evaluate.js';
 import { LATENT_MODES, type LatentMode, type LatentPool } from '../jfa/pool.js';
 import { type StepProgress, train, type TrainData, type TrainMethod, type TrainOptions } from '../jfa/trainer.js';
+import { type Device } from '../device.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { packageRoot } from '../locate.js';
@@ -24,6 +25,7 @@ import { inOutputFolder, readJson, writeFileAtomic } from '../util/files.js';
 import { type BaseCard, baseSchema, baseSuite, buildBase, readCard, sha256File, verifyBase } from './base.js';
 import { freePort, startPeers } from './launch.js';
 import { progress } from './progress.js';
+import { deviceSchema } from './train.js';
 import { aggregate, type DemoResults, type MethodResult, oldAverage, pct, renderReport, resultTable, type RunResult } from './report.js';
 
 export const DEMO_METHODS = ['sft', 'replay', 'flashback', 'jfa', 'jfa-no-latent', 'jfa-no-pcgrad', 'jfa-retrieve', 'jfa-drop'] as const;
@@ -42,6 +44,8 @@ export const demoSchema = z
     seeds: int.default(1),
     /** data-parallel: each training run on this many local processes (c10d, Gloo); the table is the same within noise */
     nproc: int.default(1),
+    /** where every model of the demo runs: 'cpu', 'cuda' or 'cuda:N' (a CUDA libtorch and a GPU) */
+    device: deviceSchema,
     methods: z.array(z.enum(DEMO_METHODS)).min(1).default(['sft', 'flashback', 'jfa', 'jfa-no-latent']),
     /**
      * The base model: `dir` (default the shipped models/jfa-base, whose hash is checked), or with
@@ -232,11 +236,18 @@ export async function prepareBench(o: DemoOptions, title: string): Promise<Bench
   let baseScores = saved?.key === key ? saved.scores : undefined;
   if (baseScores) log(quiet, '  base: scores cached from an earlier run');
   else {
-    using model = await LlamaModel.loadAsync(base.dir);
+    using model = await loadBase(base.dir, o);
     baseScores = await evaluateAll(model, tokenizer, suite, o, 'base', quiet);
     writeFileAtomic(evalFile, `${JSON.stringify({ key, scores: baseScores })}\n`);
   }
   return { o, out, quiet, base, suite, newTrain, tokenizer, baseScores };
+}
+
+/** The base model on the demo's device (checked before any weight is read). */
+export function loadBase(dir: string, o: DemoOptions): Promise<LlamaModel> {
+  if (o.device !== 'cpu' && o.nproc > 1)
+    throw new Error(`demo: --nproc ${o.nproc} runs its processes on the CPU (Gloo); drop --nproc to train on ${o.device}`);
+  return LlamaModel.loadAsync(dir, { device: o.device as Device });
 }
 
 /** Settings one run may change from the demo's train section (a study's point). */
@@ -291,7 +302,7 @@ export function trainProgress(label: string, quiet: boolean): { curve: RunResult
 /** Trains one method from the base with one seed, into `runDir`, and evaluates it. */
 export async function runOnce(b: Bench, m: DemoMethod, seed: number, runDir: string, label: string, overrides: RunOverrides = {}): Promise<RunResult> {
   rmSync(runDir, { recursive: true, force: true });
-  using model = await LlamaModel.loadAsync(b.base.dir);
+  using model = await loadBase(b.base.dir, b.o);
   const { data, options } = demoTraining(b, m, seed, b.newTrain, runDir, overrides);
   const bar = trainProgress(label, b.quiet);
   const curve = bar.curve;

@@ -7,6 +7,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { z } from 'zod';
 
 import { IMPORT_FORMATS, type ImportFormat } from '../data/importers/index.js';
+import { checkDevice } from '../device.js';
 import { LATENT_POOL_FILE } from '../jfa/pool.js';
 import { packageRoot } from '../locate.js';
 import { runFlashbacks, runImport } from './data.js';
@@ -66,6 +67,7 @@ program
   .option('--merge', "with --rounds: merge each round's adapter into the base before the next (default)")
   .option('--fresh', 'with --pretrain: pretrain again even when a cached base matches')
   .option('--nproc <n>', 'data-parallel: run each training on n local processes (c10d, Gloo)', (v: string) => Number(v))
+  .option('--device <device>', 'cpu (default), cuda or cuda:N: where every model trains and is evaluated')
   .option('--config <file>', 'options as JSON or YAML, including base, train and eval sections (flags override)')
   .option('--json', 'machine-readable output (results.json on stdout, no progress)')
   .action(async (flags) => {
@@ -74,6 +76,7 @@ program
     if (pretrain) options.base.pretrain = true;
     // Rounds train every method T times: by default the three the issue compares, unless methods were given.
     if (options.rounds !== undefined && withConfig(z.object({ methods: z.unknown().optional() }).passthrough(), rest).methods === undefined) options.methods = [...ROUNDS_METHODS];
+    checkDevice(options.device, 'jfa demo'); // before any data is written or model read
     await (options.rounds === undefined ? runDemo(options) : runRoundsDemo(options));
   });
 
@@ -84,10 +87,13 @@ program
   .option('--out <dir>', 'working directory (default jfa-study-<study>)')
   .option('--seed <n>', 'seed of the first run', (v: string) => Number(v))
   .option('--seeds <n>', 'runs per point, seeds seed..seed+n-1', (v: string) => Number(v))
+  .option('--device <device>', 'cpu (default), cuda or cuda:N')
   .option('--config <file>', "the demo's options as JSON or YAML (base, train, eval sections)")
   .option('--json', 'machine-readable output')
   .action(async (study: string, flags) => {
-    await runStudy(withConfig(studySchema, { ...flags, study }));
+    const options = withConfig(studySchema, { ...flags, study });
+    checkDevice(options.device, 'jfa study');
+    await runStudy(options);
   });
 
 const LATENT_HELP = `the adapter's ${LATENT_POOL_FILE}: auto (use it unless trained in 'drop' mode) | on | off`;

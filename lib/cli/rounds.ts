@@ -15,9 +15,8 @@ import { columnForgetting, CONTINUE_MODES, type ContinueMode, continualMetrics }
 import { evaluateNew } from '../jfa/evaluate.js';
 import { type LatentPool } from '../jfa/pool.js';
 import { train } from '../jfa/trainer.js';
-import { LlamaModel } from '../model/llama.js';
 import { inOutputFolder, writeFileAtomic } from '../util/files.js';
-import { BENCH_KEEP, type Bench, benchSummary, type DemoMethod, type DemoOptions, demoTraining, evaluateOldSuites, methodLabel, prepareBench, trainProgress } from './demo.js';
+import { BENCH_KEEP, type Bench, benchSummary, type DemoMethod, type DemoOptions, demoTraining, evaluateOldSuites, loadBase, methodLabel, prepareBench, trainProgress } from './demo.js';
 import { progress } from './progress.js';
 import { aggregate, type DemoResults, type MethodResult, oldAverage, pct, renderReport, type RunResult } from './report.js';
 
@@ -138,7 +137,7 @@ async function runRounds(b: Bench, m: DemoMethod, seed: number, split: RoundSpli
   for (let i = 0; i < T; i++) {
     const runDir = join(dir, `round-${i + 1}`);
     const label = `${methodLabel(m)} round ${i + 1}/${T}${b.o.seeds > 1 ? ` (seed ${seed})` : ''}`;
-    using model = await LlamaModel.loadAsync(b.base.dir);
+    using model = await loadBase(b.base.dir, b.o);
     const { data, options } = demoTraining(b, m, seed, split[i]!.train, runDir);
     const bar = trainProgress(label, b.quiet);
     const r = await train(model, b.tokenizer, data, {
@@ -234,7 +233,7 @@ async function roundsIn(o: DemoOptions, T: number): Promise<DemoResults> {
   // The base before any round, on each round's held-out tasks.
   const base = { tasks: [] as number[], exactMatch: [] as number[] };
   {
-    using model = await LlamaModel.loadAsync(b.base.dir);
+    using model = await loadBase(b.base.dir, b.o);
     for (const s of split) {
       const e = await evaluateNew(model, b.tokenizer, s.eval, { batch: o.eval.batch, maxNewTokens: o.eval.maxNewTokens });
       base.tasks.push(e.rougeL);

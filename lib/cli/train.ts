@@ -90,7 +90,7 @@ export async function runPretrain(o: z.infer<typeof pretrainSchema>): Promise<vo
 }
 
 /** --device: where the model runs (the flag's value is checked against the addon when the model loads). */
-const deviceSchema = z.string().regex(/^(cpu|cuda(:\d+)?)$/, "must be 'cpu', 'cuda' or 'cuda:N'").default('cpu');
+export const deviceSchema = z.string().regex(/^(cpu|cuda(:\d+)?)$/, "must be 'cpu', 'cuda' or 'cuda:N'").default('cpu');
 
 export const trainSchema = z
   .object({

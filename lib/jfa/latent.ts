@@ -9,6 +9,7 @@ import { Index, kmeans } from '../faiss.js';
 import { loraInit } from '../kernels.js';
 import { type LlamaModel } from '../model/llama.js';
 import { type Tokenizer } from '../model/tokenizer.js';
+import { type Device } from '../device.js';
 import { tensor, type Tensor, zeros } from '../tensor.js';
 import { promptBatch } from './examples.js';
 
@@ -30,6 +31,12 @@ export interface LatentOptions {
   rank?: number;
   /** seed of the keys and factors (default 0) */
   seed?: number;
+  /**
+   * Where the factors live: the model's device ('cpu', the default, 'cuda' or 'cuda:N'). They are
+   * float32 on every device and for every model dtype: a bfloat16 model mixes them in bfloat16 and
+   * their gradients reach these float32 masters.
+   */
+  device?: Device;
 }
 
 /** Each sample's latent tasks: what {@link LatentTasks.retrieve} returns. */
@@ -198,8 +205,9 @@ export class LatentTasks implements Disposable {
     }
     a.dispose();
     b.dispose();
-    this.A = tensor(flat, [pool, rank, inFeatures]).setRequiresGrad();
-    this.B = zeros([pool, outFeatures, rank]).setRequiresGrad();
+    // Drawn on the CPU (the same values on every device), then placed.
+    this.A = tensor(flat, [pool, rank, inFeatures], { device: options.device }).setRequiresGrad();
+    this.B = zeros([pool, outFeatures, rank], 'float32', { device: options.device }).setRequiresGrad();
   }
 
   /**

@@ -160,8 +160,9 @@ export class LatentPool implements Disposable {
       };
       const P = d.groups * d.perGroup;
       const floats = (x: Tensor) => x.toTypedArray() as Float32Array; // a copy, float32 from either dtype
-      // Copies, not views of the file's mapping: training updates the factors in place.
-      const own = (x: Tensor): Tensor => (x.dtype === model.dtype ? zeros(x.shape, model.dtype).copyFrom(x) : x.to(model.dtype));
+      // Copies, not views of the file's mapping: training updates the factors in place. float32 on
+      // the model's device whatever the model's dtype (float32 masters of a bfloat16 model).
+      const own = (x: Tensor): Tensor => zeros(x.shape, 'float32', { device: model.device }).copyFrom(x);
       const parts = {
         keys: floats(read('keys', [P, d.hiddenSize])),
         A: own(read('A', [P, d.rank, d.oProjIn])).setRequiresGrad(),

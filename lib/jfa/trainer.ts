@@ -375,7 +375,7 @@ function setUpLatent(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, o: 
     return { pool: continued, retrieved };
   }
   const cfg = model.config;
-  const tasks = new LatentTasks(cfg.hiddenSize, cfg.numHeads * cfg.headDim, cfg.hiddenSize, { seed: plan.seed, ...o.latentOptions });
+  const tasks = new LatentTasks(cfg.hiddenSize, cfg.numHeads * cfg.headDim, cfg.hiddenSize, { seed: plan.seed, ...o.latentOptions, device: model.device });
   const embNew = embedRecords(model, tokenizer, plan.stream, plan.maxTokens);
   const embFlash = embedRecords(model, tokenizer, plan.flashbacks, plan.maxTokens);
   tasks.fit(concat(embNew, embFlash), plan.seed);
@@ -908,7 +908,7 @@ async function sendLatent(retrieved: { new: Retrieved; flash: Retrieved }, group
 /** A rank other than 0: the pool's tasks built from the same seed (so the same shapes), its retrieval from rank 0. */
 async function receiveLatent(model: LlamaModel, plan: RunPlan, o: TrainOptions, group: ProcessGroup) {
   const cfg = model.config;
-  const tasks = new LatentTasks(cfg.hiddenSize, cfg.numHeads * cfg.headDim, cfg.hiddenSize, { seed: plan.seed, ...o.latentOptions });
+  const tasks = new LatentTasks(cfg.hiddenSize, cfg.numHeads * cfg.headDim, cfg.hiddenSize, { seed: plan.seed, ...o.latentOptions, device: model.device });
   const k = tasks.k;
   const ts = [
     zeros([plan.stream.length * k], 'int64'),

@@ -153,8 +153,8 @@ export class LlamaModel implements Disposable {
   }
 
   /** Where the weights live: "cpu", "cuda:0", ... */
-  get device(): string {
-    return this.handle.device;
+  get device(): Device {
+    return this.handle.device as Device;
   }
 
   /**

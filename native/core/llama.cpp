@@ -87,6 +87,12 @@ struct Decoding {
 };
 }  // namespace
 
+namespace {
+// A float32 master tensor (LoRA factors, latent pools of a bfloat16 model) in the compute dtype of
+// `x`: the cast is part of the graph, so its gradient reaches the master in float32.
+at::Tensor as_compute(const at::Tensor& t, const at::Tensor& x) { return t.scalar_type() == x.scalar_type() ? t : t.to(x.scalar_type()); }
+}  // namespace
+
 at::Tensor LinearLayer::forward(const at::Tensor& x, bool adapters) const {
   at::Tensor y;
   if (t_decoding && skinny_applies(x, weight)) {
@@ -97,15 +103,15 @@ at::Tensor LinearLayer::forward(const at::Tensor& x, bool adapters) const {
     a.x = x;
     a.W = weight;
     a.bias = bias;
-    a.A = lora_A;
-    a.B = lora_B;
+    a.A = as_compute(lora_A, x);
+    a.B = as_compute(lora_B, x);
     a.scale = lora_scale;
     y = lora_linear(a);
   } else {
     y = at::linear(x, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
   }
   // Frozen adapters of earlier rounds: rank-r products, never an out x in matrix.
-  for (const auto& f : stacked) y = y.add(at::linear(at::linear(x, f.A), f.B), f.scale);
+  for (const auto& f : stacked) y = y.add(at::linear(at::linear(x, as_compute(f.A, x)), as_compute(f.B, x)), f.scale);
   return y;
 }
 
@@ -332,10 +338,10 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
     if (const auto pool = latent_pools_.find(static_cast<int64_t>(l)); pool != latent_pools_.end()) {
       LatentMixtureArgs m;
       m.x = attn;
-      m.A = pool->second.first;
-      m.B = pool->second.second;
+      m.A = as_compute(pool->second.first, attn);
+      m.B = as_compute(pool->second.second, attn);
       m.indices = ctx.latent->indices;
-      m.weights = ctx.latent->weights;
+      m.weights = as_compute(ctx.latent->weights, attn);
       o = o + latent_mixture(m);
     }
   }
@@ -344,8 +350,11 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
   return h + layer.down.forward(at::silu(layer.gate.forward(y, adapters)) * layer.up.forward(y, adapters), adapters);
 }
 
-at::Tensor LlamaModel::hidden_states(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters,
-                                     const LatentCall* latent) const {
+at::Tensor LlamaModel::hidden_states(const at::Tensor& ids_in, const at::Tensor& mask_in, bool adapters,
+                                     const LatentCall* latent_in) const {
+  const at::Tensor ids = placed(ids_in), attention_mask = placed(mask_in);
+  const std::optional<LatentCall> latent_placed = latent_in ? std::optional<LatentCall>(placed(*latent_in)) : std::nullopt;
+  const LatentCall* latent = latent_placed ? &*latent_placed : nullptr;
   check_ids(ids, attention_mask, "model.forward");
   // Positions 0..t-1 whatever the padding, as transformers' forward does (pad on the right).
   const at::Tensor positions = at::arange(ids.size(1), ids.options()).expand_as(ids);
@@ -359,8 +368,14 @@ void LlamaModel::set_latent_pool(int64_t layer, const at::Tensor& A, const at::T
   if (layer < 0 || layer >= config_.num_hidden_layers)
     throw_range(std::string(op) + ": layer " + std::to_string(layer) + " is outside 0.." + std::to_string(config_.num_hidden_layers - 1));
   const int64_t in = config_.num_attention_heads * config_.head_dim, out = config_.hidden_size;
-  check_same_kind(A, embed_tokens, op, "A", "the model's weights");
-  check_same_kind(B, embed_tokens, op, "B", "the model's weights");
+  // The pool is the model's dtype or float32 (trained masters of a bfloat16 model), on its device.
+  for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{A, "A"}, {B, "B"}}) {
+    check_float_tensor(t, op, name);
+    if (t.scalar_type() != at::kFloat && t.scalar_type() != dtype_)
+      throw_type(std::string(op) + ": " + name + " is " + dtype_name(t.scalar_type()) + "; the pool must be float32 or the model's " +
+                 dtype_name(dtype_));
+    check_same_device(t, embed_tokens, op, name, "the model's weights");
+  }
   check_dims(A, 3, op, "A");
   check_dims(B, 3, op, "B");
   if (A.size(2) != in || B.size(1) != out || A.size(0) != B.size(0) || A.size(1) != B.size(2))
@@ -371,18 +386,20 @@ void LlamaModel::set_latent_pool(int64_t layer, const at::Tensor& A, const at::T
 
 at::Tensor LlamaModel::mean_pooled(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters) const {
   const at::Tensor h = hidden_states(ids, attention_mask, adapters);
-  const at::Tensor m = (attention_mask.defined() ? attention_mask.ne(0) : at::ones_like(ids).ne(0)).to(h.scalar_type()).unsqueeze(-1);
+  const at::Tensor m = (attention_mask.defined() ? placed(attention_mask).ne(0) : at::ones_like(placed(ids)).ne(0)).to(h.scalar_type()).unsqueeze(-1);
   return (h * m).sum(1) / m.sum(1).clamp_min(1);
 }
 
-at::Tensor LlamaModel::generate(const at::Tensor& ids, const at::Tensor& attention_mask, const GenerateOptions& o,
-                                bool adapters, const LatentCall* latent) const {
+at::Tensor LlamaModel::generate(const at::Tensor& ids_in, const at::Tensor& mask_in, const GenerateOptions& o,
+                                bool adapters, const LatentCall* latent_in) const {
   const char* op = "generate";
+  const at::Tensor ids = placed(ids_in), attention_mask = placed(mask_in);
+  const std::optional<LatentCall> latent_placed = latent_in ? std::optional<LatentCall>(placed(*latent_in)) : std::nullopt;
+  const LatentCall* latent = latent_placed ? &*latent_placed : nullptr;
   check_ids(ids, attention_mask, op);
   if (latent) check_latent(*latent, ids.size(0), op);
-  // Retrieval weights come as float32; a bfloat16 model mixes them in its own dtype.
-  std::optional<LatentCall> mix;
-  if (latent) mix = LatentCall{latent->indices, latent->weights.to(dtype_)};
+  // layer_forward mixes float32 retrieval weights in the model's dtype; rows that end leave `mix`.
+  std::optional<LatentCall> mix = latent_placed;
   const LatentCall* call = mix ? &*mix : nullptr;
   if (o.max_new_tokens < 1) throw_range(std::string(op) + ": maxNewTokens must be at least 1");
   if (!(o.temperature >= 0.0) || !(o.top_p > 0.0 && o.top_p <= 1.0))
@@ -601,7 +618,9 @@ void LlamaModel::add_lora(const std::vector<std::string>& targets, int64_t r, do
     const std::string module = name.substr(name.rfind('.') + 1);
     if (std::find(targets.begin(), targets.end(), module) == targets.end()) continue;
     // Made and seeded on the CPU (the same values on every device), then moved to the weight's.
-    const auto options = layer->weight.options().device(at::kCPU);
+    // Always float32: the trained factors of a bfloat16 base are float32 masters (as PEFT's
+    // autocast_adapter_dtype), cast to bfloat16 in the forward (LinearLayer::forward).
+    const auto options = layer->weight.options().device(at::kCPU).dtype(at::kFloat);
     layer->lora_A = at::empty({r, layer->weight.size(1)}, options);
     layer->lora_B = at::empty({layer->weight.size(0), r}, options);
     lora_init(layer->lora_A, layer->lora_B, LoraInit::Kaiming, seed + n++);

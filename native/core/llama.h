@@ -67,6 +67,10 @@ class LlamaModel {
   // trainable leaves stay trainable leaves. Optimizers made before hold the old tensors: move first.
   void to(const c10::Device& device);
   c10::Device device() const { return embed_tokens.device(); }
+  // An input (ids, masks, targets, latent tasks) on the model's device: inputs made in JS live on the
+  // CPU, and a CUDA model takes them as they are (the copy is the only cost; on the CPU, none).
+  at::Tensor placed(const at::Tensor& t) const { return t.defined() && t.device() != device() ? t.to(device()) : t; }
+  LatentCall placed(const LatentCall& l) const { return LatentCall{placed(l.indices), placed(l.weights)}; }
 
   const LlamaConfig& config() const { return config_; }
   c10::ScalarType dtype() const { return dtype_; }

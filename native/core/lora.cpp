@@ -152,8 +152,15 @@ void lora_init(at::Tensor& A, at::Tensor& B, LoraInit init, std::optional<uint64
 void lora_merge(at::Tensor& W, const at::Tensor& A, const at::Tensor& B, double scale, bool unmerge) {
   const char* op = unmerge ? "loraUnmerge" : "loraMerge";
   check_float_tensor(W, op, "W");
-  check_same_kind(A, W, op, "A", "W");
-  check_same_kind(B, W, op, "B", "W");
+  // The factors are W's dtype, or float32 masters of a lower-precision W.
+  for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{A, "A"}, {B, "B"}}) {
+    check_float_tensor(t, op, name);
+    if (t.scalar_type() != W.scalar_type() && t.scalar_type() != at::kFloat)
+      throw_type(std::string(op) + ": " + name + " is " + dtype_name(t.scalar_type()) + " but W is " + dtype_name(W.scalar_type()));
+    check_same_device(t, W, op, name, "W");
+  }
+  if (A.scalar_type() != B.scalar_type())
+    throw_type(std::string(op) + ": A is " + dtype_name(A.scalar_type()) + " but B is " + dtype_name(B.scalar_type()));
   check_dims(W, 2, op, "W");
   check_dims(A, 2, op, "A");
   check_dims(B, 2, op, "B");
@@ -161,7 +168,12 @@ void lora_merge(at::Tensor& W, const at::Tensor& A, const at::Tensor& B, double 
     throw_range(std::string(op) + ": W " + shape_str(W.sizes()) + ", A " + shape_str(A.sizes()) + " and B " +
                 shape_str(B.sizes()) + " do not fit (need W (out, in), A (r, in), B (out, r))");
   at::NoGradGuard no_grad;
-  W.addmm_(B, A, 1.0, unmerge ? -scale : scale);
+  if (A.scalar_type() == W.scalar_type()) {
+    W.addmm_(B, A, 1.0, unmerge ? -scale : scale);
+  } else {
+    // float32 masters: the product in float32, rounded once into W.
+    W.copy_(at::addmm(W.to(at::kFloat), B, A, 1.0, unmerge ? -scale : scale));
+  }
 }
 
 }  // namespace jfa

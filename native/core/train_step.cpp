@@ -97,7 +97,13 @@ void Trainer::adamw(double lr) {
   adamw_step(params_, exp_avg_, exp_avg_sq_, steps_, o);
 }
 
-StepMetrics Trainer::step(const LlamaModel& model, const std::vector<StepBatch>& batches, const StepSettings& s) {
+StepMetrics Trainer::step(const LlamaModel& model, const std::vector<StepBatch>& given, const StepSettings& s) {
+  // Every input on the model's device (batches are made on the CPU in JS; a no-op for a CPU model).
+  std::vector<StepBatch> batches = given;
+  for (StepBatch& b : batches) {
+    for (at::Tensor* t : {&b.ids, &b.attention_mask, &b.targets, &b.reference_logits, &b.reference_hidden}) *t = model.placed(*t);
+    if (b.latent) b.latent = model.placed(*b.latent);
+  }
   if (!(s.lr >= 0)) throw_range("trainStep: lr must be >= 0, got " + std::to_string(s.lr));
   if (!(s.max_grad_norm > 0)) throw_range("trainStep: maxGradNorm must be > 0, got " + std::to_string(s.max_grad_norm));
   if (!(s.plain_sft_weight >= 0)) throw_range("trainStep: plainSftWeight must be >= 0");
