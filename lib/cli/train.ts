@@ -167,6 +167,8 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
   if (o.stack && o.merge) throw new Error('options --stack and --merge exclude each other');
   if ((o.stack || o.merge || o.flashbackBudget !== undefined) && !o.continueFrom) throw new Error(`option --${o.stack ? 'stack' : o.merge ? 'merge' : 'flashback-budget'} applies only with --continue-from`);
   // The launcher: N workers of this same command line, each with its rank in the environment.
+  if (((o.nproc ?? 1) > 1 || o.rank !== undefined || process.env.RANK !== undefined) && o.device !== 'cpu')
+    throw new Error(`--device ${o.device}: data-parallel training runs on the CPU (c10d Gloo); train on ${o.device} in one process (drop --nproc)`);
   if (o.nproc !== undefined && o.nproc > 1 && o.rank === undefined && process.env.RANK === undefined) {
     if (o.worldSize !== undefined && o.worldSize !== o.nproc) throw new Error(`--nproc ${o.nproc} and --world-size ${o.worldSize} disagree (--nproc starts the whole world on this host)`);
     const env = process.env;

@@ -226,7 +226,11 @@ export function keepReference(
   current: { adapters?: boolean; latent?: { indices: Tensor; weights: Tensor } } = {},
 ): Tensor {
   const options = { attentionMask, adapters: current.adapters ?? false, latent: current.latent };
-  return kind === 'logits' ? model.logits(ids, options) : model.hiddenStates(ids, options);
+  const kept = kind === 'logits' ? model.logits(ids, options) : model.hiddenStates(ids, options);
+  // Detached: with the adapters on, the forward recorded a graph the kept tensor must not hold.
+  const values = kept.detach();
+  kept.dispose();
+  return values;
 }
 
 /** The latent-task options, checked: RangeErrors for values out of range or options that cannot apply. */
@@ -551,6 +555,10 @@ export async function train(model: LlamaModel, tokenizer: Tokenizer, data: Train
   tokenizer.checkFits(model.config.vocabSize);
   if (o.distributed !== undefined) {
     if (cont) throw new RangeError('train: continueFrom cannot be combined with distributed (yet): continue the run in one process');
+    // The data-parallel path is built and tested on Gloo over CPU tensors; its NCCL path (one GPU
+    // per rank) has never run, so a GPU model is refused rather than half-supported.
+    if (model.device !== 'cpu')
+      throw new RangeError(`train: distributed training runs on the CPU (c10d Gloo); a model on ${model.device} trains in one process (drop distributed / --nproc)`);
     const own = !(o.distributed instanceof ProcessGroup);
     // NCCL (where built) when the model trains on a GPU, Gloo otherwise ('auto').
     const group = o.distributed instanceof ProcessGroup ? o.distributed : await ProcessGroup.connect(o.distributed, model.device.startsWith('cuda'));

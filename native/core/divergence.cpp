@@ -33,10 +33,19 @@ using torch::autograd::variable_list;
 constexpr int64_t kChunkElements = int64_t{1} << 18;
 
 // Calls f(begin, end) for row chunks of an (N, V) matrix, in parallel over chunks.
+// On a GPU the chunks are larger (64 MiB of float32: a kernel launch per op and chunk is the cost
+// there, not the cache) and run one after another on the stream.
+constexpr int64_t kCudaChunkElements = int64_t{1} << 24;
+
 template <typename F>
-void for_row_chunks(int64_t rows, int64_t vocab, F&& f) {
-  const int64_t per_chunk = std::max<int64_t>(1, kChunkElements / std::max<int64_t>(vocab, 1));
+void for_row_chunks(int64_t rows, int64_t vocab, const at::Device& device, F&& f) {
+  const int64_t budget = device.is_cpu() ? kChunkElements : kCudaChunkElements;
+  const int64_t per_chunk = std::max<int64_t>(1, budget / std::max<int64_t>(vocab, 1));
   const int64_t chunks = (rows + per_chunk - 1) / per_chunk;
+  if (!device.is_cpu()) {
+    for (int64_t c = 0; c < chunks; ++c) f(c * per_chunk, std::min(rows, (c + 1) * per_chunk));
+    return;
+  }
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     at::NoGradGuard no_grad;  // grad mode is thread-local: the pool's threads do not inherit forward()'s
     for (int64_t c = c0; c < c1; ++c) f(c * per_chunk, std::min(rows, (c + 1) * per_chunk));
@@ -97,7 +106,7 @@ at::Tensor fused_row_loss(AutogradContext* ctx, const at::Tensor& logits, const 
   const at::Tensor mask_cpu = M.to(at::kCPU).contiguous();
   const float* mask_rows = mask_cpu.data_ptr<float>();
 
-  for_row_chunks(N, V, [&](int64_t r0, int64_t r1) {
+  for_row_chunks(N, V, logits.device(), [&](int64_t r0, int64_t r1) {
     const int64_t k = r1 - r0;
     if (!any_row(mask_rows, r0, r1)) {
       if (G.defined()) G.narrow(0, r0, k).zero_();
@@ -115,17 +124,17 @@ at::Tensor fused_row_loss(AutogradContext* ctx, const at::Tensor& logits, const 
     throw_range(std::string(op) + ": the loss is not finite (" + std::to_string(value) + ")");
   }
   if (G.defined()) ctx->save_for_backward({G.view(logits.sizes())});
-  return at::full({}, value, logits.options().requires_grad(false));
+  return at::full({}, value, logits.options().dtype(at::kFloat).requires_grad(false));  // float32 whatever the logits' dtype
 }
 
 // d loss / d logits = saved gradient x upstream gradient; nothing flows to the other inputs.
 variable_list saved_gradient_times(AutogradContext* ctx, const variable_list& grads, size_t inputs) {
   const at::Tensor G = ctx->get_saved_variables()[0];
   const at::Tensor& g = grads[0];
-  // The usual upstream gradient is exactly 1 on the CPU: hand G over without another full pass.
-  const bool one = g.device().is_cpu() && g.numel() == 1 && g.item<double>() == 1.0;
+  // The usual upstream gradient is exactly 1: hand G over without another full pass (or buffer).
+  const bool one = g.numel() == 1 && g.item<double>() == 1.0;
   variable_list out(inputs);
-  out[0] = one ? G : G * g;
+  out[0] = one ? G : G * g.to(G.scalar_type());
   return out;
 }
 
@@ -140,7 +149,8 @@ bool cuda_divergence(AutogradContext* ctx, const at::Tensor& cur, const at::Tens
   const double denom = reduction == Reduction::Mean ? std::max(M.sum().item<double>(), 1.0) : 1.0;
   at::Tensor row_loss = at::zeros({Z.size(0)}, Z.options().dtype(at::kFloat));
   at::Tensor G = need_grad ? at::empty(Z.sizes(), Z.options().memory_format(at::MemoryFormat::Contiguous)) : at::Tensor();
-  if (!cuda::kl_rows(Z, R, M, 1.0 / denom, static_cast<int>(kind), temperature, row_loss, G)) return false;
+  // The kernel reads both in one dtype: a float32 reference of a bfloat16 model is read as bfloat16.
+  if (!cuda::kl_rows(Z, R.scalar_type() == Z.scalar_type() ? R : R.to(Z.scalar_type()), M, 1.0 / denom, static_cast<int>(kind), temperature, row_loss, G)) return false;
   const double value = row_loss.sum(at::kDouble).item<double>() / denom;
   if (!std::isfinite(value)) {
     check_finite(cur, "flashbackDivergence", "the current logits");
@@ -148,7 +158,7 @@ bool cuda_divergence(AutogradContext* ctx, const at::Tensor& cur, const at::Tens
     throw_range("flashbackDivergence: the loss is not finite (" + std::to_string(value) + ")");
   }
   if (G.defined()) ctx->save_for_backward({G.view(cur.sizes())});
-  result = at::full({}, value, cur.options().requires_grad(false));
+  result = at::full({}, value, cur.options().dtype(at::kFloat).requires_grad(false));
   return true;
 }
 

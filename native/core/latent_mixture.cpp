@@ -84,7 +84,8 @@ at::Tensor latent_mixture(const LatentMixtureArgs& a) {
     throw_range(std::string(op) + ": indices " + shape_str(a.indices.sizes()) + " and weights " +
                 shape_str(a.weights.sizes()) + " must both be (" + std::to_string(b) + ", k) for x " + shape_str(a.x.sizes()));
   if (a.indices.size(1) == 0) throw_range(std::string(op) + ": k must be at least 1");
-  const at::Tensor idx = a.indices.to(at::kLong);
+  // Indices come from retrieval, made on the CPU: taken to x's device as int64.
+  const at::Tensor idx = a.indices.to(a.x.device(), at::kLong);
   const at::Tensor bad = idx.lt(0).logical_or(idx.ge(P));
   if (bad.any().item<bool>()) {
     const int64_t pos = bad.reshape({-1}).nonzero().select(0, 0).item<int64_t>();

@@ -267,7 +267,10 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
     at::Tensor keep = at::arange(total, i64).view({1, total}).le(at::arange(past, total, i64).view({t, 1})).view({1, 1, t, total});
     keep = keep.logical_and(key_mask.ne(0).view({b, 1, 1, total}));
     const auto like = at::TensorOptions().dtype(dtype_).device(ids.device());
-    mask = at::where(keep, at::zeros({}, like), at::full({}, std::numeric_limits<float>::lowest(), like));
+    // The dtype's own lowest finite value: float's rounds to -inf in bfloat16.
+    const double lowest = dtype_ == at::kBFloat16 ? static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest())
+                                                  : static_cast<double>(std::numeric_limits<float>::lowest());
+    mask = at::where(keep, at::zeros({}, like), at::full({}, lowest, like));
   }
 
   LayerContext ctx{cos, sin, fused, mask, real_keys, own_attention, causal_only, 1.0 / std::sqrt(static_cast<double>(hd)),
@@ -568,11 +571,12 @@ at::Tensor LlamaModel::head_loss(const at::Tensor& hidden, const at::Tensor& row
   const int64_t h = config_.hidden_size;
   if (!hidden.defined() || hidden.size(-1) != h)
     throw_range("model.headLoss: hidden states must end in the hidden size " + std::to_string(h));
-  return head_cross_entropy(hidden.reshape({-1, h}).index_select(0, rows), lm_head, targets);
+  return head_cross_entropy(hidden.reshape({-1, h}).index_select(0, placed(rows)), lm_head, placed(targets));
 }
 
-at::Tensor LlamaModel::head(const at::Tensor& hidden, const at::Tensor& rows) const {
+at::Tensor LlamaModel::head(const at::Tensor& hidden_in, const at::Tensor& rows_in) const {
   const char* op = "model.head";
+  const at::Tensor hidden = placed(hidden_in), rows = placed(rows_in);
   const int64_t h = config_.hidden_size;
   if (!hidden.defined() || hidden.dim() < 1 || hidden.size(-1) != h)
     throw_range(std::string(op) + ": hidden states must end in the hidden size " + std::to_string(h) + ", got " +

@@ -1,5 +1,6 @@
 #include "core/optim.h"
 
+#include <ATen/ops/stack.h>
 #include <ATen/core/grad_mode.h>
 
 #include <cmath>
@@ -48,11 +49,17 @@ double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
   if (!(max_norm > 0)) throw_range("clipGradNorm: maxNorm must be > 0, got " + std::to_string(max_norm));
   at::NoGradGuard no_grad;
   double total = 0.0;
+  std::vector<at::Tensor> on_device;  // norms of gradients off the CPU, read back together
   for (const auto& p : params)
     if (p.defined() && p.grad().defined()) {
+      if (!p.grad().device().is_cpu()) {
+        on_device.push_back(p.grad().norm().to(at::kDouble).pow(2));
+        continue;
+      }
       const double n = p.grad().norm().item<double>();
       total += n * n;
     }
+  if (!on_device.empty()) total += at::stack(on_device).sum().item<double>();
   total = std::sqrt(total);
   const double scale = max_norm / (total + 1e-6);
   if (scale < 1.0)

@@ -1,5 +1,8 @@
 #include "core/projection.h"
 
+#include <ATen/ops/mm.h>
+#include <ATen/ops/stack.h>
+
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/cat.h>
@@ -58,8 +61,29 @@ void check_gradient_set(const GradientSet& grads, const std::vector<std::vector<
 
 // gram[i * n + j] = sum over parameters of g_i . g_j, accumulated in double over cache-sized blocks.
 std::vector<double> gram_matrix(const GradientSet& grads) {
+  return pcgrad_gram(grads, !grads[0].empty() && !grads[0][0].device().is_cpu());
+}
+
+}  // namespace
+
+std::vector<double> pcgrad_gram(const GradientSet& grads, bool batched) {
   const int64_t n = static_cast<int64_t>(grads.size());
   std::vector<double> gram(static_cast<size_t>(n * n), 0.0);
+  if (batched) {
+    // On a GPU: one (n x n) product per parameter in double, summed there, read back once
+    // (a dot per block and pair would wait on the device thousands of times a step).
+    at::NoGradGuard no_grad;
+    at::Tensor acc = at::zeros({n, n}, grads[0][0].options().dtype(at::kDouble));
+    for (size_t p = 0; p < grads[0].size(); ++p) {
+      std::vector<at::Tensor> flat;
+      for (const auto& g : grads) flat.push_back(g[p].reshape({-1}));
+      const at::Tensor S = at::stack(flat).to(at::kDouble);
+      acc.add_(at::mm(S, S.t()));
+    }
+    const at::Tensor host = acc.to(at::kCPU).contiguous();
+    std::copy(host.data_ptr<double>(), host.data_ptr<double>() + n * n, gram.begin());
+    return gram;
+  }
   std::mutex merge;
   for (size_t p = 0; p < grads[0].size(); ++p) {
     std::vector<at::Tensor> flat;
@@ -84,8 +108,6 @@ std::vector<double> gram_matrix(const GradientSet& grads) {
     for (int64_t j = 0; j < i; ++j) gram[i * n + j] = gram[j * n + i];
   return gram;
 }
-
-}  // namespace
 
 std::vector<std::vector<int64_t>> pcgrad_orders(int64_t n, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -170,7 +192,8 @@ at::Tensor gpm_basis(const at::Tensor& activations, double threshold, const at::
   // Energy already explained by the basis counts toward the threshold (GPM's criterion).
   double captured = total - energy.sum().item<double>();
   int64_t k = 0;
-  const auto e = energy.accessor<double, 1>();
+  const at::Tensor energy_cpu = energy.to(at::kCPU);  // read on the host, wherever the SVD ran
+  const auto e = energy_cpu.accessor<double, 1>();
   while (k < e.size(0) && captured / total < threshold - 1e-12) captured += e[k++];
   const at::Tensor added = U.narrow(1, 0, k);
   const at::Tensor basis = M.defined() ? at::cat({M, added}, 1) : added;

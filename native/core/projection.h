@@ -20,6 +20,11 @@ struct PcgradResult {
 // For each i, the order in which the other gradients are visited: a seeded shuffle.
 std::vector<std::vector<int64_t>> pcgrad_orders(int64_t n, uint64_t seed);
 
+// The n x n inner products of the gradients, in double: blockwise dots on the CPU (what pcgrad()
+// uses there), or `batched`, one product per parameter read back once (what it uses on a GPU;
+// callable on any device, so the CPU tests check it against the blockwise one).
+std::vector<double> pcgrad_gram(const GradientSet& grads, bool batched);
+
 // PCGrad (Yu et al. 2020): for each g_i, for j in orders[i]: if g_i . g_j < 0,
 // g_i -= (g_i . g_j) / |g_j|^2 g_j (g_j the original); the result is the mean of the g_i.
 // Every projected g_i stays a combination of the originals, so all of it runs on the n x n Gram

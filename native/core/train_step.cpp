@@ -105,6 +105,11 @@ StepMetrics Trainer::step(const LlamaModel& model, const std::vector<StepBatch>&
     if (b.latent) b.latent = model.placed(*b.latent);
   }
   if (!(s.lr >= 0)) throw_range("trainStep: lr must be >= 0, got " + std::to_string(s.lr));
+  // An optimizer made before the model moved holds the old tensors, which the model no longer uses.
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (params_[i].device() != model.device())
+      throw_type("trainStep: optimizer params[" + std::to_string(i) + "] is on " + params_[i].device().str() + " but the model is on " +
+                 model.device().str() + ": make the optimizer after model.toDevice()");
   if (!(s.max_grad_norm > 0)) throw_range("trainStep: maxGradNorm must be > 0, got " + std::to_string(s.max_grad_norm));
   if (!(s.plain_sft_weight >= 0)) throw_range("trainStep: plainSftWeight must be >= 0");
   for (size_t i = 0; i < batches.size(); ++i) check_batch(batches[i], i, s);

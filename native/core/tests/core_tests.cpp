@@ -270,6 +270,20 @@ void test_kernels() {
   // g1' = g1 - (g1.g2/|g2|^2) g2 = (0.5, 0.5); g2' = g2 - (g2.g1/|g1|^2) g1 = (0, 1); mean (0.25, 0.75)
   EXPECT(at::allclose(r.grads[0], at::tensor({0.25f, 0.75f})));
   EXPECT_THROWS(jfa::pcgrad({}, {}), Range, "the list of gradients is empty");
+  // The GPU's Gram matrix (one product per parameter) against the CPU's blockwise dots.
+  {
+    jfa::GradientSet set;
+    for (uint64_t i = 0; i < 4; ++i) set.push_back({jfa::randn({70000}, c10::kFloat, 10 + i), jfa::randn({3, 5}, c10::kFloat, 20 + i)});
+    const auto blockwise = jfa::pcgrad_gram(set, false), batched = jfa::pcgrad_gram(set, true);
+    double worst = 0;
+    // Each entry's difference on the scale of its two norms (|g_i| |g_j|): float32 dots against double.
+    for (size_t i = 0; i < 4; ++i)
+      for (size_t j = 0; j < 4; ++j)
+        worst = std::max(worst, std::abs(blockwise[i * 4 + j] - batched[i * 4 + j]) / std::sqrt(blockwise[i * 5] * blockwise[j * 5]));
+    std::printf("  pcgrad gram: batched vs blockwise, worst relative difference %.3g\n", worst);
+    EXPECT(blockwise.size() == 16 && worst < 1e-6);
+    EXPECT(blockwise[5] > 60000 && blockwise[5] < 80000);  // |g_1|^2 ~ 70000
+  }
 
   jfa::DivergenceArgs d;
   d.cur = jfa::randn({2, 3, 17}, c10::kFloat, 5);
