@@ -260,9 +260,18 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
   // cache, and whatever else it does not take, take SDPA, whose mask is built only then.
   const at::Tensor real_keys = padded ? key_mask.ne(0).to(at::kByte).contiguous() : at::Tensor();
   const bool own_attention = !cache && causal_attention_applies(b, nh, t, h.options(), real_keys);
-  const bool causal_only = !padded && past == 0 && t > 1;
+  // Off the CPU, whole sequences padded on the right only (training batches) take SDPA's causal
+  // kernel without a mask (flash attention): a padding key comes after every real query, so the
+  // causal mask hides it already; only the padding rows' own outputs differ, and no loss reads them.
+  bool right_padded = false;
+  if (padded && !own_attention && !cache && t > 1 && !ids.device().is_cpu()) {
+    const at::Tensor real = key_mask.ne(0);
+    const at::Tensor prefix = at::arange(t, key_mask.options().dtype(at::kLong)).view({1, t}).lt(real.sum(1, /*keepdim=*/true));
+    right_padded = real.eq(prefix).all().item<bool>();
+  }
+  const bool causal_only = (!padded || right_padded) && past == 0 && t > 1;
   at::Tensor mask;
-  if (!own_attention && (padded || (past > 0 && t > 1))) {
+  if (!own_attention && ((padded && !right_padded) || (past > 0 && t > 1))) {
     const auto i64 = at::TensorOptions().dtype(at::kLong).device(ids.device());
     at::Tensor keep = at::arange(total, i64).view({1, total}).le(at::arange(past, total, i64).view({t, 1})).view({1, 1, t, total});
     keep = keep.logical_and(key_mask.ne(0).view({b, 1, 1, total}));
