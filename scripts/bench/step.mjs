@@ -324,6 +324,7 @@ async function benchModel(run, label, dir) {
       device: model.device,
       loraDtype,
       poolDtype: pool.note,
+      torchTrainableDtypes: theirsSetup.trainableDtypes,
       referenceKept: keep ?? 'none',
       parameters: model.parameterCount,
       matmulParameters: N,
@@ -461,6 +462,7 @@ function printResult(result, jsonFile) {
   console.log(`${result.dtype} matmul ${result.matmul.n}^2: ours ${f(result.matmul.oursGflops, 1)} GFLOP/s, torch ${f(result.matmul.torchGflops, 1)} GFLOP/s; MFU peak: ${result.peakTflops === null ? result.peakSource : `${result.peakTflops} TFLOP/s (${result.peakSource})`}`);
   for (const r of result.models) {
     console.log(`\n${r.model}: ${f(r.parameters / 1e6, 1)}M parameters (vocab ${r.vocab}, ${r.dtype}), ${f(r.trainableParameters / 1e6, 2)}M trainable (LoRA ${r.loraDtype}, pool ${r.poolDtype}), ${r.trainTokensPerStep} trained + ${r.refTokensPerStep} reference tokens per step, ${f(r.gflopPerStep, 0)} GFLOP per step; ours ${r.referenceKept === 'none' ? 'recomputes the reference every step too' : `keeps the reference's ${r.referenceKept}`}`);
+    console.log(`  trainable   ours LoRA ${r.loraDtype}, pool ${r.poolDtype.split(' ')[0]}   torch+peft ${r.torchTrainableDtypes.join(' + ')} (PEFT's default adapter dtype)`);
     console.log(`  step        ours ${f(r.oursStepMs)} ms   torch+peft ${f(r.torchStepMs)} ms`);
     console.log(`  tokens/s    ours ${f(r.oursTokensPerS)}   torch+peft ${f(r.torchTokensPerS)}   ratio ours/ref ${f(r.ratio, 2)}x`);
     console.log(`  GFLOP/s     ours ${f(r.oursGflops, 1)} (${f((100 * r.oursGflops) / result.matmul.oursGflops)}% of matmul)   torch+peft ${f(r.torchGflops, 1)} (${f((100 * r.torchGflops) / result.matmul.torchGflops)}%)`);

@@ -19,7 +19,7 @@ JSON lines on stdin, one JSON line answered per command:
   {"cmd": "setup", "model": DIR, "adapter": DIR, "pool": FILE|null, "layer": L, "lr", "betas", "eps",
    "weight_decay", "alpha", "max_grad_norm", "kl", "reduction", "pcgrad", "device": "cpu"|"cuda[:N]",
    "dtype": "float32"|"bfloat16"}
-        pool FILE holds A (P, r, in) and B (P, out, r); answers {"rssMiB", "trainable", "gpu": name|null,
+        pool FILE holds A (P, r, in) and B (P, out, r); answers {"rssMiB", "trainable", "trainableDtypes", "gpu": name|null,
         "gpuAllocatedMiB": the allocator's bytes after the setup, or null}
   {"cmd": "batches", "name": N, "file": FILE, "kinds": ["new" | "flashback", ...]}
         FILE holds mb<i>.ids (b, t) int64, mb<i>.mask (b, t), mb<i>.targets (new: next token or -100),
@@ -245,6 +245,7 @@ def main():
         trainer = JfaStep(c)
         cuda = trainer.device.type == "cuda"
         return {"rssMiB": rss("VmRSS"), "trainable": sum(p.numel() for p in trainer.params),
+                "trainableDtypes": sorted({str(p.dtype).replace("torch.", "") for p in trainer.params}),
                 "gpu": torch.cuda.get_device_name(trainer.device) if cuda else None,
                 "gpuAllocatedMiB": torch.cuda.memory_allocated(trainer.device) / 2**20 if cuda else None}
 
