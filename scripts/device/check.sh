@@ -57,7 +57,7 @@ step() {  # step NAME SECONDS COMMAND...: runs it with a timeout (cut to the tim
   fi
   [ "$left" -lt "$limit" ] && { log "$name: limit cut from $limit to $left s (the check's budget)"; limit=$left; }
   local t0=$(date +%s)
-  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  timeout -k 10 "$limit" "$@" >"$OUT/$name.log" 2>&1
   local rc=$?
   log "$name: exit $rc in $(( $(date +%s) - t0 )) s$([ $rc = 124 ] && echo ", timed out at $limit s") (log: $name.log)"
   return $rc
