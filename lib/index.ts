@@ -18,6 +18,7 @@ export {
 } from './tensor.js';
 export { checkDevice, cudaAvailable, type Device } from './device.js';
 export {
+  cudaSynchronize,
   emptyCpuCache,
   emptyCudaCache,
   type GpuStats,

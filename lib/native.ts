@@ -245,6 +245,8 @@ export interface NativeAddon {
   resetPeakMemory(): void;
   /** returns the CUDA caching allocator's free blocks to the driver (no-op without CUDA) */
   emptyCudaCache(): void;
+  /** waits for this thread's CUDA stream on every GPU used (no-op without CUDA) */
+  synchronize(): void;
   Index: NativeIndexClass;
   kmeans(data: Float32Array, options: NativeKMeansOptions): KMeansResult;
   kmeansAsync(data: Float32Array, options: NativeKMeansOptions): Promise<KMeansResult>;

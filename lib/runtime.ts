@@ -113,3 +113,20 @@ export function resetPeakMemory(): void {
 export function emptyCudaCache(): void {
   native().emptyCudaCache();
 }
+
+/**
+ * Waits until every GPU operation queued so far by the calling thread is done; does nothing in a
+ * CPU-only build or before any CUDA tensor was made. Synchronous ops on CUDA tensors return once
+ * their kernels are queued, so time them with a synchronize before reading the clock (async work,
+ * e.g. trainStep, already waits before its Promise resolves).
+ * @example
+ * ```ts
+ * const t = performance.now();
+ * const y = matmul(a, b); // a, b on 'cuda'
+ * cudaSynchronize();
+ * const ms = performance.now() - t;
+ * ```
+ */
+export function cudaSynchronize(): void {
+  native().synchronize();
+}

@@ -97,6 +97,15 @@ Napi::Value empty_cuda_cache_fn(const Napi::CallbackInfo& info) {
   });
 }
 
+// Waits until the work queued on this thread's CUDA stream of every GPU used is done (a no-op in a
+// CPU build or before any CUDA device was used): synchronous ops return once queued, so timing them needs this.
+Napi::Value synchronize_fn(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), "synchronize", [&]() -> Napi::Value {
+    cuda::synchronize();
+    return info.Env().Undefined();
+  });
+}
+
 Napi::Value faiss_self_check_fn(const Napi::CallbackInfo& info) {
   const std::string problem = faiss_self_check();
   return problem.empty() ? info.Env().Null() : Napi::String::New(info.Env(), problem);
@@ -124,6 +133,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
                        {"faissSelfCheck", 0, faiss_self_check_fn},
                        {"resetPeakMemory", 0, reset_peak_memory_fn},
                        {"emptyCudaCache", 0, empty_cuda_cache_fn},
+                       {"synchronize", 0, synchronize_fn},
                    });
   exports.Set("signatures", signatures.to_js(env));
   return exports;

@@ -1,20 +1,20 @@
 // What the benchmarks share: the PyTorch reference as a child process that answers JSON lines,
 // medians, a progress line, and this process's memory as /proc reports it.
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 import { packageRoot } from '../../dist/locate.js';
 
 /**
- * Starts scripts/reference/SCRIPT with the project's .venv Python. It reads one JSON command per
+ * Starts scripts/reference/SCRIPT with {@link referencePython}. It reads one JSON command per
  * line and answers each with one JSON line: `ask(cmd)` resolves with the answer, and rejects when
  * the answer is {"error"} or the child has died. The reference runs in its best configuration:
  * glibc's mmap and trim thresholds raised, so it pays no page faults we would not.
  */
 export function startReference(script) {
-  const child = spawn(join(packageRoot, '.venv', 'bin', 'python'), [join(packageRoot, 'scripts', 'reference', script)], {
+  const child = spawn(referencePython(), [join(packageRoot, 'scripts', 'reference', script)], {
     env: { ...process.env, MALLOC_MMAP_THRESHOLD_: '1073741824', MALLOC_TRIM_THRESHOLD_: '1073741824' },
     stdio: ['pipe', 'pipe', 'inherit'],
   });
@@ -37,6 +37,16 @@ export function startReference(script) {
       }),
     close: () => child.stdin.end(),
   };
+}
+
+/**
+ * The Python that runs the references: JFA_BENCH_PYTHON when set (scripts/device/check.sh sets it to
+ * the GPU machine's python3), else the project's .venv, else python3 on the PATH.
+ */
+export function referencePython() {
+  if (process.env.JFA_BENCH_PYTHON) return process.env.JFA_BENCH_PYTHON;
+  const venv = join(packageRoot, '.venv', 'bin', 'python');
+  return existsSync(venv) ? venv : 'python3';
 }
 
 export const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

@@ -2,19 +2,26 @@
 # The GPU check (issue 14), for a machine with an NVIDIA GPU, PyTorch, nvcc, CMake and ninja but no
 # Node: unpacks .device/ (scripts/device/prepare.sh made it), builds the addon against that
 # machine's torch, runs the device and kernel parity tests on CUDA (test/29 with fp32/bf16
-# tolerances, test/09 and test/12), then bench:ops and bench:step on the GPU. Everything it prints
-# goes to $OUT/check.log too, each step's output to $OUT/<step>.log; exit 2 when there is no GPU,
-# 1 when a step failed. Budget: 10 minutes in all (each step has its own timeout).
+# tolerances, test/09 and test/12), then bench:ops (fp32 and bf16) and bench:step (preset 1b-bf16:
+# a ~1.1B Llama in bf16) on the GPU against the PyTorch references on the same GPU.
+# Everything it prints goes to $OUT/check.log too, each step's output to $OUT/<step>.log, the
+# benchmarks' results to $OUT/bench-ops.json and $OUT/bench-step.json: 8 files in all (the device
+# runner returns at most 8). Exit 2 when there is no GPU, 1 when a step failed.
+# Budget: 10 minutes in all. Each step has its own timeout, cut to what is left of JFA_CHECK_BUDGET_S
+# (default 570 s from the start), so the script ends, with its logs, before a 600 s limit kills it.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
 log() { echo "check.sh: $*" | tee -a "$OUT/check.log" >&2; }
 started=$(date +%s)
+deadline=$(( started + ${JFA_CHECK_BUDGET_S:-570} ))
+scratch=$(mktemp -d)  # what need not come back: the runner returns at most 8 files from $OUT
+trap 'rm -rf "$scratch"' EXIT
 
 # 1. A GPU, or stop here.
 smi=${JFA_CHECK_NVIDIA_SMI:-nvidia-smi}
-if ! command -v "$smi" >/dev/null 2>&1 || ! "$smi" -L >"$OUT/gpus.txt" 2>/dev/null || ! grep -q GPU "$OUT/gpus.txt"; then
+if ! command -v "$smi" >/dev/null 2>&1 || ! "$smi" -L >"$scratch/gpus.txt" 2>/dev/null || ! grep -q GPU "$scratch/gpus.txt"; then
   log "no NVIDIA GPU ($smi missing or lists none): nothing to check on this machine; run it where nvidia-smi lists a GPU"
   exit 2
 fi
@@ -23,7 +30,7 @@ if ! "$python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() el
   log "no NVIDIA GPU usable by $python's torch (torch.cuda.is_available() is False, or no torch)"
   exit 2
 fi
-log "GPU: $(head -1 "$OUT/gpus.txt"); torch $("$python" -c 'import torch; print(torch.__version__, torch.version.cuda)')"
+log "GPU: $(head -1 "$scratch/gpus.txt"); torch $("$python" -c 'import torch; print(torch.__version__, torch.version.cuda)')"
 
 # 2. Node and what the build needs, from .device/.
 tools=$(mktemp -d)
@@ -41,14 +48,30 @@ if [ -f .device/deps.tar.xz ] && [ ! -d /usr/include/faiss ]; then
   export nlohmann_json_ROOT="$tools/usr"
 fi
 
-step() {  # step NAME SECONDS COMMAND...: runs it with a timeout, output to $OUT/NAME.log
+step() {  # step NAME SECONDS COMMAND...: runs it with a timeout (cut to the time left), output to $OUT/NAME.log
   local name=$1 limit=$2; shift 2
+  local left=$(( deadline - $(date +%s) - 10 ))
+  if [ "$left" -lt 20 ]; then
+    log "$name: not run: ${left} s left of the check's budget"
+    return 1
+  fi
+  [ "$left" -lt "$limit" ] && { log "$name: limit cut from $limit to $left s (the check's budget)"; limit=$left; }
   local t0=$(date +%s)
-  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  timeout -k 10 "$limit" "$@" >"$OUT/$name.log" 2>&1
   local rc=$?
-  log "$name: exit $rc in $(( $(date +%s) - t0 )) s (log: $name.log)"
+  log "$name: exit $rc in $(( $(date +%s) - t0 )) s$([ $rc = 124 ] && echo ", timed out at $limit s") (log: $name.log)"
   return $rc
 }
+
+# dist/ compiled from this tree's lib/ (the one in .device/ may predate it), when TypeScript is here.
+if [ -f node_modules/typescript/bin/tsc ]; then
+  t0=$(date +%s)
+  if timeout 120 node node_modules/typescript/bin/tsc -p tsconfig.json >"$scratch/compile.log" 2>&1; then
+    log "compile: dist/ from lib/ in $(( $(date +%s) - t0 )) s"
+  else
+    log "compile failed, running on the dist/ that was there: $(tail -5 "$scratch/compile.log")"
+  fi
+fi
 
 # 3. Build against this machine's torch (found through PYTHON), for this GPU's architecture only.
 torch_dir=$("$python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')
@@ -60,20 +83,25 @@ export JFA_ADDON=$PWD/build-device/Release/jfa_torch.node LIBTORCH=$torch_dir
 
 # 4. Parity on CUDA: the device suite (fp32 1e-4; the kernel against the CPU), kernels and model.
 step parity 180 node node_modules/vitest/vitest.mjs run test/29.device.test.ts test/09.kernels.test.ts \
-  --reporter=default --reporter=json --outputFile.json="$OUT/parity.json" || failed=1
+  --reporter=default --reporter=json --outputFile.json="$scratch/parity.json" || failed=1
+[ -f "$scratch/parity.json" ] && log "parity: $(node -e 'const r = require(process.argv[1]); console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests} skipped of ${r.numTotalTests}`)' "$scratch/parity.json" 2>&1)"
 # The divergence kernel against libtorch's path on the same GPU.
 JFA_CUDA_KERNELS=0 step parity-libtorch-path 120 node node_modules/vitest/vitest.mjs run test/29.device.test.ts || failed=1
 
-# 5. Benchmarks on the GPU against PyTorch on the same GPU: bench:ops, and bench:step at a ~1B
-# Llama shape in bf16 (tokens/s, ratio, peak memory, MFU). They run once scripts/bench reads
-# JFA_BENCH_DEVICE; until then this says so instead of timing the CPU.
-if grep -q JFA_BENCH_DEVICE scripts/bench/harness.mjs scripts/bench/step.mjs 2>/dev/null; then
-  JFA_BENCH_DEVICE=cuda step bench-ops 90 node scripts/bench/ops.mjs || failed=1
-  JFA_BENCH_DEVICE=cuda JFA_BENCH_PRESET=1b-bf16 step bench-step 150 node scripts/bench/step.mjs || failed=1
+# 5. Benchmarks on the GPU against PyTorch (transformers + PEFT) on the same GPU, run by this
+# machine's python: bench:ops in fp32 and bf16 (time and the allocator's peak per op), and bench:step
+# at preset 1b-bf16 (a ~1.1B Llama, TinyLlama's shape, random bf16 weights; tokens/s, the ratio,
+# peak GPU memory and MFU on both sides). Results: $OUT/bench-ops.json and $OUT/bench-step.json.
+export JFA_BENCH_PYTHON
+JFA_BENCH_PYTHON=$(command -v "$python")
+if refs=$("$python" -c 'import transformers, peft; print("transformers", transformers.__version__, "peft", peft.__version__)' 2>&1); then
+  log "references: $refs"
+  JFA_BENCH_DEVICE=cuda step bench-ops 90 node scripts/bench/ops.mjs --preset fp32,bf16 --repeats 10 --json-out "$OUT/bench-ops.json" || failed=1
+  JFA_BENCH_DEVICE=cuda JFA_BENCH_PRESET=1b-bf16 step bench-step 210 node scripts/bench/step.mjs --json-out "$OUT/bench-step.json" || failed=1
 else
-  log "bench: scripts/bench has no GPU mode yet (JFA_BENCH_DEVICE): bench:ops and bench:step not run"
+  log "bench: $python cannot import transformers and peft (the references need them): $(echo "$refs" | tail -1); bench:ops and bench:step not run"
   failed=1
 fi
-"$smi" >"$OUT/nvidia-smi.txt" 2>&1
+{ echo "--- nvidia-smi at the end"; "$smi" 2>&1; } >>"$OUT/check.log"
 log "done in $(( $(date +%s) - started )) s, $([ $failed = 0 ] && echo 'every step passed' || echo 'some steps failed'); outputs in $OUT"
 exit $failed

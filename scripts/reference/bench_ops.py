@@ -2,11 +2,17 @@
 
 Runs as a server: reads one JSON command per line on stdin, answers one JSON line on stdout, so the
 benchmark can interleave our runs with these. Commands:
-  {"cmd": "setup", "op": NAME, "threads": N}      build the op's inputs
-  {"cmd": "time", "op": NAME}                      one forward + backward; answers {"ms": ...}
-  {"cmd": "memory", "op": NAME}                    peak RSS growth of one forward + backward, MiB
+  {"cmd": "setup", "op": NAME, "threads": N, "size": {...}|absent, "device": "cpu"|"cuda[:N]", "dtype": "float32"|"bfloat16"}
+        build the op's inputs (size: the op's dimensions, default SIZES[op]; device cpu and dtype
+        float32 by default); answers {"threads", "gpu": name or null}
+  {"cmd": "time", "op": NAME}      one forward + backward; answers {"ms": ...} (on CUDA between two synchronisations)
+  {"cmd": "memory", "op": NAME}    peak memory growth of one forward + backward, MiB: RSS on the CPU, the CUDA
+                                   caching allocator's allocated bytes (max_memory_allocated) on a GPU
+Inputs are drawn on the CPU, then moved and converted; the ops run in the inputs' dtype (losses too: no
+upcast, torch's softmax kernels accumulate in float32 internally).
 """
 import ctypes
+import gc
 import time
 
 import torch
@@ -35,15 +41,21 @@ class Proj(torch.nn.Module):
         return self.proj(x)
 
 
-def make(op):
-    s = SIZES[op]
+def make(op, s, device="cpu", dtype=torch.float32):
     g = torch.Generator().manual_seed(0)
+
+    def randn(*shape, grad=False):
+        """Drawn on the CPU (the same values on every device), then moved and converted."""
+        t = torch.randn(*shape, generator=g).to(device, dtype)
+        return t.requires_grad_() if grad else t
+
     if op == "lora":
         model = get_peft_model(Proj(s["d"]), LoraConfig(r=s["r"], lora_alpha=16, target_modules=["proj"], lora_dropout=0.0))
         layer = model.base_model.model.proj
         torch.nn.init.normal_(layer.lora_B["default"].weight, generator=g)
-        x = torch.randn(s["tokens"], s["d"], generator=g, requires_grad=True)
-        up = torch.randn(s["tokens"], s["d"], generator=g)
+        model.to(device, dtype)  # the adapter too: the op in one dtype, as ours
+        x = randn(s["tokens"], s["d"], grad=True)
+        up = randn(s["tokens"], s["d"])
 
         def run():
             y = model(x)
@@ -53,9 +65,9 @@ def make(op):
 
         return run
     if op == "divergence":
-        cur = torch.randn(s["tokens"], s["vocab"], generator=g, requires_grad=True)
-        ref = torch.randn(s["tokens"], s["vocab"], generator=g)
-        mask = torch.ones(s["tokens"])
+        cur = randn(s["tokens"], s["vocab"], grad=True)
+        ref = randn(s["tokens"], s["vocab"])
+        mask = torch.ones(s["tokens"], device=device, dtype=dtype)
 
         def run():
             lp = F.log_softmax(cur, -1)
@@ -67,8 +79,8 @@ def make(op):
 
         return run
     if op == "cross_entropy":
-        logits = torch.randn(s["tokens"], s["vocab"], generator=g, requires_grad=True)
-        targets = torch.randint(0, s["vocab"], (s["tokens"],), generator=g)
+        logits = randn(s["tokens"], s["vocab"], grad=True)
+        targets = torch.randint(0, s["vocab"], (s["tokens"],), generator=g).to(device)
 
         def run():
             F.cross_entropy(logits, targets).backward()
@@ -76,7 +88,7 @@ def make(op):
 
         return run
     if op == "pcgrad":
-        grads = [[torch.randn(s["numel"], generator=g) for _ in range(s["params"])] for _ in range(s["n"])]
+        grads = [[randn(s["numel"]) for _ in range(s["params"])] for _ in range(s["n"])]
 
         def run():
             flat = [torch.cat([t.reshape(-1) for t in gi]) for gi in grads]
@@ -95,12 +107,12 @@ def make(op):
 
         return run
     if op == "mixture":
-        x = torch.randn(s["b"], s["t"], s["d"], generator=g, requires_grad=True)
-        A = torch.randn(s["pool"], s["r"], s["d"], generator=g, requires_grad=True)
-        B = torch.randn(s["pool"], s["d"], s["r"], generator=g, requires_grad=True)
-        idx = torch.randint(0, s["pool"], (s["b"], s["k"]), generator=g)
-        w = torch.rand(s["b"], s["k"], generator=g)
-        up = torch.randn(s["b"], s["t"], s["d"], generator=g)
+        x = randn(s["b"], s["t"], s["d"], grad=True)
+        A = randn(s["pool"], s["r"], s["d"], grad=True)
+        B = randn(s["pool"], s["d"], s["r"], grad=True)
+        idx = torch.randint(0, s["pool"], (s["b"], s["k"]), generator=g).to(device)
+        w = torch.rand(s["b"], s["k"], generator=g).to(device, dtype)
+        up = randn(s["b"], s["t"], s["d"])
 
         def run():
             h = torch.einsum("bti,bkri->btkr", x, A[idx])
@@ -113,22 +125,48 @@ def make(op):
 
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 def main():
     runs = {}
+    device = torch.device("cpu")
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     def setup(c):
+        nonlocal device
         torch.set_num_threads(c["threads"])
-        runs[c["op"]] = make(c["op"])
+        device = torch.device(c.get("device", "cpu"))
+        dtype = DTYPES[c.get("dtype", "float32")]
+        runs.clear()  # the previous op's inputs go before this op's are made
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        runs[c["op"]] = make(c["op"], c.get("size") or SIZES[c["op"]], device, dtype)
         for _ in range(3):  # warm up: the allocator reaches its steady state after a few runs
             runs[c["op"]]()
-        return {"ok": True, "threads": torch.get_num_threads()}
+        sync()
+        gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+        return {"ok": True, "threads": torch.get_num_threads(), "gpu": gpu}
 
     def timed(c):
+        sync()
         t = time.perf_counter()
         runs[c["op"]]()
+        sync()
         return {"ms": (time.perf_counter() - t) * 1e3}
 
     def memory(c):
+        if device.type == "cuda":
+            sync()
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            runs[c["op"]]()
+            sync()
+            return {"peakMiB": (torch.cuda.max_memory_allocated(device) - base) / 2**20}
         libc.malloc_trim(0)  # return what earlier runs freed, so the peak below is this run's
         reset_peak()
         base = rss("VmRSS")
