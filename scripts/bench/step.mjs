@@ -200,36 +200,14 @@ function expectOn(device, tensors, what) {
 }
 
 /**
- * The latent pool on the model's device, float32 (issue 14: the pool stays fp32 beside a bf16 model),
- * attached to `layer`. A build whose bf16 model still refuses a float32 pool gets the pool in the
- * model's dtype instead; `dtype` says which ran.
+ * The latent pool on the model's device: float32 masters beside a bf16 model (as the trainer makes
+ * them), attached to `layer`.
  */
 function attachPool(model, layer, cfg, device) {
-  const latent = new jfa.LatentTasks(cfg.hiddenSize, cfg.numHeads * cfg.headDim, cfg.hiddenSize, { seed: 1, device, dtype: model.dtype });
-  const owned = [];
-  // A trainable leaf of `t`'s values on `device` in `dtype` (t itself when it is that already).
-  const leaf = (t, dtype) => {
-    if (t.device === canonicalDevice(device) && t.dtype === dtype) return t;
-    const moved = t.device === canonicalDevice(device) ? t : t.to(device);
-    const converted = moved.dtype === dtype ? moved : moved.to(dtype);
-    const out = converted.detach().setRequiresGrad();
-    for (const x of new Set([moved, converted])) if (x !== t) x.dispose();
-    owned.push(out);
-    return out;
-  };
-  const place = (t) => leaf(t, t.dtype);
-  let A = place(latent.A);
-  let B = place(latent.B);
-  let note = `${A.dtype}`;
-  try {
-    model.setLatentPool(layer, A, B);
-  } catch (e) {
-    if (!(A.dtype !== model.dtype && /is float32 but the model/.test(e.message))) throw e;
-    [A, B] = [leaf(A, model.dtype), leaf(B, model.dtype)];
-    model.setLatentPool(layer, A, B);
-    note = `${A.dtype} (this build refused a float32 pool on a ${model.dtype} model: "${e.message}")`;
-  }
-  return { latent, A, B, dtype: A.dtype, note, dispose: () => [latent, ...owned].forEach((t) => t.dispose()) };
+  const latent = new jfa.LatentTasks(cfg.hiddenSize, cfg.numHeads * cfg.headDim, cfg.hiddenSize, { seed: 1, device });
+  if (latent.A.device !== canonicalDevice(device)) throw new Error(`bench:step: the latent pool was made on ${latent.A.device}, not ${device}`);
+  model.setLatentPool(layer, latent.A, latent.B);
+  return { latent, A: latent.A, B: latent.B, dtype: latent.A.dtype, note: latent.A.dtype, dispose: () => latent.dispose() };
 }
 
 async function benchModel(run, label, dir) {
