@@ -1,11 +1,12 @@
 // Loads the native addon and is the only module that talks to it. Order of work:
 // 1. find the binary as node-gyp-build resolves it (build/Release, else the prebuild under
 //    prebuilds/<platform>-<arch>/ whose tags fit this Node), or the one JFA_ADDON names, and its
-//    build record;
+//    build record; with no build/Release and a CUDA libtorch, the CUDA prebuild for that CUDA
+//    version first (prebuilds/<platform>-<arch>-cuXYZ/, see prebuildFolder);
 // 2. find libtorch (lib/locate.ts) and refuse one whose version differs from the build's;
 // 3. open libtorch through jfa_preload, so the addon's libtorch dependencies resolve to it;
 // 4. load the addon. Anything missing gives one NativeLoadError listing what was looked for and the fix.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -509,6 +510,40 @@ interface BinaryCandidate {
 // Only node-gyp-build's resolver is used, not its loader: the addon loads after libtorch is opened.
 const nodeGypBuild = createRequire(import.meta.url)('node-gyp-build') as { path(dir: string): string };
 
+/**
+ * The prebuilt binary's folder under prebuilds/ for a libtorch: `<platform>-<arch>` for a CPU
+ * libtorch (what node-gyp-build reads), `<platform>-<arch>-cuXYZ` for a CUDA one, XYZ from its
+ * version's local tag ("2.14.1+cu130" gives `linux-x64-cu130`; a CUDA libtorch without such a tag
+ * gives `-cuda`).
+ * @param torchVersion - the libtorch's version, e.g. "2.13.0+cpu".
+ * @param cuda - whether that libtorch has CUDA (libtorch_cuda).
+ * @returns the folder name.
+ * @example
+ * ```ts
+ * prebuildFolder('2.14.1+cu130', true); // 'linux-x64-cu130' on Linux x64
+ * ```
+ */
+export function prebuildFolder(torchVersion: string, cuda: boolean, platform: string = process.platform, arch: string = process.arch): string {
+  const base = `${platform}-${arch}`;
+  if (!cuda) return base;
+  const tag = /\+(cu\d+)$/.exec(torchVersion)?.[1];
+  return `${base}-${tag ?? 'cuda'}`;
+}
+
+// A CUDA prebuild for the CUDA libtorch this process would find, when the package ships one and no
+// source build (build/Release) takes precedence. Looks for libtorch only when a CUDA prebuild exists.
+function cudaPrebuild(): BinaryCandidate | undefined {
+  const prebuilds = join(packageRoot, 'prebuilds');
+  if (existsSync(join(packageRoot, 'build', 'Release', 'jfa_torch.node')) || !existsSync(prebuilds)) return undefined;
+  const prefix = `${process.platform}-${process.arch}-cu`;
+  if (!readdirSync(prebuilds).some((d) => d.startsWith(prefix))) return undefined;
+  const torch = locateLibtorch(process.env, process.cwd()).found;
+  if (!torch?.cuda) return undefined;
+  const dir = join(prebuilds, prebuildFolder(torch.version, true));
+  const path = join(dir, 'jfa_torch.node');
+  return existsSync(path) ? { path, dir, kind: 'prebuilt' } : undefined;
+}
+
 function findBinary(tried: string[]): BinaryCandidate | undefined {
   // JFA_ADDON names one jfa_torch.node to load instead (with jfa_preload.so and the build record
   // beside it): the sanitizer build in build-asan/Release, for instance.
@@ -519,6 +554,8 @@ function findBinary(tried: string[]): BinaryCandidate | undefined {
     tried.push(`JFA_ADDON=${override} (not a file)`);
     return undefined;
   }
+  const cuda = cudaPrebuild();
+  if (cuda) return cuda;
   try {
     const path = nodeGypBuild.path(packageRoot);
     const dir = dirname(path);

@@ -15,7 +15,7 @@ import { createModel } from '../lib/model/create.js';
 import { LlamaModel, loadModel } from '../lib/model/llama.js';
 import { loadSafetensors } from '../lib/model/safetensors.js';
 import { Tokenizer } from '../lib/model/tokenizer.js';
-import { loadNative, native } from '../lib/native.js';
+import { loadNative, native, prebuildFolder } from '../lib/native.js';
 import { memoryStats, runtimeInfo } from '../lib/runtime.js';
 import { randn, tensor, zeros } from '../lib/tensor.js';
 import { expectError, root, tinyJfaRun } from './helpers.js';
@@ -318,6 +318,16 @@ describe.skipIf(!cuda)(`training and generation on CUDA (${cuda ? 'a GPU is here
         if (i === 0) expect(Math.abs(m.sft - cpuRun[0]!.sft) / cpuRun[0]!.sft).toBeLessThan(tolerance);
       }
     });
+});
+
+describe('prebuilt binaries per libtorch', () => {
+  it('CPU builds use <platform>-<arch>, CUDA builds <platform>-<arch>-cuXYZ from the torch version', () => {
+    expect(prebuildFolder('2.13.0+cpu', false, 'linux', 'x64')).toBe('linux-x64');
+    expect(prebuildFolder('2.14.1+cu130', true, 'linux', 'x64')).toBe('linux-x64-cu130');
+    expect(prebuildFolder('2.14.1+cu128', true, 'linux', 'arm64')).toBe('linux-arm64-cu128');
+    expect(prebuildFolder('2.14.1', true, 'linux', 'x64')).toBe('linux-x64-cuda');
+    expect(prebuildFolder('2.13.0+cpu', false)).toBe(`${process.platform}-${process.arch}`);
+  });
 });
 
 describe('the GPU check script', () => {
