@@ -154,6 +154,17 @@ describe('latent pool file', () => {
     expect(off.status, off.stderr).toBe(0);
     expect(off.stderr).toContain('latent pool: not used (--latent off)');
     expect(JSON.parse(off.stdout).latentPool).toBe(false);
+    // bf16 base weights, the float32 adapter and pool as saved: it serves with the pool, and its
+    // greedy outputs stay close to fp32's (bf16 rounding may flip a near tie).
+    const bf16 = jfa(...args, '--dtype', 'bfloat16');
+    expect(bf16.status, bf16.stderr).toBe(0);
+    expect(bf16.stderr).toContain(`latent pool: used: ${poolFile}`);
+    const scores = JSON.parse(bf16.stdout) as { rougeL: number; latentPool: boolean };
+    expect(scores.latentPool).toBe(true);
+    expect(Math.abs(scores.rougeL - inProcess.rougeL)).toBeLessThan(0.25);
+    const bad = jfa(...args, '--dtype', 'float16');
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/dtype/);
   });
 });
 

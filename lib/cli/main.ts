@@ -217,6 +217,7 @@ program
   .option('--config <file>', 'options as JSON or YAML (flags override)')
   .option('--json', 'machine-readable output')
   .option('--device <device>', 'cpu (default), cuda or cuda:N')
+  .option('--dtype <dtype>', 'float32 (default) or bfloat16: the base weights; adapters and latent pools stay float32')
   .action(async (flags) => runEval(withConfig(evalSchema, flags)));
 
 const data = program.command('data').description("datasets in: the paper's published formats to jfa's JSONL, and flashbacks from old-task files");

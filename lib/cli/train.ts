@@ -238,6 +238,8 @@ export const evalSchema = z
   .object({
     /** where to run: cpu (default), cuda, cuda:N */
     device: deviceSchema,
+    /** the base weights' dtype: float32 (default) or bfloat16 (adapters and pools stay float32) */
+    dtype: z.enum(['float32', 'bfloat16']).default('float32'),
     model: z.string(),
     adapter: z.string().optional(),
     data: z.string(),
@@ -263,7 +265,7 @@ export async function runEval(o: z.infer<typeof evalSchema>): Promise<void> {
     if (missing >= 0) throw new Error(`${o.data}: record ${missing + 1} has no 'answer' (needed for --metric accuracy)`);
   }
   const tokenizer = Tokenizer.fromDir(o.model);
-  using model = await LlamaModel.loadAsync(o.model, { device: o.device as Device });
+  using model = await LlamaModel.loadAsync(o.model, { dtype: o.dtype, device: o.device as Device });
   tokenizer.checkFits(model.config.vocabSize, `${o.model}/config.json`);
   // A continued run's adapter serves on the earlier rounds beneath it.
   const earlier = o.adapter ? loadAdapterWithRounds(model, o.adapter) : 0;

@@ -37,7 +37,7 @@ c10::Device parse_device(const std::string& name, const char* op) {
   if (index >= count)
     throw_range(where + " is out of range: " + std::to_string(count) + " GPU" + (count == 1 ? "" : "s") +
                 " visible (cuda:0" + (count > 1 ? "..cuda:" + std::to_string(count - 1) : std::string()) + ")");
-  cuda::note_used();
+  cuda::note_used(index);
   return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 

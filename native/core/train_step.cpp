@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/checks.h"
+#include "core/cuda/cuda.h"
 #include "core/distributed.h"
 #include "core/projection.h"
 
@@ -27,12 +28,15 @@ class Laps {
   explicit Laps(StepTimings* timings) : timings_(timings), start_(now()), last_(start_) {}
   void lap(double StepTimings::*phase) {
     if (!timings_) return;
+    cuda::synchronize();  // on a GPU, the phase's kernels have run, not only been queued (no-op on the CPU)
     const auto t = now();
     timings_->*phase += ms(last_, t);
     last_ = t;
   }
   void finish() {
-    if (timings_) timings_->total += ms(start_, now());
+    if (!timings_) return;
+    cuda::synchronize();
+    timings_->total += ms(start_, now());
   }
 
  private:

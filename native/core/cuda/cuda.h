@@ -33,7 +33,7 @@ void empty_cache();
 
 // Called once a CUDA device has been asked for; until then synchronize() does nothing, so CPU-only
 // work never creates a CUDA context.
-void note_used();
+void note_used(int64_t index);
 // Waits for the calling thread's current stream on every device used: an async worker calls it
 // before its Promise resolves, so results are complete when JS sees them.
 void synchronize();

@@ -4,13 +4,18 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdint>
 
 #include "core/cuda/cuda.h"
 
 namespace jfa::cuda {
 namespace {
-std::atomic<bool> g_used{false};
+// Bit i: cuda:i has been asked for (devices past 63 share bit 63). Only those are synchronised and
+// read, so a process that uses one GPU never makes a context on the others.
+std::atomic<uint64_t> g_used{0};
+bool used(int64_t i) { return (g_used.load() >> std::min<int64_t>(i, 63)) & 1u; }
 }
 
 bool built() { return true; }
@@ -31,13 +36,17 @@ std::vector<Gpu> gpus() {
     g.total_memory = static_cast<int64_t>(prop.totalGlobalMem);
     g.major = prop.major;
     g.minor = prop.minor;
-    if (g_used.load()) {
-      using namespace c10::cuda::CUDACachingAllocator;
-      const auto stats = getDeviceStats(static_cast<c10::DeviceIndex>(i));
-      const auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
-      g.allocated = stats.allocated_bytes[all].current;
-      g.reserved = stats.reserved_bytes[all].current;
-      g.peak_allocated = stats.allocated_bytes[all].peak;
+    if (used(i)) {
+      // Before the first allocation the caching allocator may not be initialised: zeros then.
+      try {
+        using namespace c10::cuda::CUDACachingAllocator;
+        const auto stats = getDeviceStats(static_cast<c10::DeviceIndex>(i));
+        const auto all = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+        g.allocated = stats.allocated_bytes[all].current;
+        g.reserved = stats.reserved_bytes[all].current;
+        g.peak_allocated = stats.allocated_bytes[all].peak;
+      } catch (const std::exception&) {
+      }
     }
     out.push_back(std::move(g));
   }
@@ -45,21 +54,24 @@ std::vector<Gpu> gpus() {
 }
 
 void reset_peak() {
-  if (!g_used.load()) return;
-  for (int64_t i = 0; i < c10::cuda::device_count(); ++i)
-    c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(i));
+  for (int64_t i = 0; i < c10::cuda::device_count(); ++i) {
+    if (!used(i)) continue;
+    try {
+      c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(i));
+    } catch (const std::exception&) {  // nothing allocated there yet: no peak to reset
+    }
+  }
 }
 
 void empty_cache() {
   if (g_used.load()) c10::cuda::CUDACachingAllocator::emptyCache();
 }
 
-void note_used() { g_used.store(true); }
+void note_used(int64_t index) { g_used.fetch_or(uint64_t{1} << std::min<int64_t>(index, 63)); }
 
 void synchronize() {
-  if (!g_used.load()) return;
   for (int64_t i = 0; i < c10::cuda::device_count(); ++i)
-    c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(i)).synchronize();
+    if (used(i)) c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(i)).synchronize();
 }
 
 }  // namespace jfa::cuda
