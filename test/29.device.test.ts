@@ -281,19 +281,34 @@ describe.skipIf(!cuda)(`training and generation on CUDA (${cuda ? 'a GPU is here
     expect(Array.from(b.toTypedArray() as BigInt64Array)).toEqual(Array.from(a.toTypedArray() as BigInt64Array));
   });
 
-  it('right-padded batches (SDPA causal, no mask) and left-padded ones (mask) give the CPU logits at real positions', () => {
-    using cpu = loadModel(modelDir);
-    using gpu = loadModel(modelDir, { device: 'cuda' });
-    const ids = tensor(new BigInt64Array([1n, 5n, 9n, 2n, 7n, 3n, 0n, 0n, 0n, 4n, 6n, 8n]), [2, 6]);
-    for (const mask of [[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1]]) {
-      const m = tensor(new Uint8Array(mask), [2, 6]);
-      const a = cpu.logits(ids, { attentionMask: m }).toTypedArray() as Float32Array;
-      const b = gpu.logits(ids, { attentionMask: m }).toTypedArray() as Float32Array;
-      const V = a.length / 12;
-      let worst = 0;
-      for (let pos = 0; pos < 12; pos++) if (mask[pos]) for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(a[pos * V + v]! - b[pos * V + v]!));
-      expect(worst).toBeLessThan(1e-4);
+  it('right-padded batches (SDPA causal, no mask) and left-padded ones (mask) give the CPU logits at real positions, with and without GQA', () => {
+    const gqaDir = join(dir, 'gqa');
+    createModel(gqaDir, { hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 4, numKeyValueHeads: 2, seed: 2 });
+    for (const d of [modelDir, gqaDir]) {
+      using cpu = loadModel(d);
+      using gpu = loadModel(d, { device: 'cuda' });
+      const ids = tensor(new BigInt64Array([1n, 5n, 9n, 2n, 7n, 3n, 0n, 0n, 0n, 4n, 6n, 8n]), [2, 6]);
+      for (const mask of [[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1]]) {
+        const m = tensor(new Uint8Array(mask), [2, 6]);
+        const a = cpu.logits(ids, { attentionMask: m }).toTypedArray() as Float32Array;
+        const b = gpu.logits(ids, { attentionMask: m }).toTypedArray() as Float32Array;
+        const V = a.length / 12;
+        let worst = 0;
+        for (let pos = 0; pos < 12; pos++) if (mask[pos]) for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(a[pos * V + v]! - b[pos * V + v]!));
+        expect(worst, d).toBeLessThan(1e-4);
+      }
     }
+  });
+
+  it('GQA: greedy generation (KV cache read grouped) gives the CPU tokens', async () => {
+    const gqaDir = join(dir, 'gqa-gen');
+    createModel(gqaDir, { hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 4, numKeyValueHeads: 1, seed: 3 });
+    const ids = tensor(new BigInt64Array([1n, 5n, 9n, 2n, 7n, 3n, 4n, 6n]), [2, 4]);
+    using cpu = loadModel(gqaDir);
+    using gpu = loadModel(gqaDir, { device: 'cuda' });
+    const a = await cpu.generate(ids, { maxNewTokens: 10 });
+    const b = await gpu.generate(ids, { maxNewTokens: 10 });
+    expect(Array.from(b.toTypedArray() as BigInt64Array)).toEqual(Array.from(a.toTypedArray() as BigInt64Array));
   });
 
   for (const precision of ['fp32', 'bf16'] as const)

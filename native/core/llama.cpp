@@ -336,14 +336,17 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
     k = cache->k[l].narrow(2, 0, total);
     v = cache->v[l].narrow(2, 0, total);
   }
-  if (kvh != nh) {
+  // Off the CPU without a mask, SDPA reads grouped K/V itself (enable_gqa: flash attention takes
+  // it), so neither the keys nor the whole KV cache are copied per head; otherwise they are expanded.
+  const bool gqa = kvh != nh && !ctx.own_attention && !ctx.mask.defined() && !h_in.device().is_cpu();
+  if (kvh != nh && !gqa) {
     k = k.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
     v = v.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
   }
   const at::Tensor heads_out =
       ctx.own_attention ? causal_attention(q, k, v, ctx.real_keys, ctx.scale)
                         : at::scaled_dot_product_attention(q, k, v, ctx.mask.defined() ? std::optional<at::Tensor>(ctx.mask) : std::nullopt,
-                                                           0.0, ctx.causal_only, ctx.scale);
+                                                           0.0, ctx.causal_only, ctx.scale, gqa);
   const at::Tensor attn = heads_out.transpose(1, 2).reshape({b, t, nh * hd});
   at::Tensor o = layer.o.forward(attn, adapters);
   if (ctx.latent) {
