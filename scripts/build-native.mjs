@@ -60,6 +60,10 @@ const args = [
   // CUDAToolkit_ROOT for CMake's FindCUDAToolkit, CUDA_TOOLKIT_ROOT_DIR for the legacy FindCUDA torch's package still calls.
   ...(nvcc ? [`--CDCMAKE_CUDA_COMPILER=${nvcc}`, `--CDCUDAToolkit_ROOT=${dirname(dirname(nvcc))}`, `--CDCUDA_TOOLKIT_ROOT_DIR=${dirname(dirname(nvcc))}`] : []),
   ...(process.env.JFA_CUDA_ARCHITECTURES ? [`--CDCMAKE_CUDA_ARCHITECTURES=${process.env.JFA_CUDA_ARCHITECTURES}`] : []),
+  // gloo's headers from elsewhere than /usr/include (scripts/device/check.sh unpacks them)
+  ...(process.env.JFA_GLOO_INCLUDE_DIR ? [`--CDJFA_GLOO_INCLUDE_DIR=${process.env.JFA_GLOO_INCLUDE_DIR}`] : []),
+  // c10d's NCCL backend, compiled only when asked (JFA_NCCL=1): data-parallel training runs on the CPU
+  `--CDJFA_NCCL=${process.env.JFA_NCCL === '1' ? 'ON' : 'OFF'}`,
   `--CDNODE_ADDON_API_DIR=${require('node-addon-api').include_dir.replace(/"/g, '')}`,
   // Passed every time so that an earlier JFA_BUILD_TESTS=OFF does not stay in CMake's cache.
   // Default: the C++ tests where they exist (a checkout; the npm package leaves them out).

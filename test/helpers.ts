@@ -9,11 +9,13 @@ import { type TrainOptions } from '../lib/jfa/trainer.js';
 import { packageRoot } from '../lib/locate.js';
 
 export const root = packageRoot;
-export const venvPython = join(root, '.venv', 'bin', 'python');
+// The Python with the PyTorch references: the project's .venv, or JFA_TEST_PYTHON (the GPU check
+// sets it to the GPU machine's own python, which has torch, transformers and peft but no .venv).
+export const venvPython = process.env.JFA_TEST_PYTHON || join(root, '.venv', 'bin', 'python');
 
 /** Runs Python code in the project's .venv (the PyTorch reference); it must print one JSON value. */
 export function python<T>(code: string): T {
-  if (!existsSync(venvPython)) throw new Error('the .venv is missing: run `npm run setup`');
+  if (!existsSync(venvPython)) throw new Error(`${venvPython} is missing: run \`npm run setup\` (or set JFA_TEST_PYTHON)`);
   const r = spawnSync(venvPython, ['-c', code], { encoding: 'utf8', timeout: 120_000 });
   if (r.status !== 0) throw new Error(`python failed (${r.status}): ${r.stderr}`);
   return JSON.parse(r.stdout) as T;

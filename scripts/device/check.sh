@@ -19,18 +19,28 @@ deadline=$(( started + ${JFA_CHECK_BUDGET_S:-570} ))
 scratch=$(mktemp -d)  # what need not come back: the runner returns at most 8 files from $OUT
 trap 'rm -rf "$scratch"' EXIT
 
-# 1. A GPU, or stop here.
+# 1. A GPU, or stop here. JFA_CHECK_DRY_RUN=cpu runs every step on the CPU instead (the CUDA tests
+# skip, the benchmarks take their tiny presets on the CPU): the script's own plumbing, checked on a
+# machine without a GPU (unpacking .device/, the build against PYTHON's torch, the tests' Python).
 smi=${JFA_CHECK_NVIDIA_SMI:-nvidia-smi}
-if ! command -v "$smi" >/dev/null 2>&1 || ! "$smi" -L >"$scratch/gpus.txt" 2>/dev/null || ! grep -q GPU "$scratch/gpus.txt"; then
-  log "no NVIDIA GPU ($smi missing or lists none): nothing to check on this machine; run it where nvidia-smi lists a GPU"
-  exit 2
-fi
 python=${PYTHON:-python3}
-if ! "$python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>>"$OUT/check.log"; then
-  log "no NVIDIA GPU usable by $python's torch (torch.cuda.is_available() is False, or no torch)"
-  exit 2
+dry=${JFA_CHECK_DRY_RUN:-}
+[ -z "$dry" ] || [ "$dry" = cpu ] || { log "JFA_CHECK_DRY_RUN must be 'cpu' or unset, got '$dry'"; exit 2; }
+if [ "$dry" = cpu ]; then
+  bench_device=cpu ops_presets=tiny,tiny-bf16 step_preset=tiny-bf16
+  log "dry run on the CPU (JFA_CHECK_DRY_RUN=cpu): no GPU is used; torch $("$python" -c 'import torch; print(torch.__version__)')"
+else
+  bench_device=cuda ops_presets=fp32,bf16 step_preset=1b-bf16
+  if ! command -v "$smi" >/dev/null 2>&1 || ! "$smi" -L >"$scratch/gpus.txt" 2>/dev/null || ! grep -q GPU "$scratch/gpus.txt"; then
+    log "no NVIDIA GPU ($smi missing or lists none): nothing to check on this machine; run it where nvidia-smi lists a GPU"
+    exit 2
+  fi
+  if ! "$python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>>"$OUT/check.log"; then
+    log "no NVIDIA GPU usable by $python's torch (torch.cuda.is_available() is False, or no torch)"
+    exit 2
+  fi
+  log "GPU: $(head -1 "$scratch/gpus.txt"); torch $("$python" -c 'import torch; print(torch.__version__, torch.version.cuda)')"
 fi
-log "GPU: $(head -1 "$scratch/gpus.txt"); torch $("$python" -c 'import torch; print(torch.__version__, torch.version.cuda)')"
 
 # 2. Node and what the build needs, from .device/.
 tools=$(mktemp -d)
@@ -41,11 +51,12 @@ if ! command -v node >/dev/null 2>&1; then
 fi
 [ -d node_modules ] || tar -xJf .device/node_modules.tar.xz
 [ -d dist ] || tar -xJf .device/dist.tar.xz
-if [ -f .device/deps.tar.xz ] && [ ! -d /usr/include/faiss ]; then
+if [ -f .device/deps.tar.xz ] && { [ ! -d /usr/include/faiss ] || [ ! -f /usr/include/gloo/context.h ]; }; then
   tar -xJf .device/deps.tar.xz -C "$tools"
-  export FAISS_DIR="$tools/usr/lib/x86_64-linux-gnu/cmake/faiss"
+  [ -d /usr/include/faiss ] || export FAISS_DIR="$tools/usr/lib/x86_64-linux-gnu/cmake/faiss"
   export CMAKE_PREFIX_PATH="$tools/usr:${CMAKE_PREFIX_PATH:-}"
   export nlohmann_json_ROOT="$tools/usr"
+  [ -f /usr/include/gloo/context.h ] || export JFA_GLOO_INCLUDE_DIR="$tools/usr/include"
 fi
 
 step() {  # step NAME SECONDS COMMAND...: runs it with a timeout (cut to the time left), output to $OUT/NAME.log
@@ -75,11 +86,14 @@ fi
 
 # 3. Build against this machine's torch (found through PYTHON), for this GPU's architecture only.
 torch_dir=$("$python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')
-arch=$("$python" -c 'import torch; m, n = torch.cuda.get_device_capability(); print(f"{m}{n}")')
+arch=$([ "$dry" = cpu ] || "$python" -c 'import torch; m, n = torch.cuda.get_device_capability(); print(f"{m}{n}")')
 failed=0
-LIBTORCH=$torch_dir JFA_CMAKE_DIR=build-device/cmake JFA_BUILD_TESTS=OFF JFA_CUDA_ARCHITECTURES=$arch \
-  step build 300 node scripts/build-native.mjs build-device/Release || { log "the build failed: see $OUT/build.log"; exit 1; }
+LIBTORCH=$torch_dir JFA_CMAKE_DIR=build-device/cmake JFA_BUILD_TESTS=OFF ${arch:+JFA_CUDA_ARCHITECTURES=$arch} \
+  step build "${JFA_CHECK_BUILD_S:-300}" node scripts/build-native.mjs build-device/Release || { log "the build failed: see $OUT/build.log"; exit 1; }
 export JFA_ADDON=$PWD/build-device/Release/jfa_torch.node LIBTORCH=$torch_dir
+# The tests' PyTorch references run in this machine's python (there is no .venv here).
+export JFA_TEST_PYTHON
+JFA_TEST_PYTHON=$(command -v "$python")
 
 # 4. Parity on CUDA: the device suite (fp32 1e-4; the kernel against the CPU), kernels and model.
 step parity 180 node node_modules/vitest/vitest.mjs run test/29.device.test.ts test/09.kernels.test.ts \
@@ -96,12 +110,12 @@ export JFA_BENCH_PYTHON
 JFA_BENCH_PYTHON=$(command -v "$python")
 if refs=$("$python" -c 'import transformers, peft; print("transformers", transformers.__version__, "peft", peft.__version__)' 2>&1); then
   log "references: $refs"
-  JFA_BENCH_DEVICE=cuda step bench-ops 90 node scripts/bench/ops.mjs --preset fp32,bf16 --repeats 10 --json-out "$OUT/bench-ops.json" || failed=1
-  JFA_BENCH_DEVICE=cuda JFA_BENCH_PRESET=1b-bf16 step bench-step 210 node scripts/bench/step.mjs --json-out "$OUT/bench-step.json" || failed=1
+  JFA_BENCH_DEVICE=$bench_device step bench-ops 90 node scripts/bench/ops.mjs --preset "$ops_presets" --repeats 10 --json-out "$OUT/bench-ops.json" || failed=1
+  JFA_BENCH_DEVICE=$bench_device JFA_BENCH_PRESET=$step_preset step bench-step 210 node scripts/bench/step.mjs --json-out "$OUT/bench-step.json" || failed=1
 else
   log "bench: $python cannot import transformers and peft (the references need them): $(echo "$refs" | tail -1); bench:ops and bench:step not run"
   failed=1
 fi
-{ echo "--- nvidia-smi at the end"; "$smi" 2>&1; } >>"$OUT/check.log"
+[ "$dry" = cpu ] || { echo "--- nvidia-smi at the end"; "$smi" 2>&1; } >>"$OUT/check.log"
 log "done in $(( $(date +%s) - started )) s, $([ $failed = 0 ] && echo 'every step passed' || echo 'some steps failed'); outputs in $OUT"
 exit $failed

@@ -14,8 +14,9 @@ tar -C "$(dirname "$node_bin")" -cJf "$dest/node.tar.xz" "$(basename "$node_bin"
 # typescript and their dependencies) need; the rest of node_modules stays behind.
 tar -cJf "$dest/node_modules.tar.xz" --exclude='node_modules/.cache' --exclude='*.map' --exclude='node_modules/typedoc*' \
   --exclude='node_modules/playwright*' --exclude='node_modules/@huggingface/transformers' node_modules
-# FAISS and nlohmann-json as Debian installs them (the addon links FAISS statically).
-tar -cJf "$dest/deps.tar.xz" -C / usr/include/faiss usr/include/nlohmann \
+# FAISS, nlohmann-json and gloo's headers (c10d's ProcessGroupGloo.hpp includes them; compile only)
+# as Debian installs them (the addon links FAISS statically).
+tar -cJf "$dest/deps.tar.xz" -C / usr/include/faiss usr/include/nlohmann usr/include/gloo \
   usr/lib/x86_64-linux-gnu/libfaiss.a usr/lib/x86_64-linux-gnu/cmake/faiss \
   $(ls -d /usr/share/cmake/nlohmann_json /usr/lib/x86_64-linux-gnu/cmake/nlohmann_json 2>/dev/null | sed 's|^/||')
 [ -d dist ] || npx tsc -p tsconfig.json
