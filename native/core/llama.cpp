@@ -77,25 +77,14 @@ at::Tensor rotate_half(const at::Tensor& x) {
 }  // namespace
 
 namespace {
-// Set while generate() decodes on this thread: its linear layers on a few rows take the skinny
-// kernel. Only there: training, scoring and checkpointing's recompute keep libtorch's products, so
-// their results stay what they were, bit for bit.
-thread_local bool t_decoding = false;
-struct Decoding {
-  Decoding() { t_decoding = true; }
-  ~Decoding() { t_decoding = false; }
-};
-}  // namespace
-
-namespace {
 // A float32 master tensor (LoRA factors, latent pools of a bfloat16 model) in the compute dtype of
 // `x`: the cast is part of the graph, so its gradient reaches the master in float32.
 at::Tensor as_compute(const at::Tensor& t, const at::Tensor& x) { return t.scalar_type() == x.scalar_type() ? t : t.to(x.scalar_type()); }
 }  // namespace
 
-at::Tensor LinearLayer::forward(const at::Tensor& x, bool adapters) const {
+at::Tensor LinearLayer::forward(const at::Tensor& x, bool adapters, bool decoding) const {
   at::Tensor y;
-  if (t_decoding && skinny_applies(x, weight)) {
+  if (decoding && skinny_applies(x, weight)) {
     y = skinny_linear(x, weight, bias);
     if (adapters && lora_A.defined()) y.add_(at::linear(at::linear(x, lora_A), lora_B), lora_scale);
   } else if (adapters && lora_A.defined()) {
@@ -327,9 +316,10 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
   };
   at::Tensor h = h_in;
   const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
-  const at::Tensor q = rope(layer.q.forward(x, adapters).view({b, t, nh, hd}));
-  at::Tensor k = rope(layer.k.forward(x, adapters).view({b, t, kvh, hd}));
-  at::Tensor v = layer.v.forward(x, adapters).view({b, t, kvh, hd}).transpose(1, 2);
+  const bool decoding = cache != nullptr;  // only generate() keeps a KV cache
+  const at::Tensor q = rope(layer.q.forward(x, adapters, decoding).view({b, t, nh, hd}));
+  at::Tensor k = rope(layer.k.forward(x, adapters, decoding).view({b, t, kvh, hd}));
+  at::Tensor v = layer.v.forward(x, adapters, decoding).view({b, t, kvh, hd}).transpose(1, 2);
   if (cache) {
     cache->k[l].narrow(2, past, t).copy_(k);
     cache->v[l].narrow(2, past, t).copy_(v);
@@ -348,7 +338,7 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
                         : at::scaled_dot_product_attention(q, k, v, ctx.mask.defined() ? std::optional<at::Tensor>(ctx.mask) : std::nullopt,
                                                            0.0, ctx.causal_only, ctx.scale, gqa);
   const at::Tensor attn = heads_out.transpose(1, 2).reshape({b, t, nh * hd});
-  at::Tensor o = layer.o.forward(attn, adapters);
+  at::Tensor o = layer.o.forward(attn, adapters, decoding);
   if (ctx.latent) {
     if (const auto pool = latent_pools_.find(static_cast<int64_t>(l)); pool != latent_pools_.end()) {
       LatentMixtureArgs m;
@@ -362,7 +352,7 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
   }
   h = h + o;
   const at::Tensor y = rms_norm(h, layer.post_attention_norm, c.rms_norm_eps);
-  return h + layer.down.forward(at::silu(layer.gate.forward(y, adapters)) * layer.up.forward(y, adapters), adapters);
+  return h + layer.down.forward(at::silu(layer.gate.forward(y, adapters, decoding)) * layer.up.forward(y, adapters, decoding), adapters, decoding);
 }
 
 at::Tensor LlamaModel::hidden_states(const at::Tensor& ids_in, const at::Tensor& mask_in, bool adapters,
@@ -420,7 +410,6 @@ at::Tensor LlamaModel::generate(const at::Tensor& ids_in, const at::Tensor& mask
   if (!(o.temperature >= 0.0) || !(o.top_p > 0.0 && o.top_p <= 1.0))
     throw_range(std::string(op) + ": temperature must be >= 0 and topP in (0, 1]");
   at::NoGradGuard no_grad;
-  const Decoding decoding;
   const int64_t b = ids.size(0), t = ids.size(1), total = t + o.max_new_tokens;
   const at::Tensor prompt_mask = attention_mask.defined() ? attention_mask.ne(0).to(at::kLong) : at::ones_like(ids);
   // Left padding: each sequence's first real token is at position 0 (as transformers' generate).

@@ -30,7 +30,10 @@ struct LinearLayer {
   };
   std::vector<Frozen> stacked;
 
-  at::Tensor forward(const at::Tensor& x, bool adapters) const;
+  // `decoding`: a generation step with a KV cache, where a few rows of x take the skinny kernel
+  // (only there: training, scoring and checkpointing's recompute keep libtorch's products, so
+  // their results stay what they were, bit for bit).
+  at::Tensor forward(const at::Tensor& x, bool adapters, bool decoding = false) const;
 };
 
 // Keys and values of past positions, per layer (b, kv_heads, capacity, head_dim).
