@@ -1,16 +1,25 @@
 #include "core/optim.h"
 
+#include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/_foreach_addcdiv.h>
+#include <ATen/ops/_foreach_addcmul.h>
+#include <ATen/ops/_foreach_div.h>
+#include <ATen/ops/_foreach_lerp.h>
+#include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_sqrt.h>
 #include <ATen/ops/stack.h>
 #include <ATen/core/grad_mode.h>
 
 #include <cmath>
+#include <map>
 
 #include "core/checks.h"
 
 namespace jfa {
 
 void adamw_step(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& exp_avg,
-                const std::vector<at::Tensor>& exp_avg_sq, const at::Tensor& steps, const AdamWOptions& o) {
+                const std::vector<at::Tensor>& exp_avg_sq, const at::Tensor& steps, const AdamWOptions& o,
+                std::optional<bool> foreach) {
   const char* op = "adamwStep";
   if (exp_avg.size() != params.size() || exp_avg_sq.size() != params.size())
     throw_range(std::string(op) + ": " + std::to_string(params.size()) + " parameters but " + std::to_string(exp_avg.size()) +
@@ -25,10 +34,39 @@ void adamw_step(const std::vector<at::Tensor>& params, const std::vector<at::Ten
     check_float_tensor(params[i], op, name.c_str());
     if (exp_avg[i].sizes() != params[i].sizes() || exp_avg_sq[i].sizes() != params[i].sizes())
       throw_range(std::string(op) + ": the moment buffers of " + name + " do not have its shape " + shape_str(params[i].sizes()));
+    check_same_kind(exp_avg[i], params[i], op, "a moment buffer", name.c_str());
+    check_same_kind(exp_avg_sq[i], params[i], op, "a moment buffer", name.c_str());
   }
   at::NoGradGuard no_grad;
   const at::Tensor counts = steps.contiguous();
   int64_t* count = counts.data_ptr<int64_t>();
+  if (foreach.value_or(!params.empty() && !params[0].device().is_cpu())) {
+    // The same operations in the same order, over every parameter of one count at once.
+    std::map<int64_t, std::vector<size_t>> by_step;
+    for (size_t i = 0; i < params.size(); ++i)
+      if (params[i].grad().defined()) by_step[++count[i]].push_back(i);
+    for (const auto& [step, members] : by_step) {
+      std::vector<at::Tensor> P, G, M, V;
+      for (size_t i : members) {
+        P.push_back(params[i]);
+        G.push_back(params[i].grad());
+        M.push_back(exp_avg[i]);
+        V.push_back(exp_avg_sq[i]);
+      }
+      const double bias1 = 1.0 - std::pow(o.beta1, static_cast<double>(step));
+      const double bias2 = 1.0 - std::pow(o.beta2, static_cast<double>(step));
+      at::_foreach_mul_(P, 1.0 - o.lr * o.weight_decay);
+      at::_foreach_lerp_(M, G, 1.0 - o.beta1);
+      at::_foreach_mul_(V, o.beta2);
+      at::_foreach_addcmul_(V, G, G, 1.0 - o.beta2);
+      std::vector<at::Tensor> denom = at::_foreach_sqrt(V);
+      at::_foreach_div_(denom, std::sqrt(bias2));
+      at::_foreach_add_(denom, o.eps);
+      at::_foreach_addcdiv_(P, M, denom, -o.lr / bias1);
+    }
+    if (!counts.is_same(steps)) steps.copy_(counts);
+    return;
+  }
   for (size_t i = 0; i < params.size(); ++i) {
     const at::Tensor& p = params[i];
     const at::Tensor& g = p.grad();

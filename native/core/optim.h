@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 namespace jfa {
@@ -19,8 +20,12 @@ struct AdamWOptions {
 // One step for every parameter with a gradient. exp_avg and exp_avg_sq are the per-parameter moment
 // buffers; steps (int64, one per parameter) counts each parameter's own updates, as torch does
 // (a parameter without a gradient is skipped and its count, which sets the bias corrections, stays).
+// On a GPU the update runs as multi-tensor (_foreach_) ops over every parameter with the same count
+// (a handful of kernels a step instead of seven per parameter); `foreach` forces either way (the
+// CPU tests check that both give the same bits).
 void adamw_step(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& exp_avg,
-                const std::vector<at::Tensor>& exp_avg_sq, const at::Tensor& steps, const AdamWOptions& options);
+                const std::vector<at::Tensor>& exp_avg_sq, const at::Tensor& steps, const AdamWOptions& options,
+                std::optional<bool> foreach = std::nullopt);
 
 // Scales every gradient by min(1, max_norm / total_norm); returns the total L2 norm before clipping.
 double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);

@@ -37,6 +37,7 @@
 #include "core/json.h"
 #include "core/llama.h"
 #include "core/lora.h"
+#include "core/optim.h"
 #include "core/ops.h"
 #include "core/projection.h"
 #include "core/runtime.h"
@@ -283,6 +284,35 @@ void test_kernels() {
     std::printf("  pcgrad gram: batched vs blockwise, worst relative difference %.3g\n", worst);
     EXPECT(blockwise.size() == 16 && worst < 1e-6);
     EXPECT(blockwise[5] > 60000 && blockwise[5] < 80000);  // |g_1|^2 ~ 70000
+  }
+
+  // AdamW's multi-tensor path (the GPU's) gives the per-parameter loop's bits, over 3 steps, with a
+  // parameter that misses a gradient in step 2 (so the counts, and the groups, differ).
+  {
+    auto make = [] {
+      std::vector<at::Tensor> p;
+      for (uint64_t i = 0; i < 3; ++i) p.push_back(jfa::randn({5, 7}, c10::kFloat, 40 + i));
+      return p;
+    };
+    std::vector<at::Tensor> P[2] = {make(), make()}, M[2], V[2];
+    at::Tensor steps[2] = {at::zeros({3}, at::kLong), at::zeros({3}, at::kLong)};
+    for (int s = 0; s < 2; ++s)
+      for (auto& p : P[s]) {
+        M[s].push_back(at::zeros_like(p));
+        V[s].push_back(at::zeros_like(p));
+      }
+    jfa::AdamWOptions o;
+    o.lr = 0.01;
+    o.weight_decay = 0.1;
+    for (int step = 0; step < 3; ++step)
+      for (int s = 0; s < 2; ++s) {
+        for (size_t i = 0; i < 3; ++i)
+          P[s][i].mutable_grad() = step == 1 && i == 2 ? at::Tensor() : jfa::randn({5, 7}, c10::kFloat, 100 + step * 10 + i);
+        jfa::adamw_step(P[s], M[s], V[s], steps[s], o, s == 1);
+      }
+    bool same = at::equal(steps[0], steps[1]) && steps[0][2].item<int64_t>() == 2;
+    for (size_t i = 0; i < 3; ++i) same = same && at::equal(P[0][i], P[1][i]) && at::equal(M[0][i], M[1][i]) && at::equal(V[0][i], V[1][i]);
+    EXPECT(same);
   }
 
   jfa::DivergenceArgs d;
