@@ -353,11 +353,20 @@ describe('the GPU check script', () => {
         encoding: 'utf8',
         cwd: root,
         timeout: 60_000,
-        env: { ...process.env, OUT: out, JFA_CHECK_NVIDIA_SMI: join(out, 'no-nvidia-smi') },
+        env: { ...process.env, OUT: out, JFA_CHECK_NVIDIA_SMI: join(out, 'no-nvidia-smi'), JFA_CHECK_DRY_RUN: '' },
       });
       expect(r.status).toBe(2);
       expect(r.stderr).toContain('check.sh: no NVIDIA GPU');
       expect(readFileSync(join(out, 'check.log'), 'utf8')).toContain('no NVIDIA GPU');
+      // A dry-run mode it does not know stops it before any work too.
+      const bad = spawnSync('bash', [join(root, 'scripts', 'device', 'check.sh')], {
+        encoding: 'utf8',
+        cwd: root,
+        timeout: 60_000,
+        env: { ...process.env, OUT: out, JFA_CHECK_DRY_RUN: 'gpu' },
+      });
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toContain("JFA_CHECK_DRY_RUN must be 'cpu' or unset, got 'gpu'");
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check (issue 14), for a machine with an NVIDIA GPU, PyTorch, nvcc, CMake and ninja but no
 # Node: unpacks .device/ (scripts/device/prepare.sh made it), builds the addon against that
-# machine's torch, runs the device and kernel parity tests on CUDA (test/29 with fp32/bf16
-# tolerances, test/09 and test/12), then bench:ops (fp32 and bf16) and bench:step (preset 1b-bf16:
-# a ~1.1B Llama in bf16) on the GPU against the PyTorch references on the same GPU.
+# machine's torch, runs the device parity tests on CUDA (test/29: fp32 and bf16 against the CPU),
+# then bench:step (preset 1b-bf16: a ~1.1B Llama in bf16) and bench:ops (fp32 and bf16) on the GPU
+# against the PyTorch references on the same GPU, then test/29's CUDA tests on libtorch's path.
 # Everything it prints goes to $OUT/check.log too, each step's output to $OUT/<step>.log, the
 # benchmarks' results to $OUT/bench-ops.json and $OUT/bench-step.json: 8 files in all (the device
 # runner returns at most 8). Exit 2 when there is no GPU, 1 when a step failed.
@@ -95,27 +95,30 @@ export JFA_ADDON=$PWD/build-device/Release/jfa_torch.node LIBTORCH=$torch_dir
 export JFA_TEST_PYTHON
 JFA_TEST_PYTHON=$(command -v "$python")
 
-# 4. Parity on CUDA: the device suite (fp32 1e-4; the kernel against the CPU), kernels and model.
-step parity 180 node node_modules/vitest/vitest.mjs run test/29.device.test.ts test/09.kernels.test.ts \
+# 4. Parity on CUDA: the device suite (fp32 1e-4 and bf16 against the CPU: tensors, logits with
+# and without padding and GQA, generation, JFA training, the divergence kernel).
+step parity 180 node node_modules/vitest/vitest.mjs run test/29.device.test.ts \
   --reporter=default --reporter=json --outputFile.json="$scratch/parity.json" || failed=1
 [ -f "$scratch/parity.json" ] && log "parity: $(node -e 'const r = require(process.argv[1]); console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests} skipped of ${r.numTotalTests}`)' "$scratch/parity.json" 2>&1)"
-# The divergence kernel against libtorch's path on the same GPU.
-JFA_CUDA_KERNELS=0 step parity-libtorch-path 120 node node_modules/vitest/vitest.mjs run test/29.device.test.ts || failed=1
 
 # 5. Benchmarks on the GPU against PyTorch (transformers + PEFT) on the same GPU, run by this
-# machine's python: bench:ops in fp32 and bf16 (time and the allocator's peak per op), and bench:step
-# at preset 1b-bf16 (a ~1.1B Llama, TinyLlama's shape, random bf16 weights; tokens/s, the ratio,
-# peak GPU memory and MFU on both sides). Results: $OUT/bench-ops.json and $OUT/bench-step.json.
+# machine's python: bench:step at preset 1b-bf16 first (a ~1.1B Llama, TinyLlama's shape, random
+# bf16 weights; tokens/s, the ratio, peak GPU memory and MFU on both sides), then bench:ops in fp32
+# and bf16 (time and the allocator's peak per op). Results: $OUT/bench-step.json and $OUT/bench-ops.json.
 export JFA_BENCH_PYTHON
 JFA_BENCH_PYTHON=$(command -v "$python")
 if refs=$("$python" -c 'import transformers, peft; print("transformers", transformers.__version__, "peft", peft.__version__)' 2>&1); then
   log "references: $refs"
-  JFA_BENCH_DEVICE=$bench_device step bench-ops 90 node scripts/bench/ops.mjs --preset "$ops_presets" --repeats 10 --json-out "$OUT/bench-ops.json" || failed=1
   JFA_BENCH_DEVICE=$bench_device JFA_BENCH_PRESET=$step_preset step bench-step 210 node scripts/bench/step.mjs --json-out "$OUT/bench-step.json" || failed=1
+  JFA_BENCH_DEVICE=$bench_device step bench-ops 90 node scripts/bench/ops.mjs --preset "$ops_presets" --repeats 10 --json-out "$OUT/bench-ops.json" || failed=1
 else
   log "bench: $python cannot import transformers and peft (the references need them): $(echo "$refs" | tail -1); bench:ops and bench:step not run"
   failed=1
 fi
+
+# 6. With what time is left: the CUDA tests again on libtorch's divergence path (JFA_CUDA_KERNELS=0),
+# the reference for our kernel on the same GPU.
+JFA_CUDA_KERNELS=0 step parity-libtorch-path 90 node node_modules/vitest/vitest.mjs run test/29.device.test.ts -t CUDA || failed=1
 [ "$dry" = cpu ] || { echo "--- nvidia-smi at the end"; "$smi" 2>&1; } >>"$OUT/check.log"
 log "done in $(( $(date +%s) - started )) s, $([ $failed = 0 ] && echo 'every step passed' || echo 'some steps failed'); outputs in $OUT"
 exit $failed
