@@ -15,14 +15,16 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Logits per chunk: about 16 MiB of float32, whatever the vocabulary.
+// Logits per chunk: about 16 MiB of float32 on the CPU, whatever the vocabulary; 64 MiB on a GPU,
+// where each chunk's products must be large enough to fill it (512 rows at a 32k vocabulary).
 constexpr int64_t kChunkElements = int64_t{1} << 22;
+constexpr int64_t kCudaChunkElements = int64_t{1} << 24;
 
 struct HeadCrossEntropyFn : public torch::autograd::Function<HeadCrossEntropyFn> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                             bool grad_hidden, bool grad_weight) {
     const int64_t n = hidden.size(0), V = weight.size(0);
-    const int64_t chunk = std::max<int64_t>(1, kChunkElements / V);
+    const int64_t chunk = std::max<int64_t>(1, (hidden.device().is_cpu() ? kChunkElements : kCudaChunkElements) / V);
     const at::Tensor gh = grad_hidden ? at::empty_like(hidden, at::MemoryFormat::Contiguous) : at::Tensor();
     const at::Tensor gw = grad_weight ? at::zeros_like(weight, at::MemoryFormat::Contiguous) : at::Tensor();
     at::Tensor total = at::zeros({}, hidden.options().dtype(at::kFloat));
