@@ -8,9 +8,11 @@
 // Then checks the result: the addon needs libtorch_cuda.so and holds the divergence kernel's
 // device code. Prints "cuda-build: passed in N s" or "cuda-build: failed: why"; scripts/test.mjs
 // runs it when JFA_CUDA_BUILD=1 (.ci/run sets it) and counts it as one test.
-// Environment: JFA_CUDA_TORCH (default 2.14.1), PYTHON (default python3).
+// With JFA_CUDA_RUN=1 it then loads that addon with that torch on this GPU-less machine and runs
+// test/29 and test/12 with it.
+// Environment: JFA_CUDA_TORCH (default 2.14.1), PYTHON (default python3), JFA_CUDA_RUN.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -82,4 +84,28 @@ if (!/jfa::cuda::kl_rows/.test(symbols)) fail(`${addon} lacks jfa::cuda::kl_rows
 if (!/kl_rows_kernel/.test(symbols)) fail(`${addon} lacks the kl_rows_kernel device stubs`);
 const arches = existsSync(cuobjdump) ? (spawnSync(cuobjdump, ['--list-elf', addon], { encoding: 'utf8' }).stdout ?? '').match(/sm_\d+/g) : null;
 console.log(`cuda-build: ${addon} needs libtorch_cuda, has kl_rows${arches ? ` (cubins: ${[...new Set(arches)].join(' ')})` : ''}`);
+
+// 4. With JFA_CUDA_RUN=1 (.ci/run sets it): the CUDA build run on this CPU machine. libtorch_cuda
+// needs the CUDA runtime libraries to load (cuBLAS, cuDNN, NCCL, ...: the wheels torch requires,
+// about 3.4 GB), but no driver or GPU. Then test/29 (devices: the errors of a CUDA libtorch with no
+// GPU, bf16 and JFA training on the CPU) and test/12 (the Llama model against transformers) run
+// with this addon and this libtorch: a CUDA build's CPU results are the CPU build's.
+if (process.env.JFA_CUDA_RUN === '1') {
+  const t2 = Date.now();
+  const metadata = readFileSync(join(site, `torch-${torchVersion}.dist-info`, 'METADATA'), 'utf8');
+  const runtime = [...metadata.matchAll(/^Requires-Dist: ((?:nvidia-|cuda-toolkit)[^;\s]*(?:\[[^\]]*\])?[^;]*?)\s*(?:;.*)?$/gm)].map((m) => m[1].replace(/\s+/g, ''));
+  if (!runtime.length) fail(`no nvidia-* / cuda-toolkit requirement found in torch ${torchVersion}'s METADATA`);
+  if (!existsSync(join(site, 'nvidia', 'cublas')) || !existsSync(join(site, 'nvidia', 'cudnn'))) {
+    const pip = [join(venv, 'bin', 'python'), '-m', 'pip', 'install', '--retries', '1', '--timeout', '15', '--no-input', '--quiet'];
+    if (run(pip[0], [...pip.slice(1), ...runtime]) !== 0) fail(`pip could not install torch's CUDA runtime wheels (${runtime.join(' ')})`);
+  }
+  console.log(`cuda-build: runtime wheels ready in ${secs(t2)} s (${runtime.join(' ')})`);
+  const t3 = Date.now();
+  const tests = run(process.execPath, [join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', 'test/29.device.test.ts', 'test/12.llama.test.ts'], {
+    JFA_ADDON: addon,
+    LIBTORCH: join(site, 'torch'),
+  });
+  if (tests !== 0) fail(`test/29 and test/12 with the CUDA build failed (exit ${tests})`);
+  console.log(`cuda-build: test/29 and test/12 passed with the CUDA build and torch ${torchVersion} (no GPU) in ${secs(t3)} s`);
+}
 console.log(`cuda-build: passed in ${secs(started)} s`);

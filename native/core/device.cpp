@@ -23,7 +23,7 @@ c10::Device parse_device(const std::string& name, const char* op) {
     throw_range(where + " is not a device; use 'cpu', 'cuda' or 'cuda:N' (N a GPU index from 0)");
   }
   if (device.is_cpu()) return device;
-  if (!at::globalContext().hasCUDA() && !at::detail::getCUDAHooks().hasCUDA()) {
+  if (!cuda::built() && !at::globalContext().hasCUDA() && !at::detail::getCUDAHooks().hasCUDA()) {
     throw_generic(where + ": this libtorch (" JFA_TORCH_BUILD_VERSION
                   ") has no CUDA; install a CUDA torch (e.g. `pip install torch --index-url "
                   "https://download.pytorch.org/whl/cu130` into .venv, or set LIBTORCH to a CUDA libtorch) and rebuild "

@@ -1,5 +1,7 @@
 #include "core/runtime.h"
 
+#include "core/cuda/cuda.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -27,7 +29,9 @@ RuntimeInfo runtime_info() {
   info.torch_version = JFA_TORCH_BUILD_VERSION;
   info.faiss_version = std::to_string(FAISS_VERSION_MAJOR) + "." + std::to_string(FAISS_VERSION_MINOR) + "." +
                        std::to_string(FAISS_VERSION_PATCH);
-  info.cuda_built = at::detail::getCUDAHooks().hasCUDA() || at::globalContext().hasCUDA();
+  // A CUDA libtorch on a machine without a driver or GPU reports hasCUDA() false: this addon's own
+  // CUDA build says that the libtorch has CUDA all the same (the device count then says there is no GPU).
+  info.cuda_built = cuda::built() || at::detail::getCUDAHooks().hasCUDA() || at::globalContext().hasCUDA();
   info.cuda_devices = info.cuda_built ? at::detail::getCUDAHooks().deviceCount() : 0;
   info.mkl = at::hasMKL();
   info.openmp = AT_PARALLEL_OPENMP;
