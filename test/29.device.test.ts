@@ -353,7 +353,7 @@ describe('the GPU check script', () => {
         encoding: 'utf8',
         cwd: root,
         timeout: 60_000,
-        env: { ...process.env, OUT: out, JFA_CHECK_NVIDIA_SMI: join(out, 'no-nvidia-smi'), JFA_CHECK_DRY_RUN: '' },
+        env: { ...process.env, OUT: out, JFA_CHECK_NVIDIA_SMI: join(out, 'no-nvidia-smi'), JFA_CHECK_DRY_RUN: '', JFA_CHECK_RUNNING: '' },
       });
       expect(r.status).toBe(2);
       expect(r.stderr).toContain('check.sh: no NVIDIA GPU');
@@ -363,10 +363,19 @@ describe('the GPU check script', () => {
         encoding: 'utf8',
         cwd: root,
         timeout: 60_000,
-        env: { ...process.env, OUT: out, JFA_CHECK_DRY_RUN: 'gpu' },
+        env: { ...process.env, OUT: out, JFA_CHECK_DRY_RUN: 'gpu', JFA_CHECK_RUNNING: '' },
       });
       expect(bad.status).toBe(2);
       expect(bad.stderr).toContain("JFA_CHECK_DRY_RUN must be 'cpu' or unset, got 'gpu'");
+      // Never one check inside another (a check runs this very test).
+      const nested = spawnSync('bash', [join(root, 'scripts', 'device', 'check.sh')], {
+        encoding: 'utf8',
+        cwd: root,
+        timeout: 60_000,
+        env: { ...process.env, OUT: out, JFA_CHECK_RUNNING: '4242' },
+      });
+      expect(nested.status).toBe(2);
+      expect(nested.stderr).toContain('already inside a GPU check (JFA_CHECK_RUNNING=4242)');
     } finally {
       rmSync(out, { recursive: true, force: true });
     }

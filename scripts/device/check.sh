@@ -14,6 +14,12 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
 log() { echo "check.sh: $*" | tee -a "$OUT/check.log" >&2; }
+# Not inside another check: test/29 runs this script (its no-GPU path), and a check runs test/29.
+if [ -n "${JFA_CHECK_RUNNING:-}" ]; then
+  log "already inside a GPU check (JFA_CHECK_RUNNING=$JFA_CHECK_RUNNING): not starting another"
+  exit 2
+fi
+export JFA_CHECK_RUNNING=$$
 started=$(date +%s)
 deadline=$(( started + ${JFA_CHECK_BUDGET_S:-570} ))
 scratch=$(mktemp -d)  # what need not come back: the runner returns at most 8 files from $OUT
