@@ -69,6 +69,15 @@ void check_same_kind(const at::Tensor& t, const at::Tensor& like, const char* op
   check_same_device(t, like, op, name, like_name);
 }
 
+void check_master_kind(const at::Tensor& t, c10::ScalarType other, const at::Tensor& like, const char* op, const char* name,
+                       const char* what, const char* like_name) {
+  check_float_tensor(t, op, name);
+  if (t.scalar_type() != at::kFloat && t.scalar_type() != other)
+    throw_type(std::string(op) + ": " + name + " is " + dtype_name(t.scalar_type()) + "; " + what + " must be float32 or " + like_name +
+               "'s " + dtype_name(other));
+  check_same_device(t, like, op, name, like_name);
+}
+
 void check_dims(const at::Tensor& t, int64_t dims, const char* op, const char* name) {
   if (t.dim() != dims)
     throw_range(std::string(op) + ": " + name + " must have " + std::to_string(dims) + " dimensions, got shape " +

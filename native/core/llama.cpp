@@ -358,7 +358,7 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
 at::Tensor LlamaModel::hidden_states(const at::Tensor& ids_in, const at::Tensor& mask_in, bool adapters,
                                      const LatentCall* latent_in) const {
   const at::Tensor ids = placed(ids_in), attention_mask = placed(mask_in);
-  const std::optional<LatentCall> latent_placed = latent_in ? std::optional<LatentCall>(placed(*latent_in)) : std::nullopt;
+  const std::optional<LatentCall> latent_placed = placed(latent_in);
   const LatentCall* latent = latent_placed ? &*latent_placed : nullptr;
   check_ids(ids, attention_mask, "model.forward");
   // Positions 0..t-1 whatever the padding, as transformers' forward does (pad on the right).
@@ -374,13 +374,8 @@ void LlamaModel::set_latent_pool(int64_t layer, const at::Tensor& A, const at::T
     throw_range(std::string(op) + ": layer " + std::to_string(layer) + " is outside 0.." + std::to_string(config_.num_hidden_layers - 1));
   const int64_t in = config_.num_attention_heads * config_.head_dim, out = config_.hidden_size;
   // The pool is the model's dtype or float32 (trained masters of a bfloat16 model), on its device.
-  for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{A, "A"}, {B, "B"}}) {
-    check_float_tensor(t, op, name);
-    if (t.scalar_type() != at::kFloat && t.scalar_type() != dtype_)
-      throw_type(std::string(op) + ": " + name + " is " + dtype_name(t.scalar_type()) + "; the pool must be float32 or the model's " +
-                 dtype_name(dtype_));
-    check_same_device(t, embed_tokens, op, name, "the model's weights");
-  }
+  check_master_kind(A, dtype_, embed_tokens, op, "A", "the pool", "the model");
+  check_master_kind(B, dtype_, embed_tokens, op, "B", "the pool", "the model");
   check_dims(A, 3, op, "A");
   check_dims(B, 3, op, "B");
   if (A.size(2) != in || B.size(1) != out || A.size(0) != B.size(0) || A.size(1) != B.size(2))
@@ -389,9 +384,10 @@ void LlamaModel::set_latent_pool(int64_t layer, const at::Tensor& A, const at::T
   latent_pools_[layer] = {A, B};
 }
 
-at::Tensor LlamaModel::mean_pooled(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters) const {
+at::Tensor LlamaModel::mean_pooled(const at::Tensor& ids_in, const at::Tensor& mask_in, bool adapters) const {
+  const at::Tensor ids = placed(ids_in), attention_mask = placed(mask_in);
   const at::Tensor h = hidden_states(ids, attention_mask, adapters);
-  const at::Tensor m = (attention_mask.defined() ? placed(attention_mask).ne(0) : at::ones_like(placed(ids)).ne(0)).to(h.scalar_type()).unsqueeze(-1);
+  const at::Tensor m = (attention_mask.defined() ? attention_mask.ne(0) : at::ones_like(ids).ne(0)).to(h.scalar_type()).unsqueeze(-1);
   return (h * m).sum(1) / m.sum(1).clamp_min(1);
 }
 
@@ -399,7 +395,7 @@ at::Tensor LlamaModel::generate(const at::Tensor& ids_in, const at::Tensor& mask
                                 bool adapters, const LatentCall* latent_in) const {
   const char* op = "generate";
   const at::Tensor ids = placed(ids_in), attention_mask = placed(mask_in);
-  const std::optional<LatentCall> latent_placed = latent_in ? std::optional<LatentCall>(placed(*latent_in)) : std::nullopt;
+  const std::optional<LatentCall> latent_placed = placed(latent_in);
   const LatentCall* latent = latent_placed ? &*latent_placed : nullptr;
   check_ids(ids, attention_mask, op);
   if (latent) check_latent(*latent, ids.size(0), op);

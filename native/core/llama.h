@@ -74,6 +74,7 @@ class LlamaModel {
   // CPU, and a CUDA model takes them as they are (the copy is the only cost; on the CPU, none).
   at::Tensor placed(const at::Tensor& t) const { return t.defined() && t.device() != device() ? t.to(device()) : t; }
   LatentCall placed(const LatentCall& l) const { return LatentCall{placed(l.indices), placed(l.weights)}; }
+  std::optional<LatentCall> placed(const LatentCall* l) const { return l ? std::optional<LatentCall>(placed(*l)) : std::nullopt; }
 
   const LlamaConfig& config() const { return config_; }
   c10::ScalarType dtype() const { return dtype_; }

@@ -153,12 +153,8 @@ void lora_merge(at::Tensor& W, const at::Tensor& A, const at::Tensor& B, double 
   const char* op = unmerge ? "loraUnmerge" : "loraMerge";
   check_float_tensor(W, op, "W");
   // The factors are W's dtype, or float32 masters of a lower-precision W.
-  for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{A, "A"}, {B, "B"}}) {
-    check_float_tensor(t, op, name);
-    if (t.scalar_type() != W.scalar_type() && t.scalar_type() != at::kFloat)
-      throw_type(std::string(op) + ": " + name + " is " + dtype_name(t.scalar_type()) + " but W is " + dtype_name(W.scalar_type()));
-    check_same_device(t, W, op, name, "W");
-  }
+  check_master_kind(A, W.scalar_type(), W, op, "A", "the factors", "W");
+  check_master_kind(B, W.scalar_type(), W, op, "B", "the factors", "W");
   if (A.scalar_type() != B.scalar_type())
     throw_type(std::string(op) + ": A is " + dtype_name(A.scalar_type()) + " but B is " + dtype_name(B.scalar_type()));
   check_dims(W, 2, op, "W");
