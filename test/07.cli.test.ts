@@ -71,7 +71,7 @@ describe('jfa command', () => {
       config,
       [
         'methods: [sft, flashback, jfa, jfa-no-latent]',
-        'base: { pretrain: true, hiddenSize: 32, layers: 1, heads: 2, merges: 50, oldTrainPerSuite: 16, skills: 20, epochs: 1, microBatch: 8, evalPerSuite: 0 }',
+        'base: { pretrain: true, hiddenSize: 32, layers: 1, heads: 2, merges: 50, oldTrainPerSuite: 16, steps: 12, inContextSteps: 4, microBatch: 8, evalPerSuite: 0, probes: 0 }',
         'train: { records: 16, microBatch: 4, accumulation: 2, groups: 2, perGroup: 2, latentRank: 2 }',
         'eval: { oldPerSuite: 4, newTasks: 3, newInstancesPerTask: 1, maxNewTokens: 4 }',
       ].join('\n'),
@@ -79,7 +79,7 @@ describe('jfa command', () => {
     try {
       const first = jfa('demo', '--config', config, '--out', join(out, 'run'));
       expect(first.status, first.stderr).toBe(0);
-      expect(first.stderr).toMatch(/base model: 0\.0\dM parameters, 100 records x 1 epochs/);
+      expect(first.stderr).toMatch(/base model: 0\.0\dM parameters, 12 steps of fresh records/);
       const table = first.stdout.split('\n');
       expect(table[0]).toMatch(/^method\s+new ROUGE-L\s+new EM\s+seen ROUGE-L\s+arith-gsm/);
       for (const m of ['base', 'sft', 'flashback', 'jfa', 'jfa --no-latent']) expect(table.some((l) => l.startsWith(`${m} `))).toBe(true);

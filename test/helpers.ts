@@ -21,6 +21,11 @@ export function python<T>(code: string): T {
   return JSON.parse(r.stdout) as T;
 }
 
+/** Runs the built `jfa` command from the package root; returns its exit code and output. */
+export function jfa(...args: string[]) {
+  return spawnSync(process.execPath, [join(root, 'dist', 'cli', 'main.js'), ...args], { encoding: 'utf8', cwd: root, timeout: 300_000 });
+}
+
 /** Runs an ES module snippet in a fresh Node process from the package root; returns its exit code and output. */
 export function node(code: string, env: NodeJS.ProcessEnv = {}, args: string[] = []) {
   const r = spawnSync(process.execPath, [...args, '--input-type=module', '-e', code], {

@@ -2,17 +2,21 @@
 // the exact command, the data it saw, its wall time, size, weights hash and old-suite scores. The
 // demo's shipped base (models/jfa-base) was made by this code; the demo checks its hash.
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 
 import { z } from 'zod';
 
 import { readJsonl } from '../data/jsonl.js';
 import { OLD_SUITE_NAMES, type OldSuiteName } from '../data/old-tasks.js';
-import { type InstanceRecord } from '../data/records.js';
+import { PROBE_NAMES, type ProbeName, probeRecords } from '../data/probes.js';
+import { type InstanceRecord, promptKey } from '../data/records.js';
+import { createStream, type RecordStream } from '../data/stream.js';
 import { generateSuite, type Suite, type SuiteOptions } from '../data/suite.js';
 import { evaluateOld } from '../jfa/evaluate.js';
+import { CHECKPOINT, removeCheckpoint } from '../jfa/checkpoint.js';
 import { pretrain } from '../jfa/pretrain.js';
+import { probe } from '../jfa/probe.js';
 import { learnMerges } from '../model/bpe.js';
 import { createModel, intermediateSize } from '../model/create.js';
 import { LlamaModel } from '../model/llama.js';
@@ -22,22 +26,34 @@ import { readJson, writeFileAtomic } from '../util/files.js';
 import { progress } from './progress.js';
 
 const int = z.number().int().positive();
+const share = z.number().nonnegative();
 
 /**
  * Pretraining settings. The defaults are the shipped base's (models/jfa-base/jfa-base.json records
- * the command that made it): a 4-layer, 256-wide Llama trained on the five old suites' training
- * data and on general skills, for 4 epochs.
+ * the command that made it). On generated data the records are a fresh stream, never repeated, in
+ * two phases: the in-context skills alone (copy, look up, match an option: they need induction
+ * heads, which form only when such data dominates), then the old suites, all general skills and the
+ * in-context skills mixed, by the shares given.
  */
 export const baseSchema = z.object({
   hiddenSize: int.default(256),
   layers: int.default(4),
   heads: int.default(4),
   merges: z.number().int().nonnegative().default(400),
-  /** generated data only: old-task training records per suite, general-skill records, and their seed */
+  /** generated data: old-task training records per suite in the suite (replay's old data; the tokenizer's text) */
   oldTrainPerSuite: int.default(6000),
-  skills: z.number().int().nonnegative().default(15000),
+  /** generated data: the seed of the suites */
   dataSeed: z.number().int().nonnegative().default(1),
-  epochs: int.default(4),
+  /** generated data: optimisation steps in all */
+  steps: int.default(30000),
+  /** generated data: steps of the first phase, the in-context skills alone */
+  inContextSteps: z.number().int().nonnegative().default(3000),
+  /** generated data, second phase: shares of old-suite, general-skill and in-context records */
+  oldShare: share.default(0.5),
+  skillShare: share.default(0.25),
+  inContextShare: share.default(0.25),
+  /** --data files only: passes over them */
+  epochs: int.default(1),
   /**
    * Measured: at 3e-3 a small Llama barely learns to copy from its prompt (a 4-layer, 128-wide one
    * copying word lists: 67% token accuracy after 1,500 steps, against 99.7% at 1e-3; a 2-layer one
@@ -49,6 +65,10 @@ export const baseSchema = z.object({
   maxTokens: int.default(200),
   /** old-suite evaluation records per suite scored after pretraining, for the card (0: none) */
   evalPerSuite: z.number().int().nonnegative().default(200),
+  /** probe records per skill scored after pretraining, for the card (0: none) */
+  probes: z.number().int().nonnegative().default(100),
+  /** score the probes every this many steps into the checkpoint folder's metrics.jsonl (0: never) */
+  probeEvery: z.number().int().nonnegative().default(0),
   seed: z.number().int().nonnegative().default(1),
 });
 export type BaseOptions = z.infer<typeof baseSchema>;
@@ -60,14 +80,18 @@ export interface BaseCard {
   command: string;
   options: BaseOptions & { data?: string[] };
   parameters: number;
+  /** records trained on (with repeats on --data files) */
   records: number;
   steps: number;
   tokens: number;
+  /** pretraining time, summed over sittings */
   seconds: number;
   /** sha256 of model.safetensors */
   sha256: string;
   /** old-suite accuracy (0-1) on `evalPerSuite` held-out records each, greedy */
   scores?: Record<OldSuiteName, number>;
+  /** probe exact match (0-1) on `probes` held-out records each, greedy */
+  probes?: Record<ProbeName, number>;
   torchThreads?: number;
 }
 
@@ -77,96 +101,192 @@ export function sha256File(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
-/** The generated suite a base with these data settings was pretrained on (its eval records were not). */
+/** The generated suite a base with these data settings was pretrained beside (its eval records were never trained on). */
 export function baseSuite(o: Pick<BaseOptions, 'dataSeed' | 'oldTrainPerSuite'>, extra: Omit<SuiteOptions, 'seed' | 'oldTrainPerSuite'> = {}): Suite {
   return generateSuite({ seed: o.dataSeed, oldTrainPerSuite: o.oldTrainPerSuite, ...extra });
+}
+
+/** Held-out prompts per old suite that a generated pretraining stream never draws: more than any evaluation uses. */
+const HELD_OUT_EVAL = 2000;
+const HELD_OUT_FLASHBACKS = 512;
+
+/** The generated pretraining stream of these settings: fresh records per step, held-out prompts excluded. */
+export function baseStream(o: BaseOptions): RecordStream {
+  const held = baseSuite(o, { oldEvalPerSuite: Math.max(HELD_OUT_EVAL, o.evalPerSuite), flashbackPoolPerSuite: HELD_OUT_FLASHBACKS, instancesPerTask: 1, evalInstancesPerTask: 1 });
+  const exclude = new Set([
+    ...OLD_SUITE_NAMES.flatMap((n) => held.old[n].eval.map(promptKey)),
+    ...held.flashbackPool.map((f) => promptKey(f as { instruction: string; input: string })),
+    ...Object.values(probeRecords(Math.max(200, o.probes))).flat().map(promptKey),
+  ]);
+  return createStream({
+    seed: o.seed,
+    perStep: o.microBatch,
+    exclude,
+    phases: [
+      { steps: o.inContextSteps, mix: { old: 0, skills: 0, inContext: 1 } },
+      { steps: o.steps - o.inContextSteps, mix: { old: o.oldShare, skills: o.skillShare, inContext: o.inContextShare } },
+    ],
+  });
 }
 
 /** The `jfa pretrain` command line that gives these options. */
 function commandLine(out: string, o: BaseOptions, data?: string[]): string {
   const flag = (k: string) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
   const parts = ['jfa pretrain', `--out ${out}`, ...(data?.length ? [`--data ${data.join(' ')}`] : [])];
+  const generatedOnly = ['oldTrainPerSuite', 'dataSeed', 'steps', 'inContextSteps', 'oldShare', 'skillShare', 'inContextShare', 'evalPerSuite'];
   for (const [k, v] of Object.entries(o)) {
-    if (data?.length && ['oldTrainPerSuite', 'skills', 'dataSeed', 'evalPerSuite'].includes(k)) continue;
+    if (data?.length ? generatedOnly.includes(k) : k === 'epochs') continue;
     parts.push(`--${flag(k)} ${v}`);
   }
   return parts.join(' ');
 }
 
+/** Where a base's pretraining keeps its checkpoint, metrics and initial model unless told: beside it. */
+export function defaultCheckpointDir(out: string): string {
+  return `${out.replace(/[\\/]+$/, '')}.pretrain`;
+}
+
+/** How {@link buildBase} runs: data files, output, checkpoints, sittings. */
+export interface BuildOptions {
+  /** JSONL files to pretrain on instead of the generated stream */
+  data?: string[];
+  quiet?: boolean;
+  label?: string;
+  /** the run's checkpoint folder (default: `<out>.pretrain`); it goes once the base is written */
+  checkpointDir?: string;
+  /** steps between checkpoints (default 500) */
+  checkpointEvery?: number;
+  /** continue the run in checkpointDir */
+  resume?: boolean;
+  /** stop after this step, resumable (pretraining in sittings) */
+  maxSteps?: number;
+}
+
 /**
- * Creates a model in `out` and pretrains every weight: on `data` files when given, else on the
- * generated old suites' training data plus general skills; then scores it on the old suites
- * (generated data only) and writes the card (jfa-base.json and README.md).
+ * Creates a model and pretrains every weight: on `data` files when given, else on the generated
+ * stream; then writes it to `out` and scores it on the probes and the old suites (generated data
+ * only) into its card (jfa-base.json and README.md). With `maxSteps` it may stop early: the run is
+ * then in its checkpoint folder, and `resume` continues it.
+ * @returns the card, or the step reached when the run stopped early.
  */
-export async function buildBase(out: string, o: BaseOptions, options: { data?: string[]; quiet?: boolean; label?: string } = {}): Promise<BaseCard> {
-  const log = (line: string) => options.quiet || process.stderr.write(`${line}\n`);
-  const suite = options.data?.length ? undefined : baseSuite(o, { skills: o.skills, oldEvalPerSuite: o.evalPerSuite || 1 });
-  const records: InstanceRecord[] = suite ? [...OLD_SUITE_NAMES.flatMap((n) => suite.old[n].train), ...suite.skills] : options.data!.flatMap((f) => readJsonl(f, 'instance'));
-  // The tokenizer is learned from old and new text alike, as a general-purpose one would be.
-  const texts = [...records, ...(suite?.newTrain ?? [])].flatMap((r) => [r.instruction, r.input, r.output]);
-  const merges = learnMerges(texts, o.merges);
-  createModel(out, { hiddenSize: o.hiddenSize, intermediateSize: intermediateSize(o.hiddenSize), numLayers: o.layers, numHeads: o.heads, merges, seed: o.seed });
-  const tokenizer = Tokenizer.fromDir(out);
-  using model = await LlamaModel.loadAsync(out);
-  log(`${options.label ?? 'pretrain'}: ${(model.parameterCount / 1e6).toFixed(2)}M parameters, ${records.length} records x ${o.epochs} epochs -> ${out}`);
-  const bar = progress(`  ${options.label ?? 'pretrain'}`, Boolean(options.quiet));
-  const r = await pretrain(model, tokenizer, records, {
+export async function buildBase(out: string, o: BaseOptions, b: BuildOptions = {}): Promise<BaseCard | { stoppedAt: number; totalSteps: number; checkpointDir: string }> {
+  const log = (line: string) => b.quiet || process.stderr.write(`${line}\n`);
+  const label = b.label ?? 'pretrain';
+  const ck = resolve(b.checkpointDir ?? defaultCheckpointDir(out));
+  const initial = join(ck, 'initial');
+  const source: InstanceRecord[] | RecordStream = b.data?.length ? b.data.flatMap((f) => readJsonl(f, 'instance')) : baseStream(o);
+  if (b.resume) {
+    if (!existsSync(join(initial, 'config.json'))) throw new Error(`${label}: nothing to resume in ${ck} (no initial model; run without --resume to start)`);
+  } else {
+    if (existsSync(join(ck, CHECKPOINT)) || existsSync(join(ck, `${CHECKPOINT}.old`)))
+      throw new Error(`${label}: ${ck} holds an unfinished run; continue it with --resume, or remove the folder to start again`);
+    rmSync(ck, { recursive: true, force: true });
+    // The tokenizer is learned from old and new text alike, as a general-purpose one would be.
+    // From a stream: its first steps of each phase (the second's text, the old suites, weighs most).
+    const stepsOf = (from: number, n: number) => Array.from({ length: Math.max(0, Math.min(n, o.steps - from)) }, (_, i) => from + i);
+    const sample = Array.isArray(source) ? source : [...stepsOf(0, Math.min(o.inContextSteps, 500)), ...stepsOf(o.inContextSteps, 1500)].flatMap((s) => source.at(s));
+    const newText = baseSuite(o, { oldEvalPerSuite: 1, flashbacksPerSuite: 1 }).newTrain;
+    const merges = learnMerges([...sample, ...newText].flatMap((r) => [r.instruction, r.input, r.output]), o.merges);
+    createModel(initial, { hiddenSize: o.hiddenSize, intermediateSize: intermediateSize(o.hiddenSize), numLayers: o.layers, numHeads: o.heads, merges, seed: o.seed });
+  }
+  const tokenizer = Tokenizer.fromDir(initial);
+  using model = await LlamaModel.loadAsync(initial);
+  const identity = { options: { ...o, ...(b.data?.length ? { data: b.data } : {}) } };
+  const earlier = readSittings(ck);
+  log(`${label}: ${(model.parameterCount / 1e6).toFixed(2)}M parameters, ${Array.isArray(source) ? `${source.length} records x ${o.epochs} epochs` : `${o.steps} steps of fresh records`} -> ${out} (checkpoints in ${ck})`);
+  const bar = progress(`  ${label}`, Boolean(b.quiet));
+  const r = await pretrain(model, tokenizer, source, {
     epochs: o.epochs,
+    steps: o.steps,
     lr: o.lr,
     microBatch: o.microBatch,
     maxTokens: o.maxTokens,
     seed: o.seed,
+    checkpointDir: ck,
+    checkpointEvery: b.checkpointEvery,
+    resume: b.resume,
+    identity,
+    maxSteps: b.maxSteps,
     onStep: (p) => bar.update(p.step, p.totalSteps, { loss: p.sft.toFixed(3), 'tok/s': p.tokensPerSecond.toFixed(0) }),
+    every: o.probeEvery > 0 ? { steps: o.probeEvery, run: async (step) => {
+      const scores = await probe(model, tokenizer, { perProbe: 50 });
+      log(`\n  step ${step}: probes ${PROBE_NAMES.map((n) => `${n} ${(100 * scores[n]).toFixed(0)}`).join(', ')}`);
+      return scores;
+    } } : undefined,
   });
   bar.stop();
+  const sittings = [...earlier, { steps: r.steps, tokens: r.tokens, seconds: r.elapsedMs / 1000 }];
+  writeSittings(ck, sittings);
+  if (r.steps < r.totalSteps) return { stoppedAt: r.steps, totalSteps: r.totalSteps, checkpointDir: ck };
+
   model.save(out);
+  let probes: BaseCard['probes'];
+  if (o.probes > 0) probes = await probe(model, tokenizer, { perProbe: o.probes });
   let scores: BaseCard['scores'];
-  if (suite && o.evalPerSuite > 0) {
+  if (!b.data?.length && o.evalPerSuite > 0) {
+    const suite = baseSuite(o, { oldEvalPerSuite: o.evalPerSuite });
     scores = {} as Record<OldSuiteName, number>;
-    const evalBar = progress('  score old suites', Boolean(options.quiet));
+    const evalBar = progress('  score old suites', Boolean(b.quiet));
     for (const [i, name] of OLD_SUITE_NAMES.entries()) {
-      scores[name] = (await evaluateOld(model, tokenizer, suite.old[name].eval, { batch: 50, maxNewTokens: 64 })).accuracy;
+      scores[name] = (await evaluateOld(model, tokenizer, suite.old[name].eval, { batch: 50, maxNewTokens: 96 })).accuracy;
       evalBar.update(i + 1, OLD_SUITE_NAMES.length);
     }
     evalBar.stop();
   }
   const card: BaseCard = {
     version: 1,
-    command: commandLine(out, o, options.data),
-    options: { ...o, ...(options.data?.length ? { data: options.data } : {}) },
+    command: commandLine(out, o, b.data),
+    options: identity.options,
     parameters: model.parameterCount,
-    records: records.length,
+    records: Array.isArray(source) ? source.length * o.epochs : r.totalSteps * o.microBatch,
     steps: r.steps,
-    tokens: r.tokens,
-    seconds: r.elapsedMs / 1000,
+    tokens: sittings.reduce((s, x) => s + x.tokens, 0),
+    seconds: sittings.reduce((s, x) => s + x.seconds, 0),
     sha256: sha256File(join(out, 'model.safetensors')),
     scores,
+    probes,
     torchThreads: runtimeInfo().numThreads,
   };
   writeCard(out, card);
+  // The base is written: its checkpoint can go (the metrics stay for the record).
+  removeCheckpoint(ck);
   return card;
+}
+
+const SITTINGS = 'sittings.json';
+function readSittings(ck: string): { steps: number; tokens: number; seconds: number }[] {
+  return existsSync(join(ck, SITTINGS)) ? readJson(join(ck, SITTINGS)) : [];
+}
+function writeSittings(ck: string, s: { steps: number; tokens: number; seconds: number }[]): void {
+  writeFileAtomic(join(ck, SITTINGS), `${JSON.stringify(s)}\n`);
 }
 
 export function writeCard(dir: string, card: BaseCard): void {
   writeFileAtomic(join(dir, CARD_FILE), `${JSON.stringify(card, null, 2)}\n`);
-  const scores = card.scores
-    ? [`| suite | accuracy (%) |`, `|---|---|`, ...Object.entries(card.scores).map(([k, v]) => `| ${k} | ${(100 * v).toFixed(1)} |`),
-      `| mean | ${((100 * Object.values(card.scores).reduce((s, v) => s + v, 0)) / Object.values(card.scores).length).toFixed(1)} |`].join('\n')
-    : '(not scored: trained on user data)';
-  writeFileAtomic(join(dir, 'README.md'), `# ${card.options.data ? 'Pretrained Llama' : 'jfa-base: the demo\'s base model'}
+  const table = (head: string, rows: Record<string, number>) => [`| ${head} | % |`, '|---|---|', ...Object.entries(rows).map(([k, v]) => `| ${k} | ${(100 * v).toFixed(1)} |`),
+    `| mean | ${((100 * Object.values(rows).reduce((a, v) => a + v, 0)) / Object.values(rows).length).toFixed(1)} |`].join('\n');
+  const o = card.options;
+  const data = o.data
+    ? `${o.data.join(', ')}; ${card.records} records (${o.epochs} epoch${o.epochs > 1 ? 's' : ''})`
+    : `a stream of fresh generated records at data seed ${o.dataSeed}, none repeated and none of the held-out prompts (old-suite evaluation, flashbacks, probes): ${o.inContextSteps} steps of the in-context skills alone (copy, look up, match an option), then ${o.steps - o.inContextSteps} steps of old suites, general skills and in-context skills in shares ${o.oldShare}/${o.skillShare}/${o.inContextShare}; ${card.records} records`;
+  writeFileAtomic(join(dir, 'README.md'), `# ${o.data ? 'Pretrained Llama' : 'jfa-base: the demo\'s base model'}
 
-A ${(card.parameters / 1e6).toFixed(2)}M-parameter Llama (${card.options.layers} layers, hidden size ${card.options.hiddenSize}, ${card.options.heads} heads, byte-level BPE with ${card.options.merges} merges), trained from scratch by jfa-torch's \`jfa pretrain\`.
+A ${(card.parameters / 1e6).toFixed(2)}M-parameter Llama (${o.layers} layers, hidden size ${o.hiddenSize}, ${o.heads} heads, byte-level BPE with ${o.merges} merges), trained from scratch by jfa-torch's \`jfa pretrain\`.
 It stands in for an off-the-shelf instruction-tuned model that is good at its old tasks.
 
 - Command: \`${card.command}\`
-- Data: ${card.options.data ? card.options.data.join(', ') : `the generated benchmark at data seed ${card.options.dataSeed}: ${card.options.oldTrainPerSuite} training records of each of the five old suites and ${card.options.skills} general-skill records (copy, spell, look up, count, answer with a stated label)`}; ${card.records} records, ${card.options.epochs} epoch${card.options.epochs > 1 ? 's' : ''}, ${card.steps} steps, ${card.tokens} target tokens.
-- Seed ${card.options.seed}; pretraining took ${(card.seconds / 60).toFixed(1)} min${card.torchThreads ? ` on ${card.torchThreads} CPU threads` : ''}.
+- Data: ${data}, ${card.steps} steps at micro-batch ${o.microBatch}, lr ${o.lr} (cosine), ${card.tokens} target tokens.
+- Seed ${o.seed}; pretraining took ${(card.seconds / 60).toFixed(1)} min${card.torchThreads ? ` on ${card.torchThreads} CPU threads` : ''}.
 - Weights: model.safetensors, float32, sha256 \`${card.sha256}\`.
 - Loads in transformers (\`AutoModelForCausalLM\`, \`AutoTokenizer\`) and in jfa-torch (\`loadModel\`).
 
-## Old-suite accuracy (greedy, ${card.options.evalPerSuite} held-out records per suite)
+## Probes (greedy, exact match, ${o.probes} held-out records each)
 
-${scores}
+${card.probes ? table('probe', card.probes) : '(not scored)'}
+
+## Old-suite accuracy (greedy, ${o.evalPerSuite} held-out records per suite)
+
+${card.scores ? table('suite', card.scores) : '(not scored: trained on user data)'}
 `);
 }
 

@@ -22,7 +22,8 @@ import { Tokenizer } from '../model/tokenizer.js';
 import { packageRoot } from '../locate.js';
 import { runtimeInfo } from '../runtime.js';
 import { inOutputFolder, readJson, writeFileAtomic } from '../util/files.js';
-import { type BaseCard, baseSchema, baseSuite, buildBase, readCard, sha256File, verifyBase } from './base.js';
+import { CHECKPOINT } from '../jfa/checkpoint.js';
+import { type BaseCard, baseSchema, baseSuite, buildBase, defaultCheckpointDir, readCard, sha256File, verifyBase } from './base.js';
 import { freePort, startPeers } from './launch.js';
 import { progress } from './progress.js';
 import { deviceSchema } from './train.js';
@@ -155,7 +156,13 @@ async function baseModel(o: DemoOptions, out: string, quiet: boolean): Promise<{
     return { dir, card, cached: true };
   }
   rmSync(dir, { recursive: true, force: true });
-  return { dir, card: await buildBase(dir, settings, { quiet, label: 'base model' }), cached: false };
+  // A pretraining killed earlier continues from its checkpoint (unless --fresh).
+  const checkpointDir = defaultCheckpointDir(dir);
+  if (o.fresh) rmSync(checkpointDir, { recursive: true, force: true });
+  const resume = [CHECKPOINT, `${CHECKPOINT}.old`].some((c) => existsSync(join(checkpointDir, c)));
+  const built = await buildBase(dir, settings, { quiet, label: 'base model', checkpointDir, resume });
+  if (!('sha256' in built)) throw new Error(`base model: pretraining stopped at step ${built.stoppedAt} of ${built.totalSteps}`);
+  return { dir, card: built, cached: false };
 }
 
 /**

@@ -18,7 +18,7 @@ import { runSetupTorch } from './setup-torch.js';
 import { runStudy, STUDIES, studySchema } from './study.js';
 import { runGenerate } from './generate.js';
 import { LATENT_CHOICES, type LatentChoice } from './latent.js';
-import { evalSchema, pretrainSchema, runEval, runPretrain, runTrain, trainSchema, withConfig } from './train.js';
+import { evalSchema, pretrainSchema, probeSchema, runEval, runPretrain, runProbe, runTrain, trainSchema, withConfig } from './train.js';
 
 const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string };
 
@@ -159,11 +159,31 @@ trainingOptions(program
   .option('--layers <n>', 'decoder layers', num('--layers'))
   .option('--heads <n>', 'attention heads', num('--heads'))
   .option('--merges <n>', 'BPE merges to learn for the tokenizer', num('--merges'))
-  .option('--old-train-per-suite <n>', 'generated data: training records of each old suite', num('--old-train-per-suite'))
-  .option('--skills <n>', 'generated data: general-skill records', num('--skills'))
+  .option('--old-train-per-suite <n>', "generated data: the suite's training records of each old suite (replay's old data)", num('--old-train-per-suite'))
   .option('--data-seed <n>', 'generated data: seed of the suites', num('--data-seed'))
-  .option('--eval-per-suite <n>', 'generated data: held-out records per old suite scored for the model card (0: none)', num('--eval-per-suite')))
+  .option('--steps <n>', 'generated data: steps in all, each of fresh records', num('--steps'))
+  .option('--in-context-steps <n>', 'generated data: first steps on the in-context skills alone (copy, look up, match an option)', num('--in-context-steps'))
+  .option('--old-share <x>', 'generated data, after those: share of old-suite records', num('--old-share'))
+  .option('--skill-share <x>', 'generated data, after those: share of general-skill records', num('--skill-share'))
+  .option('--in-context-share <x>', 'generated data, after those: share of in-context skill records', num('--in-context-share'))
+  .option('--eval-per-suite <n>', 'generated data: held-out records per old suite scored for the model card (0: none)', num('--eval-per-suite'))
+  .option('--probes <n>', 'probe records per skill scored for the model card (0: none)', num('--probes'))
+  .option('--probe-every <n>', 'score the probes every n steps into <checkpoint-dir>/metrics.jsonl (0: never)', num('--probe-every'))
+  .option('--checkpoint-dir <dir>', 'where the run keeps its checkpoint and metrics (default <out>.pretrain); removed but for metrics when done')
+  .option('--checkpoint-every <n>', 'steps between checkpoints (default 500)', num('--checkpoint-every'))
+  .option('--max-steps <n>', 'stop after this step; --resume continues (pretraining in sittings)', num('--max-steps'))
+  .option('--resume', 'continue the run in --checkpoint-dir, bit-identically'))
   .action(async (flags) => runPretrain(withConfig(pretrainSchema, flags)));
+
+program
+  .command('probe')
+  .description('score a model on the general skills a base needs (copy, lookup, word-at, option letter, count, format): one line per probe, greedy exact match')
+  .option('--model <dir>', 'model directory')
+  .option('--adapter <dir>', 'LoRA adapter directory (PEFT layout)')
+  .option('--per-probe <n>', 'held-out records per probe (default 100)', num('--per-probe'))
+  .option('--batch <n>', 'prompts per batch (default 50)', num('--batch'))
+  .option('--json', 'machine-readable output')
+  .action(async (flags) => runProbe(withConfig(probeSchema, flags)));
 
 trainingOptions(program
   .command('train')

@@ -18,6 +18,8 @@ import { distributedFromEnv, type DistributedOptions } from '../distributed.js';
 import { train } from '../jfa/trainer.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
+import { PROBES } from '../data/probes.js';
+import { probe } from '../jfa/probe.js';
 import { baseSchema, buildBase, CARD_FILE } from './base.js';
 import { LATENT_CHOICES, servingPool } from './latent.js';
 import { launchWorkers, withoutNproc } from './launch.js';
@@ -74,19 +76,31 @@ export const pretrainSchema = baseSchema
   .extend({
     out: z.string(),
     data: z.array(z.string()).optional(),
+    /** the run's checkpoint folder (default: <out>.pretrain); keep it outside a repository */
+    checkpointDir: z.string().optional(),
+    checkpointEvery: z.number().int().positive().default(500),
+    resume: z.boolean().optional(),
+    /** stop after this step; --resume continues */
+    maxSteps: z.number().int().positive().optional(),
     json,
   })
   .strict();
 
 export async function runPretrain(o: z.infer<typeof pretrainSchema>): Promise<void> {
-  const { out, data, json: quiet, ...options } = o;
+  const { out, data, json: quiet, checkpointDir, checkpointEvery, resume, maxSteps, ...options } = o;
   // Data files are read (and their errors reported) before anything is written.
   data?.forEach((f) => readJsonl(f, 'instance'));
   // The folder is held while the model is built; a run that fails before the card is written
-  // removes it again if it created it (a half-trained model is not worth keeping).
-  const card = await inOutputFolder(out, 'pretrain', [CARD_FILE], () => buildBase(out, options, { data, quiet }));
+  // removes it again if it created it (the checkpoint folder keeps the run for --resume).
+  const built = await inOutputFolder(out, 'pretrain', [CARD_FILE], () => buildBase(out, options, { data, quiet, checkpointDir, checkpointEvery, resume, maxSteps }));
+  if (!('sha256' in built)) {
+    console.log(quiet ? JSON.stringify({ out, ...built }) : `pretraining stopped at step ${built.stoppedAt} of ${built.totalSteps}; continue with --resume (checkpoint in ${built.checkpointDir})`);
+    return;
+  }
+  const card = built;
+  const probes = card.probes ? `; probes ${Object.entries(card.probes).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}`).join(', ')}` : '';
   const scores = card.scores ? `; old suites ${Object.entries(card.scores).map(([k, v]) => `${k} ${(100 * v).toFixed(1)}`).join(', ')}` : '';
-  console.log(quiet ? JSON.stringify({ out, ...card }) : `pretrained ${card.parameters} parameters on ${card.records} records in ${card.seconds.toFixed(1)} s${scores} -> ${out}`);
+  console.log(quiet ? JSON.stringify({ out, ...card }) : `pretrained ${card.parameters} parameters, ${card.steps} steps in ${card.seconds.toFixed(1)} s${probes}${scores} -> ${out}`);
 }
 
 /** --device: where the model runs (the flag's value is checked against the addon when the model loads). */
@@ -294,4 +308,28 @@ export async function runEval(o: z.infer<typeof evalSchema>): Promise<void> {
       ? JSON.stringify({ records: records.length, ...scores, latentPool: Boolean(pool) })
       : `${o.metric} ${value.toFixed(4)} on ${records.length} records`,
   );
+}
+
+export const probeSchema = z
+  .object({
+    model: z.string(),
+    adapter: z.string().optional(),
+    perProbe: z.number().int().positive().default(100),
+    batch: z.number().int().positive().default(50),
+    json,
+  })
+  .strict();
+
+/** `jfa probe`: one line per general skill, the share of held-out records generated exactly. */
+export async function runProbe(o: z.infer<typeof probeSchema>): Promise<void> {
+  const tokenizer = Tokenizer.fromDir(o.model);
+  using model = await LlamaModel.loadAsync(o.model);
+  tokenizer.checkFits(model.config.vocabSize, `${o.model}/config.json`);
+  if (o.adapter) model.loadAdapter(o.adapter);
+  const scores = await probe(model, tokenizer, {
+    perProbe: o.perProbe,
+    batch: o.batch,
+    onProbe: (name, score) => o.json || console.log(`${name.padEnd(8)} ${(100 * score).toFixed(1).padStart(5)}%  (${PROBES[name]}, ${o.perProbe} records)`),
+  });
+  if (o.json) console.log(JSON.stringify({ perProbe: o.perProbe, scores }));
 }

@@ -189,8 +189,40 @@ export function isCorrect(output: string, answer: string, kind: AnswerKind): boo
 }
 
 /**
+ * The text of option `letter` in a prompt's option block ("B) text" lines), if it has one.
+ * @param input - a multiple-choice prompt.
+ * @param letter - an option letter, A-J.
+ * @returns the option's text, or undefined.
+ * @example
+ * ```ts
+ * optionText('Which is a gas?\nA) ice\nB) steam', 'B'); // 'steam'
+ * ```
+ */
+export function optionText(input: string, letter: string): string | undefined {
+  const m = new RegExp(`^\\(?${letter}\\)\\s*(.+?)\\s*$`, 'm').exec(input);
+  return m?.[1];
+}
+
+/**
+ * Whether a multiple-choice prediction is right beyond its letter. Where the reference output states
+ * the right option's text before its letter (the generated suites: "<fact>. Answer: B"), a
+ * prediction counts only when it states that text too, so a guessed letter after a wrong fact (right
+ * one time in four) does not score; elsewhere (a bare letter) the letter alone decides.
+ */
+function statesChosenOption(r: { input?: string; output?: string; answer: string }, prediction: string): boolean {
+  if (r.input === undefined || r.output === undefined) return true;
+  const letter = r.answer.trim().replace(LETTER_ANSWER, '$1').toUpperCase();
+  const text = optionText(r.input, letter);
+  if (!text) return true;
+  const stated = (o: string) => o.toLowerCase().includes(text.toLowerCase());
+  return !stated(r.output) || stated(prediction);
+}
+
+/**
  * Accuracy of predictions against old-task records, the answer kind taken from each record's format, or else its task name ({@link answerKindOf}).
- * @param records - records with task and answer (and optionally the format they were imported from).
+ * A multiple-choice record whose reference states the right option's text before its letter needs
+ * the prediction to state it too: the letter alone would score a guess.
+ * @param records - records with task and answer (and optionally the format they were imported from, the input and the reference output).
  * @param predictions - one output per record.
  * @returns the share correct, from 0 to 1 (0 for no records).
  * @throws Error when the counts differ.
@@ -199,11 +231,15 @@ export function isCorrect(output: string, answer: string, kind: AnswerKind): boo
  * accuracy([{ task: 'science-mc', answer: 'C' }], ['The answer is C']); // 1
  * ```
  */
-export function accuracy(records: readonly { task: string; answer: string; format?: string }[], predictions: readonly string[]): number {
+export function accuracy(records: readonly { task: string; answer: string; format?: string; input?: string; output?: string }[], predictions: readonly string[]): number {
   if (records.length !== predictions.length) throw new Error(`accuracy: ${records.length} records but ${predictions.length} predictions`);
   if (records.length === 0) return 0;
   let correct = 0;
-  records.forEach((r, i) => { if (isCorrect(predictions[i] as string, r.answer, answerKindOf(r))) correct++; });
+  records.forEach((r, i) => {
+    const p = predictions[i] as string;
+    const kind = answerKindOf(r);
+    if (isCorrect(p, r.answer, kind) && (kind !== 'choice' || statesChosenOption(r, p))) correct++;
+  });
   return correct / records.length;
 }
 

@@ -48,3 +48,17 @@ export type FlashbackRecord =
 export function toFlashback(r: InstanceRecord): FlashbackRecord {
   return { task: r.task, instruction: r.instruction, input: r.input };
 }
+
+/**
+ * A record's prompt as one string (its instruction and input): the key that keeps held-out prompts
+ * (evaluation, flashbacks, probes) out of generated training data.
+ * @param r - a record.
+ * @returns the key.
+ * @example
+ * ```ts
+ * promptKey({ task: 't', instruction: 'Add.', input: '2 3', output: '5' }); // 'Add.\n2 3'
+ * ```
+ */
+export function promptKey(r: { instruction: string; input: string }): string {
+  return `${r.instruction}\n${r.input}`;
+}

@@ -14,6 +14,7 @@ const NOUNS = ['apple', 'river', 'stone', 'cloud', 'tiger', 'lamp', 'garden', 'o
   'ink', 'oak', 'umbrella', 'quilt', 'nest', 'fox', 'dune', 'harp', 'ivy', 'jewel', 'kite', 'moss',
   'table', 'horse', 'paper', 'music', 'water', 'bread', 'train', 'sugar', 'chair', 'storm', 'cotton', 'lemon'];
 const CODES = ['red', 'blue', 'green', 'gold', 'gray', 'pink', 'teal', 'navy', 'lime', 'plum', 'rust', 'sand'];
+const LETTERS = ['A', 'B', 'C', 'D', 'E', 'F'];
 const ORD = ['first', 'second', 'third', 'fourth', 'fifth', 'sixth', 'seventh', 'eighth'];
 
 type Skill = (r: Rng) => { instruction: string; input: string; output: string };
@@ -103,6 +104,19 @@ const SKILLS: Record<string, Skill> = {
     const gone = r.pick(ws);
     return { instruction: `Write the input without the word '${gone}'.`, input: ws.join(' '), output: ws.filter((w) => w !== gone).join(' ') };
   },
+  'option-letter': (r) => {
+    // A fact stated in the input, then the letter of the option it names: how every multiple-choice
+    // answer ends ("<fact>. Answer: X"), here with the fact given so only the matching is learned.
+    const options = r.sample(NOUNS, r.int(3, 5));
+    const named = r.pick(options);
+    const code = r.pick(CODES);
+    const block = options.map((o, i) => `${LETTERS[i]}) ${o}`).join('\n');
+    return {
+      instruction: "Read the fact and answer. State the fact, then 'Answer: X' with the letter of the option.",
+      input: `Fact: the ${named} is ${code}.\nWhich of these is ${code}?\n${block}`,
+      output: `The ${named} is ${code}. Answer: ${LETTERS[options.indexOf(named)]}`,
+    };
+  },
   'word-length': (r) => {
     const w = r.pick(NOUNS);
     return { instruction: 'How many letters does the word have? Answer with a number.', input: w, output: String(w.length) };
@@ -111,6 +125,29 @@ const SKILLS: Record<string, Skill> = {
 
 /** The general skills {@link generalSkills} draws from (copy, spell, look up, count, ...). */
 export const SKILL_NAMES = Object.keys(SKILLS);
+
+/**
+ * The in-context skills: the answer is read out of the prompt (copied, looked up, matched), which a
+ * small model learns only once induction heads form. Pretraining can teach them first, alone.
+ */
+export const IN_CONTEXT_SKILLS: readonly string[] = ['copy-list', 'copy-words', 'lookup', 'word-at', 'first-last', 'drop-word', 'option-letter', 'say-label'];
+
+/**
+ * One record of a named skill (task: `skill-<name>`).
+ * @param name - one of {@link SKILL_NAMES}.
+ * @param rng - the generator to draw from.
+ * @returns the record.
+ * @throws RangeError for an unknown skill.
+ * @example
+ * ```ts
+ * skillRecord('copy-list', createRng(1)); // { task: 'skill-copy-list', instruction: 'Copy the input exactly.', ... }
+ * ```
+ */
+export function skillRecord(name: string, rng: Rng): InstanceRecord {
+  const make = SKILLS[name];
+  if (!make) throw new RangeError(`skillRecord: unknown skill '${name}' (known: ${SKILL_NAMES.join(', ')})`);
+  return { task: `skill-${name}`, ...make(rng) };
+}
 
 /**
  * `n` skill records, the skill drawn uniformly for each (task: `skill-<name>`).
@@ -123,8 +160,5 @@ export const SKILL_NAMES = Object.keys(SKILLS);
  * ```
  */
 export function generalSkills(rng: Rng, n: number): InstanceRecord[] {
-  return Array.from({ length: n }, () => {
-    const name = rng.pick(SKILL_NAMES);
-    return { task: `skill-${name}`, ...SKILLS[name]!(rng) };
-  });
+  return Array.from({ length: n }, () => skillRecord(rng.pick(SKILL_NAMES), rng));
 }

@@ -42,6 +42,8 @@ export interface StepLoop {
   onStep?: (p: StepProgress) => void;
   /** after each step, with the step count done so far (metrics files, checkpoints) */
   after?: (p: StepProgress) => void;
+  /** awaited after each step, before the next (measurements that need the weights as they are) */
+  between?: () => Promise<void>;
 }
 
 /** Runs steps [from, to); returns the step reached and the tokens trained on. */
@@ -64,6 +66,7 @@ export async function runSteps(l: StepLoop): Promise<{ step: number; tokens: num
     const progress: StepProgress = { step, totalSteps: l.totalSteps, ...r, lr: l.optimizer.lr, tokens, tokensPerSecond: tokens / (elapsedMs / 1000), elapsedMs };
     l.onStep?.(progress);
     l.after?.(progress);
+    await l.between?.();
     await tick(); // timers and I/O callbacks run between steps too
   }
   return { step, tokens, elapsedMs: performance.now() - started };

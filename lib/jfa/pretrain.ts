@@ -1,18 +1,30 @@
 // Pretraining a base model from scratch (every weight trained, cross-entropy on the outputs): the
-// demo's stand-in for an off-the-shelf aligned model that is good at the old tasks.
+// demo's stand-in for an off-the-shelf aligned model that is good at the old tasks. The records
+// come from a list (epochs over it, length-bucketed) or from a stream of fresh records per step. With
+// a checkpoint folder, a run saves its weights and optimizer every few hundred steps and `resume`
+// continues it bit-identically on the CPU: a step's batch depends only on the seed and the step.
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
 import { createRng, hashString } from '../data/rng.js';
 import { type InstanceRecord } from '../data/records.js';
+import { type RecordStream } from '../data/stream.js';
 import { type LlamaModel } from '../model/llama.js';
+import { saveSafetensors } from '../model/safetensors.js';
 import { type Tokenizer } from '../model/tokenizer.js';
 import { AdamW, cosineWithWarmup } from '../optim.js';
+import { errnoOf } from '../util/files.js';
+import { checkpointTensors, findCheckpoint, lastCheckpoint, restoreOptimizer, saveCheckpoint, saveOptimizer } from './checkpoint.js';
 import { sftBatch } from './examples.js';
 import { runSteps, type StepProgress } from './loop.js';
 import { type MicroBatch } from './step.js';
 
 /** Options of {@link pretrain}. */
 export interface PretrainOptions {
-  /** passes over the records (default 1) */
+  /** passes over the records (a list of records; default 1) */
   epochs?: number;
+  /** steps to run (a stream; required there) */
+  steps?: number;
   /** records per micro-batch (default 8) */
   microBatch?: number;
   /** micro-batches per optimisation step (default 1) */
@@ -27,70 +39,164 @@ export interface PretrainOptions {
   seed?: number;
   /** train on every token, prompt included (language modelling), not only on the outputs */
   promptLoss?: boolean;
+  /** gradient clipping: the largest global L2 norm (default 1.0) */
+  maxGradNorm?: number;
+  /**
+   * A folder for the run's checkpoint and metrics.jsonl. With it, a checkpoint is written every
+   * `checkpointEvery` steps and at the end; the caller removes it once the model is saved.
+   */
+  checkpointDir?: string;
+  /** steps between checkpoints (default 500) */
+  checkpointEvery?: number;
+  /** continue from checkpointDir's checkpoint (an Error when there is none or it is from another run) */
+  resume?: boolean;
+  /** what identifies the run: a checkpoint resumes only a run with the same (JSON-equal) identity */
+  identity?: Record<string, unknown>;
+  /** stop after this step (the run stays resumable), e.g. to pretrain in sittings */
+  maxSteps?: number;
   /** called after each step */
   onStep?: (p: StepProgress) => void;
+  /** every `every.steps` steps, a measurement (e.g. the probes) whose numbers go to metrics.jsonl */
+  every?: { steps: number; run: (step: number) => Promise<Record<string, number>> };
 }
 
+/** What {@link pretrain} resolves to. */
+export interface PretrainResult {
+  /** steps done (a resumed run counts the checkpoint's too) */
+  steps: number;
+  /** the steps of the whole run */
+  totalSteps: number;
+  /** tokens trained on in this sitting */
+  tokens: number;
+  /** milliseconds of this sitting */
+  elapsedMs: number;
+}
+
+const WEIGHTS_FILE = 'weights.safetensors';
+
 /**
- * Trains all of `model`'s weights on `records` in place; they are frozen again at the end.
+ * Trains all of `model`'s weights on `source` in place; they are frozen again at the end.
  * @param model - the model (e.g. from {@link createModel}).
  * @param tokenizer - its tokenizer.
- * @param records - training records.
- * @param o - epochs, batch sizes, learning rate, seed, progress.
+ * @param source - training records (epochs over them) or a stream of fresh records per step ({@link createStream}).
+ * @param o - epochs or steps, batch sizes, learning rate, seed, checkpoints, progress.
  * @returns a promise of the steps run, tokens trained on and milliseconds taken.
- * @throws (rejects with) RangeError when there are no records.
+ * @throws (rejects with) RangeError when there are no records or a stream has no step count; Error for a checkpoint that is missing or from another run.
  * @example
  * ```ts
  * const { steps } = await pretrain(model, tokenizer, suite.oldTrain, { epochs: 2, onStep: (p) => console.log(p.step, p.sft) });
  * model.save('base');
  * ```
  */
-export async function pretrain(model: LlamaModel, tokenizer: Tokenizer, records: InstanceRecord[], o: PretrainOptions = {}): Promise<{ steps: number; tokens: number; elapsedMs: number }> {
-  if (records.length === 0) throw new RangeError('pretrain: no records');
+export async function pretrain(model: LlamaModel, tokenizer: Tokenizer, source: InstanceRecord[] | RecordStream, o: PretrainOptions = {}): Promise<PretrainResult> {
   const microBatch = o.microBatch ?? 8;
   const accumulation = o.accumulation ?? 1;
   const perStep = microBatch * accumulation;
-  const stepsPerEpoch = Math.ceil(records.length / perStep);
-  const totalSteps = stepsPerEpoch * (o.epochs ?? 1);
+  let totalSteps: number;
+  let stepRecords: (step: number) => InstanceRecord[];
+  if (Array.isArray(source)) {
+    if (source.length === 0) throw new RangeError('pretrain: no records');
+    const records = source;
+    const stepsPerEpoch = Math.ceil(records.length / perStep);
+    totalSteps = stepsPerEpoch * (o.epochs ?? 1);
+    const lengths = records.map((r) => r.instruction.length + r.input.length + r.output.length);
+    let order = { epoch: -1, order: [] as number[] };
+    stepRecords = (step) => {
+      const epoch = Math.floor(step / stepsPerEpoch);
+      if (epoch !== order.epoch) order = { epoch, order: lengthBucketed(records, lengths, perStep, o.seed ?? 0, epoch) };
+      const start = (step % stepsPerEpoch) * perStep;
+      return order.order.slice(start, start + perStep).map((i) => records[i]!);
+    };
+  } else {
+    if (!Number.isInteger(o.steps) || o.steps! < 1) throw new RangeError(`pretrain: a stream needs steps, a positive integer (got ${o.steps})`);
+    totalSteps = o.steps!;
+    stepRecords = (step) => source.at(step);
+  }
   const warmup = Math.round(totalSteps * (o.warmupRatio ?? 0.05));
   const lr = o.lr ?? 3e-3;
+  const dir = o.checkpointDir;
+  const state = { totalSteps, ...(o.identity ?? {}) };
+  const resume = o.resume ? (dir ? findCheckpoint('pretrain', dir, state, totalSteps) : undefined) : undefined;
+  if (o.resume && !dir) throw new Error('pretrain: resume needs a checkpointDir');
   model.setBaseTrainable(true);
-  const weights = Object.values(model.weights());
-  const optimizer = new AdamW(weights, { lr, weightDecay: 0.01 });
-  const lengths = records.map((r) => r.instruction.length + r.input.length + r.output.length);
-  let order = { epoch: -1, order: [] as number[] };
+  const weights = model.weights();
+  const params = Object.values(weights);
+  const optimizer = new AdamW(params, { lr, weightDecay: 0.01 });
   try {
+    if (resume) restore(model, weights, optimizer, resume.dir, resume.step);
+    if (dir) mkdirSync(dir, { recursive: true });
+    const metricsFile = dir && join(dir, 'metrics.jsonl');
+    const log = (row: Record<string, unknown>) => {
+      if (!metricsFile) return;
+      try {
+        appendFileSync(metricsFile, `${JSON.stringify(row)}\n`);
+      } catch (e) {
+        throw new Error(`pretrain: cannot write ${metricsFile} (${errnoOf(e)})${lastCheckpoint(dir!)}`);
+      }
+    };
+    const save = (step: number) => dir && saveCheckpoint('pretrain', dir, { step, ...state }, (tmp) => {
+      saveSafetensors(join(tmp, WEIGHTS_FILE), weights);
+      saveOptimizer(tmp, optimizer);
+    });
+    const every = o.checkpointEvery ?? 500;
+    let reached = resume?.step ?? 0;
+    const pending: number[] = [];
     const r = await runSteps({
       model,
       optimizer,
-      from: 0,
-      to: totalSteps,
+      from: reached,
+      to: Math.min(totalSteps, o.maxSteps ?? totalSteps),
       totalSteps,
       lr: (step) => lr * cosineWithWarmup(step, warmup, totalSteps),
       batches: (step) => {
-        const epoch = Math.floor(step / stepsPerEpoch);
-        if (epoch !== order.epoch) order = { epoch, order: lengthBucketed(records, lengths, perStep, o.seed ?? 0, epoch) };
-        const start = (step % stepsPerEpoch) * perStep;
+        const records = stepRecords(step);
         const micro: MicroBatch[] = [];
         let tokens = 0;
         for (let m = 0; m < accumulation; m++) {
-          const idx = order.order.slice(start + m * microBatch, start + (m + 1) * microBatch);
-          if (!idx.length) break;
-          const b = sftBatch(tokenizer, idx.map((i) => records[i]!), o.maxTokens ?? 256, { promptLoss: o.promptLoss });
+          const chunk = records.slice(m * microBatch, (m + 1) * microBatch);
+          if (!chunk.length) break;
+          const b = sftBatch(tokenizer, chunk, o.maxTokens ?? 256, { promptLoss: o.promptLoss });
           tokens += b.tokens;
           micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets });
         }
         return { micro, tokens };
       },
-      options: () => ({ method: 'sft', maxGradNorm: 1.0 }),
+      options: () => ({ method: 'sft', maxGradNorm: o.maxGradNorm ?? 1.0 }),
       onStep: o.onStep,
+      after: (p) => {
+        reached = p.step;
+        if (p.step % 50 === 0 || p.step === totalSteps) log({ type: 'pretrain', step: p.step, loss: p.sft, lr: p.lr, gradNorm: p.gradNorm, tokensPerSecond: p.tokensPerSecond });
+        if (o.every && p.step % o.every.steps === 0) pending.push(p.step);
+        if (p.step % every === 0 && p.step < totalSteps) save(p.step);
+      },
+      between: async () => {
+        // measurements run between steps (the weights are not changing then)
+        for (const step of pending.splice(0)) log({ type: 'probe', step, ...(await o.every!.run(step)) });
+      },
     });
-    return { steps: r.step, tokens: r.tokens, elapsedMs: r.elapsedMs };
+    // Also when finished: the caller saves the model, then removes the checkpoint (removeCheckpoint),
+    // so a kill in between loses nothing.
+    save(reached);
+    return { steps: reached, totalSteps, tokens: r.tokens, elapsedMs: r.elapsedMs };
   } finally {
     optimizer.dispose();
-    weights.forEach((w) => w.dispose());
+    params.forEach((w) => w.dispose());
     model.setBaseTrainable(false);
   }
+}
+
+/** A checkpoint's weights and optimizer state into the model and optimizer, in place. */
+function restore(model: LlamaModel, weights: ReturnType<LlamaModel['weights']>, optimizer: AdamW, dir: string, step: number): void {
+  const names = Object.keys(weights);
+  const saved = checkpointTensors('pretrain', join(dir, WEIGHTS_FILE), names);
+  try {
+    for (const n of names) weights[n]!.copyFrom(saved[n]!);
+  } catch (e) {
+    throw new Error(`pretrain: ${join(dir, WEIGHTS_FILE)} does not fit this model (${(e as Error).message})`);
+  } finally {
+    Object.values(saved).forEach((t) => t.dispose());
+  }
+  restoreOptimizer('pretrain', optimizer, dir, step);
 }
 
 /**

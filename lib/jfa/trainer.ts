@@ -2,8 +2,8 @@
 // flashback (SFT + alpha x divergence on flashbacks) and jfa (flashbacks + latent tasks + PCGrad),
 // with the ablations as switches. Data order, PCGrad orders and retrieval depend only on the seed,
 // so a run resumed from a checkpoint ends bit-identical to an uninterrupted one on the CPU.
-import { appendFileSync, existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 
 import { createRng, hashString } from '../data/rng.js';
 import { type DistributedOptions, ProcessGroup } from '../distributed.js';
@@ -11,13 +11,14 @@ import { type FlashbackRecord, type InstanceRecord } from '../data/records.js';
 import { type KlKind, type Reduction } from '../kernels.js';
 import { checkDevice, type Device } from '../device.js';
 import { type LlamaModel, type LoraConfig } from '../model/llama.js';
-import { loadSafetensors, saveSafetensors } from '../model/safetensors.js';
+import { saveSafetensors } from '../model/safetensors.js';
 import { type Tokenizer } from '../model/tokenizer.js';
 import { AdamW, cosineWithWarmup } from '../optim.js';
 import { type Tensor, tensor, zeros } from '../tensor.js';
-import { errnoOf, inOutputFolder, readJson, removeDir, replaceDir, writeFileAtomic } from '../util/files.js';
+import { errnoOf, inOutputFolder } from '../util/files.js';
 import { TensorBoardWriter } from '../util/tensorboard.js';
 import { writeJsonl } from '../data/jsonl.js';
+import { CHECKPOINT, checkpointTensors, findCheckpoint, lastCheckpoint, removeCheckpoint, restoreOptimizer, saveCheckpoint, saveOptimizer, writeFolder } from './checkpoint.js';
 import { accumulateFlashbacks, checkContinue, CONTINUE_MODES, type ContinueMode, DEFAULT_CONTINUE_MODE, earlierPrompts, loadRounds, type PreviousRun, readRun, writeChain, writePrompts } from './continual.js';
 import { promptBatch, promptText, sftBatch } from './examples.js';
 import { embedRecords, type LatentOptions, LatentTasks } from './latent.js';
@@ -178,7 +179,6 @@ interface Retrieved {
   weights: Float32Array;
 }
 
-const CHECKPOINT = 'checkpoint';
 /** A checkpoint's retrieved tasks per record (the pool itself is its LATENT_POOL_FILE). */
 const RETRIEVAL = 'retrieval.safetensors';
 const REFERENCE_CACHE_BYTES = 1 << 30;
@@ -333,30 +333,11 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, continued?
   };
 }
 
-/** The checkpoint to resume from (`checkpoint`, or `checkpoint.old` left by a kill mid-swap) and its step. */
-function findCheckpoint(plan: RunPlan, o: TrainOptions): { dir: string; step: number } | undefined {
+/** The checkpoint to resume from, when resuming. */
+function findRunCheckpoint(plan: RunPlan, o: TrainOptions): { dir: string; step: number } | undefined {
   if (!o.resume) return undefined;
-  const dir = o.outDir && [join(o.outDir, CHECKPOINT), join(o.outDir, `${CHECKPOINT}.old`)].find((d) => existsSync(d));
-  if (!dir) throw new Error(`train: nothing to resume in ${o.outDir}`);
-  const stateFile = join(dir, 'state.json');
-  if (!existsSync(stateFile)) throw new Error(`train: ${dir} is not a complete checkpoint (state.json is missing)`);
-  const { step, ...saved } = readJson<{ step: number } & Record<string, unknown>>(stateFile);
-  if (JSON.stringify(saved) !== JSON.stringify(plan.state))
-    throw new Error(`train: ${dir} is from another run (${JSON.stringify(saved)}; now ${JSON.stringify(plan.state)})`);
-  if (!Number.isInteger(step) || step < 0 || step > plan.totalSteps) throw new Error(`train: ${stateFile} has no valid step (${JSON.stringify(step)})`);
-  return { dir, step };
-}
-
-/** A checkpoint file's tensors, every one of `names` present, or an error naming what is missing. */
-function checkpointTensors(file: string, names: string[]): Record<string, Tensor> {
-  if (!existsSync(file)) throw new Error(`train: the checkpoint is incomplete: ${file} is missing`);
-  const { tensors } = loadSafetensors(file);
-  const missing = names.filter((n) => !tensors[n]);
-  if (missing.length) {
-    Object.values(tensors).forEach((t) => t.dispose());
-    throw new Error(`train: the checkpoint is incomplete: ${file} has no ${missing.slice(0, 3).map((n) => `'${n}'`).join(', ')}${missing.length > 3 ? ` (and ${missing.length - 3} more)` : ''}`);
-  }
-  return tensors;
+  if (!o.outDir) throw new Error('train: nothing to resume without an outDir');
+  return findCheckpoint('train', o.outDir, plan.state, plan.totalSteps);
 }
 
 /** Latent tasks: keys, groups and every record's retrieval, fixed before training (or restored). */
@@ -366,7 +347,7 @@ function setUpLatent(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, o: 
     const poolFile = join(from, LATENT_POOL_FILE);
     if (!existsSync(poolFile)) throw new Error(`train: the checkpoint is incomplete: ${poolFile} is missing`);
     const pool = LatentPool.load(poolFile, model);
-    const saved = checkpointTensors(join(from, RETRIEVAL), ['newIndices', 'newWeights', 'flashIndices', 'flashWeights']);
+    const saved = checkpointTensors('train', join(from, RETRIEVAL), ['newIndices', 'newWeights', 'flashIndices', 'flashWeights']);
     const arrays = (i: string, w: string): Retrieved => ({ indices: saved[i]!.toTypedArray() as BigInt64Array, weights: saved[w]!.toTypedArray() as Float32Array });
     const retrieved = { new: arrays('newIndices', 'newWeights'), flash: arrays('flashIndices', 'flashWeights') };
     Object.values(saved).forEach((t) => t.dispose());
@@ -387,23 +368,6 @@ function setUpLatent(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, o: 
   const pool = new LatentPool(tasks, plan.latentLayer, plan.latentRun.mode, plan.maxTokens);
   model.setLatentPool(pool.layer, tasks.A, tasks.B);
   return { pool, retrieved };
-}
-
-/** The optimizer's moments and counts from a checkpoint, into `optimizer`'s state in place. */
-function restoreOptimizer(optimizer: AdamW, dir: string, step: number): void {
-  const n = optimizer.params.length;
-  const names = ['steps', ...Array.from({ length: n }, (_, i) => [`exp_avg.${i}`, `exp_avg_sq.${i}`]).flat()];
-  const saved = checkpointTensors(join(dir, 'optimizer.safetensors'), names);
-  try {
-    optimizer.expAvg.forEach((t, i) => t.copyFrom(saved[`exp_avg.${i}`]!));
-    optimizer.expAvgSq.forEach((t, i) => t.copyFrom(saved[`exp_avg_sq.${i}`]!));
-    optimizer.steps.copyFrom(saved.steps!);
-  } catch (e) {
-    throw new Error(`train: ${join(dir, 'optimizer.safetensors')} does not fit this run's parameters (${(e as Error).message})`);
-  } finally {
-    Object.values(saved).forEach((t) => t.dispose());
-  }
-  optimizer.stepCount = step;
 }
 
 /**
@@ -606,9 +570,9 @@ async function trainIn(
   cont: ReturnType<typeof continuation>,
   group?: ProcessGroup,
 ): Promise<TrainResult> {
-  const resume = findCheckpoint(plan, o);
+  const resume = findRunCheckpoint(plan, o);
   const writer = !group || group.rank === 0;
-  const checkpointDir = writer ? o.outDir && join(o.outDir, CHECKPOINT) : undefined;
+  const checkpointOut = writer ? o.outDir : undefined;
 
   // A continued run: the earlier rounds beneath, the previous round's model kept as the reference.
   let flash: ReturnType<typeof flashbackSource> | undefined;
@@ -642,7 +606,7 @@ async function trainIn(
   if (latent && group && !resume && group.rank === 0) await sendLatent(latent.retrieved, group);
   if (latent) params.push(latent.pool.tasks.A, latent.pool.tasks.B);
   const optimizer = new AdamW(params, { lr: plan.lr, weightDecay: o.weightDecay ?? 0.0 });
-  if (resume) restoreOptimizer(optimizer, resume.dir, resume.step);
+  if (resume) restoreOptimizer('train', optimizer, resume.dir, resume.step);
   // Every rank starts from rank 0's parameters and moments (equal by construction; this makes sure).
   if (group) await group.broadcast([...optimizer.params, ...optimizer.expAvg, ...optimizer.expAvgSq, optimizer.steps], 0);
 
@@ -651,7 +615,7 @@ async function trainIn(
   const shard = group && { rank: group.rank, world: group.worldSize };
   flash ??= flashbackSource(model, tokenizer, plan, o, undefined, shard);
   const stepBatches = batchMaker(tokenizer, plan, flash, latent, shard);
-  const save = (step: number) => checkpointDir && saveCheckpoint(checkpointDir, model, optimizer, latent?.pool, latent?.retrieved, { step, ...plan.state });
+  const save = (step: number) => checkpointOut && saveRunCheckpoint(checkpointOut, model, optimizer, latent?.pool, latent?.retrieved, { step, ...plan.state });
 
   let reached = resume?.step ?? 0;
   let stats = { tokens: 0, elapsedMs: 0 };
@@ -712,7 +676,7 @@ async function trainIn(
     // Written whole beside the final name, then swapped in: a kill or a full disk never leaves a
     // half-written adapter (or an earlier run's pool beside this adapter).
     const adapterDir = join(o.outDir, 'adapter');
-    writeFolder(adapterDir, `the adapter`, o.outDir, (tmp) => {
+    writeFolder('train', adapterDir, `the adapter`, o.outDir, (tmp) => {
       model.saveAdapter(tmp);
       latent?.pool.save(join(tmp, LATENT_POOL_FILE), join(adapterDir, LATENT_POOL_FILE));
     });
@@ -721,9 +685,7 @@ async function trainIn(
     writeChain(o.outDir, cont?.prev.base ?? model.dir ?? null, cont?.mode ?? DEFAULT_CONTINUE_MODE, cont?.prev);
     if (cont) writeJsonl(join(o.outDir, 'flashbacks.jsonl'), plan.flashbacks);
     // The run is complete: its checkpoint goes (atomically, so a kill now never leaves half of one to resume from).
-    removeDir(checkpointDir!);
-    removeDir(`${checkpointDir!}.old`);
-    for (const name of readdirSync(o.outDir)) if (name.startsWith(`${CHECKPOINT}.tmp-`)) rmSync(join(o.outDir, name), { recursive: true, force: true });
+    removeCheckpoint(o.outDir);
   } else if (reached < plan.totalSteps) save(reached);
   optimizer.dispose();
   return {
@@ -761,24 +723,18 @@ function select(r: Retrieved, rows: number[], k: number) {
   return { indices: tensor(indices, [rows.length, k]), weights: tensor(weights, [rows.length, k]) };
 }
 
-/**
- * Writes a complete checkpoint beside the current one, then swaps them: a run killed at any moment
- * leaves `checkpoint` (or, between the two renames, `checkpoint.old`) loadable.
- */
-function saveCheckpoint(
-  dir: string,
+/** A training run's checkpoint: the adapter, the optimizer, and the latent pool with every record's retrieval. */
+function saveRunCheckpoint(
+  outDir: string,
   model: LlamaModel,
   optimizer: AdamW,
   pool: LatentPool | undefined,
   retrieved: { new: Retrieved; flash: Retrieved } | undefined,
   state: { step: number },
 ): void {
-  writeFolder(dir, `the checkpoint of step ${state.step}`, join(dir, '..'), (tmp) => {
+  saveCheckpoint('train', outDir, state, (tmp) => {
     model.saveAdapter(join(tmp, 'adapter'));
-    const moments: Record<string, Tensor> = { steps: optimizer.steps };
-    optimizer.expAvg.forEach((t, i) => (moments[`exp_avg.${i}`] = t));
-    optimizer.expAvgSq.forEach((t, i) => (moments[`exp_avg_sq.${i}`] = t));
-    saveSafetensors(join(tmp, 'optimizer.safetensors'), moments);
+    saveOptimizer(tmp, optimizer);
     if (pool && retrieved) {
       const { new: retrievedNew, flash: retrievedFlash } = retrieved;
       const k = pool.tasks.k;
@@ -795,39 +751,9 @@ function saveCheckpoint(
         Object.values(owned).forEach((t) => t.dispose());
       }
     }
-    writeFileAtomic(join(tmp, 'state.json'), `${JSON.stringify(state)}\n`);
   });
 }
 
-/**
- * Writes a folder whole under a temporary name (`fill`), then swaps it in for `dir`. If writing
- * fails (a full disk, say), the temporary folder is removed and the error says what is still there.
- */
-function writeFolder(dir: string, what: string, outDir: string, fill: (tmp: string) => void): void {
-  const tmp = `${dir}.tmp-${process.pid}`;
-  try {
-    // Temporary folders of runs killed while writing (this run holds the folder's lock: no other writes here).
-    for (const name of readdirSync(join(dir, '..'))) if (name.startsWith(`${basename(dir)}.tmp-`)) rmSync(join(dir, '..', name), { recursive: true, force: true });
-    mkdirSync(tmp, { recursive: true });
-    fill(tmp);
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw new Error(`train: cannot write ${what} to ${dir} (${(e as Error).message})${lastCheckpoint(outDir)}`);
-  }
-  replaceDir(tmp, dir);
-}
-
-/** "; the checkpoint of step N in DIR is intact ..." for an error that stops a run, or '' when there is none. */
-function lastCheckpoint(outDir: string): string {
-  const dir = [join(outDir, CHECKPOINT), join(outDir, `${CHECKPOINT}.old`)].find((d) => existsSync(join(d, 'state.json')));
-  if (!dir) return '';
-  try {
-    const { step } = readJson<{ step: number }>(join(dir, 'state.json'));
-    return `; the checkpoint of step ${step} in ${dir} is intact: fix the cause and rerun with --resume`;
-  } catch {
-    return '';
-  }
-}
 
 /** This process's place in a data-parallel run. */
 interface Shard {

@@ -1,0 +1,123 @@
+// A pretraining stream: fresh generated records for every step, never the same records again. A
+// step's records are a pure function of (seed, step), so a run resumed at any step sees exactly
+// what an uninterrupted one would, with no order state to save. Records whose prompt is held out
+// (old-suite evaluation and flashback prompts, the probes) are never drawn.
+import { OLD_SUITE_NAMES, OLD_SUITES } from './old-tasks.js';
+import { type InstanceRecord, promptKey } from './records.js';
+import { createRng, hashString, type Rng } from './rng.js';
+import { IN_CONTEXT_SKILLS, SKILL_NAMES, skillRecord } from './skills.js';
+
+/** What a phase of the stream draws: shares of old-suite records, general skills and in-context skills. */
+export interface StreamMix {
+  /** share of old-suite records (the five suites in turn) */
+  old: number;
+  /** share of general-skill records (every skill, uniformly) */
+  skills: number;
+  /** share of in-context skill records (copy, look up, match: {@link IN_CONTEXT_SKILLS}) */
+  inContext: number;
+}
+
+/** One phase: `steps` steps drawn from `mix`. */
+export interface StreamPhase {
+  steps: number;
+  mix: StreamMix;
+}
+
+/** Options of {@link createStream}. */
+export interface StreamOptions {
+  /** the phases, in order; the last one continues past its steps */
+  phases: StreamPhase[];
+  /** the stream's seed */
+  seed: number;
+  /** records per step */
+  perStep: number;
+  /** record lengths (in any unit) to sort by within a window of steps, so batches pad little */
+  length?: (r: InstanceRecord) => number;
+  /** prompts never to draw ({@link promptKey}) */
+  exclude?: ReadonlySet<string>;
+}
+
+/** A step-addressed source of training records. */
+export interface RecordStream {
+  /**
+   * The records of step `step` (0-based).
+   * @param step - the step.
+   * @returns perStep records.
+   */
+  at(step: number): InstanceRecord[];
+}
+
+/** Steps whose records are drawn together and sorted by length, then dealt out in shuffled order. */
+const WINDOW = 16;
+
+/**
+ * A stream of fresh records per step, phase by phase (a curriculum: in-context skills alone first,
+ * say, then the full mixture with them kept in it).
+ * @param o - phases, seed, records per step, length sorting and held-out prompts.
+ * @returns the stream.
+ * @throws RangeError for no phases, a phase of no steps or a mix of no records.
+ * @example
+ * ```ts
+ * const stream = createStream({ seed: 1, perStep: 16, phases: [{ steps: 2000, mix: { old: 0, skills: 0, inContext: 1 } }, { steps: 8000, mix: { old: 0.6, skills: 0.2, inContext: 0.2 } }] });
+ * stream.at(0).length; // 16
+ * ```
+ */
+export function createStream(o: StreamOptions): RecordStream {
+  if (o.phases.length === 0) throw new RangeError('createStream: no phases');
+  for (const p of o.phases) {
+    if (!Number.isInteger(p.steps) || p.steps < 0) throw new RangeError(`createStream: a phase's steps must be a non-negative integer, got ${p.steps}`);
+    const total = p.mix.old + p.mix.skills + p.mix.inContext;
+    if (!(total > 0) || [p.mix.old, p.mix.skills, p.mix.inContext].some((v) => !(v >= 0))) throw new RangeError(`createStream: a phase's mix must be non-negative shares with a positive sum, got ${JSON.stringify(p.mix)}`);
+  }
+  if (!Number.isInteger(o.perStep) || o.perStep < 1) throw new RangeError(`createStream: perStep must be a positive integer, got ${o.perStep}`);
+  const phaseOf = (step: number): StreamPhase => {
+    let end = 0;
+    for (const p of o.phases) {
+      end += p.steps;
+      if (step < end) return p;
+    }
+    return o.phases[o.phases.length - 1]!;
+  };
+  const draw = (rng: Rng, mix: StreamMix): InstanceRecord => {
+    const total = mix.old + mix.skills + mix.inContext;
+    for (;;) {
+      const u = rng.next() * total;
+      const r = u < mix.old
+        ? OLD_SUITES[rng.pick(OLD_SUITE_NAMES)](rng, 1)[0]!
+        : skillRecord(rng.pick(u < mix.old + mix.skills ? SKILL_NAMES : IN_CONTEXT_SKILLS), rng);
+      if (!o.exclude?.has(promptKey(r))) return r;
+    }
+  };
+  let cached: { window: number; steps: InstanceRecord[][] } | undefined;
+  return {
+    at(step) {
+      if (!Number.isInteger(step) || step < 0) throw new RangeError(`stream: step must be a non-negative integer, got ${step}`);
+      const window = Math.floor(step / WINDOW);
+      if (cached?.window !== window) {
+        // A window's steps share a phase boundary only if one falls inside it: each step draws from its own phase.
+        const rng = createRng(hashString(`${o.seed}:stream:${window}`));
+        const records: { r: InstanceRecord; phase: number }[] = [];
+        for (let s = window * WINDOW; s < (window + 1) * WINDOW; s++) {
+          const mix = phaseOf(s).mix;
+          for (let i = 0; i < o.perStep; i++) records.push({ r: draw(rng, mix), phase: s });
+        }
+        // Within each phase's share of the window, similar lengths go together; the steps' order is shuffled.
+        const length = o.length ?? ((r: InstanceRecord) => r.instruction.length + r.input.length + r.output.length);
+        const byPhase = new Map<StreamMix, InstanceRecord[]>();
+        records.forEach(({ r, phase }) => {
+          const mix = phaseOf(phase).mix;
+          byPhase.set(mix, [...(byPhase.get(mix) ?? []), r]);
+        });
+        const steps: InstanceRecord[][] = [];
+        for (const rs of byPhase.values()) {
+          const sorted = rs.map((r, i) => ({ r, i, n: length(r) })).sort((a, b) => a.n - b.n || a.i - b.i).map((x) => x.r);
+          const chunks: InstanceRecord[][] = [];
+          for (let i = 0; i < sorted.length; i += o.perStep) chunks.push(sorted.slice(i, i + o.perStep));
+          steps.push(...rng.shuffle(chunks));
+        }
+        cached = { window, steps };
+      }
+      return cached.steps[step - window * WINDOW]!;
+    },
+  };
+}

@@ -1,0 +1,152 @@
+// The base's in-context skills: the probes that score them, the fresh-record stream that teaches
+// them (phases, held-out prompts, determinism), pretraining in resumable sittings, and the
+// multiple-choice scoring that does not count a guessed letter.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { accuracy, optionText } from '../lib/data/metrics.js';
+import { PROBE_NAMES, probeRecords } from '../lib/data/probes.js';
+import { promptKey } from '../lib/data/records.js';
+import { IN_CONTEXT_SKILLS } from '../lib/data/skills.js';
+import { createStream } from '../lib/data/stream.js';
+import { CHECKPOINT } from '../lib/jfa/checkpoint.js';
+import { pretrain } from '../lib/jfa/pretrain.js';
+import { probe } from '../lib/jfa/probe.js';
+import { createModel } from '../lib/model/create.js';
+import { LlamaModel } from '../lib/model/llama.js';
+import { Tokenizer } from '../lib/model/tokenizer.js';
+import { jfa } from './helpers.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'jfa-base-skills-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const mix = (old: number, skills: number, inContext: number) => ({ old, skills, inContext });
+
+describe('probes', () => {
+  it('are fixed held-out records of each skill, and score a model by exact match', async () => {
+    const a = probeRecords(20);
+    expect(Object.keys(a)).toEqual(PROBE_NAMES);
+    expect(probeRecords(20)).toEqual(a);
+    expect(probeRecords(20, 7).copy).not.toEqual(a.copy);
+    expect(a.copy[0]!.instruction).toBe('Copy the input exactly.');
+    expect(a.option.every((r) => /Answer: [A-E]$/.test(r.output) && optionText(r.input, r.output.slice(-1)) !== undefined)).toBe(true);
+    expect(() => probeRecords(0)).toThrow(RangeError);
+
+    const m = join(dir, 'probe-model');
+    createModel(m, { hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, seed: 1 });
+    using model = LlamaModel.load(m);
+    const seen: string[] = [];
+    const scores = await probe(model, Tokenizer.fromDir(m), { perProbe: 3, onProbe: (n) => seen.push(n) });
+    expect(seen).toEqual(PROBE_NAMES);
+    for (const n of PROBE_NAMES) expect(scores[n]).toBeGreaterThanOrEqual(0);
+    // a random model copies nothing
+    expect(scores.copy).toBe(0);
+
+    const r = jfa('probe', '--model', m, '--per-probe', '2', '--json');
+    expect(r.status, r.stderr).toBe(0);
+    expect(Object.keys(JSON.parse(r.stdout).scores)).toEqual(PROBE_NAMES);
+    const lines = jfa('probe', '--model', m, '--per-probe', '2');
+    expect(lines.stdout.trim().split('\n').map((l) => l.split(/\s+/)[0])).toEqual(PROBE_NAMES);
+    expect(jfa('probe', '--model', join(dir, 'nope')).status).not.toBe(0);
+  });
+});
+
+describe('the pretraining stream', () => {
+  it('gives every step fresh records from its phase, the same for the same step, never a held-out prompt', () => {
+    const exclude = new Set(probeRecords(50).copy.map(promptKey));
+    const phases = [{ steps: 20, mix: mix(0, 0, 1) }, { steps: 20, mix: mix(1, 0, 0) }];
+    const s = createStream({ seed: 3, perStep: 8, phases, exclude });
+    const first = Array.from({ length: 40 }, (_, i) => s.at(i));
+    expect(first.every((b) => b.length === 8)).toBe(true);
+    // phase 1: in-context skills alone; phase 2 (and past its end): old suites alone
+    expect(first.slice(0, 20).flat().every((r) => IN_CONTEXT_SKILLS.includes(r.task.replace(/^skill-/, '')))).toBe(true);
+    expect(first.slice(20).flat().every((r) => !r.task.startsWith('skill-'))).toBe(true);
+    expect(s.at(50).every((r) => !r.task.startsWith('skill-'))).toBe(true);
+    // the same step, asked again out of order or by another stream of the same settings
+    const again = createStream({ seed: 3, perStep: 8, phases, exclude });
+    expect(again.at(33)).toEqual(first[33]);
+    expect(again.at(2)).toEqual(first[2]);
+    expect(createStream({ seed: 4, perStep: 8, phases }).at(2)).not.toEqual(first[2]);
+    expect(first.flat().some((r) => exclude.has(promptKey(r)))).toBe(false);
+    // within a window, steps hold records of similar length
+    const spread = (b: typeof first[0]) => Math.max(...b.map((r) => r.input.length)) - Math.min(...b.map((r) => r.input.length));
+    expect(first.slice(0, 16).reduce((t, b) => t + spread(b), 0) / 16).toBeLessThan(40);
+    expect(() => createStream({ seed: 1, perStep: 8, phases: [] })).toThrow(RangeError);
+    expect(() => createStream({ seed: 1, perStep: 8, phases: [{ steps: 5, mix: mix(0, 0, 0) }] })).toThrow(/positive sum/);
+    expect(() => s.at(-1)).toThrow(RangeError);
+  });
+});
+
+describe('pretraining in sittings', () => {
+  it('stopped at maxSteps and resumed from its checkpoint, it ends bit-identical to an uninterrupted run', async () => {
+    const m = join(dir, 'sit-model');
+    createModel(m, { hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, seed: 4 });
+    const tok = Tokenizer.fromDir(m);
+    const stream = () => createStream({ seed: 1, perStep: 4, phases: [{ steps: 3, mix: mix(0, 0, 1) }, { steps: 3, mix: mix(1, 1, 1) }] });
+    const o = { steps: 6, microBatch: 4, lr: 3e-3, maxTokens: 96, checkpointEvery: 2, identity: { run: 'a' } };
+    const weightsOf = (model: LlamaModel) => Object.fromEntries(Object.entries(model.weights()).map(([k, t]) => [k, Array.from(t.toTypedArray() as Float32Array)]));
+
+    using straight = LlamaModel.load(m);
+    const a = await pretrain(straight, tok, stream(), { ...o, checkpointDir: join(dir, 'ck-a') });
+    expect(a).toMatchObject({ steps: 6, totalSteps: 6 });
+
+    using sitting = LlamaModel.load(m);
+    const ck = join(dir, 'ck-b');
+    const first = await pretrain(sitting, tok, stream(), { ...o, checkpointDir: ck, maxSteps: 3 });
+    expect(first.steps).toBe(3);
+    expect(existsSync(join(ck, CHECKPOINT, 'state.json'))).toBe(true);
+    // another run's checkpoint is refused, by what differs
+    using other = LlamaModel.load(m);
+    await expect(pretrain(other, tok, stream(), { ...o, checkpointDir: ck, resume: true, identity: { run: 'b' } })).rejects.toThrow(/from another run/);
+    await expect(pretrain(other, tok, stream(), { ...o, checkpointDir: join(dir, 'none'), resume: true })).rejects.toThrow(/nothing to resume/);
+    using resumed = LlamaModel.load(m);
+    const second = await pretrain(resumed, tok, stream(), { ...o, checkpointDir: ck, resume: true });
+    expect(second.steps).toBe(6);
+    expect(weightsOf(resumed)).toEqual(weightsOf(straight));
+    expect(weightsOf(resumed)).not.toEqual(weightsOf(sitting));
+    const rows = readFileSync(join(ck, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(rows.at(-1)).toMatchObject({ type: 'pretrain', step: 6 });
+  });
+
+  it('jfa pretrain --max-steps stops resumably, --resume finishes and writes the card with probes; a second start is refused', () => {
+    const out = join(dir, 'cli-base');
+    const ck = join(dir, 'cli-ck');
+    const args = ['pretrain', '--out', out, '--checkpoint-dir', ck, '--hidden-size', '32', '--layers', '1', '--heads', '2', '--merges', '30', '--old-train-per-suite', '4', '--steps', '6', '--in-context-steps', '2', '--micro-batch', '4', '--eval-per-suite', '2', '--probes', '2', '--checkpoint-every', '2'];
+    const stopped = jfa(...args, '--max-steps', '3', '--json');
+    expect(stopped.status, stopped.stderr).toBe(0);
+    expect(JSON.parse(stopped.stdout)).toMatchObject({ stoppedAt: 3, totalSteps: 6 });
+    expect(existsSync(join(out, 'jfa-base.json'))).toBe(false);
+    const again = jfa(...args);
+    expect(again.status).not.toBe(0);
+    expect(again.stderr).toMatch(/holds an unfinished run; continue it with --resume/);
+    const done = jfa(...args, '--resume', '--json');
+    expect(done.status, done.stderr).toBe(0);
+    const card = JSON.parse(done.stdout);
+    expect(card).toMatchObject({ steps: 6, records: 24 });
+    expect(Object.keys(card.probes)).toEqual(PROBE_NAMES);
+    expect(Object.keys(card.scores)).toHaveLength(5);
+    expect(card.command).toContain('--in-context-steps 2');
+    expect(readFileSync(join(out, 'README.md'), 'utf8')).toMatch(/## Probes/);
+    expect(existsSync(join(ck, CHECKPOINT))).toBe(false);
+    expect(existsSync(join(ck, 'metrics.jsonl'))).toBe(true);
+  });
+});
+
+describe('multiple-choice scoring', () => {
+  it('counts a letter only with the fact that names its option, where the reference states one', () => {
+    const input = 'Which of these is a gas?\nA) ice\nB) steam\nC) iron';
+    const r = { task: 'science-mc', answer: 'B', input, output: 'Steam is a gas at room temperature. Answer: B' };
+    expect(accuracy([r], ['Steam is a gas at room temperature. Answer: B'])).toBe(1);
+    expect(accuracy([r], ['Iron is a gas at room temperature. Answer: B'])).toBe(0);
+    expect(accuracy([r], ['Answer: B'])).toBe(0);
+    expect(accuracy([r], ['Steam is a gas. Answer: C'])).toBe(0);
+    // a reference that is a bare letter (imported ARC): the letter decides
+    expect(accuracy([{ ...r, output: 'Answer: B' }], ['Answer: B'])).toBe(1);
+    expect(accuracy([{ task: 'science-mc', answer: 'B' }], ['Answer: B'])).toBe(1);
+    expect(optionText(input, 'C')).toBe('iron');
+    expect(optionText(input, 'D')).toBeUndefined();
+  });
+});
