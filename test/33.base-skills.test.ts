@@ -114,7 +114,7 @@ describe('pretraining in sittings', () => {
   it('jfa pretrain --max-steps stops resumably, --resume finishes and writes the card with probes; a second start is refused', () => {
     const out = join(dir, 'cli-base');
     const ck = join(dir, 'cli-ck');
-    const args = ['pretrain', '--out', out, '--checkpoint-dir', ck, '--hidden-size', '32', '--layers', '1', '--heads', '2', '--merges', '30', '--old-train-per-suite', '4', '--steps', '6', '--in-context-steps', '2', '--micro-batch', '4', '--eval-per-suite', '2', '--probes', '2', '--checkpoint-every', '2'];
+    const args = ['pretrain', '--out', out, '--checkpoint-dir', ck, '--hidden-size', '32', '--layers', '1', '--heads', '2', '--merges', '30', '--old-train-per-suite', '4', '--steps', '6', '--copy-steps', '1', '--in-context-steps', '2', '--micro-batch', '4', '--eval-per-suite', '2', '--probes', '2', '--checkpoint-every', '2'];
     const stopped = jfa(...args, '--max-steps', '3', '--json');
     expect(stopped.status, stopped.stderr).toBe(0);
     expect(JSON.parse(stopped.stdout)).toMatchObject({ stoppedAt: 3, totalSteps: 6 });

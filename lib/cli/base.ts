@@ -46,7 +46,9 @@ export const baseSchema = z.object({
   dataSeed: z.number().int().nonnegative().default(1),
   /** generated data: optimisation steps in all */
   steps: int.default(30000),
-  /** generated data: steps of the first phase, the in-context skills alone */
+  /** generated data: steps of the first phase, plain copying alone (the first induction circuit) */
+  copySteps: z.number().int().nonnegative().default(1500),
+  /** generated data: steps of the next phase, the in-context skills alone */
   inContextSteps: z.number().int().nonnegative().default(3000),
   /** generated data, second phase: shares of old-suite, general-skill and in-context records */
   oldShare: share.default(0.5),
@@ -123,8 +125,9 @@ export function baseStream(o: BaseOptions): RecordStream {
     perStep: o.microBatch,
     exclude,
     phases: [
+      { steps: o.copySteps, mix: { old: 0, skills: 0, inContext: 0, copy: 1 } },
       { steps: o.inContextSteps, mix: { old: 0, skills: 0, inContext: 1 } },
-      { steps: o.steps - o.inContextSteps, mix: { old: o.oldShare, skills: o.skillShare, inContext: o.inContextShare } },
+      { steps: Math.max(0, o.steps - o.copySteps - o.inContextSteps), mix: { old: o.oldShare, skills: o.skillShare, inContext: o.inContextShare } },
     ],
   });
 }
@@ -133,7 +136,7 @@ export function baseStream(o: BaseOptions): RecordStream {
 function commandLine(out: string, o: BaseOptions, data?: string[]): string {
   const flag = (k: string) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
   const parts = ['jfa pretrain', `--out ${out}`, ...(data?.length ? [`--data ${data.join(' ')}`] : [])];
-  const generatedOnly = ['oldTrainPerSuite', 'dataSeed', 'steps', 'inContextSteps', 'oldShare', 'skillShare', 'inContextShare', 'evalPerSuite'];
+  const generatedOnly = ['oldTrainPerSuite', 'dataSeed', 'steps', 'copySteps', 'inContextSteps', 'oldShare', 'skillShare', 'inContextShare', 'evalPerSuite'];
   for (const [k, v] of Object.entries(o)) {
     if (data?.length ? generatedOnly.includes(k) : k === 'epochs') continue;
     parts.push(`--${flag(k)} ${v}`);
@@ -184,7 +187,8 @@ export async function buildBase(out: string, o: BaseOptions, b: BuildOptions = {
     // The tokenizer is learned from old and new text alike, as a general-purpose one would be.
     // From a stream: its first steps of each phase (the second's text, the old suites, weighs most).
     const stepsOf = (from: number, n: number) => Array.from({ length: Math.max(0, Math.min(n, o.steps - from)) }, (_, i) => from + i);
-    const sample = Array.isArray(source) ? source : [...stepsOf(0, Math.min(o.inContextSteps, 500)), ...stepsOf(o.inContextSteps, 1500)].flatMap((s) => source.at(s));
+    const mixed = o.copySteps + o.inContextSteps;
+    const sample = Array.isArray(source) ? source : [...stepsOf(0, Math.min(mixed, 500)), ...stepsOf(mixed, 1500)].flatMap((s) => source.at(s));
     const newText = baseSuite(o, { oldEvalPerSuite: 1, flashbacksPerSuite: 1 }).newTrain;
     const merges = learnMerges([...sample, ...newText].flatMap((r) => [r.instruction, r.input, r.output]), o.merges);
     createModel(initial, { hiddenSize: o.hiddenSize, intermediateSize: intermediateSize(o.hiddenSize), numLayers: o.layers, numHeads: o.heads, merges, seed: o.seed });
@@ -268,7 +272,7 @@ export function writeCard(dir: string, card: BaseCard): void {
   const o = card.options;
   const data = o.data
     ? `${o.data.join(', ')}; ${card.records} records (${o.epochs} epoch${o.epochs > 1 ? 's' : ''})`
-    : `a stream of fresh generated records at data seed ${o.dataSeed}, none repeated and none of the held-out prompts (old-suite evaluation, flashbacks, probes): ${o.inContextSteps} steps of the in-context skills alone (copy, look up, match an option), then ${o.steps - o.inContextSteps} steps of old suites, general skills and in-context skills in shares ${o.oldShare}/${o.skillShare}/${o.inContextShare}; ${card.records} records`;
+    : `a stream of fresh generated records at data seed ${o.dataSeed}, none repeated and none of the held-out prompts (old-suite evaluation, flashbacks, probes): ${o.copySteps} steps of plain copying, ${o.inContextSteps} steps of the in-context skills alone (copy, look up, match an option), then ${Math.max(0, o.steps - o.copySteps - o.inContextSteps)} steps of old suites, general skills and in-context skills in shares ${o.oldShare}/${o.skillShare}/${o.inContextShare}; ${card.records} records`;
   writeFileAtomic(join(dir, 'README.md'), `# ${o.data ? 'Pretrained Llama' : 'jfa-base: the demo\'s base model'}
 
 A ${(card.parameters / 1e6).toFixed(2)}M-parameter Llama (${o.layers} layers, hidden size ${o.hiddenSize}, ${o.heads} heads, byte-level BPE with ${o.merges} merges), trained from scratch by jfa-torch's \`jfa pretrain\`.

@@ -162,6 +162,7 @@ trainingOptions(program
   .option('--old-train-per-suite <n>', "generated data: the suite's training records of each old suite (replay's old data)", num('--old-train-per-suite'))
   .option('--data-seed <n>', 'generated data: seed of the suites', num('--data-seed'))
   .option('--steps <n>', 'generated data: steps in all, each of fresh records', num('--steps'))
+  .option('--copy-steps <n>', 'generated data: first steps on plain copying alone', num('--copy-steps'))
   .option('--in-context-steps <n>', 'generated data: first steps on the in-context skills alone (copy, look up, match an option)', num('--in-context-steps'))
   .option('--old-share <x>', 'generated data, after those: share of old-suite records', num('--old-share'))
   .option('--skill-share <x>', 'generated data, after those: share of general-skill records', num('--skill-share'))

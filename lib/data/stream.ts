@@ -7,6 +7,8 @@ import { type InstanceRecord, promptKey } from './records.js';
 import { createRng, hashString, type Rng } from './rng.js';
 import { IN_CONTEXT_SKILLS, SKILL_NAMES, skillRecord } from './skills.js';
 
+const COPY_SKILLS = ['copy-list', 'copy-words'];
+
 /** What a phase of the stream draws: shares of old-suite records, general skills and in-context skills. */
 export interface StreamMix {
   /** share of old-suite records (the five suites in turn) */
@@ -15,6 +17,8 @@ export interface StreamMix {
   skills: number;
   /** share of in-context skill records (copy, look up, match: {@link IN_CONTEXT_SKILLS}) */
   inContext: number;
+  /** share of plain copying (copy-list, copy-words): the first induction circuit to form */
+  copy?: number;
 }
 
 /** One phase: `steps` steps drawn from `mix`. */
@@ -66,8 +70,8 @@ export function createStream(o: StreamOptions): RecordStream {
   if (o.phases.length === 0) throw new RangeError('createStream: no phases');
   for (const p of o.phases) {
     if (!Number.isInteger(p.steps) || p.steps < 0) throw new RangeError(`createStream: a phase's steps must be a non-negative integer, got ${p.steps}`);
-    const total = p.mix.old + p.mix.skills + p.mix.inContext;
-    if (!(total > 0) || [p.mix.old, p.mix.skills, p.mix.inContext].some((v) => !(v >= 0))) throw new RangeError(`createStream: a phase's mix must be non-negative shares with a positive sum, got ${JSON.stringify(p.mix)}`);
+    const shares = [p.mix.old, p.mix.skills, p.mix.inContext, p.mix.copy ?? 0];
+    if (!(shares.reduce((a, v) => a + v, 0) > 0) || shares.some((v) => !(v >= 0))) throw new RangeError(`createStream: a phase's mix must be non-negative shares with a positive sum, got ${JSON.stringify(p.mix)}`);
   }
   if (!Number.isInteger(o.perStep) || o.perStep < 1) throw new RangeError(`createStream: perStep must be a positive integer, got ${o.perStep}`);
   const phaseOf = (step: number): StreamPhase => {
@@ -79,12 +83,12 @@ export function createStream(o: StreamOptions): RecordStream {
     return o.phases[o.phases.length - 1]!;
   };
   const draw = (rng: Rng, mix: StreamMix): InstanceRecord => {
-    const total = mix.old + mix.skills + mix.inContext;
+    const total = mix.old + mix.skills + mix.inContext + (mix.copy ?? 0);
     for (;;) {
       const u = rng.next() * total;
       const r = u < mix.old
         ? OLD_SUITES[rng.pick(OLD_SUITE_NAMES)](rng, 1)[0]!
-        : skillRecord(rng.pick(u < mix.old + mix.skills ? SKILL_NAMES : IN_CONTEXT_SKILLS), rng);
+        : skillRecord(rng.pick(u < mix.old + mix.skills ? SKILL_NAMES : u < mix.old + mix.skills + mix.inContext ? IN_CONTEXT_SKILLS : COPY_SKILLS), rng);
       if (!o.exclude?.has(promptKey(r))) return r;
     }
   };
