@@ -38,18 +38,18 @@ const share = z.number().nonnegative();
 export const baseSchema = z.object({
   hiddenSize: int.default(256),
   layers: int.default(4),
-  heads: int.default(4),
+  heads: int.default(8),
   merges: z.number().int().nonnegative().default(400),
   /** generated data: old-task training records per suite in the suite (replay's old data; the tokenizer's text) */
   oldTrainPerSuite: int.default(6000),
   /** generated data: the seed of the suites */
   dataSeed: z.number().int().nonnegative().default(1),
   /** generated data: optimisation steps in all */
-  steps: int.default(30000),
+  steps: int.default(40000),
   /** generated data: steps of the first phase, plain copying alone (the first induction circuit) */
-  copySteps: z.number().int().nonnegative().default(1500),
+  copySteps: z.number().int().nonnegative().default(4000),
   /** generated data: steps of the next phase, the in-context skills alone */
-  inContextSteps: z.number().int().nonnegative().default(3000),
+  inContextSteps: z.number().int().nonnegative().default(4000),
   /** generated data, second phase: shares of old-suite, general-skill and in-context records */
   oldShare: share.default(0.5),
   skillShare: share.default(0.25),
@@ -63,6 +63,8 @@ export const baseSchema = z.object({
    * 3e-3 scored at chance wherever an answer had to be looked up (option letters, numbers).
    */
   lr: z.number().positive().default(1e-3),
+  /** steps of linear warm-up before the cosine decay */
+  warmupSteps: z.number().int().nonnegative().default(200),
   microBatch: int.default(16),
   maxTokens: int.default(200),
   /** old-suite evaluation records per suite scored after pretraining, for the card (0: none) */
@@ -203,6 +205,7 @@ export async function buildBase(out: string, o: BaseOptions, b: BuildOptions = {
     epochs: o.epochs,
     steps: o.steps,
     lr: o.lr,
+    warmupRatio: o.warmupSteps / (Array.isArray(source) ? Math.ceil(source.length / o.microBatch) * o.epochs : o.steps),
     microBatch: o.microBatch,
     maxTokens: o.maxTokens,
     seed: o.seed,

@@ -168,6 +168,7 @@ trainingOptions(program
   .option('--skill-share <x>', 'generated data, after those: share of general-skill records', num('--skill-share'))
   .option('--in-context-share <x>', 'generated data, after those: share of in-context skill records', num('--in-context-share'))
   .option('--eval-per-suite <n>', 'generated data: held-out records per old suite scored for the model card (0: none)', num('--eval-per-suite'))
+  .option('--warmup-steps <n>', 'steps of linear warm-up before the cosine decay (default 200)', num('--warmup-steps'))
   .option('--probes <n>', 'probe records per skill scored for the model card (0: none)', num('--probes'))
   .option('--probe-every <n>', 'score the probes every n steps into <checkpoint-dir>/metrics.jsonl (0: never)', num('--probe-every'))
   .option('--checkpoint-dir <dir>', 'where the run keeps its checkpoint and metrics (default <out>.pretrain); removed but for metrics when done')
