@@ -19,6 +19,8 @@ export interface StreamMix {
   inContext: number;
   /** share of plain copying (copy-list, copy-words): the first induction circuit to form */
   copy?: number;
+  /** shares of single skills by name (skills.ts), e.g. { lookup: 0.3 } */
+  named?: Record<string, number>;
 }
 
 /** One phase: `steps` steps drawn from `mix`. */
@@ -70,7 +72,8 @@ export function createStream(o: StreamOptions): RecordStream {
   if (o.phases.length === 0) throw new RangeError('createStream: no phases');
   for (const p of o.phases) {
     if (!Number.isInteger(p.steps) || p.steps < 0) throw new RangeError(`createStream: a phase's steps must be a non-negative integer, got ${p.steps}`);
-    const shares = [p.mix.old, p.mix.skills, p.mix.inContext, p.mix.copy ?? 0];
+    for (const name of Object.keys(p.mix.named ?? {})) if (!SKILL_NAMES.includes(name)) throw new RangeError(`createStream: unknown skill '${name}' in a phase's mix (known: ${SKILL_NAMES.join(', ')})`);
+    const shares = [p.mix.old, p.mix.skills, p.mix.inContext, p.mix.copy ?? 0, ...Object.values(p.mix.named ?? {})];
     if (!(shares.reduce((a, v) => a + v, 0) > 0) || shares.some((v) => !(v >= 0))) throw new RangeError(`createStream: a phase's mix must be non-negative shares with a positive sum, got ${JSON.stringify(p.mix)}`);
   }
   if (!Number.isInteger(o.perStep) || o.perStep < 1) throw new RangeError(`createStream: perStep must be a positive integer, got ${o.perStep}`);
@@ -82,13 +85,26 @@ export function createStream(o: StreamOptions): RecordStream {
     }
     return o.phases[o.phases.length - 1]!;
   };
+  // A mix as cumulative shares over its sources, each a way to draw one record.
+  const sourcesOf = (mix: StreamMix): { upTo: number; draw: (rng: Rng) => InstanceRecord }[] => {
+    const skillOf = (names: readonly string[]) => (rng: Rng) => skillRecord(rng.pick(names), rng);
+    const parts: [number, (rng: Rng) => InstanceRecord][] = [
+      [mix.old, (rng) => OLD_SUITES[rng.pick(OLD_SUITE_NAMES)](rng, 1)[0]!],
+      [mix.skills, skillOf(SKILL_NAMES)],
+      [mix.inContext, skillOf(IN_CONTEXT_SKILLS)],
+      [mix.copy ?? 0, skillOf(COPY_SKILLS)],
+      ...Object.entries(mix.named ?? {}).map(([name, share]): [number, (rng: Rng) => InstanceRecord] => [share, (rng) => skillRecord(name, rng)]),
+    ];
+    let upTo = 0;
+    return parts.filter(([share]) => share > 0).map(([share, draw]) => ({ upTo: (upTo += share), draw }));
+  };
+  const sources = new Map(o.phases.map((p) => [p.mix, sourcesOf(p.mix)]));
   const draw = (rng: Rng, mix: StreamMix): InstanceRecord => {
-    const total = mix.old + mix.skills + mix.inContext + (mix.copy ?? 0);
+    const from = sources.get(mix)!;
+    const total = from[from.length - 1]!.upTo;
     for (;;) {
       const u = rng.next() * total;
-      const r = u < mix.old
-        ? OLD_SUITES[rng.pick(OLD_SUITE_NAMES)](rng, 1)[0]!
-        : skillRecord(rng.pick(u < mix.old + mix.skills ? SKILL_NAMES : u < mix.old + mix.skills + mix.inContext ? IN_CONTEXT_SKILLS : COPY_SKILLS), rng);
+      const r = from.find((s) => u < s.upTo)!.draw(rng);
       if (!o.exclude?.has(promptKey(r))) return r;
     }
   };
