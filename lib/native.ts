@@ -330,12 +330,13 @@ export interface NativeModel {
   dispose(): void;
 }
 
+/** Every field is required: the defaults are lib/optim.ts's. */
 export interface NativeAdamWOptions {
-  lr?: number;
-  beta1?: number;
-  beta2?: number;
-  eps?: number;
-  weightDecay?: number;
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
 }
 
 /** One micro-batch of a training step, as the native step reads it. */
@@ -347,25 +348,28 @@ export interface NativeStepBatch {
   referenceLogits?: NativeTensor;
   referenceHidden?: NativeTensor;
   latent?: NativeLatent;
-  /** data-parallel: this rank's share of the micro-batch's loss (default 1) */
-  weight?: number;
+  /** data-parallel: this rank's share of the micro-batch's loss (1 in one process) */
+  weight: number;
 }
 
-/** Everything one training step needs, read once natively. */
+/**
+ * Everything one training step needs, read once natively. Every setting is required: the addon
+ * invents no defaults (they are lib/jfa/plan.ts's TRAIN_DEFAULTS, filled in by lib/jfa/step.ts).
+ */
 export interface NativeStep {
   method: 'sft' | 'flashback' | 'jfa';
-  alpha?: number;
-  kl?: KlKind;
-  reduction?: Reduction;
-  pcgrad?: boolean;
-  maxGradNorm?: number;
-  seed?: number | bigint;
-  plainSftWeight?: number;
+  alpha: number;
+  kl: KlKind;
+  reduction: Reduction;
+  pcgrad: boolean;
+  maxGradNorm: number;
+  seed: number | bigint;
+  plainSftWeight: number;
   lr: number;
-  timings?: boolean;
+  timings: boolean;
   /** data-parallel: sum each micro-batch's gradients over this group before combining them */
   group?: NativeProcessGroup;
-  /** with group: one flat buffer per micro-batch (default) or one all-reduce per tensor */
+  /** with group: one flat buffer per micro-batch or one all-reduce per tensor */
   bucket?: 'flat' | 'tensor';
   batches: NativeStepBatch[];
 }
@@ -445,7 +449,7 @@ export interface NativeOptimizer {
   /** a training step is running */
   readonly busy: boolean;
   /** AdamW on the parameters' current gradients */
-  step(lr?: number): void;
+  step(lr: number): void;
   /** a whole step (forward, backward, divergence, PCGrad, clipping, AdamW) on the libuv pool */
   trainStepAsync(model: NativeModel, step: NativeStep): Promise<NativeStepMetrics>;
   dispose(): void;

@@ -141,6 +141,25 @@ describe('training loop', () => {
     expect(p99).toBeLessThan(50);
   });
 
+  it('maxGradNorm defaults to 1.0, as documented: the same adapter as 1.0, another than no clipping', async () => {
+    const adapter = async (extra: object) => {
+      const model = LlamaModel.load(modelDir);
+      const norms: number[] = [];
+      await train(model, Tokenizer.fromDir(modelDir), data, { ...options, method: 'sft', lr: 0.05, ...extra, onStep: (p) => norms.push(p.gradNorm) });
+      const weights = model.loraParameters();
+      const bytes = Buffer.concat(Object.values(weights).map((t) => Buffer.from((t.toTypedArray() as Float32Array).buffer)));
+      Object.values(weights).forEach((t) => t.dispose());
+      return { bytes, norms };
+    };
+    const byDefault = await adapter({});
+    const one = await adapter({ maxGradNorm: 1 });
+    const unclipped = await adapter({ maxGradNorm: 1e9 });
+    // Clipping at 1.0 bites in this run, so a default of "no clipping" could not pass below.
+    expect(Math.max(...byDefault.norms)).toBeGreaterThan(1);
+    expect(byDefault.bytes.equals(one.bytes)).toBe(true);
+    expect(byDefault.bytes.equals(unclipped.bytes)).toBe(false);
+  });
+
   it('refuses bad set-ups before training', async () => {
     const model = LlamaModel.load(modelDir);
     const tok = Tokenizer.fromDir(modelDir);

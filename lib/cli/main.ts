@@ -18,7 +18,7 @@ import { runSetupTorch } from './setup-torch.js';
 import { runStudy, STUDIES, studySchema } from './study.js';
 import { runGenerate } from './generate.js';
 import { LATENT_CHOICES, type LatentChoice } from './latent.js';
-import { evalSchema, pretrainSchema, probeSchema, runEval, runPretrain, runProbe, runTrain, trainSchema, withConfig } from './train.js';
+import { evalSchema, pretrainSchema, probeSchema, runEval, runPretrain, runProbe, runTrain, trainDefaults, trainSchema, withConfig } from './train.js';
 
 const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string };
 
@@ -133,6 +133,8 @@ program
     await runGenerate(opts);
   });
 
+const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
 const num = (name: string) => (v: string) => {
   const n = Number(v);
   if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
@@ -222,6 +224,7 @@ trainingOptions(program
   .option('--dist-timeout-ms <ms>', 'data-parallel: how long ranks wait for each other before failing (default 60000)', num('--dist-timeout-ms')))
   .option('--device <device>', 'cpu (default), cuda or cuda:N: where the model trains (a CUDA libtorch and a GPU)')
   .option('--precision <p>', "fp32 (default) or bf16: the base model's dtype; losses accumulate in fp32")
+  .addHelpText('after', `\nDefaults (the library's train() has the same; PCGrad and latent tasks come with the method):\n  ${Object.entries(trainDefaults()).map(([k, v]) => (typeof v === 'boolean' ? `--${v ? '' : 'no-'}${kebab(k)}` : `--${kebab(k)} ${String(v)}`)).join(', ')}`)
   .action(async (flags) => runTrain(withConfig(trainSchema, flags)));
 
 program

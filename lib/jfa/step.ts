@@ -45,21 +45,36 @@ export interface MicroBatch {
   weight?: number;
 }
 
+/**
+ * {@link trainStep}'s settings when not given. train() shares the loss and clipping ones (its
+ * TRAIN_DEFAULTS takes them from here); the addon has none of its own.
+ */
+export const STEP_DEFAULTS = {
+  alpha: 1,
+  kl: 'symmetric',
+  reduction: 'mean',
+  // transformers' Trainer clips at 1.0 too, which is what users of a fine-tuning loop expect.
+  maxGradNorm: 1,
+  plainSftWeight: 0,
+  pcgrad: false,
+  seed: 0,
+} as const;
+
 /** Options of {@link trainStep}. */
 export interface StepOptions {
   /** which losses to use */
   method: Method;
-  /** weight of the divergence (default 1) */
+  /** weight of the divergence (default 1, as train()'s) */
   alpha?: number;
   /** the divergence's KL (default symmetric) */
   kl?: KlKind;
   /** the divergence's reduction over tokens (default mean) */
   reduction?: Reduction;
-  /** combine micro-batch gradients with PCGrad (jfa's default) instead of their mean */
+  /** combine micro-batch gradients with PCGrad instead of their mean (default false) */
   pcgrad?: boolean;
-  /** clip the combined gradient's norm to this (default: no clipping) */
+  /** clip the combined gradient's norm to this (default 1.0, as train()'s) */
   maxGradNorm?: number;
-  /** seed of PCGrad's visiting orders for this step */
+  /** seed of PCGrad's visiting orders for this step (default 0) */
   seed?: number;
   /**
    * jfa: weight of an extra SFT loss with the latent increments off, on new-task micro-batches
@@ -128,20 +143,21 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, micro: Micr
     referenceLogits: h(mb.referenceLogits),
     referenceHidden: h(mb.referenceHidden),
     latent: mb.latent && { indices: mb.latent.indices.handle, weights: mb.latent.weights.handle },
-    weight: mb.weight,
+    weight: mb.weight ?? 1,
   }));
+  // The addon requires every setting: its defaults are STEP_DEFAULTS, nowhere else.
   const r = await optimizer.handle.trainStepAsync(modelHandle(model), {
     method: o.method,
-    alpha: o.alpha,
-    kl: o.kl,
-    reduction: o.reduction,
-    pcgrad: o.pcgrad,
-    maxGradNorm: o.maxGradNorm,
-    seed: o.seed,
-    plainSftWeight: o.plainSftWeight,
+    alpha: o.alpha ?? STEP_DEFAULTS.alpha,
+    kl: o.kl ?? STEP_DEFAULTS.kl,
+    reduction: o.reduction ?? STEP_DEFAULTS.reduction,
+    pcgrad: o.pcgrad ?? STEP_DEFAULTS.pcgrad,
+    maxGradNorm: o.maxGradNorm ?? STEP_DEFAULTS.maxGradNorm,
+    seed: o.seed ?? STEP_DEFAULTS.seed,
+    plainSftWeight: o.plainSftWeight ?? STEP_DEFAULTS.plainSftWeight,
     lr: optimizer.lr,
     timings: Boolean(o.timings),
-    ...(o.group ? { group: o.group.handle, bucket: o.bucket } : {}),
+    ...(o.group ? { group: o.group.handle, bucket: o.bucket ?? 'flat' } : {}),
     batches,
   });
   optimizer.stepCount += 1;

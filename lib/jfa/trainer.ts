@@ -19,11 +19,12 @@ import { errnoOf, inOutputFolder } from '../util/files.js';
 import { TensorBoardWriter } from '../util/tensorboard.js';
 import { writeJsonl } from '../data/jsonl.js';
 import { CHECKPOINT, checkpointTensors, findCheckpoint, lastCheckpoint, removeCheckpoint, restoreOptimizer, saveCheckpoint, saveOptimizer, writeFolder } from './checkpoint.js';
-import { accumulateFlashbacks, checkContinue, CONTINUE_MODES, type ContinueMode, DEFAULT_CONTINUE_MODE, earlierPrompts, loadRounds, type PreviousRun, readRun, writeChain, writePrompts } from './continual.js';
+import { accumulateFlashbacks, checkContinue, CONTINUE_MODES, type ContinueMode, earlierPrompts, loadRounds, type PreviousRun, readRun, writeChain, writePrompts } from './continual.js';
 import { promptBatch, promptText, sftBatch } from './examples.js';
 import { embedRecords, type LatentOptions, LatentTasks } from './latent.js';
 import { LATENT_MODES, LATENT_POOL_FILE, type LatentMode, LatentPool } from './pool.js';
 import { runSteps, type StepProgress } from './loop.js';
+import { TRAIN_DEFAULTS } from './plan.js';
 import { type Method, type MicroBatch } from './step.js';
 
 export type { StepProgress };
@@ -31,7 +32,7 @@ export type { StepProgress };
 /** A {@link train} method: sft, flashback, jfa, or the replay baseline (SFT mixed with old-task data). */
 export type TrainMethod = Method | 'replay';
 
-/** Options of {@link train}; the defaults follow the paper's released settings where it gives them. */
+/** Options of {@link train}; every default is in {@link TRAIN_DEFAULTS}, which `jfa train` shares. */
 export interface TrainOptions {
   /** the training method */
   method: TrainMethod;
@@ -62,7 +63,7 @@ export interface TrainOptions {
   warmupRatio?: number;
   /** AdamW's decoupled weight decay (default 0) */
   weightDecay?: number;
-  /** clip the combined gradient's norm to this (default: no clipping) */
+  /** clip the combined gradient's norm to this (default 1.0, as transformers' Trainer) */
   maxGradNorm?: number;
   /** weight of the flashback divergence (default 1) */
   alpha?: number;
@@ -70,7 +71,7 @@ export interface TrainOptions {
   kl?: KlKind;
   /** the divergence's reduction over tokens (default mean) */
   reduction?: Reduction;
-  /** the LoRA adapters added to the model (defaults of {@link LlamaModel.addLora}) */
+  /** the LoRA adapters added to the model (default r 8, loraAlpha 16: {@link LlamaModel.addLora}'s) */
   lora?: LoraConfig;
   /** the latent-task pool's size and retrieval (jfa with latent tasks) */
   latentOptions?: LatentOptions;
@@ -238,11 +239,11 @@ function latentSettings(o: TrainOptions, useLatent: boolean): { mode: LatentMode
   const given = (['latentMode', 'latentDropout', 'plainSftWeight'] as const).filter((k) => o[k] !== undefined);
   if (!useLatent && given.length)
     throw new RangeError(`train: ${given.join(', ')} appl${given.length > 1 ? 'y' : 'ies'} only to method 'jfa' with latent tasks (method '${o.method}'${o.latent === false ? ', latent off' : ''})`);
-  const mode = o.latentMode ?? 'retrieve';
+  const mode = o.latentMode ?? TRAIN_DEFAULTS.latentMode;
   if (!(LATENT_MODES as readonly string[]).includes(mode)) throw new RangeError(`train: latentMode must be ${LATENT_MODES.join(' or ')}, got ${JSON.stringify(o.latentMode)}`);
-  const dropout = o.latentDropout ?? (mode === 'drop' ? 0.5 : 0);
+  const dropout = o.latentDropout ?? TRAIN_DEFAULTS.latentDropout[mode];
   if (typeof dropout !== 'number' || !(dropout >= 0 && dropout <= 1)) throw new RangeError(`train: latentDropout must be a probability in [0, 1], got ${dropout}`);
-  const plainSftWeight = o.plainSftWeight ?? 0;
+  const plainSftWeight = o.plainSftWeight ?? TRAIN_DEFAULTS.plainSftWeight;
   if (typeof plainSftWeight !== 'number' || !(plainSftWeight >= 0) || !Number.isFinite(plainSftWeight))
     throw new RangeError(`train: plainSftWeight must be a finite number >= 0, got ${plainSftWeight}`);
   return { mode, dropout, plainSftWeight };
@@ -299,36 +300,36 @@ function checkOptions(o: TrainOptions, latentLayers: number): void {
 function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, continued?: Record<string, unknown>): RunPlan {
   checkOptions(o, model.config.numLayers);
   const method: Method = o.method === 'replay' ? 'sft' : o.method;
-  const microBatch = o.microBatch ?? 4;
-  const accumulation = o.accumulation ?? 4;
-  const useLatent = method === 'jfa' && (o.latent ?? true);
+  const microBatch = o.microBatch ?? TRAIN_DEFAULTS.microBatch;
+  const accumulation = o.accumulation ?? TRAIN_DEFAULTS.accumulation;
+  const useLatent = method === 'jfa' && (o.latent ?? TRAIN_DEFAULTS.latent);
   const latentRun = latentSettings(o, useLatent);
-  const flashbackMicro = method === 'sft' ? 0 : (o.flashbackMicroBatches ?? 1);
+  const flashbackMicro = method === 'sft' ? 0 : (o.flashbackMicroBatches ?? TRAIN_DEFAULTS.flashbackMicroBatches);
   const flashbacks = data.flashbacks ?? [];
   if (!data.newTrain?.length) throw new RangeError('train: no new-task records (data.newTrain is empty)');
   if (flashbackMicro > 0 && flashbacks.length === 0) throw new RangeError(`train: method '${o.method}' needs flashbacks`);
   if (o.method === 'replay' && !data.replay?.length) throw new RangeError("train: method 'replay' needs old-task training data");
   const stream = o.method === 'replay' ? [...data.newTrain, ...data.replay!] : data.newTrain;
   const stepsPerEpoch = Math.ceil(stream.length / (microBatch * accumulation));
-  const totalSteps = stepsPerEpoch * (o.epochs ?? 1);
+  const totalSteps = stepsPerEpoch * (o.epochs ?? TRAIN_DEFAULTS.epochs);
   const latentLayer = o.latentLayer ?? Math.floor(model.config.numLayers / 2);
   return {
     method,
-    seed: o.seed ?? 0,
+    seed: o.seed ?? TRAIN_DEFAULTS.seed,
     microBatch,
     accumulation,
     flashbackMicro,
-    maxTokens: o.maxTokens ?? 256,
+    maxTokens: o.maxTokens ?? TRAIN_DEFAULTS.maxTokens,
     useLatent,
     latentRun,
     latentLayer,
     usePcgrad: o.pcgrad ?? method === 'jfa',
-    lr: o.lr ?? 1e-4,
+    lr: o.lr ?? TRAIN_DEFAULTS.lr,
     stream,
     flashbacks,
     stepsPerEpoch,
     totalSteps,
-    warmup: Math.round(totalSteps * (o.warmupRatio ?? 0.1)),
+    warmup: Math.round(totalSteps * (o.warmupRatio ?? TRAIN_DEFAULTS.warmupRatio)),
     state: { totalSteps, method: o.method, ...(useLatent ? { latent: { ...latentRun, layer: latentLayer, options: o.latentOptions ?? {} } } : {}), ...(continued ? { continued } : {}) },
   };
 }
@@ -380,7 +381,7 @@ function flashbackSource(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan,
     const shuffled = createRng(hashString(`${plan.seed}:flash`)).shuffle(plan.flashbacks.map((_, i) => i));
     for (let i = 0; i < shuffled.length; i += plan.microBatch) batches.push(shuffled.slice(i, i + plan.microBatch));
   }
-  const keep = (o.cacheReference ?? true) ? referenceKeeping(model, plan.flashbacks.length * plan.maxTokens) : undefined;
+  const keep = (o.cacheReference ?? TRAIN_DEFAULTS.cacheReference) ? referenceKeeping(model, plan.flashbacks.length * plan.maxTokens) : undefined;
   const cache = new Map<number, Tensor>();
   if (previous && batches.length > 0) {
     // A continued run: the model is now the previous round's (its adapter on, its pool attached).
@@ -482,13 +483,13 @@ function continuation(model: LlamaModel, data: TrainData, o: TrainOptions): { pr
     if (given.length) throw new RangeError(`train: ${given.join(', ')} appl${given.length > 1 ? 'y' : 'ies'} only with continueFrom`);
     return undefined;
   }
-  const mode = o.continueMode ?? DEFAULT_CONTINUE_MODE;
+  const mode = o.continueMode ?? TRAIN_DEFAULTS.continueMode;
   if (!(CONTINUE_MODES as readonly string[]).includes(mode)) throw new RangeError(`train: continueMode must be ${CONTINUE_MODES.join(' or ')}, got ${JSON.stringify(o.continueMode)}`);
   const budget = o.flashbackBudget ?? data.flashbacks?.length ?? 0;
   if (!Number.isInteger(budget) || budget < 0) throw new RangeError(`train: flashbackBudget must be a non-negative integer, got ${o.flashbackBudget}`);
   const prev = readRun(o.continueFrom);
   checkContinue(model, prev, mode);
-  return { prev, mode, budget, flashbacks: accumulateFlashbacks(data.flashbacks ?? [], earlierPrompts(prev), budget, o.seed ?? 0) };
+  return { prev, mode, budget, flashbacks: accumulateFlashbacks(data.flashbacks ?? [], earlierPrompts(prev), budget, o.seed ?? TRAIN_DEFAULTS.seed) };
 }
 
 /**
@@ -596,7 +597,7 @@ async function trainIn(
     const adapterDir = join(resume.dir, 'adapter');
     if (!existsSync(adapterDir)) throw new Error(`train: the checkpoint is incomplete: ${adapterDir} is missing`);
     model.loadAdapter(adapterDir);
-  } else model.addLora({ ...o.lora, seed: o.lora?.seed ?? plan.seed });
+  } else model.addLora({ ...TRAIN_DEFAULTS.lora, ...o.lora, seed: o.lora?.seed ?? plan.seed });
   const params = Object.values(model.loraParameters());
   const latent = plan.useLatent
     ? group && !resume && group.rank !== 0
@@ -605,7 +606,7 @@ async function trainIn(
     : undefined;
   if (latent && group && !resume && group.rank === 0) await sendLatent(latent.retrieved, group);
   if (latent) params.push(latent.pool.tasks.A, latent.pool.tasks.B);
-  const optimizer = new AdamW(params, { lr: plan.lr, weightDecay: o.weightDecay ?? 0.0 });
+  const optimizer = new AdamW(params, { lr: plan.lr, weightDecay: o.weightDecay ?? TRAIN_DEFAULTS.weightDecay });
   if (resume) restoreOptimizer('train', optimizer, resume.dir, resume.step);
   // Every rank starts from rank 0's parameters and moments (equal by construction; this makes sure).
   if (group) await group.broadcast([...optimizer.params, ...optimizer.expAvg, ...optimizer.expAvgSq, optimizer.steps], 0);
@@ -633,11 +634,11 @@ async function trainIn(
       batches: (step) => stepBatches(step),
       options: (step) => ({
         method: plan.method,
-        alpha: o.alpha,
-        kl: o.kl,
-        reduction: o.reduction,
+        alpha: o.alpha ?? TRAIN_DEFAULTS.alpha,
+        kl: o.kl ?? TRAIN_DEFAULTS.kl,
+        reduction: o.reduction ?? TRAIN_DEFAULTS.reduction,
         pcgrad: plan.usePcgrad,
-        maxGradNorm: o.maxGradNorm,
+        maxGradNorm: o.maxGradNorm ?? TRAIN_DEFAULTS.maxGradNorm,
         seed: hashString(`${plan.seed}:pcgrad:${step}`),
         plainSftWeight: plan.latentRun.plainSftWeight,
         ...(group ? { group, bucket: group.options.bucket } : {}),
@@ -682,7 +683,7 @@ async function trainIn(
     });
     // What a later round needs to continue from this one: the chain beneath, and this round's prompts.
     writePrompts(o.outDir, data.newTrain, plan.seed);
-    writeChain(o.outDir, cont?.prev.base ?? model.dir ?? null, cont?.mode ?? DEFAULT_CONTINUE_MODE, cont?.prev);
+    writeChain(o.outDir, cont?.prev.base ?? model.dir ?? null, cont?.mode ?? TRAIN_DEFAULTS.continueMode, cont?.prev);
     if (cont) writeJsonl(join(o.outDir, 'flashbacks.jsonl'), plan.flashbacks);
     // The run is complete: its checkpoint goes (atomically, so a kill now never leaves half of one to resume from).
     removeCheckpoint(o.outDir);

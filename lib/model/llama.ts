@@ -17,13 +17,16 @@ export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj'
 /** One of {@link LORA_TARGETS}. */
 export type LoraTarget = (typeof LORA_TARGETS)[number];
 
+/** {@link LlamaModel.addLora}'s rank, alpha and scaling when not given (PEFT's LoraConfig defaults, the paper's r and alpha). */
+export const LORA_DEFAULTS = { r: 8, loraAlpha: 16, rslora: false } as const;
+
 /** The adapters {@link LlamaModel.addLora} adds, as PEFT's LoraConfig. */
 export interface LoraConfig {
   /** Modules to adapt (default: all seven linear layers, as the paper). */
   targets?: LoraTarget[];
-  /** Rank (default 8). */
+  /** Rank (default {@link LORA_DEFAULTS}.r). */
   r?: number;
-  /** PEFT's lora_alpha (default 16); the scale is loraAlpha / r. */
+  /** PEFT's lora_alpha (default {@link LORA_DEFAULTS}.loraAlpha); the scale is loraAlpha / r. */
   loraAlpha?: number;
   /** Rank-stabilised scaling loraAlpha / sqrt(r) (default false). */
   rslora?: boolean;
@@ -349,7 +352,7 @@ export class LlamaModel implements Disposable {
    */
   addLora(config: LoraConfig = {}): void {
     if (this.lora) throw new Error('addLora: this model already has adapters');
-    const lora = { targets: config.targets ?? [...LORA_TARGETS], r: config.r ?? 8, loraAlpha: config.loraAlpha ?? 16, rslora: config.rslora ?? false };
+    const lora = { targets: config.targets ?? [...LORA_TARGETS], r: config.r ?? LORA_DEFAULTS.r, loraAlpha: config.loraAlpha ?? LORA_DEFAULTS.loraAlpha, rslora: config.rslora ?? LORA_DEFAULTS.rslora };
     this.handle.addLora(lora.targets, { r: lora.r, loraAlpha: lora.loraAlpha, rslora: lora.rslora, seed: config.seed });
     this.lora = lora;
   }
