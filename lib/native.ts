@@ -357,7 +357,10 @@ export interface NativeStepBatch {
  * invents no defaults (they are lib/jfa/plan.ts's TRAIN_DEFAULTS, filled in by lib/jfa/step.ts).
  */
 export interface NativeStep {
-  method: 'sft' | 'flashback' | 'jfa';
+  /** flashback batches add the divergence (else they are skipped) */
+  divergence: boolean;
+  /** batches' latent tasks apply (else they are ignored) */
+  latent: boolean;
   alpha: number;
   kl: KlKind;
   reduction: Reduction;

@@ -91,6 +91,6 @@ describe('jfa pretrain, train, eval', () => {
     const t = jfa('train', '--model', noTokenizer, '--data', join(data, 'new-train.jsonl'), '--method', 'sft', '--out', join(dir, 'never'));
     expect(t.stderr.trim()).toBe(`jfa: ${join(noTokenizer, 'tokenizer.json')}: missing (the model directory has no tokenizer)`);
     const m = jfa('train', '--model', base, '--data', join(data, 'new-train.jsonl'), '--method', 'magic', '--out', join(dir, 'never'));
-    expect(m.stderr.trim()).toMatch(/^jfa: option 'method': must be one of sft, replay, flashback, jfa, got "[^"]*"$/);
+    expect(m.stderr.trim()).toMatch(/^jfa: option 'method': must be one of sft, replay, flashback, jfa, jfa-no-latent, jfa-no-pcgrad, jfa-retrieve, jfa-drop, got "[^"]*"$/);
   });
 });

@@ -8,10 +8,11 @@ import { z } from 'zod';
 
 import { IMPORT_FORMATS, type ImportFormat } from '../data/importers/index.js';
 import { checkDevice } from '../device.js';
+import { METHODS } from '../jfa/methods.js';
 import { LATENT_POOL_FILE } from '../jfa/pool.js';
 import { packageRoot } from '../locate.js';
 import { runFlashbacks, runImport } from './data.js';
-import { DEMO_METHODS, demoSchema, runDemo } from './demo.js';
+import { demoSchema, runDemo } from './demo.js';
 import { ROUNDS_METHODS, runRoundsDemo } from './rounds.js';
 import { doctor, formatChecks } from './doctor.js';
 import { runSetupTorch } from './setup-torch.js';
@@ -58,7 +59,7 @@ program
   .command('demo')
   .description('the main job: from the shipped base model, fine-tune with sft, flashback and jfa on the generated benchmark, evaluate, and write report.html')
   .option('--out <dir>', 'working directory: data/, runs/, results.json, report.html (default jfa-demo)')
-  .option('--methods <m...>', `methods to compare: ${DEMO_METHODS.join(' ')} (default sft flashback jfa jfa-no-latent)`)
+  .option('--methods <m...>', `methods to compare: ${METHODS.join(' ')} (default sft flashback jfa jfa-no-latent)`)
   .option('--seed <n>', 'seed of the first run (new-task order, flashback sample, initialisation)', (v: string) => Number(v))
   .option('--seeds <n>', 'runs of every method, seeds seed..seed+n-1; the table shows mean ± sd', (v: string) => Number(v))
   .option('--pretrain', 'pretrain the base model (into <out>/base, cached) instead of using the shipped one')
@@ -190,19 +191,19 @@ program
 
 trainingOptions(program
   .command('train')
-  .description('LoRA fine-tuning on new tasks: sft, replay, flashback or jfa')
+  .description('LoRA fine-tuning on new tasks: sft, replay, flashback, jfa or one of its ablations')
   .option('--model <dir>', 'base model directory')
   .option('--data <file>', 'new-task JSONL')
   .option('--flashbacks <file>', 'flashback prompts JSONL (flashback, jfa)')
   .option('--replay <file>', 'old-task training JSONL (replay)')
-  .option('--method <m>', 'sft | replay | flashback | jfa')
+  .option('--method <m>', `${METHODS.join(' | ')} (each a preset of flashbacks, latent tasks, PCGrad and replay)`)
   .option('--out <dir>', 'output directory: adapter/, metrics.jsonl, checkpoints')
-  .option('--latent', 'jfa: use latent tasks (default)')
-  .option('--no-latent', 'jfa: ablation without latent tasks')
+  .option('--latent', 'use latent tasks where the method has them (default)')
+  .option('--no-latent', 'ablation without latent tasks')
   .option('--latent-mode <mode>', "jfa: retrieve (the pool serves with the adapter) | drop (the adapter serves alone)")
   .option('--latent-dropout <p>', "jfa: probability that a micro-batch trains without its latent increments (default 0.5 with drop, 0 with retrieve)", num('--latent-dropout'))
   .option('--plain-sft-weight <w>', 'jfa: weight of an extra SFT loss with the latent increments off (default 0)', num('--plain-sft-weight'))
-  .option('--pcgrad', 'combine micro-batch gradients with PCGrad (default for jfa)')
+  .option('--pcgrad', "combine micro-batch gradients with PCGrad (default: the method's)")
   .option('--no-pcgrad', 'ablation: plain mean of micro-batch gradients')
   .option('--alpha <x>', 'weight of the flashback divergence', num('--alpha'))
   .option('--accumulation <n>', 'new-task micro-batches per step', num('--accumulation'))

@@ -13,15 +13,16 @@ import { type InstanceRecord } from '../data/records.js';
 import { createRng, hashString } from '../data/rng.js';
 import { columnForgetting, CONTINUE_MODES, type ContinueMode, continualMetrics } from '../jfa/continual.js';
 import { evaluateNew } from '../jfa/evaluate.js';
+import { type Method } from '../jfa/methods.js';
 import { type LatentPool } from '../jfa/pool.js';
 import { train } from '../jfa/trainer.js';
 import { inOutputFolder, writeFileAtomic } from '../util/files.js';
-import { BENCH_KEEP, type Bench, benchSummary, type DemoMethod, type DemoOptions, demoTraining, evaluateOldSuites, loadBase, methodLabel, prepareBench, trainProgress } from './demo.js';
+import { BENCH_KEEP, type Bench, benchSummary, type DemoOptions, demoTraining, evaluateOldSuites, loadBase, methodLabel, prepareBench, trainProgress } from './demo.js';
 import { progress } from './progress.js';
 import { aggregate, type DemoResults, type MethodResult, oldAverage, pct, renderReport, type RunResult } from './report.js';
 
 /** The methods `jfa demo --rounds` trains unless told otherwise. */
-export const ROUNDS_METHODS = ['sft', 'flashback', 'jfa'] as const satisfies readonly DemoMethod[];
+export const ROUNDS_METHODS = ['sft', 'flashback', 'jfa'] as const satisfies readonly Method[];
 
 /** One round of the split: the families it trains on, its training records and its held-out records. */
 export interface RoundSplit {
@@ -122,7 +123,7 @@ export function roundsMode(o: DemoOptions): ContinueMode {
 }
 
 /** Every round of method `m` for one seed: trained in turn into `<out>/rounds/<m>[-seedN]/round-i`, scored after each. */
-async function runRounds(b: Bench, m: DemoMethod, seed: number, split: RoundSplit[], mode: ContinueMode, budget: number): Promise<{ run: RoundRun; result: RunResult }> {
+async function runRounds(b: Bench, m: Method, seed: number, split: RoundSplit[], mode: ContinueMode, budget: number): Promise<{ run: RoundRun; result: RunResult }> {
   const T = split.length;
   const dir = join(b.out, 'rounds', b.o.seeds > 1 ? `${m}-seed${seed}` : m);
   rmSync(dir, { recursive: true, force: true });
@@ -195,7 +196,7 @@ async function runRounds(b: Bench, m: DemoMethod, seed: number, split: RoundSpli
 }
 
 /** A method's rounds over its seeds: mean matrix, and BWT and forgetting as mean (± sd). */
-function aggregateRounds(m: DemoMethod, runs: RoundRun[]): RoundsResult['methods'][number] {
+function aggregateRounds(m: Method, runs: RoundRun[]): RoundsResult['methods'][number] {
   const T = runs[0]!.matrix.length;
   const cell = (i: number, j: number) => (j > i ? null : mean(runs.map((r) => r.matrix[i]![j]!)));
   const of = (f: (r: RoundRun) => number) => runs.map(f);
@@ -240,7 +241,7 @@ async function roundsIn(o: DemoOptions, T: number): Promise<DemoResults> {
       base.exactMatch.push(e.exactMatch);
     }
   }
-  const runs = new Map<DemoMethod, Array<{ run: RoundRun; result: RunResult }>>(o.methods.map((m) => [m, []]));
+  const runs = new Map<Method, Array<{ run: RoundRun; result: RunResult }>>(o.methods.map((m) => [m, []]));
   for (let s = 0; s < o.seeds; s++) for (const m of o.methods) runs.get(m)!.push(await runRounds(b, m, o.seed + s, split, mode, budget));
 
   const weights = split.map((s) => s.eval.length);

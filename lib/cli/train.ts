@@ -15,6 +15,7 @@ import { loadAdapterWithRounds, readRun } from '../jfa/continual.js';
 import { evaluateByFormat, evaluateNew, evaluateOld } from '../jfa/evaluate.js';
 import { LATENT_MODES } from '../jfa/pool.js';
 import { distributedFromEnv, type DistributedOptions } from '../distributed.js';
+import { METHODS } from '../jfa/methods.js';
 import { TRAIN_DEFAULTS } from '../jfa/plan.js';
 import { train } from '../jfa/trainer.js';
 import { LlamaModel } from '../model/llama.js';
@@ -125,7 +126,7 @@ export const trainSchema = z
     /** with continueFrom: flashbacks in all, over the old suites and earlier rounds (default: as many as --flashbacks holds) */
     flashbackBudget: z.number().int().nonnegative().optional(),
     replay: z.string().optional(),
-    method: z.enum(['sft', 'replay', 'flashback', 'jfa']),
+    method: z.enum(METHODS),
     out: z.string(),
     latent: z.boolean().default(TRAIN_DEFAULTS.latent),
     latentMode: z.enum(LATENT_MODES).optional(),

@@ -10,13 +10,15 @@ import { LORA_DEFAULTS, type LlamaModel, type LoraConfig } from '../model/llama.
 import { accumulateFlashbacks, checkContinue, CONTINUE_MODES, type ContinueMode, DEFAULT_CONTINUE_MODE, earlierPrompts, type PreviousRun, readRun } from './continual.js';
 import { type LatentOptions } from './latent.js';
 import { type StepProgress } from './loop.js';
+import { type Method, type MethodPreset, presetOf } from './methods.js';
 import { LATENT_MODES, type LatentMode } from './pool.js';
-import { type Method, STEP_DEFAULTS } from './step.js';
+import { STEP_DEFAULTS, type StepSwitches } from './step.js';
 
 /**
- * Every default of {@link train}'s options. `latentDropout` depends on the latent mode; `pcgrad`
- * and whether latent tasks are used come with the method. The step's loss and clipping settings,
- * the LoRA shape and the continue mode are written where their layer is, and gathered here.
+ * Every default of {@link train}'s options. `latentDropout` depends on the latent mode; PCGrad,
+ * flashbacks, latent tasks and replay come with the method (its row of METHOD_PRESETS). The step's
+ * loss and clipping settings, the LoRA shape and the continue mode are written where their layer
+ * is, and gathered here.
  */
 export const TRAIN_DEFAULTS = {
   epochs: 1,
@@ -41,13 +43,10 @@ export const TRAIN_DEFAULTS = {
   continueMode: DEFAULT_CONTINUE_MODE,
 } as const;
 
-/** A {@link train} method: sft, flashback, jfa, or the replay baseline (SFT mixed with old-task data). */
-export type TrainMethod = Method | 'replay';
-
 /** Options of {@link train}; every default is in {@link TRAIN_DEFAULTS}, which `jfa train` shares. */
 export interface TrainOptions {
-  /** the training method */
-  method: TrainMethod;
+  /** the training method: a row of {@link METHOD_PRESETS}, which sets the switches below unless they are given */
+  method: Method;
   /** where to train: 'cpu' (default: where the model is), 'cuda' or 'cuda:N'; the model is moved there first */
   device?: Device;
   /**
@@ -55,9 +54,9 @@ export interface TrainOptions {
    * The losses (divergence, cross-entropy) accumulate in float32 either way.
    */
   precision?: Precision;
-  /** jfa only: use latent tasks (default true; false is the `--no-latent` ablation) */
+  /** use latent tasks where the method has them (default true; false is the `--no-latent` ablation) */
   latent?: boolean;
-  /** combine micro-batch gradients with PCGrad (default: true for jfa; false is `--no-pcgrad`) */
+  /** combine micro-batch gradients with PCGrad (default: the method's, true for jfa; false is `--no-pcgrad`) */
   pcgrad?: boolean;
   /** passes over the new-task records (default 1) */
   epochs?: number;
@@ -183,9 +182,9 @@ export interface Continuation {
 /** A run's settings, checked and resolved: all that the stages after planning read. */
 export interface RunPlan {
   /** the method asked for, recorded in metrics and checkpoints */
-  method: TrainMethod;
-  /** the losses the step uses (replay trains as sft) */
-  stepMethod: Method;
+  method: Method;
+  /** what the native step does with the micro-batches */
+  switches: StepSwitches;
   seed: number;
   microBatch: number;
   accumulation: number;
@@ -243,11 +242,11 @@ export function planTrain(model: LlamaModel, data: TrainData, o: TrainOptions): 
 }
 
 /** The latent-task options, checked: RangeErrors for values out of range or options that cannot apply. */
-function latentSettings(o: TrainOptions, useLatent: boolean): { mode: LatentMode; dropout: number; plainSftWeight: number } {
+function latentSettings(o: TrainOptions, useLatent: boolean, preset: MethodPreset): { mode: LatentMode; dropout: number; plainSftWeight: number } {
   const given = (['latentMode', 'latentDropout', 'plainSftWeight'] as const).filter((k) => o[k] !== undefined);
   if (!useLatent && given.length)
     throw new RangeError(`train: ${given.join(', ')} appl${given.length > 1 ? 'y' : 'ies'} only to method 'jfa' with latent tasks (method '${o.method}'${o.latent === false ? ', latent off' : ''})`);
-  const mode = o.latentMode ?? TRAIN_DEFAULTS.latentMode;
+  const mode = o.latentMode ?? preset.latentMode ?? TRAIN_DEFAULTS.latentMode;
   if (!(LATENT_MODES as readonly string[]).includes(mode)) throw new RangeError(`train: latentMode must be ${LATENT_MODES.join(' or ')}, got ${JSON.stringify(o.latentMode)}`);
   const dropout = o.latentDropout ?? TRAIN_DEFAULTS.latentDropout[mode];
   if (typeof dropout !== 'number' || !(dropout >= 0 && dropout <= 1)) throw new RangeError(`train: latentDropout must be a probability in [0, 1], got ${dropout}`);
@@ -257,11 +256,8 @@ function latentSettings(o: TrainOptions, useLatent: boolean): { mode: LatentMode
   return { mode, dropout, plainSftWeight };
 }
 
-const METHODS: readonly TrainMethod[] = ['sft', 'replay', 'flashback', 'jfa'];
-
-/** RangeErrors for numeric options out of range and unknown methods, before anything is touched. */
+/** RangeErrors for numeric options out of range, before anything is touched. */
 function checkOptions(o: TrainOptions, latentLayers: number): void {
-  if (!METHODS.includes(o.method)) throw new RangeError(`train: method must be one of ${METHODS.join(', ')}, got ${JSON.stringify(o.method)}`);
   const check = (name: string, v: number | undefined, ok: (n: number) => boolean, what: string) => {
     if (v !== undefined && !(typeof v === 'number' && ok(v))) throw new RangeError(`train: ${name} must be ${what}, got ${JSON.stringify(v) ?? String(v)}`);
   };
@@ -283,26 +279,26 @@ function checkOptions(o: TrainOptions, latentLayers: number): void {
 }
 
 function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, continued?: Continuation): RunPlan {
+  const preset = presetOf(o.method, 'train');
   checkOptions(o, model.config.numLayers);
-  const method: Method = o.method === 'replay' ? 'sft' : o.method;
   const seed = o.seed ?? TRAIN_DEFAULTS.seed;
   const microBatch = o.microBatch ?? TRAIN_DEFAULTS.microBatch;
   const accumulation = o.accumulation ?? TRAIN_DEFAULTS.accumulation;
-  const useLatent = method === 'jfa' && (o.latent ?? TRAIN_DEFAULTS.latent);
-  const latentRun = latentSettings(o, useLatent);
-  const flashbackMicro = method === 'sft' ? 0 : (o.flashbackMicroBatches ?? TRAIN_DEFAULTS.flashbackMicroBatches);
+  const useLatent = preset.latent && (o.latent ?? TRAIN_DEFAULTS.latent);
+  const latentRun = latentSettings(o, useLatent, preset);
+  const flashbackMicro = preset.flashbacks ? (o.flashbackMicroBatches ?? TRAIN_DEFAULTS.flashbackMicroBatches) : 0;
   const flashbacks = data.flashbacks ?? [];
   if (!data.newTrain?.length) throw new RangeError('train: no new-task records (data.newTrain is empty)');
   if (flashbackMicro > 0 && flashbacks.length === 0) throw new RangeError(`train: method '${o.method}' needs flashbacks`);
-  if (o.method === 'replay' && !data.replay?.length) throw new RangeError("train: method 'replay' needs old-task training data");
-  const stream = o.method === 'replay' ? [...data.newTrain, ...data.replay!] : data.newTrain;
+  if (preset.replay && !data.replay?.length) throw new RangeError(`train: method '${o.method}' needs old-task training data`);
+  const stream = preset.replay ? [...data.newTrain, ...data.replay!] : data.newTrain;
   const stepsPerEpoch = Math.ceil(stream.length / (microBatch * accumulation));
   const totalSteps = stepsPerEpoch * (o.epochs ?? TRAIN_DEFAULTS.epochs);
   const latentLayer = o.latentLayer ?? Math.floor(model.config.numLayers / 2);
   const latentOptions = o.latentOptions ?? {};
   return {
     method: o.method,
-    stepMethod: method,
+    switches: { divergence: preset.flashbacks, latent: useLatent },
     seed,
     microBatch,
     accumulation,
@@ -312,7 +308,7 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, continued?
     latentRun,
     latentLayer,
     latentOptions,
-    usePcgrad: o.pcgrad ?? method === 'jfa',
+    usePcgrad: o.pcgrad ?? preset.pcgrad,
     lr: o.lr ?? TRAIN_DEFAULTS.lr,
     weightDecay: o.weightDecay ?? TRAIN_DEFAULTS.weightDecay,
     loss: {

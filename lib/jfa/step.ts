@@ -10,9 +10,18 @@ import { type LlamaModel, modelHandle } from '../model/llama.js';
 import { type NativeStepBatch, type NativeStepMetrics, type NativeStepTimings } from '../native.js';
 import { type AdamW } from '../optim.js';
 import { optionalHandle as h, type Tensor } from '../tensor.js';
+import { type Method, presetOf } from './methods.js';
 
-/** A training method: plain SFT, SFT + flashback divergence, or full JFA (+ latent tasks and PCGrad). */
-export type Method = 'sft' | 'flashback' | 'jfa';
+/**
+ * What a step does with its micro-batches; the native step sees these, never a method's name.
+ * New-task micro-batches always add their cross-entropy.
+ */
+export interface StepSwitches {
+  /** flashback micro-batches add alpha x the divergence to the reference (else they are skipped) */
+  divergence: boolean;
+  /** micro-batches' latent tasks apply (else they are ignored) */
+  latent: boolean;
+}
 
 /** One micro-batch of a {@link trainStep}: new-task examples or flashback prompts. */
 export interface MicroBatch {
@@ -62,8 +71,11 @@ export const STEP_DEFAULTS = {
 
 /** Options of {@link trainStep}. */
 export interface StepOptions {
-  /** which losses to use */
-  method: Method;
+  /**
+   * Which losses apply: a method's name (its preset's flashbacks and latent tasks; PCGrad stays
+   * this call's `pcgrad`), or the switches themselves.
+   */
+  method: Method | StepSwitches;
   /** weight of the divergence (default 1, as train()'s) */
   alpha?: number;
   /** the divergence's KL (default symmetric) */
@@ -77,8 +89,8 @@ export interface StepOptions {
   /** seed of PCGrad's visiting orders for this step (default 0) */
   seed?: number;
   /**
-   * jfa: weight of an extra SFT loss with the latent increments off, on new-task micro-batches
-   * that carry increments, so that the adapter also learns to serve alone (default 0: none)
+   * With latent tasks: weight of an extra SFT loss with the latent increments off, on new-task
+   * micro-batches that carry increments, so that the adapter also learns to serve alone (default 0: none)
    */
   plainSftWeight?: number;
   /** When given, the milliseconds spent in each phase of the step are added to it (benchmarks). */
@@ -147,7 +159,7 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, micro: Micr
   }));
   // The addon requires every setting: its defaults are STEP_DEFAULTS, nowhere else.
   const r = await optimizer.handle.trainStepAsync(modelHandle(model), {
-    method: o.method,
+    ...switchesOf(o.method),
     alpha: o.alpha ?? STEP_DEFAULTS.alpha,
     kl: o.kl ?? STEP_DEFAULTS.kl,
     reduction: o.reduction ?? STEP_DEFAULTS.reduction,
@@ -163,4 +175,10 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, micro: Micr
   optimizer.stepCount += 1;
   if (o.timings && r.timings) for (const k of Object.keys(r.timings) as (keyof StepTimings)[]) o.timings[k] += r.timings[k];
   return { sft: r.sft, plainSft: r.plainSft, divergence: r.divergence, gradNorm: r.gradNorm, conflicts: r.conflicts };
+}
+
+function switchesOf(method: Method | StepSwitches): StepSwitches {
+  if (typeof method === 'object' && method !== null) return { divergence: method.divergence, latent: method.latent };
+  const preset = presetOf(method, 'trainStep');
+  return { divergence: preset.flashbacks, latent: preset.latent };
 }

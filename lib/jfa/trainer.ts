@@ -26,7 +26,7 @@ import { LATENT_POOL_FILE, LatentPool } from './pool.js';
 import { type RunLatent, saveLatent, setUpLatent } from './retrieval.js';
 
 export { keepReference, referenceKeeping } from './batches.js';
-export type { Precision, TrainData, TrainMethod, TrainOptions } from './plan.js';
+export type { Precision, TrainData, TrainOptions } from './plan.js';
 export type { StepProgress };
 
 /** What {@link train} returns. */
@@ -53,7 +53,7 @@ const KEEP = [CHECKPOINT, `${CHECKPOINT}.old`, 'adapter'];
 /**
  * Fine-tunes `model` on new tasks with LoRA by one of the methods: sft, replay, flashback
  * (SFT + alpha x divergence to the base on flashback prompts) or jfa (flashbacks + latent tasks +
- * PCGrad). With outDir it writes metrics.jsonl, checkpoints (resumable bit-identically on the CPU)
+ * PCGrad), or one of jfa's ablations (see METHOD_PRESETS). With outDir it writes metrics.jsonl, checkpoints (resumable bit-identically on the CPU)
  * and the final adapter in PEFT's layout (with latent_pool.safetensors for jfa).
  * @param model - the base model; adapters are added to it and trained in place.
  * @param tokenizer - its tokenizer.
@@ -133,7 +133,7 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, g
       lr: (step) => plan.lr * cosineWithWarmup(step, plan.warmup, plan.totalSteps),
       batches: (step) => stepBatches(step),
       options: (step) => ({
-        method: plan.stepMethod,
+        method: plan.switches,
         ...plan.loss,
         pcgrad: plan.usePcgrad,
         seed: hashString(`${plan.seed}:pcgrad:${step}`),

@@ -31,8 +31,8 @@ StepBatch batch_option(const Options& o) {
 
 StepSettings step_settings(const Options& o) {
   StepSettings s;
-  const std::string method = o.choice("method", {"sft", "flashback", "jfa"}, nullptr);
-  s.method = method == "jfa" ? StepMethod::Jfa : method == "flashback" ? StepMethod::Flashback : StepMethod::Sft;
+  s.divergence = o.required_boolean("divergence");
+  s.latent = o.required_boolean("latent");
   s.alpha = o.required_number("alpha");
   s.kl = kl_kind_option(o, "kl", nullptr);
   s.reduction = reduction_option(o, nullptr);
@@ -142,7 +142,7 @@ class Optimizer : public CheckedWrap<Optimizer> {
     });
   }
 
-  // trainStepAsync(model, {method, ..., lr, batches: [...]}): the whole step on the libuv pool.
+  // trainStepAsync(model, {divergence, latent, ..., lr, batches: [...]}): the whole step on the libuv pool.
   // The model is leased for training until the promise settles: forwards and changes on it refuse
   // meanwhile, and so do this optimizer's own methods.
   Napi::Value train_step_async(const Napi::CallbackInfo& info) {
