@@ -28,7 +28,8 @@ import { type BaseCard, baseSchema, baseSuite, buildBase, defaultCheckpointDir, 
 import { freePort, startPeers } from './launch.js';
 import { progress } from './progress.js';
 import { deviceSchema } from './train.js';
-import { aggregate, type DemoResults, type MethodResult, oldAverage, pct, renderReport, resultTable, type RunResult } from './report.js';
+import { aggregate, oldAverage, pct, renderReport, resultTable } from './report.js';
+import { type DemoResults, type MethodResult, type RunResult } from './results.js';
 
 /** The base the demo starts from unless told otherwise: pretrained once by `jfa pretrain`, committed. */
 export const SHIPPED_BASE = join(packageRoot, 'models', 'jfa-base');

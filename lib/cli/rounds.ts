@@ -5,13 +5,11 @@
 import { rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
-import { z } from 'zod';
-
 import { newTasks } from '../data/new-tasks.js';
 import { OLD_SUITE_NAMES } from '../data/old-tasks.js';
 import { type InstanceRecord } from '../data/records.js';
 import { createRng, hashString } from '../data/rng.js';
-import { columnForgetting, CONTINUE_MODES, type ContinueMode, continualMetrics } from '../jfa/continual.js';
+import { columnForgetting, type ContinueMode, continualMetrics } from '../jfa/continual.js';
 import { evaluateNew } from '../jfa/evaluate.js';
 import { type Method } from '../jfa/methods.js';
 import { type LatentPool } from '../jfa/pool.js';
@@ -19,7 +17,9 @@ import { train } from '../jfa/trainer.js';
 import { inOutputFolder, writeFileAtomic } from '../util/files.js';
 import { BENCH_KEEP, type Bench, benchSummary, type DemoOptions, demoTraining, evaluateOldSuites, loadBase, methodLabel, prepareBench, trainProgress } from './demo.js';
 import { progress } from './progress.js';
-import { aggregate, type DemoResults, type MethodResult, oldAverage, pct, renderReport, type RunResult } from './report.js';
+import { aggregate, oldAverage, pct, renderReport } from './report.js';
+import { type DemoResults, type MethodResult, type RoundRun, type RoundsResult, roundsSchema, type RunResult } from './results.js';
+import { mean, sd } from './statistics.js';
 
 /** The methods `jfa demo --rounds` trains unless told otherwise. */
 export const ROUNDS_METHODS = ['sft', 'flashback', 'jfa'] as const satisfies readonly Method[];
@@ -64,57 +64,6 @@ export function splitRounds(newTrain: InstanceRecord[], newEval: InstanceRecord[
   if (empty) throw new RangeError(`--rounds ${rounds}: round ${empty.round} (${empty.families.join(', ')}) has no held-out records; use fewer rounds or more held-out tasks`);
   return split;
 }
-
-const score = z.number();
-const matrix = z.array(z.array(score.nullable()));
-const roundRunSchema = z
-  .object({
-    seed: z.number().int(),
-    /** R[i][j]: held-out ROUGE-L on round j+1's tasks after training round i+1; null above the diagonal */
-    matrix,
-    /** accuracy per old suite after each round */
-    old: z.array(z.record(z.string(), score)),
-    /** exact match on round j's tasks after round i (as matrix) */
-    exactMatch: matrix,
-    bwt: score,
-    forgetting: score,
-    oldForgetting: score,
-    trainSeconds: z.array(score),
-  })
-  .strict();
-const roundMethodSchema = z
-  .object({
-    method: z.string(),
-    label: z.string(),
-    /** mean over seeds */
-    matrix,
-    /** old-suite average after each round (mean over seeds) */
-    old: z.array(score),
-    bwt: score,
-    forgetting: score,
-    /** old suites: max over the base and the rounds before the last, minus after the last (mean over seeds) */
-    oldForgetting: score,
-    sd: z.object({ bwt: score, forgetting: score, oldForgetting: score }).strict().optional(),
-    runs: z.array(roundRunSchema),
-  })
-  .strict();
-/** results.json's `rounds` section. */
-export const roundsSchema = z
-  .object({
-    count: z.number().int().min(2),
-    mode: z.enum(CONTINUE_MODES),
-    flashbackBudget: z.number().int().nonnegative(),
-    split: z.array(z.object({ round: z.number().int(), families: z.array(z.string()), trainRecords: z.number().int(), evalRecords: z.number().int() }).strict()),
-    /** the base model before any round: held-out ROUGE-L on each round's tasks, and its old-suite average */
-    base: z.object({ tasks: z.array(score), old: score }).strict(),
-    methods: z.array(roundMethodSchema),
-  })
-  .strict();
-export type RoundsResult = z.infer<typeof roundsSchema>;
-type RoundRun = z.infer<typeof roundRunSchema>;
-
-const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
-const sd = (xs: number[]) => (xs.length < 2 ? 0 : Math.sqrt(xs.reduce((s, x) => s + (x - mean(xs)) ** 2, 0) / (xs.length - 1)));
 
 /** The continue mode the demo's options ask for (--stack or --merge; default merge). */
 export function roundsMode(o: DemoOptions): ContinueMode {

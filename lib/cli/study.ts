@@ -9,7 +9,8 @@ import { z } from 'zod';
 import { type Method } from '../jfa/methods.js';
 import { inOutputFolder, writeFileAtomic } from '../util/files.js';
 import { BENCH_KEEP, baseRow, benchSummary, demoSchema, formatTable, prepareBench, runOnce, type RunOverrides } from './demo.js';
-import { aggregate, type DemoResults, type MethodResult, renderReport, type RunResult } from './report.js';
+import { aggregate, renderReport } from './report.js';
+import { type DemoResults, type MethodResult, type RunResult } from './results.js';
 
 export const STUDIES = ['flashbacks', 'alpha', 'latent', 'latent-mode', 'pcgrad'] as const;
 export type StudyName = (typeof STUDIES)[number];
