@@ -17,25 +17,34 @@ export interface MethodPreset {
   latentMode?: LatentMode;
 }
 
-const PRESETS = {
-  sft: { flashbacks: false, latent: false, pcgrad: false, replay: false },
-  replay: { flashbacks: false, latent: false, pcgrad: false, replay: true },
-  flashback: { flashbacks: true, latent: false, pcgrad: false, replay: false },
-  jfa: { flashbacks: true, latent: true, pcgrad: true, replay: false },
-  'jfa-no-latent': { flashbacks: true, latent: false, pcgrad: true, replay: false },
-  'jfa-no-pcgrad': { flashbacks: true, latent: true, pcgrad: false, replay: false },
-  'jfa-retrieve': { flashbacks: true, latent: true, pcgrad: true, replay: false, latentMode: 'retrieve' },
-  'jfa-drop': { flashbacks: true, latent: true, pcgrad: true, replay: false, latentMode: 'drop' },
-} satisfies Record<string, MethodPreset>;
+// Each row's type is MethodPreset (whose fields are documented once), its key a method's name.
+const row = (p: MethodPreset): Readonly<MethodPreset> => p;
 
-/** A training method: sft, replay, flashback, jfa, or one of jfa's ablations (see {@link METHOD_PRESETS}). */
-export type Method = keyof typeof PRESETS;
+/** Every method's switches: one row per method, the only place a method's name is read. */
+export const METHOD_PRESETS = Object.freeze({
+  /** plain LoRA fine-tuning on the new tasks */
+  sft: row({ flashbacks: false, latent: false, pcgrad: false, replay: false }),
+  /** SFT on the new tasks mixed with old-task training data (the baseline that needs the old data) */
+  replay: row({ flashbacks: false, latent: false, pcgrad: false, replay: true }),
+  /** SFT plus alpha x the divergence to the reference on flashback prompts */
+  flashback: row({ flashbacks: true, latent: false, pcgrad: false, replay: false }),
+  /** Joint Flashback Adaptation: flashbacks, latent tasks and PCGrad */
+  jfa: row({ flashbacks: true, latent: true, pcgrad: true, replay: false }),
+  /** jfa without latent tasks (the ablation) */
+  'jfa-no-latent': row({ flashbacks: true, latent: false, pcgrad: true, replay: false }),
+  /** jfa with the mean of the micro-batch gradients instead of PCGrad (the ablation) */
+  'jfa-no-pcgrad': row({ flashbacks: true, latent: true, pcgrad: false, replay: false }),
+  /** jfa whose adapter serves with its latent pool, retrieved per prompt */
+  'jfa-retrieve': row({ flashbacks: true, latent: true, pcgrad: true, replay: false, latentMode: 'retrieve' }),
+  /** jfa whose adapter serves alone, trained with latent dropout */
+  'jfa-drop': row({ flashbacks: true, latent: true, pcgrad: true, replay: false, latentMode: 'drop' }),
+});
 
-/** Every method's switches. */
-export const METHOD_PRESETS: Readonly<Record<Method, Readonly<MethodPreset>>> = PRESETS;
+/** A training method: a row of {@link METHOD_PRESETS}. */
+export type Method = keyof typeof METHOD_PRESETS;
 
 /** The methods, in the table's order. */
-export const METHODS = Object.keys(PRESETS) as readonly Method[];
+export const METHODS = Object.keys(METHOD_PRESETS) as readonly Method[];
 
 /**
  * A method's switches, or a RangeError naming the methods there are.
@@ -49,6 +58,6 @@ export const METHODS = Object.keys(PRESETS) as readonly Method[];
  * ```
  */
 export function presetOf(method: unknown, who: string): Readonly<MethodPreset> {
-  if (typeof method !== 'string' || !Object.hasOwn(PRESETS, method)) throw new RangeError(`${who}: method must be one of ${METHODS.join(', ')}, got ${JSON.stringify(method)}`);
+  if (typeof method !== 'string' || !Object.hasOwn(METHOD_PRESETS, method)) throw new RangeError(`${who}: method must be one of ${METHODS.join(', ')}, got ${JSON.stringify(method)}`);
   return METHOD_PRESETS[method as Method];
 }

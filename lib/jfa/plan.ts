@@ -22,25 +22,55 @@ import { STEP_DEFAULTS, type StepSwitches } from './step.js';
  * is, and gathered here.
  */
 export const TRAIN_DEFAULTS = {
+  /** passes over the new-task records */
   epochs: 1,
+  /** samples per micro-batch */
   microBatch: 4,
+  /** new-task micro-batches per optimizer step */
   accumulation: 4,
+  /** flashback micro-batches per optimizer step, for methods with flashbacks */
   flashbackMicroBatches: 1,
+  /** the longest tokenized example */
   maxTokens: 256,
+  /** peak learning rate, cosine-scheduled after warm-up (jfa train's too) */
   lr: 1e-4,
+  /** share of the steps spent warming up */
   warmupRatio: 0.1,
+  /** AdamW's decoupled weight decay */
   weightDecay: 0,
+  /** the combined gradient's norm is clipped to this */
   maxGradNorm: STEP_DEFAULTS.maxGradNorm,
+  /** weight of the flashback divergence */
   alpha: STEP_DEFAULTS.alpha,
+  /** the divergence's KL */
   kl: STEP_DEFAULTS.kl,
+  /** the divergence's reduction over tokens */
   reduction: STEP_DEFAULTS.reduction,
+  /** latent tasks on, for methods that have them */
   latent: true,
+  /** how a latent pool serves, unless the method fixes it */
   latentMode: 'retrieve',
-  latentDropout: { retrieve: 0, drop: 0.5 },
+  /** the probability that a micro-batch trains without its latent increments, per latent mode */
+  latentDropout: Object.freeze({
+    /** the pool serves with the adapter: train with the increments always on */
+    retrieve: 0,
+    /** the adapter serves alone: leave the increments out of half the micro-batches */
+    drop: 0.5,
+  }),
+  /** weight of the extra SFT loss with the latent increments off */
   plainSftWeight: STEP_DEFAULTS.plainSftWeight,
-  lora: { r: LORA_DEFAULTS.r, loraAlpha: LORA_DEFAULTS.loraAlpha },
+  /** the adapters' rank and alpha (LoRA's defaults) */
+  lora: Object.freeze({
+    /** the rank */
+    r: LORA_DEFAULTS.r,
+    /** PEFT's lora_alpha */
+    loraAlpha: LORA_DEFAULTS.loraAlpha,
+  }),
+  /** seed of the data order, adapters, PCGrad orders and latent tasks */
   seed: 0,
+  /** keep the reference's outputs of each flashback micro-batch (within 1 GiB) */
   cacheReference: true,
+  /** how a continued run folds the earlier rounds' adapters */
   continueMode: DEFAULT_CONTINUE_MODE,
 } as const;
 

@@ -59,13 +59,19 @@ export interface MicroBatch {
  * TRAIN_DEFAULTS takes them from here); the addon has none of its own.
  */
 export const STEP_DEFAULTS = {
+  /** weight of the flashback divergence */
   alpha: 1,
+  /** the divergence's KL */
   kl: 'symmetric',
+  /** the divergence's reduction over tokens */
   reduction: 'mean',
-  // transformers' Trainer clips at 1.0 too, which is what users of a fine-tuning loop expect.
+  /** clip the combined gradient's norm to this: 1.0, as transformers' Trainer, which is what users of a fine-tuning loop expect */
   maxGradNorm: 1,
+  /** weight of the extra SFT loss with the latent increments off */
   plainSftWeight: 0,
+  /** combine micro-batch gradients by their mean (train() takes PCGrad from the method) */
   pcgrad: false,
+  /** seed of PCGrad's visiting orders */
   seed: 0,
 } as const;
 

@@ -16,7 +16,14 @@ export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj'
 export type LoraTarget = (typeof LORA_TARGETS)[number];
 
 /** `LlamaModel.addLora`'s rank, alpha and scaling when not given (PEFT's LoraConfig defaults, the paper's r and alpha). */
-export const LORA_DEFAULTS = { r: 8, loraAlpha: 16, rslora: false } as const;
+export const LORA_DEFAULTS = {
+  /** the rank */
+  r: 8,
+  /** PEFT's lora_alpha: the scale is loraAlpha / r */
+  loraAlpha: 16,
+  /** plain loraAlpha / r scaling, not rsLoRA's loraAlpha / sqrt(r) */
+  rslora: false,
+} as const;
 
 /** The adapters `LlamaModel.addLora` adds, as PEFT's LoraConfig. */
 export interface LoraConfig {
