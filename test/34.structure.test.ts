@@ -1,6 +1,7 @@
 // The shape of lib/: no import circle anywhere (type-only imports count: a circle of types is still
-// a circle a reader has to untangle), and no file over 600 lines. The import graph comes from the
-// TypeScript compiler's own pre-processor; the checks prove they can fail on a planted circle.
+// a circle a reader has to untangle), no import from a higher layer, and no file over 600 lines.
+// The import graph comes from the TypeScript compiler's own pre-processor; each check proves it can
+// fail on a planted violation.
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -12,6 +13,10 @@ import { root } from './helpers.js';
 
 const LIB = join(root, 'lib');
 const MAX_LINES = 600;
+/** lib/'s layers from the bottom ('' is the modules directly in lib/): a file imports from its own or lower ones. */
+const LAYERS = ['util', '', 'model', 'data', 'jfa', 'cli'];
+/** The package's entry re-exports every layer. */
+const ENTRY = 'index.ts';
 
 /** Every .ts file under dir, recursively. */
 function sources(dir: string): string[] {
@@ -53,6 +58,21 @@ function findCycles(graph: Map<string, string[]>): string[][] {
   return cycles;
 }
 
+/** A file's layer (its folder under lib/), or an error for a folder the layer list does not place. */
+function layerOf(file: string): number {
+  const folder = file.includes('/') ? file.slice(0, file.indexOf('/')) : '';
+  const layer = LAYERS.indexOf(folder);
+  if (layer < 0) throw new Error(`lib/${folder}/ has no place in the layers (${LAYERS.join(', ')}): add it to LAYERS, and to docs/architecture.md`);
+  return layer;
+}
+
+/** The imports that reach up a layer, as "file -> target". */
+function upwardImports(graph: Map<string, string[]>): string[] {
+  const up: string[] = [];
+  for (const [file, targets] of graph) if (file !== ENTRY) for (const t of targets) if (layerOf(t) > layerOf(file)) up.push(`${file} -> ${t}`);
+  return up;
+}
+
 /** The files under dir longer than MAX_LINES, with their line counts. */
 function tooLong(dir: string): string[] {
   return sources(dir)
@@ -81,6 +101,12 @@ describe('lib/ structure', () => {
     // every relative import resolves to a file of lib/ (else the graph would miss edges)
     for (const [file, targets] of graph) for (const t of targets) expect(graph.has(t), `${file} imports ${t}`).toBe(true);
     expect(findCycles(graph).map((c) => c.join(' -> '))).toEqual([]);
+  });
+
+  it('no import reaches up a layer (and a planted one is found)', () => {
+    expect(upwardImports(new Map([['model/x.ts', ['jfa/y.ts', 'tensor.ts']], ['jfa/y.ts', ['model/x.ts']], ['tensor.ts', ['util/files.ts']]]))).toEqual(['model/x.ts -> jfa/y.ts']);
+    expect(() => layerOf('elsewhere/z.ts')).toThrow('lib/elsewhere/ has no place in the layers');
+    expect(upwardImports(importGraph(LIB))).toEqual([]);
   });
 
   it(`no file under lib/ over ${MAX_LINES} lines (and a planted long one is found)`, () => {
