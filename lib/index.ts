@@ -65,7 +65,8 @@ export {
   tokenCrossEntropy,
 } from './kernels.js';
 export { loadSafetensors, type SafetensorsContents, saveSafetensors } from './model/safetensors.js';
-export { type ForwardOptions, type GenerateOptions, LlamaModel, loadModel, LORA_TARGETS, type LoraConfig, type LoraTarget, type ModelConfig } from './model/llama.js';
+export { type ForwardOptions, type GenerateOptions, LlamaModel, loadModel, type ModelConfig } from './model/llama.js';
+export { LORA_DEFAULTS, LORA_TARGETS, type LoraConfig, type LoraTarget } from './model/peft.js';
 export { byteLevelTokenizer, createModel, type CreateModelOptions } from './model/create.js';
 export { type Batch, type ChatMessage, Tokenizer, type TokenizerConfig } from './model/tokenizer.js';
 export { type GeneratedText, generateText, type GenerateTextOptions } from './model/generate.js';
@@ -74,8 +75,10 @@ export { AdamW, type AdamWOptions, clipGradNorm, cosineWithWarmup } from './opti
 export { promptBatch, type PromptBatch, promptText, sftBatch, type SftBatch } from './jfa/examples.js';
 export { embedRecords, type LatentOptions, type LatentParts, LatentTasks, type Retrieval } from './jfa/latent.js';
 export { findLatentPool, LATENT_MODES, LATENT_POOL_FILE, LATENT_POOL_FORMAT, LATENT_POOL_VERSION, type LatentMode, LatentPool } from './jfa/pool.js';
-export { type Method, type MicroBatch, type StepOptions, type StepResult, type StepTimings, stepTimings, trainStep } from './jfa/step.js';
-export { keepReference, referenceKeeping, type Precision, type StepProgress, train, type TrainData, type TrainMethod, type TrainOptions, type TrainResult } from './jfa/trainer.js';
+export { type MicroBatch, STEP_DEFAULTS, type StepOptions, type StepResult, type StepSwitches, type StepTimings, stepTimings, trainStep } from './jfa/step.js';
+export { type Method, METHOD_PRESETS, type MethodPreset, METHODS, presetOf } from './jfa/methods.js';
+export { TRAIN_DEFAULTS } from './jfa/plan.js';
+export { keepReference, referenceKeeping, type Precision, type StepProgress, train, type TrainData, type TrainOptions, type TrainResult } from './jfa/trainer.js';
 export {
   accumulateFlashbacks,
   columnForgetting,

@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { toFlashback } from '../lib/data/records.js';
-import { train } from '../lib/jfa/trainer.js';
+import { type Method, METHOD_PRESETS, METHODS, presetOf } from '../lib/jfa/methods.js';
+import { type StepProgress, train, type TrainOptions } from '../lib/jfa/trainer.js';
 import { createModel } from '../lib/model/create.js';
 import { LlamaModel } from '../lib/model/llama.js';
 import { loadSafetensors, saveSafetensors } from '../lib/model/safetensors.js';
@@ -139,6 +140,59 @@ describe('training loop', () => {
     expect(meanStep).toBeGreaterThan(100);
     expect(lags.length).toBeGreaterThan(stepMs.length * 5);
     expect(p99).toBeLessThan(50);
+  });
+
+  it('every method of the preset table trains with its switches: flashbacks, latent tasks, PCGrad, replay', async () => {
+    for (const method of METHODS) {
+      const preset = METHOD_PRESETS[method];
+      const out = join(dir, `preset-${method}`);
+      const lines: StepProgress[] = [];
+      const r = await train(LlamaModel.load(modelDir), Tokenizer.fromDir(modelDir), data, { ...options, method, outDir: out, onStep: (p) => lines.push(p) });
+      expect(r.totalSteps, method).toBe(Math.ceil((preset.replay ? 32 : 24) / 4));
+      expect(lines.some((l) => l.divergence > 0), method).toBe(preset.flashbacks);
+      expect(lines.every((l) => l.conflicts === 0) || preset.pcgrad, method).toBe(true);
+      expect(r.pool?.mode, method).toBe(preset.latent ? (preset.latentMode ?? 'retrieve') : undefined);
+      expect(existsSync(join(out, 'adapter', 'latent_pool.safetensors')), method).toBe(preset.latent);
+      r.pool?.dispose();
+    }
+  });
+
+  it("an ablation's preset trains exactly as jfa with that switch given", async () => {
+    const adapterOf = async (extra: Partial<TrainOptions>) => {
+      const out = join(dir, `same-${JSON.stringify(extra).replace(/\W+/g, '-')}`);
+      (await train(LlamaModel.load(modelDir), Tokenizer.fromDir(modelDir), data, { ...options, ...extra, outDir: out, maxSteps: 3 })).pool?.dispose();
+      return readFileSync(join(out, 'checkpoint', 'adapter', 'adapter_model.safetensors'));
+    };
+    const pairs: [Partial<TrainOptions>, Partial<TrainOptions>][] = [
+      [{ method: 'jfa-no-latent' }, { method: 'jfa', latent: false }],
+      [{ method: 'jfa-no-pcgrad' }, { method: 'jfa', pcgrad: false }],
+      [{ method: 'jfa-drop' }, { method: 'jfa', latentMode: 'drop' }],
+      [{ method: 'jfa-retrieve' }, { method: 'jfa', latentMode: 'retrieve' }],
+    ];
+    for (const [preset, spelled] of pairs) expect((await adapterOf(preset)).equals(await adapterOf(spelled)), JSON.stringify(preset)).toBe(true);
+    // and the switches matter: no PCGrad is another run than jfa's
+    expect((await adapterOf({ method: 'jfa-no-pcgrad' })).equals(await adapterOf({ method: 'jfa' }))).toBe(false);
+    expect(() => presetOf('jfa-magic', 'train')).toThrow(`train: method must be one of ${METHODS.join(', ')}, got "jfa-magic"`);
+    await expect(train(LlamaModel.load(modelDir), Tokenizer.fromDir(modelDir), data, { ...options, method: 'magic' as Method })).rejects.toThrow(RangeError);
+  });
+
+  it('maxGradNorm defaults to 1.0, as documented: the same adapter as 1.0, another than no clipping', async () => {
+    const adapter = async (extra: object) => {
+      const model = LlamaModel.load(modelDir);
+      const norms: number[] = [];
+      await train(model, Tokenizer.fromDir(modelDir), data, { ...options, method: 'sft', lr: 0.05, ...extra, onStep: (p) => norms.push(p.gradNorm) });
+      const weights = model.loraParameters();
+      const bytes = Buffer.concat(Object.values(weights).map((t) => Buffer.from((t.toTypedArray() as Float32Array).buffer)));
+      Object.values(weights).forEach((t) => t.dispose());
+      return { bytes, norms };
+    };
+    const byDefault = await adapter({});
+    const one = await adapter({ maxGradNorm: 1 });
+    const unclipped = await adapter({ maxGradNorm: 1e9 });
+    // Clipping at 1.0 bites in this run, so a default of "no clipping" could not pass below.
+    expect(Math.max(...byDefault.norms)).toBeGreaterThan(1);
+    expect(byDefault.bytes.equals(one.bytes)).toBe(true);
+    expect(byDefault.bytes.equals(unclipped.bytes)).toBe(false);
   });
 
   it('refuses bad set-ups before training', async () => {

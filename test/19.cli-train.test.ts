@@ -7,7 +7,9 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { trainDefaults } from '../lib/cli/train.js';
 import { generateSuite, writeSuite } from '../lib/data/suite.js';
+import { TRAIN_DEFAULTS } from '../lib/jfa/plan.js';
 import { root } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-cli-'));
@@ -59,6 +61,19 @@ describe('jfa pretrain, train, eval', () => {
     expect(bad.stderr.trim()).toMatch(/^jfa: options: unknown option 'temprature'$/);
   });
 
+  it("train's defaults are the library's, and --help shows them", () => {
+    const cli = trainDefaults();
+    // Where the model loads is the command's own choice; every other default is train()'s.
+    const own = ['device', 'precision'];
+    const library: Record<string, unknown> = { ...TRAIN_DEFAULTS, r: TRAIN_DEFAULTS.lora.r, loraAlpha: TRAIN_DEFAULTS.lora.loraAlpha };
+    const shared = Object.keys(cli).filter((k) => !own.includes(k));
+    expect(shared).toEqual(expect.arrayContaining(['epochs', 'lr', 'alpha', 'microBatch', 'accumulation', 'maxTokens', 'r', 'loraAlpha', 'seed', 'latent']));
+    for (const k of shared) expect(cli[k], k).toBe(library[k]);
+    const help = jfa('train', '--help');
+    expect(help.status, help.stderr).toBe(0);
+    for (const flag of [`--lr ${TRAIN_DEFAULTS.lr}`, `--epochs ${TRAIN_DEFAULTS.epochs}`, `--max-tokens ${TRAIN_DEFAULTS.maxTokens}`, `--lora-alpha ${TRAIN_DEFAULTS.lora.loraAlpha}`]) expect(help.stdout).toContain(flag);
+  });
+
   it('bad data is reported with file and line before training, as one line', () => {
     const broken = join(dir, 'broken.jsonl');
     writeFileSync(broken, '{"task":"a","instruction":"b","input":"c","output":"d"}\n{"task":"a","instruction":"b","input":"c"}\nnot json\n');
@@ -76,6 +91,6 @@ describe('jfa pretrain, train, eval', () => {
     const t = jfa('train', '--model', noTokenizer, '--data', join(data, 'new-train.jsonl'), '--method', 'sft', '--out', join(dir, 'never'));
     expect(t.stderr.trim()).toBe(`jfa: ${join(noTokenizer, 'tokenizer.json')}: missing (the model directory has no tokenizer)`);
     const m = jfa('train', '--model', base, '--data', join(data, 'new-train.jsonl'), '--method', 'magic', '--out', join(dir, 'never'));
-    expect(m.stderr.trim()).toMatch(/^jfa: option 'method': must be one of sft, replay, flashback, jfa, got "[^"]*"$/);
+    expect(m.stderr.trim()).toMatch(/^jfa: option 'method': must be one of sft, replay, flashback, jfa, jfa-no-latent, jfa-no-pcgrad, jfa-retrieve, jfa-drop, got "[^"]*"$/);
   });
 });

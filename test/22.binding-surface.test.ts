@@ -1,4 +1,4 @@
-// lib/native.ts types the addon by hand. This reads those types with the TypeScript compiler and
+// lib/addon-types.ts types the addon by hand. This reads those types with the TypeScript compiler and
 // checks them against what the addon registers: every export, static and method by name, with the
 // most arguments each takes (the addon enforces that number), and every accessor on the prototypes.
 import { join } from 'node:path';
@@ -22,7 +22,7 @@ interface Surface {
 }
 
 function typedSurface(): Surface {
-  const file = join(packageRoot, 'lib', 'native.ts');
+  const file = join(packageRoot, 'lib', 'addon-types.ts');
   const program = ts.createProgram([file], { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, strict: true });
   const checker = program.getTypeChecker();
   const source = program.getSourceFile(file)!;
@@ -45,7 +45,7 @@ function typedSurface(): Surface {
   return surface;
 }
 
-describe('the addon and lib/native.ts agree', () => {
+describe('the addon and lib/addon-types.ts agree', () => {
   const addon = native() as unknown as Record<string, unknown>;
   const typed = typedSurface();
 

@@ -14,8 +14,9 @@ import { type InstanceRecord } from '../data/records.js';
 import { createRng } from '../data/rng.js';
 import { sampleFlashbacks, type Suite, writeSuite } from '../data/suite.js';
 import { evaluateNew, evaluateOld } from '../jfa/evaluate.js';
-import { LATENT_MODES, type LatentMode, type LatentPool } from '../jfa/pool.js';
-import { type StepProgress, train, type TrainData, type TrainMethod, type TrainOptions } from '../jfa/trainer.js';
+import { LATENT_MODES, type LatentPool } from '../jfa/pool.js';
+import { METHOD_PRESETS, type Method, METHODS } from '../jfa/methods.js';
+import { type StepProgress, train, type TrainData, type TrainOptions } from '../jfa/trainer.js';
 import { type Device } from '../device.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
@@ -27,10 +28,8 @@ import { type BaseCard, baseSchema, baseSuite, buildBase, defaultCheckpointDir, 
 import { freePort, startPeers } from './launch.js';
 import { progress } from './progress.js';
 import { deviceSchema } from './train.js';
-import { aggregate, type DemoResults, type MethodResult, oldAverage, pct, renderReport, resultTable, type RunResult } from './report.js';
-
-export const DEMO_METHODS = ['sft', 'replay', 'flashback', 'jfa', 'jfa-no-latent', 'jfa-no-pcgrad', 'jfa-retrieve', 'jfa-drop'] as const;
-export type DemoMethod = (typeof DEMO_METHODS)[number];
+import { aggregate, oldAverage, pct, renderReport, resultTable } from './report.js';
+import { type DemoResults, type MethodResult, type RunResult } from './results.js';
 
 /** The base the demo starts from unless told otherwise: pretrained once by `jfa pretrain`, committed. */
 export const SHIPPED_BASE = join(packageRoot, 'models', 'jfa-base');
@@ -47,7 +46,7 @@ export const demoSchema = z
     nproc: int.default(1),
     /** where every model of the demo runs: 'cpu', 'cuda' or 'cuda:N' (a CUDA libtorch and a GPU) */
     device: deviceSchema,
-    methods: z.array(z.enum(DEMO_METHODS)).min(1).default(['sft', 'flashback', 'jfa', 'jfa-no-latent']),
+    methods: z.array(z.enum(METHODS)).min(1).default(['sft', 'flashback', 'jfa', 'jfa-no-latent']),
     /**
      * The base model: `dir` (default the shipped models/jfa-base, whose hash is checked), or with
      * `pretrain` one built with the settings here into <out>/base (cached while they match).
@@ -117,16 +116,7 @@ export const demoSchema = z
 
 export type DemoOptions = z.infer<typeof demoSchema>;
 
-export const methodLabel = (m: DemoMethod): string => m.replace('-no-', ' --no-');
-
-/** jfa-retrieve and jfa-drop are jfa with that latent mode; plain jfa takes train.latentMode. */
-function trainMethod(m: DemoMethod): { method: TrainMethod; latent?: boolean; pcgrad?: boolean; latentMode?: LatentMode } {
-  if (m === 'jfa-no-latent') return { method: 'jfa', latent: false };
-  if (m === 'jfa-no-pcgrad') return { method: 'jfa', pcgrad: false };
-  if (m === 'jfa-retrieve') return { method: 'jfa', latentMode: 'retrieve' };
-  if (m === 'jfa-drop') return { method: 'jfa', latentMode: 'drop' };
-  return { method: m };
-}
+export const methodLabel = (m: Method): string => m.replace('-no-', ' --no-');
 
 const log = (quiet: boolean, line: string) => {
   if (!quiet) process.stderr.write(`${line}\n`);
@@ -264,18 +254,18 @@ export type RunOverrides = Partial<DemoOptions['train']> & { pcgrad?: boolean };
  * The data and train() options of one demo run of method `m` with `seed` on `newTrain` (the old
  * suites' flashbacks sampled for the seed), with the demo's train section and `overrides`.
  */
-export function demoTraining(b: Bench, m: DemoMethod, seed: number, newTrain: InstanceRecord[], runDir: string, overrides: RunOverrides = {}): { data: TrainData; options: TrainOptions } {
+export function demoTraining(b: Bench, m: Method, seed: number, newTrain: InstanceRecord[], runDir: string, overrides: RunOverrides = {}): { data: TrainData; options: TrainOptions } {
   const t = { ...b.o.train, ...overrides };
-  const method = trainMethod(m);
   // No flashbacks means the method has nothing to hold the old outputs with: that is plain SFT.
   const flashbacks = t.flashbacksPerSuite > 0 ? sampleFlashbacks(b.suite, t.flashbacksPerSuite, seed) : [];
-  if (flashbacks.length === 0 && method.method !== 'replay') method.method = 'sft';
-  const withLatent = method.method === 'jfa' && method.latent !== false;
-  const mode = method.latentMode ?? t.latentMode;
+  const method: Method = flashbacks.length === 0 && !METHOD_PRESETS[m].replay ? 'sft' : m;
+  const withLatent = METHOD_PRESETS[method].latent;
+  // jfa-retrieve and jfa-drop fix their latent mode; the other methods take train.latentMode.
+  const mode = METHOD_PRESETS[method].latentMode ?? t.latentMode;
   return {
     data: { newTrain, flashbacks, replay: OLD_SUITE_NAMES.flatMap((n) => b.suite.old[n].train) },
     options: {
-      ...method,
+      method,
       ...(overrides.pcgrad === undefined ? {} : { pcgrad: overrides.pcgrad }),
       ...(withLatent ? { latentMode: mode, latentDropout: mode === 'drop' ? t.latentDropout : 0, plainSftWeight: t.plainSftWeight } : {}),
       epochs: t.epochs,
@@ -307,7 +297,7 @@ export function trainProgress(label: string, quiet: boolean): { curve: RunResult
 }
 
 /** Trains one method from the base with one seed, into `runDir`, and evaluates it. */
-export async function runOnce(b: Bench, m: DemoMethod, seed: number, runDir: string, label: string, overrides: RunOverrides = {}): Promise<RunResult> {
+export async function runOnce(b: Bench, m: Method, seed: number, runDir: string, label: string, overrides: RunOverrides = {}): Promise<RunResult> {
   rmSync(runDir, { recursive: true, force: true });
   using model = await loadBase(b.base.dir, b.o);
   const { data, options } = demoTraining(b, m, seed, b.newTrain, runDir, overrides);
@@ -355,7 +345,7 @@ export const BENCH_KEEP = ['base', 'data', 'runs', 'base-eval.json', 'results.js
 async function demoIn(o: DemoOptions): Promise<DemoResults> {
   const started = performance.now();
   const b = await prepareBench(o, 'jfa demo');
-  const runs = new Map<DemoMethod, RunResult[]>(o.methods.map((m) => [m, []]));
+  const runs = new Map<Method, RunResult[]>(o.methods.map((m) => [m, []]));
   for (let i = 0; i < o.seeds; i++) {
     const seed = o.seed + i;
     for (const m of o.methods) {

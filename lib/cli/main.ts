@@ -8,17 +8,18 @@ import { z } from 'zod';
 
 import { IMPORT_FORMATS, type ImportFormat } from '../data/importers/index.js';
 import { checkDevice } from '../device.js';
+import { METHODS } from '../jfa/methods.js';
 import { LATENT_POOL_FILE } from '../jfa/pool.js';
 import { packageRoot } from '../locate.js';
 import { runFlashbacks, runImport } from './data.js';
-import { DEMO_METHODS, demoSchema, runDemo } from './demo.js';
+import { demoSchema, runDemo } from './demo.js';
 import { ROUNDS_METHODS, runRoundsDemo } from './rounds.js';
 import { doctor, formatChecks } from './doctor.js';
 import { runSetupTorch } from './setup-torch.js';
 import { runStudy, STUDIES, studySchema } from './study.js';
 import { runGenerate } from './generate.js';
 import { LATENT_CHOICES, type LatentChoice } from './latent.js';
-import { evalSchema, pretrainSchema, probeSchema, runEval, runPretrain, runProbe, runTrain, trainSchema, withConfig } from './train.js';
+import { evalSchema, pretrainSchema, probeSchema, runEval, runPretrain, runProbe, runTrain, trainDefaults, trainSchema, withConfig } from './train.js';
 
 const pkg = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string };
 
@@ -58,7 +59,7 @@ program
   .command('demo')
   .description('the main job: from the shipped base model, fine-tune with sft, flashback and jfa on the generated benchmark, evaluate, and write report.html')
   .option('--out <dir>', 'working directory: data/, runs/, results.json, report.html (default jfa-demo)')
-  .option('--methods <m...>', `methods to compare: ${DEMO_METHODS.join(' ')} (default sft flashback jfa jfa-no-latent)`)
+  .option('--methods <m...>', `methods to compare: ${METHODS.join(' ')} (default sft flashback jfa jfa-no-latent)`)
   .option('--seed <n>', 'seed of the first run (new-task order, flashback sample, initialisation)', (v: string) => Number(v))
   .option('--seeds <n>', 'runs of every method, seeds seed..seed+n-1; the table shows mean ± sd', (v: string) => Number(v))
   .option('--pretrain', 'pretrain the base model (into <out>/base, cached) instead of using the shipped one')
@@ -133,6 +134,8 @@ program
     await runGenerate(opts);
   });
 
+const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
 const num = (name: string) => (v: string) => {
   const n = Number(v);
   if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
@@ -189,19 +192,19 @@ program
 
 trainingOptions(program
   .command('train')
-  .description('LoRA fine-tuning on new tasks: sft, replay, flashback or jfa')
+  .description('LoRA fine-tuning on new tasks: sft, replay, flashback, jfa or one of its ablations')
   .option('--model <dir>', 'base model directory')
   .option('--data <file>', 'new-task JSONL')
   .option('--flashbacks <file>', 'flashback prompts JSONL (flashback, jfa)')
   .option('--replay <file>', 'old-task training JSONL (replay)')
-  .option('--method <m>', 'sft | replay | flashback | jfa')
+  .option('--method <m>', `${METHODS.join(' | ')} (each a preset of flashbacks, latent tasks, PCGrad and replay)`)
   .option('--out <dir>', 'output directory: adapter/, metrics.jsonl, checkpoints')
-  .option('--latent', 'jfa: use latent tasks (default)')
-  .option('--no-latent', 'jfa: ablation without latent tasks')
+  .option('--latent', 'use latent tasks where the method has them (default)')
+  .option('--no-latent', 'ablation without latent tasks')
   .option('--latent-mode <mode>', "jfa: retrieve (the pool serves with the adapter) | drop (the adapter serves alone)")
   .option('--latent-dropout <p>', "jfa: probability that a micro-batch trains without its latent increments (default 0.5 with drop, 0 with retrieve)", num('--latent-dropout'))
   .option('--plain-sft-weight <w>', 'jfa: weight of an extra SFT loss with the latent increments off (default 0)', num('--plain-sft-weight'))
-  .option('--pcgrad', 'combine micro-batch gradients with PCGrad (default for jfa)')
+  .option('--pcgrad', "combine micro-batch gradients with PCGrad (default: the method's)")
   .option('--no-pcgrad', 'ablation: plain mean of micro-batch gradients')
   .option('--alpha <x>', 'weight of the flashback divergence', num('--alpha'))
   .option('--accumulation <n>', 'new-task micro-batches per step', num('--accumulation'))
@@ -223,6 +226,7 @@ trainingOptions(program
   .option('--dist-timeout-ms <ms>', 'data-parallel: how long ranks wait for each other before failing (default 60000)', num('--dist-timeout-ms')))
   .option('--device <device>', 'cpu (default), cuda or cuda:N: where the model trains (a CUDA libtorch and a GPU)')
   .option('--precision <p>', "fp32 (default) or bf16: the base model's dtype; losses accumulate in fp32")
+  .addHelpText('after', `\nDefaults (the library's train() has the same; PCGrad and latent tasks come with the method):\n  ${Object.entries(trainDefaults()).map(([k, v]) => (typeof v === 'boolean' ? `--${v ? '' : 'no-'}${kebab(k)}` : `--${kebab(k)} ${String(v)}`)).join(', ')}`)
   .action(async (flags) => runTrain(withConfig(trainSchema, flags)));
 
 program

@@ -2,61 +2,8 @@
 // with the results table, old-task accuracy per suite and method, and the training loss curves;
 // with continual rounds, each method's accuracy matrix as a heat map (a table whose cells hold the
 // numbers, coloured by value).
-import { type RoundsResult } from './rounds.js';
-
-/** The scores of one model: one run of a method, or the mean over its runs. */
-interface Scores {
-  old: Record<string, number>;
-  /** held-out (unseen) new tasks */
-  newRougeL: number;
-  newExactMatch: number;
-  /** seen new tasks on fresh inputs, when evaluated */
-  seenRougeL?: number;
-  /** base accuracy minus this model's, averaged over the old suites */
-  forgetting: number;
-}
-
-/** One run (one seed) of a method. */
-export interface RunResult extends Scores {
-  seed: number;
-  trainSeconds: number;
-  steps: number;
-  tokensPerSecond: number;
-  curve: Array<{ step: number; sft: number; divergence: number }>;
-  examples?: Array<{ input: string; reference: string; prediction: string }>;
-}
-
-/** A method's scores: means over its runs, their sample standard deviations, and the runs. */
-export interface MethodResult extends Scores {
-  method: string;
-  label: string;
-  /** standard deviations over seeds (present with two or more runs) */
-  sd?: { old: Record<string, number>; oldAverage: number; newRougeL: number; newExactMatch: number; seenRougeL?: number; forgetting: number };
-  runs?: RunResult[];
-  trainSeconds?: number;
-  steps?: number;
-  tokensPerSecond?: number;
-  /** the first run's training curve */
-  curve?: RunResult['curve'];
-  examples?: RunResult['examples'];
-}
-
-export interface DemoResults {
-  out: string;
-  seed: number;
-  seeds: number;
-  wallSeconds: number;
-  base: { dir: string; parameters: number; pretrainSeconds: number; cached: boolean; sha256: string; scores?: Record<string, number> };
-  data: { newTrainRecords: number; newEvalRecords: number; oldEvalPerSuite: number; flashbacks: number };
-  suites: string[];
-  methods: MethodResult[];
-  options: unknown;
-  runtime: { torchVersion: string; threads: number };
-  /** a study's swept values, one per row after the base's */
-  points?: Array<{ label: string; x?: number }>;
-  /** `jfa demo --rounds`: the accuracy matrices, BWT and forgetting (methods then hold the last round's scores) */
-  rounds?: RoundsResult;
-}
+import { type DemoResults, type MethodResult, type RunResult } from './results.js';
+import { mean, sd } from './statistics.js';
 
 const COLORS = ['#888888', '#d62728', '#ff7f0e', '#1f77b4', '#2ca02c', '#9467bd', '#8c564b'];
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -65,13 +12,8 @@ export const pct = (x: number): string => (100 * x).toFixed(1);
 
 /** Mean accuracy over the old suites. */
 export function oldAverage(m: Pick<MethodResult, 'old'>): number {
-  const v = Object.values(m.old);
-  return v.reduce((s, x) => s + x, 0) / v.length;
+  return mean(Object.values(m.old));
 }
-
-const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
-/** Sample standard deviation (n - 1). */
-const sd = (xs: number[]) => (xs.length < 2 ? 0 : Math.sqrt(xs.reduce((s, x) => s + (x - mean(xs)) ** 2, 0) / (xs.length - 1)));
 
 /** A method's result from its runs: means, and with two or more runs their standard deviations. */
 export function aggregate(method: string, label: string, runs: RunResult[]): MethodResult {

@@ -5,23 +5,24 @@
 import { rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
-import { z } from 'zod';
-
 import { newTasks } from '../data/new-tasks.js';
 import { OLD_SUITE_NAMES } from '../data/old-tasks.js';
 import { type InstanceRecord } from '../data/records.js';
 import { createRng, hashString } from '../data/rng.js';
-import { columnForgetting, CONTINUE_MODES, type ContinueMode, continualMetrics } from '../jfa/continual.js';
+import { columnForgetting, type ContinueMode, continualMetrics } from '../jfa/continual.js';
 import { evaluateNew } from '../jfa/evaluate.js';
+import { type Method } from '../jfa/methods.js';
 import { type LatentPool } from '../jfa/pool.js';
 import { train } from '../jfa/trainer.js';
 import { inOutputFolder, writeFileAtomic } from '../util/files.js';
-import { BENCH_KEEP, type Bench, benchSummary, type DemoMethod, type DemoOptions, demoTraining, evaluateOldSuites, loadBase, methodLabel, prepareBench, trainProgress } from './demo.js';
+import { BENCH_KEEP, type Bench, benchSummary, type DemoOptions, demoTraining, evaluateOldSuites, loadBase, methodLabel, prepareBench, trainProgress } from './demo.js';
 import { progress } from './progress.js';
-import { aggregate, type DemoResults, type MethodResult, oldAverage, pct, renderReport, type RunResult } from './report.js';
+import { aggregate, oldAverage, pct, renderReport } from './report.js';
+import { type DemoResults, type MethodResult, type RoundRun, type RoundsResult, roundsSchema, type RunResult } from './results.js';
+import { mean, sd } from './statistics.js';
 
 /** The methods `jfa demo --rounds` trains unless told otherwise. */
-export const ROUNDS_METHODS = ['sft', 'flashback', 'jfa'] as const satisfies readonly DemoMethod[];
+export const ROUNDS_METHODS = ['sft', 'flashback', 'jfa'] as const satisfies readonly Method[];
 
 /** One round of the split: the families it trains on, its training records and its held-out records. */
 export interface RoundSplit {
@@ -64,57 +65,6 @@ export function splitRounds(newTrain: InstanceRecord[], newEval: InstanceRecord[
   return split;
 }
 
-const score = z.number();
-const matrix = z.array(z.array(score.nullable()));
-const roundRunSchema = z
-  .object({
-    seed: z.number().int(),
-    /** R[i][j]: held-out ROUGE-L on round j+1's tasks after training round i+1; null above the diagonal */
-    matrix,
-    /** accuracy per old suite after each round */
-    old: z.array(z.record(z.string(), score)),
-    /** exact match on round j's tasks after round i (as matrix) */
-    exactMatch: matrix,
-    bwt: score,
-    forgetting: score,
-    oldForgetting: score,
-    trainSeconds: z.array(score),
-  })
-  .strict();
-const roundMethodSchema = z
-  .object({
-    method: z.string(),
-    label: z.string(),
-    /** mean over seeds */
-    matrix,
-    /** old-suite average after each round (mean over seeds) */
-    old: z.array(score),
-    bwt: score,
-    forgetting: score,
-    /** old suites: max over the base and the rounds before the last, minus after the last (mean over seeds) */
-    oldForgetting: score,
-    sd: z.object({ bwt: score, forgetting: score, oldForgetting: score }).strict().optional(),
-    runs: z.array(roundRunSchema),
-  })
-  .strict();
-/** results.json's `rounds` section. */
-export const roundsSchema = z
-  .object({
-    count: z.number().int().min(2),
-    mode: z.enum(CONTINUE_MODES),
-    flashbackBudget: z.number().int().nonnegative(),
-    split: z.array(z.object({ round: z.number().int(), families: z.array(z.string()), trainRecords: z.number().int(), evalRecords: z.number().int() }).strict()),
-    /** the base model before any round: held-out ROUGE-L on each round's tasks, and its old-suite average */
-    base: z.object({ tasks: z.array(score), old: score }).strict(),
-    methods: z.array(roundMethodSchema),
-  })
-  .strict();
-export type RoundsResult = z.infer<typeof roundsSchema>;
-type RoundRun = z.infer<typeof roundRunSchema>;
-
-const mean = (xs: number[]) => xs.reduce((s, x) => s + x, 0) / xs.length;
-const sd = (xs: number[]) => (xs.length < 2 ? 0 : Math.sqrt(xs.reduce((s, x) => s + (x - mean(xs)) ** 2, 0) / (xs.length - 1)));
-
 /** The continue mode the demo's options ask for (--stack or --merge; default merge). */
 export function roundsMode(o: DemoOptions): ContinueMode {
   if (o.stack && o.merge) throw new Error('options --stack and --merge exclude each other');
@@ -122,7 +72,7 @@ export function roundsMode(o: DemoOptions): ContinueMode {
 }
 
 /** Every round of method `m` for one seed: trained in turn into `<out>/rounds/<m>[-seedN]/round-i`, scored after each. */
-async function runRounds(b: Bench, m: DemoMethod, seed: number, split: RoundSplit[], mode: ContinueMode, budget: number): Promise<{ run: RoundRun; result: RunResult }> {
+async function runRounds(b: Bench, m: Method, seed: number, split: RoundSplit[], mode: ContinueMode, budget: number): Promise<{ run: RoundRun; result: RunResult }> {
   const T = split.length;
   const dir = join(b.out, 'rounds', b.o.seeds > 1 ? `${m}-seed${seed}` : m);
   rmSync(dir, { recursive: true, force: true });
@@ -195,7 +145,7 @@ async function runRounds(b: Bench, m: DemoMethod, seed: number, split: RoundSpli
 }
 
 /** A method's rounds over its seeds: mean matrix, and BWT and forgetting as mean (± sd). */
-function aggregateRounds(m: DemoMethod, runs: RoundRun[]): RoundsResult['methods'][number] {
+function aggregateRounds(m: Method, runs: RoundRun[]): RoundsResult['methods'][number] {
   const T = runs[0]!.matrix.length;
   const cell = (i: number, j: number) => (j > i ? null : mean(runs.map((r) => r.matrix[i]![j]!)));
   const of = (f: (r: RoundRun) => number) => runs.map(f);
@@ -240,7 +190,7 @@ async function roundsIn(o: DemoOptions, T: number): Promise<DemoResults> {
       base.exactMatch.push(e.exactMatch);
     }
   }
-  const runs = new Map<DemoMethod, Array<{ run: RoundRun; result: RunResult }>>(o.methods.map((m) => [m, []]));
+  const runs = new Map<Method, Array<{ run: RoundRun; result: RunResult }>>(o.methods.map((m) => [m, []]));
   for (let s = 0; s < o.seeds; s++) for (const m of o.methods) runs.get(m)!.push(await runRounds(b, m, o.seed + s, split, mode, budget));
 
   const weights = split.map((s) => s.eval.length);

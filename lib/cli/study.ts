@@ -6,9 +6,11 @@ import { join, resolve } from 'node:path';
 
 import { z } from 'zod';
 
+import { type Method } from '../jfa/methods.js';
 import { inOutputFolder, writeFileAtomic } from '../util/files.js';
-import { BENCH_KEEP, baseRow, benchSummary, type DemoMethod, demoSchema, formatTable, prepareBench, runOnce, type RunOverrides } from './demo.js';
-import { aggregate, type DemoResults, type MethodResult, renderReport, type RunResult } from './report.js';
+import { BENCH_KEEP, baseRow, benchSummary, demoSchema, formatTable, prepareBench, runOnce, type RunOverrides } from './demo.js';
+import { aggregate, renderReport } from './report.js';
+import { type DemoResults, type MethodResult, type RunResult } from './results.js';
 
 export const STUDIES = ['flashbacks', 'alpha', 'latent', 'latent-mode', 'pcgrad'] as const;
 export type StudyName = (typeof STUDIES)[number];
@@ -18,7 +20,7 @@ interface Point {
   label: string;
   /** the swept value, for the curve (numeric studies) */
   x?: number;
-  method: DemoMethod;
+  method: Method;
   overrides: RunOverrides;
 }
 

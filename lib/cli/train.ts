@@ -15,6 +15,8 @@ import { loadAdapterWithRounds, readRun } from '../jfa/continual.js';
 import { evaluateByFormat, evaluateNew, evaluateOld } from '../jfa/evaluate.js';
 import { LATENT_MODES } from '../jfa/pool.js';
 import { distributedFromEnv, type DistributedOptions } from '../distributed.js';
+import { METHODS } from '../jfa/methods.js';
+import { TRAIN_DEFAULTS } from '../jfa/plan.js';
 import { train } from '../jfa/trainer.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
@@ -69,7 +71,6 @@ function explain(issue: z.core.$ZodIssue, value: unknown): string {
   }
 }
 
-const seed = z.number().int().nonnegative().default(0);
 const json = z.boolean().optional();
 
 export const pretrainSchema = baseSchema
@@ -125,21 +126,21 @@ export const trainSchema = z
     /** with continueFrom: flashbacks in all, over the old suites and earlier rounds (default: as many as --flashbacks holds) */
     flashbackBudget: z.number().int().nonnegative().optional(),
     replay: z.string().optional(),
-    method: z.enum(['sft', 'replay', 'flashback', 'jfa']),
+    method: z.enum(METHODS),
     out: z.string(),
-    latent: z.boolean().default(true),
+    latent: z.boolean().default(TRAIN_DEFAULTS.latent),
     latentMode: z.enum(LATENT_MODES).optional(),
     latentDropout: z.number().min(0).max(1).optional(),
     plainSftWeight: z.number().nonnegative().optional(),
     pcgrad: z.boolean().optional(),
-    epochs: z.number().int().positive().default(1),
-    lr: z.number().positive().default(1e-3),
-    alpha: z.number().nonnegative().default(1),
-    microBatch: z.number().int().positive().default(4),
-    accumulation: z.number().int().positive().default(4),
-    maxTokens: z.number().int().positive().default(256),
-    r: z.number().int().positive().default(8),
-    loraAlpha: z.number().positive().default(16),
+    epochs: z.number().int().positive().default(TRAIN_DEFAULTS.epochs),
+    lr: z.number().positive().default(TRAIN_DEFAULTS.lr),
+    alpha: z.number().nonnegative().default(TRAIN_DEFAULTS.alpha),
+    microBatch: z.number().int().positive().default(TRAIN_DEFAULTS.microBatch),
+    accumulation: z.number().int().positive().default(TRAIN_DEFAULTS.accumulation),
+    maxTokens: z.number().int().positive().default(TRAIN_DEFAULTS.maxTokens),
+    r: z.number().int().positive().default(TRAIN_DEFAULTS.lora.r),
+    loraAlpha: z.number().positive().default(TRAIN_DEFAULTS.lora.loraAlpha),
     checkpointEvery: z.number().int().positive().optional(),
     resume: z.boolean().optional(),
     tensorboard: z.string().optional(),
@@ -153,10 +154,20 @@ export const trainSchema = z
     masterPort: z.number().int().min(1).max(65535).optional(),
     /** data-parallel: how long ranks wait for each other before failing (ms) */
     distTimeoutMs: z.number().int().positive().optional(),
-    seed,
+    seed: z.number().int().nonnegative().default(TRAIN_DEFAULTS.seed),
     json,
   })
   .strict();
+
+/**
+ * The values `jfa train` fills in for options not given (train()'s, from TRAIN_DEFAULTS, and where
+ * the model loads), by flag name, for --help.
+ */
+export function trainDefaults(): Record<string, unknown> {
+  const required = { data: '', method: 'sft', out: '' } as const;
+  const filled = trainSchema.parse(required) as Record<string, unknown>;
+  return Object.fromEntries(Object.entries(filled).filter(([k, v]) => !(k in required) && v !== undefined));
+}
 
 /**
  * This process's place in a data-parallel run: flags over torchrun's environment variables, or

@@ -19,8 +19,8 @@ import { findLatentPool } from './pool.js';
 /**
  * How a finished round's adapter lies beneath the next one. 'merge': folded into the base weights
  * (W += scale B A), then dropped; 'stack': kept frozen, applied as its own low-rank product in
- * every forward pass. Both make the same function up to float rounding; see the README's
- * "Continual rounds" for the measurement that chose the default.
+ * every forward pass. Both make the same function up to float rounding; see
+ * docs/training.md, "Continual rounds", for the measurement that chose the default.
  */
 export const CONTINUE_MODES = ['merge', 'stack'] as const;
 /** One of {@link CONTINUE_MODES}: how a finished round's adapter lies beneath the next one. */

@@ -24,7 +24,7 @@ export interface LatentOptions {
   /**
    * Factor on every retrieved weight (default 1: the paper's sim / sum). Below 1 the pool's
    * increments move more slowly than the adapter, so the adapter, which alone serves at
-   * inference, keeps what the new tasks teach (see the demo's numbers in the README).
+   * inference, keeps what the new tasks teach (see the demo's numbers in docs/demo.md).
    */
   scale?: number;
   /** Rank of each increment (released: 8). */

@@ -10,9 +10,18 @@ import { type LlamaModel, modelHandle } from '../model/llama.js';
 import { type NativeStepBatch, type NativeStepMetrics, type NativeStepTimings } from '../native.js';
 import { type AdamW } from '../optim.js';
 import { optionalHandle as h, type Tensor } from '../tensor.js';
+import { type Method, presetOf } from './methods.js';
 
-/** A training method: plain SFT, SFT + flashback divergence, or full JFA (+ latent tasks and PCGrad). */
-export type Method = 'sft' | 'flashback' | 'jfa';
+/**
+ * What a step does with its micro-batches; the native step sees these, never a method's name.
+ * New-task micro-batches always add their cross-entropy.
+ */
+export interface StepSwitches {
+  /** flashback micro-batches add alpha x the divergence to the reference (else they are skipped) */
+  divergence: boolean;
+  /** micro-batches' latent tasks apply (else they are ignored) */
+  latent: boolean;
+}
 
 /** One micro-batch of a {@link trainStep}: new-task examples or flashback prompts. */
 export interface MicroBatch {
@@ -45,25 +54,49 @@ export interface MicroBatch {
   weight?: number;
 }
 
+/**
+ * {@link trainStep}'s settings when not given. train() shares the loss and clipping ones (its
+ * TRAIN_DEFAULTS takes them from here); the addon has none of its own.
+ */
+export const STEP_DEFAULTS = {
+  /** weight of the flashback divergence */
+  alpha: 1,
+  /** the divergence's KL */
+  kl: 'symmetric',
+  /** the divergence's reduction over tokens */
+  reduction: 'mean',
+  /** clip the combined gradient's norm to this: 1.0, as transformers' Trainer, which is what users of a fine-tuning loop expect */
+  maxGradNorm: 1,
+  /** weight of the extra SFT loss with the latent increments off */
+  plainSftWeight: 0,
+  /** combine micro-batch gradients by their mean (train() takes PCGrad from the method) */
+  pcgrad: false,
+  /** seed of PCGrad's visiting orders */
+  seed: 0,
+} as const;
+
 /** Options of {@link trainStep}. */
 export interface StepOptions {
-  /** which losses to use */
-  method: Method;
-  /** weight of the divergence (default 1) */
+  /**
+   * Which losses apply: a method's name (its preset's flashbacks and latent tasks; PCGrad stays
+   * this call's `pcgrad`), or the switches themselves.
+   */
+  method: Method | StepSwitches;
+  /** weight of the divergence (default 1, as train()'s) */
   alpha?: number;
   /** the divergence's KL (default symmetric) */
   kl?: KlKind;
   /** the divergence's reduction over tokens (default mean) */
   reduction?: Reduction;
-  /** combine micro-batch gradients with PCGrad (jfa's default) instead of their mean */
+  /** combine micro-batch gradients with PCGrad instead of their mean (default false) */
   pcgrad?: boolean;
-  /** clip the combined gradient's norm to this (default: no clipping) */
+  /** clip the combined gradient's norm to this (default 1.0, as train()'s) */
   maxGradNorm?: number;
-  /** seed of PCGrad's visiting orders for this step */
+  /** seed of PCGrad's visiting orders for this step (default 0) */
   seed?: number;
   /**
-   * jfa: weight of an extra SFT loss with the latent increments off, on new-task micro-batches
-   * that carry increments, so that the adapter also learns to serve alone (default 0: none)
+   * With latent tasks: weight of an extra SFT loss with the latent increments off, on new-task
+   * micro-batches that carry increments, so that the adapter also learns to serve alone (default 0: none)
    */
   plainSftWeight?: number;
   /** When given, the milliseconds spent in each phase of the step are added to it (benchmarks). */
@@ -128,23 +161,30 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, micro: Micr
     referenceLogits: h(mb.referenceLogits),
     referenceHidden: h(mb.referenceHidden),
     latent: mb.latent && { indices: mb.latent.indices.handle, weights: mb.latent.weights.handle },
-    weight: mb.weight,
+    weight: mb.weight ?? 1,
   }));
+  // The addon requires every setting: its defaults are STEP_DEFAULTS, nowhere else.
   const r = await optimizer.handle.trainStepAsync(modelHandle(model), {
-    method: o.method,
-    alpha: o.alpha,
-    kl: o.kl,
-    reduction: o.reduction,
-    pcgrad: o.pcgrad,
-    maxGradNorm: o.maxGradNorm,
-    seed: o.seed,
-    plainSftWeight: o.plainSftWeight,
+    ...switchesOf(o.method),
+    alpha: o.alpha ?? STEP_DEFAULTS.alpha,
+    kl: o.kl ?? STEP_DEFAULTS.kl,
+    reduction: o.reduction ?? STEP_DEFAULTS.reduction,
+    pcgrad: o.pcgrad ?? STEP_DEFAULTS.pcgrad,
+    maxGradNorm: o.maxGradNorm ?? STEP_DEFAULTS.maxGradNorm,
+    seed: o.seed ?? STEP_DEFAULTS.seed,
+    plainSftWeight: o.plainSftWeight ?? STEP_DEFAULTS.plainSftWeight,
     lr: optimizer.lr,
     timings: Boolean(o.timings),
-    ...(o.group ? { group: o.group.handle, bucket: o.bucket } : {}),
+    ...(o.group ? { group: o.group.handle, bucket: o.bucket ?? 'flat' } : {}),
     batches,
   });
   optimizer.stepCount += 1;
   if (o.timings && r.timings) for (const k of Object.keys(r.timings) as (keyof StepTimings)[]) o.timings[k] += r.timings[k];
   return { sft: r.sft, plainSft: r.plainSft, divergence: r.divergence, gradNorm: r.gradNorm, conflicts: r.conflicts };
+}
+
+function switchesOf(method: Method | StepSwitches): StepSwitches {
+  if (typeof method === 'object' && method !== null) return { divergence: method.divergence, latent: method.latent };
+  const preset = presetOf(method, 'trainStep');
+  return { divergence: preset.flashbacks, latent: preset.latent };
 }

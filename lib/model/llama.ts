@@ -1,35 +1,17 @@
 // A Llama-family model loaded from a Hugging Face directory (config.json + safetensors), computed
 // natively. Adapters added with addLora() can be switched off per call: that is the JFA reference.
-// Adapters are saved and loaded in PEFT's layout (adapter_config.json + adapter_model.safetensors).
+// Adapters are saved and loaded in PEFT's layout (model/peft.ts).
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 import { checkDevice, type Device } from '../device.js';
 import { type Dtype, type ModelConfig, native, type NativeForwardOptions, type NativeModel } from '../native.js';
 import { h, Tensor } from '../tensor.js';
-import { readJson, writeFileAtomic } from '../util/files.js';
-import { loadSafetensors, saveSafetensors } from './safetensors.js';
+import { writeFileAtomic } from '../util/files.js';
+import { type AdapterShape, LORA_DEFAULTS, LORA_TARGETS, type LoraConfig, readPeftAdapter, writePeftAdapter } from './peft.js';
+import { saveSafetensors } from './safetensors.js';
 
 export type { ModelConfig };
-
-/** The linear layers of a Llama block that LoRA can adapt, by their Hugging Face module names. */
-export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
-/** One of {@link LORA_TARGETS}. */
-export type LoraTarget = (typeof LORA_TARGETS)[number];
-
-/** The adapters {@link LlamaModel.addLora} adds, as PEFT's LoraConfig. */
-export interface LoraConfig {
-  /** Modules to adapt (default: all seven linear layers, as the paper). */
-  targets?: LoraTarget[];
-  /** Rank (default 8). */
-  r?: number;
-  /** PEFT's lora_alpha (default 16); the scale is loraAlpha / r. */
-  loraAlpha?: number;
-  /** Rank-stabilised scaling loraAlpha / sqrt(r) (default false). */
-  rslora?: boolean;
-  /** Seed of the A matrices' initialisation. */
-  seed?: number | bigint;
-}
 
 /** Options of a forward pass ({@link LlamaModel.logits} and the like). */
 export interface ForwardOptions {
@@ -76,16 +58,6 @@ export interface GenerateOptions {
   };
 }
 
-interface AdapterConfigJson {
-  peft_type?: string;
-  r?: number;
-  lora_alpha?: number;
-  target_modules?: string[] | string;
-  use_rslora?: boolean;
-  bias?: string;
-  lora_dropout?: number;
-}
-
 /** A forward pass's options as the addon reads them. */
 const forwardHandles = (o: ForwardOptions): NativeForwardOptions => ({
   attentionMask: o.attentionMask && h(o.attentionMask),
@@ -126,7 +98,7 @@ export function loadModel(dir: string, options: { dtype?: Dtype; device?: Device
  * ```
  */
 export class LlamaModel implements Disposable {
-  private lora?: Required<Omit<LoraConfig, 'seed'>>;
+  private lora?: AdapterShape;
 
   private constructor(
     private readonly handle: NativeModel,
@@ -349,7 +321,7 @@ export class LlamaModel implements Disposable {
    */
   addLora(config: LoraConfig = {}): void {
     if (this.lora) throw new Error('addLora: this model already has adapters');
-    const lora = { targets: config.targets ?? [...LORA_TARGETS], r: config.r ?? 8, loraAlpha: config.loraAlpha ?? 16, rslora: config.rslora ?? false };
+    const lora = { targets: config.targets ?? [...LORA_TARGETS], r: config.r ?? LORA_DEFAULTS.r, loraAlpha: config.loraAlpha ?? LORA_DEFAULTS.loraAlpha, rslora: config.rslora ?? LORA_DEFAULTS.rslora };
     this.handle.addLora(lora.targets, { r: lora.r, loraAlpha: lora.loraAlpha, rslora: lora.rslora, seed: config.seed });
     this.lora = lora;
   }
@@ -377,52 +349,12 @@ export class LlamaModel implements Disposable {
    */
   saveAdapter(dir: string): void {
     if (!this.lora) throw new Error('saveAdapter: this model has no adapters (call addLora or loadAdapter first)');
-    mkdirSync(dir, { recursive: true });
     const params = this.loraParameters();
-    saveSafetensors(join(dir, 'adapter_model.safetensors'), params, { format: 'pt' });
-    Object.values(params).forEach((t) => t.dispose());
-    const config = {
-      peft_type: 'LORA',
-      task_type: 'CAUSAL_LM',
-      base_model_name_or_path: this.dir ?? null,
-      r: this.lora.r,
-      lora_alpha: this.lora.loraAlpha,
-      target_modules: this.lora.targets,
-      lora_dropout: 0.0,
-      bias: 'none',
-      use_rslora: this.lora.rslora,
-      fan_in_fan_out: false,
-      init_lora_weights: true,
-      modules_to_save: null,
-      inference_mode: true,
-    };
-    writeFileAtomic(join(dir, 'adapter_config.json'), `${JSON.stringify(config, null, 2)}\n`);
-  }
-
-  /** The shape of every LoRA factor addLora({targets, r}) would create, by PEFT key name. */
-  private loraShapes(targets: readonly LoraTarget[], r: number): Map<string, number[]> {
-    const c = this.config;
-    const q = c.numHeads * c.headDim;
-    const kv = c.numKeyValueHeads * c.headDim;
-    const io: Record<LoraTarget, [number, number]> = {
-      q_proj: [c.hiddenSize, q],
-      k_proj: [c.hiddenSize, kv],
-      v_proj: [c.hiddenSize, kv],
-      o_proj: [q, c.hiddenSize],
-      gate_proj: [c.hiddenSize, c.intermediateSize],
-      up_proj: [c.hiddenSize, c.intermediateSize],
-      down_proj: [c.intermediateSize, c.hiddenSize],
-    };
-    const shapes = new Map<string, number[]>();
-    for (let l = 0; l < c.numLayers; l++) {
-      for (const t of targets) {
-        const [inF, outF] = io[t];
-        const prefix = `base_model.model.model.layers.${l}.${['gate_proj', 'up_proj', 'down_proj'].includes(t) ? 'mlp' : 'self_attn'}.${t}`;
-        shapes.set(`${prefix}.lora_A.weight`, [r, inF]);
-        shapes.set(`${prefix}.lora_B.weight`, [outF, r]);
-      }
+    try {
+      writePeftAdapter(dir, params, this.lora, this.dir ?? null);
+    } finally {
+      Object.values(params).forEach((t) => t.dispose());
     }
-    return shapes;
   }
 
   /**
@@ -435,39 +367,17 @@ export class LlamaModel implements Disposable {
    * ```
    */
   loadAdapter(dir: string): void {
-    const configFile = join(dir, 'adapter_config.json');
-    const c = readJson<AdapterConfigJson>(configFile);
-    if (c.peft_type !== 'LORA') throw new Error(`${configFile}: peft_type '${c.peft_type}' is not supported (only 'LORA')`);
-    if (c.bias && c.bias !== 'none') throw new Error(`${configFile}: bias '${c.bias}' is not supported (only 'none')`);
-    const targets = typeof c.target_modules === 'string' ? [c.target_modules] : (c.target_modules ?? []);
-    const unknown = targets.filter((t) => !(LORA_TARGETS as readonly string[]).includes(t));
-    if (unknown.length) throw new Error(`${configFile}: target modules ${unknown.join(', ')} are not supported`);
-    if (!Number.isInteger(c.r) || c.r! < 1) throw new Error(`${configFile}: r must be a positive integer`);
-    const weightsFile = join(dir, 'adapter_model.safetensors');
-    if (!existsSync(weightsFile)) throw new Error(`${weightsFile}: missing (the adapter folder has no weights)`);
-    const weights = loadSafetensors(weightsFile);
+    const { shape, factors } = readPeftAdapter(dir, this.config);
     try {
-      // Every tensor is checked against this model before the model is changed.
-      const expected = this.loraShapes(targets as LoraTarget[], c.r!);
-      const extra = weights.names.filter((n) => !expected.has(n));
-      if (extra.length) throw new Error(`${weightsFile}: adapter tensors this model has no place for: ${extra.slice(0, 3).join(', ')}${extra.length > 3 ? ` (and ${extra.length - 3} more)` : ''}`);
-      for (const [name, shape] of expected) {
-        const w = weights.tensors[name];
-        if (!w) throw new Error(`${weightsFile}: no tensor '${name}' (adapter_config.json lists ${targets.join(', ')})`);
-        if (w.shape.join() !== shape.join())
-          throw new Error(
-            `${weightsFile}: tensor '${name}' has shape [${w.shape.join(', ')}], this model needs [${shape.join(', ')}] for r=${c.r} (an adapter of another model, or adapter_config.json's r is wrong)`,
-          );
-      }
-      this.addLora({ targets: targets as LoraTarget[], r: c.r, loraAlpha: c.lora_alpha ?? c.r, rslora: c.use_rslora ?? false });
+      this.addLora(shape);
       const params = this.loraParameters();
       for (const [name, p] of Object.entries(params)) {
-        const w = weights.tensors[name]!;
+        const w = factors[name]!;
         p.copyFrom(w.dtype === p.dtype ? w : w.to(p.dtype));
       }
       Object.values(params).forEach((t) => t.dispose());
     } finally {
-      Object.values(weights.tensors).forEach((t) => t.dispose());
+      Object.values(factors).forEach((t) => t.dispose());
     }
   }
 

@@ -228,8 +228,11 @@ std::optional<uint64_t> seed_arg(const Napi::CallbackInfo& info, size_t i, const
 }
 
 double number_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, double fallback) {
+  return info[i].IsUndefined() ? fallback : required_number_arg(info, i, op, name);
+}
+
+double required_number_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
   const Napi::Value v = info[i];
-  if (v.IsUndefined()) return fallback;
   double d = 0;
   if (napi_get_value_double(info.Env(), v, &d) == napi_ok && std::isfinite(d)) return d;
   return number_value(info.Env(), v, named(op, name));
@@ -286,10 +289,10 @@ int64_t Options::integer(const char* name, int64_t fallback, int64_t min, int64_
 int64_t Options::required_integer(const char* name, int64_t min, int64_t max) const {
   return integer_value(env_, get(name), where(name), min, max);
 }
-double Options::number(const char* name, double fallback) const {
-  return has(name) ? number_value(env_, get(name), where(name)) : fallback;
-}
-bool Options::boolean(const char* name, bool fallback) const { return has(name) ? bool_value(env_, get(name), where(name)) : fallback; }
+double Options::number(const char* name, double fallback) const { return has(name) ? required_number(name) : fallback; }
+double Options::required_number(const char* name) const { return number_value(env_, get(name), where(name)); }
+bool Options::boolean(const char* name, bool fallback) const { return has(name) ? required_boolean(name) : fallback; }
+bool Options::required_boolean(const char* name) const { return bool_value(env_, get(name), where(name)); }
 std::string Options::string(const char* name, const char* fallback) const {
   const Napi::Value v = get(name);
   if (v.IsUndefined()) return fallback;
@@ -297,12 +300,13 @@ std::string Options::string(const char* name, const char* fallback) const {
   return v.As<Napi::String>().Utf8Value();
 }
 std::string Options::choice(const char* name, std::initializer_list<const char*> choices, const char* fallback) const {
-  return has(name) ? choice_value(env_, get(name), where(name), choices) : fallback;
+  return has(name) || !fallback ? choice_value(env_, get(name), where(name), choices) : fallback;
 }
 std::optional<uint64_t> Options::seed(const char* name) const {
   if (!has(name)) return std::nullopt;
-  return seed_value(env_, get(name), where(name));
+  return required_seed(name);
 }
+uint64_t Options::required_seed(const char* name) const { return seed_value(env_, get(name), where(name)); }
 at::Tensor Options::tensor(const char* name) const { return tensor_value(env_, get(name), where(name)); }
 at::Tensor Options::optional_tensor(const char* name) const {
   const Napi::Value v = get(name);

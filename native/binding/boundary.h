@@ -62,6 +62,8 @@ c10::ScalarType dtype_arg(const Napi::CallbackInfo& info, size_t i, const char* 
 c10::Device device_arg(const Napi::CallbackInfo& info, size_t i, const char* op);
 std::optional<uint64_t> seed_arg(const Napi::CallbackInfo& info, size_t i, const char* op);
 double number_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, double fallback);
+// A finite number that must be given.
+double required_number_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 bool bool_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, bool fallback);
 // One of `choices` (a string); undefined gives `fallback`.
 std::string choice_arg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name,
@@ -85,10 +87,14 @@ class Options {
   int64_t integer(const char* name, int64_t fallback, int64_t min = -kMaxInteger, int64_t max = kMaxInteger) const;
   int64_t required_integer(const char* name, int64_t min = -kMaxInteger, int64_t max = kMaxInteger) const;
   double number(const char* name, double fallback) const;
+  double required_number(const char* name) const;
   bool boolean(const char* name, bool fallback) const;
+  bool required_boolean(const char* name) const;
   std::string string(const char* name, const char* fallback) const;
+  // A null fallback: the field is required.
   std::string choice(const char* name, std::initializer_list<const char*> choices, const char* fallback) const;
   std::optional<uint64_t> seed(const char* name) const;
+  uint64_t required_seed(const char* name) const;
   at::Tensor tensor(const char* name) const;
   at::Tensor optional_tensor(const char* name) const;  // undefined or null: an undefined tensor
   std::vector<int64_t> integers(const char* name) const;

@@ -189,12 +189,12 @@ Napi::Value latent_mixture_fn(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-Reduction reduction_option(const Options& o) {
-  return o.choice("reduction", {"mean", "sum"}, "mean") == "sum" ? Reduction::Sum : Reduction::Mean;
+Reduction reduction_option(const Options& o, const char* fallback) {
+  return o.choice("reduction", {"mean", "sum"}, fallback) == "sum" ? Reduction::Sum : Reduction::Mean;
 }
 
-KlKind kl_kind_option(const Options& o, const char* name) {
-  const std::string kind = o.choice(name, {"symmetric", "forward", "reverse"}, "symmetric");
+KlKind kl_kind_option(const Options& o, const char* name, const char* fallback) {
+  const std::string kind = o.choice(name, {"symmetric", "forward", "reverse"}, fallback);
   return kind == "forward" ? KlKind::Forward : kind == "reverse" ? KlKind::Reverse : KlKind::Symmetric;
 }
 

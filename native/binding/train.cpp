@@ -1,5 +1,6 @@
 // The Optimizer handle: owns the trainable parameters' AdamW state (native/core Trainer) and runs
-// a whole training step on the libuv pool behind one Promise.
+// a whole training step on the libuv pool behind one Promise. Every setting is required: the
+// defaults are the library's (lib/jfa/plan.ts, lib/optim.ts), never invented here.
 #include "binding/train.h"
 
 #include <memory>
@@ -17,33 +18,33 @@ namespace {
 
 StepBatch batch_option(const Options& o) {
   StepBatch b;
-  b.flashback = o.choice("kind", {"new", "flashback"}, "new") == "flashback";
+  b.flashback = o.choice("kind", {"new", "flashback"}, nullptr) == "flashback";
   b.ids = o.tensor("ids");
   b.attention_mask = o.optional_tensor("attentionMask");
   b.targets = o.optional_tensor("targets");
   b.reference_logits = o.optional_tensor("referenceLogits");
   b.reference_hidden = o.optional_tensor("referenceHidden");
   b.latent = latent_option(o);
-  b.weight = o.number("weight", 1.0);
+  b.weight = o.required_number("weight");
   return b;
 }
 
 StepSettings step_settings(const Options& o) {
   StepSettings s;
-  const std::string method = o.choice("method", {"sft", "flashback", "jfa"}, "sft");
-  s.method = method == "jfa" ? StepMethod::Jfa : method == "flashback" ? StepMethod::Flashback : StepMethod::Sft;
-  s.alpha = o.number("alpha", 1.0);
-  s.kl = kl_kind_option(o, "kl");
-  s.reduction = reduction_option(o);
-  s.pcgrad = o.boolean("pcgrad", false);
-  s.max_grad_norm = o.number("maxGradNorm", 1.0);
-  s.seed = o.seed("seed").value_or(0);
-  s.plain_sft_weight = o.number("plainSftWeight", 0.0);
-  s.lr = o.number("lr", 1e-3);
-  s.timings = o.boolean("timings", false);
+  s.divergence = o.required_boolean("divergence");
+  s.latent = o.required_boolean("latent");
+  s.alpha = o.required_number("alpha");
+  s.kl = kl_kind_option(o, "kl", nullptr);
+  s.reduction = reduction_option(o, nullptr);
+  s.pcgrad = o.required_boolean("pcgrad");
+  s.max_grad_norm = o.required_number("maxGradNorm");
+  s.seed = o.required_seed("seed");
+  s.plain_sft_weight = o.required_number("plainSftWeight");
+  s.lr = o.required_number("lr");
+  s.timings = o.required_boolean("timings");
   if (o.has("group")) {
     s.group = group_arg(o.get("group").Env(), o.get("group"), "trainStep: options.group");
-    s.flat_bucket = o.choice("bucket", {"flat", "tensor"}, "flat") == "flat";
+    s.flat_bucket = o.choice("bucket", {"flat", "tensor"}, nullptr) == "flat";
   }
   return s;
 }
@@ -94,7 +95,7 @@ class Optimizer : public CheckedWrap<Optimizer> {
                        });
   }
 
-  // new Optimizer(params, {lr, beta1, beta2, eps, weightDecay})
+  // new Optimizer(params, {lr, beta1, beta2, eps, weightDecay}), every field given
   explicit Optimizer(const Napi::CallbackInfo& info) : CheckedWrap<Optimizer>(info) {
     const char* op = "Optimizer";
     guard(info.Env(), op, [&]() -> Napi::Value {
@@ -102,11 +103,11 @@ class Optimizer : public CheckedWrap<Optimizer> {
       auto params = tensor_list(info, info[0], std::string(op) + ": params");
       const Options o(info, 1, op);
       AdamWOptions a;
-      a.lr = o.number("lr", a.lr);
-      a.beta1 = o.number("beta1", a.beta1);
-      a.beta2 = o.number("beta2", a.beta2);
-      a.eps = o.number("eps", a.eps);
-      a.weight_decay = o.number("weightDecay", a.weight_decay);
+      a.lr = o.required_number("lr");
+      a.beta1 = o.required_number("beta1");
+      a.beta2 = o.required_number("beta2");
+      a.eps = o.required_number("eps");
+      a.weight_decay = o.required_number("weightDecay");
       trainer_ = std::make_shared<Trainer>(std::move(params), a);
       return info.Env().Undefined();
     });
@@ -136,12 +137,12 @@ class Optimizer : public CheckedWrap<Optimizer> {
     const char* op = "optimizer.step";
     return guard(info.Env(), op, [&]() -> Napi::Value {
       Trainer& t = idle(op);
-      t.adamw(number_arg(info, 0, op, "lr", t.options().lr));
+      t.adamw(required_number_arg(info, 0, op, "lr"));
       return info.Env().Undefined();
     });
   }
 
-  // trainStepAsync(model, {method, ..., lr, batches: [...]}): the whole step on the libuv pool.
+  // trainStepAsync(model, {divergence, latent, ..., lr, batches: [...]}): the whole step on the libuv pool.
   // The model is leased for training until the promise settles: forwards and changes on it refuse
   // meanwhile, and so do this optimizer's own methods.
   Napi::Value train_step_async(const Napi::CallbackInfo& info) {

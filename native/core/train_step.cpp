@@ -68,7 +68,7 @@ void check_batch(const StepBatch& b, size_t i, const StepSettings& s) {
       throw_range(where + ": targets " + shape_str(b.targets.sizes()) + " must have the ids' shape " + shape_str(b.ids.sizes()));
   }
   if (!(b.weight >= 0) || !std::isfinite(b.weight)) throw_range(where + ": weight must be a finite number >= 0, got " + std::to_string(b.weight));
-  if (s.method == StepMethod::Jfa && b.latent && (!b.latent->indices.defined() || !b.latent->weights.defined()))
+  if (s.latent && b.latent && (!b.latent->indices.defined() || !b.latent->weights.defined()))
     throw_type(where + ": latent needs indices and weights");
 }
 
@@ -129,8 +129,8 @@ StepMetrics Trainer::step(const LlamaModel& model, const std::vector<StepBatch>&
   int64_t sft_batches = 0, plain_batches = 0, div_batches = 0;
   for (size_t i = 0; i < batches.size(); ++i) {
     const StepBatch& b = batches[i];
-    if (b.flashback && s.method == StepMethod::Sft) continue;
-    const LatentCall* latent = s.method == StepMethod::Jfa && b.latent ? &*b.latent : nullptr;
+    if (b.flashback && !s.divergence) continue;
+    const LatentCall* latent = s.latent && b.latent ? &*b.latent : nullptr;
     at::Tensor loss;
     if (b.ids.size(0) == 0) {
       // This rank's shard of the micro-batch is empty: no loss, zero gradients, same all-reduce.
@@ -199,7 +199,7 @@ StepMetrics Trainer::step(const LlamaModel& model, const std::vector<StepBatch>&
     per_batch.push_back(std::move(grads));
     laps.lap(&StepTimings::allreduce);
   }
-  if (per_batch.empty()) throw_range("trainStep: no micro-batch applies to this method");
+  if (per_batch.empty()) throw_range("trainStep: no micro-batch to train on (none given, or only flashbacks with the divergence off)");
   if (s.group) {
     // Every rank now holds the same per-micro-batch gradients (sums of the ranks' weighted shares).
     for (auto& p : pending) p.wait();

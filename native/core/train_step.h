@@ -18,10 +18,6 @@ namespace jfa {
 
 class ProcessGroup;
 
-// sft: new-task cross-entropy only; flashback: + alpha x divergence on flashbacks (latent tasks
-// ignored); jfa: flashback with each micro-batch's latent tasks.
-enum class StepMethod { Sft, Flashback, Jfa };
-
 struct StepBatch {
   bool flashback = false;
   at::Tensor ids;             // (b, t) int64
@@ -38,23 +34,29 @@ struct StepBatch {
   double weight = 1.0;
 };
 
+// The caller sets every field: their defaults are the library's (lib/jfa/plan.ts), and the binding
+// requires them all, so none is chosen here.
 struct StepSettings {
-  StepMethod method = StepMethod::Sft;
-  double alpha = 1.0;  // weight of the divergence
-  KlKind kl = KlKind::Symmetric;
-  Reduction reduction = Reduction::Mean;
-  bool pcgrad = false;  // combine micro-batch gradients with PCGrad instead of their mean
-  double max_grad_norm = 1.0;
-  uint64_t seed = 0;  // PCGrad's visiting orders
-  // jfa: weight of an extra SFT loss with the latent increments off, on new-task batches that carry them
-  double plain_sft_weight = 0.0;
-  double lr = 1e-3;  // this step's learning rate (the schedule is the caller's)
-  bool timings = false;
+  // What the step does with its batches (a training method is a set of these, chosen by the caller):
+  // flashback batches add alpha x the divergence, else they are skipped; batches' latent tasks
+  // apply, else they are ignored. New-task batches always add their cross-entropy.
+  bool divergence{};
+  bool latent{};
+  double alpha{};  // weight of the divergence
+  KlKind kl{};
+  Reduction reduction{};
+  bool pcgrad{};  // combine micro-batch gradients with PCGrad instead of their mean
+  double max_grad_norm{};  // must be > 0
+  uint64_t seed{};  // PCGrad's visiting orders
+  // with latent: weight of an extra SFT loss with the latent increments off, on new-task batches that carry them
+  double plain_sft_weight{};
+  double lr{};  // this step's learning rate (the schedule is the caller's)
+  bool timings{};
   // Data-parallel: each micro-batch's gradients are summed over the group's ranks (started right
   // after its backward, so they travel while the next micro-batch computes) before PCGrad or the
   // mean; the losses reported are summed too. Null: one process.
   std::shared_ptr<ProcessGroup> group;
-  bool flat_bucket = true;  // one flat buffer per micro-batch (else one all-reduce per tensor)
+  bool flat_bucket{};  // with a group: one flat buffer per micro-batch (else one all-reduce per tensor)
 };
 
 // Milliseconds per phase of a step.
@@ -78,7 +80,7 @@ class Trainer {
  public:
   Trainer(std::vector<at::Tensor> params, const AdamWOptions& options);
 
-  // One step over `batches` (at least one must apply to the method): gradients of each batch kept
+  // One step over `batches` (at least one must apply under the settings): gradients of each batch kept
   // apart, combined, clipped, AdamW at settings.lr. The parameters are updated in place; their
   // .grad is cleared before returning (also when the step fails).
   StepMetrics step(const LlamaModel& model, const std::vector<StepBatch>& batches, const StepSettings& settings);

@@ -1,6 +1,6 @@
 #pragma once
 // What every fuzz target asserts: a failed check aborts with a message, which libFuzzer reports as
-// a crash and saves the input (README.md, "Reliability", says how it becomes a regression case).
+// a crash and saves the input (docs/reliability.md says how it becomes a regression case).
 #include <cstdio>
 #include <cstdlib>
 #include <string>

@@ -1,0 +1,104 @@
+// Data-parallel training's own parts: the start-up check that every rank trains the same model on
+// the same data with the same settings, rank 0's latent-task retrieval sent to the others (k-means
+// and FAISS run there alone), and which rows of a micro-batch are this rank's.
+import { hashString } from '../data/rng.js';
+import { type ProcessGroup } from '../distributed.js';
+import { type LlamaModel } from '../model/llama.js';
+import { tensor, zeros } from '../tensor.js';
+import { type RunPlan, type TrainData, type TrainOptions } from './plan.js';
+import { attachPool, latentTasksFor, type RunLatent } from './retrieval.js';
+
+/** This process's place in a data-parallel run. */
+export interface Shard {
+  rank: number;
+  world: number;
+}
+
+/** The rows of a micro-batch this rank trains on: every world-th, from its rank. */
+export function shardOf(rows: number[], shard: Shard): number[] {
+  return rows.filter((_, j) => j % shard.world === shard.rank);
+}
+
+/** A stable JSON text (sorted keys), so equal settings give equal text on every rank. */
+function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
+  if (v && typeof v === 'object')
+    return `{${Object.keys(v)
+      .filter((k) => (v as Record<string, unknown>)[k] !== undefined && typeof (v as Record<string, unknown>)[k] !== 'function')
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${stableJson((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  return JSON.stringify(v) ?? 'null';
+}
+
+/** The model's identity: its config and every weight's name, shape and sum. */
+function modelHash(model: LlamaModel): string {
+  const parts: string[] = [stableJson(model.config)];
+  for (const [name, t] of Object.entries(model.weights())) {
+    const s = t.sum();
+    parts.push(`${name}:${t.shape.join('x')}:${(s.toTypedArray() as Float32Array)[0]}`);
+    s.dispose();
+  }
+  return hashString(parts.join('|')).toString(16);
+}
+
+/**
+ * Start-up check of a data-parallel run: every rank must train the same model on the same data
+ * with the same settings (the world size is checked when the group is joined). A mismatch is an
+ * Error on every rank naming what differs and the ranks.
+ */
+export async function checkRanks(group: ProcessGroup, model: LlamaModel, data: TrainData, o: TrainOptions): Promise<void> {
+  const { distributed: _d, onStep: _s, outDir: _o, tensorboard: _t, ...settings } = o;
+  const mine = {
+    model: modelHash(model),
+    config: hashString(stableJson(settings)).toString(16),
+    data: hashString(stableJson([data.newTrain, data.flashbacks ?? [], data.replay ?? []])).toString(16),
+  };
+  const all = (await group.exchange('train-check', JSON.stringify({ ...mine, settings: stableJson(settings) }))).map((s) => JSON.parse(s) as typeof mine & { settings: string });
+  for (const [r, theirs] of all.entries()) {
+    for (const what of ['model', 'data', 'config'] as const) {
+      if (theirs[what] === all[0]![what]) continue;
+      let detail = `${all[0]![what]} vs ${theirs[what]}`;
+      if (what === 'config') {
+        const a = JSON.parse(all[0]!.settings) as Record<string, unknown>;
+        const b = JSON.parse(theirs.settings) as Record<string, unknown>;
+        const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => stableJson(a[k]) !== stableJson(b[k]));
+        detail = keys.map((k) => `${k} ${stableJson(a[k])} vs ${stableJson(b[k])}`).join(', ');
+      }
+      throw new Error(`train: rank ${r}'s ${what} differs from rank 0's (${detail}); every rank must train the same model on the same data with the same settings`);
+    }
+  }
+}
+
+/** Rank 0's retrieval (k-means and FAISS ran there alone) to the other ranks. */
+export async function sendLatent(retrieved: RunLatent['retrieved'], group: ProcessGroup): Promise<void> {
+  const ts = [retrieved.new.indices, retrieved.new.weights, retrieved.flash.indices, retrieved.flash.weights].map((a) => tensor(a, [a.length]));
+  try {
+    await group.broadcast(ts, 0);
+  } finally {
+    ts.forEach((t) => t.dispose());
+  }
+}
+
+/** A rank other than 0: the pool's tasks built from the same seed (so the same shapes), its retrieval from rank 0. */
+export async function receiveLatent(model: LlamaModel, plan: RunPlan, group: ProcessGroup): Promise<RunLatent> {
+  const tasks = latentTasksFor(model, plan);
+  const k = tasks.k;
+  const ts = [
+    zeros([plan.stream.length * k], 'int64'),
+    zeros([plan.stream.length * k]),
+    zeros([plan.flashbacks.length * k], 'int64'),
+    zeros([plan.flashbacks.length * k]),
+  ];
+  try {
+    await group.broadcast(ts, 0);
+    const arr = ts.map((t) => t.toTypedArray());
+    const retrieved = {
+      new: { indices: arr[0] as BigInt64Array, weights: arr[1] as Float32Array },
+      flash: { indices: arr[2] as BigInt64Array, weights: arr[3] as Float32Array },
+    };
+    return { pool: attachPool(model, plan, tasks), retrieved };
+  } finally {
+    ts.forEach((t) => t.dispose());
+  }
+}

@@ -1,0 +1,63 @@
+// Training methods as presets: a method's name stands for explicit switches, read here once. The
+// plan turns them into the run's settings and the native step receives switches, never a name, so
+// a new method is one row of this table (and its tests).
+import { type LatentMode } from './pool.js';
+
+/** What a training method switches on. */
+export interface MethodPreset {
+  /** flashback micro-batches join every step, adding alpha x the divergence to the reference */
+  flashbacks: boolean;
+  /** a pool of latent tasks trains beside the adapter, retrieved per sample */
+  latent: boolean;
+  /** micro-batch gradients are combined by PCGrad instead of their mean */
+  pcgrad: boolean;
+  /** old-task training data joins the new-task records */
+  replay: boolean;
+  /** how the latent pool serves; absent: the latentMode option decides */
+  latentMode?: LatentMode;
+}
+
+// Each row's type is MethodPreset (whose fields are documented once), its key a method's name.
+const row = (p: MethodPreset): Readonly<MethodPreset> => p;
+
+/** Every method's switches: one row per method, the only place a method's name is read. */
+export const METHOD_PRESETS = Object.freeze({
+  /** plain LoRA fine-tuning on the new tasks */
+  sft: row({ flashbacks: false, latent: false, pcgrad: false, replay: false }),
+  /** SFT on the new tasks mixed with old-task training data (the baseline that needs the old data) */
+  replay: row({ flashbacks: false, latent: false, pcgrad: false, replay: true }),
+  /** SFT plus alpha x the divergence to the reference on flashback prompts */
+  flashback: row({ flashbacks: true, latent: false, pcgrad: false, replay: false }),
+  /** Joint Flashback Adaptation: flashbacks, latent tasks and PCGrad */
+  jfa: row({ flashbacks: true, latent: true, pcgrad: true, replay: false }),
+  /** jfa without latent tasks (the ablation) */
+  'jfa-no-latent': row({ flashbacks: true, latent: false, pcgrad: true, replay: false }),
+  /** jfa with the mean of the micro-batch gradients instead of PCGrad (the ablation) */
+  'jfa-no-pcgrad': row({ flashbacks: true, latent: true, pcgrad: false, replay: false }),
+  /** jfa whose adapter serves with its latent pool, retrieved per prompt */
+  'jfa-retrieve': row({ flashbacks: true, latent: true, pcgrad: true, replay: false, latentMode: 'retrieve' }),
+  /** jfa whose adapter serves alone, trained with latent dropout */
+  'jfa-drop': row({ flashbacks: true, latent: true, pcgrad: true, replay: false, latentMode: 'drop' }),
+});
+
+/** A training method: a row of {@link METHOD_PRESETS}. */
+export type Method = keyof typeof METHOD_PRESETS;
+
+/** The methods, in the table's order. */
+export const METHODS = Object.keys(METHOD_PRESETS) as readonly Method[];
+
+/**
+ * A method's switches, or a RangeError naming the methods there are.
+ * @param method - the method's name.
+ * @param who - the caller, for the error.
+ * @returns its preset.
+ * @throws RangeError for a name that is not in the table.
+ * @example
+ * ```ts
+ * presetOf('jfa-no-pcgrad', 'train').pcgrad; // false
+ * ```
+ */
+export function presetOf(method: unknown, who: string): Readonly<MethodPreset> {
+  if (typeof method !== 'string' || !Object.hasOwn(METHOD_PRESETS, method)) throw new RangeError(`${who}: method must be one of ${METHODS.join(', ')}, got ${JSON.stringify(method)}`);
+  return METHOD_PRESETS[method as Method];
+}

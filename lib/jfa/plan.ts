@@ -1,0 +1,405 @@
+// A training run's plan: every default of train() in one object (which `jfa train`'s flags and
+// --help read too), the options checked, the continued run read, the model placed, and the run's
+// settings resolved once. Only the plan travels on from here: nothing after planning reads the
+// options again.
+import { type FlashbackRecord, type InstanceRecord } from '../data/records.js';
+import { checkDevice, type Device } from '../device.js';
+import { type DistributedOptions, type ProcessGroup } from '../distributed.js';
+import { type KlKind, type Reduction } from '../kernels.js';
+import { type LlamaModel } from '../model/llama.js';
+import { LORA_DEFAULTS, type LoraConfig } from '../model/peft.js';
+import { accumulateFlashbacks, checkContinue, CONTINUE_MODES, type ContinueMode, DEFAULT_CONTINUE_MODE, earlierPrompts, type PreviousRun, readRun } from './continual.js';
+import { type LatentOptions } from './latent.js';
+import { type StepProgress } from './loop.js';
+import { type Method, type MethodPreset, presetOf } from './methods.js';
+import { LATENT_MODES, type LatentMode } from './pool.js';
+import { STEP_DEFAULTS, type StepSwitches } from './step.js';
+
+/**
+ * Every default of {@link train}'s options. `latentDropout` depends on the latent mode; PCGrad,
+ * flashbacks, latent tasks and replay come with the method (its row of METHOD_PRESETS). The step's
+ * loss and clipping settings, the LoRA shape and the continue mode are written where their layer
+ * is, and gathered here.
+ */
+export const TRAIN_DEFAULTS = {
+  /** passes over the new-task records */
+  epochs: 1,
+  /** samples per micro-batch */
+  microBatch: 4,
+  /** new-task micro-batches per optimizer step */
+  accumulation: 4,
+  /** flashback micro-batches per optimizer step, for methods with flashbacks */
+  flashbackMicroBatches: 1,
+  /** the longest tokenized example */
+  maxTokens: 256,
+  /** peak learning rate, cosine-scheduled after warm-up (jfa train's too) */
+  lr: 1e-4,
+  /** share of the steps spent warming up */
+  warmupRatio: 0.1,
+  /** AdamW's decoupled weight decay */
+  weightDecay: 0,
+  /** the combined gradient's norm is clipped to this */
+  maxGradNorm: STEP_DEFAULTS.maxGradNorm,
+  /** weight of the flashback divergence */
+  alpha: STEP_DEFAULTS.alpha,
+  /** the divergence's KL */
+  kl: STEP_DEFAULTS.kl,
+  /** the divergence's reduction over tokens */
+  reduction: STEP_DEFAULTS.reduction,
+  /** latent tasks on, for methods that have them */
+  latent: true,
+  /** how a latent pool serves, unless the method fixes it */
+  latentMode: 'retrieve',
+  /** the probability that a micro-batch trains without its latent increments, per latent mode */
+  latentDropout: Object.freeze({
+    /** the pool serves with the adapter: train with the increments always on */
+    retrieve: 0,
+    /** the adapter serves alone: leave the increments out of half the micro-batches */
+    drop: 0.5,
+  }),
+  /** weight of the extra SFT loss with the latent increments off */
+  plainSftWeight: STEP_DEFAULTS.plainSftWeight,
+  /** the adapters' rank and alpha (LoRA's defaults) */
+  lora: Object.freeze({
+    /** the rank */
+    r: LORA_DEFAULTS.r,
+    /** PEFT's lora_alpha */
+    loraAlpha: LORA_DEFAULTS.loraAlpha,
+  }),
+  /** seed of the data order, adapters, PCGrad orders and latent tasks */
+  seed: 0,
+  /** keep the reference's outputs of each flashback micro-batch (within 1 GiB) */
+  cacheReference: true,
+  /** how a continued run folds the earlier rounds' adapters */
+  continueMode: DEFAULT_CONTINUE_MODE,
+} as const;
+
+/** Options of {@link train}; every default is in {@link TRAIN_DEFAULTS}, which `jfa train` shares. */
+export interface TrainOptions {
+  /** the training method: a row of {@link METHOD_PRESETS}, which sets the switches below unless they are given */
+  method: Method;
+  /** where to train: 'cpu' (default: where the model is), 'cuda' or 'cuda:N'; the model is moved there first */
+  device?: Device;
+  /**
+   * 'fp32' or 'bf16': the dtype the base model must have been loaded with (default: the model's).
+   * The losses (divergence, cross-entropy) accumulate in float32 either way.
+   */
+  precision?: Precision;
+  /** use latent tasks where the method has them (default true; false is the `--no-latent` ablation) */
+  latent?: boolean;
+  /** combine micro-batch gradients with PCGrad (default: the method's, true for jfa; false is `--no-pcgrad`) */
+  pcgrad?: boolean;
+  /** passes over the new-task records (default 1) */
+  epochs?: number;
+  /** samples per micro-batch */
+  microBatch?: number;
+  /** new-task micro-batches per optimizer step */
+  accumulation?: number;
+  /** flashback micro-batches per optimizer step (flashback, jfa) */
+  flashbackMicroBatches?: number;
+  /** the longest tokenized example (default 256) */
+  maxTokens?: number;
+  /** peak learning rate (default 1e-4), cosine-scheduled after warm-up */
+  lr?: number;
+  /** share of the steps spent warming up (default 0.1) */
+  warmupRatio?: number;
+  /** AdamW's decoupled weight decay (default 0) */
+  weightDecay?: number;
+  /** clip the combined gradient's norm to this (default 1.0, as transformers' Trainer) */
+  maxGradNorm?: number;
+  /** weight of the flashback divergence (default 1) */
+  alpha?: number;
+  /** the divergence's KL (default symmetric) */
+  kl?: KlKind;
+  /** the divergence's reduction over tokens (default mean) */
+  reduction?: Reduction;
+  /** the LoRA adapters added to the model (default r 8, loraAlpha 16: {@link LlamaModel.addLora}'s) */
+  lora?: LoraConfig;
+  /** the latent-task pool's size and retrieval (jfa with latent tasks) */
+  latentOptions?: LatentOptions;
+  /** layer whose o_proj carries the latent tasks (default: the middle one) */
+  latentLayer?: number;
+  /**
+   * jfa with latent tasks: how the adapter is meant to serve. 'retrieve' (default): with the pool,
+   * retrieved per prompt as in training (`jfa eval` applies adapter/latent_pool.safetensors);
+   * 'drop': alone, so training leaves the increments out of some micro-batches (latentDropout).
+   * The pool file is saved in both modes and records the mode; eval uses a 'drop' pool only when asked.
+   */
+  latentMode?: LatentMode;
+  /**
+   * jfa with latent tasks: the probability that a micro-batch runs without its increments (default
+   * 0.5 in 'drop' mode, 0 in 'retrieve'). Drawn per micro-batch from the seed and the step, so a
+   * resumed run draws the same.
+   */
+  latentDropout?: number;
+  /**
+   * jfa with latent tasks: weight of an extra SFT loss computed with the increments off, on the
+   * new-task micro-batches that carry them (a dropped one is plain SFT already). Default 0.
+   */
+  plainSftWeight?: number;
+  /** seed of the data order, adapters, PCGrad orders and latent tasks (default 0) */
+  seed?: number;
+  /** where checkpoints, metrics.jsonl and the final adapter go */
+  outDir?: string;
+  /** save a checkpoint in outDir every this many steps */
+  checkpointEvery?: number;
+  /** continue from outDir's checkpoint (an Error when there is none) */
+  resume?: boolean;
+  /** keep the reference's logits (or, when those would pass 1 GiB, its final hidden states) of each flashback micro-batch instead of recomputing them (default true, within 1 GiB) */
+  cacheReference?: boolean;
+  /** stop after this many steps (the run stays resumable) */
+  maxSteps?: number;
+  /**
+   * Activation checkpointing for the run ({@link LlamaModel.activationCheckpointing}): each decoder
+   * layer keeps only its input and is recomputed in the backward. Less memory for one more forward
+   * pass of the layers, same results (default: the model's setting, off unless set)
+   */
+  activationCheckpointing?: boolean;
+  /**
+   * A finished run folder (an earlier `train({ outDir })`) to continue from: `model` must be the
+   * base that run started from, as loaded; the earlier rounds' adapters are loaded into it
+   * (folded by `continueMode`), this round trains a fresh adapter on top, its flashback reference is
+   * the model after that run (its 'retrieve' latent pool included, which this round keeps training),
+   * and its flashbacks are `data.flashbacks` plus prompts of the earlier rounds within
+   * `flashbackBudget`. The run folder then records the whole chain (continual.json).
+   */
+  continueFrom?: string;
+  /** with continueFrom: 'merge' (default) folds each finished round's adapter into the weights, 'stack' keeps it frozen beneath */
+  continueMode?: ContinueMode;
+  /** with continueFrom: flashbacks in all, spread evenly over the old suites and the earlier rounds (default: data.flashbacks.length) */
+  flashbackBudget?: number;
+  /** called after each step */
+  onStep?: (p: StepProgress) => void;
+  /**
+   * Also log each step's scalars to a TensorBoard event file in this directory (created if needed):
+   * train/sft, train/divergence, train/grad_norm, train/lr, train/conflicts, train/tokens_per_second
+   * (and train/plain_sft when plainSftWeight is set). `tensorboard --logdir DIR` shows them.
+   */
+  tensorboard?: string;
+  /**
+   * Data-parallel training over processes and hosts (c10d: a TCPStore at masterAddr:masterPort,
+   * Gloo on CPU): this process's rank and the world size, or a group already joined. Every rank
+   * calls train() with the same model, data and options; each takes its shard of every micro-batch
+   * (rows i with i % worldSize == rank), gradients are summed per micro-batch before PCGrad, and the
+   * result equals a single process's run at the same global batch. Rank 0 alone writes outDir
+   * (metrics, checkpoints, the adapter); the others read a checkpoint from it with resume, so it must
+   * be reachable from every host then. `distributedFromEnv()` reads torchrun's variables.
+   */
+  distributed?: DistributedOptions | ProcessGroup;
+}
+
+/** What {@link train} trains on. */
+export interface TrainData {
+  /** the new tasks' examples */
+  newTrain: InstanceRecord[];
+  /** prompts of old tasks, for the divergence (flashback, jfa) */
+  flashbacks?: FlashbackRecord[];
+  /** old-task training data, for the replay baseline only */
+  replay?: InstanceRecord[];
+}
+
+/** Training precisions: the base model's dtype. */
+export type Precision = 'fp32' | 'bf16';
+const PRECISION_DTYPE = { fp32: 'float32', bf16: 'bfloat16' } as const;
+
+/** The earlier rounds a continued run trains on top of. */
+export interface Continuation {
+  prev: PreviousRun;
+  mode: ContinueMode;
+  /** flashbacks in all, over the old suites and the earlier rounds */
+  budget: number;
+}
+
+/** A run's settings, checked and resolved: all that the stages after planning read. */
+export interface RunPlan {
+  /** the method asked for, recorded in metrics and checkpoints */
+  method: Method;
+  /** what the native step does with the micro-batches */
+  switches: StepSwitches;
+  seed: number;
+  microBatch: number;
+  accumulation: number;
+  flashbackMicro: number;
+  maxTokens: number;
+  useLatent: boolean;
+  latentRun: { mode: LatentMode; dropout: number; plainSftWeight: number };
+  latentLayer: number;
+  /** the pool's size and retrieval, as given (LatentTasks' own defaults fill the rest) */
+  latentOptions: LatentOptions;
+  usePcgrad: boolean;
+  lr: number;
+  weightDecay: number;
+  /** the step's divergence and clipping */
+  loss: { alpha: number; kl: KlKind; reduction: Reduction; maxGradNorm: number };
+  /** the adapters added to a fresh run */
+  lora: LoraConfig;
+  /** keep the reference's outputs of every flashback micro-batch (within 1 GiB) */
+  cacheReference: boolean;
+  /** the new tasks' examples */
+  newTrain: InstanceRecord[];
+  /** the records trained on, in file order (new tasks, plus old-task data for replay) */
+  stream: InstanceRecord[];
+  flashbacks: FlashbackRecord[];
+  stepsPerEpoch: number;
+  totalSteps: number;
+  warmup: number;
+  /** the step to stop before: totalSteps, or maxSteps when that comes first */
+  stopAt: number;
+  outDir?: string;
+  resume: boolean;
+  checkpointEvery?: number;
+  tensorboard?: string;
+  activationCheckpointing?: boolean;
+  onStep?: (p: StepProgress) => void;
+  /** the earlier rounds of a continued run */
+  continued?: Continuation;
+  /** what a checkpoint must share with this run to continue it */
+  state: Record<string, unknown>;
+}
+
+/**
+ * Plans a run of {@link train}: checks every option (RangeErrors before anything is touched),
+ * places the model where it trains, reads the run it continues, and resolves every setting.
+ * @param model - the base model (moved to options.device).
+ * @param data - what it trains on.
+ * @param o - train()'s options.
+ * @returns the run's plan.
+ * @throws RangeError for an option out of range, a method without the data it needs, or a precision the model was not loaded in; the errors of a continued run's folder.
+ */
+export function planTrain(model: LlamaModel, data: TrainData, o: TrainOptions): RunPlan {
+  placeModel(model, o);
+  const cont = continuation(model, data, o);
+  return planRun(model, cont ? { ...data, flashbacks: cont.flashbacks } : data, o, cont && { prev: cont.prev, mode: cont.mode, budget: cont.budget });
+}
+
+/** The latent-task options, checked: RangeErrors for values out of range or options that cannot apply. */
+function latentSettings(o: TrainOptions, useLatent: boolean, preset: MethodPreset): { mode: LatentMode; dropout: number; plainSftWeight: number } {
+  const given = (['latentMode', 'latentDropout', 'plainSftWeight'] as const).filter((k) => o[k] !== undefined);
+  if (!useLatent && given.length)
+    throw new RangeError(`train: ${given.join(', ')} appl${given.length > 1 ? 'y' : 'ies'} only to method 'jfa' with latent tasks (method '${o.method}'${o.latent === false ? ', latent off' : ''})`);
+  const mode = o.latentMode ?? preset.latentMode ?? TRAIN_DEFAULTS.latentMode;
+  if (!(LATENT_MODES as readonly string[]).includes(mode)) throw new RangeError(`train: latentMode must be ${LATENT_MODES.join(' or ')}, got ${JSON.stringify(o.latentMode)}`);
+  const dropout = o.latentDropout ?? TRAIN_DEFAULTS.latentDropout[mode];
+  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout <= 1)) throw new RangeError(`train: latentDropout must be a probability in [0, 1], got ${dropout}`);
+  const plainSftWeight = o.plainSftWeight ?? TRAIN_DEFAULTS.plainSftWeight;
+  if (typeof plainSftWeight !== 'number' || !(plainSftWeight >= 0) || !Number.isFinite(plainSftWeight))
+    throw new RangeError(`train: plainSftWeight must be a finite number >= 0, got ${plainSftWeight}`);
+  return { mode, dropout, plainSftWeight };
+}
+
+/** RangeErrors for numeric options out of range, before anything is touched. */
+function checkOptions(o: TrainOptions, latentLayers: number): void {
+  const check = (name: string, v: number | undefined, ok: (n: number) => boolean, what: string) => {
+    if (v !== undefined && !(typeof v === 'number' && ok(v))) throw new RangeError(`train: ${name} must be ${what}, got ${JSON.stringify(v) ?? String(v)}`);
+  };
+  const positiveInt = (n: number) => Number.isInteger(n) && n >= 1;
+  const finite = Number.isFinite;
+  for (const k of ['epochs', 'microBatch', 'accumulation', 'maxTokens', 'checkpointEvery'] as const) check(k, o[k], positiveInt, 'a positive integer');
+  check('flashbackMicroBatches', o.flashbackMicroBatches, (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
+  check('maxSteps', o.maxSteps, (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
+  check('seed', o.seed, (n) => Number.isSafeInteger(n) && n >= 0, 'an integer >= 0');
+  check('lr', o.lr, (n) => finite(n) && n > 0, 'a finite number > 0');
+  check('maxGradNorm', o.maxGradNorm, (n) => finite(n) && n > 0, 'a finite number > 0');
+  for (const k of ['alpha', 'weightDecay'] as const) check(k, o[k], (n) => finite(n) && n >= 0, 'a finite number >= 0');
+  check('warmupRatio', o.warmupRatio, (n) => n >= 0 && n <= 1, 'a number in [0, 1]');
+  check('lora.r', o.lora?.r, positiveInt, 'a positive integer');
+  check('lora.loraAlpha', o.lora?.loraAlpha, (n) => finite(n) && n > 0, 'a finite number > 0');
+  if (o.activationCheckpointing !== undefined && typeof o.activationCheckpointing !== 'boolean')
+    throw new TypeError(`train: activationCheckpointing must be a boolean, got ${JSON.stringify(o.activationCheckpointing)}`);
+  check('latentLayer', o.latentLayer, (n) => Number.isInteger(n) && n >= 0 && n < latentLayers, `a layer in 0..${latentLayers - 1}`);
+}
+
+function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, continued?: Continuation): RunPlan {
+  const preset = presetOf(o.method, 'train');
+  checkOptions(o, model.config.numLayers);
+  const seed = o.seed ?? TRAIN_DEFAULTS.seed;
+  const microBatch = o.microBatch ?? TRAIN_DEFAULTS.microBatch;
+  const accumulation = o.accumulation ?? TRAIN_DEFAULTS.accumulation;
+  const useLatent = preset.latent && (o.latent ?? TRAIN_DEFAULTS.latent);
+  const latentRun = latentSettings(o, useLatent, preset);
+  const flashbackMicro = preset.flashbacks ? (o.flashbackMicroBatches ?? TRAIN_DEFAULTS.flashbackMicroBatches) : 0;
+  const flashbacks = data.flashbacks ?? [];
+  if (!data.newTrain?.length) throw new RangeError('train: no new-task records (data.newTrain is empty)');
+  if (flashbackMicro > 0 && flashbacks.length === 0) throw new RangeError(`train: method '${o.method}' needs flashbacks`);
+  if (preset.replay && !data.replay?.length) throw new RangeError(`train: method '${o.method}' needs old-task training data`);
+  const stream = preset.replay ? [...data.newTrain, ...data.replay!] : data.newTrain;
+  const stepsPerEpoch = Math.ceil(stream.length / (microBatch * accumulation));
+  const totalSteps = stepsPerEpoch * (o.epochs ?? TRAIN_DEFAULTS.epochs);
+  const latentLayer = o.latentLayer ?? Math.floor(model.config.numLayers / 2);
+  const latentOptions = o.latentOptions ?? {};
+  return {
+    method: o.method,
+    switches: { divergence: preset.flashbacks, latent: useLatent },
+    seed,
+    microBatch,
+    accumulation,
+    flashbackMicro,
+    maxTokens: o.maxTokens ?? TRAIN_DEFAULTS.maxTokens,
+    useLatent,
+    latentRun,
+    latentLayer,
+    latentOptions,
+    usePcgrad: o.pcgrad ?? preset.pcgrad,
+    lr: o.lr ?? TRAIN_DEFAULTS.lr,
+    weightDecay: o.weightDecay ?? TRAIN_DEFAULTS.weightDecay,
+    loss: {
+      alpha: o.alpha ?? TRAIN_DEFAULTS.alpha,
+      kl: o.kl ?? TRAIN_DEFAULTS.kl,
+      reduction: o.reduction ?? TRAIN_DEFAULTS.reduction,
+      maxGradNorm: o.maxGradNorm ?? TRAIN_DEFAULTS.maxGradNorm,
+    },
+    lora: { ...TRAIN_DEFAULTS.lora, ...o.lora, seed: o.lora?.seed ?? seed },
+    cacheReference: o.cacheReference ?? TRAIN_DEFAULTS.cacheReference,
+    newTrain: data.newTrain,
+    stream,
+    flashbacks,
+    stepsPerEpoch,
+    totalSteps,
+    warmup: Math.round(totalSteps * (o.warmupRatio ?? TRAIN_DEFAULTS.warmupRatio)),
+    stopAt: Math.min(totalSteps, o.maxSteps ?? totalSteps),
+    outDir: o.outDir,
+    resume: Boolean(o.resume),
+    checkpointEvery: o.checkpointEvery,
+    tensorboard: o.tensorboard,
+    activationCheckpointing: o.activationCheckpointing,
+    onStep: o.onStep,
+    continued,
+    state: {
+      totalSteps,
+      method: o.method,
+      ...(useLatent ? { latent: { ...latentRun, layer: latentLayer, options: latentOptions } } : {}),
+      ...(continued ? { continued: { run: continued.prev.run, mode: continued.mode, budget: continued.budget } } : {}),
+    },
+  };
+}
+
+/** The earlier rounds of a continued run and this round's flashbacks, checked; undefined when not continuing. */
+function continuation(model: LlamaModel, data: TrainData, o: TrainOptions): (Continuation & { flashbacks: FlashbackRecord[] }) | undefined {
+  if (!o.continueFrom) {
+    const given = (['continueMode', 'flashbackBudget'] as const).filter((k) => o[k] !== undefined);
+    if (given.length) throw new RangeError(`train: ${given.join(', ')} appl${given.length > 1 ? 'y' : 'ies'} only with continueFrom`);
+    return undefined;
+  }
+  const mode = o.continueMode ?? TRAIN_DEFAULTS.continueMode;
+  if (!(CONTINUE_MODES as readonly string[]).includes(mode)) throw new RangeError(`train: continueMode must be ${CONTINUE_MODES.join(' or ')}, got ${JSON.stringify(o.continueMode)}`);
+  const budget = o.flashbackBudget ?? data.flashbacks?.length ?? 0;
+  if (!Number.isInteger(budget) || budget < 0) throw new RangeError(`train: flashbackBudget must be a non-negative integer, got ${o.flashbackBudget}`);
+  const prev = readRun(o.continueFrom);
+  checkContinue(model, prev, mode);
+  return { prev, mode, budget, flashbacks: accumulateFlashbacks(data.flashbacks ?? [], earlierPrompts(prev), budget, o.seed ?? TRAIN_DEFAULTS.seed) };
+}
+
+// Checks precision against the model's dtype and moves the model to the asked device, before any
+// adapter, pool or optimizer state is made (they are made where the weights are).
+function placeModel(model: LlamaModel, o: TrainOptions): void {
+  if (o.precision !== undefined) {
+    const want = PRECISION_DTYPE[o.precision];
+    if (!want) throw new RangeError(`train: precision must be 'fp32' or 'bf16', got ${JSON.stringify(o.precision)}`);
+    if (model.dtype !== want) {
+      throw new RangeError(`train: precision '${o.precision}' needs the model loaded as ${want}, but it is ${model.dtype}: loadModel(dir, { dtype: '${want}' })`);
+    }
+  }
+  if (o.device === undefined) return;
+  const device = checkDevice(o.device, 'train');
+  if (model.device !== (device === 'cuda' ? 'cuda:0' : device)) model.toDevice(device);
+}
