@@ -1,5 +1,7 @@
 // Devices by name, checked in JS before anything native runs, so that the errors can name the
 // libtorch found on disk ("2.13.0+cpu") and the fix. The addon checks again (core/device.h).
+import { z } from 'zod';
+
 import { loadNative, native } from './native.js';
 
 /** A device name: 'cpu', 'cuda' (the first GPU) or 'cuda:N'. */
@@ -56,3 +58,6 @@ export function cudaAvailable(): boolean {
   const info = native().info();
   return info.cuda && info.cudaDevices > 0;
 }
+
+/** A --device option's value: 'cpu', 'cuda' or 'cuda:N' (checked against the addon when the model loads). */
+export const deviceSchema = z.string().regex(/^(cpu|cuda(:\d+)?)$/, "must be 'cpu', 'cuda' or 'cuda:N'").default('cpu');

@@ -98,7 +98,8 @@ export {
 } from './jfa/continual.js';
 export { checkDistributed, DEFAULT_DISTRIBUTED_TIMEOUT_MS, DEFAULT_MASTER_PORT, distributedFromEnv, type DistributedOptions, ProcessGroup } from './distributed.js';
 export { evaluateByFormat, evaluateNew, evaluateOld, type EvalOptions } from './jfa/evaluate.js';
-export { pretrain, type PretrainOptions } from './jfa/pretrain.js';
+export { pretrain, type PretrainOptions, type PretrainResult } from './jfa/pretrain.js';
+export { probe, type ProbeOptions } from './jfa/probe.js';
 export { learnMerges } from './model/bpe.js';
 export { TensorBoardWriter } from './util/tensorboard.js';
 export { inspectPython, pinnedTorchVersion, type PythonInfo, setupTorch, SetupTorchError, type SetupTorchOptions, type SetupTorchResult } from './setup-torch.js';

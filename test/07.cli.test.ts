@@ -6,8 +6,8 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { demoSchema } from '../lib/cli/demo.js';
-import { studyPoints } from '../lib/cli/study.js';
+import { demoSchema } from '../lib/bench/demo.js';
+import { studyPoints } from '../lib/bench/study.js';
 import { root } from './helpers.js';
 
 const jfa = (...args: string[]) =>

@@ -10,8 +10,8 @@ import { inflateSync } from 'node:zlib';
 import { type BrowserContext, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { aggregate, renderReport } from '../lib/cli/report.js';
-import { type DemoResults, type MethodResult, type RunResult } from '../lib/cli/results.js';
+import { aggregate, renderReport } from '../lib/bench/report.js';
+import { type DemoResults, type MethodResult, type RunResult } from '../lib/bench/results.js';
 import * as api from '../lib/index.js';
 import { root } from './helpers.js';
 

@@ -13,7 +13,7 @@ import { readJsonl } from '../lib/data/jsonl.js';
 import { OLD_SUITE_NAMES } from '../lib/data/old-tasks.js';
 import { type FlashbackRecord } from '../lib/data/records.js';
 import { writeSuite } from '../lib/data/suite.js';
-import { splitRounds } from '../lib/cli/rounds.js';
+import { splitRounds } from '../lib/bench/rounds.js';
 import { accumulateFlashbacks, columnForgetting, continualMetrics, loadRounds, readRun } from '../lib/jfa/continual.js';
 import { evaluateNew } from '../lib/jfa/evaluate.js';
 import { promptBatch } from '../lib/jfa/examples.js';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { freePort } from '../lib/cli/launch.js';
+import { freePort } from '../lib/bench/launch.js';
 import { generateSuite, writeJsonl } from '../lib/data/index.js';
 import { checkDistributed, distributedFromEnv } from '../lib/distributed.js';
 import { createModel } from '../lib/model/create.js';

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { type TrainData, type TrainOptions, train } from '../jfa/trainer.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
-import { type PeerSpec } from './launch.js';
+import { type PeerSpec } from '../bench/launch.js';
 
 try {
   const spec = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as PeerSpec;

@@ -1,7 +1,7 @@
 // `jfa pretrain`, `jfa train` and `jfa eval`. Options come from flags and/or --config (JSON or YAML),
 // validated with zod (unknown keys are errors) before any data is read; data files are validated
 // (file:line) before any training starts.
-import { type Device } from '../device.js';
+import { type Device, deviceSchema } from '../device.js';
 import { readFileSync } from 'node:fs';
 
 import { parse as parseYaml } from 'yaml';
@@ -22,10 +22,10 @@ import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { PROBES } from '../data/probes.js';
 import { probe } from '../jfa/probe.js';
-import { baseSchema, buildBase, CARD_FILE } from './base.js';
+import { baseSchema, buildBase, CARD_FILE } from '../bench/base.js';
 import { LATENT_CHOICES, servingPool } from './latent.js';
-import { launchWorkers, withoutNproc } from './launch.js';
-import { progress } from './progress.js';
+import { launchWorkers, withoutNproc } from '../bench/launch.js';
+import { progress } from '../util/progress.js';
 import { inOutputFolder } from '../util/files.js';
 
 /** Reads --config (JSON, or YAML by its .yaml/.yml name) and overlays the flags given on the command line, then validates. */
@@ -104,8 +104,6 @@ export async function runPretrain(o: z.infer<typeof pretrainSchema>): Promise<vo
   console.log(quiet ? JSON.stringify({ out, ...card }) : `pretrained ${card.parameters} parameters, ${card.steps} steps in ${card.seconds.toFixed(1)} s${probes}${scores} -> ${out}`);
 }
 
-/** --device: where the model runs (the flag's value is checked against the addon when the model loads). */
-export const deviceSchema = z.string().regex(/^(cpu|cuda(:\d+)?)$/, "must be 'cpu', 'cuda' or 'cuda:N'").default('cpu');
 
 export const trainSchema = z
   .object({

@@ -25,7 +25,9 @@ export interface StreamMix {
 
 /** One phase: `steps` steps drawn from `mix`. */
 export interface StreamPhase {
+  /** how many steps the phase lasts */
   steps: number;
+  /** what its records are drawn from */
   mix: StreamMix;
 }
 

@@ -15,7 +15,7 @@ import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 
-import { freePort } from '../../dist/cli/launch.js';
+import { freePort } from '../../dist/bench/launch.js';
 import * as jfa from '../../dist/index.js';
 import { median, progressLine } from './harness.mjs';
 

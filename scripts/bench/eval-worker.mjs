@@ -10,8 +10,8 @@ import { pathToFileURL } from 'node:url';
 const root = process.argv[2];
 const load = (p) => import(pathToFileURL(join(root, 'dist', p)).href);
 const jfa = await load('index.js');
-const { demoSchema, evaluateOldSuites, SHIPPED_BASE } = await load('cli/demo.js');
-const { baseSuite, readCard } = await load('cli/base.js');
+const { demoSchema, evaluateOldSuites, SHIPPED_BASE } = await load('bench/demo.js');
+const { baseSuite, readCard } = await load('bench/base.js');
 
 const o = demoSchema.parse({});
 const card = readCard(SHIPPED_BASE);

@@ -17,7 +17,7 @@ import { evaluateNew, evaluateOld } from '../jfa/evaluate.js';
 import { LATENT_MODES, type LatentPool } from '../jfa/pool.js';
 import { METHOD_PRESETS, type Method, METHODS } from '../jfa/methods.js';
 import { type StepProgress, train, type TrainData, type TrainOptions } from '../jfa/trainer.js';
-import { type Device } from '../device.js';
+import { type Device, deviceSchema } from '../device.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { packageRoot } from '../locate.js';
@@ -26,8 +26,7 @@ import { inOutputFolder, readJson, writeFileAtomic } from '../util/files.js';
 import { CHECKPOINT } from '../jfa/checkpoint.js';
 import { type BaseCard, baseSchema, baseSuite, buildBase, defaultCheckpointDir, readCard, sha256File, verifyBase } from './base.js';
 import { freePort, startPeers } from './launch.js';
-import { progress } from './progress.js';
-import { deviceSchema } from './train.js';
+import { progress } from '../util/progress.js';
 import { aggregate, oldAverage, pct, renderReport, resultTable } from './report.js';
 import { type DemoResults, type MethodResult, type RunResult } from './results.js';
 

@@ -16,7 +16,7 @@ import { type LatentPool } from '../jfa/pool.js';
 import { train } from '../jfa/trainer.js';
 import { inOutputFolder, writeFileAtomic } from '../util/files.js';
 import { BENCH_KEEP, type Bench, benchSummary, type DemoOptions, demoTraining, evaluateOldSuites, loadBase, methodLabel, prepareBench, trainProgress } from './demo.js';
-import { progress } from './progress.js';
+import { progress } from '../util/progress.js';
 import { aggregate, oldAverage, pct, renderReport } from './report.js';
 import { type DemoResults, type MethodResult, type RoundRun, type RoundsResult, roundsSchema, type RunResult } from './results.js';
 import { mean, sd } from './statistics.js';

@@ -23,7 +23,7 @@ import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { runtimeInfo } from '../runtime.js';
 import { readJson, writeFileAtomic } from '../util/files.js';
-import { progress } from './progress.js';
+import { progress } from '../util/progress.js';
 
 const int = z.number().int().positive();
 const share = z.number().nonnegative();
@@ -84,7 +84,7 @@ export interface BaseCard {
   command: string;
   options: BaseOptions & { data?: string[] };
   parameters: number;
-  /** records trained on (with repeats on --data files) */
+  /** distinct records trained on: the --data files' records, or every record of the stream */
   records: number;
   steps: number;
   tokens: number;
@@ -245,7 +245,7 @@ export async function buildBase(out: string, o: BaseOptions, b: BuildOptions = {
     command: commandLine(out, o, b.data),
     options: identity.options,
     parameters: model.parameterCount,
-    records: Array.isArray(source) ? source.length * o.epochs : r.totalSteps * o.microBatch,
+    records: Array.isArray(source) ? source.length : r.totalSteps * o.microBatch,
     steps: r.steps,
     tokens: sittings.reduce((s, x) => s + x.tokens, 0),
     seconds: sittings.reduce((s, x) => s + x.seconds, 0),
@@ -274,7 +274,7 @@ export function writeCard(dir: string, card: BaseCard): void {
     `| mean | ${((100 * Object.values(rows).reduce((a, v) => a + v, 0)) / Object.values(rows).length).toFixed(1)} |`].join('\n');
   const o = card.options;
   const data = o.data
-    ? `${o.data.join(', ')}; ${card.records} records (${o.epochs} epoch${o.epochs > 1 ? 's' : ''})`
+    ? `${o.data.join(', ')}; ${card.records} records x ${o.epochs} epoch${o.epochs > 1 ? 's' : ''}`
     : `a stream of fresh generated records at data seed ${o.dataSeed}, none repeated and none of the held-out prompts (old-suite evaluation, flashbacks, probes): ${o.copySteps} steps of plain copying, ${o.inContextSteps} steps of the in-context skills alone (copy, look up, match an option), then ${Math.max(0, o.steps - o.copySteps - o.inContextSteps)} steps of old suites, general skills and in-context skills in shares ${o.oldShare}/${o.skillShare}/${o.inContextShare}; ${card.records} records`;
   writeFileAtomic(join(dir, 'README.md'), `# ${o.data ? 'Pretrained Llama' : 'jfa-base: the demo\'s base model'}
 
