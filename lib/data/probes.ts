@@ -8,11 +8,17 @@ import { skillRecord } from './skills.js';
 
 /** The probes, each a general skill (skills.ts) scored on fresh records. */
 export const PROBES = {
+  /** copy a list of words or numbers exactly */
   copy: 'copy-list',
+  /** read the values of the asked keys out of a table in the prompt */
   lookup: 'lookup',
+  /** the word at a stated position */
   'word-at': 'word-at',
+  /** restate a fact, then the letter of the option it names (how multiple-choice answers end) */
   option: 'option-letter',
+  /** count the items */
   count: 'count-items',
+  /** answer with exactly the label the instruction states */
   format: 'say-label',
 } as const;
 

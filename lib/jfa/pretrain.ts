@@ -57,7 +57,12 @@ export interface PretrainOptions {
   /** called after each step */
   onStep?: (p: StepProgress) => void;
   /** every `every.steps` steps, a measurement (e.g. the probes) whose numbers go to metrics.jsonl */
-  every?: { steps: number; run: (step: number) => Promise<Record<string, number>> };
+  every?: {
+    /** how often, in steps */
+    steps: number;
+    /** the measurement, given the step; its numbers are logged as one metrics.jsonl row */
+    run: (step: number) => Promise<Record<string, number>>;
+  };
 }
 
 /** What {@link pretrain} resolves to. */
