@@ -155,7 +155,7 @@ const trainingOptions = (c: Command) =>
 
 trainingOptions(program
   .command('pretrain')
-  .description('create a small Llama and train it from scratch (default data: the generated old suites and general skills); writes a model card')
+  .description('create a small Llama and train it from scratch (default data: fresh generated records in three phases: copying, in-context skills, then old suites and skills mixed); resumable; writes a model card with probes and suite scores')
   .option('--out <dir>', 'model directory to write')
   .option('--data <files...>', 'JSONL files of {task, instruction, input, output} records')
   .option('--hidden-size <n>', 'hidden size', num('--hidden-size'))
