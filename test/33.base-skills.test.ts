@@ -71,9 +71,8 @@ describe('the pretraining stream', () => {
     expect(again.at(2)).toEqual(first[2]);
     expect(createStream({ seed: 4, perStep: 8, phases }).at(2)).not.toEqual(first[2]);
     expect(first.flat().some((r) => exclude.has(promptKey(r)))).toBe(false);
-    // within a window, steps hold records of similar length
-    const spread = (b: typeof first[0]) => Math.max(...b.map((r) => r.input.length)) - Math.min(...b.map((r) => r.input.length));
-    expect(first.slice(0, 16).reduce((t, b) => t + spread(b), 0) / 16).toBeLessThan(40);
+    // a step's records are drawn independently: a batch mixes skills, not one kind of record
+    expect(first.slice(0, 20).every((b) => new Set(b.map((r) => r.task)).size >= 3)).toBe(true);
     expect(() => createStream({ seed: 1, perStep: 8, phases: [] })).toThrow(RangeError);
     expect(() => createStream({ seed: 1, perStep: 8, phases: [{ steps: 5, mix: mix(0, 0, 0) }] })).toThrow(/positive sum/);
     expect(() => s.at(-1)).toThrow(RangeError);

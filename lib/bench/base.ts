@@ -187,10 +187,10 @@ export async function buildBase(out: string, o: BaseOptions, b: BuildOptions = {
       throw new Error(`${label}: ${ck} holds an unfinished run; continue it with --resume, or remove the folder to start again`);
     rmSync(ck, { recursive: true, force: true });
     // The tokenizer is learned from old and new text alike, as a general-purpose one would be.
-    // From a stream: its first steps of each phase (the second's text, the old suites, weighs most).
     const stepsOf = (from: number, n: number) => Array.from({ length: Math.max(0, Math.min(n, o.steps - from)) }, (_, i) => from + i);
+    // From a stream: the first steps of each phase, the last phase's (the old suites' text) weighing most.
     const mixed = o.copySteps + o.inContextSteps;
-    const sample = Array.isArray(source) ? source : [...stepsOf(0, Math.min(mixed, 500)), ...stepsOf(mixed, 1500)].flatMap((s) => source.at(s));
+    const sample = Array.isArray(source) ? source : [...stepsOf(0, Math.min(o.copySteps, 300)), ...stepsOf(o.copySteps, Math.min(o.inContextSteps, 500)), ...stepsOf(mixed, 1500)].flatMap((s) => source.at(s));
     const newText = baseSuite(o, { oldEvalPerSuite: 1, flashbacksPerSuite: 1 }).newTrain;
     const merges = learnMerges([...sample, ...newText].flatMap((r) => [r.instruction, r.input, r.output]), o.merges);
     createModel(initial, { hiddenSize: o.hiddenSize, intermediateSize: intermediateSize(o.hiddenSize), numLayers: o.layers, numHeads: o.heads, merges, seed: o.seed });

@@ -1,7 +1,9 @@
 // A pretraining stream: fresh generated records for every step, never the same records again. A
 // step's records are a pure function of (seed, step), so a run resumed at any step sees exactly
 // what an uninterrupted one would, with no order state to save. Records whose prompt is held out
-// (old-suite evaluation and flashback prompts, the probes) are never drawn.
+// (old-suite evaluation and flashback prompts, the probes) are never drawn. A step's records are
+// drawn independently of each other: batches sorted by length (to save padding) hold one skill
+// or one list length each, and measured, a model then learned to copy five times more slowly.
 import { OLD_SUITE_NAMES, OLD_SUITES } from './old-tasks.js';
 import { type InstanceRecord, promptKey } from './records.js';
 import { createRng, hashString, type Rng } from './rng.js';
@@ -39,8 +41,6 @@ export interface StreamOptions {
   seed: number;
   /** records per step */
   perStep: number;
-  /** record lengths (in any unit) to sort by within a window of steps, so batches pad little */
-  length?: (r: InstanceRecord) => number;
   /** prompts never to draw ({@link promptKey}) */
   exclude?: ReadonlySet<string>;
 }
@@ -54,9 +54,6 @@ export interface RecordStream {
    */
   at(step: number): InstanceRecord[];
 }
-
-/** Steps whose records are drawn together and sorted by length, then dealt out in shuffled order. */
-const WINDOW = 16;
 
 /**
  * A stream of fresh records per step, phase by phase (a curriculum: in-context skills alone first,
@@ -110,36 +107,12 @@ export function createStream(o: StreamOptions): RecordStream {
       if (!o.exclude?.has(promptKey(r))) return r;
     }
   };
-  let cached: { window: number; steps: InstanceRecord[][] } | undefined;
   return {
     at(step) {
       if (!Number.isInteger(step) || step < 0) throw new RangeError(`stream: step must be a non-negative integer, got ${step}`);
-      const window = Math.floor(step / WINDOW);
-      if (cached?.window !== window) {
-        // A window's steps share a phase boundary only if one falls inside it: each step draws from its own phase.
-        const rng = createRng(hashString(`${o.seed}:stream:${window}`));
-        const records: { r: InstanceRecord; phase: number }[] = [];
-        for (let s = window * WINDOW; s < (window + 1) * WINDOW; s++) {
-          const mix = phaseOf(s).mix;
-          for (let i = 0; i < o.perStep; i++) records.push({ r: draw(rng, mix), phase: s });
-        }
-        // Within each phase's share of the window, similar lengths go together; the steps' order is shuffled.
-        const length = o.length ?? ((r: InstanceRecord) => r.instruction.length + r.input.length + r.output.length);
-        const byPhase = new Map<StreamMix, InstanceRecord[]>();
-        records.forEach(({ r, phase }) => {
-          const mix = phaseOf(phase).mix;
-          byPhase.set(mix, [...(byPhase.get(mix) ?? []), r]);
-        });
-        const steps: InstanceRecord[][] = [];
-        for (const rs of byPhase.values()) {
-          const sorted = rs.map((r, i) => ({ r, i, n: length(r) })).sort((a, b) => a.n - b.n || a.i - b.i).map((x) => x.r);
-          const chunks: InstanceRecord[][] = [];
-          for (let i = 0; i < sorted.length; i += o.perStep) chunks.push(sorted.slice(i, i + o.perStep));
-          steps.push(...rng.shuffle(chunks));
-        }
-        cached = { window, steps };
-      }
-      return cached.steps[step - window * WINDOW]!;
+      const rng = createRng(hashString(`${o.seed}:stream:${step}`));
+      const mix = phaseOf(step).mix;
+      return Array.from({ length: o.perStep }, () => draw(rng, mix));
     },
   };
 }

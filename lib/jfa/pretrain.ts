@@ -104,11 +104,10 @@ export async function pretrain(model: LlamaModel, tokenizer: Tokenizer, source: 
     const records = source;
     const stepsPerEpoch = Math.ceil(records.length / perStep);
     totalSteps = stepsPerEpoch * (o.epochs ?? 1);
-    const lengths = records.map((r) => r.instruction.length + r.input.length + r.output.length);
     let order = { epoch: -1, order: [] as number[] };
     stepRecords = (step) => {
       const epoch = Math.floor(step / stepsPerEpoch);
-      if (epoch !== order.epoch) order = { epoch, order: lengthBucketed(records, lengths, perStep, o.seed ?? 0, epoch) };
+      if (epoch !== order.epoch) order = { epoch, order: epochOrder(records.length, o.seed ?? 0, epoch) };
       const start = (step % stepsPerEpoch) * perStep;
       return order.order.slice(start, start + perStep).map((i) => records[i]!);
     };
@@ -205,20 +204,18 @@ function restore(model: LlamaModel, weights: ReturnType<LlamaModel['weights']>, 
 }
 
 /**
- * An epoch's order: shuffled, then sorted by length within windows of 16 steps and cut into
- * steps whose order is shuffled again. Batches of similar lengths waste little compute on
- * padding (about a quarter of it on the generated suites), and every record still comes once.
+ * An epoch's order: a seeded shuffle, every record once. Not sorted by length: batches of similar
+ * lengths save padding but hold one kind of record each, and a model learns in-context skills
+ * several times more slowly from them (measured on copying: 10% against 48% after 500 steps).
+ * @param n - the records.
+ * @param seed - the run's seed.
+ * @param epoch - the epoch (0-based).
+ * @returns the record indices in training order.
+ * @example
+ * ```ts
+ * epochOrder(5, 1, 0); // e.g. [3, 0, 4, 1, 2]
+ * ```
  */
-export function lengthBucketed(records: InstanceRecord[], lengths: number[], perStep: number, seed: number, epoch: number): number[] {
-  const rng = createRng(hashString(`${seed}:pretrain:${epoch}`));
-  const order = rng.shuffle(records.map((_, i) => i));
-  const window = perStep * 16;
-  const steps: number[][] = [];
-  for (let w = 0; w < order.length; w += window) {
-    const chunk = order.slice(w, w + window).sort((a, b) => lengths[a]! - lengths[b]! || a - b);
-    for (let s = 0; s < chunk.length; s += perStep) steps.push(chunk.slice(s, s + perStep));
-  }
-  // the last (possibly short) step stays last, so every other step is full
-  const last = order.length % perStep === 0 ? [] : [steps.pop()!];
-  return [...rng.shuffle(steps), ...last].flat();
+export function epochOrder(n: number, seed: number, epoch: number): number[] {
+  return createRng(hashString(`${seed}:pretrain:${epoch}`)).shuffle(Array.from({ length: n }, (_, i) => i));
 }
