@@ -39,21 +39,26 @@ export const baseSchema = z.object({
   hiddenSize: int.default(256),
   layers: int.default(4),
   heads: int.default(8),
-  merges: z.number().int().nonnegative().default(400),
+  merges: z.number().int().nonnegative().default(1500),
   /** generated data: old-task training records per suite in the suite (replay's old data; the tokenizer's text) */
   oldTrainPerSuite: int.default(6000),
   /** generated data: the seed of the suites */
   dataSeed: z.number().int().nonnegative().default(1),
   /** generated data: optimisation steps in all */
-  steps: int.default(40000),
+  steps: int.default(36000),
   /** generated data: steps of the first phase, plain copying alone (the first induction circuit) */
-  copySteps: z.number().int().nonnegative().default(4000),
+  copySteps: z.number().int().nonnegative().default(2000),
   /** generated data: steps of the next phase, the in-context skills alone */
-  inContextSteps: z.number().int().nonnegative().default(4000),
+  inContextSteps: z.number().int().nonnegative().default(8000),
   /** generated data, second phase: shares of old-suite, general-skill and in-context records */
   oldShare: share.default(0.5),
   skillShare: share.default(0.25),
   inContextShare: share.default(0.25),
+  /**
+   * generated data: the part of the in-context records (second and third phases) that are lookups.
+   * Looking a key up and reading the value after it forms far more slowly than copying.
+   */
+  lookupShare: z.number().min(0).max(1).default(0.5),
   /** --data files only: passes over them */
   epochs: int.default(1),
   /**
@@ -128,8 +133,8 @@ export function baseStream(o: BaseOptions): RecordStream {
     exclude,
     phases: [
       { steps: o.copySteps, mix: { old: 0, skills: 0, inContext: 0, copy: 1 } },
-      { steps: o.inContextSteps, mix: { old: 0, skills: 0, inContext: 1 } },
-      { steps: Math.max(0, o.steps - o.copySteps - o.inContextSteps), mix: { old: o.oldShare, skills: o.skillShare, inContext: o.inContextShare } },
+      { steps: o.inContextSteps, mix: { old: 0, skills: 0, inContext: 1 - o.lookupShare, named: { lookup: o.lookupShare } } },
+      { steps: Math.max(0, o.steps - o.copySteps - o.inContextSteps), mix: { old: o.oldShare, skills: o.skillShare, inContext: o.inContextShare * (1 - o.lookupShare), named: { lookup: o.inContextShare * o.lookupShare } } },
     ],
   });
 }
@@ -138,7 +143,7 @@ export function baseStream(o: BaseOptions): RecordStream {
 function commandLine(out: string, o: BaseOptions, data?: string[]): string {
   const flag = (k: string) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
   const parts = ['jfa pretrain', `--out ${out}`, ...(data?.length ? [`--data ${data.join(' ')}`] : [])];
-  const generatedOnly = ['oldTrainPerSuite', 'dataSeed', 'steps', 'copySteps', 'inContextSteps', 'oldShare', 'skillShare', 'inContextShare', 'evalPerSuite'];
+  const generatedOnly = ['oldTrainPerSuite', 'dataSeed', 'steps', 'copySteps', 'inContextSteps', 'oldShare', 'skillShare', 'inContextShare', 'lookupShare', 'evalPerSuite'];
   for (const [k, v] of Object.entries(o)) {
     if (data?.length ? generatedOnly.includes(k) : k === 'epochs') continue;
     parts.push(`--${flag(k)} ${v}`);
@@ -275,7 +280,7 @@ export function writeCard(dir: string, card: BaseCard): void {
   const o = card.options;
   const data = o.data
     ? `${o.data.join(', ')}; ${card.records} records x ${o.epochs} epoch${o.epochs > 1 ? 's' : ''}`
-    : `a stream of fresh generated records at data seed ${o.dataSeed}, none repeated and none of the held-out prompts (old-suite evaluation, flashbacks, probes): ${o.copySteps} steps of plain copying, ${o.inContextSteps} steps of the in-context skills alone (copy, look up, match an option), then ${Math.max(0, o.steps - o.copySteps - o.inContextSteps)} steps of old suites, general skills and in-context skills in shares ${o.oldShare}/${o.skillShare}/${o.inContextShare}; ${card.records} records`;
+    : `a stream of fresh generated records at data seed ${o.dataSeed}, none repeated and none of the held-out prompts (old-suite evaluation, flashbacks, probes): ${o.copySteps} steps of plain copying, ${o.inContextSteps} steps of the in-context skills alone (copy, look up, match an option), then ${Math.max(0, o.steps - o.copySteps - o.inContextSteps)} steps of old suites, general skills and in-context skills in shares ${o.oldShare}/${o.skillShare}/${o.inContextShare} (a ${o.lookupShare} part of the in-context records lookups, here and in the phase before); ${card.records} records`;
   writeFileAtomic(join(dir, 'README.md'), `# ${o.data ? 'Pretrained Llama' : 'jfa-base: the demo\'s base model'}
 
 A ${(card.parameters / 1e6).toFixed(2)}M-parameter Llama (${o.layers} layers, hidden size ${o.hiddenSize}, ${o.heads} heads, byte-level BPE with ${o.merges} merges), trained from scratch by jfa-torch's \`jfa pretrain\`.

@@ -170,6 +170,7 @@ trainingOptions(program
   .option('--old-share <x>', 'generated data, after those: share of old-suite records', num('--old-share'))
   .option('--skill-share <x>', 'generated data, after those: share of general-skill records', num('--skill-share'))
   .option('--in-context-share <x>', 'generated data, after those: share of in-context skill records', num('--in-context-share'))
+  .option('--lookup-share <x>', 'generated data: the part of the in-context records that are lookups (default 0.5)', num('--lookup-share'))
   .option('--eval-per-suite <n>', 'generated data: held-out records per old suite scored for the model card (0: none)', num('--eval-per-suite'))
   .option('--warmup-steps <n>', 'steps of linear warm-up before the cosine decay (default 200)', num('--warmup-steps'))
   .option('--probes <n>', 'probe records per skill scored for the model card (0: none)', num('--probes'))
