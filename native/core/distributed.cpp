@@ -180,13 +180,14 @@ void ProcessGroup::fail(const std::string& what, const std::exception& cause) {
 std::vector<std::string> ProcessGroup::exchange(const std::string& key, const std::string& value) {
   const std::string base = "jfa/exchange/" + std::to_string(exchanges_++) + "/" + key + "/";
   std::vector<std::string> out(options_.world_size);
-  try {
-    store_->set(base + std::to_string(options_.rank), value);
-  } catch (const std::exception& e) {
-    throw_generic(where() + ": cannot publish " + key + " to the store: " + cause_of(e));
-  }
-  // Rank 0's value first: a rank that disagrees with it learns so at once, whoever else is missing.
-  for (int r = 0; r < options_.world_size; ++r) {
+  const auto publish = [&] {
+    try {
+      store_->set(base + std::to_string(options_.rank), value);
+    } catch (const std::exception& e) {
+      throw_generic(where() + ": cannot publish " + key + " to the store: " + cause_of(e));
+    }
+  };
+  const auto read = [&](int r) {
     try {
       store_->wait({base + std::to_string(r)}, Ms(options_.timeout_ms));
       out[r] = store_->get_to_str(base + std::to_string(r));
@@ -194,6 +195,15 @@ std::vector<std::string> ProcessGroup::exchange(const std::string& key, const st
       throw_generic(where() + ": rank " + std::to_string(r) + " did not report its " + key + " within " +
                     std::to_string(options_.timeout_ms) + " ms (not started, another WORLD_SIZE, or dead): " + cause_of(e));
     }
+  };
+  // Rank 0's value first: a rank that disagrees with it learns so at once, whoever else is missing.
+  // The other ranks read it before they publish their own: rank 0 hosts the store and stops as soon
+  // as it sees a disagreeing value, so a rank that published first could lose the store before
+  // reading, and report a closed connection instead of the disagreement.
+  if (options_.rank == 0) publish();
+  for (int r = 0; r < options_.world_size; ++r) {
+    read(r);
+    if (r == 0 && options_.rank != 0) publish();
     if (key == "world_size" && out[r] != value)
       throw_range(where() + ": WORLD_SIZE differs between ranks: rank " + std::to_string(r) + " has " + out[r] + ", this rank " + value);
   }
