@@ -310,6 +310,8 @@ export interface NativeModel {
   mergeLora(): void;
   /** freezes the adapters beneath the base; returns the stacked count per adapted layer */
   stackLora(): number;
+  /** drops the trainable adapters unfolded; how many layers had one */
+  removeLora(): number;
   readonly stackedAdapters: number;
   weights(): Record<string, NativeTensor>;
   setBaseTrainable(trainable: boolean): void;

@@ -16,6 +16,19 @@ export {
   type DeviceOption,
   zeros,
 } from './tensor.js';
+export {
+  AbortError,
+  CallbackError,
+  CheckpointError,
+  type CodedError,
+  DataError,
+  DistributedError,
+  ERROR_CODES,
+  type ErrorCode,
+  isJfaError,
+  ModelFormatError,
+  OptionError,
+} from './errors.js';
 export { checkDevice, cudaAvailable, type Device } from './device.js';
 export {
   cudaSynchronize,

@@ -13,6 +13,7 @@ import { basename, dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 import { type NativeAddon } from './addon-types.js';
+import { type CodedError, ERROR_CODES } from './errors.js';
 import { baseVersion, isCheckout, type LibtorchLocation, locateLibtorch, packageRoot, torchCacheVenv } from './locate.js';
 
 export type * from './addon-types.js';
@@ -48,7 +49,8 @@ export interface LoadedNative {
  * }
  * ```
  */
-export class NativeLoadError extends Error {
+export class NativeLoadError extends Error implements CodedError {
+  readonly code = ERROR_CODES.nativeLoad;
   /**
    * An error whose message explains the failure and the fix.
    * @param message - the whole explanation, with the fix.

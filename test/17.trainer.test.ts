@@ -80,7 +80,7 @@ describe('training loop', () => {
   it('a checkpoint missing a part is refused with the part named, and a complete one still resumes', async () => {
     const out = join(dir, 'partial');
     const run = (extra: object) => train(LlamaModel.load(modelDir), Tokenizer.fromDir(modelDir), data, { ...options, outDir: out, ...extra });
-    await run({ maxSteps: 2 });
+    await run({ pauseAfter: 2 });
     const ckpt = join(out, 'checkpoint');
     const hide = async (part: string, message: string) => {
       renameSync(join(ckpt, part), join(dir, 'hidden'));
@@ -160,7 +160,7 @@ describe('training loop', () => {
   it("an ablation's preset trains exactly as jfa with that switch given", async () => {
     const adapterOf = async (extra: Partial<TrainOptions>) => {
       const out = join(dir, `same-${JSON.stringify(extra).replace(/\W+/g, '-')}`);
-      (await train(LlamaModel.load(modelDir), Tokenizer.fromDir(modelDir), data, { ...options, ...extra, outDir: out, maxSteps: 3 })).pool?.dispose();
+      (await train(LlamaModel.load(modelDir), Tokenizer.fromDir(modelDir), data, { ...options, ...extra, outDir: out, pauseAfter: 3 })).pool?.dispose();
       return readFileSync(join(out, 'checkpoint', 'adapter', 'adapter_model.safetensors'));
     };
     const pairs: [Partial<TrainOptions>, Partial<TrainOptions>][] = [

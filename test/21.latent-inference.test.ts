@@ -45,7 +45,7 @@ beforeAll(async () => {
   tokenizer = Tokenizer.fromDir(modelDir);
   // Stopped after 2 steps: the checkpoint keeps what training retrieved for every record. Then
   // resumed to the end, which saves the adapter and its pool.
-  await train(LlamaModel.load(modelDir), tokenizer, data, { ...options, outDir: run, maxSteps: 2 });
+  await train(LlamaModel.load(modelDir), tokenizer, data, { ...options, outDir: run, pauseAfter: 2 });
   const saved = loadSafetensors(join(run, 'checkpoint', 'retrieval.safetensors')).tensors;
   stopped = { indices: saved.newIndices!, weights: saved.newWeights!, flashIndices: saved.flashIndices!, flashWeights: saved.flashWeights! };
   trained = LlamaModel.load(modelDir);
@@ -256,12 +256,12 @@ describe("'drop' mode", () => {
     const o: TrainOptions = { ...options, latentMode: 'drop', latentDropout: 0.5, plainSftWeight: 0.3 };
     const [whole, parted] = [join(dir, 'drop-whole'), join(dir, 'drop-parted')];
     await train(LlamaModel.load(modelDir), tokenizer, data, { ...o, outDir: whole });
-    await train(LlamaModel.load(modelDir), tokenizer, data, { ...o, outDir: parted, maxSteps: 3 });
+    await train(LlamaModel.load(modelDir), tokenizer, data, { ...o, outDir: parted, pauseAfter: 3 });
     await train(LlamaModel.load(modelDir), tokenizer, data, { ...o, outDir: parted, resume: true });
     for (const f of ['adapter_model.safetensors', LATENT_POOL_FILE])
       expect(readFileSync(join(parted, 'adapter', f)).equals(readFileSync(join(whole, 'adapter', f))), f).toBe(true);
     const resumed = { ...o, outDir: parted, resume: true, latentDropout: 0.25 };
-    await train(LlamaModel.load(modelDir), tokenizer, data, { ...o, outDir: parted, maxSteps: 3 });
+    await train(LlamaModel.load(modelDir), tokenizer, data, { ...o, outDir: parted, pauseAfter: 3 });
     await expect(train(LlamaModel.load(modelDir), tokenizer, data, resumed)).rejects.toThrow('is from another run');
   });
 

@@ -90,7 +90,7 @@ async function buildFixtures(dir: string): Promise<Fixtures> {
   await trainOn(model, join(dir, 'run'), options);
   await trainOn(otherModel, join(dir, 'other-run'), options);
   // An sft run stopped after one step: its folder holds a checkpoint to (wrongly) resume a jfa run from.
-  await trainOn(model, join(dir, 'stopped'), { ...options, method: 'sft', maxSteps: 1 });
+  await trainOn(model, join(dir, 'stopped'), { ...options, method: 'sft', pauseAfter: 1 });
   return {
     model,
     otherModel,

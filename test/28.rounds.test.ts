@@ -208,7 +208,7 @@ describe('continueFrom', () => {
     const go = (out: string, extra: Partial<TrainOptions> = {}) => train(LlamaModel.load(modelDir), tokenizer(), round2, { ...jfa, outDir: out, continueFrom: join(dir, 'j1'), ...extra });
     const full = await go(join(dir, 'j2-full'));
     expect(full.pool?.mode).toBe('retrieve');
-    const stopped = await go(join(dir, 'j2-killed'), { maxSteps: 2 });
+    const stopped = await go(join(dir, 'j2-killed'), { pauseAfter: 2 });
     expect(stopped.stoppedEarly).toBe(true);
     expect(existsSync(join(dir, 'j2-killed', 'checkpoint', 'state.json'))).toBe(true);
     const resumed = await go(join(dir, 'j2-killed'), { resume: true });
@@ -217,7 +217,7 @@ describe('continueFrom', () => {
       expect(readFileSync(join(dir, 'j2-killed', f)).equals(readFileSync(join(dir, 'j2-full', f))), f).toBe(true);
     // The pool carried over: same keys as round 1's (the file's first tensor bytes differ only where A and B trained).
     // A checkpoint made for another chain is refused.
-    await expect(train(LlamaModel.load(modelDir), tokenizer(), round2, { ...jfa, outDir: join(dir, 'j2-killed2'), maxSteps: 1, continueFrom: join(dir, 'j1') }).then(() =>
+    await expect(train(LlamaModel.load(modelDir), tokenizer(), round2, { ...jfa, outDir: join(dir, 'j2-killed2'), pauseAfter: 1, continueFrom: join(dir, 'j1') }).then(() =>
       train(LlamaModel.load(modelDir), tokenizer(), round2, { ...jfa, outDir: join(dir, 'j2-killed2'), continueFrom: join(dir, 'j1'), continueMode: 'stack', resume: true }),
     )).rejects.toThrow(/is from another run/);
     // A round that cannot serve the previous round's pool is refused, naming it.

@@ -80,7 +80,7 @@ describe('the pretraining stream', () => {
 });
 
 describe('pretraining in sittings', () => {
-  it('stopped at maxSteps and resumed from its checkpoint, it ends bit-identical to an uninterrupted run', async () => {
+  it('paused after a step and resumed from its checkpoint, it ends bit-identical to an uninterrupted run', async () => {
     const m = join(dir, 'sit-model');
     createModel(m, { hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, seed: 4 });
     const tok = Tokenizer.fromDir(m);
@@ -94,7 +94,7 @@ describe('pretraining in sittings', () => {
 
     using sitting = LlamaModel.load(m);
     const ck = join(dir, 'ck-b');
-    const first = await pretrain(sitting, tok, stream(), { ...o, checkpointDir: ck, maxSteps: 3 });
+    const first = await pretrain(sitting, tok, stream(), { ...o, checkpointDir: ck, pauseAfter: 3 });
     expect(first.steps).toBe(3);
     expect(existsSync(join(ck, CHECKPOINT, 'state.json'))).toBe(true);
     // another run's checkpoint is refused, by what differs
@@ -110,11 +110,11 @@ describe('pretraining in sittings', () => {
     expect(rows.at(-1)).toMatchObject({ type: 'pretrain', step: 6 });
   });
 
-  it('jfa pretrain --max-steps stops resumably, --resume finishes and writes the card with probes; a second start is refused', () => {
+  it('jfa pretrain --pause-after stops resumably, --resume finishes and writes the card with probes; a second start is refused', () => {
     const out = join(dir, 'cli-base');
     const ck = join(dir, 'cli-ck');
     const args = ['pretrain', '--out', out, '--checkpoint-dir', ck, '--hidden-size', '32', '--layers', '1', '--heads', '2', '--merges', '30', '--old-train-per-suite', '4', '--steps', '6', '--copy-steps', '1', '--in-context-steps', '2', '--micro-batch', '4', '--eval-per-suite', '2', '--probes', '2', '--checkpoint-every', '2'];
-    const stopped = jfa(...args, '--max-steps', '3', '--json');
+    const stopped = jfa(...args, '--pause-after', '3', '--json');
     expect(stopped.status, stopped.stderr).toBe(0);
     expect(JSON.parse(stopped.stdout)).toMatchObject({ stoppedAt: 3, totalSteps: 6 });
     expect(existsSync(join(out, 'jfa-base.json'))).toBe(false);

@@ -182,13 +182,15 @@ export interface BuildOptions {
   /** continue the run in checkpointDir */
   resume?: boolean;
   /** stop after this step, resumable (pretraining in sittings) */
-  maxSteps?: number;
+  pauseAfter?: number;
+  /** cancels the run at the next step boundary, resumable (a checkpoint, then an AbortError) */
+  signal?: AbortSignal;
 }
 
 /**
  * Creates a model and pretrains every weight: on `data` files when given, else on the generated
  * stream; then writes it to `out` and scores it on the probes and the old suites (generated data
- * only) into its card (jfa-base.json and README.md). With `maxSteps` it may stop early: the run is
+ * only) into its card (jfa-base.json and README.md). With `pauseAfter` it may stop early: the run is
  * then in its checkpoint folder, and `resume` continues it.
  * @returns the card, or the step reached when the run stopped early.
  */
@@ -231,7 +233,8 @@ export async function buildBase(out: string, o: BaseOptions, b: BuildOptions = {
     checkpointEvery: b.checkpointEvery,
     resume: b.resume,
     identity,
-    maxSteps: b.maxSteps,
+    pauseAfter: b.pauseAfter,
+    signal: b.signal,
     onStep: (p) => bar.update(p.step, p.totalSteps, { loss: p.sft.toFixed(3), 'tok/s': p.tokensPerSecond.toFixed(0) }),
     every: o.probeEvery > 0 ? { steps: o.probeEvery, run: async (step) => {
       const scores = await probe(model, tokenizer, { perProbe: 50 });

@@ -178,7 +178,7 @@ trainingOptions(program
   .option('--probe-every <n>', 'score the probes every n steps into <checkpoint-dir>/metrics.jsonl (0: never)', num('--probe-every'))
   .option('--checkpoint-dir <dir>', 'where the run keeps its checkpoint and metrics (default <out>.pretrain); removed but for metrics when done')
   .option('--checkpoint-every <n>', 'steps between checkpoints (default 500)', num('--checkpoint-every'))
-  .option('--max-steps <n>', 'stop after this step; --resume continues (pretraining in sittings)', num('--max-steps'))
+  .option('--pause-after <n>', 'stop after this step with a checkpoint; --resume continues (pretraining in sittings; Ctrl-C does the same at the next step)', num('--pause-after'))
   .option('--resume', 'continue the run in --checkpoint-dir, bit-identically'))
   .action(async (flags) => runPretrain(withConfig(pretrainSchema, flags)));
 
@@ -213,6 +213,8 @@ trainingOptions(program
   .option('--r <n>', 'LoRA rank', num('--r'))
   .option('--lora-alpha <x>', 'LoRA alpha', num('--lora-alpha'))
   .option('--checkpoint-every <n>', 'steps between checkpoints', num('--checkpoint-every'))
+  .option('--max-steps <n>', 'end the run after this many steps, with its adapter (as transformers\' max_steps)', num('--max-steps'))
+  .option('--pause-after <n>', 'stop after this step with a checkpoint; --resume continues (Ctrl-C does the same at the next step)', num('--pause-after'))
   .option('--resume', 'continue from the checkpoint in --out')
   .option('--tensorboard <dir>', 'also log each step to TensorBoard event files in <dir> (tensorboard --logdir <dir>)')
   .option('--activation-checkpointing', 'keep only each layer\'s input and recompute the layer in the backward: less memory, one more forward pass')

@@ -7,6 +7,8 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 
+import { AbortError } from '../errors.js';
+
 import { IMPORT_FORMATS } from '../data/importers/index.js';
 import { readJsonl } from '../data/jsonl.js';
 import { corpusBleu, type FormatScores } from '../data/metrics.js';
@@ -22,7 +24,7 @@ import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { PROBES } from '../data/probes.js';
 import { probe } from '../jfa/probe.js';
-import { baseSchema, buildBase, CARD_FILE } from '../bench/base.js';
+import { baseSchema, buildBase, CARD_FILE, defaultCheckpointDir } from '../bench/base.js';
 import { LATENT_CHOICES, servingPool } from './latent.js';
 import { launchWorkers, withoutNproc } from '../bench/launch.js';
 import { progress } from '../util/progress.js';
@@ -82,18 +84,46 @@ export const pretrainSchema = baseSchema
     checkpointEvery: z.number().int().positive().default(500),
     resume: z.boolean().optional(),
     /** stop after this step; --resume continues */
-    maxSteps: z.number().int().positive().optional(),
+    pauseAfter: z.number().int().positive().optional(),
     json,
   })
   .strict();
 
+/**
+ * Runs `work` with a signal that Ctrl-C (SIGINT) or SIGTERM aborts: the run stops at its next step
+ * boundary with a checkpoint. Then it says how to continue, sets exit code 130 and gives undefined.
+ * A second Ctrl-C quits at once.
+ */
+async function interruptible<T>(where: string, quiet: boolean, work: (signal: AbortSignal) => Promise<T>, stopBar: () => void): Promise<T | undefined> {
+  const stop = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stop.signal.aborted) process.exit(130);
+    if (!quiet) process.stderr.write(`\n${signal}: stopping at the next step boundary (again to quit at once)\n`);
+    stop.abort(signal);
+  };
+  process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+  try {
+    return await work(stop.signal);
+  } catch (e) {
+    if (!(e instanceof AbortError)) throw e;
+    if (!quiet) console.error(`${e.message}; continue with the same command and --resume (the checkpoint is in ${where})`);
+    process.exitCode = 130;
+    return undefined;
+  } finally {
+    stopBar();
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+  }
+}
+
 export async function runPretrain(o: z.infer<typeof pretrainSchema>): Promise<void> {
-  const { out, data, json: quiet, checkpointDir, checkpointEvery, resume, maxSteps, ...options } = o;
+  const { out, data, json: quiet, checkpointDir, checkpointEvery, resume, pauseAfter, ...options } = o;
   // Data files are read (and their errors reported) before anything is written.
   data?.forEach((f) => readJsonl(f, 'instance'));
   // The folder is held while the model is built; a run that fails before the card is written
   // removes it again if it created it (the checkpoint folder keeps the run for --resume).
-  const built = await inOutputFolder(out, 'pretrain', [CARD_FILE], () => buildBase(out, options, { data, quiet, checkpointDir, checkpointEvery, resume, maxSteps }));
+  const built = await interruptible(checkpointDir ?? defaultCheckpointDir(out), Boolean(quiet), (signal) =>
+    inOutputFolder(out, 'pretrain', [CARD_FILE], () => buildBase(out, options, { data, quiet, checkpointDir, checkpointEvery, resume, pauseAfter, signal })), () => {});
+  if (!built) return;
   if (!('sha256' in built)) {
     console.log(quiet ? JSON.stringify({ out, ...built }) : `pretraining stopped at step ${built.stoppedAt} of ${built.totalSteps}; continue with --resume (checkpoint in ${built.checkpointDir})`);
     return;
@@ -132,6 +162,10 @@ export const trainSchema = z
     plainSftWeight: z.number().nonnegative().optional(),
     pcgrad: z.boolean().optional(),
     epochs: z.number().int().positive().default(TRAIN_DEFAULTS.epochs),
+    /** end the run after this many steps, with its adapter (transformers' max_steps) */
+    maxSteps: z.number().int().positive().optional(),
+    /** pause after this step with a checkpoint; --resume continues */
+    pauseAfter: z.number().int().positive().optional(),
     lr: z.number().positive().default(TRAIN_DEFAULTS.lr),
     alpha: z.number().nonnegative().default(TRAIN_DEFAULTS.alpha),
     microBatch: z.number().int().positive().default(TRAIN_DEFAULTS.microBatch),
@@ -216,7 +250,8 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
   using model = await LlamaModel.loadAsync(modelDir, { dtype: o.precision === 'bf16' ? 'bfloat16' : 'float32', device: o.device as Device });
   tokenizer.checkFits(model.config.vocabSize, `${modelDir}/config.json`);
   const bar = progress(`train ${o.method}`, Boolean(o.json) || !leader);
-  const r = await train(model, tokenizer, data, {
+  const r = await interruptible(o.out, !leader, (signal) =>
+    train(model, tokenizer, data, {
     method: o.method,
     precision: o.precision,
     latent: o.latent,
@@ -239,10 +274,13 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
     activationCheckpointing: o.activationCheckpointing,
     distributed,
     ...(o.continueFrom ? { continueFrom: o.continueFrom, continueMode: o.stack ? ('stack' as const) : o.merge ? ('merge' as const) : undefined, flashbackBudget: o.flashbackBudget } : {}),
+    maxSteps: o.maxSteps,
+    pauseAfter: o.pauseAfter,
+    signal,
     onStep: (p) =>
       bar.update(p.step, p.totalSteps, { sft: p.sft.toFixed(3), div: p.divergence.toFixed(4), 'tok/s': p.tokensPerSecond.toFixed(0) }),
-  });
-  bar.stop();
+    }), () => bar.stop());
+  if (!r) return;
   r.pool?.dispose();
   const summary = {
     out: o.out,

@@ -4,28 +4,14 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 
 import { z } from 'zod';
 
+import { DataError } from '../errors.js';
 import { writeFileAtomic } from '../util/files.js';
 import type { FlashbackRecord, InstanceRecord } from './records.js';
 
+export { DataError };
+
 /** Which record shape a JSONL file holds: new-task/eval instances, or flashback prompts. */
 export type RecordKind = 'instance' | 'flashback';
-
-/** Every problem found in a file, one "file:line: what" per entry. */
-export class DataError extends Error {
-  /**
-   * An error listing the problems (the first 20 in the message).
-   * @param problems - one "file:line: what" per entry.
-   * @example
-   * ```ts
-   * throw new DataError(['data.jsonl:3: missing field \'output\'']);
-   * ```
-   */
-  constructor(readonly problems: string[]) {
-    const shown = problems.slice(0, 20);
-    super(problems.length > shown.length ? `${shown.join('\n')}\n... and ${problems.length - shown.length} more` : shown.join('\n'));
-    this.name = 'DataError';
-  }
-}
 
 /**
  * Writes one JSON object per line to a temporary file, fsyncs, then renames it into place.
@@ -79,6 +65,28 @@ function checkRecord(kind: RecordKind, o: Record<string, unknown>): { value: Ins
   return { problem: firstPerField.map((issue) => problem(issue, o)).join('; ') };
 }
 
+/**
+ * Checks records given in memory (from JavaScript, say) against the data contract, as readJsonl()
+ * checks a file's lines: every problem at once, naming the array and the item.
+ * @param where - what the records are called in messages, e.g. 'train: data.newTrain'.
+ * @param records - the records.
+ * @param kind - 'instance' or 'flashback'.
+ * @returns the records, checked (fields a kind does not use dropped).
+ * @throws DataError listing every problem, e.g. "train: data.newTrain[3]: field 'output' must be a string, got null".
+ * @example
+ * ```ts
+ * const newTrain = checkRecords('my data', [{ task: 't', instruction: 'Echo.', input: 'a', output: 'a' }], 'instance');
+ * ```
+ */
+export function checkRecords<K extends RecordKind>(where: string, records: unknown, kind: K): K extends 'flashback' ? FlashbackRecord[] : InstanceRecord[];
+export function checkRecords(where: string, records: unknown, kind: RecordKind): (InstanceRecord | FlashbackRecord)[] {
+  if (!Array.isArray(records)) throw new DataError([`${where}: expected an array of records, got ${describe(records)}`]);
+  const checker = new LineChecker(where, kind, 'item');
+  records.forEach((r, i) => checker.addValue(r, `${where}[${i}]`, i));
+  if (checker.problems.length > 0) throw new DataError(checker.problems);
+  return checker.records;
+}
+
 /** The longest line readJsonl() accepts by default: 16 MiB. */
 export const MAX_LINE_BYTES = 16 * 1024 * 1024;
 
@@ -93,6 +101,8 @@ class LineChecker {
   constructor(
     private readonly name: string,
     private readonly kind: RecordKind,
+    /** what the numbers in messages count: a file's lines, or an array's items */
+    private readonly unit: 'line' | 'item' = 'line',
   ) {}
 
   add(raw: string, lineNo: number): void {
@@ -107,6 +117,11 @@ class LineChecker {
       this.problems.push(`${at}: invalid JSON (${(e as Error).message})`);
       return;
     }
+    this.addValue(parsed, at, lineNo);
+  }
+
+  /** One parsed record (a line's, or an element of an array given in memory), `at` naming it. */
+  addValue(parsed: unknown, at: string, lineNo: number): void {
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
       this.problems.push(`${at}: expected a JSON object, got ${describe(parsed)}`);
       return;
@@ -120,7 +135,7 @@ class LineChecker {
     const e = checked.value.embedding;
     if (e) {
       if (this.dim && e.length !== this.dim.size) {
-        this.problems.push(`${at}: field 'embedding' has ${e.length} numbers, line ${this.dim.line} had ${this.dim.size}`);
+        this.problems.push(`${at}: field 'embedding' has ${e.length} numbers, ${this.unit} ${this.dim.line} had ${this.dim.size}`);
         return;
       }
       this.dim ??= { size: e.length, line: lineNo };
@@ -131,7 +146,7 @@ class LineChecker {
       const key = 'prompt' in r ? `prompt\0${r.prompt}` : `pair\0${r.instruction}\0${r.input}`;
       const first = this.prompts.get(key);
       if (first !== undefined) {
-        this.problems.push(`${at}: duplicate flashback (the same prompt as line ${first})`);
+        this.problems.push(`${at}: duplicate flashback (the same prompt as ${this.unit} ${first})`);
         return;
       }
       this.prompts.set(key, lineNo);

@@ -2,10 +2,13 @@
 // and exact match against their outputs. Greedy decoding, prompts formatted as in training; with a
 // latent pool, each prompt's retrieved increments apply to its whole generation, as in training.
 import { accuracy, autoScores, type FormatScores, newTaskScores } from '../data/metrics.js';
+import { checkRecords } from '../data/jsonl.js';
 import { type InstanceRecord, type OldRecord } from '../data/records.js';
+import { checkKeys, describeValue, OptionError, throwIfAborted } from '../errors.js';
 import { generateText } from '../model/generate.js';
 import { type LlamaModel } from '../model/llama.js';
 import { type Tokenizer } from '../model/tokenizer.js';
+import { emptyCpuCache } from '../runtime.js';
 import { promptText } from './examples.js';
 import { type LatentPool } from './pool.js';
 
@@ -21,11 +24,38 @@ export interface EvalOptions {
   latent?: LatentPool;
   /** called after each batch with the records done and the total */
   onBatch?: (done: number, total: number) => void;
+  /** cancels the evaluation between batches: it rejects with an AbortError (code 'ABORT_ERR') */
+  signal?: AbortSignal;
+  /** keep the CPU allocator's cached blocks afterwards (default: they go back to the system) */
+  keepCache?: boolean;
 }
 
-async function predict(model: LlamaModel, tokenizer: Tokenizer, records: InstanceRecord[], o: EvalOptions): Promise<string[]> {
+const EVAL_OPTION_NAMES = ['batch', 'maxNewTokens', 'adapters', 'latent', 'onBatch', 'signal', 'keepCache'] as const satisfies readonly (keyof EvalOptions)[];
+
+/** The options and records of an evaluation, checked as train() checks its own (OptionError, DataError). */
+function checkEval(records: unknown, o: EvalOptions): InstanceRecord[] {
+  checkKeys('evaluate', o, EVAL_OPTION_NAMES);
+  const positive = (name: string, v: unknown) => {
+    if (v !== undefined && !(typeof v === 'number' && Number.isInteger(v) && v >= 1)) throw new OptionError(`evaluate: ${name} must be a positive integer, got ${describeValue(v)}`);
+  };
+  positive('batch', o.batch);
+  positive('maxNewTokens', o.maxNewTokens);
+  if (o.adapters !== undefined && typeof o.adapters !== 'boolean') throw new OptionError(`evaluate: adapters must be a boolean, got ${describeValue(o.adapters)}`);
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new OptionError(`evaluate: signal must be an AbortSignal, got ${describeValue(o.signal)}`);
+  return checkRecords('evaluate: records', records, 'instance');
+}
+
+async function predict(model: LlamaModel, tokenizer: Tokenizer, given: InstanceRecord[], o: EvalOptions): Promise<string[]> {
+  const records = checkEval(given, o);
+  try {
+    return await predictChecked(model, tokenizer, records, o);
+  } finally {
+    if (!o.keepCache) emptyCpuCache();
+  }
+}
+
+async function predictChecked(model: LlamaModel, tokenizer: Tokenizer, records: InstanceRecord[], o: EvalOptions): Promise<string[]> {
   const batch = o.batch ?? 16;
-  if (!Number.isInteger(batch) || batch < 1) throw new RangeError(`evaluate: batch must be a positive integer, got ${batch}`);
   const prompts = records.map(promptText);
   // Batches of prompts of similar length: a left-padded batch computes every row at its longest
   // prompt's length. Each prompt is generated alone in effect (its own mask and positions), so the
@@ -34,6 +64,7 @@ async function predict(model: LlamaModel, tokenizer: Tokenizer, records: Instanc
   const order = records.map((_, i) => i).sort((a, b) => lengths[a]! - lengths[b]! || a - b);
   const out = new Array<string>(records.length);
   for (let i = 0; i < order.length; i += batch) {
+    throwIfAborted(o.signal, `evaluate: stopped after ${i} of ${records.length} records`);
     const picked = order.slice(i, i + batch);
     const chunk = picked.map((j) => records[j]!);
     const latent = o.latent?.retrieve(model, tokenizer, chunk);
@@ -118,7 +149,8 @@ export async function evaluateByFormat(
   predictions: string[];
 }> {
   // Checked before generating, so a missing answer fails at once.
-  autoScores(records, records.map(() => ''), o.format);
-  const predictions = await predict(model, tokenizer, records, o);
-  return { formats: autoScores(records, predictions, o.format), predictions };
+  const { format, ...options } = o;
+  autoScores(records, records.map(() => ''), format);
+  const predictions = await predict(model, tokenizer, records, options);
+  return { formats: autoScores(records, predictions, format), predictions };
 }

@@ -1,8 +1,10 @@
 // The loop both train() and pretrain() run: build a step's micro-batches, set the learning rate,
 // run the native step (off the main thread), free the batches, report progress, hand the step to
-// the caller (metrics, checkpoints), and yield to the event loop between steps.
+// the caller (metrics, checkpoints, then its onStep, awaited), and yield to the event loop between
+// steps. A cancelled signal or a failed onStep ends the loop at a step boundary with a coded error.
 import { setImmediate as tick } from 'node:timers/promises';
 
+import { CallbackError, throwIfAborted } from '../errors.js';
 import { type LlamaModel } from '../model/llama.js';
 import { type AdamW } from '../optim.js';
 import { type MicroBatch, type StepOptions, type StepResult, trainStep } from './step.js';
@@ -39,9 +41,14 @@ export interface StepLoop {
    */
   batches: (step: number) => { micro: MicroBatch[]; tokens: number };
   options: (step: number) => StepOptions;
-  onStep?: (p: StepProgress) => void;
+  /** the caller's callback, after `after`; awaited; a throw or rejection becomes a CallbackError */
+  onStep?: (p: StepProgress) => void | Promise<void>;
   /** after each step, with the step count done so far (metrics files, checkpoints) */
   after?: (p: StepProgress) => void;
+  /** checked before each step: an aborted signal ends the loop with an AbortError */
+  signal?: AbortSignal;
+  /** what the errors call the work ('train', 'pretrain') */
+  what?: string;
   /** awaited after each step, before the next (measurements that need the weights as they are) */
   between?: () => Promise<void>;
 }
@@ -51,7 +58,10 @@ export async function runSteps(l: StepLoop): Promise<{ step: number; tokens: num
   const started = performance.now();
   let tokens = 0;
   let step = l.from;
+  const what = l.what ?? 'train';
   while (step < l.to) {
+    // At a step boundary: the weights, moments and `after`'s files all describe `step`.
+    throwIfAborted(l.signal, `${what}: stopped at step ${step} of ${l.totalSteps}`);
     const { micro, tokens: n } = l.batches(step);
     tokens += n;
     l.optimizer.lr = l.lr(step);
@@ -64,8 +74,14 @@ export async function runSteps(l: StepLoop): Promise<{ step: number; tokens: num
     step += 1;
     const elapsedMs = performance.now() - started;
     const progress: StepProgress = { step, totalSteps: l.totalSteps, ...r, lr: l.optimizer.lr, tokens, tokensPerSecond: tokens / (elapsedMs / 1000), elapsedMs };
-    l.onStep?.(progress);
     l.after?.(progress);
+    if (l.onStep) {
+      try {
+        await l.onStep(progress);
+      } catch (e) {
+        throw new CallbackError(`${what}: onStep failed after step ${step}: ${(e as Error)?.message ?? String(e)}`, step, { cause: e });
+      }
+    }
     await l.between?.();
     await tick(); // timers and I/O callbacks run between steps too
   }

@@ -2,8 +2,10 @@
 // --help read too), the options checked, the continued run read, the model placed, and the run's
 // settings resolved once. Only the plan travels on from here: nothing after planning reads the
 // options again.
+import { checkRecords } from '../data/jsonl.js';
 import { type FlashbackRecord, type InstanceRecord } from '../data/records.js';
 import { checkDevice, type Device } from '../device.js';
+import { checkKeys, DataError, describeValue, OptionError } from '../errors.js';
 import { type DistributedOptions, type ProcessGroup } from '../distributed.js';
 import { type KlKind, type Reduction } from '../kernels.js';
 import { type LlamaModel } from '../model/llama.js';
@@ -147,8 +149,25 @@ export interface TrainOptions {
   resume?: boolean;
   /** keep the reference's logits (or, when those would pass 1 GiB, its final hidden states) of each flashback micro-batch instead of recomputing them (default true, within 1 GiB) */
   cacheReference?: boolean;
-  /** stop after this many steps (the run stays resumable) */
+  /**
+   * End the run after this many optimizer steps, with its final adapter, as transformers'
+   * `max_steps`: the schedule (warm-up, cosine decay) spans these steps, whatever `epochs` says.
+   */
   maxSteps?: number;
+  /**
+   * Pause after this step: a checkpoint is written (with outDir) and train() resolves with
+   * `stoppedEarly`; `resume: true` continues the same run bit-identically. The schedule is the whole run's.
+   */
+  pauseAfter?: number;
+  /**
+   * Cancels the run: it stops at the next step boundary, writes a checkpoint (with outDir; resume
+   * continues it) and rejects with an AbortError (code 'ABORT_ERR').
+   */
+  signal?: AbortSignal;
+  /** the model's adapters from an earlier run are removed first (default: an error when it has some) */
+  replaceAdapter?: boolean;
+  /** keep the CPU allocator's cached blocks after the run (default: they go back to the system) */
+  keepCache?: boolean;
   /**
    * Activation checkpointing for the run ({@link LlamaModel.activationCheckpointing}): each decoder
    * layer keeps only its input and is recomputed in the backward. Less memory for one more forward
@@ -168,8 +187,13 @@ export interface TrainOptions {
   continueMode?: ContinueMode;
   /** with continueFrom: flashbacks in all, spread evenly over the old suites and the earlier rounds (default: data.flashbacks.length) */
   flashbackBudget?: number;
-  /** called after each step */
-  onStep?: (p: StepProgress) => void;
+  /**
+   * Called after each step, once its metrics (and checkpoint, if due) are written, and awaited when
+   * it returns a promise. Between steps the model is the caller's: generate(), logits() and the
+   * evaluations work on it and change nothing in the run. A throw or rejection stops the run like
+   * an abort (a checkpoint with outDir) and rejects with a CallbackError whose cause is the error.
+   */
+  onStep?: (p: StepProgress) => void | Promise<void>;
   /**
    * Also log each step's scalars to a TensorBoard event file in this directory (created if needed):
    * train/sft, train/divergence, train/grad_norm, train/lr, train/conflicts, train/tokens_per_second
@@ -243,14 +267,17 @@ export interface RunPlan {
   stepsPerEpoch: number;
   totalSteps: number;
   warmup: number;
-  /** the step to stop before: totalSteps, or maxSteps when that comes first */
+  /** the step to stop before: totalSteps, or pauseAfter when that comes first */
   stopAt: number;
   outDir?: string;
   resume: boolean;
   checkpointEvery?: number;
   tensorboard?: string;
   activationCheckpointing?: boolean;
-  onStep?: (p: StepProgress) => void;
+  onStep?: (p: StepProgress) => void | Promise<void>;
+  signal?: AbortSignal;
+  replaceAdapter: boolean;
+  keepCache: boolean;
   /** the earlier rounds of a continued run */
   continued?: Continuation;
   /** what a checkpoint must share with this run to continue it */
@@ -267,36 +294,93 @@ export interface RunPlan {
  * @throws RangeError for an option out of range, a method without the data it needs, or a precision the model was not loaded in; the errors of a continued run's folder.
  */
 export function planTrain(model: LlamaModel, data: TrainData, o: TrainOptions): RunPlan {
+  checkTrainOptions(o);
+  data = checkTrainData(data);
+  if (model.hasLora && !o.replaceAdapter)
+    throw new OptionError('train: this model already has adapters (an earlier train() or loadAdapter()): call model.removeLora() first, or pass replaceAdapter: true');
   placeModel(model, o);
   const cont = continuation(model, data, o);
   return planRun(model, cont ? { ...data, flashbacks: cont.flashbacks } : data, o, cont && { prev: cont.prev, mode: cont.mode, budget: cont.budget });
+}
+
+/** Every option name of {@link train} ({@link TrainOptions}' keys), for the unknown-key check. */
+export const TRAIN_OPTION_NAMES = [
+  'method', 'device', 'precision', 'latent', 'pcgrad', 'epochs', 'microBatch', 'accumulation', 'flashbackMicroBatches', 'maxTokens', 'lr',
+  'warmupRatio', 'weightDecay', 'maxGradNorm', 'alpha', 'kl', 'reduction', 'lora', 'latentOptions', 'latentLayer', 'latentMode', 'latentDropout',
+  'plainSftWeight', 'seed', 'outDir', 'checkpointEvery', 'resume', 'cacheReference', 'maxSteps', 'pauseAfter', 'signal', 'replaceAdapter', 'keepCache',
+  'activationCheckpointing', 'continueFrom', 'continueMode', 'flashbackBudget', 'onStep', 'tensorboard', 'distributed',
+] as const satisfies readonly (keyof TrainOptions)[];
+// Every key of TrainOptions is listed (a compile error here names the one missing).
+const everyOption: Record<Exclude<keyof TrainOptions, (typeof TRAIN_OPTION_NAMES)[number]>, never> = {};
+void everyOption;
+
+const LORA_OPTION_NAMES = ['targets', 'r', 'loraAlpha', 'rslora', 'seed'] as const satisfies readonly (keyof LoraConfig)[];
+const LATENT_OPTION_NAMES = ['groups', 'perGroup', 'k', 'scale', 'rank', 'seed', 'device'] as const satisfies readonly (keyof LatentOptions)[];
+
+/**
+ * Checks train()'s options as a JavaScript caller may pass them: unknown keys (at the top, in
+ * `lora` and in `latentOptions`) are refused with the nearest valid name, values of the wrong type
+ * or out of range are named as they are (NaN, Infinity, null). train() calls it first; callers may
+ * too, to check options before loading anything.
+ * @param o - the options.
+ * @throws OptionError (code 'ERR_JFA_OPTION', a RangeError) naming the option and its value.
+ * @example
+ * ```ts
+ * checkTrainOptions({ method: 'jfa', lr: 2e-4 }); // fine
+ * checkTrainOptions({ method: 'jfa', epoch: 2 } as never); // OptionError: train: unknown option 'epoch' (did you mean 'epochs'?)
+ * ```
+ */
+export function checkTrainOptions(o: TrainOptions): void {
+  checkKeys('train', o, TRAIN_OPTION_NAMES);
+  if (o.lora !== undefined) checkKeys('train: lora', o.lora, LORA_OPTION_NAMES);
+  if (o.latentOptions !== undefined) checkKeys('train: latentOptions', o.latentOptions, LATENT_OPTION_NAMES);
+  if (typeof o.method !== 'string') throw new OptionError(`train: method must be one of the methods' names (METHODS), got ${describeValue(o.method)}`);
+  for (const k of ['latent', 'pcgrad', 'resume', 'cacheReference', 'replaceAdapter', 'keepCache'] as const)
+    if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new OptionError(`train: ${k} must be a boolean, got ${describeValue(o[k])}`);
+  for (const k of ['outDir', 'continueFrom', 'tensorboard'] as const)
+    if (o[k] !== undefined && (typeof o[k] !== 'string' || o[k] === '')) throw new OptionError(`train: ${k} must be a non-empty path, got ${describeValue(o[k])}`);
+  if (o.onStep !== undefined && typeof o.onStep !== 'function') throw new OptionError(`train: onStep must be a function, got ${describeValue(o.onStep)}`);
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new OptionError(`train: signal must be an AbortSignal, got ${describeValue(o.signal)}`);
+}
+
+/** The records of train()'s data, checked as readJsonl() checks a file (DataError naming each item). */
+function checkTrainData(data: TrainData): TrainData {
+  if (data === null || typeof data !== 'object') throw new DataError([`train: data must be { newTrain, flashbacks?, replay? }, got ${describeValue(data)}`]);
+  checkKeys('train: data', data, ['newTrain', 'flashbacks', 'replay']);
+  if (data.newTrain === undefined || (Array.isArray(data.newTrain) && data.newTrain.length === 0)) throw new DataError(['train: no new-task records (data.newTrain is empty)']);
+  return {
+    newTrain: checkRecords('train: data.newTrain', data.newTrain, 'instance'),
+    ...(data.flashbacks === undefined ? {} : { flashbacks: checkRecords('train: data.flashbacks', data.flashbacks, 'flashback') }),
+    ...(data.replay === undefined ? {} : { replay: checkRecords('train: data.replay', data.replay, 'instance') }),
+  };
 }
 
 /** The latent-task options, checked: RangeErrors for values out of range or options that cannot apply. */
 function latentSettings(o: TrainOptions, useLatent: boolean, preset: MethodPreset): { mode: LatentMode; dropout: number; plainSftWeight: number } {
   const given = (['latentMode', 'latentDropout', 'plainSftWeight'] as const).filter((k) => o[k] !== undefined);
   if (!useLatent && given.length)
-    throw new RangeError(`train: ${given.join(', ')} appl${given.length > 1 ? 'y' : 'ies'} only to method 'jfa' with latent tasks (method '${o.method}'${o.latent === false ? ', latent off' : ''})`);
+    throw new OptionError(`train: ${given.join(', ')} appl${given.length > 1 ? 'y' : 'ies'} only to method 'jfa' with latent tasks (method '${o.method}'${o.latent === false ? ', latent off' : ''})`);
   const mode = o.latentMode ?? preset.latentMode ?? TRAIN_DEFAULTS.latentMode;
-  if (!(LATENT_MODES as readonly string[]).includes(mode)) throw new RangeError(`train: latentMode must be ${LATENT_MODES.join(' or ')}, got ${JSON.stringify(o.latentMode)}`);
+  if (!(LATENT_MODES as readonly string[]).includes(mode)) throw new OptionError(`train: latentMode must be ${LATENT_MODES.join(' or ')}, got ${JSON.stringify(o.latentMode)}`);
   const dropout = o.latentDropout ?? TRAIN_DEFAULTS.latentDropout[mode];
-  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout <= 1)) throw new RangeError(`train: latentDropout must be a probability in [0, 1], got ${dropout}`);
+  if (typeof dropout !== 'number' || !(dropout >= 0 && dropout <= 1)) throw new OptionError(`train: latentDropout must be a probability in [0, 1], got ${describeValue(dropout)}`);
   const plainSftWeight = o.plainSftWeight ?? TRAIN_DEFAULTS.plainSftWeight;
   if (typeof plainSftWeight !== 'number' || !(plainSftWeight >= 0) || !Number.isFinite(plainSftWeight))
-    throw new RangeError(`train: plainSftWeight must be a finite number >= 0, got ${plainSftWeight}`);
+    throw new OptionError(`train: plainSftWeight must be a finite number >= 0, got ${describeValue(plainSftWeight)}`);
   return { mode, dropout, plainSftWeight };
 }
 
 /** RangeErrors for numeric options out of range, before anything is touched. */
 function checkOptions(o: TrainOptions, latentLayers: number): void {
   const check = (name: string, v: number | undefined, ok: (n: number) => boolean, what: string) => {
-    if (v !== undefined && !(typeof v === 'number' && ok(v))) throw new RangeError(`train: ${name} must be ${what}, got ${JSON.stringify(v) ?? String(v)}`);
+    if (v !== undefined && !(typeof v === 'number' && ok(v))) throw new OptionError(`train: ${name} must be ${what}, got ${describeValue(v)}`);
   };
   const positiveInt = (n: number) => Number.isInteger(n) && n >= 1;
   const finite = Number.isFinite;
   for (const k of ['epochs', 'microBatch', 'accumulation', 'maxTokens', 'checkpointEvery'] as const) check(k, o[k], positiveInt, 'a positive integer');
   check('flashbackMicroBatches', o.flashbackMicroBatches, (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
-  check('maxSteps', o.maxSteps, (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
+  check('maxSteps', o.maxSteps, positiveInt, 'a positive integer');
+  check('pauseAfter', o.pauseAfter, (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
   check('seed', o.seed, (n) => Number.isSafeInteger(n) && n >= 0, 'an integer >= 0');
   check('lr', o.lr, (n) => finite(n) && n > 0, 'a finite number > 0');
   check('maxGradNorm', o.maxGradNorm, (n) => finite(n) && n > 0, 'a finite number > 0');
@@ -305,7 +389,7 @@ function checkOptions(o: TrainOptions, latentLayers: number): void {
   check('lora.r', o.lora?.r, positiveInt, 'a positive integer');
   check('lora.loraAlpha', o.lora?.loraAlpha, (n) => finite(n) && n > 0, 'a finite number > 0');
   if (o.activationCheckpointing !== undefined && typeof o.activationCheckpointing !== 'boolean')
-    throw new TypeError(`train: activationCheckpointing must be a boolean, got ${JSON.stringify(o.activationCheckpointing)}`);
+    throw new OptionError(`train: activationCheckpointing must be a boolean, got ${describeValue(o.activationCheckpointing)}`);
   check('latentLayer', o.latentLayer, (n) => Number.isInteger(n) && n >= 0 && n < latentLayers, `a layer in 0..${latentLayers - 1}`);
 }
 
@@ -319,12 +403,12 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, continued?
   const latentRun = latentSettings(o, useLatent, preset);
   const flashbackMicro = preset.flashbacks ? (o.flashbackMicroBatches ?? TRAIN_DEFAULTS.flashbackMicroBatches) : 0;
   const flashbacks = data.flashbacks ?? [];
-  if (!data.newTrain?.length) throw new RangeError('train: no new-task records (data.newTrain is empty)');
-  if (flashbackMicro > 0 && flashbacks.length === 0) throw new RangeError(`train: method '${o.method}' needs flashbacks`);
-  if (preset.replay && !data.replay?.length) throw new RangeError(`train: method '${o.method}' needs old-task training data`);
+  if (!data.newTrain?.length) throw new OptionError('train: no new-task records (data.newTrain is empty)');
+  if (flashbackMicro > 0 && flashbacks.length === 0) throw new OptionError(`train: method '${o.method}' needs flashbacks`);
+  if (preset.replay && !data.replay?.length) throw new OptionError(`train: method '${o.method}' needs old-task training data`);
   const stream = preset.replay ? [...data.newTrain, ...data.replay!] : data.newTrain;
   const stepsPerEpoch = Math.ceil(stream.length / (microBatch * accumulation));
-  const totalSteps = stepsPerEpoch * (o.epochs ?? TRAIN_DEFAULTS.epochs);
+  const totalSteps = Math.min(stepsPerEpoch * (o.epochs ?? TRAIN_DEFAULTS.epochs), o.maxSteps ?? Infinity);
   const latentLayer = o.latentLayer ?? Math.floor(model.config.numLayers / 2);
   const latentOptions = o.latentOptions ?? {};
   return {
@@ -356,13 +440,16 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, continued?
     stepsPerEpoch,
     totalSteps,
     warmup: Math.round(totalSteps * (o.warmupRatio ?? TRAIN_DEFAULTS.warmupRatio)),
-    stopAt: Math.min(totalSteps, o.maxSteps ?? totalSteps),
+    stopAt: Math.min(totalSteps, o.pauseAfter ?? totalSteps),
     outDir: o.outDir,
     resume: Boolean(o.resume),
     checkpointEvery: o.checkpointEvery,
     tensorboard: o.tensorboard,
     activationCheckpointing: o.activationCheckpointing,
     onStep: o.onStep,
+    signal: o.signal,
+    replaceAdapter: o.replaceAdapter ?? false,
+    keepCache: o.keepCache ?? false,
     continued,
     state: {
       totalSteps,
@@ -377,13 +464,13 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, continued?
 function continuation(model: LlamaModel, data: TrainData, o: TrainOptions): (Continuation & { flashbacks: FlashbackRecord[] }) | undefined {
   if (!o.continueFrom) {
     const given = (['continueMode', 'flashbackBudget'] as const).filter((k) => o[k] !== undefined);
-    if (given.length) throw new RangeError(`train: ${given.join(', ')} appl${given.length > 1 ? 'y' : 'ies'} only with continueFrom`);
+    if (given.length) throw new OptionError(`train: ${given.join(', ')} appl${given.length > 1 ? 'y' : 'ies'} only with continueFrom`);
     return undefined;
   }
   const mode = o.continueMode ?? TRAIN_DEFAULTS.continueMode;
-  if (!(CONTINUE_MODES as readonly string[]).includes(mode)) throw new RangeError(`train: continueMode must be ${CONTINUE_MODES.join(' or ')}, got ${JSON.stringify(o.continueMode)}`);
+  if (!(CONTINUE_MODES as readonly string[]).includes(mode)) throw new OptionError(`train: continueMode must be ${CONTINUE_MODES.join(' or ')}, got ${JSON.stringify(o.continueMode)}`);
   const budget = o.flashbackBudget ?? data.flashbacks?.length ?? 0;
-  if (!Number.isInteger(budget) || budget < 0) throw new RangeError(`train: flashbackBudget must be a non-negative integer, got ${o.flashbackBudget}`);
+  if (!Number.isInteger(budget) || budget < 0) throw new OptionError(`train: flashbackBudget must be a non-negative integer, got ${describeValue(o.flashbackBudget)}`);
   const prev = readRun(o.continueFrom);
   checkContinue(model, prev, mode);
   return { prev, mode, budget, flashbacks: accumulateFlashbacks(data.flashbacks ?? [], earlierPrompts(prev), budget, o.seed ?? TRAIN_DEFAULTS.seed) };
@@ -394,9 +481,9 @@ function continuation(model: LlamaModel, data: TrainData, o: TrainOptions): (Con
 function placeModel(model: LlamaModel, o: TrainOptions): void {
   if (o.precision !== undefined) {
     const want = PRECISION_DTYPE[o.precision];
-    if (!want) throw new RangeError(`train: precision must be 'fp32' or 'bf16', got ${JSON.stringify(o.precision)}`);
+    if (!want) throw new OptionError(`train: precision must be 'fp32' or 'bf16', got ${JSON.stringify(o.precision)}`);
     if (model.dtype !== want) {
-      throw new RangeError(`train: precision '${o.precision}' needs the model loaded as ${want}, but it is ${model.dtype}: loadModel(dir, { dtype: '${want}' })`);
+      throw new OptionError(`train: precision '${o.precision}' needs the model loaded as ${want}, but it is ${model.dtype}: loadModel(dir, { dtype: '${want}' })`);
     }
   }
   if (o.device === undefined) return;

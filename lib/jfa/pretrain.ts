@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { createRng, hashString } from '../data/rng.js';
 import { type InstanceRecord } from '../data/records.js';
 import { type RecordStream } from '../data/stream.js';
+import { AbortError, CallbackError } from '../errors.js';
 import { type LlamaModel } from '../model/llama.js';
 import { saveSafetensors } from '../model/safetensors.js';
 import { type Tokenizer } from '../model/tokenizer.js';
@@ -53,9 +54,11 @@ export interface PretrainOptions {
   /** what identifies the run: a checkpoint resumes only a run with the same (JSON-equal) identity */
   identity?: Record<string, unknown>;
   /** stop after this step (the run stays resumable), e.g. to pretrain in sittings */
-  maxSteps?: number;
-  /** called after each step */
-  onStep?: (p: StepProgress) => void;
+  pauseAfter?: number;
+  /** called after each step, awaited; a throw or rejection stops the run (a checkpoint) with a CallbackError */
+  onStep?: (p: StepProgress) => void | Promise<void>;
+  /** cancels the run at the next step boundary: a checkpoint (with checkpointDir), then an AbortError */
+  signal?: AbortSignal;
   /** every `every.steps` steps, a measurement (e.g. the probes) whose numbers go to metrics.jsonl */
   every?: {
     /** how often, in steps */
@@ -145,11 +148,18 @@ export async function pretrain(model: LlamaModel, tokenizer: Tokenizer, source: 
     const every = o.checkpointEvery ?? 500;
     let reached = resume?.step ?? 0;
     const pending: number[] = [];
+    const stopped = (e: unknown) => {
+      // Cancelled, or onStep failed, at a step boundary: resumable from where it stopped.
+      if ((e instanceof AbortError || e instanceof CallbackError) && reached > (resume?.step ?? 0) && reached % every !== 0) save(reached);
+      throw e;
+    };
     const r = await runSteps({
       model,
       optimizer,
+      signal: o.signal,
+      what: 'pretrain',
       from: reached,
-      to: Math.min(totalSteps, o.maxSteps ?? totalSteps),
+      to: Math.min(totalSteps, o.pauseAfter ?? totalSteps),
       totalSteps,
       lr: (step) => lr * cosineWithWarmup(step, warmup, totalSteps),
       batches: (step) => {
@@ -177,7 +187,7 @@ export async function pretrain(model: LlamaModel, tokenizer: Tokenizer, source: 
         // measurements run between steps (the weights are not changing then)
         for (const step of pending.splice(0)) log({ type: 'probe', step, ...(await o.every!.run(step)) });
       },
-    });
+    }).catch(stopped);
     // Also when finished: the caller saves the model, then removes the checkpoint (removeCheckpoint),
     // so a kill in between loses nothing.
     save(reached);

@@ -13,6 +13,8 @@ import { ProcessGroup } from '../distributed.js';
 import { type LlamaModel } from '../model/llama.js';
 import { type Tokenizer } from '../model/tokenizer.js';
 import { AdamW, cosineWithWarmup } from '../optim.js';
+import { AbortError, CallbackError } from '../errors.js';
+import { emptyCpuCache } from '../runtime.js';
 import { errnoOf, inOutputFolder } from '../util/files.js';
 import { TensorBoardWriter } from '../util/tensorboard.js';
 import { batchMaker, type FlashbackSource, flashbackSource } from './batches.js';
@@ -119,6 +121,7 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, g
   const save = (step: number) => writer && plan.outDir && saveRunCheckpoint(plan.outDir, model, optimizer, latent, { step, ...plan.state });
 
   let reached = resume?.step ?? 0;
+  const checkpointed = (step: number) => plan.checkpointEvery !== undefined && step % plan.checkpointEvery === 0;
   let stats = { tokens: 0, elapsedMs: 0 };
   const board = plan.tensorboard === undefined || !writer ? undefined : new TensorBoardWriter(plan.tensorboard);
   const checkpointing = model.activationCheckpointing;
@@ -141,6 +144,7 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, g
         ...(group ? { group, bucket: group.options.bucket } : {}),
       }),
       onStep: plan.onStep,
+      signal: plan.signal,
       after: (p) => {
         reached = p.step;
         if (metricsFile) logMetrics(metricsFile, plan, p);
@@ -156,6 +160,12 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, g
         if (plan.checkpointEvery && p.step % plan.checkpointEvery === 0 && p.step < plan.totalSteps) save(p.step);
       },
     });
+  } catch (e) {
+    // Cancelled, or the caller's onStep failed: at a step boundary, so the run is left resumable
+    // where it stopped (unless that step's checkpoint is already written).
+    if ((e instanceof AbortError || e instanceof CallbackError) && reached > (resume?.step ?? 0) && reached < plan.totalSteps && !checkpointed(reached)) save(reached);
+    optimizer.dispose();
+    throw e;
   } finally {
     model.activationCheckpointing = checkpointing;
     flash.dispose();
@@ -165,6 +175,7 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, g
   if (writer && plan.outDir && reached === plan.totalSteps) finishRun(plan.outDir, model, plan, latent);
   else if (reached < plan.totalSteps) save(reached);
   optimizer.dispose();
+  if (!plan.keepCache) emptyCpuCache();
   return {
     steps: reached,
     totalSteps: plan.totalSteps,
@@ -182,6 +193,8 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, g
  * AdamW (restored when resuming). Every rank of a data-parallel run starts from rank 0's.
  */
 async function setUpParameters(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, resume: { dir: string; step: number } | undefined, group?: ProcessGroup): Promise<Parameters> {
+  // An earlier run's adapters (planning refused them unless replaceAdapter was given).
+  if (model.hasLora) model.removeLora();
   let flash: FlashbackSource | undefined;
   let previousPool: LatentPool | undefined;
   const cont = plan.continued;

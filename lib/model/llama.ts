@@ -447,6 +447,31 @@ export class LlamaModel implements Disposable {
   }
 
   /**
+   * Removes the trainable adapters without folding them into the weights, so the model is its base
+   * again (adapters frozen by stackLora() stay) and a new addLora(), loadAdapter() or train() can
+   * follow. Tensors taken from loraParameters() earlier stay valid until disposed.
+   * @returns whether the model had adapters.
+   * @throws Error while the model is training or generating.
+   * @example
+   * ```ts
+   * await train(model, tokenizer, { newTrain }, { method: 'sft' });
+   * model.saveAdapter('runs/a/adapter');
+   * model.removeLora();
+   * await train(model, tokenizer, { newTrain }, { method: 'sft', lr: 2e-4 }); // a second run from the base
+   * ```
+   */
+  removeLora(): boolean {
+    const had = this.handle.removeLora() > 0;
+    this.lora = undefined;
+    return had;
+  }
+
+  /** Whether the model has trainable adapters (addLora, loadAdapter, or a train() that added them). */
+  get hasLora(): boolean {
+    return this.lora !== undefined;
+  }
+
+  /**
    * Freezes the adapters beneath the base instead of merging them (continual rounds, `stack` mode):
    * every later forward pass, adapters on or off, adds `scale (x A^T) B^T` of each frozen adapter,
    * so the reference (`adapters: false`) is the model with them. A new adapter can then be added

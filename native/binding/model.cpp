@@ -49,6 +49,7 @@ class Model : public CheckedWrap<Model> {
                            method<&Model::generate_async, 2>(sig, "Model", "generateAsync", "generate"),
                            method<&Model::merge_lora, 0>(sig, "Model", "mergeLora", "mergeLora"),
                            method<&Model::stack_lora, 0>(sig, "Model", "stackLora", "stackLora"),
+                           method<&Model::remove_lora, 0>(sig, "Model", "removeLora", "removeLora"),
                            InstanceAccessor<&Model::stacked_count>("stackedAdapters"),
                            method<&Model::weights, 0>(sig, "Model", "weights", "weights"),
                            method<&Model::set_base_trainable, 1>(sig, "Model", "setBaseTrainable", "setBaseTrainable"),
@@ -259,6 +260,12 @@ class Model : public CheckedWrap<Model> {
     return guard(info.Env(), "mergeLora", [&]() -> Napi::Value {
       changeable("mergeLora").merge_lora();
       return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value remove_lora(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), "removeLora", [&]() -> Napi::Value {
+      return Napi::Number::New(info.Env(), static_cast<double>(changeable("removeLora").remove_lora()));
     });
   }
 

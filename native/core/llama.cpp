@@ -524,6 +524,17 @@ void LlamaModel::merge_lora() {
   }
 }
 
+int64_t LlamaModel::remove_lora() {
+  int64_t n = 0;
+  for (auto& [name, layer] : linear_layers()) {
+    if (!layer->lora_A.defined()) continue;
+    layer->lora_A = at::Tensor();
+    layer->lora_B = at::Tensor();
+    n += 1;
+  }
+  return n;
+}
+
 int64_t LlamaModel::stack_lora() {
   bool any = false;
   for (auto& [name, layer] : linear_layers()) {

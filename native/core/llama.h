@@ -116,6 +116,8 @@ class LlamaModel {
 
   // Folds every adapter into its base weight (W += scale B A) and drops the adapters.
   void merge_lora();
+  // Drops the trainable adapters without folding them (stacked ones stay). Returns how many layers had one.
+  int64_t remove_lora();
   // Freezes the current adapters beneath the base instead of merging them: every later forward pass
   // (adapters on or off) adds scale (x A^T) B^T of each, and a new adapter can be added on top.
   // Returns how many adapters are stacked on each adapted layer now.

@@ -1,0 +1,260 @@
+// The errors the library throws on purpose, one class per kind, each with a stable `code` that
+// callers match on instead of message text. Option errors stay RangeErrors (and data errors plain
+// Errors) so that older `instanceof RangeError` checks keep working.
+
+/** The `code` of every error the library throws on purpose. */
+export const ERROR_CODES = {
+  /** a record or dataset is malformed ({@link DataError}) */
+  data: 'ERR_JFA_DATA',
+  /** an option is unknown, of the wrong type or out of range ({@link OptionError}) */
+  option: 'ERR_JFA_OPTION',
+  /** a model, adapter or pool folder cannot be read as what it claims to be ({@link ModelFormatError}) */
+  modelFormat: 'ERR_JFA_MODEL_FORMAT',
+  /** the native addon or libtorch cannot be loaded ({@link NativeLoadError}) */
+  nativeLoad: 'ERR_JFA_NATIVE_LOAD',
+  /** a data-parallel group failed to form or lost a rank ({@link DistributedError}) */
+  distributed: 'ERR_JFA_DISTRIBUTED',
+  /** a checkpoint is missing, incomplete or another run's ({@link CheckpointError}) */
+  checkpoint: 'ERR_JFA_CHECKPOINT',
+  /** a callback of the caller's (onStep, an evaluation hook) threw or rejected ({@link CallbackError}) */
+  callback: 'ERR_JFA_CALLBACK',
+  /** the work was cancelled through an AbortSignal ({@link AbortError}); Node's own code */
+  abort: 'ABORT_ERR',
+} as const;
+
+/** One of {@link ERROR_CODES}' values. */
+export type ErrorCode = (typeof ERROR_CODES)[keyof typeof ERROR_CODES];
+
+/** An error of the library's: it has a stable code. */
+export interface CodedError extends Error {
+  readonly code: ErrorCode;
+}
+
+/**
+ * Whether `e` is an error the library threw on purpose, optionally of one code.
+ * @param e - anything caught.
+ * @param code - the code to match (any of the library's when omitted).
+ * @returns true when `e` carries that code.
+ * @example
+ * ```ts
+ * try {
+ *   await train(model, tokenizer, { newTrain: [] }, { method: 'sft' });
+ * } catch (e) {
+ *   if (isJfaError(e, 'ERR_JFA_DATA')) console.error('fix the data:', e.message);
+ * }
+ * ```
+ */
+export function isJfaError(e: unknown, code?: ErrorCode): e is CodedError {
+  const c = (e as { code?: unknown } | null)?.code;
+  return e instanceof Error && (code === undefined ? Object.values(ERROR_CODES).includes(c as ErrorCode) : c === code);
+}
+
+/**
+ * An option that is unknown, of the wrong type or out of range. A RangeError, as before codes.
+ * @example
+ * ```ts
+ * throw new OptionError('train: lr must be a finite number > 0, got NaN');
+ * ```
+ */
+export class OptionError extends RangeError implements CodedError {
+  readonly code = ERROR_CODES.option;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'OptionError';
+  }
+}
+
+/**
+ * Every problem found in a dataset or a list of records, one "where: what" per entry (the first 20
+ * in the message).
+ * @example
+ * ```ts
+ * throw new DataError(['data.jsonl:3: missing field \'output\'']);
+ * ```
+ */
+export class DataError extends Error implements CodedError {
+  readonly code = ERROR_CODES.data;
+  constructor(readonly problems: string[]) {
+    const shown = problems.slice(0, 20);
+    super(problems.length > shown.length ? `${shown.join('\n')}\n... and ${problems.length - shown.length} more` : shown.join('\n'));
+    this.name = 'DataError';
+  }
+}
+
+/**
+ * A model, adapter or latent-pool folder that cannot be read as one: a missing or malformed
+ * config, weights that do not fit it. The native error is the cause.
+ * @example
+ * ```ts
+ * try { loadModel('not-a-model'); } catch (e) { if (e instanceof ModelFormatError) console.error(e.message); }
+ * ```
+ */
+export class ModelFormatError extends Error implements CodedError {
+  readonly code = ERROR_CODES.modelFormat;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'ModelFormatError';
+  }
+}
+
+/**
+ * A data-parallel group that could not form, or that lost a rank (a closed connection, a timeout).
+ * @example
+ * ```ts
+ * throw new DistributedError('rank 1: the connection to rank 0 closed at step 12');
+ * ```
+ */
+export class DistributedError extends Error implements CodedError {
+  readonly code = ERROR_CODES.distributed;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'DistributedError';
+  }
+}
+
+/**
+ * A checkpoint to resume from that is missing, incomplete, or another run's.
+ * @example
+ * ```ts
+ * throw new CheckpointError('train: nothing to resume in runs/a');
+ * ```
+ */
+export class CheckpointError extends Error implements CodedError {
+  readonly code = ERROR_CODES.checkpoint;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'CheckpointError';
+  }
+}
+
+/**
+ * A callback of the caller's threw or rejected; the run stopped at a step boundary (with a
+ * checkpoint when it has an output folder) and `cause` is the callback's error.
+ * @example
+ * ```ts
+ * try { await train(model, tokenizer, data, { method: 'sft', onStep: async () => { throw new Error('x'); } }); }
+ * catch (e) { if (e instanceof CallbackError) console.error(e.step, e.cause); }
+ * ```
+ */
+export class CallbackError extends Error implements CodedError {
+  readonly code = ERROR_CODES.callback;
+  constructor(
+    message: string,
+    /** the step after which the callback failed */
+    readonly step: number,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = 'CallbackError';
+  }
+}
+
+/**
+ * Work cancelled through an AbortSignal: name 'AbortError' and code 'ABORT_ERR', as Node's own;
+ * `cause` is the signal's reason.
+ * @example
+ * ```ts
+ * const controller = new AbortController();
+ * setTimeout(() => controller.abort(), 60_000);
+ * try { await train(model, tokenizer, data, { method: 'sft', outDir: 'runs/a', signal: controller.signal }); }
+ * catch (e) { if (e instanceof AbortError) console.log('stopped; resume with { resume: true }'); }
+ * ```
+ */
+export class AbortError extends Error implements CodedError {
+  readonly code = ERROR_CODES.abort;
+  constructor(message = 'The operation was aborted', options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'AbortError';
+  }
+}
+
+/**
+ * Throws an {@link AbortError} when `signal` has been aborted.
+ * @param signal - the caller's signal, if any.
+ * @param what - what was cancelled, for the message.
+ * @throws AbortError with the signal's reason as the cause.
+ * @example
+ * ```ts
+ * throwIfAborted(AbortSignal.timeout(1000), 'evaluation');
+ * ```
+ */
+export function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) throw new AbortError(`${what}: aborted`, { cause: signal.reason });
+}
+
+/**
+ * A value as an error message names it: NaN, Infinity, null, undefined and functions by name, the
+ * rest as JSON (cut at 60 characters).
+ * @param v - any value.
+ * @returns its description.
+ * @example
+ * ```ts
+ * describeValue(Number.NaN); // 'NaN'
+ * describeValue(null); // 'null'
+ * ```
+ */
+export function describeValue(v: unknown): string {
+  if (typeof v === 'number') return Number.isNaN(v) ? 'NaN' : String(v);
+  if (v === undefined) return 'undefined';
+  if (typeof v === 'function') return 'a function';
+  if (typeof v === 'bigint') return `${v}n`;
+  const json = JSON.stringify(v);
+  if (json === undefined) return String(v);
+  return json.length > 60 ? `${json.slice(0, 57)}...` : json;
+}
+
+/**
+ * The known name nearest to `name` (edit distance, at most a third of its length), for "did you
+ * mean" messages.
+ * @param name - the unknown name.
+ * @param known - the valid names.
+ * @returns the nearest, or undefined when none is near.
+ * @example
+ * ```ts
+ * nearestName('learningRate', ['lr', 'epochs']); // undefined
+ * nearestName('epoch', ['lr', 'epochs']); // 'epochs'
+ * ```
+ */
+export function nearestName(name: string, known: readonly string[]): string | undefined {
+  const distance = (a: string, b: string): number => {
+    const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+      let diagonal = row[0]!;
+      row[0] = i;
+      for (let j = 1; j <= b.length; j++) {
+        const up = row[j]!;
+        row[j] = Math.min(up + 1, row[j - 1]! + 1, diagonal + (a[i - 1]!.toLowerCase() === b[j - 1]!.toLowerCase() ? 0 : 1));
+        diagonal = up;
+      }
+    }
+    return row[b.length]!;
+  };
+  let best: { name: string; d: number } | undefined;
+  for (const k of known) {
+    const d = distance(name, k);
+    if (!best || d < best.d) best = { name: k, d };
+  }
+  return best && best.d <= Math.max(1, Math.floor(name.length / 3)) ? best.name : undefined;
+}
+
+/**
+ * Refuses keys of `given` that are not in `known`, naming each and the nearest valid name.
+ * @param where - the function, for the message ('train', 'generateText').
+ * @param given - the caller's options object.
+ * @param known - the valid option names.
+ * @throws OptionError for a non-object or an unknown key.
+ * @example
+ * ```ts
+ * checkKeys('train', { method: 'sft', epoch: 2 }, ['method', 'epochs']); // throws: unknown option 'epoch' (did you mean 'epochs'?)
+ * ```
+ */
+export function checkKeys(where: string, given: unknown, known: readonly string[]): void {
+  if (given === null || typeof given !== 'object' || Array.isArray(given)) throw new OptionError(`${where}: options must be an object, got ${describeValue(given)}`);
+  const unknown = Object.keys(given).filter((k) => !known.includes(k));
+  if (unknown.length === 0) return;
+  const named = unknown.map((k) => {
+    const near = nearestName(k, known);
+    return `'${k}'${near ? ` (did you mean '${near}'?)` : ''}`;
+  });
+  throw new OptionError(`${where}: unknown option${unknown.length > 1 ? 's' : ''} ${named.join(', ')}`);
+}
