@@ -152,7 +152,8 @@ export class ProcessGroup implements Disposable {
    * @returns a promise that settles when the sums are in.
    * @example
    * ```ts
-   * await group.allReduce([grad], { scale: 1 / group.worldSize });
+   * const grad = zeros([1024]); // this rank's gradient
+   * await group.allReduce([grad], { scale: 1 / group.worldSize }); // now the mean over the ranks
    * ```
    */
   allReduce(tensors: Tensor[], options: { bucket?: 'flat' | 'tensor'; scale?: number } = {}): Promise<void> {
@@ -166,7 +167,8 @@ export class ProcessGroup implements Disposable {
    * @returns a promise that settles when the values are in.
    * @example
    * ```ts
-   * await group.broadcast([weights], 0);
+   * const weights = randn([64, 64]);
+   * await group.broadcast([weights], 0); // rank 0's values everywhere
    * ```
    */
   broadcast(tensors: Tensor[], root = 0): Promise<void> {
@@ -192,7 +194,8 @@ export class ProcessGroup implements Disposable {
    * @returns the values of ranks 0..worldSize-1.
    * @example
    * ```ts
-   * const hashes = await group.exchange('data', dataHash);
+   * const hashes = await group.exchange('data', String(hashString(JSON.stringify(records))));
+   * if (new Set(hashes).size > 1) throw new Error('the ranks read different data');
    * ```
    */
   exchange(key: string, value: string): Promise<string[]> {
@@ -214,7 +217,7 @@ export class ProcessGroup implements Disposable {
    * {@link ProcessGroup.dispose}, for `using` declarations.
    * @example
    * ```ts
-   * { using group = await ProcessGroup.connect({ rank, worldSize: 2 }); } // left at the end of the block
+   * { using group = await ProcessGroup.connect({ rank: 0, worldSize: 2 }); } // left at the end of the block
    * ```
    */
   [Symbol.dispose](): void {

@@ -49,8 +49,8 @@ export class Index implements Disposable {
    * @example
    * ```ts
    * using index = Index.create({ kind: 'flat-ip', dim: 384 });
-   * index.add(embeddings); // a Float32Array of n * 384 floats
-   * const { labels, distances } = index.search(query, 5);
+   * index.add(new Float32Array(100 * 384)); // n * 384 floats, row-major: 100 vectors
+   * const { labels, distances } = index.search(new Float32Array(384), 5); // one query
    * ```
    */
   static create(options: IndexOptions): Index {
@@ -119,7 +119,7 @@ export class Index implements Disposable {
    * @throws (rejects with) the errors of add().
    * @example
    * ```ts
-   * await index.addAsync(embeddings);
+   * await index.addAsync(new Float32Array(100 * index.dim));
    * ```
    */
   async addAsync(vectors: Float32Array): Promise<void> {
@@ -148,7 +148,7 @@ export class Index implements Disposable {
    * @throws (rejects with) the errors of search().
    * @example
    * ```ts
-   * const hits = await index.searchAsync(queries, 10);
+   * const hits = await index.searchAsync(new Float32Array(3 * index.dim), 10); // 3 queries, 10 hits each
    * ```
    */
   async searchAsync(queries: Float32Array, k: number): Promise<SearchResult> {
@@ -223,6 +223,7 @@ export interface KMeansOptions {
  * @throws RangeError when data holds fewer than k points or its length is not a multiple of dim.
  * @example
  * ```ts
+ * const points = new Float32Array([0, 0, 0, 1, 5, 5, 5, 6, 9, 0, 9, 1]); // six 2-d points
  * const { centroids, assignments } = kmeans(points, { dim: 2, k: 3, seed: 7 });
  * ```
  */
@@ -238,7 +239,7 @@ export function kmeans(data: Float32Array, options: KMeansOptions): KMeansResult
  * @throws (rejects with) the errors of kmeans().
  * @example
  * ```ts
- * const { centroids } = await kmeansAsync(points, { dim: 2, k: 3 });
+ * const { centroids } = await kmeansAsync(new Float32Array([0, 0, 0, 1, 5, 5, 5, 6, 9, 0, 9, 1]), { dim: 2, k: 3 });
  * ```
  */
 export async function kmeansAsync(data: Float32Array, options: KMeansOptions): Promise<KMeansResult> {

@@ -65,6 +65,7 @@ export function loraScale(loraAlpha: number, r: number, options: { rslora?: bool
  * @throws RangeError when A and B's ranks differ; TypeError for an unknown init.
  * @example
  * ```ts
+ * const A = zeros([8, 64]), B = randn([32, 8]); // r = 8, in = 64, out = 32
  * loraInit(A, B, { init: 'gaussian', seed: 3 });
  * ```
  */
@@ -81,6 +82,7 @@ export function loraInit(A: Tensor, B: Tensor, options: { init?: 'kaiming' | 'ga
  * @throws RangeError when the shapes do not fit.
  * @example
  * ```ts
+ * const W = randn([32, 64]), A = randn([8, 64]), B = randn([32, 8]);
  * loraMerge(W, A, B, loraScale(16, 8)); // W now computes base + adapter
  * ```
  */
@@ -97,6 +99,8 @@ export function loraMerge(W: Tensor, A: Tensor, B: Tensor, scale: number): void 
  * @throws RangeError when the shapes do not fit.
  * @example
  * ```ts
+ * const W = randn([32, 64]), A = randn([8, 64]), B = randn([32, 8]);
+ * loraMerge(W, A, B, loraScale(16, 8));
  * loraUnmerge(W, A, B, loraScale(16, 8)); // W is the base again (up to rounding)
  * ```
  */
@@ -126,6 +130,8 @@ export interface DivergenceOptions {
  * @throws RangeError when the shapes differ or the temperature is not positive.
  * @example
  * ```ts
+ * const curLogits = randn([2, 5, 32]).setRequiresGrad(), refLogits = randn([2, 5, 32]); // (b, t, vocab)
+ * const mask = tensor([1, 1, 1, 0, 0, 1, 1, 1, 1, 1], [2, 5]); // the first sample's last two tokens are padding
  * const loss = flashbackDivergence(curLogits, refLogits, mask, { kind: 'symmetric' });
  * loss.backward();
  * ```
@@ -155,7 +161,8 @@ export interface CrossEntropyOptions {
  * @throws RangeError when the shapes do not fit or ignoreIndex is not an integer; TypeError for non-int64 targets.
  * @example
  * ```ts
- * const loss = tokenCrossEntropy(logits, tensor(new BigInt64Array([5n, 9n, -100n])), { reduction: 'mean' });
+ * const logits = randn([3, 32]).setRequiresGrad(); // 3 positions, vocab 32
+ * const loss = tokenCrossEntropy(logits, tensor(new BigInt64Array([5n, 9n, -100n])), { reduction: 'mean' }); // -100: ignored
  * ```
  */
 export function tokenCrossEntropy(logits: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
@@ -237,7 +244,8 @@ export function gpmBasis(activations: Tensor, options: { threshold?: number; bas
  * @throws RangeError when the last dimensions differ.
  * @example
  * ```ts
- * const g2 = gpmProject(grad, M);
+ * const M = gpmBasis(randn([64, 16]), { threshold: 0.9 });
+ * const g2 = gpmProject(randn([4, 16]), M);
  * ```
  */
 export function gpmProject(grad: Tensor, basis: Tensor): Tensor {
@@ -256,7 +264,8 @@ export function gpmProject(grad: Tensor, basis: Tensor): Tensor {
  * @throws RangeError for shapes that do not fit or an index outside the pool.
  * @example
  * ```ts
- * const dy = latentMixture(x, A, B, tensor(new BigInt64Array([0n, 2n]), [1, 2]), tensor([0.7, 0.3], [1, 2]));
+ * const x = randn([1, 16]), A = randn([3, 4, 16]), B = randn([3, 8, 4]); // (b, in); a pool of 3: (P, r, in), (P, out, r)
+ * const dy = latentMixture(x, A, B, tensor(new BigInt64Array([0n, 2n]), [1, 2]), tensor([0.7, 0.3], [1, 2])); // (1, 8)
  * ```
  */
 export function latentMixture(x: Tensor, A: Tensor, B: Tensor, indices: Tensor, weights: Tensor): Tensor {

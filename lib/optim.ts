@@ -62,6 +62,8 @@ export class AdamW implements Disposable {
    * One AdamW update from the parameters' current gradients, at this.lr.
    * @example
    * ```ts
+   * const b = sftBatch(tokenizer, records, 256);
+   * const loss = tokenCrossEntropy(model.logits(b.ids, { attentionMask: b.attentionMask }), b.targets);
    * loss.backward();
    * optimizer.step();
    * optimizer.zeroGrad();
@@ -98,7 +100,7 @@ export class AdamW implements Disposable {
    * {@link AdamW.dispose}, for `using` declarations.
    * @example
    * ```ts
-   * { using optimizer = new AdamW(params); }
+   * { using optimizer = new AdamW(Object.values(model.loraParameters())); }
    * ```
    */
   [Symbol.dispose](): void {
@@ -114,7 +116,7 @@ export class AdamW implements Disposable {
  * @throws RangeError for a non-positive maxNorm.
  * @example
  * ```ts
- * const norm = clipGradNorm(params, 1.0);
+ * const norm = clipGradNorm(Object.values(model.loraParameters()), 1.0); // after backward(), before the step
  * ```
  */
 export function clipGradNorm(params: Tensor[], maxNorm: number): number {
@@ -130,7 +132,10 @@ export function clipGradNorm(params: Tensor[], maxNorm: number): number {
  * @returns the factor, from 0 to 1.
  * @example
  * ```ts
- * optimizer.lr = 2e-4 * cosineWithWarmup(step, 10, 100);
+ * for (let step = 0; step < 100; step++) {
+ *   optimizer.lr = 2e-4 * cosineWithWarmup(step, 10, 100);
+ *   // ... forward, backward, optimizer.step()
+ * }
  * ```
  */
 export function cosineWithWarmup(step: number, warmupSteps: number, totalSteps: number): number {

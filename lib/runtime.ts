@@ -96,7 +96,9 @@ export function nativeLocation(): {
  * Clears every GPU's peak counter ({@link GpuStats.peakAllocatedBytes}); does nothing without CUDA.
  * @example
  * ```ts
- * resetPeakMemory(); await train(...); memoryStats().gpus[0]?.peakAllocatedBytes;
+ * resetPeakMemory();
+ * await train(model, tokenizer, { newTrain: records }, { method: 'sft', device: 'cuda' });
+ * const peak = memoryStats().gpus[0]?.peakAllocatedBytes; // the run's most, in bytes
  * ```
  */
 export function resetPeakMemory(): void {
@@ -121,8 +123,9 @@ export function emptyCudaCache(): void {
  * e.g. trainStep, already waits before its Promise resolves).
  * @example
  * ```ts
+ * const a = randn([4096, 4096], { device: 'cuda' }), b = randn([4096, 4096], { device: 'cuda' });
  * const t = performance.now();
- * const y = matmul(a, b); // a, b on 'cuda'
+ * const y = matmul(a, b);
  * cudaSynchronize();
  * const ms = performance.now() - t;
  * ```

@@ -223,6 +223,8 @@ export class Tensor implements Disposable {
    * Drops the accumulated gradient.
    * @example
    * ```ts
+   * const w = tensor([1, 2, 3]).setRequiresGrad();
+   * w.matmul(w).backward();
    * w.zeroGrad(); // w.grad is null again
    * ```
    */
@@ -247,6 +249,7 @@ export class Tensor implements Disposable {
    * @returns a new tensor sharing this one's storage.
    * @example
    * ```ts
+   * const w = tensor([1, 2, 3]).setRequiresGrad();
    * const frozen = w.detach(); // frozen.requiresGrad === false
    * ```
    */

@@ -123,7 +123,9 @@ export interface PeerSpec {
  * @returns `done` (resolves when all exit 0; rejects naming the first rank that failed) and `stop` (kills them).
  * @example
  * ```ts
- * const peers = startPeers({ model: dir, data, options, worldSize: 2, masterPort: port }, runDir);
+ * const data = { newTrain: records, flashbacks }, options = { method: 'jfa', outDir: 'runs/x' } satisfies TrainOptions;
+ * const port = await freePort();
+ * const peers = startPeers({ model: 'models/jfa-base', data, options, worldSize: 2, masterPort: port }, 'runs/x/peers');
  * await train(model, tokenizer, data, { ...options, distributed: { rank: 0, worldSize: 2, masterPort: port } });
  * await peers.done;
  * ```

@@ -378,6 +378,7 @@ export interface FormatScores {
  * @example
  * ```ts
  * const records = readJsonl('eval-mixed.jsonl', 'instance');
+ * const { predictions } = await evaluateNew(model, tokenizer, records);
  * for (const s of autoScores(records, predictions)) console.log(s.format, s.accuracy ?? s.rougeL);
  * ```
  */

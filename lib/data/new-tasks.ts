@@ -249,7 +249,7 @@ export function splitTasks(tasks: readonly NewTask[], salt = 0): { train: NewTas
  * @returns the records (fewer than n only if the task cannot make that many within its tries).
  * @example
  * ```ts
- * const records = instances(newTasks()[0], createRng(1), 20);
+ * const records = instances(newTasks()[0]!, createRng(1), 20);
  * ```
  */
 export function instances(t: NewTask, rng: Rng, n: number): InstanceRecord[] {

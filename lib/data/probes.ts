@@ -39,7 +39,7 @@ export const PROBE_SEED = 0x9e0be;
  * @example
  * ```ts
  * const { copy } = probeRecords(50);
- * copy[0].instruction; // 'Copy the input exactly.'
+ * copy[0]?.instruction; // 'Copy the input exactly.'
  * ```
  */
 export function probeRecords(perProbe: number, seed = PROBE_SEED): Record<ProbeName, InstanceRecord[]> {

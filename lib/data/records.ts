@@ -56,7 +56,7 @@ export function toFlashback(r: InstanceRecord): FlashbackRecord {
  * @returns the key.
  * @example
  * ```ts
- * promptKey({ task: 't', instruction: 'Add.', input: '2 3', output: '5' }); // 'Add.\n2 3'
+ * promptKey({ instruction: 'Add.', input: '2 3' }); // 'Add.\n2 3' (a whole record does as well)
  * ```
  */
 export function promptKey(r: { instruction: string; input: string }): string {

@@ -133,7 +133,7 @@ export function generateSuite(options: SuiteOptions): Suite {
  * @throws RangeError when a suite's pool has fewer than perSuite prompts.
  * @example
  * ```ts
- * const flashbacks = sampleFlashbacks(suite, 10, 2);
+ * const flashbacks = sampleFlashbacks(generateSuite({ seed: 1 }), 10, 2);
  * ```
  */
 export function sampleFlashbacks(suite: Pick<Suite, 'flashbackPool'>, perSuite: number, seed: number): FlashbackRecord[] {

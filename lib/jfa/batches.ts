@@ -62,6 +62,7 @@ export function referenceKeeping(model: LlamaModel, tokens: number): 'logits' | 
  * @throws the errors of {@link LlamaModel.logits}.
  * @example
  * ```ts
+ * const f = promptBatch(tokenizer, flashbacks, 256);
  * const referenceLogits = keepReference(model, 'logits', f.ids, f.attentionMask);
  * ```
  */

@@ -269,6 +269,7 @@ export function writePrompts(outDir: string, records: InstanceRecord[], seed: nu
  * @throws RangeError for a budget that is not a non-negative integer.
  * @example
  * ```ts
+ * const fb160 = readJsonl('fb160.jsonl', 'flashback'), round1Prompts = readJsonl('runs/round-1/prompts.jsonl', 'flashback');
  * accumulateFlashbacks(fb160, [round1Prompts], 160, 1); // 5 suites + 1 round: 27, 27, 27, 27, 26 and 26
  * ```
  */

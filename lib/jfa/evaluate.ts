@@ -90,7 +90,8 @@ async function predictChecked(model: LlamaModel, tokenizer: Tokenizer, records: 
  * @throws (rejects with) RangeError for no records or a bad option.
  * @example
  * ```ts
- * const { accuracy } = await evaluateOld(model, tokenizer, readJsonl('old-eval.jsonl', 'old'), { maxNewTokens: 16 });
+ * const old = readJsonl('old-eval.jsonl', 'instance').filter((r): r is OldRecord => r.answer !== undefined);
+ * const { accuracy } = await evaluateOld(model, tokenizer, old, { maxNewTokens: 16 });
  * ```
  */
 export async function evaluateOld(model: LlamaModel, tokenizer: Tokenizer, records: OldRecord[], o: EvalOptions = {}): Promise<{ accuracy: number; predictions: string[] }> {

@@ -247,7 +247,7 @@ export class LatentTasks implements Disposable {
    * @throws Error when fit() has not run.
    * @example
    * ```ts
-   * const latent = tasks.retrieve(emb);
+   * const latent = tasks.retrieve(embedRecords(model, tokenizer, records, 256));
    * model.logits(ids, { latent });
    * ```
    */

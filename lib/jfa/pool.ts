@@ -82,7 +82,7 @@ export class LatentPool implements Disposable {
    * @throws Error naming the file when fit() never ran or it cannot be written.
    * @example
    * ```ts
-   * pool.save(join('runs/jfa/adapter', LATENT_POOL_FILE));
+   * pool.save(`runs/jfa/adapter/${LATENT_POOL_FILE}`);
    * ```
    */
   save(file: string, shownAs = file): void {
@@ -207,7 +207,7 @@ export class LatentPool implements Disposable {
    * {@link LatentPool.dispose}, for `using` declarations.
    * @example
    * ```ts
-   * { using pool = LatentPool.load(file, model); }
+   * { using pool = LatentPool.load('runs/jfa/adapter/latent_pool.safetensors', model); }
    * ```
    */
   [Symbol.dispose](): void {

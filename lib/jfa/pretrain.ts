@@ -92,7 +92,8 @@ const WEIGHTS_FILE = 'weights.safetensors';
  * @throws (rejects with) RangeError when there are no records or a stream has no step count; Error for a checkpoint that is missing or from another run.
  * @example
  * ```ts
- * const { steps } = await pretrain(model, tokenizer, suite.oldTrain, { epochs: 2, onStep: (p) => console.log(p.step, p.sft) });
+ * const oldTrain = Object.values(generateSuite({ seed: 1 }).old).flatMap((s) => s.train);
+ * const { steps } = await pretrain(model, tokenizer, oldTrain, { epochs: 2, onStep: (p) => console.log(p.step, p.sft) });
  * model.save('base');
  * ```
  */

@@ -118,8 +118,9 @@ export type StepTimings = NativeStepTimings;
  * @returns every phase at 0 ms.
  * @example
  * ```ts
+ * const b = sftBatch(tokenizer, records, 256);
  * const timings = stepTimings();
- * await trainStep(model, optimizer, micro, { method: 'jfa', timings });
+ * await trainStep(model, optimizer, [{ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets }], { method: 'jfa', timings });
  * console.log(timings.forward, timings.total);
  * ```
  */

@@ -28,7 +28,8 @@ function range(a: number, b: number): number[] {
  * @returns the two files' contents as objects, and the vocabulary size (3 special tokens + 256 bytes + merges).
  * @example
  * ```ts
- * const { tokenizer, config, vocabSize } = byteLevelTokenizer(learnMerges(corpus, 200));
+ * import { writeFileSync } from 'node:fs';
+ * const { tokenizer, config, vocabSize } = byteLevelTokenizer(learnMerges(['the cat sat on the mat', 'the dog sat'], 200));
  * writeFileSync('tokenizer.json', JSON.stringify(tokenizer));
  * ```
  */

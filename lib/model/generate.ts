@@ -29,7 +29,7 @@ export interface GeneratedText {
  * @example
  * ```ts
  * const [answer] = await generateText(model, tokenizer, ['What is 17 + 25?'], { chat: true, maxNewTokens: 16 });
- * console.log(answer.text);
+ * console.log(answer?.text);
  * ```
  */
 export async function generateText(model: LlamaModel, tokenizer: Tokenizer, prompts: string[], options: GenerateTextOptions = {}): Promise<GeneratedText[]> {

@@ -246,6 +246,7 @@ export class LlamaModel implements Disposable {
    * @throws RangeError for a hidden size that does not fit or a row out of range.
    * @example
    * ```ts
+   * const hidden = model.hiddenStates(ids);
    * const last = model.head(hidden, { rows: tensor(new BigInt64Array([3n])) }); // logits of row 3 only
    * ```
    */
@@ -386,7 +387,7 @@ export class LlamaModel implements Disposable {
    * @returns the weights by name; dispose the handles when done.
    * @example
    * ```ts
-   * model.weights()['model.embed_tokens.weight'].shape; // [vocab, hidden]
+   * model.weights()['model.embed_tokens.weight']?.shape; // [vocab, hidden]
    * ```
    */
   weights(): Record<string, Tensor> {
@@ -539,7 +540,7 @@ export class LlamaModel implements Disposable {
    * {@link LlamaModel.dispose}, for `using` declarations.
    * @example
    * ```ts
-   * { using model = loadModel(dir); }
+   * { using model = loadModel('models/jfa-base'); }
    * ```
    */
   [Symbol.dispose](): void {

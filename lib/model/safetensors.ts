@@ -21,7 +21,7 @@ export interface SafetensorsContents {
  * @example
  * ```ts
  * const { tensors, metadata } = loadSafetensors('model.safetensors');
- * tensors['model.norm.weight'].shape; // [hidden]
+ * tensors['model.norm.weight']?.shape; // [hidden]
  * ```
  */
 export function loadSafetensors(path: string): SafetensorsContents {

@@ -120,6 +120,7 @@ export class TensorBoardWriter {
    * @throws TypeError on a bad step or tag; Error once closed.
    * @example
    * ```ts
+   * const tb = new TensorBoardWriter('runs/tb');
    * tb.scalars(10, { 'train/loss': 1.9, 'train/lr': 5e-4 });
    * ```
    */
@@ -142,6 +143,7 @@ export class TensorBoardWriter {
    * Flushes to disk and closes the file; later calls do nothing.
    * @example
    * ```ts
+   * const tb = new TensorBoardWriter('runs/tb');
    * tb.close();
    * ```
    */

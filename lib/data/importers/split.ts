@@ -45,6 +45,7 @@ export function parseTaskList(text: string): string[] {
  * @throws RangeError when `how` has no `testTasks` and its `fraction` is missing or not in (0, 1).
  * @example
  * ```ts
+ * import { readFileSync } from 'node:fs';
  * const { train, test, missing } = splitByTask(records, { testTasks: parseTaskList(readFileSync('test_tasks.txt', 'utf8')) });
  * const bySeed = splitByTask(records, { fraction: 0.1, seed: 7 });
  * ```
