@@ -1,6 +1,7 @@
 // Data-parallel process groups on libtorch's c10d: a TCPStore at MASTER_ADDR:MASTER_PORT for the
 // rendezvous (rank 0 hosts it), Gloo (CPU) or NCCL (CUDA, where built) for the collectives.
 // torchrun's conventions: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT.
+import { DistributedError } from './errors.js';
 import { native, type NativeProcessGroup } from './native.js';
 import { type Tensor } from './tensor.js';
 
@@ -126,7 +127,7 @@ export class ProcessGroup implements Disposable {
   static async connect(o: DistributedOptions, cuda = false): Promise<ProcessGroup> {
     const options = checkDistributed(o);
     const handle = new (native().ProcessGroup)({ ...options, cuda });
-    await handle.connectAsync();
+    await handle.connectAsync().catch(rethrowDistributed);
     return new ProcessGroup(handle, options);
   }
 
@@ -157,7 +158,7 @@ export class ProcessGroup implements Disposable {
    * ```
    */
   allReduce(tensors: Tensor[], options: { bucket?: 'flat' | 'tensor'; scale?: number } = {}): Promise<void> {
-    return this.handle.allReduceAsync(tensors.map((t) => t.handle), options);
+    return this.handle.allReduceAsync(tensors.map((t) => t.handle), options).catch(rethrowDistributed);
   }
 
   /**
@@ -172,7 +173,7 @@ export class ProcessGroup implements Disposable {
    * ```
    */
   broadcast(tensors: Tensor[], root = 0): Promise<void> {
-    return this.handle.broadcastAsync(tensors.map((t) => t.handle), root);
+    return this.handle.broadcastAsync(tensors.map((t) => t.handle), root).catch(rethrowDistributed);
   }
 
   /**
@@ -184,7 +185,7 @@ export class ProcessGroup implements Disposable {
    * ```
    */
   barrier(): Promise<void> {
-    return this.handle.barrierAsync();
+    return this.handle.barrierAsync().catch(rethrowDistributed);
   }
 
   /**
@@ -199,7 +200,7 @@ export class ProcessGroup implements Disposable {
    * ```
    */
   exchange(key: string, value: string): Promise<string[]> {
-    return this.handle.exchangeAsync(key, value);
+    return this.handle.exchangeAsync(key, value).catch(rethrowDistributed);
   }
 
   /**
@@ -224,3 +225,25 @@ export class ProcessGroup implements Disposable {
     this.dispose();
   }
 }
+
+/**
+ * A native collective's or rendezvous' failure as a {@link DistributedError} (its message, which
+ * names the rank, the address and what failed; the original as the cause). Bad arguments stay the
+ * RangeErrors and TypeErrors they are; errors of other kinds pass through unless they come from
+ * the group (their message starts with 'distributed').
+ * @param e - the error caught.
+ * @param always - wrap any Error (a group operation's), not only those that name the group.
+ * @returns the error to throw.
+ * @example
+ * ```ts
+ * await group.barrier().catch((e: unknown) => { throw asDistributedError(e); });
+ * ```
+ */
+export function asDistributedError(e: unknown, always = false): unknown {
+  if (!(e instanceof Error) || e instanceof RangeError || e instanceof TypeError || e instanceof DistributedError) return e;
+  return always || /^distributed\b/.test(e.message) ? new DistributedError(e.message, { cause: e }) : e;
+}
+
+const rethrowDistributed = (e: unknown): never => {
+  throw asDistributedError(e, true);
+};

@@ -132,6 +132,7 @@ export class CheckpointError extends Error implements CodedError {
  * checkpoint when it has an output folder) and `cause` is the callback's error.
  * @example
  * ```ts
+ * declare const data: TrainData;
  * try { await train(model, tokenizer, data, { method: 'sft', onStep: async () => { throw new Error('x'); } }); }
  * catch (e) { if (e instanceof CallbackError) console.error(e.step, e.cause); }
  * ```
@@ -154,6 +155,7 @@ export class CallbackError extends Error implements CodedError {
  * `cause` is the signal's reason.
  * @example
  * ```ts
+ * declare const data: TrainData;
  * const controller = new AbortController();
  * setTimeout(() => controller.abort(), 60_000);
  * try { await train(model, tokenizer, data, { method: 'sft', outDir: 'runs/a', signal: controller.signal }); }
@@ -230,8 +232,11 @@ export function nearestName(name: string, known: readonly string[]): string | un
     return row[b.length]!;
   };
   let best: { name: string; d: number } | undefined;
+  const lower = name.toLowerCase();
   for (const k of known) {
-    const d = distance(name, k);
+    // A name that starts with a known one, or the reverse ('batchSize' for 'batch'), is near too.
+    const prefixed = k.length >= 2 && (lower.startsWith(k.toLowerCase()) || k.toLowerCase().startsWith(lower));
+    const d = prefixed ? 1 : distance(name, k);
     if (!best || d < best.d) best = { name: k, d };
   }
   return best && best.d <= Math.max(1, Math.floor(name.length / 3)) ? best.name : undefined;

@@ -90,7 +90,7 @@ export { embedRecords, type LatentOptions, type LatentParts, LatentTasks, type R
 export { findLatentPool, LATENT_MODES, LATENT_POOL_FILE, LATENT_POOL_FORMAT, LATENT_POOL_VERSION, type LatentMode, LatentPool } from './jfa/pool.js';
 export { type MicroBatch, STEP_DEFAULTS, type StepOptions, type StepResult, type StepSwitches, type StepTimings, stepTimings, trainStep } from './jfa/step.js';
 export { type Method, METHOD_PRESETS, type MethodPreset, METHODS, presetOf } from './jfa/methods.js';
-export { TRAIN_DEFAULTS } from './jfa/plan.js';
+export { checkTrainOptions, TRAIN_DEFAULTS, TRAIN_OPTION_NAMES } from './jfa/plan.js';
 export { keepReference, referenceKeeping, type Precision, type StepProgress, train, type TrainData, type TrainOptions, type TrainResult } from './jfa/trainer.js';
 export {
   accumulateFlashbacks,
@@ -110,6 +110,7 @@ export {
   type RoundFiles,
 } from './jfa/continual.js';
 export { checkDistributed, DEFAULT_DISTRIBUTED_TIMEOUT_MS, DEFAULT_MASTER_PORT, distributedFromEnv, type DistributedOptions, ProcessGroup } from './distributed.js';
+export { loadRun, type LoadedRun, type LoadRunOptions } from './jfa/run.js';
 export { evaluateByFormat, evaluateNew, evaluateOld, type EvalOptions } from './jfa/evaluate.js';
 export { pretrain, type PretrainOptions, type PretrainResult } from './jfa/pretrain.js';
 export { probe, type ProbeOptions } from './jfa/probe.js';

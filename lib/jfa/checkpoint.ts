@@ -5,6 +5,7 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { basename, join } from 'node:path';
 
+import { CheckpointError } from '../errors.js';
 import { loadSafetensors, saveSafetensors } from '../model/safetensors.js';
 import { type AdamW } from '../optim.js';
 import { type Tensor } from '../tensor.js';
@@ -23,24 +24,24 @@ const STATE_FILE = 'state.json';
  */
 export function findCheckpoint(who: string, outDir: string, state: Record<string, unknown>, totalSteps: number): { dir: string; step: number } {
   const dir = [join(outDir, CHECKPOINT), join(outDir, `${CHECKPOINT}.old`)].find((d) => existsSync(d));
-  if (!dir) throw new Error(`${who}: nothing to resume in ${outDir}`);
+  if (!dir) throw new CheckpointError(`${who}: nothing to resume in ${outDir}`);
   const stateFile = join(dir, STATE_FILE);
-  if (!existsSync(stateFile)) throw new Error(`${who}: ${dir} is not a complete checkpoint (${STATE_FILE} is missing)`);
+  if (!existsSync(stateFile)) throw new CheckpointError(`${who}: ${dir} is not a complete checkpoint (${STATE_FILE} is missing)`);
   const { step, ...saved } = readJson<{ step: number } & Record<string, unknown>>(stateFile);
   if (JSON.stringify(saved) !== JSON.stringify(state))
-    throw new Error(`${who}: ${dir} is from another run (${JSON.stringify(saved)}; now ${JSON.stringify(state)})`);
-  if (!Number.isInteger(step) || step < 0 || step > totalSteps) throw new Error(`${who}: ${stateFile} has no valid step (${JSON.stringify(step)})`);
+    throw new CheckpointError(`${who}: ${dir} is from another run (${JSON.stringify(saved)}; now ${JSON.stringify(state)})`);
+  if (!Number.isInteger(step) || step < 0 || step > totalSteps) throw new CheckpointError(`${who}: ${stateFile} has no valid step (${JSON.stringify(step)})`);
   return { dir, step };
 }
 
 /** A checkpoint file's tensors, every one of `names` present, or an error naming what is missing. */
 export function checkpointTensors(who: string, file: string, names: string[]): Record<string, Tensor> {
-  if (!existsSync(file)) throw new Error(`${who}: the checkpoint is incomplete: ${file} is missing`);
+  if (!existsSync(file)) throw new CheckpointError(`${who}: the checkpoint is incomplete: ${file} is missing`);
   const { tensors } = loadSafetensors(file);
   const missing = names.filter((n) => !tensors[n]);
   if (missing.length) {
     Object.values(tensors).forEach((t) => t.dispose());
-    throw new Error(`${who}: the checkpoint is incomplete: ${file} has no ${missing.slice(0, 3).map((n) => `'${n}'`).join(', ')}${missing.length > 3 ? ` (and ${missing.length - 3} more)` : ''}`);
+    throw new CheckpointError(`${who}: the checkpoint is incomplete: ${file} has no ${missing.slice(0, 3).map((n) => `'${n}'`).join(', ')}${missing.length > 3 ? ` (and ${missing.length - 3} more)` : ''}`);
   }
   return tensors;
 }
@@ -63,7 +64,7 @@ export function restoreOptimizer(who: string, optimizer: AdamW, dir: string, ste
     optimizer.expAvgSq.forEach((t, i) => t.copyFrom(saved[`exp_avg_sq.${i}`]!));
     optimizer.steps.copyFrom(saved.steps!);
   } catch (e) {
-    throw new Error(`${who}: ${join(dir, OPTIMIZER_FILE)} does not fit this run's parameters (${(e as Error).message})`);
+    throw new CheckpointError(`${who}: ${join(dir, OPTIMIZER_FILE)} does not fit this run's parameters (${(e as Error).message})`);
   } finally {
     Object.values(saved).forEach((t) => t.dispose());
   }

@@ -3,6 +3,7 @@
 // and FAISS run there alone), and which rows of a micro-batch are this rank's.
 import { hashString } from '../data/rng.js';
 import { type ProcessGroup } from '../distributed.js';
+import { DistributedError } from '../errors.js';
 import { type LlamaModel } from '../model/llama.js';
 import { tensor, zeros } from '../tensor.js';
 import { type RunPlan, type TrainData, type TrainOptions } from './plan.js';
@@ -65,7 +66,7 @@ export async function checkRanks(group: ProcessGroup, model: LlamaModel, data: T
         const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => stableJson(a[k]) !== stableJson(b[k]));
         detail = keys.map((k) => `${k} ${stableJson(a[k])} vs ${stableJson(b[k])}`).join(', ');
       }
-      throw new Error(`train: rank ${r}'s ${what} differs from rank 0's (${detail}); every rank must train the same model on the same data with the same settings`);
+      throw new DistributedError(`train: rank ${r}'s ${what} differs from rank 0's (${detail}); every rank must train the same model on the same data with the same settings`);
     }
   }
 }

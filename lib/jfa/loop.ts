@@ -42,7 +42,7 @@ export interface StepLoop {
   batches: (step: number) => { micro: MicroBatch[]; tokens: number };
   options: (step: number) => StepOptions;
   /** the caller's callback, after `after`; awaited; a throw or rejection becomes a CallbackError */
-  onStep?: (p: StepProgress) => void | Promise<void>;
+  onStep?: (p: StepProgress) => unknown;
   /** after each step, with the step count done so far (metrics files, checkpoints) */
   after?: (p: StepProgress) => void;
   /** checked before each step: an aborted signal ends the loop with an AbortError */

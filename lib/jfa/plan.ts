@@ -193,7 +193,7 @@ export interface TrainOptions {
    * evaluations work on it and change nothing in the run. A throw or rejection stops the run like
    * an abort (a checkpoint with outDir) and rejects with a CallbackError whose cause is the error.
    */
-  onStep?: (p: StepProgress) => void | Promise<void>;
+  onStep?: (p: StepProgress) => unknown;
   /**
    * Also log each step's scalars to a TensorBoard event file in this directory (created if needed):
    * train/sft, train/divergence, train/grad_norm, train/lr, train/conflicts, train/tokens_per_second
@@ -274,7 +274,7 @@ export interface RunPlan {
   checkpointEvery?: number;
   tensorboard?: string;
   activationCheckpointing?: boolean;
-  onStep?: (p: StepProgress) => void | Promise<void>;
+  onStep?: (p: StepProgress) => unknown;
   signal?: AbortSignal;
   replaceAdapter: boolean;
   keepCache: boolean;

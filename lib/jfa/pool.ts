@@ -4,9 +4,10 @@
 // their weighted increment to o_proj for the whole generation. The file says how it was made, so a
 // model it does not fit is refused before anything runs.
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 
 import { type FlashbackRecord, type InstanceRecord } from '../data/records.js';
+import { ModelFormatError } from '../errors.js';
 import { type LlamaModel } from '../model/llama.js';
 import { loadSafetensors, saveSafetensors } from '../model/safetensors.js';
 import { type Tokenizer } from '../model/tokenizer.js';
@@ -75,17 +76,16 @@ export class LatentPool implements Disposable {
 
   /**
    * Writes keys, factors and centroids with a self-describing header (temporary name, fsync,
-   * rename). Beside a PEFT adapter, a 'retrieve' pool draws one warning per process: PEFT loads
-   * that adapter without it.
+   * rename). A 'retrieve' pool is part of the model it was trained with: PEFT loads the adapter
+   * beside it without it, so such a run serves through loadRun(), `jfa eval` or `jfa generate`.
    * @param file - the pool file to write (e.g. adapter/latent_pool.safetensors).
-   * @param shownAs - the name the PEFT warning gives the pool (default `file`; the final name, when `file` is a temporary one).
    * @throws Error naming the file when fit() never ran or it cannot be written.
    * @example
    * ```ts
    * pool.save(`runs/jfa/adapter/${LATENT_POOL_FILE}`);
    * ```
    */
-  save(file: string, shownAs = file): void {
+  save(file: string): void {
     const t = this.tasks;
     const centroids = t.centroids;
     if (!centroids) throw new Error(`${file}: the latent pool has no centroids (fit() never ran), nothing to retrieve with`);
@@ -113,7 +113,6 @@ export class LatentPool implements Disposable {
       owned.keys.dispose();
       owned.centroids.dispose();
     }
-    if (this.mode === 'retrieve' && existsSync(join(dirname(file), 'adapter_config.json'))) warnPeftOnce(shownAs);
   }
 
   /**
@@ -135,7 +134,7 @@ export class LatentPool implements Disposable {
       contents = loadSafetensors(file);
     } catch (e) {
       const message = (e as Error).message;
-      throw new Error(message.includes(file) ? message : `${file}: ${message}`);
+      throw new ModelFormatError(message.includes(file) ? message : `${file}: ${message}`);
     }
     const { tensors, metadata } = contents;
     const release = () => Object.values(tensors).forEach((x) => x.dispose());
@@ -144,18 +143,18 @@ export class LatentPool implements Disposable {
       const c = model.config;
       const oProjIn = c.numHeads * c.headDim;
       if (d.hiddenSize !== c.hiddenSize || d.oProjIn !== oProjIn || d.oProjOut !== c.hiddenSize)
-        throw new Error(
+        throw new ModelFormatError(
           `${file}: the pool is for a model of hidden size ${d.hiddenSize} with o_proj ${d.oProjIn} -> ${d.oProjOut}; ` +
             `this model has hidden size ${c.hiddenSize} with o_proj ${oProjIn} -> ${c.hiddenSize}`,
         );
       const layer = d.layers[0]!;
-      if (layer >= c.numLayers) throw new Error(`${file}: the pool is on layer ${layer}, but this model has layers 0..${c.numLayers - 1}`);
+      if (layer >= c.numLayers) throw new ModelFormatError(`${file}: the pool is on layer ${layer}, but this model has layers 0..${c.numLayers - 1}`);
       const read = (name: string, shape: number[]): Tensor => {
         const x = tensors[name];
-        if (!x) throw new Error(`${file}: no tensor '${name}'`);
-        if (x.dtype !== 'float32' && x.dtype !== 'bfloat16') throw new Error(`${file}: tensor '${name}' is ${x.dtype}, expected float32`);
+        if (!x) throw new ModelFormatError(`${file}: no tensor '${name}'`);
+        if (x.dtype !== 'float32' && x.dtype !== 'bfloat16') throw new ModelFormatError(`${file}: tensor '${name}' is ${x.dtype}, expected float32`);
         if (x.shape.length !== shape.length || x.shape.some((v, i) => v !== shape[i]))
-          throw new Error(`${file}: tensor '${name}' is [${x.shape}], expected [${shape}] (from the file's description)`);
+          throw new ModelFormatError(`${file}: tensor '${name}' is [${x.shape}], expected [${shape}] (from the file's description)`);
         return x;
       };
       const P = d.groups * d.perGroup;
@@ -232,41 +231,31 @@ export function findLatentPool(adapterDir: string): string | undefined {
 /** The file's description, every field checked; errors name the file and the field. */
 function describe(file: string, metadata: Record<string, string>): PoolDescription {
   if (metadata.format !== LATENT_POOL_FORMAT)
-    throw new Error(`${file}: not a jfa latent pool (metadata 'format' is ${JSON.stringify(metadata.format)}, expected '${LATENT_POOL_FORMAT}')`);
+    throw new ModelFormatError(`${file}: not a jfa latent pool (metadata 'format' is ${JSON.stringify(metadata.format)}, expected '${LATENT_POOL_FORMAT}')`);
   if (metadata.version !== String(LATENT_POOL_VERSION))
-    throw new Error(`${file}: latent pool format version ${JSON.stringify(metadata.version)} is not supported (this jfa-torch reads version ${LATENT_POOL_VERSION})`);
+    throw new ModelFormatError(`${file}: latent pool format version ${JSON.stringify(metadata.version)} is not supported (this jfa-torch reads version ${LATENT_POOL_VERSION})`);
   let d: Record<string, unknown>;
   try {
     d = JSON.parse(metadata.pool ?? '') as Record<string, unknown>;
   } catch {
-    throw new Error(`${file}: metadata 'pool' is missing or not JSON`);
+    throw new ModelFormatError(`${file}: metadata 'pool' is missing or not JSON`);
   }
-  if (typeof d !== 'object' || d === null) throw new Error(`${file}: metadata 'pool' is not an object`);
+  if (typeof d !== 'object' || d === null) throw new ModelFormatError(`${file}: metadata 'pool' is not an object`);
   const positive = (name: string, v: unknown, integer = true): number => {
     if (typeof v !== 'number' || !(v > 0) || (integer && !Number.isInteger(v)))
-      throw new Error(`${file}: field '${name}' must be a positive ${integer ? 'integer' : 'number'}, got ${JSON.stringify(v)}`);
+      throw new ModelFormatError(`${file}: field '${name}' must be a positive ${integer ? 'integer' : 'number'}, got ${JSON.stringify(v)}`);
     return v;
   };
   for (const name of ['groups', 'perGroup', 'k', 'rank', 'hiddenSize', 'oProjIn', 'oProjOut']) positive(name, d[name]);
   positive('scale', d.scale, false);
-  if (!(LATENT_MODES as readonly unknown[]).includes(d.mode)) throw new Error(`${file}: field 'mode' must be one of ${LATENT_MODES.join(', ')}, got ${JSON.stringify(d.mode)}`);
+  if (!(LATENT_MODES as readonly unknown[]).includes(d.mode)) throw new ModelFormatError(`${file}: field 'mode' must be one of ${LATENT_MODES.join(', ')}, got ${JSON.stringify(d.mode)}`);
   const layers = d.layers;
   if (!Array.isArray(layers) || layers.length !== 1 || !Number.isInteger(layers[0]) || (layers[0] as number) < 0)
-    throw new Error(`${file}: field 'layers' must list one layer index (pools on several layers are not supported), got ${JSON.stringify(layers)}`);
+    throw new ModelFormatError(`${file}: field 'layers' must list one layer index (pools on several layers are not supported), got ${JSON.stringify(layers)}`);
   const e = d.embedding as Record<string, unknown> | undefined;
-  if (typeof e !== 'object' || e === null) throw new Error(`${file}: field 'embedding' is missing`);
+  if (typeof e !== 'object' || e === null) throw new ModelFormatError(`${file}: field 'embedding' is missing`);
   positive('embedding.maxTokens', e.maxTokens);
-  if (e.dim !== d.hiddenSize) throw new Error(`${file}: field 'embedding.dim' (${JSON.stringify(e.dim)}) must equal hiddenSize (${d.hiddenSize})`);
-  if ((d.k as number) > (d.perGroup as number)) throw new Error(`${file}: k=${d.k} exceeds the ${d.perGroup} tasks of a group`);
+  if (e.dim !== d.hiddenSize) throw new ModelFormatError(`${file}: field 'embedding.dim' (${JSON.stringify(e.dim)}) must equal hiddenSize (${d.hiddenSize})`);
+  if ((d.k as number) > (d.perGroup as number)) throw new ModelFormatError(`${file}: k=${d.k} exceeds the ${d.perGroup} tasks of a group`);
   return d as unknown as PoolDescription;
-}
-
-let warnedPeft = false;
-function warnPeftOnce(file: string): void {
-  if (warnedPeft) return;
-  warnedPeft = true;
-  process.emitWarning(
-    `${file}: PEFT loads the adapter beside this latent pool without it; jfa eval and jfa generate apply it (pass --latent off to match PEFT)`,
-    { code: 'JFA_LATENT_POOL' },
-  );
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { createRng, hashString } from '../data/rng.js';
 import { type InstanceRecord } from '../data/records.js';
 import { type RecordStream } from '../data/stream.js';
-import { AbortError, CallbackError } from '../errors.js';
+import { AbortError, CallbackError, OptionError } from '../errors.js';
 import { type LlamaModel } from '../model/llama.js';
 import { saveSafetensors } from '../model/safetensors.js';
 import { type Tokenizer } from '../model/tokenizer.js';
@@ -56,7 +56,7 @@ export interface PretrainOptions {
   /** stop after this step (the run stays resumable), e.g. to pretrain in sittings */
   pauseAfter?: number;
   /** called after each step, awaited; a throw or rejection stops the run (a checkpoint) with a CallbackError */
-  onStep?: (p: StepProgress) => void | Promise<void>;
+  onStep?: (p: StepProgress) => unknown;
   /** cancels the run at the next step boundary: a checkpoint (with checkpointDir), then an AbortError */
   signal?: AbortSignal;
   /** every `every.steps` steps, a measurement (e.g. the probes) whose numbers go to metrics.jsonl */
@@ -125,7 +125,7 @@ export async function pretrain(model: LlamaModel, tokenizer: Tokenizer, source: 
   const dir = o.checkpointDir;
   const state = { totalSteps, ...(o.identity ?? {}) };
   const resume = o.resume ? (dir ? findCheckpoint('pretrain', dir, state, totalSteps) : undefined) : undefined;
-  if (o.resume && !dir) throw new Error('pretrain: resume needs a checkpointDir');
+  if (o.resume && !dir) throw new OptionError('pretrain: resume needs a checkpointDir');
   model.setBaseTrainable(true);
   const weights = model.weights();
   const params = Object.values(weights);

@@ -5,6 +5,7 @@
 // latent increments off, run without gradients, and only for flashbacks). Each micro-batch's
 // gradient is kept apart; PCGrad (or a plain mean) combines them; then clipping and AdamW.
 import { type ProcessGroup } from '../distributed.js';
+import { asDistributedError } from '../distributed.js';
 import { type KlKind, type Reduction } from '../kernels.js';
 import { type LlamaModel, modelHandle } from '../model/llama.js';
 import { type NativeStepBatch, type NativeStepMetrics, type NativeStepTimings } from '../native.js';
@@ -178,6 +179,8 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, micro: Micr
     timings: Boolean(o.timings),
     ...(o.group ? { group: o.group.handle, bucket: o.bucket ?? 'flat' } : {}),
     batches,
+  }).catch((e: unknown) => {
+    throw o.group ? asDistributedError(e) : e;
   });
   optimizer.stepCount += 1;
   if (o.timings && r.timings) for (const k of Object.keys(r.timings) as (keyof StepTimings)[]) o.timings[k] += r.timings[k];

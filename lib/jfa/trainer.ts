@@ -13,7 +13,7 @@ import { ProcessGroup } from '../distributed.js';
 import { type LlamaModel } from '../model/llama.js';
 import { type Tokenizer } from '../model/tokenizer.js';
 import { AdamW, cosineWithWarmup } from '../optim.js';
-import { AbortError, CallbackError } from '../errors.js';
+import { AbortError, CallbackError, CheckpointError, OptionError } from '../errors.js';
 import { emptyCpuCache } from '../runtime.js';
 import { errnoOf, inOutputFolder } from '../util/files.js';
 import { TensorBoardWriter } from '../util/tensorboard.js';
@@ -214,7 +214,7 @@ async function setUpParameters(model: LlamaModel, tokenizer: Tokenizer, plan: Ru
 
   if (resume) {
     const adapterDir = join(resume.dir, 'adapter');
-    if (!existsSync(adapterDir)) throw new Error(`train: the checkpoint is incomplete: ${adapterDir} is missing`);
+    if (!existsSync(adapterDir)) throw new CheckpointError(`train: the checkpoint is incomplete: ${adapterDir} is missing`);
     model.loadAdapter(adapterDir);
   } else model.addLora(plan.lora);
   const params = Object.values(model.loraParameters());
@@ -234,7 +234,7 @@ async function setUpParameters(model: LlamaModel, tokenizer: Tokenizer, plan: Ru
 
 /** The checkpoint to resume from. */
 function findRunCheckpoint(plan: RunPlan): { dir: string; step: number } {
-  if (!plan.outDir) throw new Error('train: nothing to resume without an outDir');
+  if (!plan.outDir) throw new OptionError('train: nothing to resume without an outDir');
   return findCheckpoint('train', plan.outDir, plan.state, plan.totalSteps);
 }
 
@@ -262,7 +262,7 @@ function finishRun(outDir: string, model: LlamaModel, plan: RunPlan, latent: Run
   const adapterDir = join(outDir, 'adapter');
   writeFolder('train', adapterDir, `the adapter`, outDir, (tmp) => {
     model.saveAdapter(tmp);
-    latent?.pool.save(join(tmp, LATENT_POOL_FILE), join(adapterDir, LATENT_POOL_FILE));
+    latent?.pool.save(join(tmp, LATENT_POOL_FILE));
   });
   // What a later round needs to continue from this one: the chain beneath, and this round's prompts.
   const cont = plan.continued;

@@ -5,7 +5,8 @@ import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 import { checkDevice, type Device } from '../device.js';
-import { type Dtype, type ModelConfig, native, type NativeForwardOptions, type NativeModel } from '../native.js';
+import { ModelFormatError } from '../errors.js';
+import { type Dtype, type ModelConfig, native, type NativeForwardOptions, type NativeModel, NativeLoadError } from '../native.js';
 import { h, Tensor } from '../tensor.js';
 import { writeFileAtomic } from '../util/files.js';
 import { type AdapterShape, LORA_DEFAULTS, LORA_TARGETS, type LoraConfig, readPeftAdapter, writePeftAdapter } from './peft.js';
@@ -65,6 +66,25 @@ const forwardHandles = (o: ForwardOptions): NativeForwardOptions => ({
   latent: o.latent ? { indices: h(o.latent.indices), weights: h(o.latent.weights) } : undefined,
 });
 
+/**
+ * The native loader's errors about the folder as ModelFormatErrors: a missing or malformed config
+ * or weights, whose message names the folder or a file in it. A bad argument (a dtype) and a load
+ * failure of the addon itself (NativeLoadError) stay what they are.
+ */
+function modelFormat<T>(dir: string, load: () => T): T {
+  const names = [dir, resolve(dir)];
+  const wrap = (e: unknown): never => {
+    if (!(e instanceof Error) || e instanceof NativeLoadError || !names.some((n) => e.message.includes(n))) throw e;
+    throw new ModelFormatError(e.message, { cause: e });
+  };
+  try {
+    const r = load();
+    return (r instanceof Promise ? r.catch(wrap) : r) as T;
+  } catch (e) {
+    return wrap(e);
+  }
+}
+
 /** Files of a model directory that describe it rather than hold weights: copied by saveMerged(). */
 const DESCRIPTION_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
 
@@ -119,7 +139,7 @@ export class LlamaModel implements Disposable {
    */
   static load(dir: string, options: { dtype?: Dtype; device?: Device } = {}): LlamaModel {
     const device = checkDevice(options.device, 'loadModel');  // before reading gigabytes of weights
-    const model = new LlamaModel(native().Model.load(dir, options.dtype ?? 'float32'), resolve(dir));
+    const model = new LlamaModel(modelFormat(dir, () => native().Model.load(dir, options.dtype ?? 'float32')), resolve(dir));
     if (device !== 'cpu') model.toDevice(device);
     return model;
   }
@@ -158,7 +178,7 @@ export class LlamaModel implements Disposable {
    */
   static async loadAsync(dir: string, options: { dtype?: Dtype; device?: Device } = {}): Promise<LlamaModel> {
     const device = checkDevice(options.device, 'loadModel');
-    const model = new LlamaModel(await native().Model.loadAsync(dir, options.dtype ?? 'float32'), resolve(dir));
+    const model = new LlamaModel(await modelFormat(dir, () => native().Model.loadAsync(dir, options.dtype ?? 'float32')), resolve(dir));
     if (device !== 'cpu') model.toDevice(device);
     return model;
   }
@@ -455,6 +475,7 @@ export class LlamaModel implements Disposable {
    * @throws Error while the model is training or generating.
    * @example
    * ```ts
+   * const newTrain = readJsonl('new-train.jsonl', 'instance');
    * await train(model, tokenizer, { newTrain }, { method: 'sft' });
    * model.saveAdapter('runs/a/adapter');
    * model.removeLora();

@@ -5,6 +5,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { ModelFormatError } from '../errors.js';
 import { type ModelConfig } from '../native.js';
 import { type Tensor } from '../tensor.js';
 import { readJson, writeFileAtomic } from '../util/files.js';
@@ -84,24 +85,24 @@ export function writePeftAdapter(dir: string, factors: Record<string, Tensor>, s
 export function readPeftAdapter(dir: string, config: ModelConfig): { shape: AdapterShape; factors: Record<string, Tensor> } {
   const configFile = join(dir, 'adapter_config.json');
   const c = readJson<AdapterConfigJson>(configFile);
-  if (c.peft_type !== 'LORA') throw new Error(`${configFile}: peft_type '${c.peft_type}' is not supported (only 'LORA')`);
-  if (c.bias && c.bias !== 'none') throw new Error(`${configFile}: bias '${c.bias}' is not supported (only 'none')`);
+  if (c.peft_type !== 'LORA') throw new ModelFormatError(`${configFile}: peft_type '${c.peft_type}' is not supported (only 'LORA')`);
+  if (c.bias && c.bias !== 'none') throw new ModelFormatError(`${configFile}: bias '${c.bias}' is not supported (only 'none')`);
   const targets = typeof c.target_modules === 'string' ? [c.target_modules] : (c.target_modules ?? []);
   const unknown = targets.filter((t) => !(LORA_TARGETS as readonly string[]).includes(t));
-  if (unknown.length) throw new Error(`${configFile}: target modules ${unknown.join(', ')} are not supported`);
-  if (!Number.isInteger(c.r) || c.r! < 1) throw new Error(`${configFile}: r must be a positive integer`);
+  if (unknown.length) throw new ModelFormatError(`${configFile}: target modules ${unknown.join(', ')} are not supported`);
+  if (!Number.isInteger(c.r) || c.r! < 1) throw new ModelFormatError(`${configFile}: r must be a positive integer`);
   const weightsFile = join(dir, 'adapter_model.safetensors');
-  if (!existsSync(weightsFile)) throw new Error(`${weightsFile}: missing (the adapter folder has no weights)`);
+  if (!existsSync(weightsFile)) throw new ModelFormatError(`${weightsFile}: missing (the adapter folder has no weights)`);
   const weights = loadSafetensors(weightsFile);
   try {
     const expected = loraShapes(config, targets as LoraTarget[], c.r!);
     const extra = weights.names.filter((n) => !expected.has(n));
-    if (extra.length) throw new Error(`${weightsFile}: adapter tensors this model has no place for: ${extra.slice(0, 3).join(', ')}${extra.length > 3 ? ` (and ${extra.length - 3} more)` : ''}`);
+    if (extra.length) throw new ModelFormatError(`${weightsFile}: adapter tensors this model has no place for: ${extra.slice(0, 3).join(', ')}${extra.length > 3 ? ` (and ${extra.length - 3} more)` : ''}`);
     for (const [name, shape] of expected) {
       const w = weights.tensors[name];
-      if (!w) throw new Error(`${weightsFile}: no tensor '${name}' (adapter_config.json lists ${targets.join(', ')})`);
+      if (!w) throw new ModelFormatError(`${weightsFile}: no tensor '${name}' (adapter_config.json lists ${targets.join(', ')})`);
       if (w.shape.join() !== shape.join())
-        throw new Error(
+        throw new ModelFormatError(
           `${weightsFile}: tensor '${name}' has shape [${w.shape.join(', ')}], this model needs [${shape.join(', ')}] for r=${c.r} (an adapter of another model, or adapter_config.json's r is wrong)`,
         );
     }
