@@ -143,7 +143,7 @@ class Model : public CheckedWrap<Model> {
     live(op);
     if (use_->training) throw Napi::Error::New(Env(), std::string(op) + ": the model is training; await the step before changing it");
     if (use_->readers > 0)
-      throw Napi::Error::New(Env(), std::string(op) + ": the model is generating; await generate() before changing it");
+      throw Napi::Error::New(Env(), std::string(op) + ": the model is generating; await generate() before changing it (a Decoder: finish or dispose it)");
     return *model_;
   }
 
