@@ -51,6 +51,8 @@ class DecodeSession {
  private:
   // Feeds the tokens sampled last (after dropping ended rows from the batch) and sets logits_.
   void advance();
+  // Next-token logits (n, vocab) float32 from the final hidden states of each row's last position (n, hidden).
+  at::Tensor head_logits(const at::Tensor& last) const;
   void finish();
   const LatentCall* latent_call() const { return mix_ ? &*mix_ : nullptr; }
 
