@@ -216,6 +216,8 @@ export interface NativeAddon {
     loadAsync(dir: string, dtype?: Dtype): Promise<NativeModel>;
     random(configJson: string, seed?: number | bigint, initStd?: number): NativeModel;
   };
+  /** made by Model#decoderAsync only */
+  Decoder: { readonly prototype: NativeDecoder };
   Optimizer: new (params: NativeTensor[], options?: NativeAdamWOptions) => NativeOptimizer;
   ProcessGroup: new (options: NativeGroupOptions) => NativeProcessGroup;
   /** this build can make NCCL process groups (a CUDA libtorch with c10d's NCCL) */
@@ -286,6 +288,10 @@ export interface NativeGenerateOptions extends NativeForwardOptions {
   maxNewTokens?: number;
   temperature?: number;
   topP?: number;
+  /** 0: off */
+  topK?: number;
+  /** 1: off */
+  repetitionPenalty?: number;
   seed?: number | bigint;
   eosTokenIds?: number[];
   padTokenId?: number;
@@ -307,6 +313,8 @@ export interface NativeModel {
   setLatentPool(layer: number, A: NativeTensor, B: NativeTensor): void;
   meanPooled(ids: NativeTensor, options?: Omit<NativeForwardOptions, 'latent'>): NativeTensor;
   generateAsync(ids: NativeTensor, options?: NativeGenerateOptions): Promise<NativeTensor>;
+  /** a generation in progress, after the prompt's prefill on the libuv pool; holds the model unchanged until done or disposed */
+  decoderAsync(ids: NativeTensor, options?: NativeGenerateOptions): Promise<NativeDecoder>;
   mergeLora(): void;
   /** freezes the adapters beneath the base; returns the stacked count per adapted layer */
   stackLora(): number;
@@ -319,6 +327,21 @@ export interface NativeModel {
   activationCheckpointing: boolean;
   addLora(targets: string[], options?: { r?: number; loraAlpha?: number; rslora?: boolean; seed?: number | bigint }): void;
   loraParameters(): Record<string, NativeTensor>;
+  dispose(): void;
+}
+
+/** A generation in progress: its KV cache and sampler state, stepped from JS. */
+export interface NativeDecoder {
+  /** every row stopped, maxNewTokens were made, or it was disposed */
+  readonly done: boolean;
+  readonly batchSize: number;
+  /** tokens made per row so far */
+  readonly produced: number;
+  /** up to n (default 1) more tokens per row on the libuv pool: one array per row, padTokenId where a row stopped; empty once done */
+  stepAsync(n?: number): Promise<number[][]>;
+  /** rows (batch indices) that stop now; not while a step runs */
+  stop(rows: number[]): void;
+  /** frees the cache and the model's lease (a running step ends after its current token) */
   dispose(): void;
 }
 

@@ -82,7 +82,10 @@ export { type ForwardOptions, type GenerateOptions, LlamaModel, loadModel, type 
 export { LORA_DEFAULTS, LORA_TARGETS, type LoraConfig, type LoraTarget } from './model/peft.js';
 export { byteLevelTokenizer, createModel, type CreateModelOptions } from './model/create.js';
 export { type Batch, type ChatMessage, Tokenizer, type TokenizerConfig } from './model/tokenizer.js';
-export { type GeneratedText, generateText, type GenerateTextOptions } from './model/generate.js';
+export { type FinishReason, type GeneratedText, generateStream, type GenerateStreamOptions, generateText, type GenerateTextOptions } from './model/generate.js';
+export { Decoder } from './model/decoder.js';
+export { IncrementalText } from './model/text-stream.js';
+export { AbortError } from './util/abort.js';
 export * from './data/index.js';
 export { AdamW, type AdamWOptions, clipGradNorm, cosineWithWarmup } from './optim.js';
 export { promptBatch, type PromptBatch, promptText, sftBatch, type SftBatch } from './jfa/examples.js';

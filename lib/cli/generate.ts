@@ -13,6 +13,9 @@ export interface GenerateCommandOptions {
   maxNewTokens: number;
   temperature: number;
   topP: number;
+  topK: number;
+  repetitionPenalty: number;
+  stop?: string[];
   seed?: number;
   chat?: boolean;
   latent: LatentChoice;
@@ -42,6 +45,9 @@ export async function runGenerate(o: GenerateCommandOptions): Promise<void> {
       maxNewTokens: o.maxNewTokens,
       temperature: o.temperature,
       topP: o.topP,
+      topK: o.topK,
+      repetitionPenalty: o.repetitionPenalty,
+      stopStrings: o.stop,
       seed: o.seed,
       chat: o.chat,
     });

@@ -108,6 +108,11 @@ const positiveInt = (name: string) => (v: string) => {
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer`);
   return n;
 };
+const nonNegativeInt = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer`);
+  return n;
+};
 const number = (name: string, min: number, max: number) => (v: string) => {
   const n = Number(v);
   if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a number in [${min}, ${max}]`);
@@ -123,6 +128,9 @@ program
   .option('--max-new-tokens <n>', 'tokens to generate at most', positiveInt('--max-new-tokens'), 64)
   .option('--temperature <t>', '0 for greedy', number('--temperature', 0, 100), 0)
   .option('--top-p <p>', 'nucleus sampling mass', number('--top-p', 0.000001, 1), 1)
+  .option('--top-k <k>', 'sample from the k most likely tokens only (0: off)', nonNegativeInt('--top-k'), 0)
+  .option('--repetition-penalty <x>', "transformers' repetition_penalty: tokens already in the sequence lose likelihood (1: off)", number('--repetition-penalty', 0.000001, 100), 1)
+  .option('--stop <text...>', 'stop strings: a sequence ends before the first of them it generates')
   .option('--seed <n>', 'sampling seed', positiveInt('--seed'))
   .option('--chat', "wrap the prompt in the tokenizer's chat template")
   .option('--latent <when>', LATENT_HELP, latentChoice, 'auto')
@@ -252,11 +260,6 @@ program
 
 const data = program.command('data').description("datasets in: the paper's published formats to jfa's JSONL, and flashbacks from old-task files");
 
-const nonNegativeInt = (name: string) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer`);
-  return n;
-};
 const importFormat = (v: string) => {
   if (!(IMPORT_FORMATS as readonly string[]).includes(v)) throw new InvalidArgumentError(`--format must be one of ${IMPORT_FORMATS.join(', ')}`);
   return v as ImportFormat;

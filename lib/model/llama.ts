@@ -9,10 +9,12 @@ import { ModelFormatError } from '../errors.js';
 import { type Dtype, type ModelConfig, native, type NativeForwardOptions, type NativeModel, NativeLoadError } from '../native.js';
 import { h, Tensor } from '../tensor.js';
 import { writeFileAtomic } from '../util/files.js';
+import { Decoder } from './decoder.js';
+import { type GenerateOptions, nativeGenerateOptions } from './generate-options.js';
 import { type AdapterShape, LORA_DEFAULTS, LORA_TARGETS, type LoraConfig, readPeftAdapter, writePeftAdapter } from './peft.js';
 import { saveSafetensors } from './safetensors.js';
 
-export type { ModelConfig };
+export type { GenerateOptions, ModelConfig };
 
 /** Options of a forward pass ({@link LlamaModel.logits} and the like). */
 export interface ForwardOptions {
@@ -21,36 +23,6 @@ export interface ForwardOptions {
   /** Apply LoRA adapters (default true); false runs the base model, the JFA reference. */
   adapters?: boolean;
   /** Latent-task increments on the o_proj of layers with a pool (setLatentPool): per sample, k task indices (b, k) and weights (b, k). */
-  latent?: {
-    /** (b, k) int64 pool entries */
-    indices: Tensor;
-    /** (b, k) mixture weights */
-    weights: Tensor;
-  };
-}
-
-/** Options of {@link LlamaModel.generate}. */
-export interface GenerateOptions {
-  /** (b, t) for left-padded prompts; omitted: all real. */
-  attentionMask?: Tensor;
-  /** Tokens to generate at most (default 32). */
-  maxNewTokens?: number;
-  /** 0 (default): greedy. */
-  temperature?: number;
-  /** Nucleus sampling's probability mass (default 1: off). */
-  topP?: number;
-  /** Seed of the sampling. */
-  seed?: number | bigint;
-  /** Sequences stop at any of these. */
-  eosTokenIds?: number[];
-  /** Written after a sequence stopped. */
-  padTokenId?: number;
-  /** Apply LoRA adapters (default true). */
-  adapters?: boolean;
-  /**
-   * Latent-task increments per sequence, (b, k) indices and weights, on the o_proj of layers with a
-   * pool (setLatentPool): applied to the prompt and to every generated token.
-   */
   latent?: {
     /** (b, k) int64 pool entries */
     indices: Tensor;
@@ -308,27 +280,35 @@ export class LlamaModel implements Disposable {
   /**
    * Continues prompts on the libuv pool, with a KV cache.
    * @param ids - left-padded int64 prompt ids (b, t).
-   * @param options - length, sampling, stop tokens, adapters and latent increments.
+   * @param options - length, sampling (temperature, topP, topK, repetitionPenalty, seed), stop tokens, adapters and latent increments.
    * @returns a promise of the new tokens (b, n), padded with padTokenId after a sequence stops.
-   * @throws (rejects with) RangeError for a bad option, naming it and its value.
+   * @throws (rejects with) RangeError for a bad option, naming it and its value, or for ids that do not fit.
    * @example
    * ```ts
    * const { ids, attentionMask } = tokenizer.batch(['Q: 2+2?\nA:'], { padding: 'left' });
-   * const out = await model.generate(ids, { attentionMask, maxNewTokens: 8, eosTokenIds: [tokenizer.eosTokenId!] });
+   * const out = await model.generate(ids, { attentionMask, maxNewTokens: 8, repetitionPenalty: 1.3, eosTokenIds: [tokenizer.eosTokenId!] });
    * tokenizer.decode([...out.toTypedArray()].map(Number));
    * ```
    */
   async generate(ids: Tensor, options: GenerateOptions = {}): Promise<Tensor> {
-    const out = await this.handle.generateAsync(h(ids), {
-      ...forwardHandles(options),
-      maxNewTokens: options.maxNewTokens ?? 32,
-      temperature: options.temperature ?? 0,
-      topP: options.topP ?? 1,
-      seed: options.seed,
-      eosTokenIds: options.eosTokenIds ?? [],
-      padTokenId: options.padTokenId ?? 0,
-    });
-    return new Tensor(out);
+    return new Tensor(await this.handle.generateAsync(h(ids), nativeGenerateOptions(options, 'generate')));
+  }
+
+  /**
+   * Starts a generation to step from JS ({@link Decoder}): runs the prompts' prefill on the libuv
+   * pool. generateStream and generateText run on one; generate() is one run to its end.
+   * @param ids - left-padded int64 prompt ids (b, t).
+   * @param options - as {@link LlamaModel.generate}'s.
+   * @returns a promise of the decoder; dispose it if you stop before it is done.
+   * @throws (rejects with) the errors of generate().
+   * @example
+   * ```ts
+   * using decoder = await model.decoder(ids, { attentionMask, maxNewTokens: 16 });
+   * const [first] = await decoder.step(); // row 0's first token
+   * ```
+   */
+  async decoder(ids: Tensor, options: GenerateOptions = {}): Promise<Decoder> {
+    return new Decoder(await this.handle.decoderAsync(h(ids), nativeGenerateOptions(options, 'decoder')));
   }
 
   /**

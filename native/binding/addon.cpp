@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "binding/boundary.h"
+#include "binding/decoder.h"
 #include "binding/distributed.h"
 #include "binding/faiss.h"
 #include "binding/io.h"
@@ -121,6 +122,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   register_kernels(env, exports, signatures);
   register_io(env, exports, signatures);
   register_model(env, exports, signatures);
+  register_decoder(env, exports, signatures);
   register_train(env, exports, signatures);
   register_distributed(env, exports, signatures);
   export_functions(env, exports, signatures,

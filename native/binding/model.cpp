@@ -6,6 +6,7 @@
 #include <memory>
 #include <utility>
 
+#include "binding/decoder.h"
 #include "binding/tensor.h"
 #include "binding/worker.h"
 #include "core/ops.h"
@@ -28,6 +29,20 @@ ForwardOptions forward_options(const Options& o) {
   return f;
 }
 
+// Options of generate and of a Decoder (lib/model/llama.ts checks them first, with the public names).
+GenerateOptions generate_options(const Options& o) {
+  GenerateOptions g;
+  g.max_new_tokens = o.integer("maxNewTokens", 32, 1);
+  g.temperature = o.number("temperature", 0.0);
+  g.top_p = o.number("topP", 1.0);
+  g.top_k = o.integer("topK", 0, 0);
+  g.repetition_penalty = o.number("repetitionPenalty", 1.0);
+  g.seed = o.seed("seed");
+  g.eos_token_ids = o.integers("eosTokenIds");
+  g.pad_token_id = o.integer("padTokenId", 0, 0);
+  return g;
+}
+
 class Model : public CheckedWrap<Model> {
  public:
   static Napi::Function define(Napi::Env env, Signatures& sig) {
@@ -47,6 +62,7 @@ class Model : public CheckedWrap<Model> {
                            method<&Model::head, 2>(sig, "Model", "head", "model.head"),
                            method<&Model::mean_pooled, 2>(sig, "Model", "meanPooled", "model.meanPooled"),
                            method<&Model::generate_async, 2>(sig, "Model", "generateAsync", "generate"),
+                           method<&Model::decoder_async, 2>(sig, "Model", "decoderAsync", "decoder"),
                            method<&Model::merge_lora, 0>(sig, "Model", "mergeLora", "mergeLora"),
                            method<&Model::stack_lora, 0>(sig, "Model", "stackLora", "stackLora"),
                            method<&Model::remove_lora, 0>(sig, "Model", "removeLora", "removeLora"),
@@ -128,7 +144,7 @@ class Model : public CheckedWrap<Model> {
     live(op);
     if (use_->training) throw Napi::Error::New(Env(), std::string(op) + ": the model is training; await the step before changing it");
     if (use_->readers > 0)
-      throw Napi::Error::New(Env(), std::string(op) + ": the model is generating; await generate() before changing it");
+      throw Napi::Error::New(Env(), std::string(op) + ": the model is generating; await generate() before changing it (a Decoder: finish or dispose it)");
     return *model_;
   }
 
@@ -243,16 +259,35 @@ class Model : public CheckedWrap<Model> {
       at::Tensor ids = tensor_arg(info, 0, op, "ids");
       const Options o(info, 1, op);
       ForwardOptions f = forward_options(o);
-      GenerateOptions g;
-      g.max_new_tokens = o.integer("maxNewTokens", 32, 1);
-      g.temperature = o.number("temperature", 0.0);
-      g.top_p = o.number("topP", 1.0);
-      g.seed = o.seed("seed");
-      g.eos_token_ids = o.integers("eosTokenIds");
-      g.pad_token_id = o.integer("padTokenId", 0, 0);
+      GenerateOptions g = generate_options(o);
       return queue_reader(info.Env(), op, [ids, f = std::move(f), g = std::move(g)](const LlamaModel& m) {
         return m.generate(ids, f.mask, g, f.adapters, f.latent ? &*f.latent : nullptr);
       });
+    });
+  }
+
+  // A Decoder after the prompt's prefill: the lease it takes now holds the model unchanged until the
+  // decoder is done or disposed.
+  Napi::Value decoder_async(const Napi::CallbackInfo& info) {
+    const char* op = "decoder";
+    return guard(info.Env(), op, [&]() -> Napi::Value {
+      at::Tensor ids = tensor_arg(info, 0, op, "ids");
+      const Options o(info, 1, op);
+      ForwardOptions f = forward_options(o);
+      GenerateOptions g = generate_options(o);
+      readable(op);
+      auto lease = std::make_shared<ReaderLease>(model_, use_);
+      auto session = std::make_shared<std::unique_ptr<DecodeSession>>();
+      return queue_async(info.Env(), {op,
+                                      [lease, session, ids, f = std::move(f), g = std::move(g), op] {
+                                        *session = std::make_unique<DecodeSession>(*lease->model, ids, f.mask, g, f.adapters,
+                                                                                   f.latent ? &*f.latent : nullptr, op);
+                                      },
+                                      {},
+                                      [lease, session](Napi::Env env, const std::vector<Napi::Value>&) -> Napi::Value {
+                                        return wrap_decoder(env, lease, std::move(*session));
+                                      },
+                                      nullptr});
     });
   }
 

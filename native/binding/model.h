@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "binding/boundary.h"
 #include "core/llama.h"
@@ -17,6 +18,17 @@ namespace jfa::binding {
 struct ModelUse {
   int readers = 0;
   bool training = false;
+};
+
+// A reader's hold on a model (generation under way): counted in ModelUse::readers while it lives.
+// Made and dropped on the main thread (async work drops its closure there).
+struct ReaderLease {
+  std::shared_ptr<LlamaModel> model;
+  std::shared_ptr<ModelUse> use;
+  ReaderLease(std::shared_ptr<LlamaModel> m, std::shared_ptr<ModelUse> u) : model(std::move(m)), use(std::move(u)) { ++use->readers; }
+  ~ReaderLease() { --use->readers; }
+  ReaderLease(const ReaderLease&) = delete;
+  ReaderLease& operator=(const ReaderLease&) = delete;
 };
 
 struct ModelRef {

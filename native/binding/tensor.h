@@ -60,6 +60,7 @@ class TensorTable {
 
 struct AddonData {
   Napi::FunctionReference model_class;
+  Napi::FunctionReference decoder_class;
   Signatures signatures;
   TensorTable tensors;
 };

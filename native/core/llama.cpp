@@ -13,12 +13,8 @@
 #include <ATen/ops/silu.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
-#include <ATen/ops/isin.h>
 #include <ATen/ops/index_select.h>
-#include <ATen/ops/nonzero.h>
 #include <ATen/ops/ones_like.h>
-#include <ATen/ops/stack.h>
-#include <ATen/ops/tensor.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
 
@@ -30,6 +26,7 @@
 
 #include "core/checkpoint.h"
 #include "core/checks.h"
+#include "core/decode_session.h"
 #include "core/fused.h"
 #include "core/head_loss.h"
 #include "core/skinny.h"
@@ -391,93 +388,10 @@ at::Tensor LlamaModel::mean_pooled(const at::Tensor& ids_in, const at::Tensor& m
   return (h * m).sum(1) / m.sum(1).clamp_min(1);
 }
 
-at::Tensor LlamaModel::generate(const at::Tensor& ids_in, const at::Tensor& mask_in, const GenerateOptions& o,
-                                bool adapters, const LatentCall* latent_in) const {
-  const char* op = "generate";
-  const at::Tensor ids = placed(ids_in), attention_mask = placed(mask_in);
-  const std::optional<LatentCall> latent_placed = placed(latent_in);
-  const LatentCall* latent = latent_placed ? &*latent_placed : nullptr;
-  check_ids(ids, attention_mask, op);
-  if (latent) check_latent(*latent, ids.size(0), op);
-  // layer_forward mixes float32 retrieval weights in the model's dtype; rows that end leave `mix`.
-  std::optional<LatentCall> mix = latent_placed;
-  const LatentCall* call = mix ? &*mix : nullptr;
-  if (o.max_new_tokens < 1) throw_range(std::string(op) + ": maxNewTokens must be at least 1");
-  if (!(o.temperature >= 0.0) || !(o.top_p > 0.0 && o.top_p <= 1.0))
-    throw_range(std::string(op) + ": temperature must be >= 0 and topP in (0, 1]");
-  at::NoGradGuard no_grad;
-  const int64_t b = ids.size(0), t = ids.size(1), total = t + o.max_new_tokens;
-  const at::Tensor prompt_mask = attention_mask.defined() ? attention_mask.ne(0).to(at::kLong) : at::ones_like(ids);
-  // Left padding: each sequence's first real token is at position 0 (as transformers' generate).
-  const at::Tensor positions = (prompt_mask.cumsum(1) - 1).clamp_min(0);
-  at::Tensor key_mask = at::cat({prompt_mask, at::ones({b, o.max_new_tokens}, prompt_mask.options())}, 1);
-
-  KvCache cache;
-  const auto cache_options = embed_tokens.options();
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    cache.k.push_back(at::empty({b, config_.num_key_value_heads, total, config_.head_dim}, cache_options));
-    cache.v.push_back(at::empty({b, config_.num_key_value_heads, total, config_.head_dim}, cache_options));
-  }
-  std::optional<at::Generator> gen;
-  if (o.seed) gen = at::make_generator<at::CPUGeneratorImpl>(*o.seed);
-  const auto i64 = at::TensorOptions().dtype(at::kLong).device(ids.device());
-  const at::Tensor eos = at::tensor(o.eos_token_ids, i64.device(at::kCPU)).to(ids.device());
-
-  at::Tensor h = decode(ids, positions, key_mask.narrow(1, 0, t), &cache, adapters, call);
-  // The LM head on each row's last position only (the kernel for a few rows where it applies).
-  const auto last_logits = [&](const at::Tensor& last) {
-    return (skinny_applies(last, lm_head) ? skinny_linear(last, lm_head, at::Tensor()) : at::linear(last, lm_head)).to(at::kFloat);
-  };
-  at::Tensor logits = last_logits(h.select(1, t - 1));
-  at::Tensor next_pos = positions.select(1, t - 1) + 1;
-  // Rows still generating, by their index in the batch. A row that ends leaves the batch (its cache
-  // rows, position, mask and latent tasks with it) once a quarter of the rows still in it have
-  // ended, so a batch costs what its live rows do; what is left of its output stays padding.
-  at::Tensor rows = at::arange(b, i64);
-  at::Tensor finished = at::zeros({b}, i64.dtype(at::kBool));
-  const at::Tensor out = at::full({b, o.max_new_tokens}, o.pad_token_id, i64);
-  int64_t produced = 0;
-  for (int64_t step = 0; step < o.max_new_tokens; ++step) {
-    at::Tensor next;
-    if (o.temperature == 0.0) {
-      next = logits.argmax(-1);
-    } else {
-      at::Tensor probs = (logits / o.temperature).softmax(-1);
-      if (o.top_p < 1.0) {
-        // Nucleus: keep the most likely tokens until their mass reaches top_p (the first always).
-        auto [sorted, order] = probs.sort(-1, /*descending=*/true);
-        const at::Tensor drop = (sorted.cumsum(-1) - sorted).gt(o.top_p);
-        probs = probs.scatter(-1, order, sorted.masked_fill(drop, 0.0));
-      }
-      // Drawn on the CPU with its seeded generator: the same tokens for a seed on every device.
-      next = probs.to(at::kCPU).multinomial(1, false, gen).squeeze(-1).to(ids.device());
-    }
-    next = at::where(finished, at::full({}, o.pad_token_id, next.options()), next);
-    out.select(1, step).index_copy_(0, rows, next);
-    produced = step + 1;
-    if (eos.numel()) finished = finished.logical_or(at::isin(next, eos));
-    if (step + 1 == o.max_new_tokens) break;
-    const int64_t live = rows.size(0), ended = eos.numel() ? finished.sum().item<int64_t>() : 0;
-    if (ended == live) break;
-    if (ended > 0 && ended * 4 >= live) {
-      const at::Tensor keep = finished.logical_not().nonzero().squeeze(1);
-      for (size_t l = 0; l < layers_.size(); ++l) {
-        cache.k[l] = cache.k[l].index_select(0, keep);
-        cache.v[l] = cache.v[l].index_select(0, keep);
-      }
-      rows = rows.index_select(0, keep);
-      next = next.index_select(0, keep);
-      next_pos = next_pos.index_select(0, keep);
-      key_mask = key_mask.index_select(0, keep);
-      finished = finished.index_select(0, keep);
-      if (mix) mix = LatentCall{mix->indices.index_select(0, keep), mix->weights.index_select(0, keep)};
-    }
-    const int64_t n = rows.size(0);
-    h = decode(next.view({n, 1}), next_pos.view({n, 1}), key_mask.narrow(1, 0, t + step + 1), &cache, adapters, call);
-    logits = last_logits(h.select(1, 0));
-    next_pos = next_pos + 1;
-  }
-  return out.narrow(1, 0, produced);
+at::Tensor LlamaModel::generate(const at::Tensor& ids, const at::Tensor& attention_mask, const GenerateOptions& o, bool adapters,
+                                const LatentCall* latent) const {
+  DecodeSession session(*this, ids, attention_mask, o, adapters, latent);
+  return session.step(o.max_new_tokens);
 }
 
 std::unique_ptr<LlamaModel> LlamaModel::random(const LlamaConfig& c, uint64_t seed, double init_std) {

@@ -49,10 +49,14 @@ struct LatentCall {
   at::Tensor weights;  // (b, k)
 };
 
+// As transformers' generate options: the repetition penalty applies to the logits first (greedy
+// too), then temperature, top-k and top-p shape the sampled distribution.
 struct GenerateOptions {
   int64_t max_new_tokens = 32;
   double temperature = 0.0;  // 0: greedy
   double top_p = 1.0;
+  int64_t top_k = 0;                // 0: off
+  double repetition_penalty = 1.0;  // 1: off
   std::optional<uint64_t> seed;
   std::vector<int64_t> eos_token_ids;
   int64_t pad_token_id = 0;  // written after a sequence ended
@@ -106,6 +110,7 @@ class LlamaModel {
   // max_new_tokens), pad_token_id after a sequence's end. Runs with a KV cache, without gradients.
   // With `latent`, each sequence's increments apply to the prompt and to every generated token, as
   // in training: they depend on the sample, not on the position, so left padding changes nothing.
+  // A DecodeSession (core/decode_session.h) run to its end.
   at::Tensor generate(const at::Tensor& input_ids, const at::Tensor& attention_mask, const GenerateOptions& options,
                       bool adapters, const LatentCall* latent = nullptr) const;
 
@@ -136,6 +141,7 @@ class LlamaModel {
   int64_t parameter_count() const;
 
  private:
+  friend class DecodeSession;  // generation's loop drives decode() with its own KV cache
   struct Layer {
     at::Tensor input_norm, post_attention_norm;
     LinearLayer q, k, v, o, gate, up, down;
