@@ -185,6 +185,38 @@ export function throwIfAborted(signal: AbortSignal | undefined, what: string): v
 }
 
 /**
+ * `promise`, or a rejection with an AbortError as soon as `signal` aborts, whichever comes first.
+ * The promise is left running; a rejection of it after the abort is ignored.
+ * @param promise - the work.
+ * @param signal - the caller's signal, if any.
+ * @param what - what was cancelled, for the message.
+ * @returns the work's result, unless aborted first.
+ * @example
+ * ```ts
+ * const out = await abortable(model.generate(ids), AbortSignal.timeout(5000), 'generate');
+ * ```
+ */
+export function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+  if (!signal) return promise;
+  promise.catch(() => {});
+  if (signal.aborted) return Promise.reject(new AbortError(`${what}: aborted`, { cause: signal.reason }));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new AbortError(`${what}: aborted`, { cause: signal.reason }));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
+
+/**
  * A value as an error message names it: NaN, Infinity, null, undefined and functions by name, the
  * rest as JSON (cut at 60 characters).
  * @param v - any value.
@@ -236,7 +268,7 @@ export function nearestName(name: string, known: readonly string[]): string | un
   for (const k of known) {
     // A name that starts with a known one, or the reverse ('batchSize' for 'batch'), is near too.
     const prefixed = k.length >= 2 && (lower.startsWith(k.toLowerCase()) || k.toLowerCase().startsWith(lower));
-    const d = prefixed ? 1 : distance(name, k);
+    const d = Math.min(distance(name, k), prefixed ? 1 : Infinity);
     if (!best || d < best.d) best = { name: k, d };
   }
   return best && best.d <= Math.max(1, Math.floor(name.length / 3)) ? best.name : undefined;

@@ -85,7 +85,6 @@ export { type Batch, type ChatMessage, Tokenizer, type TokenizerConfig } from '.
 export { type FinishReason, type GeneratedText, generateStream, type GenerateStreamOptions, generateText, type GenerateTextOptions } from './model/generate.js';
 export { Decoder } from './model/decoder.js';
 export { IncrementalText } from './model/text-stream.js';
-export { AbortError } from './util/abort.js';
 export * from './data/index.js';
 export { AdamW, type AdamWOptions, clipGradNorm, cosineWithWarmup } from './optim.js';
 export { promptBatch, type PromptBatch, promptText, sftBatch, type SftBatch } from './jfa/examples.js';

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
+import { OptionError } from '../lib/errors.js';
 import { byteSymbols, createModel } from '../lib/model/create.js';
 import { Decoder } from '../lib/model/decoder.js';
 import { generateStream, generateText } from '../lib/model/generate.js';
@@ -365,7 +366,7 @@ describe('the Decoder and option checks', () => {
   it('bad options are RangeErrors naming the option and its value', async () => {
     using model = LlamaModel.load(tiny);
     const ids = ids2d([[5, 17, 3]]);
-    await expect(model.generate(ids, { topK: -1 })).rejects.toThrow(new RangeError('generate: topK must be a non-negative integer (0: off), got number -1'));
+    await expect(model.generate(ids, { topK: -1 })).rejects.toThrow(new OptionError('generate: topK must be a non-negative integer (0: off), got number -1'));
     await expect(model.generate(ids, { topK: 1.5 })).rejects.toThrow('generate: topK must be a non-negative integer (0: off), got number 1.5');
     await expect(model.generate(ids, { repetitionPenalty: 0 })).rejects.toThrow('generate: repetitionPenalty must be a finite number > 0 (1: off), got number 0');
     await expect(model.decoder(ids, { repetitionPenalty: Number.NaN })).rejects.toThrow('decoder: repetitionPenalty must be a finite number > 0 (1: off), got number NaN');
@@ -377,7 +378,7 @@ describe('the Decoder and option checks', () => {
     expectError(bad({ topK: Number.NaN }), RangeError, 'generateStream: topK must be a non-negative integer (0: off), got number NaN');
     expectError(bad({ stopStrings: [''] }), RangeError, 'generateStream: stopStrings[0] is empty');
     expectError(bad({ stopStrings: 'x' }), TypeError, 'generateStream: stopStrings must be an array of strings, got string');
-    await expect(generateText(model, tokenizer, ['x'], { topK: -2 })).rejects.toThrow(new RangeError('generateText: topK must be a non-negative integer (0: off), got number -2'));
+    await expect(generateText(model, tokenizer, ['x'], { topK: -2 })).rejects.toThrow(new OptionError('generateText: topK must be a non-negative integer (0: off), got number -2'));
     // the addon checks too, for callers of the raw handle
     const raw = (model as unknown as { handle: { generateAsync(ids: unknown, o: unknown): Promise<unknown> } }).handle;
     expect(() => raw.generateAsync(ids.handle, { topK: -1 })).toThrow(new RangeError('generate: topK must be a non-negative integer, got number -1'));

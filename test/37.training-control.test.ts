@@ -2,7 +2,8 @@
 // async callbacks awaited (and their failures reported, not crashing the process), the model used
 // between steps without changing the run, maxSteps ending a run with its adapter, a model trained
 // twice, input checked with coded errors, and memory handed back after a run.
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,10 +16,10 @@ import { evaluateNew } from '../lib/jfa/evaluate.js';
 import { loadRun } from '../lib/jfa/run.js';
 import { type StepProgress, train, type TrainOptions } from '../lib/jfa/trainer.js';
 import { createModel } from '../lib/model/create.js';
-import { generateText } from '../lib/model/generate.js';
+import { generateStream, generateText } from '../lib/model/generate.js';
 import { LlamaModel } from '../lib/model/llama.js';
 import { Tokenizer } from '../lib/model/tokenizer.js';
-import { node, tinyJfaRun } from './helpers.js';
+import { node, root, tinyJfaRun } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-control-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -276,7 +277,7 @@ describe('checked input with codes', () => {
     expect((g as DistributedError).code).toBe('ERR_JFA_DISTRIBUTED');
   });
 
-  it('evaluate*() checks its options and records the same way', async () => {
+  it('evaluate*(), generateText() and generateStream() check their options and records the same way', async () => {
     using model = load();
     const tok = tokenizer();
     const e = await rejection(evaluateNew(model, tok, data.newTrain.slice(0, 2), { batchSize: 2 } as never));
@@ -285,6 +286,10 @@ describe('checked input with codes', () => {
     expect(isJfaError(d, 'ERR_JFA_DATA')).toBe(true);
     const a = await rejection(evaluateNew(model, tok, data.newTrain.slice(0, 4), { batch: 1, signal: AbortSignal.abort() }));
     expect(isJfaError(a, 'ABORT_ERR')).toBe(true);
+    const g = await rejection(generateText(model, tok, ['x'], { maxTokens: 3 } as never));
+    expect(g).toBeInstanceOf(OptionError);
+    expect((g as Error).message).toBe("generateText: unknown option 'maxTokens' (did you mean 'maxNewTokens'?)");
+    expect(() => generateStream(model, tok, 'x', { topk: 3 } as never)).toThrow("generateStream: unknown option 'topk' (did you mean 'topK'?)");
   });
 });
 
@@ -354,5 +359,32 @@ describe('memory', () => {
     expect(m.cached).toBe(0);
     expect(m.kept).toBeGreaterThan(16 * 2 ** 20);
     expect(m.after - m.loaded).toBeLessThan(64 * 2 ** 20);
+  });
+});
+
+describe('examples/pipeline: every piece as a user writes it', () => {
+  const example = join(root, 'examples', 'pipeline');
+  const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+
+  it('type-checks under strict, exactOptionalPropertyTypes and noUncheckedIndexedAccess, and runs', () => {
+    const link = join(example, 'node_modules', 'jfa-torch');
+    if (!existsSync(link)) {
+      mkdirSync(join(example, 'node_modules'), { recursive: true });
+      symlinkSync(join('..', '..', '..'), link);
+    }
+    const built = spawnSync(process.execPath, [tsc, '-p', join(example, 'tsconfig.json')], { encoding: 'utf8', timeout: 120_000 });
+    expect(built.status, built.stdout + built.stderr).toBe(0);
+    const out = join(dir, 'pipeline');
+    const r = spawnSync(process.execPath, [join(example, 'dist', 'main.js'), modelDir, out], { encoding: 'utf8', timeout: 300_000, env: { ...process.env, OMP_WAIT_POLICY: 'passive' } });
+    expect(r.status, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).toBe("options: train: unknown option 'epoch' (did you mean 'epochs'?)");
+    expect(lines).toContain('cancelled: train: stopped at step 8 of 20: aborted (deadline)');
+    expect(lines.filter((l) => /^step (12|18)\/20: held-out ROUGE-L \d/.test(l))).toHaveLength(2);
+    expect(lines).toContain('trained: 20/20 steps (maxSteps ends the run with its adapter)');
+    expect(lines).toContain('sft baseline: 20 steps');
+    expect(lines.some((l) => l.startsWith("data: train: data.newTrain[0]: field 'output' must be a string, got null"))).toBe(true);
+    expect(lines.some((l) => /^served: ".*" \(finish: (eos|length|stop); latent pool: yes\)$/.test(l))).toBe(true);
+    expect(JSON.parse(lines.at(-1)!)).toEqual({ steps: 20, totalSteps: 20, sftSteps: 20 });
   });
 });

@@ -164,7 +164,7 @@ export interface TrainOptions {
    * continues it) and rejects with an AbortError (code 'ABORT_ERR').
    */
   signal?: AbortSignal;
-  /** the model's adapters from an earlier run are removed first (default: an error when it has some) */
+  /** the model's adapters from an earlier run are removed first (default: an error when it has some, unless resuming) */
   replaceAdapter?: boolean;
   /** keep the CPU allocator's cached blocks after the run (default: they go back to the system) */
   keepCache?: boolean;
@@ -296,7 +296,9 @@ export interface RunPlan {
 export function planTrain(model: LlamaModel, data: TrainData, o: TrainOptions): RunPlan {
   checkTrainOptions(o);
   data = checkTrainData(data);
-  if (model.hasLora && !o.replaceAdapter)
+  // A resumed run loads its checkpoint's adapter over whatever the model has (the same object
+  // after an abort, typically); a fresh run on a model with adapters must say so.
+  if (model.hasLora && !o.replaceAdapter && !o.resume)
     throw new OptionError('train: this model already has adapters (an earlier train() or loadAdapter()): call model.removeLora() first, or pass replaceAdapter: true');
   placeModel(model, o);
   const cont = continuation(model, data, o);

@@ -46,6 +46,7 @@ export class Decoder implements Disposable {
    * @throws (rejects with) TypeError once disposed; Error while another step runs.
    * @example
    * ```ts
+   * declare const decoder: Decoder;
    * const rows = await decoder.step(8); // rows[r] holds row r's next tokens
    * ```
    */
@@ -60,6 +61,7 @@ export class Decoder implements Disposable {
    * @throws RangeError for a row outside the batch; Error while a step runs.
    * @example
    * ```ts
+   * declare const decoder: Decoder;
    * decoder.stop([1]);
    * ```
    */
@@ -72,6 +74,7 @@ export class Decoder implements Disposable {
    * resolves with what it made.
    * @example
    * ```ts
+   * declare const decoder: Decoder;
    * decoder.dispose();
    * ```
    */

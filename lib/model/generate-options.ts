@@ -1,5 +1,6 @@
 // Generation's options, checked once in JS with the public names (the addon checks again, in C++
 // terms), and handed to the addon as it reads them.
+import { checkKeys, OptionError } from '../errors.js';
 import { type NativeGenerateOptions } from '../native.js';
 import { h, type Tensor } from '../tensor.js';
 
@@ -45,6 +46,11 @@ export interface GenerateOptions {
   };
 }
 
+/** Every option name of {@link LlamaModel.generate}. */
+export const GENERATE_OPTION_NAMES = [
+  'attentionMask', 'maxNewTokens', 'temperature', 'topP', 'topK', 'repetitionPenalty', 'seed', 'eosTokenIds', 'padTokenId', 'adapters', 'latent',
+] as const satisfies readonly (keyof GenerateOptions)[];
+
 /** A value as the addon's messages show it: "number NaN", "null", "string 'x'". */
 export function shown(v: unknown): string {
   if (v === null || v === undefined) return String(v);
@@ -69,10 +75,11 @@ const RULES: Record<'maxNewTokens' | 'temperature' | 'topP' | 'topK' | 'repetiti
  * @param options - the options as the caller gave them.
  * @param op - the public function, for the message.
  */
-export function checkGenerateOptions(options: Partial<Record<keyof typeof RULES, unknown>>, op: string): void {
+export function checkGenerateOptions(options: Partial<Record<keyof typeof RULES, unknown>>, op: string, known: readonly string[] = GENERATE_OPTION_NAMES): void {
+  checkKeys(op, options, known);
   for (const [name, [ok, rule]] of Object.entries(RULES)) {
     const v = options[name as keyof typeof RULES];
-    if (v !== undefined && !(typeof v === 'number' && ok(v))) throw new RangeError(`${op}: ${name} must be ${rule}, got ${shown(v)}`);
+    if (v !== undefined && !(typeof v === 'number' && ok(v))) throw new OptionError(`${op}: ${name} must be ${rule}, got ${shown(v)}`);
   }
 }
 

@@ -1,7 +1,7 @@
 // Text in, text out: prompts tokenized into a left-padded batch and generated natively by a
 // Decoder, which JS steps so that it can look at the text between steps (stop strings, a stream,
 // abort) while the decoding loop stays native.
-import { abortable, throwIfAborted } from '../util/abort.js';
+import { abortable, throwIfAborted } from '../errors.js';
 import { type Decoder } from './decoder.js';
 import { checkGenerateOptions, type GenerateOptions } from './generate-options.js';
 import { type LlamaModel } from './llama.js';
@@ -22,6 +22,11 @@ export interface GenerateTextOptions extends Omit<GenerateOptions, 'attentionMas
   /** Aborting rejects with an AbortError (code 'ABORT_ERR') and frees the native state. */
   signal?: AbortSignal;
 }
+
+/** Every option name of {@link generateText} and {@link generateStream}. */
+const TEXT_OPTION_NAMES = [
+  'maxNewTokens', 'temperature', 'topP', 'topK', 'repetitionPenalty', 'seed', 'adapters', 'latent', 'chat', 'stopStrings', 'signal',
+] as const satisfies readonly (keyof GenerateTextOptions)[];
 
 /** Options of {@link generateStream}: those of {@link generateText}, for one prompt. */
 export type GenerateStreamOptions = GenerateTextOptions;
@@ -109,7 +114,7 @@ function tokensToStop(tokenizer: Tokenizer, ids: number[], stops: readonly strin
 export async function generateText(model: LlamaModel, tokenizer: Tokenizer, prompts: string[], options: GenerateTextOptions = {}): Promise<GeneratedText[]> {
   const op = 'generateText';
   const stops = checkStopStrings(options.stopStrings, op);
-  checkGenerateOptions(options, op);
+  checkGenerateOptions(options, op, TEXT_OPTION_NAMES);
   throwIfAborted(options.signal, op);
   const decoder = await startDecoder(model, tokenizer, promptTexts(tokenizer, prompts, options.chat), options, op);
   const eos = tokenizer.eosTokenId;
@@ -182,7 +187,7 @@ export function generateStream(model: LlamaModel, tokenizer: Tokenizer, prompt: 
   const op = 'generateStream';
   if (typeof prompt !== 'string') throw new TypeError(`${op}: prompt must be a string, got ${prompt === null ? 'null' : typeof prompt}`);
   const stops = checkStopStrings(options.stopStrings, op);
-  checkGenerateOptions(options, op);
+  checkGenerateOptions(options, op, TEXT_OPTION_NAMES);
   return stream(model, tokenizer, prompt, stops, options, op);
 }
 

@@ -13,8 +13,9 @@ const REPLACEMENT = '\uFFFD';
  *
  * @example
  * ```ts
+ * const generated: number[] = [72, 105];
  * const text = new IncrementalText((ids) => tokenizer.decode(ids));
- * for (const id of ids) process.stdout.write(text.push(id));
+ * for (const id of generated) process.stdout.write(text.push(id));
  * process.stdout.write(text.flush());
  * ```
  */
@@ -39,7 +40,8 @@ export class IncrementalText {
    * @returns the text it completes: '' while a character is incomplete.
    * @example
    * ```ts
-   * const piece = text.push(id); // '' while the token ends inside a character
+   * declare const text: IncrementalText;
+   * const piece = text.push(105); // '' while the token ends inside a character
    * ```
    */
   push(id: number): string {
@@ -57,6 +59,7 @@ export class IncrementalText {
    * @returns the rest of the text.
    * @example
    * ```ts
+   * declare const text: IncrementalText;
    * process.stdout.write(text.flush());
    * ```
    */
