@@ -61,7 +61,7 @@ const KEEP = [CHECKPOINT, `${CHECKPOINT}.old`, 'adapter'];
  * and the final adapter in PEFT's layout (with latent_pool.safetensors for jfa).
  * @param model - the base model; adapters are added to it and trained in place.
  * @param tokenizer - its tokenizer.
- * @param data - new-task examples, flashback prompts, and old-task data for replay.
+ * @param data - new-task examples (an array, or a stream such as {@link readJsonlStream}'s, read in windows of `streamWindow` records; a stream needs `maxSteps`), flashback prompts, and old-task data for replay.
  * @param o - the method and its settings.
  * @returns a promise of the steps, tokens and time, and for jfa with latent tasks the trained pool.
  * @throws (rejects with) RangeError for no new-task records, a method without the data it needs, or an option out of range; Error for a checkpoint that is missing, incomplete or from another run.
