@@ -108,6 +108,16 @@ describe('data-parallel training (c10d, Gloo on loopback)', () => {
       expect(maxDiff(join(dir, 'one-3', 'adapter', file), join(dir, 'two-3', 'adapter', file)), file).toBeLessThan(TOLERANCE);
   });
 
+  it('a streamed run shards each micro-batch as an array run: 2 ranks end at the 1-process adapter', async () => {
+    // 40 records in windows of 7 (dividing neither the records nor a step's 4), across an epoch's end.
+    const args = { stream: true, extra: { method: 'jfa-no-latent', maxSteps: 14, streamWindow: 7 } };
+    const [single, ranks] = await Promise.all([runWorker({ ...args, out: join(dir, 'one-stream') }), twoRanks({ ...args, out: join(dir, 'two-stream') })]);
+    for (const r of [single, ...ranks!]) expect(r.code, r.stderr).toBe(0);
+    expect(ranks!.map((r) => lastLine(r.stdout))).toEqual(['done 14', 'done 14']);
+    const file = 'adapter_model.safetensors';
+    expect(maxDiff(join(dir, 'one-stream', 'adapter', file), join(dir, 'two-stream', 'adapter', file))).toBeLessThan(TOLERANCE);
+  });
+
   it('kill -9 of one rank: the other exits non-zero within the timeout naming it; a resume at world size 1 ends at the 2-rank adapter', async () => {
     const out = join(dir, 'killed');
     const timeoutMs = 10_000;

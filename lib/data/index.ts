@@ -4,6 +4,7 @@ export { type FlashbackRecord, type InstanceRecord, type OldRecord, promptKey } 
 export { OLD_SUITES, OLD_SUITE_NAMES, type OldGenerator, type OldSuiteName } from './old-tasks.js';
 export { HELD_OUT_FAMILIES, instances, newTasks, splitTasks, type NewTask } from './new-tasks.js';
 export { checkRecords, DataError, MAX_LINE_BYTES, parseJsonl, readJsonl, type ReadJsonlOptions, writeJsonl, type RecordKind } from './jsonl.js';
+export { readJsonlStream } from './jsonl-stream.js';
 export { accuracy, answerKind, exactMatch, extractAnswer, isCorrect, newTaskScores, optionText, rougeL, tokenize, type AnswerKind } from './metrics.js';
 export { generateSuite, sampleFlashbacks, suiteFiles, writeSuite, type Suite, type SuiteOptions } from './suite.js';
 export { generalSkills, IN_CONTEXT_SKILLS, SKILL_NAMES, skillRecord } from './skills.js';

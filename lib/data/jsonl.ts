@@ -90,8 +90,12 @@ export function checkRecords(where: string, records: unknown, kind: RecordKind):
 /** The longest line readJsonl() accepts by default: 16 MiB. */
 export const MAX_LINE_BYTES = 16 * 1024 * 1024;
 
-/** Checks lines one by one and collects every problem, then gives the records or throws them all. */
-class LineChecker {
+/**
+ * Checks lines one by one and collects every problem, then gives the records or throws them all.
+ * A streaming checker (readJsonlStream, train's streamed records) keeps neither the records nor the
+ * flashback prompts seen (so no duplicate check): its memory stays bounded.
+ */
+export class LineChecker {
   readonly problems: string[] = [];
   readonly records: (InstanceRecord | FlashbackRecord)[] = [];
   private dim: { size: number; line: number } | undefined;
@@ -102,12 +106,14 @@ class LineChecker {
     private readonly name: string,
     private readonly kind: RecordKind,
     /** what the numbers in messages count: a file's lines, or an array's items */
-    private readonly unit: 'line' | 'item' = 'line',
+    private readonly unit: 'line' | 'item' | 'record' = 'line',
+    private readonly streaming = false,
   ) {}
 
-  add(raw: string, lineNo: number): void {
+  /** A line's record, or undefined for a blank or bad line (its problem collected). */
+  add(raw: string, lineNo: number): InstanceRecord | FlashbackRecord | undefined {
     const line = raw.trim();
-    if (line === '') return;
+    if (line === '') return undefined;
     this.nonBlank += 1;
     const at = `${this.name}:${lineNo}`;
     let parsed: unknown;
@@ -115,31 +121,32 @@ class LineChecker {
       parsed = JSON.parse(line);
     } catch (e) {
       this.problems.push(`${at}: invalid JSON (${(e as Error).message})`);
-      return;
+      return undefined;
     }
-    this.addValue(parsed, at, lineNo);
+    return this.addValue(parsed, at, lineNo);
   }
 
-  /** One parsed record (a line's, or an element of an array given in memory), `at` naming it. */
-  addValue(parsed: unknown, at: string, lineNo: number): void {
+  /** One parsed record (a line's, or an element of an array given in memory), `at` naming it; undefined when it is bad. */
+  addValue(parsed: unknown, at: string, lineNo: number): InstanceRecord | FlashbackRecord | undefined {
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
       this.problems.push(`${at}: expected a JSON object, got ${describe(parsed)}`);
-      return;
+      return undefined;
     }
     const checked = checkRecord(this.kind, parsed as Record<string, unknown>);
     if ('problem' in checked) {
       this.problems.push(`${at}: ${checked.problem}`);
-      return;
+      return undefined;
     }
     // Retrieval indexes need one dimension for all embeddings in a file.
     const e = checked.value.embedding;
     if (e) {
       if (this.dim && e.length !== this.dim.size) {
         this.problems.push(`${at}: field 'embedding' has ${e.length} numbers, ${this.unit} ${this.dim.line} had ${this.dim.size}`);
-        return;
+        return undefined;
       }
       this.dim ??= { size: e.length, line: lineNo };
     }
+    if (this.streaming) return checked.value;
     // A flashback given twice would weigh twice in the divergence: almost always a concatenation mistake.
     if (this.kind === 'flashback') {
       const r = checked.value as unknown as Record<string, string>;
@@ -147,11 +154,12 @@ class LineChecker {
       const first = this.prompts.get(key);
       if (first !== undefined) {
         this.problems.push(`${at}: duplicate flashback (the same prompt as ${this.unit} ${first})`);
-        return;
+        return undefined;
       }
       this.prompts.set(key, lineNo);
     }
     this.records.push(checked.value);
+    return checked.value;
   }
 
   finish(): (InstanceRecord | FlashbackRecord)[] {
@@ -296,6 +304,6 @@ export function readJsonl(path: string, kind: RecordKind, options: ReadJsonlOpti
   return checker.finish();
 }
 
-function tooLong(path: string, lineNo: number, limit: number): never {
+export function tooLong(path: string, lineNo: number, limit: number): never {
   throw new DataError([`${path}:${lineNo}: the line is longer than ${(limit / 1024 / 1024).toFixed(limit % (1024 * 1024) ? 2 : 0)} MiB, the limit (is this a JSONL file? raise maxLineBytes if the line is meant)`]);
 }

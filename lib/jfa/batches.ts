@@ -12,6 +12,7 @@ import { type RunPlan } from './plan.js';
 import { type LatentPool } from './pool.js';
 import { type Retrieved, type RunLatent, select, toArrays } from './retrieval.js';
 import { type MicroBatch } from './step.js';
+import { type StreamedRecords } from './streamed.js';
 
 const REFERENCE_CACHE_BYTES = 1 << 30;
 
@@ -138,6 +139,12 @@ export function flashbackSource(model: LlamaModel, tokenizer: Tokenizer, plan: R
   };
 }
 
+/** A step's micro-batches and the tokens they hold. */
+export interface StepBatches {
+  micro: MicroBatch[];
+  tokens: number;
+}
+
 /**
  * A step's micro-batches: new-task records in a per-epoch shuffled order, then flashback
  * micro-batches in turn, each with its latent tasks unless latent dropout drew otherwise.
@@ -148,34 +155,56 @@ export function batchMaker(
   flash: FlashbackSource,
   latent: RunLatent | undefined,
   shard?: Shard,
-): (step: number) => { micro: MicroBatch[]; tokens: number } {
+): (step: number) => StepBatches {
   let cached = { epoch: -1, order: [] as number[] };
+  const build = stepBuilder(tokenizer, plan, flash, latent, shard);
   return (step) => {
     const epoch = Math.floor(step / plan.stepsPerEpoch);
     if (epoch !== cached.epoch) cached = { epoch, order: createRng(hashString(`${plan.seed}:order:${epoch}`)).shuffle(plan.stream.map((_, i) => i)) };
     const start = (step % plan.stepsPerEpoch) * plan.microBatch * plan.accumulation;
+    const idx = cached.order.slice(start, start + plan.microBatch * plan.accumulation);
+    return build(step, idx.map((i) => plan.stream[i]!), idx);
+  };
+}
+
+/**
+ * A streamed run's step micro-batches: the step's records as `records` hands them out (a window at a
+ * time), cut and sharded as an array run's. Streamed runs have no latent tasks.
+ */
+export function streamBatchMaker(tokenizer: Tokenizer, plan: RunPlan, flash: FlashbackSource, records: StreamedRecords, shard?: Shard): (step: number) => Promise<StepBatches> {
+  const build = stepBuilder(tokenizer, plan, flash, undefined, shard);
+  return async (step) => build(step, await records.take(plan.microBatch * plan.accumulation));
+}
+
+/**
+ * Builds step `step` from its new-task records (and their indices in plan.stream, which select their
+ * latent tasks): micro-batches of plan.microBatch records, then the flashback micro-batches.
+ */
+function stepBuilder(tokenizer: Tokenizer, plan: RunPlan, flash: FlashbackSource, latent: RunLatent | undefined, shard?: Shard) {
+  return (step: number, records: InstanceRecord[], indices?: number[]): StepBatches => {
     // Latent dropout: one draw per micro-batch, in order, from this step's own stream.
     const dropRng = plan.latentRun.dropout > 0 ? createRng(hashString(`${plan.seed}:latent-dropout:${step}`)) : undefined;
-    const increments = (r: Retrieved | undefined, rows: number[]) =>
-      r && !(dropRng && dropRng.next() < plan.latentRun.dropout) ? select(r, rows, latent!.pool.tasks.k) : undefined;
+    const increments = (r: Retrieved | undefined, rows: number[] | undefined) =>
+      r && rows && !(dropRng && dropRng.next() < plan.latentRun.dropout) ? select(r, rows, latent!.pool.tasks.k) : undefined;
     const micro: MicroBatch[] = [];
     let tokens = 0;
     for (let m = 0; m < plan.accumulation; m++) {
-      const idx = cached.order.slice(start + m * plan.microBatch, start + (m + 1) * plan.microBatch);
-      if (idx.length === 0) break;
+      const rows = records.slice(m * plan.microBatch, (m + 1) * plan.microBatch);
+      const idx = indices?.slice(m * plan.microBatch, (m + 1) * plan.microBatch);
+      if (rows.length === 0) break;
       if (!shard) {
-        const b = sftBatch(tokenizer, idx.map((i) => plan.stream[i]!), plan.maxTokens);
+        const b = sftBatch(tokenizer, rows, plan.maxTokens);
         tokens += b.tokens;
         micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: increments(latent?.retrieved.new, idx) });
         continue;
       }
       // This rank's rows; its loss weighs its target tokens over the whole micro-batch's (the SFT
       // loss is a token mean), so the ranks' gradients sum to the whole micro-batch's.
-      const whole = sftTokens(tokenizer, idx.map((i) => plan.stream[i]!), plan.maxTokens);
-      const mine = shardOf(idx, shard);
-      const b = mine.length ? sftBatch(tokenizer, mine.map((i) => plan.stream[i]!), plan.maxTokens) : emptyBatch();
+      const whole = sftTokens(tokenizer, rows, plan.maxTokens);
+      const mine = shardOf(rows.map((_, j) => j), shard);
+      const b = mine.length ? sftBatch(tokenizer, mine.map((j) => rows[j]!), plan.maxTokens) : emptyBatch();
       tokens += whole;
-      micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: increments(latent?.retrieved.new, mine), weight: whole ? b.tokens / whole : 0 });
+      micro.push({ kind: 'new', ids: b.ids, attentionMask: b.attentionMask, targets: b.targets, latent: increments(latent?.retrieved.new, idx && mine.map((j) => idx[j]!)), weight: whole ? b.tokens / whole : 0 });
     }
     for (let f = 0; f < plan.flashbackMicro; f++) {
       const b = flash.batch(step, f);

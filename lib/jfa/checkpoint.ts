@@ -18,20 +18,21 @@ const STATE_FILE = 'state.json';
 
 /**
  * The checkpoint in `outDir` to resume from (`checkpoint`, or `checkpoint.old` left by a kill
- * mid-swap), checked against this run's `state` (everything but the step must be equal).
- * @returns its folder and step.
+ * mid-swap), checked against this run's `state` (everything but the step and the position in a
+ * streamed source must be equal).
+ * @returns its folder, step, and the position a streamed run saved (unchecked: its reader checks it).
  * @throws Error when there is none, it is incomplete, from another run or its step is out of range.
  */
-export function findCheckpoint(who: string, outDir: string, state: Record<string, unknown>, totalSteps: number): { dir: string; step: number } {
+export function findCheckpoint(who: string, outDir: string, state: Record<string, unknown>, totalSteps: number): { dir: string; step: number; position?: unknown } {
   const dir = [join(outDir, CHECKPOINT), join(outDir, `${CHECKPOINT}.old`)].find((d) => existsSync(d));
   if (!dir) throw new CheckpointError(`${who}: nothing to resume in ${outDir}`);
   const stateFile = join(dir, STATE_FILE);
   if (!existsSync(stateFile)) throw new CheckpointError(`${who}: ${dir} is not a complete checkpoint (${STATE_FILE} is missing)`);
-  const { step, ...saved } = readJson<{ step: number } & Record<string, unknown>>(stateFile);
+  const { step, position, ...saved } = readJson<{ step: number; position?: unknown } & Record<string, unknown>>(stateFile);
   if (JSON.stringify(saved) !== JSON.stringify(state))
     throw new CheckpointError(`${who}: ${dir} is from another run (${JSON.stringify(saved)}; now ${JSON.stringify(state)})`);
   if (!Number.isInteger(step) || step < 0 || step > totalSteps) throw new CheckpointError(`${who}: ${stateFile} has no valid step (${JSON.stringify(step)})`);
-  return { dir, step };
+  return { dir, step, ...(position === undefined ? {} : { position }) };
 }
 
 /** A checkpoint file's tensors, every one of `names` present, or an error naming what is missing. */

@@ -25,6 +25,9 @@ export interface StepProgress extends StepResult {
   elapsedMs: number;
 }
 
+/** A step's micro-batches and how many tokens they hold. */
+type Batches = { micro: MicroBatch[]; tokens: number };
+
 export interface StepLoop {
   model: LlamaModel;
   optimizer: AdamW;
@@ -37,9 +40,10 @@ export interface StepLoop {
   lr: (step: number) => number;
   /**
    * A step's micro-batches and how many tokens they hold. Their ids, masks, targets and latent
-   * tensors are freed after the step; kept reference tensors are the caller's.
+   * tensors are freed after the step; kept reference tensors are the caller's. A promise where the
+   * records come from a stream (awaited only then: an array run's batches are built synchronously).
    */
-  batches: (step: number) => { micro: MicroBatch[]; tokens: number };
+  batches: (step: number) => Batches | Promise<Batches>;
   options: (step: number) => StepOptions;
   /** the caller's callback, after `after`; awaited; a throw or rejection becomes a CallbackError */
   onStep?: (p: StepProgress) => unknown;
@@ -62,7 +66,8 @@ export async function runSteps(l: StepLoop): Promise<{ step: number; tokens: num
   while (step < l.to) {
     // At a step boundary: the weights, moments and `after`'s files all describe `step`.
     throwIfAborted(l.signal, `${what}: stopped at step ${step} of ${l.totalSteps}`);
-    const { micro, tokens: n } = l.batches(step);
+    const made = l.batches(step);
+    const { micro, tokens: n } = made instanceof Promise ? await made : made;
     tokens += n;
     l.optimizer.lr = l.lr(step);
     let r: StepResult;

@@ -16,6 +16,7 @@ import { type StepProgress } from './loop.js';
 import { type Method, type MethodPreset, presetOf } from './methods.js';
 import { LATENT_MODES, type LatentMode } from './pool.js';
 import { STEP_DEFAULTS, type StepSwitches } from './step.js';
+import { isStream } from './streamed.js';
 
 /**
  * Every default of {@link train}'s options. `latentDropout` depends on the latent mode; PCGrad,
@@ -74,6 +75,8 @@ export const TRAIN_DEFAULTS = {
   cacheReference: true,
   /** how a continued run folds the earlier rounds' adapters */
   continueMode: DEFAULT_CONTINUE_MODE,
+  /** records read, shuffled and held at a time when data.newTrain is a stream */
+  streamWindow: 4096,
 } as const;
 
 /** Options of {@link train}; every default is in {@link TRAIN_DEFAULTS}, which `jfa train` shares. */
@@ -155,6 +158,12 @@ export interface TrainOptions {
    */
   maxSteps?: number;
   /**
+   * When data.newTrain is a stream (an AsyncIterable): records read at a time (default 4096). Each
+   * window is shuffled by the seed, the epoch and the window's index, and is all of the stream
+   * that is held; a larger window mixes records from further apart.
+   */
+  streamWindow?: number;
+  /**
    * Pause after this step: a checkpoint is written (with outDir) and train() resolves with
    * `stoppedEarly`; `resume: true` continues the same run bit-identically. The schedule is the whole run's.
    */
@@ -214,8 +223,12 @@ export interface TrainOptions {
 
 /** What {@link train} trains on. */
 export interface TrainData {
-  /** the new tasks' examples */
-  newTrain: InstanceRecord[];
+  /**
+   * the new tasks' examples: an array, or a stream (an AsyncIterable such as
+   * {@link readJsonlStream}'s, iterated again for each epoch and for resuming) read in windows of
+   * `streamWindow` records; a stream needs `maxSteps`
+   */
+  newTrain: InstanceRecord[] | AsyncIterable<InstanceRecord>;
   /** prompts of old tasks, for the divergence (flashback, jfa) */
   flashbacks?: FlashbackRecord[];
   /** old-task training data, for the replay baseline only */
@@ -280,6 +293,8 @@ export interface RunPlan {
   keepCache: boolean;
   /** the earlier rounds of a continued run */
   continued?: Continuation;
+  /** data.newTrain as a stream, read in windows of `window` records (newTrain and stream are then empty, stepsPerEpoch 0) */
+  streamed?: { source: AsyncIterable<unknown>; window: number };
   /** what a checkpoint must share with this run to continue it */
   state: Record<string, unknown>;
 }
@@ -310,7 +325,7 @@ export const TRAIN_OPTION_NAMES = [
   'method', 'device', 'precision', 'latent', 'pcgrad', 'epochs', 'microBatch', 'accumulation', 'flashbackMicroBatches', 'maxTokens', 'lr',
   'warmupRatio', 'weightDecay', 'maxGradNorm', 'alpha', 'kl', 'reduction', 'lora', 'latentOptions', 'latentLayer', 'latentMode', 'latentDropout',
   'plainSftWeight', 'seed', 'outDir', 'checkpointEvery', 'resume', 'cacheReference', 'maxSteps', 'pauseAfter', 'signal', 'replaceAdapter', 'keepCache',
-  'activationCheckpointing', 'continueFrom', 'continueMode', 'flashbackBudget', 'onStep', 'tensorboard', 'distributed',
+  'activationCheckpointing', 'continueFrom', 'continueMode', 'flashbackBudget', 'onStep', 'tensorboard', 'distributed', 'streamWindow',
 ] as const satisfies readonly (keyof TrainOptions)[];
 // Every key of TrainOptions is listed (a compile error here names the one missing).
 const everyOption: Record<Exclude<keyof TrainOptions, (typeof TRAIN_OPTION_NAMES)[number]>, never> = {};
@@ -345,13 +360,16 @@ export function checkTrainOptions(o: TrainOptions): void {
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new OptionError(`train: signal must be an AbortSignal, got ${describeValue(o.signal)}`);
 }
 
-/** The records of train()'s data, checked as readJsonl() checks a file (DataError naming each item). */
+/**
+ * The records of train()'s data, checked as readJsonl() checks a file (DataError naming each item);
+ * a stream's records are checked as they are read.
+ */
 function checkTrainData(data: TrainData): TrainData {
   if (data === null || typeof data !== 'object') throw new DataError([`train: data must be { newTrain, flashbacks?, replay? }, got ${describeValue(data)}`]);
   checkKeys('train: data', data, ['newTrain', 'flashbacks', 'replay']);
   if (data.newTrain === undefined || (Array.isArray(data.newTrain) && data.newTrain.length === 0)) throw new DataError(['train: no new-task records (data.newTrain is empty)']);
   return {
-    newTrain: checkRecords('train: data.newTrain', data.newTrain, 'instance'),
+    newTrain: isStream(data.newTrain) ? data.newTrain : checkRecords('train: data.newTrain', data.newTrain, 'instance'),
     ...(data.flashbacks === undefined ? {} : { flashbacks: checkRecords('train: data.flashbacks', data.flashbacks, 'flashback') }),
     ...(data.replay === undefined ? {} : { replay: checkRecords('train: data.replay', data.replay, 'instance') }),
   };
@@ -379,7 +397,7 @@ function checkOptions(o: TrainOptions, latentLayers: number): void {
   };
   const positiveInt = (n: number) => Number.isInteger(n) && n >= 1;
   const finite = Number.isFinite;
-  for (const k of ['epochs', 'microBatch', 'accumulation', 'maxTokens', 'checkpointEvery'] as const) check(k, o[k], positiveInt, 'a positive integer');
+  for (const k of ['epochs', 'microBatch', 'accumulation', 'maxTokens', 'checkpointEvery', 'streamWindow'] as const) check(k, o[k], positiveInt, 'a positive integer');
   check('flashbackMicroBatches', o.flashbackMicroBatches, (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
   check('maxSteps', o.maxSteps, positiveInt, 'a positive integer');
   check('pauseAfter', o.pauseAfter, (n) => Number.isInteger(n) && n >= 0, 'an integer >= 0');
@@ -405,12 +423,18 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, continued?
   const latentRun = latentSettings(o, useLatent, preset);
   const flashbackMicro = preset.flashbacks ? (o.flashbackMicroBatches ?? TRAIN_DEFAULTS.flashbackMicroBatches) : 0;
   const flashbacks = data.flashbacks ?? [];
-  if (!data.newTrain?.length) throw new OptionError('train: no new-task records (data.newTrain is empty)');
+  const source = isStream(data.newTrain) ? data.newTrain : undefined;
+  if (source) checkStreamed(o, preset, useLatent);
+  else if (o.streamWindow !== undefined) throw new OptionError('train: streamWindow applies only when data.newTrain is a stream (an AsyncIterable)');
+  const newTrain = source ? [] : (data.newTrain as InstanceRecord[]);
+  if (!source && !newTrain.length) throw new OptionError('train: no new-task records (data.newTrain is empty)');
   if (flashbackMicro > 0 && flashbacks.length === 0) throw new OptionError(`train: method '${o.method}' needs flashbacks`);
   if (preset.replay && !data.replay?.length) throw new OptionError(`train: method '${o.method}' needs old-task training data`);
-  const stream = preset.replay ? [...data.newTrain, ...data.replay!] : data.newTrain;
-  const stepsPerEpoch = Math.ceil(stream.length / (microBatch * accumulation));
-  const totalSteps = Math.min(stepsPerEpoch * (o.epochs ?? TRAIN_DEFAULTS.epochs), o.maxSteps ?? Infinity);
+  const stream = preset.replay ? [...newTrain, ...data.replay!] : newTrain;
+  // A stream's length is unknown: the run is maxSteps long (checkStreamed made sure it is given).
+  const stepsPerEpoch = source ? 0 : Math.ceil(stream.length / (microBatch * accumulation));
+  const totalSteps = source ? o.maxSteps! : Math.min(stepsPerEpoch * (o.epochs ?? TRAIN_DEFAULTS.epochs), o.maxSteps ?? Infinity);
+  const streamed = source && { source, window: o.streamWindow ?? TRAIN_DEFAULTS.streamWindow };
   const latentLayer = o.latentLayer ?? Math.floor(model.config.numLayers / 2);
   const latentOptions = o.latentOptions ?? {};
   return {
@@ -436,7 +460,7 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, continued?
     },
     lora: { ...TRAIN_DEFAULTS.lora, ...o.lora, seed: o.lora?.seed ?? seed },
     cacheReference: o.cacheReference ?? TRAIN_DEFAULTS.cacheReference,
-    newTrain: data.newTrain,
+    newTrain,
     stream,
     flashbacks,
     stepsPerEpoch,
@@ -453,13 +477,25 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, continued?
     replaceAdapter: o.replaceAdapter ?? false,
     keepCache: o.keepCache ?? false,
     continued,
+    ...(streamed ? { streamed } : {}),
     state: {
       totalSteps,
       method: o.method,
+      ...(streamed ? { stream: { window: streamed.window } } : {}),
       ...(useLatent ? { latent: { ...latentRun, layer: latentLayer, options: latentOptions } } : {}),
       ...(continued ? { continued: { run: continued.prev.run, mode: continued.mode, budget: continued.budget } } : {}),
     },
   };
+}
+
+/** What a streamed data.newTrain cannot be combined with, refused with what to do instead. */
+function checkStreamed(o: TrainOptions, preset: MethodPreset, useLatent: boolean): void {
+  if (o.maxSteps === undefined)
+    throw new OptionError('train: data.newTrain is a stream (an AsyncIterable) of unknown length: give maxSteps, the length of the run (the learning-rate schedule spans it)');
+  if (o.epochs !== undefined) throw new OptionError('train: epochs does not apply to a streamed data.newTrain: maxSteps sets the length of the run (the stream is read again as often as it takes)');
+  if (useLatent)
+    throw new OptionError(`train: method '${o.method}' with latent tasks retrieves for every new-task record before training, which a stream cannot give: pass data.newTrain as an array, or latent: false`);
+  if (preset.replay) throw new OptionError(`train: method '${o.method}' mixes data.replay into the new-task records: pass data.newTrain as an array`);
 }
 
 /** The earlier rounds of a continued run and this round's flashbacks, checked; undefined when not continuing. */

@@ -8,6 +8,7 @@ import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { writeJsonl } from '../data/jsonl.js';
+import { type InstanceRecord } from '../data/records.js';
 import { hashString } from '../data/rng.js';
 import { ProcessGroup } from '../distributed.js';
 import { type LlamaModel } from '../model/llama.js';
@@ -17,7 +18,7 @@ import { AbortError, CallbackError, CheckpointError, OptionError } from '../erro
 import { emptyCpuCache } from '../runtime.js';
 import { errnoOf, inOutputFolder } from '../util/files.js';
 import { TensorBoardWriter } from '../util/tensorboard.js';
-import { batchMaker, type FlashbackSource, flashbackSource } from './batches.js';
+import { batchMaker, type FlashbackSource, flashbackSource, streamBatchMaker } from './batches.js';
 import { CHECKPOINT, findCheckpoint, lastCheckpoint, removeCheckpoint, restoreOptimizer, saveCheckpoint, saveOptimizer, writeFolder } from './checkpoint.js';
 import { loadRounds, writeChain, writePrompts } from './continual.js';
 import { checkRanks, receiveLatent, sendLatent } from './data-parallel.js';
@@ -26,6 +27,7 @@ import { runSteps, type StepProgress } from './loop.js';
 import { planTrain, type RunPlan, TRAIN_DEFAULTS, type TrainData, type TrainOptions } from './plan.js';
 import { LATENT_POOL_FILE, LatentPool } from './pool.js';
 import { type RunLatent, saveLatent, setUpLatent } from './retrieval.js';
+import { checkPosition, firstRecords, StreamedRecords, type StreamPosition } from './streamed.js';
 
 export { keepReference, referenceKeeping } from './batches.js';
 export type { Precision, TrainData, TrainOptions } from './plan.js';
@@ -59,7 +61,7 @@ const KEEP = [CHECKPOINT, `${CHECKPOINT}.old`, 'adapter'];
  * and the final adapter in PEFT's layout (with latent_pool.safetensors for jfa).
  * @param model - the base model; adapters are added to it and trained in place.
  * @param tokenizer - its tokenizer.
- * @param data - new-task examples, flashback prompts, and old-task data for replay.
+ * @param data - new-task examples (an array, or a stream such as {@link readJsonlStream}'s, read in windows of `streamWindow` records; a stream needs `maxSteps`), flashback prompts, and old-task data for replay.
  * @param o - the method and its settings.
  * @returns a promise of the steps, tokens and time, and for jfa with latent tasks the trained pool.
  * @throws (rejects with) RangeError for no new-task records, a method without the data it needs, or an option out of range; Error for a checkpoint that is missing, incomplete or from another run.
@@ -117,8 +119,11 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, g
   const metricsFile = writer && plan.outDir ? join(plan.outDir, 'metrics.jsonl') : undefined;
   const shard = group && { rank: group.rank, world: group.worldSize };
   const flash = continued ?? flashbackSource(model, tokenizer, plan, undefined, shard);
-  const stepBatches = batchMaker(tokenizer, plan, flash, latent, shard);
-  const save = (step: number) => writer && plan.outDir && saveRunCheckpoint(plan.outDir, model, optimizer, latent, { step, ...plan.state });
+  const records = plan.streamed && new StreamedRecords(plan.streamed.source, plan.seed, plan.streamed.window, resume?.position);
+  const stepBatches = records ? streamBatchMaker(tokenizer, plan, flash, records, shard) : batchMaker(tokenizer, plan, flash, latent, shard);
+  // A streamed run's checkpoint also says how far into the stream its steps have read.
+  const save = (step: number) =>
+    writer && plan.outDir && saveRunCheckpoint(plan.outDir, model, optimizer, latent, { step, ...plan.state, ...(records ? { position: records.position } : {}) });
 
   let reached = resume?.step ?? 0;
   const checkpointed = (step: number) => plan.checkpointEvery !== undefined && step % plan.checkpointEvery === 0;
@@ -134,7 +139,7 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, g
       to: plan.stopAt,
       totalSteps: plan.totalSteps,
       lr: (step) => plan.lr * cosineWithWarmup(step, plan.warmup, plan.totalSteps),
-      batches: (step) => stepBatches(step),
+      batches: stepBatches,
       options: (step) => ({
         method: plan.switches,
         ...plan.loss,
@@ -170,9 +175,14 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, g
     model.activationCheckpointing = checkpointing;
     flash.dispose();
     board?.close();
+    await records?.close();
   }
 
-  if (writer && plan.outDir && reached === plan.totalSteps) finishRun(plan.outDir, model, plan, latent);
+  if (writer && plan.outDir && reached === plan.totalSteps) {
+    // A streamed run keeps the prompts of its source's first window (bounded, and the same however the run was resumed).
+    const prompts = plan.streamed ? await firstRecords(plan.streamed.source, plan.streamed.window) : plan.newTrain;
+    finishRun(plan.outDir, model, plan, latent, prompts);
+  }
   else if (reached < plan.totalSteps) save(reached);
   optimizer.dispose();
   if (!plan.keepCache) emptyCpuCache();
@@ -233,9 +243,10 @@ async function setUpParameters(model: LlamaModel, tokenizer: Tokenizer, plan: Ru
 }
 
 /** The checkpoint to resume from. */
-function findRunCheckpoint(plan: RunPlan): { dir: string; step: number } {
+function findRunCheckpoint(plan: RunPlan): { dir: string; step: number; position?: StreamPosition } {
   if (!plan.outDir) throw new OptionError('train: nothing to resume without an outDir');
-  return findCheckpoint('train', plan.outDir, plan.state, plan.totalSteps);
+  const { position, ...found } = findCheckpoint('train', plan.outDir, plan.state, plan.totalSteps);
+  return plan.streamed ? { ...found, position: checkPosition(position, found.dir) } : found;
 }
 
 function logMetrics(file: string, plan: RunPlan, p: StepProgress): void {
@@ -256,7 +267,7 @@ function saveRunCheckpoint(outDir: string, model: LlamaModel, optimizer: AdamW, 
 }
 
 /** A finished run's folder: the adapter (with its pool), what a later round continues from, no checkpoint. */
-function finishRun(outDir: string, model: LlamaModel, plan: RunPlan, latent: RunLatent | undefined): void {
+function finishRun(outDir: string, model: LlamaModel, plan: RunPlan, latent: RunLatent | undefined, prompts: InstanceRecord[]): void {
   // Written whole beside the final name, then swapped in: a kill or a full disk never leaves a
   // half-written adapter (or an earlier run's pool beside this adapter).
   const adapterDir = join(outDir, 'adapter');
@@ -266,7 +277,7 @@ function finishRun(outDir: string, model: LlamaModel, plan: RunPlan, latent: Run
   });
   // What a later round needs to continue from this one: the chain beneath, and this round's prompts.
   const cont = plan.continued;
-  writePrompts(outDir, plan.newTrain, plan.seed);
+  writePrompts(outDir, prompts, plan.seed);
   writeChain(outDir, cont?.prev.base ?? model.dir ?? null, cont?.mode ?? TRAIN_DEFAULTS.continueMode, cont?.prev);
   if (cont) writeJsonl(join(outDir, 'flashbacks.jsonl'), plan.flashbacks);
   // The run is complete: its checkpoint goes (atomically, so a kill now never leaves half of one to resume from).

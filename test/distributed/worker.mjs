@@ -1,12 +1,15 @@
 // One rank of test/30's data-parallel runs (or the single process they are compared with). Reads
 // its settings from argv[2] (JSON): model, out, steps, rank/world/port (absent: one process),
-// resume, timeoutMs, stallAfter (hang after that step: SIGKILL'd by the test), extra options.
+// resume, timeoutMs, stallAfter (hang after that step: SIGKILL'd by the test), stream, extra options.
 
 import { generateSuite, LlamaModel, Tokenizer, train } from '../../dist/index.js';
 
 const a = JSON.parse(process.argv[2]);
 const suite = generateSuite({ seed: 5, oldTrainPerSuite: 4, oldEvalPerSuite: 2, instancesPerTask: 1 });
-const data = { newTrain: suite.newTrain.slice(0, a.records ?? 40), flashbacks: suite.flashbacks.slice(0, 8) };
+const records = suite.newTrain.slice(0, a.records ?? 40);
+// stream: the records as an AsyncIterable (read in windows), as a streamed run reads them.
+const newTrain = a.stream ? { async *[Symbol.asyncIterator]() { yield* records; } } : records;
+const data = { newTrain, flashbacks: suite.flashbacks.slice(0, 8) };
 const options = {
   method: 'jfa',
   microBatch: 2,
