@@ -17,18 +17,18 @@ export interface DistributedOptions {
   /** processes in the run (WORLD_SIZE) */
   worldSize: number;
   /** the host of rank 0, which hosts the TCPStore (MASTER_ADDR; default 127.0.0.1) */
-  masterAddr?: string;
+  masterAddr?: string | undefined;
   /** its port (MASTER_PORT; default 29500) */
-  masterPort?: number;
+  masterPort?: number | undefined;
   /**
    * Rendezvous, every collective and the start-up check give up after this long (default 60000).
    * A rank that dies is noticed at once (its connections close); one that hangs, after this.
    */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
   /** 'auto' (default: NCCL for CUDA training where built, else Gloo), 'gloo' or 'nccl' */
-  backend?: 'auto' | 'gloo' | 'nccl';
+  backend?: 'auto' | 'gloo' | 'nccl' | undefined;
   /** how a micro-batch's gradients travel: one flat buffer (default) or one all-reduce per tensor */
-  bucket?: 'flat' | 'tensor';
+  bucket?: 'flat' | 'tensor' | undefined;
 }
 
 /**

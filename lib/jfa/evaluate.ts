@@ -15,19 +15,19 @@ import { type LatentPool } from './pool.js';
 /** Options of {@link evaluateOld} and {@link evaluateNew}. */
 export interface EvalOptions {
   /** prompts generated together (default 16) */
-  batch?: number;
+  batch?: number | undefined;
   /** tokens generated per prompt at most (default 64) */
-  maxNewTokens?: number;
+  maxNewTokens?: number | undefined;
   /** apply the LoRA adapters (default true); false scores the base model */
-  adapters?: boolean;
+  adapters?: boolean | undefined;
   /** a pool attached to this model (LatentPool.load, or train()'s result): retrieved per record */
-  latent?: LatentPool;
+  latent?: LatentPool | undefined;
   /** called after each batch with the records done and the total */
-  onBatch?: (done: number, total: number) => void;
+  onBatch?: ((done: number, total: number) => void) | undefined;
   /** cancels the evaluation between batches: it rejects with an AbortError (code 'ABORT_ERR') */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** keep the CPU allocator's cached blocks afterwards (default: they go back to the system) */
-  keepCache?: boolean;
+  keepCache?: boolean | undefined;
 }
 
 const EVAL_OPTION_NAMES = ['batch', 'maxNewTokens', 'adapters', 'latent', 'onBatch', 'signal', 'keepCache'] as const satisfies readonly (keyof EvalOptions)[];

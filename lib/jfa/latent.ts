@@ -16,27 +16,27 @@ import { promptBatch } from './examples.js';
 /** The latent-task pool's size and retrieval; the defaults are the paper's released settings. */
 export interface LatentOptions {
   /** Groups (released: 16). */
-  groups?: number;
+  groups?: number | undefined;
   /** Latent tasks per group (released: 24). */
-  perGroup?: number;
+  perGroup?: number | undefined;
   /** Tasks retrieved per sample (released: 2). */
-  k?: number;
+  k?: number | undefined;
   /**
    * Factor on every retrieved weight (default 1: the paper's sim / sum). Below 1 the pool's
    * increments move more slowly than the adapter, so the adapter, which alone serves at
    * inference, keeps what the new tasks teach (see the demo's numbers in docs/demo.md).
    */
-  scale?: number;
+  scale?: number | undefined;
   /** Rank of each increment (released: 8). */
-  rank?: number;
+  rank?: number | undefined;
   /** seed of the keys and factors (default 0) */
-  seed?: number;
+  seed?: number | undefined;
   /**
    * Where the factors live: the model's device ('cpu', the default, 'cuda' or 'cuda:N'). They are
    * float32 on every device and for every model dtype: a bfloat16 model mixes them in bfloat16 and
    * their gradients reach these float32 masters.
    */
-  device?: Device;
+  device?: Device | undefined;
 }
 
 /** Each sample's latent tasks: what {@link LatentTasks.retrieve} returns. */

@@ -84,105 +84,105 @@ export interface TrainOptions {
   /** the training method: a row of {@link METHOD_PRESETS}, which sets the switches below unless they are given */
   method: Method;
   /** where to train: 'cpu' (default: where the model is), 'cuda' or 'cuda:N'; the model is moved there first */
-  device?: Device;
+  device?: Device | undefined;
   /**
    * 'fp32' or 'bf16': the dtype the base model must have been loaded with (default: the model's).
    * The losses (divergence, cross-entropy) accumulate in float32 either way.
    */
-  precision?: Precision;
+  precision?: Precision | undefined;
   /** use latent tasks where the method has them (default true; false is the `--no-latent` ablation) */
-  latent?: boolean;
+  latent?: boolean | undefined;
   /** combine micro-batch gradients with PCGrad (default: the method's, true for jfa; false is `--no-pcgrad`) */
-  pcgrad?: boolean;
+  pcgrad?: boolean | undefined;
   /** passes over the new-task records (default 1) */
-  epochs?: number;
+  epochs?: number | undefined;
   /** samples per micro-batch */
-  microBatch?: number;
+  microBatch?: number | undefined;
   /** new-task micro-batches per optimizer step */
-  accumulation?: number;
+  accumulation?: number | undefined;
   /** flashback micro-batches per optimizer step (flashback, jfa) */
-  flashbackMicroBatches?: number;
+  flashbackMicroBatches?: number | undefined;
   /** the longest tokenized example (default 256) */
-  maxTokens?: number;
+  maxTokens?: number | undefined;
   /** peak learning rate (default 1e-4), cosine-scheduled after warm-up */
-  lr?: number;
+  lr?: number | undefined;
   /** share of the steps spent warming up (default 0.1) */
-  warmupRatio?: number;
+  warmupRatio?: number | undefined;
   /** AdamW's decoupled weight decay (default 0) */
-  weightDecay?: number;
+  weightDecay?: number | undefined;
   /** clip the combined gradient's norm to this (default 1.0, as transformers' Trainer) */
-  maxGradNorm?: number;
+  maxGradNorm?: number | undefined;
   /** weight of the flashback divergence (default 1) */
-  alpha?: number;
+  alpha?: number | undefined;
   /** the divergence's KL (default symmetric) */
-  kl?: KlKind;
+  kl?: KlKind | undefined;
   /** the divergence's reduction over tokens (default mean) */
-  reduction?: Reduction;
+  reduction?: Reduction | undefined;
   /** the LoRA adapters added to the model (default r 8, loraAlpha 16: {@link LlamaModel.addLora}'s) */
-  lora?: LoraConfig;
+  lora?: LoraConfig | undefined;
   /** the latent-task pool's size and retrieval (jfa with latent tasks) */
-  latentOptions?: LatentOptions;
+  latentOptions?: LatentOptions | undefined;
   /** layer whose o_proj carries the latent tasks (default: the middle one) */
-  latentLayer?: number;
+  latentLayer?: number | undefined;
   /**
    * jfa with latent tasks: how the adapter is meant to serve. 'retrieve' (default): with the pool,
    * retrieved per prompt as in training (`jfa eval` applies adapter/latent_pool.safetensors);
    * 'drop': alone, so training leaves the increments out of some micro-batches (latentDropout).
    * The pool file is saved in both modes and records the mode; eval uses a 'drop' pool only when asked.
    */
-  latentMode?: LatentMode;
+  latentMode?: LatentMode | undefined;
   /**
    * jfa with latent tasks: the probability that a micro-batch runs without its increments (default
    * 0.5 in 'drop' mode, 0 in 'retrieve'). Drawn per micro-batch from the seed and the step, so a
    * resumed run draws the same.
    */
-  latentDropout?: number;
+  latentDropout?: number | undefined;
   /**
    * jfa with latent tasks: weight of an extra SFT loss computed with the increments off, on the
    * new-task micro-batches that carry them (a dropped one is plain SFT already). Default 0.
    */
-  plainSftWeight?: number;
+  plainSftWeight?: number | undefined;
   /** seed of the data order, adapters, PCGrad orders and latent tasks (default 0) */
-  seed?: number;
+  seed?: number | undefined;
   /** where checkpoints, metrics.jsonl and the final adapter go */
-  outDir?: string;
+  outDir?: string | undefined;
   /** save a checkpoint in outDir every this many steps */
-  checkpointEvery?: number;
+  checkpointEvery?: number | undefined;
   /** continue from outDir's checkpoint (an Error when there is none) */
-  resume?: boolean;
+  resume?: boolean | undefined;
   /** keep the reference's logits (or, when those would pass 1 GiB, its final hidden states) of each flashback micro-batch instead of recomputing them (default true, within 1 GiB) */
-  cacheReference?: boolean;
+  cacheReference?: boolean | undefined;
   /**
    * End the run after this many optimizer steps, with its final adapter, as transformers'
    * `max_steps`: the schedule (warm-up, cosine decay) spans these steps, whatever `epochs` says.
    */
-  maxSteps?: number;
+  maxSteps?: number | undefined;
   /**
    * When data.newTrain is a stream (an AsyncIterable): records read at a time (default 4096). Each
    * window is shuffled by the seed, the epoch and the window's index, and is all of the stream
    * that is held; a larger window mixes records from further apart.
    */
-  streamWindow?: number;
+  streamWindow?: number | undefined;
   /**
    * Pause after this step: a checkpoint is written (with outDir) and train() resolves with
    * `stoppedEarly`; `resume: true` continues the same run bit-identically. The schedule is the whole run's.
    */
-  pauseAfter?: number;
+  pauseAfter?: number | undefined;
   /**
    * Cancels the run: it stops at the next step boundary, writes a checkpoint (with outDir; resume
    * continues it) and rejects with an AbortError (code 'ABORT_ERR').
    */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** the model's adapters from an earlier run are removed first (default: an error when it has some, unless resuming) */
-  replaceAdapter?: boolean;
+  replaceAdapter?: boolean | undefined;
   /** keep the CPU allocator's cached blocks after the run (default: they go back to the system) */
-  keepCache?: boolean;
+  keepCache?: boolean | undefined;
   /**
    * Activation checkpointing for the run ({@link LlamaModel.activationCheckpointing}): each decoder
    * layer keeps only its input and is recomputed in the backward. Less memory for one more forward
    * pass of the layers, same results (default: the model's setting, off unless set)
    */
-  activationCheckpointing?: boolean;
+  activationCheckpointing?: boolean | undefined;
   /**
    * A finished run folder (an earlier `train({ outDir })`) to continue from: `model` must be the
    * base that run started from, as loaded; the earlier rounds' adapters are loaded into it
@@ -191,24 +191,24 @@ export interface TrainOptions {
    * and its flashbacks are `data.flashbacks` plus prompts of the earlier rounds within
    * `flashbackBudget`. The run folder then records the whole chain (continual.json).
    */
-  continueFrom?: string;
+  continueFrom?: string | undefined;
   /** with continueFrom: 'merge' (default) folds each finished round's adapter into the weights, 'stack' keeps it frozen beneath */
-  continueMode?: ContinueMode;
+  continueMode?: ContinueMode | undefined;
   /** with continueFrom: flashbacks in all, spread evenly over the old suites and the earlier rounds (default: data.flashbacks.length) */
-  flashbackBudget?: number;
+  flashbackBudget?: number | undefined;
   /**
    * Called after each step, once its metrics (and checkpoint, if due) are written, and awaited when
    * it returns a promise. Between steps the model is the caller's: generate(), logits() and the
    * evaluations work on it and change nothing in the run. A throw or rejection stops the run like
    * an abort (a checkpoint with outDir) and rejects with a CallbackError whose cause is the error.
    */
-  onStep?: (p: StepProgress) => unknown;
+  onStep?: ((p: StepProgress) => unknown) | undefined;
   /**
    * Also log each step's scalars to a TensorBoard event file in this directory (created if needed):
    * train/sft, train/divergence, train/grad_norm, train/lr, train/conflicts, train/tokens_per_second
    * (and train/plain_sft when plainSftWeight is set). `tensorboard --logdir DIR` shows them.
    */
-  tensorboard?: string;
+  tensorboard?: string | undefined;
   /**
    * Data-parallel training over processes and hosts (c10d: a TCPStore at masterAddr:masterPort,
    * Gloo on CPU): this process's rank and the world size, or a group already joined. Every rank
@@ -218,7 +218,7 @@ export interface TrainOptions {
    * (metrics, checkpoints, the adapter); the others read a checkpoint from it with resume, so it must
    * be reachable from every host then. `distributedFromEnv()` reads torchrun's variables.
    */
-  distributed?: DistributedOptions | ProcessGroup;
+  distributed?: DistributedOptions | ProcessGroup | undefined;
 }
 
 /** What {@link train} trains on. */
@@ -230,9 +230,9 @@ export interface TrainData {
    */
   newTrain: InstanceRecord[] | AsyncIterable<InstanceRecord>;
   /** prompts of old tasks, for the divergence (flashback, jfa) */
-  flashbacks?: FlashbackRecord[];
+  flashbacks?: FlashbackRecord[] | undefined;
   /** old-task training data, for the replay baseline only */
-  replay?: InstanceRecord[];
+  replay?: InstanceRecord[] | undefined;
 }
 
 /** Training precisions: the base model's dtype. */

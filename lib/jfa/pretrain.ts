@@ -23,42 +23,42 @@ import { type MicroBatch } from './step.js';
 /** Options of {@link pretrain}. */
 export interface PretrainOptions {
   /** passes over the records (a list of records; default 1) */
-  epochs?: number;
+  epochs?: number | undefined;
   /** steps to run (a stream; required there) */
-  steps?: number;
+  steps?: number | undefined;
   /** records per micro-batch (default 8) */
-  microBatch?: number;
+  microBatch?: number | undefined;
   /** micro-batches per optimisation step (default 1) */
-  accumulation?: number;
+  accumulation?: number | undefined;
   /** the longest tokenized record (default 256) */
-  maxTokens?: number;
+  maxTokens?: number | undefined;
   /** peak learning rate (default 3e-3) */
-  lr?: number;
+  lr?: number | undefined;
   /** share of the steps spent warming up (default 0.05) */
-  warmupRatio?: number;
+  warmupRatio?: number | undefined;
   /** seed of the record order (default 0) */
-  seed?: number;
+  seed?: number | undefined;
   /** train on every token, prompt included (language modelling), not only on the outputs */
-  promptLoss?: boolean;
+  promptLoss?: boolean | undefined;
   /** gradient clipping: the largest global L2 norm (default 1.0) */
-  maxGradNorm?: number;
+  maxGradNorm?: number | undefined;
   /**
    * A folder for the run's checkpoint and metrics.jsonl. With it, a checkpoint is written every
    * `checkpointEvery` steps and at the end; the caller removes it once the model is saved.
    */
-  checkpointDir?: string;
+  checkpointDir?: string | undefined;
   /** steps between checkpoints (default 500) */
-  checkpointEvery?: number;
+  checkpointEvery?: number | undefined;
   /** continue from checkpointDir's checkpoint (an Error when there is none or it is from another run) */
-  resume?: boolean;
+  resume?: boolean | undefined;
   /** what identifies the run: a checkpoint resumes only a run with the same (JSON-equal) identity */
-  identity?: Record<string, unknown>;
+  identity?: Record<string, unknown> | undefined;
   /** stop after this step (the run stays resumable), e.g. to pretrain in sittings */
-  pauseAfter?: number;
+  pauseAfter?: number | undefined;
   /** called after each step, awaited; a throw or rejection stops the run (a checkpoint) with a CallbackError */
-  onStep?: (p: StepProgress) => unknown;
+  onStep?: ((p: StepProgress) => unknown) | undefined;
   /** cancels the run at the next step boundary: a checkpoint (with checkpointDir), then an AbortError */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** every `every.steps` steps, a measurement (e.g. the probes) whose numbers go to metrics.jsonl */
   every?: {
     /** how often, in steps */

@@ -8,9 +8,9 @@ import { evaluateNew, type EvalOptions } from './evaluate.js';
 /** Options of {@link probe}. */
 export interface ProbeOptions extends Pick<EvalOptions, 'batch' | 'adapters' | 'latent'> {
   /** records per probe (default 100) */
-  perProbe?: number;
+  perProbe?: number | undefined;
   /** called after each probe with its name and share right */
-  onProbe?: (name: ProbeName, score: number) => void;
+  onProbe?: ((name: ProbeName, score: number) => void) | undefined;
 }
 
 /**

@@ -17,13 +17,13 @@ import { LatentPool } from './pool.js';
 /** Options of {@link loadRun}. */
 export interface LoadRunOptions {
   /** the base model directory (default: the one the run folder records) */
-  model?: string;
+  model?: string | undefined;
   /** the base weights' dtype (default float32) */
-  dtype?: Dtype;
+  dtype?: Dtype | undefined;
   /** where to load it (default cpu) */
-  device?: Device;
+  device?: Device | undefined;
   /** serve the run's 'retrieve' latent pool (default true); false serves the adapter alone, as PEFT would */
-  latent?: boolean;
+  latent?: boolean | undefined;
 }
 
 /** A finished run loaded by {@link loadRun}: dispose it (or `using`) when done. */

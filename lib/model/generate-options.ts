@@ -7,33 +7,33 @@ import { h, type Tensor } from '../tensor.js';
 /** Options of {@link LlamaModel.generate} and {@link LlamaModel.decoder}; names follow transformers' generate (camel-cased). */
 export interface GenerateOptions {
   /** (b, t) for left-padded prompts; omitted: all real. */
-  attentionMask?: Tensor;
+  attentionMask?: Tensor | undefined;
   /** Tokens to generate at most (default 32). transformers: `max_new_tokens`. */
-  maxNewTokens?: number;
+  maxNewTokens?: number | undefined;
   /** 0 (default): greedy. transformers: `temperature` with `do_sample=True` (greedy is `do_sample=False`). */
-  temperature?: number;
+  temperature?: number | undefined;
   /** Nucleus sampling's probability mass (default 1: off). transformers: `top_p`. */
-  topP?: number;
+  topP?: number | undefined;
   /**
    * Sampling keeps only the k most likely tokens (those tied with the k-th stay too), before topP.
    * Default 0: off (transformers' `top_k`, whose default is 50).
    */
-  topK?: number;
+  topK?: number | undefined;
   /**
    * Every token already in a sequence (its prompt's real tokens and what it generated) has its
    * logit divided by this when positive, multiplied when negative, before anything else (greedy
    * too). Default 1: off. transformers: `repetition_penalty` (which also penalises the padding
    * token of left-padded rows; padding is no part of a sequence here).
    */
-  repetitionPenalty?: number;
+  repetitionPenalty?: number | undefined;
   /** Seed of the sampling. */
-  seed?: number | bigint;
+  seed?: number | bigint | undefined;
   /** Sequences stop at any of these. */
-  eosTokenIds?: number[];
+  eosTokenIds?: number[] | undefined;
   /** Written after a sequence stopped. */
-  padTokenId?: number;
+  padTokenId?: number | undefined;
   /** Apply LoRA adapters (default true). */
-  adapters?: boolean;
+  adapters?: boolean | undefined;
   /**
    * Latent-task increments per sequence, (b, k) indices and weights, on the o_proj of layers with a
    * pool (setLatentPool): applied to the prompt and to every generated token.

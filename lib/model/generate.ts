@@ -11,16 +11,16 @@ import { type ChatMessage, type Tokenizer } from './tokenizer.js';
 /** Options of {@link generateText} and {@link generateStream}: those of {@link LlamaModel.generate} but the mask and stop tokens, which they set. */
 export interface GenerateTextOptions extends Omit<GenerateOptions, 'attentionMask' | 'eosTokenIds' | 'padTokenId'> {
   /** Wrap each prompt as a user message in the tokenizer's chat template. */
-  chat?: boolean;
+  chat?: boolean | undefined;
   /**
    * A sequence stops once its generated text contains one of these; the text returned ends just
    * before it (the stop string is not included, unlike transformers' `stop_strings`, which keeps
    * its tokens). Where two complete at once, the one that ends first wins (of two ending together,
    * the longer). Matched on the decoded text, so a stop string may span tokens.
    */
-  stopStrings?: string[];
+  stopStrings?: string[] | undefined;
   /** Aborting rejects with an AbortError (code 'ABORT_ERR') and frees the native state. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** Every option name of {@link generateText} and {@link generateStream}. */

@@ -29,15 +29,15 @@ export const LORA_DEFAULTS = {
 /** The adapters `LlamaModel.addLora` adds, as PEFT's LoraConfig. */
 export interface LoraConfig {
   /** Modules to adapt (default: all seven linear layers, as the paper). */
-  targets?: LoraTarget[];
+  targets?: LoraTarget[] | undefined;
   /** Rank (default {@link LORA_DEFAULTS}.r). */
-  r?: number;
+  r?: number | undefined;
   /** PEFT's lora_alpha (default {@link LORA_DEFAULTS}.loraAlpha); the scale is loraAlpha / r. */
-  loraAlpha?: number;
+  loraAlpha?: number | undefined;
   /** Rank-stabilised scaling loraAlpha / sqrt(r) (default false). */
-  rslora?: boolean;
+  rslora?: boolean | undefined;
   /** Seed of the A matrices' initialisation. */
-  seed?: number | bigint;
+  seed?: number | bigint | undefined;
 }
 
 /** An adapter's shape: what adapter_config.json says. */
