@@ -82,6 +82,21 @@ export class DataError extends Error implements CodedError {
 }
 
 /**
+ * The base of the library's coded errors that carry only a message and a cause: its name is its
+ * class's (ModelFormatError, ...).
+ * @example
+ * ```ts
+ * new ModelFormatError('x').name; // 'ModelFormatError'
+ * ```
+ */
+export class NamedError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/**
  * A model, adapter or latent-pool folder that cannot be read as one: a missing or malformed
  * config, weights that do not fit it. The native error is the cause.
  * @example
@@ -89,12 +104,8 @@ export class DataError extends Error implements CodedError {
  * try { loadModel('not-a-model'); } catch (e) { if (e instanceof ModelFormatError) console.error(e.message); }
  * ```
  */
-export class ModelFormatError extends Error implements CodedError {
+export class ModelFormatError extends NamedError implements CodedError {
   readonly code = ERROR_CODES.modelFormat;
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'ModelFormatError';
-  }
 }
 
 /**
@@ -104,12 +115,8 @@ export class ModelFormatError extends Error implements CodedError {
  * throw new DistributedError('rank 1: the connection to rank 0 closed at step 12');
  * ```
  */
-export class DistributedError extends Error implements CodedError {
+export class DistributedError extends NamedError implements CodedError {
   readonly code = ERROR_CODES.distributed;
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'DistributedError';
-  }
 }
 
 /**
@@ -119,12 +126,8 @@ export class DistributedError extends Error implements CodedError {
  * throw new CheckpointError('train: nothing to resume in runs/a');
  * ```
  */
-export class CheckpointError extends Error implements CodedError {
+export class CheckpointError extends NamedError implements CodedError {
   readonly code = ERROR_CODES.checkpoint;
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'CheckpointError';
-  }
 }
 
 /**
@@ -162,11 +165,10 @@ export class CallbackError extends Error implements CodedError {
  * catch (e) { if (e instanceof AbortError) console.log('stopped; resume with { resume: true }'); }
  * ```
  */
-export class AbortError extends Error implements CodedError {
+export class AbortError extends NamedError implements CodedError {
   readonly code = ERROR_CODES.abort;
   constructor(message = 'The operation was aborted', options?: ErrorOptions) {
     super(message, options);
-    this.name = 'AbortError';
   }
 }
 

@@ -27,6 +27,7 @@ export {
   type ErrorCode,
   isJfaError,
   ModelFormatError,
+  NamedError,
   OptionError,
 } from './errors.js';
 export { checkDevice, cudaAvailable, type Device } from './device.js';

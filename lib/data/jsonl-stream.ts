@@ -4,7 +4,7 @@
 // them all: it has the whole file; a stream has only read so far).
 import { createReadStream, statSync } from 'node:fs';
 
-import { DataError, LineChecker, MAX_LINE_BYTES, type ReadJsonlOptions, type RecordKind, tooLong } from './jsonl.js';
+import { DataError, LineChecker, lineText, MAX_LINE_BYTES, type ReadJsonlOptions, type RecordKind, tooLong } from './jsonl.js';
 import type { FlashbackRecord, InstanceRecord } from './records.js';
 
 /**
@@ -58,19 +58,9 @@ async function* records(path: string, kind: RecordKind, limit: number): AsyncGen
   let first = true;
   let count = 0;
   const line = (bytes: Buffer): InstanceRecord | FlashbackRecord | undefined => {
-    if (first) {
-      first = false;
-      if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff))
-        throw new DataError([`${path}: the file is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8`]);
-      if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
-    }
-    if (bytes.includes(0)) throw new DataError([`${path}:${lineNo}: binary data (a NUL byte): this is not a JSONL text file`]);
-    let text: string;
-    try {
-      text = utf8.decode(bytes);
-    } catch {
-      throw new DataError([`${path}:${lineNo}: not valid UTF-8`]);
-    }
+    const text = lineText(bytes, path, lineNo, first, utf8);
+    first = false;
+    if (typeof text !== 'string') throw new DataError([text.problem]);
     const r = checker.add(text, lineNo);
     if (checker.problems.length > 0) throw new DataError(checker.problems);
     lineNo += 1;

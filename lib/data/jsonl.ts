@@ -87,6 +87,25 @@ export function checkRecords(where: string, records: unknown, kind: RecordKind):
   return checker.records;
 }
 
+/**
+ * A JSONL line's bytes as text (a leading UTF-8 byte-order mark dropped from the first), or the
+ * problem with it; a file that is UTF-16 or binary is refused at once, as a whole.
+ * @throws DataError for a UTF-16 byte-order mark (on the first line) or a NUL byte.
+ */
+export function lineText(bytes: Buffer, path: string, lineNo: number, first: boolean, utf8: { decode(bytes: Uint8Array): string }): string | { problem: string } {
+  if (first) {
+    if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff))
+      throw new DataError([`${path}: the file is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8`]);
+    if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
+  }
+  if (bytes.includes(0)) throw new DataError([`${path}:${lineNo}: binary data (a NUL byte): this is not a JSONL text file`]);
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return { problem: `${path}:${lineNo}: not valid UTF-8` };
+  }
+}
+
 /** The longest line readJsonl() accepts by default: 16 MiB. */
 export const MAX_LINE_BYTES = 16 * 1024 * 1024;
 
@@ -256,22 +275,10 @@ export function readJsonl(path: string, kind: RecordKind, options: ReadJsonlOpti
     let lineNo = 1;
     let first = true;
     const line = (bytes: Buffer) => {
-      if (first) {
-        first = false;
-        if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff))
-          throw new DataError([`${path}: the file is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8`]);
-        if (bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
-      }
-      if (bytes.includes(0)) throw new DataError([`${path}:${lineNo}: binary data (a NUL byte): this is not a JSONL text file`]);
-      let text: string;
-      try {
-        text = utf8.decode(bytes);
-      } catch {
-        checker.problems.push(`${path}:${lineNo}: not valid UTF-8`);
-        lineNo += 1;
-        return;
-      }
-      checker.add(text, lineNo);
+      const text = lineText(bytes, path, lineNo, first, utf8);
+      first = false;
+      if (typeof text === 'string') checker.add(text, lineNo);
+      else checker.problems.push(text.problem);
       lineNo += 1;
     };
     for (;;) {
