@@ -1,6 +1,6 @@
 // The errors the library throws on purpose, one class per kind, each with a stable `code` that
-// callers match on instead of message text. Option errors stay RangeErrors (and data errors plain
-// Errors) so that older `instanceof RangeError` checks keep working.
+// callers match on instead of message text. Option and model-format errors stay RangeErrors (and
+// data errors plain Errors) so that older `instanceof RangeError` checks keep working.
 
 /** The `code` of every error the library throws on purpose. */
 export const ERROR_CODES = {
@@ -98,14 +98,19 @@ export class NamedError extends Error {
 
 /**
  * A model, adapter or latent-pool folder that cannot be read as one: a missing or malformed
- * config, weights that do not fit it. The native error is the cause.
+ * config, weights that do not fit it. The native error is the cause. A RangeError, as the
+ * loader's errors were before codes.
  * @example
  * ```ts
  * try { loadModel('not-a-model'); } catch (e) { if (e instanceof ModelFormatError) console.error(e.message); }
  * ```
  */
-export class ModelFormatError extends NamedError implements CodedError {
+export class ModelFormatError extends RangeError implements CodedError {
   readonly code = ERROR_CODES.modelFormat;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'ModelFormatError';
+  }
 }
 
 /**
