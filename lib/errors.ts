@@ -27,6 +27,7 @@ export type ErrorCode = (typeof ERROR_CODES)[keyof typeof ERROR_CODES];
 
 /** An error of the library's: it has a stable code. */
 export interface CodedError extends Error {
+  /** one of {@link ERROR_CODES}' values */
   readonly code: ErrorCode;
 }
 
@@ -57,7 +58,17 @@ export function isJfaError(e: unknown, code?: ErrorCode): e is CodedError {
  * ```
  */
 export class OptionError extends RangeError implements CodedError {
+  /** always ERROR_CODES.option ('ERR_JFA_OPTION') */
   readonly code = ERROR_CODES.option;
+  /**
+   * An option error.
+   * @param message - what went wrong, naming the option, file or rank
+   * @param options - `cause`: the error underneath, if any
+   * @example
+   * ```ts
+   * new OptionError('train: lr must be a finite number > 0, got NaN');
+   * ```
+   */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = 'OptionError';
@@ -73,8 +84,20 @@ export class OptionError extends RangeError implements CodedError {
  * ```
  */
 export class DataError extends Error implements CodedError {
+  /** always ERROR_CODES.data ('ERR_JFA_DATA') */
   readonly code = ERROR_CODES.data;
-  constructor(readonly problems: string[]) {
+  /**
+   * An error listing the problems (the first 20 in the message).
+   * @param problems - one "where: what" per entry
+   * @example
+   * ```ts
+   * new DataError(["train: data.newTrain[3]: field 'output' must be a string, got null"]);
+   * ```
+   */
+  constructor(
+    /** one "where: what" per problem found */
+    readonly problems: string[],
+  ) {
     const shown = problems.slice(0, 20);
     super(problems.length > shown.length ? `${shown.join('\n')}\n... and ${problems.length - shown.length} more` : shown.join('\n'));
     this.name = 'DataError';
@@ -90,6 +113,15 @@ export class DataError extends Error implements CodedError {
  * ```
  */
 export class NamedError extends Error {
+  /**
+   * An error named after its class.
+   * @param message - what went wrong, naming the option, file or rank
+   * @param options - `cause`: the error underneath, if any
+   * @example
+   * ```ts
+   * new CheckpointError('train: nothing to resume in runs/a');
+   * ```
+   */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = new.target.name;
@@ -106,7 +138,17 @@ export class NamedError extends Error {
  * ```
  */
 export class ModelFormatError extends RangeError implements CodedError {
+  /** always ERROR_CODES.modelFormat ('ERR_JFA_MODEL_FORMAT') */
   readonly code = ERROR_CODES.modelFormat;
+  /**
+   * A model-format error.
+   * @param message - what went wrong, naming the option, file or rank
+   * @param options - `cause`: the error underneath, if any
+   * @example
+   * ```ts
+   * new ModelFormatError('my-model/config.json: missing (not a Hugging Face model directory)');
+   * ```
+   */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = 'ModelFormatError';
@@ -121,6 +163,7 @@ export class ModelFormatError extends RangeError implements CodedError {
  * ```
  */
 export class DistributedError extends NamedError implements CodedError {
+  /** always ERROR_CODES.distributed ('ERR_JFA_DISTRIBUTED') */
   readonly code = ERROR_CODES.distributed;
 }
 
@@ -132,6 +175,7 @@ export class DistributedError extends NamedError implements CodedError {
  * ```
  */
 export class CheckpointError extends NamedError implements CodedError {
+  /** always ERROR_CODES.checkpoint ('ERR_JFA_CHECKPOINT') */
   readonly code = ERROR_CODES.checkpoint;
 }
 
@@ -146,7 +190,18 @@ export class CheckpointError extends NamedError implements CodedError {
  * ```
  */
 export class CallbackError extends Error implements CodedError {
+  /** always ERROR_CODES.callback ('ERR_JFA_CALLBACK') */
   readonly code = ERROR_CODES.callback;
+  /**
+   * A callback error.
+   * @param message - what failed, and after which step
+   * @param step - the step after which the callback failed
+   * @param options - `cause`: the callback's error
+   * @example
+   * ```ts
+   * new CallbackError('train: onStep failed after step 3: boom', 3, { cause: new Error('boom') });
+   * ```
+   */
   constructor(
     message: string,
     /** the step after which the callback failed */
@@ -171,7 +226,17 @@ export class CallbackError extends Error implements CodedError {
  * ```
  */
 export class AbortError extends NamedError implements CodedError {
+  /** always ERROR_CODES.abort ('ABORT_ERR') */
   readonly code = ERROR_CODES.abort;
+  /**
+   * An abort error.
+   * @param message - what was cancelled
+   * @param options - `cause`: the signal's reason
+   * @example
+   * ```ts
+   * new AbortError('train: stopped at step 8 of 20: aborted', { cause: new Error('deadline') });
+   * ```
+   */
   constructor(message = 'The operation was aborted', options?: ErrorOptions) {
     super(message, options);
   }

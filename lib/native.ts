@@ -50,6 +50,7 @@ export interface LoadedNative {
  * ```
  */
 export class NativeLoadError extends Error implements CodedError {
+  /** always 'ERR_JFA_NATIVE_LOAD' */
   readonly code = ERROR_CODES.nativeLoad;
   /**
    * An error whose message explains the failure and the fix.

@@ -34,6 +34,7 @@ export interface LoadedRun extends Disposable {
   readonly base: string;
   /** the base with the earlier rounds beneath and the run's adapter on top */
   readonly model: LlamaModel;
+  /** the base's tokenizer */
   readonly tokenizer: Tokenizer;
   /** the run's latent pool, attached to the model, when it serves with one */
   readonly pool?: LatentPool;
