@@ -279,7 +279,7 @@ describe('the docs compile', () => {
         '# Planted',
         '```ts',
         "const old = readJsonl('old.jsonl', 'old');", // no such record kind
-        "await train(model, tokenizer, { newTrain: [] }, { method: 'sft', lr: undefined });", // lr?: number takes no undefined under exactOptionalPropertyTypes
+        "tokenizer.batch(['a'], { padding: undefined });", // padding?: 'left' | 'right' takes no undefined under exactOptionalPropertyTypes
         '```',
         '```ts',
         'const logits = model.logits(inputIds);', // inputIds is no ambient value
