@@ -114,6 +114,7 @@ export {
 } from './jfa/continual.js';
 export { checkDistributed, DEFAULT_DISTRIBUTED_TIMEOUT_MS, DEFAULT_MASTER_PORT, distributedFromEnv, type DistributedOptions, ProcessGroup } from './distributed.js';
 export { loadRun, type LoadedRun, type LoadRunOptions } from './jfa/run.js';
+export { mergeAdapter, type MergeOptions, type MergeResult } from './jfa/merge.js';
 export { evaluateByFormat, evaluateNew, evaluateOld, type EvalOptions } from './jfa/evaluate.js';
 export { pretrain, type PretrainOptions, type PretrainResult } from './jfa/pretrain.js';
 export { probe, type ProbeOptions } from './jfa/probe.js';

@@ -17,6 +17,7 @@ import { ROUNDS_METHODS, runRoundsDemo } from '../bench/rounds.js';
 import { doctor, formatChecks } from './doctor.js';
 import { runSetupTorch } from './setup-torch.js';
 import { runStudy, STUDIES, studySchema } from '../bench/study.js';
+import { runMerge } from './export.js';
 import { runGenerate } from './generate.js';
 import { LATENT_CHOICES, type LatentChoice } from './latent.js';
 import { evalSchema, pretrainSchema, probeSchema, runEval, runPretrain, runProbe, runTrain, trainDefaults, trainSchema, withConfig } from './train.js';
@@ -141,6 +142,15 @@ program
     if (opts.dtype !== 'float32' && opts.dtype !== 'bfloat16') throw new Error(`--dtype must be float32 or bfloat16, got '${opts.dtype}'`);
     await runGenerate(opts);
   });
+
+program
+  .command('merge')
+  .description("fold a LoRA adapter (a continued run's with all its rounds) into its base and write a Hugging Face model folder")
+  .requiredOption('--model <dir>', 'base model directory (Hugging Face layout)')
+  .requiredOption('--adapter <dir>', "adapter directory (PEFT layout); one trained with a 'retrieve' latent pool is refused")
+  .requiredOption('--out <dir>', 'model folder to write (must not exist)')
+  .option('--json', 'machine-readable output')
+  .action(async (opts) => runMerge(opts));
 
 const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 

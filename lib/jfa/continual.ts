@@ -128,8 +128,17 @@ export function readRun(run: string): PreviousRun {
   return { run: dir, base, mode: chain?.rounds.length ? chain.mode : undefined, rounds: [...earlier, { adapter, prompts }], ...(pool ? { pool } : {}) };
 }
 
-/** The mode a pool file records, read from its header only. */
-function poolMode(file: string): string | undefined {
+/**
+ * The latent mode ('retrieve' or 'drop') a latent pool file records, read from its header only.
+ * @param file - a latent_pool.safetensors.
+ * @returns the mode, or undefined when the header records none.
+ * @throws Error naming the file when it is not a safetensors file.
+ * @example
+ * ```ts
+ * poolMode('runs/jfa/adapter/latent_pool.safetensors'); // 'retrieve'
+ * ```
+ */
+export function poolMode(file: string): string | undefined {
   const header = readHeader(file);
   try {
     return (JSON.parse(header.__metadata__?.pool ?? '{}') as { mode?: string }).mode;
