@@ -115,6 +115,9 @@ export {
 export { checkDistributed, DEFAULT_DISTRIBUTED_TIMEOUT_MS, DEFAULT_MASTER_PORT, distributedFromEnv, type DistributedOptions, ProcessGroup } from './distributed.js';
 export { loadRun, type LoadedRun, type LoadRunOptions } from './jfa/run.js';
 export { mergeAdapter, type MergeOptions, type MergeResult } from './jfa/merge.js';
+export { exportGguf, type ExportGgufOptions, type ExportGgufResult } from './jfa/export.js';
+export { encodeTensor, fromHalfBits, GGUF_ALIGNMENT, GGUF_TENSOR_TYPES, type GgufTensor, type GgufTensorType, type GgufValue, toHalfBits, writeGguf } from './model/gguf.js';
+export { interleaveHeads, llamaGguf, type LlamaGgufOptions } from './model/gguf-llama.js';
 export { evaluateByFormat, evaluateNew, evaluateOld, type EvalOptions } from './jfa/evaluate.js';
 export { pretrain, type PretrainOptions, type PretrainResult } from './jfa/pretrain.js';
 export { probe, type ProbeOptions } from './jfa/probe.js';

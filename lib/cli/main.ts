@@ -10,6 +10,7 @@ import { IMPORT_FORMATS, type ImportFormat } from '../data/importers/index.js';
 import { checkDevice } from '../device.js';
 import { METHODS } from '../jfa/methods.js';
 import { LATENT_POOL_FILE } from '../jfa/pool.js';
+import { GGUF_TENSOR_TYPES } from '../model/gguf.js';
 import { packageRoot } from '../locate.js';
 import { runFlashbacks, runImport } from './data.js';
 import { demoSchema, runDemo } from '../bench/demo.js';
@@ -17,7 +18,7 @@ import { ROUNDS_METHODS, runRoundsDemo } from '../bench/rounds.js';
 import { doctor, formatChecks } from './doctor.js';
 import { runSetupTorch } from './setup-torch.js';
 import { runStudy, STUDIES, studySchema } from '../bench/study.js';
-import { runMerge } from './export.js';
+import { runExportGguf, runMerge } from './export.js';
 import { runGenerate } from './generate.js';
 import { LATENT_CHOICES, type LatentChoice } from './latent.js';
 import { evalSchema, pretrainSchema, probeSchema, runEval, runPretrain, runProbe, runTrain, trainDefaults, trainSchema, withConfig } from './train.js';
@@ -151,6 +152,18 @@ program
   .requiredOption('--out <dir>', 'model folder to write (must not exist)')
   .option('--json', 'machine-readable output')
   .action(async (opts) => runMerge(opts));
+
+program
+  .command('export')
+  .description('write a model (with an adapter folded in) in a format other runtimes load')
+  .command('gguf')
+  .description("a GGUF file for llama.cpp, Ollama and node-llama-cpp: the 'llama' architecture with its byte-level BPE tokenizer")
+  .requiredOption('--model <dir>', 'base model directory (Hugging Face layout)')
+  .option('--adapter <dir>', "adapter directory (PEFT layout) to fold in first; one trained with a 'retrieve' latent pool is refused")
+  .requiredOption('--out <file>', '.gguf file to write (must not exist)')
+  .option('--type <type>', `element type of the weight matrices: ${GGUF_TENSOR_TYPES.join(' | ')} (norms stay f32)`, 'f16')
+  .option('--json', 'machine-readable output')
+  .action(async (opts) => runExportGguf(opts));
 
 const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 
