@@ -11,6 +11,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { isJfaError } from '../lib/errors.js';
+import { exportGguf } from '../lib/jfa/export.js';
+import { encodeTensor, fromHalfBits, GGUF_ALIGNMENT, toHalfBits, writeGguf } from '../lib/model/gguf.js';
+import { interleaveHeads } from '../lib/model/gguf-llama.js';
+import { tensor } from '../lib/tensor.js';
 import { loadAdapterWithRounds } from '../lib/jfa/continual.js';
 import { mergeAdapter } from '../lib/jfa/merge.js';
 import { train, type TrainOptions } from '../lib/jfa/trainer.js';
@@ -172,5 +176,173 @@ describe('jfa merge refuses, with one line and nothing left on disk', () => {
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(/cannot write .* \(EROFS\)/);
     expect(readdirSync(ro)).toEqual([]);
+  });
+});
+
+describe('jfa export gguf refuses, with one line and nothing left on disk', () => {
+  it('an unknown --type', () => {
+    const before = readdirSync(dir);
+    const r = jfa('export', 'gguf', '--model', base, '--out', join(dir, 'x.gguf'), '--type', 'q4_k');
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/type must be one of f32, f16, q8_0, got "q4_k"/);
+    expect(leftovers(dir, before)).toEqual([]);
+  });
+
+  it("a 'retrieve' adapter, an adapter of another base, a file that exists, a read-only folder", async () => {
+    const before = readdirSync(dir);
+    const codeOf = async (o: Parameters<typeof exportGguf>[0]) => ((await exportGguf(o).catch((x: unknown) => x)) as { code?: string }).code;
+    expect(await codeOf({ model: base, adapter: join(runs.retrieve, 'adapter'), out: join(dir, 'r.gguf') })).toBe('ERR_JFA_MODEL_FORMAT');
+    expect(await codeOf({ model: base, adapter: join(runs.other, 'adapter'), out: join(dir, 'o.gguf') })).toBe('ERR_JFA_MODEL_FORMAT');
+    expect(leftovers(dir, before)).toEqual([]);
+    const existing = join(dir, 'existing.gguf');
+    writeFileSync(existing, 'keep me');
+    expect(await codeOf({ model: base, out: existing })).toBe('ERR_JFA_OPTION');
+    expect(readFileSync(existing, 'utf8')).toBe('keep me');
+    const ro = mounts[0] ?? join(dir, 'readonly');
+    const r = jfa('export', 'gguf', '--model', base, '--out', join(ro, 'm.gguf'));
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/cannot write .* \(EROFS\)/);
+  });
+});
+
+/** A GGUF file's header, read back: version, metadata and tensor infos (a reader written for this test). */
+function readGguf(file: string) {
+  const b = readFileSync(file);
+  let at = 0;
+  const u32 = () => ((at += 4), b.readUInt32LE(at - 4));
+  const u64 = () => ((at += 8), Number(b.readBigUInt64LE(at - 8)));
+  const str = () => {
+    const n = u64();
+    at += n;
+    return b.toString('utf8', at - n, at);
+  };
+  const value = (type: number): unknown => {
+    if (type === 4) return u32();
+    if (type === 5) return ((at += 4), b.readInt32LE(at - 4));
+    if (type === 6) return ((at += 4), b.readFloatLE(at - 4));
+    if (type === 7) return b[at++] === 1;
+    if (type === 8) return str();
+    if (type === 9) {
+      const inner = u32();
+      return Array.from({ length: u64() }, () => value(inner));
+    }
+    throw new Error(`type ${type}`);
+  };
+  const magic = b.toString('latin1', 0, 4);
+  at = 4;
+  const version = u32();
+  const [nTensors, nKv] = [u64(), u64()];
+  const metadata: Record<string, unknown> = {};
+  for (let i = 0; i < nKv; i++) {
+    const key = str();
+    metadata[key] = value(u32());
+  }
+  const tensors = Array.from({ length: nTensors }, () => {
+    const name = str();
+    const dims = Array.from({ length: u32() }, () => u64());
+    return { name, dims, type: u32(), offset: u64() };
+  });
+  const dataStart = Math.ceil(at / GGUF_ALIGNMENT) * GGUF_ALIGNMENT;
+  return { magic, version, metadata, tensors, dataStart, bytes: b };
+}
+
+describe('the GGUF writer', () => {
+  it('f16: the same bits as PyTorch, subnormals, overflow and ties included', () => {
+    const values = new Float32Array(4096);
+    let s = 1;
+    for (let i = 0; i < values.length; i++) {
+      s = (s * 16807) % 2147483647;
+      values[i] = ((s / 2147483647) * 2 - 1) * 2 ** ((i % 48) - 30);
+    }
+    values.set([65504, 65520, 65519.99, 1e6, -1e6, 2 ** -24, 2 ** -25, 3 * 2 ** -26, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 0, -0], 0);
+    const torch = tensor(values).to('float16').toTypedArray() as Float32Array;
+    const ours = Array.from(values, (v) => fromHalfBits(toHalfBits(v)));
+    expect(ours).toEqual(Array.from(torch));
+    expect(toHalfBits(NaN) & 0x7c00).toBe(0x7c00);
+  });
+
+  it('q8_0: an fp16 scale of max|x| / 127 and rounded int8s per block of 32', () => {
+    const values = Float32Array.from({ length: 64 }, (_, i) => (i < 32 ? (i - 16) / 8 : i === 40 ? -3 : 0.01 * i));
+    const bytes = encodeTensor(values, 'q8_0');
+    expect(bytes.length).toBe(2 * 34);
+    const view = new DataView(bytes.buffer);
+    for (let blk = 0; blk < 2; blk++) {
+      const d = fromHalfBits(view.getUint16(blk * 34, true));
+      const amax = Math.max(...values.slice(blk * 32, blk * 32 + 32).map(Math.abs));
+      expect(d).toBeCloseTo(amax / 127, 4);
+      for (let i = 0; i < 32; i++) expect(Math.abs(view.getInt8(blk * 34 + 2 + i) * d - values[blk * 32 + i]!)).toBeLessThanOrEqual(d / 2 + 1e-6);
+    }
+    expect(view.getInt8(2 + 0)).toBe(-127); // -2 is the block's largest magnitude
+    expect(() => encodeTensor(new Float32Array(33), 'q8_0')).toThrow(RangeError);
+  });
+
+  it('interleaveHeads pairs row i with row i + headDim/2 of each head', () => {
+    // 2 heads of headDim 4, one column: rows 0..7 become 0 2 1 3 | 4 6 5 7.
+    expect(Array.from(interleaveHeads(Float32Array.from([0, 1, 2, 3, 4, 5, 6, 7]), 2, 1))).toEqual([0, 2, 1, 3, 4, 6, 5, 7]);
+  });
+
+  it('a file reads back: magic, version 3, typed metadata, dimensions innermost first, aligned data', () => {
+    const file = join(dir, 'small.gguf');
+    const w = Float32Array.from({ length: 3 * 64 }, (_, i) => i / 7);
+    const size = writeGguf(
+      file,
+      [
+        ['general.architecture', { type: 'string', value: 'llama' }],
+        ['x.ids', { type: 'i32[]', value: [1, -2, 3] }],
+        ['x.words', { type: 'string[]', value: ['a b', 'ü'] }],
+        ['x.eps', { type: 'f32', value: 1e-5 }],
+        ['x.flag', { type: 'bool', value: true }],
+      ],
+      [
+        { name: 'norm', shape: [5], type: 'f32', data: () => Float32Array.from([1, 2, 3, 4, 5]) },
+        { name: 'w16', shape: [3, 64], type: 'f16', data: () => w },
+        { name: 'w8', shape: [3, 64], type: 'q8_0', data: () => w },
+      ],
+    );
+    const g = readGguf(file);
+    expect([g.magic, g.version]).toEqual(['GGUF', 3]);
+    expect(g.metadata).toMatchObject({ 'general.architecture': 'llama', 'x.ids': [1, -2, 3], 'x.words': ['a b', 'ü'], 'x.flag': true, 'general.alignment': 32 });
+    expect(g.metadata['x.eps']).toBeCloseTo(1e-5, 10);
+    expect(g.tensors.map((t) => [t.name, t.dims, t.type])).toEqual([['norm', [5], 0], ['w16', [64, 3], 1], ['w8', [64, 3], 8]]);
+    expect(g.tensors.map((t) => t.offset)).toEqual([0, 32, 32 + 384]);
+    expect(g.dataStart % 32).toBe(0);
+    expect(g.bytes.readFloatLE(g.dataStart + 4 * 4)).toBe(5);
+    expect(fromHalfBits(g.bytes.readUInt16LE(g.dataStart + 32 + 2 * 65))).toBe(fromHalfBits(toHalfBits(65 / 7)));
+    // w8: 3 rows x 2 blocks x 34 bytes = 204, padded to 224.
+    expect(g.bytes.length).toBe(g.dataStart + 32 + 384 + 224);
+    expect(size).toBe(g.bytes.length);
+  });
+
+  it("the shipped base's file carries llama.cpp's keys, tied embeddings without an output tensor", async () => {
+    const file = join(dir, 'base.f16.gguf');
+    await exportGguf({ model: base, out: file, type: 'f16' });
+    const g = readGguf(file);
+    expect(g.metadata).toMatchObject({
+      'general.architecture': 'llama',
+      'llama.context_length': 512,
+      'llama.embedding_length': 256,
+      'llama.block_count': 4,
+      'llama.feed_forward_length': 672,
+      'llama.attention.head_count': 4,
+      'llama.attention.head_count_kv': 4,
+      'llama.rope.dimension_count': 64,
+      'llama.vocab_size': 659,
+      'tokenizer.ggml.model': 'gpt2',
+      'tokenizer.ggml.pre': 'gpt-2',
+      'tokenizer.ggml.bos_token_id': 1,
+      'tokenizer.ggml.eos_token_id': 2,
+      'tokenizer.ggml.padding_token_id': 0,
+      'tokenizer.ggml.add_bos_token': true,
+    });
+    expect((g.metadata['tokenizer.ggml.tokens'] as string[]).length).toBe(659);
+    expect((g.metadata['tokenizer.ggml.merges'] as string[]).length).toBe(400);
+    expect(g.metadata['tokenizer.chat_template']).toContain('<|assistant|>');
+    const names = g.tensors.map((t) => t.name);
+    expect(names).toHaveLength(2 + 4 * 9);
+    expect(names).not.toContain('output.weight');
+    expect(g.tensors.find((t) => t.name === 'token_embd.weight')?.dims).toEqual([256, 659]);
+    expect(g.tensors.find((t) => t.name === 'blk.3.ffn_down.weight')?.dims).toEqual([672, 256]);
   });
 });
