@@ -116,8 +116,8 @@ export { checkDistributed, DEFAULT_DISTRIBUTED_TIMEOUT_MS, DEFAULT_MASTER_PORT, 
 export { loadRun, type LoadedRun, type LoadRunOptions } from './jfa/run.js';
 export { mergeAdapter, type MergeOptions, type MergeResult } from './jfa/merge.js';
 export { exportGguf, type ExportGgufOptions, type ExportGgufResult } from './jfa/export.js';
-export { encodeTensor, fromHalfBits, GGUF_ALIGNMENT, GGUF_TENSOR_TYPES, type GgufTensor, type GgufTensorType, type GgufValue, toHalfBits, writeGguf } from './model/gguf.js';
-export { interleaveHeads, llamaGguf, type LlamaGgufOptions } from './model/gguf-llama.js';
+export { encodeTensor, fromHalfBits, GGUF_ALIGNMENT, GGUF_TENSOR_TYPES, type GgufTensor, type GgufTensorType, type GgufTypedValue, type GgufValue, type GgufValueTypes, toHalfBits, writeGguf } from './model/gguf.js';
+export { interleaveHeads, llamaGguf, type LlamaGgufContents, type LlamaGgufOptions } from './model/gguf-llama.js';
 export { evaluateByFormat, evaluateNew, evaluateOld, type EvalOptions } from './jfa/evaluate.js';
 export { pretrain, type PretrainOptions, type PretrainResult } from './jfa/pretrain.js';
 export { probe, type ProbeOptions } from './jfa/probe.js';

@@ -7,10 +7,11 @@
 // package and its linux-x64 binaries, no GPU variants, no install scripts), and runs in a child
 // process: it tests its binary in a forked process, which needs a script file.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
+import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { generateSuite } from '../lib/data/suite.js';
@@ -211,5 +212,36 @@ describe("node-llama-cpp's tokenizer from our GGUF splits text as ours does", ()
     console.log(`tokenizer: ${texts.length - mismatches.length}/${texts.length} texts tokenize alike${mismatches.length ? `; first mismatch ${JSON.stringify(mismatches[0])}` : ''}`);
     expect(mismatches).toEqual([]);
     expect([theirs.bos, theirs.eos]).toEqual([tokenizer.bosTokenId, tokenizer.eosTokenId]);
+  });
+});
+
+describe("docs/serving.md's node-llama-cpp example", () => {
+  it('type-checks against the installed node-llama-cpp (strict, as test/36 checks the other examples)', () => {
+    const text = readFileSync(join(root, 'docs', 'serving.md'), 'utf8');
+    const blocks = [...text.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!).filter((code) => /from 'node-llama-cpp'/.test(code));
+    expect(blocks.length).toBeGreaterThanOrEqual(1);
+    // Inside the scratch folder, so that 'node-llama-cpp' resolves to the installed package.
+    const check = mkdtempSync(join(scratch, 'docs-'));
+    try {
+      writeFileSync(join(check, 'package.json'), JSON.stringify({ type: 'module' }));
+      const files = blocks.map((code, i) => {
+        const file = join(check, `block-${i}.ts`);
+        writeFileSync(file, code);
+        return file;
+      });
+      const planted = join(check, 'planted.ts');
+      writeFileSync(planted, "import { getLlama } from 'node-llama-cpp';\nconst llama = await getLlama({ gpu: 'no-such-gpu' });\nexport { llama };\n");
+      const { options } = ts.convertCompilerOptionsFromJson(
+        { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', lib: ['ES2022'], types: ['node'], typeRoots: [join(root, 'node_modules', '@types')], strict: true, exactOptionalPropertyTypes: true, noUncheckedIndexedAccess: true, noEmit: true, skipLibCheck: true },
+        check,
+      );
+      const program = ts.createProgram([...files, planted], options);
+      const errors = (f: string) => ts.getPreEmitDiagnostics(program, program.getSourceFile(f)).map((d) => `TS${d.code} ${ts.flattenDiagnosticMessageText(d.messageText, ' ')}`);
+      for (const f of files) expect(errors(f), f).toEqual([]);
+      // The check can fail: a wrong option is caught.
+      expect(errors(planted).length).toBeGreaterThan(0);
+    } finally {
+      rmSync(check, { recursive: true, force: true });
+    }
   });
 });

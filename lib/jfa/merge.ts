@@ -42,6 +42,10 @@ const EXTRA_TOKENIZER_FILES = ['tokenizer.model', 'vocab.json', 'merges.txt', 'a
  * @param adapter - a PEFT adapter directory.
  * @returns absolute adapter directories.
  * @throws ModelFormatError when the run folder's continual.json or an earlier round is broken.
+ * @example
+ * ```ts
+ * adapterChain('runs/round-2/adapter'); // [.../round-2/rounds/1/adapter, .../round-2/adapter]
+ * ```
  */
 export function adapterChain(adapter: string): string[] {
   const dir = resolve(adapter);
@@ -61,6 +65,10 @@ export function adapterChain(adapter: string): string[] {
  * @param adapter - an adapter directory.
  * @param what - the command or function, for the message.
  * @throws ModelFormatError saying why and what to do instead.
+ * @example
+ * ```ts
+ * refuseRetrievePool('runs/jfa/adapter', 'export gguf'); // throws for a 'retrieve' pool
+ * ```
  */
 export function refuseRetrievePool(adapter: string, what: string): void {
   const file = findLatentPool(adapter);
@@ -82,6 +90,12 @@ export function refuseRetrievePool(adapter: string, what: string): void {
  * @param what - the command or function, for messages.
  * @returns the merged model (no adapters left) and the adapters folded; dispose the model.
  * @throws ModelFormatError for a 'retrieve' adapter, an adapter of another base (shapes that do not fit) or a broken run folder.
+ * @example
+ * ```ts
+ * const { model, adapters } = await loadMerged('models/jfa-base', 'runs/jfa/adapter', 'merge');
+ * model.save('merged');
+ * model.dispose();
+ * ```
  */
 export async function loadMerged(modelDir: string, adapter: string, what: string): Promise<{ model: LlamaModel; adapters: string[] }> {
   const adapters = adapterChain(adapter);
@@ -114,6 +128,12 @@ export async function loadMerged(modelDir: string, adapter: string, what: string
  * @param kind - 'folder' creates the temporary folder now; 'file' checks the parent is writable.
  * @returns the temporary path.
  * @throws OptionError when `out` exists or cannot be written (read-only, a file in its path).
+ * @example
+ * ```ts
+ * const tmp = claimOutput('merged', 'merge', 'folder');
+ * // ... write into tmp ...
+ * commitOutput(tmp, 'merged', 'merge');
+ * ```
  */
 export function claimOutput(out: string, what: string, kind: 'folder' | 'file'): string {
   const target = resolve(out);
@@ -130,7 +150,17 @@ export function claimOutput(out: string, what: string, kind: 'folder' | 'file'):
   return tmp;
 }
 
-/** Renames a finished temporary output into place; the temporary is removed if that fails. */
+/**
+ * Renames a finished temporary output into place; the temporary is removed if that fails.
+ * @param tmp - what {@link claimOutput} returned, now written.
+ * @param out - the final path.
+ * @param what - the command or function, for messages.
+ * @throws OptionError when `out` appeared meanwhile or the rename fails.
+ * @example
+ * ```ts
+ * commitOutput(claimOutput('out', 'merge', 'folder'), 'out', 'merge'); // an empty folder 'out'
+ * ```
+ */
 export function commitOutput(tmp: string, out: string, what: string): void {
   try {
     if (existsSync(out)) throw Object.assign(new Error('EEXIST'), { code: 'EEXIST' });

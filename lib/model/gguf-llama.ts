@@ -9,7 +9,7 @@ import { basename, join } from 'node:path';
 
 import { ModelFormatError } from '../errors.js';
 import { readJson } from '../util/files.js';
-import { type GgufTensor, type GgufTensorType, type GgufValue, Q8_0_BLOCK } from './gguf.js';
+import { type GgufTensor, type GgufTensorType, type GgufValue, Q8_0_BLOCK, type writeGguf } from './gguf.js';
 import { type LlamaModel } from './llama.js';
 
 /** config.json's fields the export reads (LlamaConfig). */
@@ -93,6 +93,11 @@ function ggufName(hf: string): string | undefined {
  * @param vocabSize - the model's vocab_size.
  * @returns the tokenizer.* key-values.
  * @throws ModelFormatError for a tokenizer llama.cpp's 'gpt2' vocabulary cannot reproduce (another model type, a normalizer, another pre-tokenizer).
+ * @example
+ * ```ts
+ * const keys = tokenizerMetadata('models/jfa-base', 659);
+ * keys.find(([k]) => k === 'tokenizer.ggml.pre')?.[1]; // { type: 'string', value: 'gpt-2' }
+ * ```
  */
 export function tokenizerMetadata(dir: string, vocabSize: number): Array<[string, GgufValue]> {
   const file = join(dir, 'tokenizer.json');
@@ -144,6 +149,14 @@ export function tokenizerMetadata(dir: string, vocabSize: number): Array<[string
   return out;
 }
 
+/** What {@link llamaGguf} returns: the arguments of {@link writeGguf}. */
+export interface LlamaGgufContents {
+  /** general.*, llama.* and tokenizer.* key-values, in the order to write them */
+  metadata: Array<[string, GgufValue]>;
+  /** the tensors under llama.cpp's names, token_embd first */
+  tensors: GgufTensor[];
+}
+
 /** Options of {@link llamaGguf}. */
 export interface LlamaGgufOptions {
   /** the element type of the 2-D weights (norms stay f32; a q8_0 weight whose rows do not divide into blocks of 32 is stored f16) */
@@ -168,7 +181,7 @@ export interface LlamaGgufOptions {
  * writeGguf('jfa-base.f16.gguf', metadata, tensors);
  * ```
  */
-export function llamaGguf(model: LlamaModel, dir: string, o: LlamaGgufOptions): { metadata: Array<[string, GgufValue]>; tensors: GgufTensor[] } {
+export function llamaGguf(model: LlamaModel, dir: string, o: LlamaGgufOptions): LlamaGgufContents {
   const configFile = join(dir, 'config.json');
   const raw = readJson<LlamaConfigJson>(configFile);
   const c = model.config;

@@ -21,15 +21,34 @@ const Q8_0_BYTES = 2 + Q8_0_BLOCK;
 /** The data section's alignment in bytes (GGUF's default, written as general.alignment). */
 export const GGUF_ALIGNMENT = 32;
 
-/** A metadata value with its GGUF type. */
-export type GgufValue =
-  | { type: 'u32'; value: number }
-  | { type: 'i32'; value: number }
-  | { type: 'f32'; value: number }
-  | { type: 'bool'; value: boolean }
-  | { type: 'string'; value: string }
-  | { type: 'string[]'; value: readonly string[] }
-  | { type: 'i32[]'; value: ArrayLike<number> };
+/** The metadata value types this writer writes, and the values each holds. */
+export interface GgufValueTypes {
+  /** UINT32 */
+  u32: number;
+  /** INT32 */
+  i32: number;
+  /** FLOAT32 */
+  f32: number;
+  /** BOOL */
+  bool: boolean;
+  /** STRING (UTF-8) */
+  string: string;
+  /** ARRAY of STRING */
+  'string[]': readonly string[];
+  /** ARRAY of INT32 */
+  'i32[]': ArrayLike<number>;
+}
+
+/** A metadata value of one type. */
+export interface GgufTypedValue<K extends keyof GgufValueTypes> {
+  /** its GGUF type */
+  type: K;
+  /** the value */
+  value: GgufValueTypes[K];
+}
+
+/** A metadata value with its GGUF type, e.g. `{ type: 'u32', value: 4 }`. */
+export type GgufValue = { [K in keyof GgufValueTypes]: GgufTypedValue<K> }[keyof GgufValueTypes];
 
 /** GGUF's value type ids. */
 const VALUE_TYPE = { u32: 4, i32: 5, f32: 6, bool: 7, string: 8, array: 9 } as const;
@@ -46,7 +65,13 @@ export interface GgufTensor {
   data: () => Float32Array;
 }
 
-/** Bytes a tensor of `shape` takes stored as `type`. */
+/**
+ * Bytes a tensor of `shape` takes stored as `type`.
+ * @example
+ * ```ts
+ * tensorBytes([4096, 4096], 'q8_0'); // 17825792
+ * ```
+ */
 export function tensorBytes(shape: readonly number[], type: GgufTensorType): number {
   const n = shape.reduce((a, b) => a * b, 1);
   if (type === 'f32') return n * 4;
@@ -94,7 +119,15 @@ export function toHalfBits(x: number): number {
   return sign | half;
 }
 
-/** The float32 value of half-precision bits. */
+/**
+ * The float32 value of half-precision bits.
+ * @param h - the 16 bits.
+ * @returns the value (a subnormal, an infinity or NaN included).
+ * @example
+ * ```ts
+ * fromHalfBits(0x3c00); // 1
+ * ```
+ */
 export function fromHalfBits(h: number): number {
   const sign = h & 0x8000 ? -1 : 1;
   const exp = (h >>> 10) & 0x1f;
