@@ -80,7 +80,7 @@ export {
 } from './kernels.js';
 export { loadSafetensors, type SafetensorsContents, saveSafetensors } from './model/safetensors.js';
 export { type ForwardOptions, type GenerateOptions, LlamaModel, loadModel, type ModelConfig } from './model/llama.js';
-export { LORA_DEFAULTS, LORA_TARGETS, type LoraConfig, type LoraTarget } from './model/peft.js';
+export { type AdapterShape, LORA_DEFAULTS, LORA_TARGETS, type LoraConfig, type LoraTarget } from './model/peft.js';
 export { byteLevelTokenizer, createModel, type CreateModelOptions } from './model/create.js';
 export { type Batch, type ChatMessage, Tokenizer, type TokenizerConfig } from './model/tokenizer.js';
 export { type FinishReason, type GeneratedText, generateStream, type GenerateStreamOptions, generateText, type GenerateTextOptions } from './model/generate.js';
@@ -117,7 +117,7 @@ export { loadRun, type LoadedRun, type LoadRunOptions } from './jfa/run.js';
 export { mergeAdapter, type MergeOptions, type MergeResult } from './jfa/merge.js';
 export { exportGguf, type ExportGgufOptions, type ExportGgufResult } from './jfa/export.js';
 export { encodeTensor, fromHalfBits, GGUF_ALIGNMENT, GGUF_TENSOR_TYPES, type GgufTensor, type GgufTensorType, type GgufTypedValue, type GgufValue, type GgufValueTypes, toHalfBits, writeGguf } from './model/gguf.js';
-export { interleaveHeads, llamaGguf, type LlamaGgufContents, type LlamaGgufOptions } from './model/gguf-llama.js';
+export { interleaveHeads, llamaGguf, llamaLoraGguf, type LlamaGgufContents, type LlamaGgufOptions } from './model/gguf-llama.js';
 export { evaluateByFormat, evaluateNew, evaluateOld, type EvalOptions } from './jfa/evaluate.js';
 export { pretrain, type PretrainOptions, type PretrainResult } from './jfa/pretrain.js';
 export { probe, type ProbeOptions } from './jfa/probe.js';

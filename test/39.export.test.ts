@@ -195,6 +195,9 @@ describe('jfa export gguf refuses, with one line and nothing left on disk', () =
     expect(await codeOf({ model: base, adapter: join(runs.retrieve, 'adapter'), out: join(dir, 'r.gguf') })).toBe('ERR_JFA_MODEL_FORMAT');
     expect(await codeOf({ model: base, adapter: join(runs.other, 'adapter'), out: join(dir, 'o.gguf') })).toBe('ERR_JFA_MODEL_FORMAT');
     expect(leftovers(dir, before)).toEqual([]);
+    // --as-adapter writes one adapter: a continued run's earlier rounds belong in the base.
+    expect(await codeOf({ model: base, adapter: join(runs.round2, 'adapter'), out: join(dir, 'a.gguf'), asAdapter: true })).toBe('ERR_JFA_OPTION');
+    expect(leftovers(dir, before)).toEqual([]);
     const existing = join(dir, 'existing.gguf');
     writeFileSync(existing, 'keep me');
     expect(await codeOf({ model: base, out: existing })).toBe('ERR_JFA_OPTION');

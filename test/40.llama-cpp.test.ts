@@ -76,9 +76,9 @@ interface RunnerResult {
 }
 
 let scratch: string;
-function llamaCpp(gguf: string, prompts: number[][], texts: string[] = []): RunnerResult {
+function llamaCpp(gguf: string, prompts: number[][], texts: string[] = [], lora?: string): RunnerResult {
   const spec = join(dir, `spec-${Math.random().toString(36).slice(2)}.json`);
-  writeFileSync(spec, JSON.stringify({ gguf, prompts, newTokens: NEW_TOKENS, texts }));
+  writeFileSync(spec, JSON.stringify({ gguf, prompts, newTokens: NEW_TOKENS, texts, ...(lora ? { lora } : {}) }));
   const r = spawnSync(process.execPath, [join(scratch, 'runner.mjs'), spec], { cwd: scratch, encoding: 'utf8', timeout: 300_000 });
   if (r.status !== 0) {
     if (/NoBinaryFoundError/.test(r.stderr)) throw new Error(`node-llama-cpp ${VERSION} has no prebuilt binary that runs here and would build llama.cpp from source; not done: ${r.stderr.slice(-400)}`);
@@ -119,10 +119,10 @@ function agreement(a: number[][], b: number[][]): { prefix: number[]; same: numb
   return { prefix, same, total };
 }
 
-function exportFile(name: string, type: string, adapter?: string): string {
+function exportFile(name: string, type: string, adapter?: string, ...more: string[]): string {
   const out = join(dir, name);
   const started = performance.now();
-  const r = jfa('export', 'gguf', '--model', base, ...(adapter ? ['--adapter', adapter] : []), '--out', out, '--type', type);
+  const r = jfa('export', 'gguf', '--model', base, ...(adapter ? ['--adapter', adapter] : []), '--out', out, '--type', type, ...more);
   if (r.status !== 0) throw new Error(`jfa export gguf failed: ${r.stderr}`);
   console.log(`${name}: ${(statSync(out).size / 2 ** 20).toFixed(1)} MiB, jfa export gguf took ${((performance.now() - started) / 1000).toFixed(1)} s (process start included)`);
   return out;
@@ -167,6 +167,15 @@ describe(`node-llama-cpp ${VERSION} runs our GGUF with our greedy tokens`, () =>
       // Far above what a wrong layout gives (the next test): quantisation moves logits a little, not the argmax of most steps.
       expect(a.same / a.total).toBeGreaterThan(0.5);
     }
+  });
+
+  it(`the adapter as a GGUF LoRA adapter (--as-adapter) on the base's f32 file: ${prompts.length} prompts x ${NEW_TOKENS} tokens equal`, () => {
+    const file = join(dir, 'base.f32.gguf');
+    const lora = exportFile('adapter.lora.gguf', 'f32', join(run, 'adapter'), '--as-adapter');
+    const theirs = llamaCpp(existsSync(file) ? file : exportFile('base.f32.gguf', 'f32'), promptIds, [], lora);
+    const a = agreement(adapterTokens, theirs.continuations);
+    console.log(`base f32 + LoRA adapter: ${a.same}/${a.total} tokens agree; leading agreement per prompt ${a.prefix.join(' ')}`);
+    expect(theirs.continuations).toEqual(adapterTokens);
   });
 
   it("a file without llama.cpp's interleaved q/k rows disagrees (the comparison can fail)", async () => {

@@ -2,14 +2,14 @@
 // loads a GGUF file on the CPU, greedily continues token-id prompts and tokenizes texts, and prints
 // one JSON line. node-llama-cpp tests its binary in a forked child, which needs a script file.
 // Usage: node llama-cpp-runner.mjs SPEC_JSON_FILE, where the spec is
-// { gguf, prompts: number[][], newTokens, texts: string[] }.
+// { gguf, lora?: string (a GGUF LoRA adapter), prompts: number[][], newTokens, texts: string[] }.
 import { readFileSync } from 'node:fs';
 
 const { getLlama } = await import('node-llama-cpp');
 const spec = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' });
 const model = await llama.loadModel({ modelPath: spec.gguf, gpuLayers: 0 });
-const context = await model.createContext({ contextSize: 512, sequences: 1, threads: 1 });
+const context = await model.createContext({ contextSize: 512, sequences: 1, threads: 1, ...(spec.lora ? { lora: { adapters: [{ filePath: spec.lora }] } } : {}) });
 const sequence = context.getSequence();
 const continuations = [];
 const started = performance.now();

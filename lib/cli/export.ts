@@ -22,15 +22,16 @@ export interface ExportGgufCommandOptions {
   adapter?: string;
   out: string;
   type: string;
+  asAdapter?: boolean;
   json?: boolean;
 }
 
 export async function runExportGguf(o: ExportGgufCommandOptions): Promise<void> {
-  const r = await exportGguf({ model: o.model, adapter: o.adapter, out: o.out, type: o.type as GgufTensorType });
+  const r = await exportGguf({ model: o.model, adapter: o.adapter, out: o.out, type: o.type as GgufTensorType, asAdapter: o.asAdapter });
   if (o.json) console.log(JSON.stringify(r, null, 2));
   else
     console.log(
       `${r.out}: ${(r.bytes / 2 ** 20).toFixed(1)} MiB, ${r.type}` +
-        `${r.adapters.length ? `, ${r.adapters.length} adapter${r.adapters.length > 1 ? 's' : ''} folded in` : ''} (${(r.ms / 1000).toFixed(1)} s)`,
+        `${o.asAdapter ? ', a LoRA adapter' : r.adapters.length ? `, ${r.adapters.length} adapter${r.adapters.length > 1 ? 's' : ''} folded in` : ''} (${(r.ms / 1000).toFixed(1)} s)`,
     );
 }

@@ -162,6 +162,7 @@ program
   .option('--adapter <dir>', "adapter directory (PEFT layout) to fold in first; one trained with a 'retrieve' latent pool is refused")
   .requiredOption('--out <file>', '.gguf file to write (must not exist)')
   .option('--type <type>', `element type of the weight matrices: ${GGUF_TENSOR_TYPES.join(' | ')} (norms stay f32)`, 'f16')
+  .option('--as-adapter', "write --adapter alone as a GGUF LoRA adapter (f32) for llama.cpp's --lora on a GGUF of the base")
   .option('--json', 'machine-readable output')
   .action(async (opts) => runExportGguf(opts));
 

@@ -11,6 +11,8 @@ import { ModelFormatError } from '../errors.js';
 import { readJson } from '../util/files.js';
 import { type GgufTensor, type GgufTensorType, type GgufValue, Q8_0_BLOCK, type writeGguf } from './gguf.js';
 import { type LlamaModel } from './llama.js';
+import { type AdapterShape } from './peft.js';
+import { type Tensor } from '../tensor.js';
 
 /** config.json's fields the export reads (LlamaConfig). */
 interface LlamaConfigJson {
@@ -240,5 +242,57 @@ export function llamaGguf(model: LlamaModel, dir: string, o: LlamaGgufOptions): 
     });
   }
   for (const [hf, t] of Object.entries(weights)) if (hf === 'lm_head.weight' && c.tieWordEmbeddings) t.dispose();
+  return { metadata, tensors };
+}
+
+/**
+ * A PEFT LoRA adapter as a GGUF LoRA adapter for llama.cpp (general.type 'adapter'): each factor
+ * under its layer's llama.cpp name with `.lora_a` / `.lora_b`, B's rows of q_proj and k_proj
+ * interleaved as the base's are, and adapter.lora.alpha chosen so that llama.cpp's alpha / r is
+ * PEFT's scale (rsLoRA's alpha / sqrt(r) included). Factors are stored f32.
+ * @param factors - the adapter's factors by PEFT key name (as readPeftAdapter returns them); the tensors are disposed as they are written.
+ * @param shape - its rank, alpha and scaling.
+ * @param model - the base it belongs to (its config).
+ * @param name - general.name.
+ * @returns the metadata and tensors for {@link writeGguf}.
+ * @example
+ * ```ts
+ * const factors = model.loraParameters(); // a model with an adapter, e.g. after loadAdapter
+ * const shape = { targets: [...LORA_TARGETS], r: 8, loraAlpha: 16, rslora: false };
+ * const { metadata, tensors } = llamaLoraGguf(factors, shape, model, 'jfa');
+ * writeGguf('jfa.lora.gguf', metadata, tensors);
+ * ```
+ */
+export function llamaLoraGguf(factors: Record<string, Tensor>, shape: AdapterShape, model: LlamaModel, name: string): LlamaGgufContents {
+  const c = model.config;
+  const alpha = shape.rslora ? shape.loraAlpha * Math.sqrt(shape.r) : shape.loraAlpha;
+  const metadata: Array<[string, GgufValue]> = [
+    ['general.architecture', { type: 'string', value: 'llama' }],
+    ['general.type', { type: 'string', value: 'adapter' }],
+    ['general.name', { type: 'string', value: name }],
+    ['adapter.type', { type: 'string', value: 'lora' }],
+    ['adapter.lora.alpha', { type: 'f32', value: alpha }],
+  ];
+  const tensors: GgufTensor[] = [];
+  const keys = Object.keys(factors).sort((a, b) => Number(/layers\.(\d+)\./.exec(a)?.[1]) - Number(/layers\.(\d+)\./.exec(b)?.[1]) || a.localeCompare(b));
+  for (const key of keys) {
+    const m = /^base_model\.model\.(model\.layers\.\d+\..+)\.lora_([AB])\.weight$/.exec(key);
+    const target = m && ggufName(`${m[1]}.weight`);
+    if (!m || !target) throw new ModelFormatError(`export gguf: adapter tensor '${key}' has no place in llama.cpp's llama architecture`);
+    const t = factors[key]!;
+    const heads = m[2] === 'B' ? (target.endsWith('attn_q.weight') ? c.numHeads : target.endsWith('attn_k.weight') ? c.numKeyValueHeads : 0) : 0;
+    tensors.push({
+      name: `${target}.lora_${m[2]!.toLowerCase()}`,
+      shape: t.shape,
+      type: 'f32',
+      data: () => {
+        const f = t.dtype === 'float32' ? t : t.to('float32');
+        const values = f.toTypedArray() as Float32Array;
+        if (f !== t) f.dispose();
+        t.dispose();
+        return heads ? interleaveHeads(values, heads, shape.r) : values;
+      },
+    });
+  }
   return { metadata, tensors };
 }
