@@ -102,9 +102,10 @@ function relDiff(a: Float32Array, b: Float32Array): number {
   return d / Math.max(s, 1e-12);
 }
 
-function py(args: string[]): void {
+function py(args: string[]): string {
   const r = spawnSync(venvPython, [join(root, 'scripts', 'reference', 'tiny_families.py'), ...args], { encoding: 'utf8', timeout: 300_000 });
   if (r.status !== 0) throw new Error(`tiny_families.py failed: ${r.stderr}`);
+  return r.stdout.trim().split('\n').pop()!;
 }
 
 const refs = {} as Record<Family, Record<string, Tensor>>;
@@ -205,6 +206,49 @@ describe('in Hugging Face layout both ways', () => {
     py(['logits', JSON.stringify({ runs, out })]);
     const ref = loadSafetensors(out).tensors;
     for (const [key, logits] of Object.entries(ours)) expect(realDiff(logits, floats(ref[key]!), maskLeft, V), key).toBeLessThan(LOGITS_TOL);
+  });
+});
+
+describe("each family's chat template renders as transformers renders it", () => {
+  // test/fixtures/chat-templates: from chujiezheng/chat_templates (see its README.md)
+  const TEMPLATES = { qwen2: 'qwen2.5-instruct.jinja', mistral: 'mistral-instruct.jinja', phi3: 'phi-3.jinja' } as const;
+  const conversations = [
+    { messages: [{ role: 'user', content: ' What is 2+2? ' }], add_generation_prompt: true },
+    { messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello!' }, { role: 'user', content: 'Add 1 and 2.' }], add_generation_prompt: true },
+    { messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: ' Hello! ' }], add_generation_prompt: false },
+    { messages: [{ role: 'user', content: 'Hi' }, { role: 'user', content: 'again' }], add_generation_prompt: true }, // Mistral and Phi-3 raise
+  ];
+
+  it('Qwen2.5, Mistral-Instruct and Phi-3 templates, with system prompts, several turns and the alternation error', () => {
+    const dirs: string[] = [];
+    for (const [f, file] of Object.entries(TEMPLATES)) {
+      const d = join(dir, `template-${f}`);
+      mkdirSync(d, { recursive: true });
+      copyFileSync(join(dir, 'tokenizer', 'tokenizer.json'), join(d, 'tokenizer.json'));
+      const config = JSON.parse(readFileSync(join(dir, 'tokenizer', 'tokenizer_config.json'), 'utf8'));
+      config.chat_template = readFileSync(join(root, 'test', 'fixtures', 'chat-templates', file), 'utf8');
+      writeFileSync(join(d, 'tokenizer_config.json'), JSON.stringify(config));
+      dirs.push(d);
+    }
+    const ref = JSON.parse(py(['templates', JSON.stringify({ dirs, conversations })])) as Record<string, Array<string | { error: string }>>;
+    let errors = 0;
+    for (const d of dirs) {
+      const tokenizer = Tokenizer.fromDir(d);
+      conversations.forEach((c, i) => {
+        const theirs = ref[d]![i]!;
+        if (typeof theirs === 'string') {
+          expect(tokenizer.applyChatTemplate(c.messages as never, { addGenerationPrompt: c.add_generation_prompt }), `${d} #${i}`).toBe(theirs);
+        } else {
+          errors += 1;
+          expect(() => tokenizer.applyChatTemplate(c.messages as never, { addGenerationPrompt: c.add_generation_prompt }), `${d} #${i}`).toThrow('Conversation roles must alternate');
+        }
+      });
+    }
+    expect(errors).toBe(2); // the alternation check of Mistral's and Phi-3's templates ran on both sides
+    // and each rendered its own format (not an empty string on both sides)
+    expect(ref[dirs[0]!]![0]).toContain('<|im_start|>assistant\n');
+    expect(ref[dirs[1]!]![0]).toContain('[INST] What is 2+2? [/INST]');
+    expect(ref[dirs[2]!]![1]).toContain('<|system|>\nBe brief.<|end|>');
   });
 });
 

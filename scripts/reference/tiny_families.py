@@ -3,6 +3,7 @@ with the references the family parity test (test/41.families.test.ts) compares a
 for every family: importing torch, transformers and PEFT is most of the cost.
 
 python tiny_families.py OUT_DIR SPEC_JSON
+python tiny_families.py templates '{"dirs": [...], "conversations": [{"messages", "add_generation_prompt"}]}'
 python tiny_families.py logits '{"runs": {key: {"model", "adapter"?, "ids", "mask"}}, "out": file}'
 SPEC_JSON: {"families": {name: {"model_type", "config", "seed", "targets", "ablation"}}, "ids_right",
 "mask_right", "ids_left", "mask_left", "new_tokens", "r", "alpha", "lr", "weight_decay", "eps"}
@@ -73,7 +74,26 @@ def logits_of(spec):
     print(json.dumps({"ok": True}))
 
 
+def templates(spec):
+    """transformers' apply_chat_template of each tokenizer directory on each conversation: {dir: [text or error]}."""
+    from transformers import AutoTokenizer
+
+    out = {}
+    for d in spec["dirs"]:
+        tok = AutoTokenizer.from_pretrained(d)
+        texts = []
+        for conv in spec["conversations"]:
+            try:
+                texts.append(tok.apply_chat_template(conv["messages"], tokenize=False, add_generation_prompt=conv["add_generation_prompt"]))
+            except Exception as e:  # raise_exception in a template: compared as "error"
+                texts.append({"error": str(e)})
+        out[d] = texts
+    print(json.dumps(out))
+
+
 def main():
+    if sys.argv[1] == "templates":
+        return templates(json.loads(sys.argv[2]))
     if sys.argv[1] == "logits":
         return logits_of(json.loads(sys.argv[2]))
     out_dir, spec = sys.argv[1], json.loads(sys.argv[2])
