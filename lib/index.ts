@@ -80,7 +80,7 @@ export {
 } from './kernels.js';
 export { loadSafetensors, type SafetensorsContents, saveSafetensors } from './model/safetensors.js';
 export { type ForwardOptions, type GenerateOptions, LlamaModel, loadModel, type ModelConfig } from './model/llama.js';
-export { type AdapterShape, LORA_DEFAULTS, LORA_TARGETS, type LoraConfig, type LoraTarget } from './model/peft.js';
+export { type AdapterShape, FUSED_LORA_TARGETS, LORA_DEFAULTS, LORA_TARGETS, type LoraConfig, type LoraTarget } from './model/peft.js';
 export { byteLevelTokenizer, createModel, type CreateModelOptions } from './model/create.js';
 export { type Batch, type ChatMessage, Tokenizer, type TokenizerConfig } from './model/tokenizer.js';
 export { type FinishReason, type GeneratedText, generateStream, type GenerateStreamOptions, generateText, type GenerateTextOptions } from './model/generate.js';

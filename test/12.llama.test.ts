@@ -125,10 +125,12 @@ describe('bad model directories are named', () => {
     const noConfig = copy('noconfig');
     rmSync(join(noConfig, 'config.json'));
     expectError(() => LlamaModel.load(noConfig), RangeError, 'config.json: missing (not a Hugging Face model directory)');
-    const mistral = copy('mistral');
-    const config = JSON.parse(readFileSync(join(mistral, 'config.json'), 'utf8'));
-    writeFileSync(join(mistral, 'config.json'), JSON.stringify({ ...config, model_type: 'mistral' }));
-    expectError(() => LlamaModel.load(mistral), RangeError, "config.json: model_type 'mistral' is not supported (only 'llama')");
+    const falcon = copy('falcon');
+    const config = JSON.parse(readFileSync(join(falcon, 'config.json'), 'utf8'));
+    writeFileSync(join(falcon, 'config.json'), JSON.stringify({ ...config, model_type: 'falcon' }));
+    expectError(() => LlamaModel.load(falcon), RangeError, "config.json: model_type 'falcon' is not supported (supported: llama, mistral, phi3, qwen2, qwen3)");
+    writeFileSync(join(falcon, 'config.json'), JSON.stringify({ ...config, model_type: 'mistral' }));
+    expectError(() => LlamaModel.load(falcon), RangeError, "architecture 'LlamaForCausalLM' is not supported for model_type 'mistral' (only MistralForCausalLM)");
     const yarn = copy('yarn');
     writeFileSync(join(yarn, 'config.json'), JSON.stringify({ ...config, rope_parameters: { rope_type: 'yarn', factor: 4, rope_theta: 10000 } }));
     expectError(() => LlamaModel.load(yarn), RangeError, "rope_scaling of type 'yarn' is not supported");

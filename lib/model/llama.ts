@@ -11,7 +11,7 @@ import { h, Tensor } from '../tensor.js';
 import { writeFileAtomic } from '../util/files.js';
 import { Decoder } from './decoder.js';
 import { type GenerateOptions, nativeGenerateOptions } from './generate-options.js';
-import { type AdapterShape, LORA_DEFAULTS, LORA_TARGETS, type LoraConfig, readPeftAdapter, writePeftAdapter } from './peft.js';
+import { type AdapterShape, LORA_DEFAULTS, type LoraConfig, type LoraTarget, readPeftAdapter, writePeftAdapter } from './peft.js';
 import { saveSafetensors } from './safetensors.js';
 
 export type { GenerateOptions, ModelConfig };
@@ -322,7 +322,7 @@ export class LlamaModel implements Disposable {
    */
   addLora(config: LoraConfig = {}): void {
     if (this.lora) throw new Error('addLora: this model already has adapters');
-    const lora = { targets: config.targets ?? [...LORA_TARGETS], r: config.r ?? LORA_DEFAULTS.r, loraAlpha: config.loraAlpha ?? LORA_DEFAULTS.loraAlpha, rslora: config.rslora ?? LORA_DEFAULTS.rslora };
+    const lora = { targets: config.targets ?? ([...this.config.linearModules] as LoraTarget[]), r: config.r ?? LORA_DEFAULTS.r, loraAlpha: config.loraAlpha ?? LORA_DEFAULTS.loraAlpha, rslora: config.rslora ?? LORA_DEFAULTS.rslora };
     this.handle.addLora(lora.targets, { r: lora.r, loraAlpha: lora.loraAlpha, rslora: lora.rslora, seed: config.seed });
     this.lora = lora;
   }

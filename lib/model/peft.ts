@@ -11,10 +11,12 @@ import { type Tensor } from '../tensor.js';
 import { readJson, writeFileAtomic } from '../util/files.js';
 import { loadSafetensors, saveSafetensors } from './safetensors.js';
 
-/** The linear layers of a Llama block that LoRA can adapt, by their Hugging Face module names. */
+/** The linear layers of a Llama block that LoRA can adapt, by their Hugging Face module names (Llama, Qwen2, Qwen3, Mistral). */
 export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
-/** One of {@link LORA_TARGETS}. */
-export type LoraTarget = (typeof LORA_TARGETS)[number];
+/** Phi-3's linear layers: its checkpoint fuses q/k/v into qkv_proj and gate/up into gate_up_proj, and PEFT adapts those. */
+export const FUSED_LORA_TARGETS = ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'] as const;
+/** One of {@link LORA_TARGETS} or {@link FUSED_LORA_TARGETS}; a model's own are `model.config.linearModules`. */
+export type LoraTarget = (typeof LORA_TARGETS)[number] | (typeof FUSED_LORA_TARGETS)[number];
 
 /** `LlamaModel.addLora`'s rank, alpha and scaling when not given (PEFT's LoraConfig defaults, the paper's r and alpha). */
 export const LORA_DEFAULTS = {
@@ -28,7 +30,7 @@ export const LORA_DEFAULTS = {
 
 /** The adapters `LlamaModel.addLora` adds, as PEFT's LoraConfig. */
 export interface LoraConfig {
-  /** Modules to adapt (default: all seven linear layers, as the paper). */
+  /** Modules to adapt (default: every linear layer of the model's family, `config.linearModules`, as the paper). */
   targets?: LoraTarget[] | undefined;
   /** Rank (default {@link LORA_DEFAULTS}.r). */
   r?: number | undefined;
@@ -88,8 +90,9 @@ export function readPeftAdapter(dir: string, config: ModelConfig): { shape: Adap
   if (c.peft_type !== 'LORA') throw new ModelFormatError(`${configFile}: peft_type '${c.peft_type}' is not supported (only 'LORA')`);
   if (c.bias && c.bias !== 'none') throw new ModelFormatError(`${configFile}: bias '${c.bias}' is not supported (only 'none')`);
   const targets = typeof c.target_modules === 'string' ? [c.target_modules] : (c.target_modules ?? []);
-  const unknown = targets.filter((t) => !(LORA_TARGETS as readonly string[]).includes(t));
-  if (unknown.length) throw new ModelFormatError(`${configFile}: target modules ${unknown.join(', ')} are not supported`);
+  const unknown = targets.filter((t) => !config.linearModules.includes(t));
+  if (unknown.length)
+    throw new ModelFormatError(`${configFile}: target modules ${unknown.join(', ')} are not supported for model_type '${config.modelType}' (its modules: ${config.linearModules.join(', ')})`);
   if (!Number.isInteger(c.r) || c.r! < 1) throw new ModelFormatError(`${configFile}: r must be a positive integer`);
   const weightsFile = join(dir, 'adapter_model.safetensors');
   if (!existsSync(weightsFile)) throw new ModelFormatError(`${weightsFile}: missing (the adapter folder has no weights)`);
@@ -125,12 +128,14 @@ function loraShapes(c: ModelConfig, targets: readonly LoraTarget[], r: number): 
     gate_proj: [c.hiddenSize, c.intermediateSize],
     up_proj: [c.hiddenSize, c.intermediateSize],
     down_proj: [c.intermediateSize, c.hiddenSize],
+    qkv_proj: [c.hiddenSize, q + 2 * kv],
+    gate_up_proj: [c.hiddenSize, 2 * c.intermediateSize],
   };
   const shapes = new Map<string, number[]>();
   for (let l = 0; l < c.numLayers; l++) {
     for (const t of targets) {
       const [inF, outF] = io[t];
-      const prefix = `base_model.model.model.layers.${l}.${['gate_proj', 'up_proj', 'down_proj'].includes(t) ? 'mlp' : 'self_attn'}.${t}`;
+      const prefix = `base_model.model.model.layers.${l}.${['gate_proj', 'up_proj', 'gate_up_proj', 'down_proj'].includes(t) ? 'mlp' : 'self_attn'}.${t}`;
       shapes.set(`${prefix}.lora_A.weight`, [r, inF]);
       shapes.set(`${prefix}.lora_B.weight`, [outF, r]);
     }

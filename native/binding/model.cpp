@@ -160,6 +160,12 @@ class Model : public CheckedWrap<Model> {
     o.Set("headDim", static_cast<double>(c.head_dim));
     o.Set("tieWordEmbeddings", c.tie_word_embeddings);
     o.Set("llama3RopeScaling", c.llama3_rope);
+    o.Set("modelType", c.model_type);
+    o.Set("slidingWindow", c.sliding_window > 0 ? Napi::Value(Napi::Number::New(info.Env(), static_cast<double>(c.sliding_window))) : info.Env().Null());
+    const std::vector<std::string> modules = live("config").linear_modules();
+    Napi::Array list = Napi::Array::New(info.Env(), modules.size());
+    for (size_t i = 0; i < modules.size(); ++i) list.Set(static_cast<uint32_t>(i), modules[i]);
+    o.Set("linearModules", list);
     return o;
   }
 

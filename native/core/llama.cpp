@@ -159,13 +159,22 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, c10::Scalar
     Layer layer;
     layer.input_norm = take(p + "input_layernorm.weight", {H});
     layer.post_attention_norm = take(p + "post_attention_layernorm.weight", {H});
-    layer.q = linear(p + "self_attn.q_proj", q_out, H, c.attention_bias);
-    layer.k = linear(p + "self_attn.k_proj", kv_out, H, c.attention_bias);
-    layer.v = linear(p + "self_attn.v_proj", kv_out, H, c.attention_bias);
-    layer.o = linear(p + "self_attn.o_proj", H, q_out, c.attention_bias);
-    layer.gate = linear(p + "mlp.gate_proj", I, H, c.mlp_bias);
-    layer.up = linear(p + "mlp.up_proj", I, H, c.mlp_bias);
+    if (c.fused_projections) {
+      layer.qkv = linear(p + "self_attn.qkv_proj", q_out + 2 * kv_out, H, c.qkv_bias);
+      layer.gate_up = linear(p + "mlp.gate_up_proj", 2 * I, H, c.mlp_bias);
+    } else {
+      layer.q = linear(p + "self_attn.q_proj", q_out, H, c.qkv_bias);
+      layer.k = linear(p + "self_attn.k_proj", kv_out, H, c.qkv_bias);
+      layer.v = linear(p + "self_attn.v_proj", kv_out, H, c.qkv_bias);
+      layer.gate = linear(p + "mlp.gate_proj", I, H, c.mlp_bias);
+      layer.up = linear(p + "mlp.up_proj", I, H, c.mlp_bias);
+    }
+    layer.o = linear(p + "self_attn.o_proj", H, q_out, c.o_bias);
     layer.down = linear(p + "mlp.down_proj", H, I, c.mlp_bias);
+    if (c.qk_norm) {
+      layer.q_norm = take(p + "self_attn.q_norm.weight", {hd});
+      layer.k_norm = take(p + "self_attn.k_norm.weight", {hd});
+    }
     model->layers_.push_back(std::move(layer));
   }
   model->final_norm = take("model.norm.weight", {H});
@@ -268,7 +277,20 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
     mask = at::where(keep, at::zeros({}, like), at::full({}, lowest, like));
   }
 
-  LayerContext ctx{cos, sin, fused, mask, real_keys, own_attention, causal_only, 1.0 / std::sqrt(static_cast<double>(hd)),
+  // Windowed layers need their own mask only once a query is a window or more past a key; until then
+  // the window hides nothing and they attend as every other layer does.
+  at::Tensor window_mask;
+  if (c.sliding_window > 0 && total > c.sliding_window) {
+    const auto i64 = at::TensorOptions().dtype(at::kLong).device(ids.device());
+    const at::Tensor key = at::arange(total, i64).view({1, total}), query = at::arange(past, total, i64).view({t, 1});
+    const at::Tensor keep = key.le(query).logical_and(key.gt(query - c.sliding_window)).view({1, 1, t, total})
+                                .logical_and(key_mask.ne(0).view({b, 1, 1, total}));
+    const auto like = at::TensorOptions().dtype(dtype_).device(ids.device());
+    const double lowest = dtype_ == at::kBFloat16 ? static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest())
+                                                  : static_cast<double>(std::numeric_limits<float>::lowest());
+    window_mask = at::where(keep, at::zeros({}, like), at::full({}, lowest, like));
+  }
+  LayerContext ctx{cos, sin, fused, mask, window_mask, real_keys, own_attention, causal_only, 1.0 / std::sqrt(static_cast<double>(hd)),
                    past, adapters, latent ? std::optional<LatentCall>(*latent) : std::nullopt};
   // Checkpointed layers keep only their input for the backward: when gradients are recorded over
   // whole sequences (training) and set_checkpointing() asked for it.
@@ -286,8 +308,8 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
 
 std::vector<at::Tensor> LlamaModel::layer_params(size_t l, const LayerContext& ctx) const {
   const Layer& layer = layers_[l];
-  std::vector<at::Tensor> out{layer.input_norm, layer.post_attention_norm};
-  for (const LinearLayer* lin : {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up, &layer.down})
+  std::vector<at::Tensor> out{layer.input_norm, layer.post_attention_norm, layer.q_norm, layer.k_norm};
+  for (const LinearLayer* lin : {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up, &layer.down, &layer.qkv, &layer.gate_up})
     for (const at::Tensor& t : {lin->weight, lin->bias, lin->lora_A, lin->lora_B}) out.push_back(t);
   if (ctx.latent) {
     out.push_back(ctx.latent->weights);
@@ -314,26 +336,46 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
   at::Tensor h = h_in;
   const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
   const bool decoding = cache != nullptr;  // only generate() keeps a KV cache
-  const at::Tensor q = rope(layer.q.forward(x, adapters, decoding).view({b, t, nh, hd}));
-  at::Tensor k = rope(layer.k.forward(x, adapters, decoding).view({b, t, kvh, hd}));
-  at::Tensor v = layer.v.forward(x, adapters, decoding).view({b, t, kvh, hd}).transpose(1, 2);
+  at::Tensor qp, kp, vp;  // (b, t, heads * hd)
+  if (c.fused_projections) {
+    const at::Tensor qkv = layer.qkv.forward(x, adapters, decoding);
+    qp = qkv.narrow(-1, 0, nh * hd);
+    kp = qkv.narrow(-1, nh * hd, kvh * hd);
+    vp = qkv.narrow(-1, (nh + kvh) * hd, kvh * hd);
+  } else {
+    qp = layer.q.forward(x, adapters, decoding);
+    kp = layer.k.forward(x, adapters, decoding);
+    vp = layer.v.forward(x, adapters, decoding);
+  }
+  at::Tensor qh = qp.reshape({b, t, nh, hd}), kh = kp.reshape({b, t, kvh, hd});
+  if (c.qk_norm) {
+    qh = rms_norm(qh, layer.q_norm, c.rms_norm_eps);
+    kh = rms_norm(kh, layer.k_norm, c.rms_norm_eps);
+  }
+  const at::Tensor q = rope(qh);
+  at::Tensor k = rope(kh);
+  at::Tensor v = vp.reshape({b, t, kvh, hd}).transpose(1, 2);
   if (cache) {
     cache->k[l].narrow(2, past, t).copy_(k);
     cache->v[l].narrow(2, past, t).copy_(v);
     k = cache->k[l].narrow(2, 0, total);
     v = cache->v[l].narrow(2, 0, total);
   }
+  // A windowed layer whose window hides a key attends through SDPA with the window's mask.
+  const bool windowed = ctx.window_mask.defined() && c.sliding_layers[l];
+  const at::Tensor& mask = windowed ? ctx.window_mask : ctx.mask;
+  const bool own_attention = ctx.own_attention && !windowed, causal_only = ctx.causal_only && !windowed;
   // Off the CPU without a mask, SDPA reads grouped K/V itself (enable_gqa: flash attention takes
   // it), so neither the keys nor the whole KV cache are copied per head; otherwise they are expanded.
-  const bool gqa = kvh != nh && !ctx.own_attention && !ctx.mask.defined() && !h_in.device().is_cpu();
+  const bool gqa = kvh != nh && !own_attention && !mask.defined() && !h_in.device().is_cpu();
   if (kvh != nh && !gqa) {
     k = k.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
     v = v.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
   }
   const at::Tensor heads_out =
-      ctx.own_attention ? causal_attention(q, k, v, ctx.real_keys, ctx.scale)
-                        : at::scaled_dot_product_attention(q, k, v, ctx.mask.defined() ? std::optional<at::Tensor>(ctx.mask) : std::nullopt,
-                                                           0.0, ctx.causal_only, ctx.scale, gqa);
+      own_attention ? causal_attention(q, k, v, ctx.real_keys, ctx.scale)
+                    : at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, 0.0,
+                                                       causal_only, ctx.scale, gqa);
   const at::Tensor attn = heads_out.transpose(1, 2).reshape({b, t, nh * hd});
   at::Tensor o = layer.o.forward(attn, adapters, decoding);
   if (ctx.latent) {
@@ -349,7 +391,16 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
   }
   h = h + o;
   const at::Tensor y = rms_norm(h, layer.post_attention_norm, c.rms_norm_eps);
-  return h + layer.down.forward(at::silu(layer.gate.forward(y, adapters, decoding)) * layer.up.forward(y, adapters, decoding), adapters, decoding);
+  at::Tensor gate, up;
+  if (c.fused_projections) {
+    const at::Tensor gu = layer.gate_up.forward(y, adapters, decoding);
+    gate = gu.narrow(-1, 0, c.intermediate_size);
+    up = gu.narrow(-1, c.intermediate_size, c.intermediate_size);
+  } else {
+    gate = layer.gate.forward(y, adapters, decoding);
+    up = layer.up.forward(y, adapters, decoding);
+  }
+  return h + layer.down.forward(at::silu(gate) * up, adapters, decoding);
 }
 
 at::Tensor LlamaModel::hidden_states(const at::Tensor& ids_in, const at::Tensor& mask_in, bool adapters,
@@ -402,9 +453,10 @@ std::unique_ptr<LlamaModel> LlamaModel::random(const LlamaConfig& c, uint64_t se
   const auto normal = [&](std::vector<int64_t> shape) {
     return at::empty(shape, at::TensorOptions().dtype(at::kFloat)).normal_(0.0, init_std, gen);
   };
-  const auto linear = [&](int64_t out, int64_t in) {
+  const auto linear = [&](int64_t out, int64_t in, bool bias) {
     LinearLayer l;
     l.weight = normal({out, in});
+    if (bias) l.bias = at::zeros({out});
     return l;
   };
   const int64_t H = c.hidden_size, I = c.intermediate_size, hd = c.head_dim;
@@ -413,13 +465,23 @@ std::unique_ptr<LlamaModel> LlamaModel::random(const LlamaConfig& c, uint64_t se
     Layer layer;
     layer.input_norm = at::ones({H});
     layer.post_attention_norm = at::ones({H});
-    layer.q = linear(c.num_attention_heads * hd, H);
-    layer.k = linear(c.num_key_value_heads * hd, H);
-    layer.v = linear(c.num_key_value_heads * hd, H);
-    layer.o = linear(H, c.num_attention_heads * hd);
-    layer.gate = linear(I, H);
-    layer.up = linear(I, H);
-    layer.down = linear(H, I);
+    const int64_t q_out = c.num_attention_heads * hd, kv_out = c.num_key_value_heads * hd;
+    if (c.fused_projections) {
+      layer.qkv = linear(q_out + 2 * kv_out, H, c.qkv_bias);
+      layer.gate_up = linear(2 * I, H, c.mlp_bias);
+    } else {
+      layer.q = linear(q_out, H, c.qkv_bias);
+      layer.k = linear(kv_out, H, c.qkv_bias);
+      layer.v = linear(kv_out, H, c.qkv_bias);
+      layer.gate = linear(I, H, c.mlp_bias);
+      layer.up = linear(I, H, c.mlp_bias);
+    }
+    layer.o = linear(H, q_out, c.o_bias);
+    layer.down = linear(H, I, c.mlp_bias);
+    if (c.qk_norm) {
+      layer.q_norm = at::ones({hd});
+      layer.k_norm = at::ones({hd});
+    }
     model->layers_.push_back(std::move(layer));
   }
   model->final_norm = at::ones({H});
@@ -479,6 +541,10 @@ std::vector<std::pair<std::string, at::Tensor>> LlamaModel::weights() const {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     out.emplace_back(p + "input_layernorm.weight", layers_[i].input_norm);
     out.emplace_back(p + "post_attention_layernorm.weight", layers_[i].post_attention_norm);
+    if (layers_[i].q_norm.defined()) {
+      out.emplace_back(p + "self_attn.q_norm.weight", layers_[i].q_norm);
+      out.emplace_back(p + "self_attn.k_norm.weight", layers_[i].k_norm);
+    }
   }
   for (const auto& [name, layer] : self->linear_layers()) {
     out.emplace_back(name + ".weight", layer->weight);
@@ -525,19 +591,30 @@ std::vector<std::pair<std::string, LinearLayer*>> LlamaModel::linear_layers() {
   for (size_t i = 0; i < layers_.size(); ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     Layer& l = layers_[i];
-    out.insert(out.end(), {{p + "self_attn.q_proj", &l.q}, {p + "self_attn.k_proj", &l.k}, {p + "self_attn.v_proj", &l.v},
-                           {p + "self_attn.o_proj", &l.o}, {p + "mlp.gate_proj", &l.gate}, {p + "mlp.up_proj", &l.up},
-                           {p + "mlp.down_proj", &l.down}});
+    if (config_.fused_projections)
+      out.insert(out.end(), {{p + "self_attn.qkv_proj", &l.qkv}, {p + "self_attn.o_proj", &l.o}, {p + "mlp.gate_up_proj", &l.gate_up},
+                             {p + "mlp.down_proj", &l.down}});
+    else
+      out.insert(out.end(), {{p + "self_attn.q_proj", &l.q}, {p + "self_attn.k_proj", &l.k}, {p + "self_attn.v_proj", &l.v},
+                             {p + "self_attn.o_proj", &l.o}, {p + "mlp.gate_proj", &l.gate}, {p + "mlp.up_proj", &l.up},
+                             {p + "mlp.down_proj", &l.down}});
   }
   return out;
 }
 
+std::vector<std::string> LlamaModel::linear_modules() const {
+  if (config_.fused_projections) return {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"};
+  return {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+}
+
 void LlamaModel::add_lora(const std::vector<std::string>& targets, int64_t r, double lora_alpha, bool rslora, uint64_t seed) {
   const double scale = lora_scale(lora_alpha, r, rslora);
+  const std::vector<std::string> modules = linear_modules();
   for (const auto& t : targets) {
-    static const char* known[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-    if (std::none_of(std::begin(known), std::end(known), [&](const char* k) { return t == k; }))
-      throw_range("addLora: unknown target module '" + t + "' (expected q_proj k_proj v_proj o_proj gate_proj up_proj down_proj)");
+    if (std::find(modules.begin(), modules.end(), t) != modules.end()) continue;
+    std::string list;
+    for (const auto& m : modules) list += (list.empty() ? "" : " ") + m;
+    throw_range("addLora: unknown target module '" + t + "' for model_type '" + config_.model_type + "' (expected " + list + ")");
   }
   uint64_t n = 0;
   for (auto& [name, layer] : linear_layers()) {
@@ -574,7 +651,8 @@ int64_t LlamaModel::parameter_count() const {
   int64_t n = embed_tokens.numel() + final_norm.numel() + (lm_head.is_same(embed_tokens) ? 0 : lm_head.numel());
   for (const auto& [name, layer] : const_cast<LlamaModel*>(this)->linear_layers())
     n += layer->weight.numel() + (layer->bias.defined() ? layer->bias.numel() : 0);
-  for (const auto& l : layers_) n += l.input_norm.numel() + l.post_attention_norm.numel();
+  for (const auto& l : layers_)
+    n += l.input_norm.numel() + l.post_attention_norm.numel() + (l.q_norm.defined() ? l.q_norm.numel() + l.k_norm.numel() : 0);
   return n;
 }
 
@@ -605,6 +683,8 @@ void LlamaModel::to(const c10::Device& device) {
   for (auto& layer : layers_) {
     move(layer.input_norm);
     move(layer.post_attention_norm);
+    move(layer.q_norm);
+    move(layer.k_norm);
   }
   for (auto& [layer, pool] : latent_pools_) {
     move(pool.first);

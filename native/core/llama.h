@@ -133,8 +133,11 @@ class LlamaModel {
   // All base weights under Hugging Face's names (lm_head omitted when tied).
   std::vector<std::pair<std::string, at::Tensor>> weights() const;
 
+  // The module names of this family's linear layers: q_proj k_proj v_proj o_proj gate_proj up_proj
+  // down_proj, or qkv_proj o_proj gate_up_proj down_proj where the checkpoint fuses them (Phi-3).
+  std::vector<std::string> linear_modules() const;
   // Adds LoRA factors (A kaiming-uniform, B zero, as PEFT) to every linear layer whose module name
-  // (q_proj k_proj v_proj o_proj gate_proj up_proj down_proj) is in `targets`.
+  // (one of linear_modules()) is in `targets`.
   void add_lora(const std::vector<std::string>& targets, int64_t r, double lora_alpha, bool rslora, uint64_t seed);
   // The LoRA factors under PEFT's key names (base_model.model.<module>.lora_A.weight, ...).
   std::vector<std::pair<std::string, at::Tensor>> lora_parameters() const;
@@ -144,7 +147,9 @@ class LlamaModel {
   friend class DecodeSession;  // generation's loop drives decode() with its own KV cache
   struct Layer {
     at::Tensor input_norm, post_attention_norm;
-    LinearLayer q, k, v, o, gate, up, down;
+    at::Tensor q_norm, k_norm;  // (head_dim), with config.qk_norm
+    // q, k, v, gate, up; or, with config.fused_projections, qkv (q rows, then k, then v) and gate_up (gate, then up).
+    LinearLayer q, k, v, o, gate, up, down, qkv, gate_up;
   };
   at::Tensor rope_inv_freq() const;
   // What every layer of one decode() call shares: rotary tables, the attention's masks, options.
@@ -152,6 +157,7 @@ class LlamaModel {
     at::Tensor cos, sin;  // (b, t, head_dim)
     bool fused;           // cos/sin take the fused rotary kernel
     at::Tensor mask;      // SDPA's additive mask, or undefined
+    at::Tensor window_mask;  // the additive mask of windowed layers, when the window hides a key; else undefined
     at::Tensor real_keys; // our causal attention's key mask, or undefined
     bool own_attention, causal_only;
     double scale;

@@ -44,18 +44,70 @@ std::string string_field(const Json& j, const char* key) {
   return v && v->is_string() ? v->get<std::string>() : "";
 }
 
+// model_type -> the architecture transformers names it by.
+const std::pair<const char*, const char*> kFamilies[] = {
+    {"llama", "LlamaForCausalLM"}, {"mistral", "MistralForCausalLM"}, {"phi3", "Phi3ForCausalLM"},
+    {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"}};
+const char* kSupported = "llama, mistral, phi3, qwen2, qwen3";
+
+// Which layers attend through a window: `layer_types` when the config lists them, else the family's rule.
+void read_sliding_window(const Json& j, const std::string& path, LlamaConfig& c) {
+  const std::string& family = c.model_type;
+  if (family == "llama") return;  // LlamaConfig has no window
+  const bool qwen = family == "qwen2" || family == "qwen3";
+  // Qwen's window is off unless use_sliding_window (transformers then drops sliding_window).
+  if (qwen && !bool_field(j, "use_sliding_window", path, false)) return;
+  const Json* w = member(j, "sliding_window");
+  if (!w) return;
+  const auto window = json_index(*w, INT64_MAX);
+  if (!window || *window < 1) throw_range(path + ": 'sliding_window' must be a positive integer or null");
+  c.sliding_window = static_cast<int64_t>(*window);
+  c.sliding_layers.assign(static_cast<size_t>(c.num_hidden_layers), true);
+  if (qwen) {
+    const int64_t first = int_field(j, "max_window_layers", path, 28);
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) c.sliding_layers[static_cast<size_t>(i)] = i >= first;
+  }
+  const Json* types = member(j, "layer_types");
+  if (!types) return;
+  if (!types->is_array() || static_cast<int64_t>(types->size()) != c.num_hidden_layers)
+    throw_range(path + ": 'layer_types' must list one type per layer (" + std::to_string(c.num_hidden_layers) + ")");
+  for (size_t i = 0; i < types->size(); ++i) {
+    const Json& t = (*types)[i];
+    const std::string type = t.is_string() ? t.get<std::string>() : "";
+    if (type != "sliding_attention" && type != "full_attention")
+      throw_range(path + ": layer_types[" + std::to_string(i) + "] '" + type + "' is not supported (only sliding_attention, full_attention)");
+    // MistralForCausalLM windows every layer whatever layer_types says (transformers warns and points
+    // to Ministral): a mixed list asks for what that class does not do, so it is refused.
+    if (family == "mistral" || family == "phi3") {
+      if (type != "sliding_attention")
+        throw_range(path + ": layer_types with full-attention layers is not supported for model_type '" + family +
+                    "' (transformers' " + family + " windows every layer; a Ministral-style mix is not implemented)");
+    } else {
+      c.sliding_layers[i] = type == "sliding_attention";
+    }
+  }
+}
+
 LlamaConfig config_from_json(const Json& j, const std::string& path) {
   if (!j.is_object()) throw_range(path + ": not a JSON object");
   const std::string model_type = string_field(j, "model_type");
-  if (model_type != "llama")
-    throw_range(path + ": model_type '" + model_type + "' is not supported (only 'llama')");
+  if (model_type.rfind("gemma", 0) == 0)
+    throw_range(path + ": model_type '" + model_type +
+                "' is not supported: Gemma's scaled embeddings, (1 + weight) norms, logit soft-capping and local/global attention "
+                "are not implemented (supported: " + kSupported + ")");
+  const char* architecture = nullptr;
+  for (const auto& [type, arch] : kFamilies)
+    if (model_type == type) architecture = arch;
+  if (!architecture) throw_range(path + ": model_type '" + model_type + "' is not supported (supported: " + kSupported + ")");
   if (const Json* arch = member(j, "architectures"); arch && arch->is_array())
     for (const auto& a : *arch)
-      if (a.is_string() && a.get<std::string>() != "LlamaForCausalLM")
-        throw_range(path + ": architecture '" + a.get<std::string>() + "' is not supported (only LlamaForCausalLM)");
+      if (a.is_string() && a.get<std::string>() != architecture)
+        throw_range(path + ": architecture '" + a.get<std::string>() + "' is not supported for model_type '" + model_type + "' (only " +
+                    architecture + ")");
   const std::string act = string_field(j, "hidden_act");
   if (!act.empty() && act != "silu") throw_range(path + ": hidden_act '" + act + "' is not supported (only 'silu')");
   LlamaConfig c;
+  c.model_type = model_type;
   c.vocab_size = int_field(j, "vocab_size", path, std::nullopt);
   c.hidden_size = int_field(j, "hidden_size", path, std::nullopt);
   c.intermediate_size = int_field(j, "intermediate_size", path, std::nullopt);
@@ -79,8 +131,18 @@ LlamaConfig config_from_json(const Json& j, const std::string& path) {
   if (!(c.rms_norm_eps > 0) || !std::isfinite(c.rms_norm_eps)) throw_range(path + ": 'rms_norm_eps' must be a finite number > 0");
   if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta)) throw_range(path + ": 'rope_theta' must be a finite number > 0");
   c.tie_word_embeddings = bool_field(j, "tie_word_embeddings", path, false);
-  c.attention_bias = bool_field(j, "attention_bias", path, false);
-  c.mlp_bias = bool_field(j, "mlp_bias", path, false);
+  // Biases as each family's modeling code places them: Mistral and Phi-3 have none whatever the config says.
+  if (model_type == "llama" || model_type == "qwen3") {
+    c.qkv_bias = c.o_bias = bool_field(j, "attention_bias", path, false);
+  } else if (model_type == "qwen2") {
+    c.qkv_bias = true;
+  }
+  if (model_type == "llama") c.mlp_bias = bool_field(j, "mlp_bias", path, false);
+  c.qk_norm = model_type == "qwen3";
+  c.fused_projections = model_type == "phi3";
+  read_sliding_window(j, path, c);
+  if (const double f = number_field(j, "partial_rotary_factor", path, 1.0); f != 1.0)
+    throw_range(path + ": partial_rotary_factor " + std::to_string(f) + " is not supported (only 1: rotary over the whole head)");
   // transformers 5 writes rope_parameters (with rope_theta inside); 4.x wrote rope_scaling.
   const Json* rs = member(j, "rope_parameters");
   if (!rs || !rs->is_object()) rs = member(j, "rope_scaling");
@@ -88,6 +150,8 @@ LlamaConfig config_from_json(const Json& j, const std::string& path) {
     std::string type = string_field(*rs, "rope_type");
     if (type.empty()) type = string_field(*rs, "type");
     if (const Json* theta = member(*rs, "rope_theta"); theta && theta->is_number()) c.rope_theta = theta->get<double>();
+    if (const double f = number_field(*rs, "partial_rotary_factor", path, 1.0); f != 1.0)
+      throw_range(path + ": partial_rotary_factor " + std::to_string(f) + " is not supported (only 1: rotary over the whole head)");
     if (type == "llama3") {
       c.llama3_rope = true;
       c.rope_factor = number_field(*rs, "factor", path, 8.0);

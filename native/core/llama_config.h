@@ -4,10 +4,14 @@
 // loader's own parser.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace jfa {
 
+// The families that share Llama's decoder and differ in a few details (config.json's model_type).
+// Each detail is a switch below, so the model code reads switches, never family names.
 struct LlamaConfig {
+  std::string model_type = "llama";  // llama, qwen2, qwen3, mistral or phi3
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -19,8 +23,17 @@ struct LlamaConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   bool tie_word_embeddings = false;
-  bool attention_bias = false;
+  bool qkv_bias = false;  // q/k/v projections carry biases (Llama's attention_bias, Qwen2 always, Qwen3's attention_bias)
+  bool o_bias = false;    // o_proj carries one (Llama's and Qwen3's attention_bias; never Qwen2's)
   bool mlp_bias = false;
+  bool qk_norm = false;   // Qwen3: an RMSNorm over each head of q and k, before the rotary embedding
+  // Phi-3: the checkpoint holds q/k/v as one qkv_proj and gate/up as one gate_up_proj; the model
+  // keeps them fused (a LoRA on qkv_proj is one A under B rows for q, k and v, as PEFT's).
+  bool fused_projections = false;
+  // Sliding-window attention: a windowed layer's query at index i sees keys j with i - window < j <= i.
+  // 0: no layer is windowed; else one flag per layer.
+  int64_t sliding_window = 0;
+  std::vector<bool> sliding_layers;
   // rope_scaling of type "llama3" (the only kind supported besides none).
   bool llama3_rope = false;
   double rope_factor = 1.0;

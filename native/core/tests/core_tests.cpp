@@ -688,7 +688,19 @@ void test_llama_config_json() {
   EXPECT_THROWS(config(R"(, "vocab_size": +13})"), Range, "dir/config.json is not valid JSON (line 2, column");
   EXPECT_THROWS(config(R"(, "rms_norm_eps": .5})"), Range, "dir/config.json is not valid JSON");
   EXPECT_THROWS(config(R"(, "tie_word_embeddings": "yes"})"), Range, "'tie_word_embeddings' must be true or false");
-  EXPECT_THROWS(config(R"(, "model_type": "mistral"})"), Range, "model_type 'mistral' is not supported");
+  EXPECT_THROWS(config(R"(, "model_type": "falcon"})"), Range, "model_type 'falcon' is not supported (supported: llama, mistral, phi3, qwen2, qwen3)");
+  EXPECT_THROWS(config(R"(, "model_type": "gemma2"})"), Range, "model_type 'gemma2' is not supported: Gemma's scaled embeddings");
+  // Each family's details as switches: Qwen2's biases skip o_proj; Mistral windows every layer,
+  // Qwen only with use_sliding_window and from max_window_layers on.
+  const auto qwen2 = config(R"(, "model_type": "qwen2", "sliding_window": 4})");
+  EXPECT(qwen2.qkv_bias && !qwen2.o_bias && !qwen2.qk_norm && qwen2.sliding_window == 0);
+  const auto qwen3 = config(R"(, "model_type": "qwen3", "num_hidden_layers": 3, "use_sliding_window": true, "sliding_window": 4, "max_window_layers": 1})");
+  EXPECT(qwen3.qk_norm && !qwen3.qkv_bias && qwen3.sliding_window == 4 && qwen3.sliding_layers == std::vector<bool>({false, true, true}));
+  const auto mistral = config(R"(, "model_type": "mistral", "sliding_window": 4, "attention_bias": true})");
+  EXPECT(mistral.sliding_window == 4 && mistral.sliding_layers == std::vector<bool>({true}) && !mistral.qkv_bias);
+  EXPECT(config(R"(, "model_type": "phi3"})").fused_projections);
+  EXPECT_THROWS(config(R"(, "model_type": "phi3", "rope_scaling": {"type": "longrope"}})"), Range, "rope_scaling of type 'longrope' is not supported");
+  EXPECT_THROWS(config(R"(, "model_type": "mistral", "sliding_window": 0})"), Range, "'sliding_window' must be a positive integer or null");
   EXPECT_THROWS(jfa::LlamaConfig::parse("[1]", "c"), Range, "c: not a JSON object");
 }
 

@@ -1,0 +1,281 @@
+// The Llama-like families against transformers + PEFT: tiny random Qwen2 (q/k/v biases), Qwen3 (q/k
+// norm, head_dim apart from hidden/heads, a windowed second layer), Mistral (sliding window shorter
+// than the sequences) and Phi-3 (fused qkv_proj and gate_up_proj, a window) made by transformers
+// (scripts/reference/tiny_families.py). Per family: logits on right- and left-padded batches, 32
+// greedy tokens with and without a PEFT adapter, the adapter's logits, one training step (loss,
+// every LoRA gradient, the AdamW update), bf16 logits; and the same weights without the family's
+// detail give logits far outside the tolerance, so the test sees a skipped detail. What we do not
+// implement (Gemma, longrope, partial rotary, mixed Mistral layers) is refused by name.
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { tokenCrossEntropy } from '../lib/kernels.js';
+import { createModel } from '../lib/model/create.js';
+import { LlamaModel } from '../lib/model/llama.js';
+import { loadSafetensors } from '../lib/model/safetensors.js';
+import { Tokenizer } from '../lib/model/tokenizer.js';
+import { AdamW } from '../lib/optim.js';
+import { type Tensor, tensor } from '../lib/tensor.js';
+import { expectError, root, venvPython } from './helpers.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'jfa-families-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const V = 259; // the vocabulary of jfa's byte tokenizer, which every family's directory gets
+const shape = { vocab_size: V, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, bos_token_id: null, eos_token_id: null, pad_token_id: null };
+const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+const families = {
+  qwen2: { model_type: 'qwen2', seed: 1, targets: ALL, ablation: 'no_bias', config: { ...shape, tie_word_embeddings: false } },
+  // head_dim 16 is not hidden / heads (8); layer 0 attends fully, layer 1 through a window of 5
+  qwen3: {
+    model_type: 'qwen3',
+    seed: 2,
+    targets: ['q_proj', 'v_proj', 'down_proj'],
+    ablation: 'no_qk_norm', // a Llama with these weights, on the first 5 positions (before the window hides a key)
+    ablation_len: 5,
+    config: { ...shape, head_dim: 16, tie_word_embeddings: true, use_sliding_window: true, sliding_window: 5, max_window_layers: 1 },
+  },
+  mistral: { model_type: 'mistral', seed: 3, targets: ALL, ablation: 'no_window', config: { ...shape, sliding_window: 4, tie_word_embeddings: false } },
+  phi3: { model_type: 'phi3', seed: 4, targets: ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'], ablation: 'no_window', config: { ...shape, sliding_window: 5, tie_word_embeddings: false } },
+} as const;
+type Family = keyof typeof families;
+
+// Eight tokens: past every window above. Right padding for scoring and training, left for generation.
+const idsRight = [
+  [5, 17, 3, 99, 210, 0, 42, 7],
+  [1, 2, 3, 4, 5, 0, 0, 0],
+];
+const maskRight = [
+  [1, 1, 1, 1, 1, 1, 1, 1],
+  [1, 1, 1, 1, 1, 0, 0, 0],
+];
+const idsLeft = [
+  [5, 17, 3, 99, 210, 0, 42, 7],
+  [0, 0, 0, 1, 2, 3, 4, 5],
+];
+const maskLeft = [
+  [1, 1, 1, 1, 1, 1, 1, 1],
+  [0, 0, 0, 1, 1, 1, 1, 1],
+];
+const NEW_TOKENS = 32;
+const R = 4;
+const ALPHA = 8;
+const LR = 5e-3;
+const WEIGHT_DECAY = 0.01;
+// AdamW's eps: 1e-6 rather than torch's 1e-8. Adam's first step moves each weight by about
+// lr * g / (|g| + eps): for a gradient element near zero (Qwen2's has one of 8e-10, where fp32's
+// summation order alone changes it by 25%) that ratio is ill-conditioned whoever computes it. The
+// gradients themselves are compared before the step; with eps 1e-6 the step compares every
+// element that a gradient well above fp32's noise moves.
+const EPS = 1e-6;
+const LOGITS_TOL = 1e-4; // absolute, fp32
+// test/20's tolerances for a training step: relative, losses and weights
+const LOSS_RTOL = 2e-5;
+const WEIGHT_RTOL = 2e-5;
+
+const ids = (rows: number[][]) => tensor(BigInt64Array.from(rows.flat().map(BigInt)), [rows.length, rows[0]!.length]);
+const maskOf = (rows: number[][]) => tensor(Uint8Array.from(rows.flat()), [rows.length, rows[0]!.length]);
+const floats = (t: Tensor) => (t.dtype === 'float32' ? t : t.to('float32')).toTypedArray() as Float32Array;
+
+/** max |a - b| over the positions `mask` marks real (padding rows are not compared). */
+function realDiff(a: Float32Array, b: Float32Array, mask: number[][], width: number): number {
+  let d = 0;
+  mask.flat().forEach((m, i) => {
+    if (!m) return;
+    for (let j = i * width; j < (i + 1) * width; j++) d = Math.max(d, Math.abs(a[j]! - b[j]!));
+  });
+  return d;
+}
+
+/** max |a - b| / max |b|. */
+function relDiff(a: Float32Array, b: Float32Array): number {
+  let d = 0;
+  let s = 0;
+  for (let i = 0; i < b.length; i++) {
+    d = Math.max(d, Math.abs(a[i]! - b[i]!));
+    s = Math.max(s, Math.abs(b[i]!));
+  }
+  return d / Math.max(s, 1e-12);
+}
+
+function py(args: string[]): string {
+  const r = spawnSync(venvPython, [join(root, 'scripts', 'reference', 'tiny_families.py'), ...args], { encoding: 'utf8', timeout: 300_000 });
+  if (r.status !== 0) throw new Error(`tiny_families.py failed: ${r.stderr}`);
+  return r.stdout.trim().split('\n').pop()!;
+}
+
+const refs = {} as Record<Family, Record<string, Tensor>>;
+const modelDir = (f: Family) => join(dir, f);
+
+beforeAll(() => {
+  const tok = join(dir, 'tokenizer');
+  createModel(tok, { hiddenSize: 16, intermediateSize: 32, numLayers: 1, numHeads: 2, seed: 1 });
+  py([dir, JSON.stringify({ families, ids_right: idsRight, mask_right: maskRight, ids_left: idsLeft, mask_left: maskLeft, new_tokens: NEW_TOKENS, r: R, alpha: ALPHA, lr: LR, weight_decay: WEIGHT_DECAY, eps: EPS })]);
+  for (const f of Object.keys(families) as Family[]) {
+    for (const file of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tok, file), join(modelDir(f), file));
+    refs[f] = loadSafetensors(join(modelDir(f), 'reference.safetensors')).tensors as Record<string, Tensor>;
+  }
+});
+
+describe.each(Object.keys(families) as Family[])('%s matches transformers', (f) => {
+  it('logits on right- and left-padded batches (fp32), and the same weights without the family detail are far off', () => {
+    using model = LlamaModel.load(modelDir(f));
+    expect(model.config.modelType).toBe(f);
+    expect(Tokenizer.fromDir(modelDir(f)).encode('ab').length).toBeGreaterThan(0);
+    const right = floats(model.logits(ids(idsRight), { attentionMask: maskOf(maskRight) }));
+    const left = floats(model.logits(ids(idsLeft), { attentionMask: maskOf(maskLeft) }));
+    expect(realDiff(right, floats(refs[f].logits_right!), maskRight, V)).toBeLessThan(LOGITS_TOL);
+    expect(realDiff(left, floats(refs[f].logits_left!), maskLeft, V)).toBeLessThan(LOGITS_TOL);
+    // a model that skipped the detail (biases, q/k norm, the window) would be this far from transformers
+    const n = 'ablation_len' in families[f] ? families[f].ablation_len : idsRight[0]!.length;
+    const prefix = (x: Float32Array) => Float32Array.from(idsRight.flatMap((_, b) => Array.from(x.subarray(b * 8 * V, (b * 8 + n) * V))));
+    expect(realDiff(prefix(right), floats(refs[f].logits_ablation!), maskRight.map((m) => m.slice(0, n)), V)).toBeGreaterThan(100 * LOGITS_TOL);
+  });
+
+  it(`${NEW_TOKENS} greedy tokens equal transformers generate, base and with the PEFT adapter`, async () => {
+    using model = LlamaModel.load(modelDir(f));
+    const base = await model.generate(ids(idsLeft), { attentionMask: maskOf(maskLeft), maxNewTokens: NEW_TOKENS });
+    expect(Array.from(base.toTypedArray() as BigInt64Array, Number)).toEqual(Array.from(refs[f].tokens!.toTypedArray() as BigInt64Array, Number));
+    model.loadAdapter(join(modelDir(f), 'adapter'));
+    const adapted = await model.generate(ids(idsLeft), { attentionMask: maskOf(maskLeft), maxNewTokens: NEW_TOKENS });
+    expect(Array.from(adapted.toTypedArray() as BigInt64Array, Number)).toEqual(Array.from(refs[f].tokens_adapter!.toTypedArray() as BigInt64Array, Number));
+  });
+
+  it("a PEFT adapter (nonzero B) loads with PEFT's logits", () => {
+    using model = LlamaModel.load(modelDir(f));
+    model.loadAdapter(join(modelDir(f), 'adapter'));
+    const left = floats(model.logits(ids(idsLeft), { attentionMask: maskOf(maskLeft) }));
+    expect(realDiff(left, floats(refs[f].logits_adapter!), maskLeft, V)).toBeLessThan(LOGITS_TOL);
+    expect(realDiff(left, floats(refs[f].logits_left!), maskLeft, V)).toBeGreaterThan(100 * LOGITS_TOL); // the adapter matters
+    model.saveAdapter(join(dir, `ours-${f}`));
+  });
+
+  it('one training step: loss, every LoRA gradient and the AdamW update equal transformers + PEFT', () => {
+    using model = LlamaModel.load(modelDir(f));
+    model.loadAdapter(join(modelDir(f), 'adapter'));
+    const params = model.loraParameters();
+    const names = Object.keys(params);
+    expect(names.length).toBe(2 * 2 * families[f].targets.length);
+    const optimizer = new AdamW(Object.values(params), { lr: LR, weightDecay: WEIGHT_DECAY, eps: EPS });
+    const targets = idsRight.map((row, b) => [...row.slice(1).map((t, i) => (maskRight[b]![i + 1] ? t : -100)), -100]);
+    const loss = tokenCrossEntropy(model.logits(ids(idsRight), { attentionMask: maskOf(maskRight) }), ids(targets));
+    const ref = refs[f];
+    const ours = floats(loss)[0]!;
+    const theirs = floats(ref.loss!)[0]!;
+    expect(Math.abs(ours - theirs)).toBeLessThanOrEqual(LOSS_RTOL * Math.abs(theirs) + 1e-7);
+    loss.backward();
+    for (const name of names) {
+      expect(ref[`grad.${name}`], name).toBeDefined();
+      expect(relDiff(floats(params[name]!.grad!), floats(ref[`grad.${name}`]!)), `grad ${name}`).toBeLessThanOrEqual(1e-4);
+    }
+    optimizer.step();
+    for (const name of names) expect(relDiff(floats(params[name]!), floats(ref[`step.${name}`]!)), `step ${name}`).toBeLessThanOrEqual(WEIGHT_RTOL);
+    optimizer.dispose();
+  });
+
+  it('bf16 weights give logits within bf16 precision', () => {
+    using model = LlamaModel.load(modelDir(f), { dtype: 'bfloat16' });
+    const right = floats(model.logits(ids(idsRight), { attentionMask: maskOf(maskRight) }));
+    expect(realDiff(right, floats(refs[f].logits_right!), maskRight, V)).toBeLessThan(5e-2);
+  });
+});
+
+describe('in Hugging Face layout both ways', () => {
+  it('PEFT loads the adapters we saved, and transformers the models we saved (Phi-3 fused again), with our logits', () => {
+    const runs: Record<string, unknown> = {};
+    const ours: Record<string, Float32Array> = {};
+    for (const f of Object.keys(families) as Family[]) {
+      using model = LlamaModel.load(modelDir(f));
+      model.loadAdapter(join(dir, `ours-${f}`));
+      ours[`adapter.${f}`] = floats(model.logits(ids(idsLeft), { attentionMask: maskOf(maskLeft) }));
+      runs[`adapter.${f}`] = { model: modelDir(f), adapter: join(dir, `ours-${f}`), ids: idsLeft, mask: maskLeft };
+      model.mergeLora();
+      model.save(join(dir, `merged-${f}`));
+      ours[`merged.${f}`] = floats(model.logits(ids(idsLeft), { attentionMask: maskOf(maskLeft) }));
+      runs[`merged.${f}`] = { model: join(dir, `merged-${f}`), ids: idsLeft, mask: maskLeft };
+    }
+    const saved = Object.keys(loadSafetensors(join(dir, 'merged-phi3', 'model.safetensors')).tensors);
+    expect(saved).toContain('model.layers.0.self_attn.qkv_proj.weight');
+    expect(saved).toContain('model.layers.0.mlp.gate_up_proj.weight');
+    expect(saved.some((n) => n.includes('q_proj') || n.includes('gate_proj.'))).toBe(false);
+    const out = join(dir, 'ours-in-hf.safetensors');
+    py(['logits', JSON.stringify({ runs, out })]);
+    const ref = loadSafetensors(out).tensors;
+    for (const [key, logits] of Object.entries(ours)) expect(realDiff(logits, floats(ref[key]!), maskLeft, V), key).toBeLessThan(LOGITS_TOL);
+  });
+});
+
+describe("each family's chat template renders as transformers renders it", () => {
+  // test/fixtures/chat-templates: from chujiezheng/chat_templates (see its README.md)
+  const TEMPLATES = { qwen2: 'qwen2.5-instruct.jinja', mistral: 'mistral-instruct.jinja', phi3: 'phi-3.jinja' } as const;
+  const conversations = [
+    { messages: [{ role: 'user', content: ' What is 2+2? ' }], add_generation_prompt: true },
+    { messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello!' }, { role: 'user', content: 'Add 1 and 2.' }], add_generation_prompt: true },
+    { messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: ' Hello! ' }], add_generation_prompt: false },
+    { messages: [{ role: 'user', content: 'Hi' }, { role: 'user', content: 'again' }], add_generation_prompt: true }, // Mistral and Phi-3 raise
+  ];
+
+  it('Qwen2.5, Mistral-Instruct and Phi-3 templates, with system prompts, several turns and the alternation error', () => {
+    const dirs: string[] = [];
+    for (const [f, file] of Object.entries(TEMPLATES)) {
+      const d = join(dir, `template-${f}`);
+      mkdirSync(d, { recursive: true });
+      copyFileSync(join(dir, 'tokenizer', 'tokenizer.json'), join(d, 'tokenizer.json'));
+      const config = JSON.parse(readFileSync(join(dir, 'tokenizer', 'tokenizer_config.json'), 'utf8'));
+      config.chat_template = readFileSync(join(root, 'test', 'fixtures', 'chat-templates', file), 'utf8');
+      writeFileSync(join(d, 'tokenizer_config.json'), JSON.stringify(config));
+      dirs.push(d);
+    }
+    const ref = JSON.parse(py(['templates', JSON.stringify({ dirs, conversations })])) as Record<string, Array<string | { error: string }>>;
+    let errors = 0;
+    for (const d of dirs) {
+      const tokenizer = Tokenizer.fromDir(d);
+      conversations.forEach((c, i) => {
+        const theirs = ref[d]![i]!;
+        if (typeof theirs === 'string') {
+          expect(tokenizer.applyChatTemplate(c.messages as never, { addGenerationPrompt: c.add_generation_prompt }), `${d} #${i}`).toBe(theirs);
+        } else {
+          errors += 1;
+          expect(() => tokenizer.applyChatTemplate(c.messages as never, { addGenerationPrompt: c.add_generation_prompt }), `${d} #${i}`).toThrow('Conversation roles must alternate');
+        }
+      });
+    }
+    expect(errors).toBe(2); // the alternation check of Mistral's and Phi-3's templates ran on both sides
+    // and each rendered its own format (not an empty string on both sides)
+    expect(ref[dirs[0]!]![0]).toContain('<|im_start|>assistant\n');
+    expect(ref[dirs[1]!]![0]).toContain('[INST] What is 2+2? [/INST]');
+    expect(ref[dirs[2]!]![1]).toContain('<|system|>\nBe brief.<|end|>');
+  });
+});
+
+describe('what is not implemented is refused by name', () => {
+  const variant = (name: string, edit: (c: Record<string, unknown>) => Record<string, unknown>) => {
+    const d = join(dir, `bad-${name}`);
+    mkdirSync(d, { recursive: true });
+    const from = name.startsWith('mistral') ? 'mistral' : 'phi3';
+    copyFileSync(join(modelDir(from), 'model.safetensors'), join(d, 'model.safetensors'));
+    writeFileSync(join(d, 'config.json'), JSON.stringify(edit(JSON.parse(readFileSync(join(modelDir(from), 'config.json'), 'utf8')))));
+    return d;
+  };
+
+  it('Gemma, unknown families, longrope, partial rotary, mixed Mistral layers, LoRA targets a family lacks', () => {
+    const gemma = variant('gemma', (c) => ({ ...c, model_type: 'gemma2', architectures: ['Gemma2ForCausalLM'] }));
+    expectError(() => LlamaModel.load(gemma), RangeError, "model_type 'gemma2' is not supported: Gemma's scaled embeddings");
+    const falcon = variant('falcon', (c) => ({ ...c, model_type: 'falcon' }));
+    expectError(() => LlamaModel.load(falcon), RangeError, "model_type 'falcon' is not supported (supported: llama, mistral, phi3, qwen2, qwen3)");
+    const longrope = variant('longrope', (c) => ({ ...c, rope_parameters: { rope_type: 'longrope', rope_theta: 10000, short_factor: [1, 1, 1, 1], long_factor: [1, 1, 1, 1] } }));
+    expectError(() => LlamaModel.load(longrope), RangeError, "rope_scaling of type 'longrope' is not supported");
+    const partial = variant('partial', (c) => ({ ...c, rope_parameters: { rope_type: 'default', rope_theta: 10000, partial_rotary_factor: 0.5 } }));
+    expectError(() => LlamaModel.load(partial), RangeError, 'partial_rotary_factor 0.500000 is not supported');
+    const mixed = variant('mistral-mixed', (c) => ({ ...c, layer_types: ['full_attention', 'sliding_attention'] }));
+    expectError(() => LlamaModel.load(mixed), RangeError, "layer_types with full-attention layers is not supported for model_type 'mistral'");
+    using phi3 = LlamaModel.load(modelDir('phi3'));
+    expect(phi3.config.linearModules).toEqual(['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj']);
+    expectError(() => phi3.addLora({ targets: ['q_proj'] }), RangeError, "addLora: unknown target module 'q_proj' for model_type 'phi3' (expected qkv_proj o_proj gate_up_proj down_proj)");
+    expectError(() => phi3.loadAdapter(join(modelDir('mistral'), 'adapter')), Error, "are not supported for model_type 'phi3' (its modules: qkv_proj, o_proj, gate_up_proj, down_proj)");
+  });
+});
