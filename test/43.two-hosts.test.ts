@@ -205,6 +205,16 @@ describe.skipIf(reason !== undefined)(`two hosts: network namespaces joined by a
     for (const file of FILES) expect(maxDiff(join(`${out}-0`, 'adapter', file), join(dir, 'two-0', 'adapter', file)), file).toBeLessThan(TOLERANCE);
   }, 300_000);
 
+  it('a resume where rank 0 has no checkpoint stops both ranks with its reason', async () => {
+    linkUp();
+    const out = join(dir, 'nothing');
+    const [r0, r1] = await twoHosts({ ...RUN, out, resume: true, timeoutMs: TIMEOUT_MS });
+    expect(r0!.code).toBe(1);
+    expect(r1!.code).toBe(1);
+    expect(oneLine(r0!)).toMatch(/^train: nothing to resume in .*nothing-0$/);
+    expect(oneLine(r1!)).toMatch(/^train: rank 0 cannot resume: train: nothing to resume in .*nothing-0$/);
+  }, 120_000);
+
   it.each([0, 1])('kill -9 of rank %i on its host: the other stops within the timeout in one line naming it', async (killed) => {
     linkUp();
     const out = join(dir, `killed-${killed}`);
