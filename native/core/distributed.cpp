@@ -233,7 +233,7 @@ std::string ProcessGroup::stale_ranks() {
   probe_options.timeout_ms = std::min<int64_t>(options_.timeout_ms, 2000);
   const int64_t quiet_ms = options_.heartbeat_ms * 4;
   const std::string unreachable = "rank 0 cannot be reached (its store at " + options_.master_addr + ":" + std::to_string(options_.master_port) +
-                                  " did not answer within " + std::to_string(probe_options.timeout_ms) + " ms: it died, or the network to it is down)";
+                                  " is gone or did not answer within " + std::to_string(probe_options.timeout_ms) + " ms: it died, or the network to it is down)";
   try {
     auto stale = within(probe_options.timeout_ms + quiet_ms + 1000, [o = probe_options, quiet_ms] {
       auto probe = connect_store(o, false);
