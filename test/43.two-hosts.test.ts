@@ -187,6 +187,7 @@ describe.skipIf(reason !== undefined)(`two hosts: network namespaces joined by a
     expect(oneLine(r0!)).toMatch(/^distributed \(rank 0 of 2, 10\.231\.7\.1:\d+\): the all-reduce of micro-batch \d+ failed: rank 1 stopped responding \(.*network to it is down\)/);
     expect(oneLine(r1!)).toMatch(/^distributed \(rank 1 of 2, 10\.231\.7\.1:\d+\): the all-reduce of micro-batch \d+ failed: rank 0 cannot be reached \(its store at 10\.231\.7\.1:\d+ is gone or did not answer within 2000 ms: it died, or the network to it is down\)/);
     for (const ms of stopped) expect(ms).toBeLessThan(TIMEOUT_MS + STOP_SLACK_MS);
+    for (const r of [r0!, r1!]) expect(lastLine(r.stdout)).toBe('error ERR_JFA_DISTRIBUTED');
     // Nothing half-written: rank 0's folder holds its last whole checkpoint and no temporary folder; rank 1 wrote nothing.
     const left = readdirSync(`${out}-0`);
     expect(left.filter((n) => n.includes('.tmp-'))).toEqual([]);
@@ -213,6 +214,7 @@ describe.skipIf(reason !== undefined)(`two hosts: network namespaces joined by a
     expect(r1!.code).toBe(1);
     expect(oneLine(r0!)).toMatch(/^train: nothing to resume in .*nothing-0$/);
     expect(oneLine(r1!)).toMatch(/^train: rank 0 cannot resume: train: nothing to resume in .*nothing-0$/);
+    for (const r of [r0!, r1!]) expect(lastLine(r.stdout)).toBe('error ERR_JFA_CHECKPOINT');
   }, 120_000);
 
   it.each([0, 1])('kill -9 of rank %i on its host: the other stops within the timeout in one line naming it', async (killed) => {
@@ -231,6 +233,7 @@ describe.skipIf(reason !== undefined)(`two hosts: network namespaces joined by a
     const line = oneLine(survivor);
     expect(line).toMatch(new RegExp(`^distributed \\(rank ${1 - killed} of 2, 10\\.231\\.7\\.1:\\d+\\): `));
     expect(line).toMatch(killed === 1 ? /rank 1 stopped responding/ : /rank 0 cannot be reached/);
+    expect(lastLine(survivor.stdout)).toBe('error ERR_JFA_DISTRIBUTED');
     expect(survivor.endedAt - killedAt).toBeLessThan(TIMEOUT_MS + STOP_SLACK_MS);
   }, 240_000);
 });

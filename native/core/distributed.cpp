@@ -214,7 +214,7 @@ ProcessGroup::ProcessGroup(const GroupOptions& o) : options_(o) {
   }
 }
 
-// Stops the heartbeat, waiting a moment for it. A heartbeat blocked in a store call on a lost
+// Stops the heartbeat, waiting a moment (250 ms) for it: a live one stops in microseconds. A heartbeat blocked in a store call on a lost
 // connection (the store's host cut off) would never return: it is left behind, detached, owning its
 // state, rather than joined, which hung the rank that lost the store until it was killed.
 ProcessGroup::~ProcessGroup() {
@@ -222,7 +222,7 @@ ProcessGroup::~ProcessGroup() {
   std::unique_lock<std::mutex> lock(beat_->mutex);
   beat_->stopping = true;
   beat_->cv.notify_all();
-  beat_->cv.wait_for(lock, Ms(1000), [this] { return beat_->done; });
+  beat_->cv.wait_for(lock, Ms(250), [this] { return beat_->done; });
 }
 
 // Ranks whose heartbeat did not move over a few periods: "rank 1 stopped responding"; or, when

@@ -42,6 +42,7 @@ try {
   const r = await train(model, Tokenizer.fromDir(a.model), data, options);
   process.stdout.write(`done ${r.steps}\n`);
 } catch (e) {
+  process.stdout.write(`error ${e.code ?? e.name}\n`);
   process.stderr.write(`${e.message}\n`);
   process.exit(1);
 }
