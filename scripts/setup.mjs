@@ -94,6 +94,8 @@ step('system packages', () => {
   if (!process.env.nlohmann_json_ROOT && !nlohmannConfig.some(existsSync)) want.push('nlohmann-json3-dev');
   // gloo's headers, to compile against c10d's ProcessGroupGloo (data-parallel training); nothing is linked from it.
   if (!process.env.JFA_GLOO_INCLUDE_DIR && !existsSync('/usr/include/gloo/context.h')) want.push('libgloo-dev');
+  // test/43 runs two ranks on two hosts made of network namespaces (ip netns, root only; elsewhere it is skipped).
+  if (isRoot && !has('ip')) want.push('iproute2');
   if (!has('cmake')) want.push('cmake');
   if (!has('g++') || !has('make')) want.push('g++', 'make');
   if (!has(python)) want.push('python3');

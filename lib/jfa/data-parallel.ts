@@ -3,11 +3,12 @@
 // and FAISS run there alone), and which rows of a micro-batch are this rank's.
 import { hashString } from '../data/rng.js';
 import { type ProcessGroup } from '../distributed.js';
-import { DistributedError } from '../errors.js';
+import { CheckpointError, DistributedError } from '../errors.js';
 import { type LlamaModel } from '../model/llama.js';
 import { tensor, zeros } from '../tensor.js';
 import { type RunPlan, type TrainData, type TrainOptions } from './plan.js';
 import { attachPool, latentTasksFor, type RunLatent } from './retrieval.js';
+import { type StreamPosition } from './streamed.js';
 
 /** This process's place in a data-parallel run. */
 export interface Shard {
@@ -69,6 +70,39 @@ export async function checkRanks(group: ProcessGroup, model: LlamaModel, data: T
       throw new DistributedError(`train: rank ${r}'s ${what} differs from rank 0's (${detail}); every rank must train the same model on the same data with the same settings`);
     }
   }
+}
+
+/** Where a resumed run starts: the checkpoint's folder (rank 0 alone has it), step and stream position. */
+export interface ResumePoint {
+  dir?: string;
+  step: number;
+  position?: StreamPosition;
+}
+
+/**
+ * On resume, rank 0 alone reads the checkpoint, so each host may have its own outDir and only rank
+ * 0's needs one: its step and stream position reach the other ranks through the store, its tensors
+ * by the broadcasts that start every run. A rank 0 that cannot resume stops every rank with its reason.
+ */
+export async function resumePoint(group: ProcessGroup, find: () => ResumePoint): Promise<ResumePoint> {
+  let found: ResumePoint | undefined;
+  let failure: unknown;
+  if (group.rank === 0) {
+    try {
+      found = find();
+    } catch (e) {
+      failure = e;
+    }
+  }
+  const mine = group.rank !== 0 ? '' : JSON.stringify(found ? { step: found.step, position: found.position } : { error: failure instanceof Error ? failure.message : String(failure) });
+  const [zero] = await group.exchange('resume', mine);
+  if (group.rank === 0) {
+    if (!found) throw failure;
+    return found;
+  }
+  const got = JSON.parse(zero!) as { step?: number; position?: StreamPosition; error?: string };
+  if (got.error !== undefined) throw new CheckpointError(`train: rank 0 cannot resume: ${got.error}`);
+  return { step: got.step!, ...(got.position ? { position: got.position } : {}) };
 }
 
 /** Rank 0's retrieval (k-means and FAISS ran there alone) to the other ranks. */

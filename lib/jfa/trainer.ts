@@ -21,7 +21,7 @@ import { TensorBoardWriter } from '../util/tensorboard.js';
 import { batchMaker, type FlashbackSource, flashbackSource, streamBatchMaker } from './batches.js';
 import { CHECKPOINT, findCheckpoint, lastCheckpoint, removeCheckpoint, restoreOptimizer, saveCheckpoint, saveOptimizer, writeFolder } from './checkpoint.js';
 import { loadRounds, writeChain, writePrompts } from './continual.js';
-import { checkRanks, receiveLatent, sendLatent } from './data-parallel.js';
+import { checkRanks, receiveLatent, type ResumePoint, resumePoint, sendLatent } from './data-parallel.js';
 import { type LatentTasks } from './latent.js';
 import { runSteps, type StepProgress } from './loop.js';
 import { planTrain, type RunPlan, TRAIN_DEFAULTS, type TrainData, type TrainOptions } from './plan.js';
@@ -112,7 +112,7 @@ interface Parameters {
 }
 
 async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, group?: ProcessGroup): Promise<TrainResult> {
-  const resume = plan.resume ? findRunCheckpoint(plan) : undefined;
+  const resume = !plan.resume ? undefined : group ? await resumePoint(group, () => findRunCheckpoint(plan)) : findRunCheckpoint(plan);
   const writer = !group || group.rank === 0;
   const { optimizer, latent, flash: continued } = await setUpParameters(model, tokenizer, plan, resume, group);
   if (plan.outDir && writer) mkdirSync(plan.outDir, { recursive: true });
@@ -202,7 +202,7 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, g
  * model kept as the reference), adapters fresh or the checkpoint's, then the latent pool, then
  * AdamW (restored when resuming). Every rank of a data-parallel run starts from rank 0's.
  */
-async function setUpParameters(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, resume: { dir: string; step: number } | undefined, group?: ProcessGroup): Promise<Parameters> {
+async function setUpParameters(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, resume: ResumePoint | undefined, group?: ProcessGroup): Promise<Parameters> {
   // An earlier run's adapters (planning refused them unless replaceAdapter was given).
   if (model.hasLora) model.removeLora();
   let flash: FlashbackSource | undefined;
@@ -222,22 +222,25 @@ async function setUpParameters(model: LlamaModel, tokenizer: Tokenizer, plan: Ru
     foldLast();
   }
 
-  if (resume) {
+  // A resuming rank other than 0 has no checkpoint (resumePoint): fresh tensors of the same shapes, overwritten by rank 0's below.
+  if (resume?.dir) {
     const adapterDir = join(resume.dir, 'adapter');
     if (!existsSync(adapterDir)) throw new CheckpointError(`train: the checkpoint is incomplete: ${adapterDir} is missing`);
     model.loadAdapter(adapterDir);
   } else model.addLora(plan.lora);
   const params = Object.values(model.loraParameters());
   const latent = plan.useLatent
-    ? group && !resume && group.rank !== 0
+    ? group && group.rank !== 0
       ? await receiveLatent(model, plan, group)
       : setUpLatent(model, tokenizer, plan, resume?.dir, previousPool)
     : undefined;
-  if (latent && group && !resume && group.rank === 0) await sendLatent(latent.retrieved, group);
+  if (latent && group && group.rank === 0) await sendLatent(latent.retrieved, group);
   if (latent) params.push(latent.pool.tasks.A, latent.pool.tasks.B);
   const optimizer = new AdamW(params, { lr: plan.lr, weightDecay: plan.weightDecay });
-  if (resume) restoreOptimizer('train', optimizer, resume.dir, resume.step);
-  // Every rank starts from rank 0's parameters and moments (equal by construction; this makes sure).
+  if (resume?.dir) restoreOptimizer('train', optimizer, resume.dir, resume.step);
+  else if (resume) optimizer.stepCount = resume.step;
+  // Every rank starts from rank 0's parameters and moments (equal by construction on a fresh start,
+  // this makes sure; on resume the other ranks' come from here).
   if (group) await group.broadcast([...optimizer.params, ...optimizer.expAvg, ...optimizer.expAvgSq, optimizer.steps], 0);
   return { optimizer, latent, flash };
 }

@@ -1,16 +1,24 @@
 #include "core/distributed.h"
 
 #include <ATen/ATen.h>
+#include <arpa/inet.h>
 #include <c10/util/Exception.h>
+#include <c10/util/Logging.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef JFA_WITH_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <condition_variable>
 #include <cstdlib>
-#include <map>
-#include <sstream>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <thread>
 
 #include "core/errors.h"
 
@@ -29,6 +37,59 @@ std::string cause_of(const std::exception& e) {
 }
 
 bool loopback(const std::string& host) { return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1"; }
+
+// This host's address on the way to `host`: the source address the kernel picks for a UDP socket
+// connected there (connecting a UDP socket sends nothing). Rank 0 gets its own MASTER_ADDR back.
+// Empty when it cannot tell. The host name's address, Gloo's default, is often loopback (Debian's
+// /etc/hosts, containers, network namespaces), and a rank bound there is unreachable from the others.
+std::string route_source(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), "9", &hints, &found) != 0 || !found) return "";
+  std::string out;
+  const int fd = socket(found->ai_family, SOCK_DGRAM, 0);
+  sockaddr_storage local{};
+  socklen_t len = sizeof(local);
+  if (fd >= 0 && connect(fd, found->ai_addr, found->ai_addrlen) == 0 && getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+    char text[INET6_ADDRSTRLEN] = {};
+    const void* a = local.ss_family == AF_INET6 ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
+                                                 : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
+    if (inet_ntop(local.ss_family, a, text, sizeof(text))) out = text;
+  }
+  if (fd >= 0) close(fd);
+  freeaddrinfo(found);
+  return out;
+}
+
+// fn() on a thread of its own, waited for up to `ms`: its result, its exception rethrown, or
+// nullopt when it did not finish. c10d's store client reads replies with no deadline, so a store
+// call on a connection whose peer vanished without closing it (a cut link, a host powered off)
+// blocks for as long as TCP retransmits, a quarter of an hour. A call that overruns is left to
+// finish (or not) on its detached thread, which owns everything fn captured (by value).
+template <class F>
+auto within(int64_t ms, F fn) -> std::optional<decltype(fn())> {
+  using T = decltype(fn());
+  auto promise = std::make_shared<std::promise<T>>();
+  auto future = promise->get_future();
+  std::thread([promise, fn = std::move(fn)]() mutable {
+    try {
+      promise->set_value(fn());
+    } catch (...) {
+      promise->set_exception(std::current_exception());
+    }
+  }).detach();
+  if (future.wait_for(Ms(ms)) != std::future_status::ready) return std::nullopt;
+  return future.get();
+}
+
+// c10d logs its own view of a failure to stderr, some of it with C++ backtraces ("Exception raised
+// from ..."), before the exception reaches us; our errors already carry the cause in one line. Quiet
+// unless the user asked for c10's logs (TORCH_CPP_LOG_LEVEL, read by c10 itself).
+void quiet_c10d_logs() {
+  const char* asked = std::getenv("TORCH_CPP_LOG_LEVEL");
+  if (!asked || !*asked) FLAGS_caffe2_log_level = std::max(FLAGS_caffe2_log_level, 3);  // 3: FATAL only
+}
 
 c10::intrusive_ptr<c10d::TCPStore> connect_store(const GroupOptions& o, bool server) {
   c10d::TCPStoreOptions s;
@@ -55,6 +116,36 @@ std::string ProcessGroup::where() const {
          options_.master_addr + ":" + std::to_string(options_.master_port) + ")";
 }
 
+struct ProcessGroup::Beat {
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool stopping = false;
+  bool done = false;
+};
+
+namespace {
+
+// Bumps this rank's heartbeat key until told to stop, or until the store fails (the next collective reports that).
+void heartbeat(std::shared_ptr<ProcessGroup::Beat> beat, GroupOptions o) {
+  try {
+    auto client = connect_store(o, false);
+    const std::string key = "jfa/heartbeat/" + std::to_string(o.rank);
+    std::unique_lock<std::mutex> lock(beat->mutex);
+    while (!beat->stopping) {
+      lock.unlock();
+      client->add(key, 1);
+      lock.lock();
+      beat->cv.wait_for(lock, Ms(o.heartbeat_ms), [&] { return beat->stopping; });
+    }
+  } catch (const std::exception&) {
+  }
+  std::lock_guard<std::mutex> lock(beat->mutex);
+  beat->done = true;
+  beat->cv.notify_all();
+}
+
+}  // namespace
+
 ProcessGroup::ProcessGroup(const GroupOptions& o) : options_(o) {
   if (o.world_size < 1) throw_range("distributed: WORLD_SIZE must be >= 1, got " + std::to_string(o.world_size));
   if (o.rank < 0 || o.rank >= o.world_size)
@@ -67,6 +158,7 @@ ProcessGroup::ProcessGroup(const GroupOptions& o) : options_(o) {
   if (o.backend == "nccl" && !nccl_built())
     throw_range("distributed: backend nccl needs a CUDA libtorch with c10d's NCCL backend; this build has only gloo");
 
+  if (o.world_size > 1) quiet_c10d_logs();
   try {
     store_ = connect_store(o, o.rank == 0);
   } catch (const std::exception& e) {
@@ -95,12 +187,16 @@ ProcessGroup::ProcessGroup(const GroupOptions& o) : options_(o) {
     if (!nccl) {
       auto opts = c10d::ProcessGroupGloo::Options::create(Ms(o.timeout_ms));
       // Each rank binds its own address: loopback when the master is local; otherwise the
-      // interface GLOO_SOCKET_IFNAME names (as in torch), else the address this host's name resolves to.
+      // interface GLOO_SOCKET_IFNAME names (as in torch), else the address this host reaches
+      // MASTER_ADDR from, else (no route found) the address this host's name resolves to.
       const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+      const std::string source = loopback(o.master_addr) || (ifname && *ifname) ? "" : route_source(o.master_addr);
       if (ifname && *ifname)
         opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
       else if (loopback(o.master_addr))
         opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+      else if (!source.empty())
+        opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(source));
       else
         opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
       opts->threads = 1;  // one collective in flight at a time is all a step starts
@@ -112,63 +208,52 @@ ProcessGroup::ProcessGroup(const GroupOptions& o) : options_(o) {
   } catch (const std::exception& e) {
     throw_generic(where() + ": cannot connect the ranks: " + cause_of(e));
   }
-  if (o.world_size > 1) heartbeat_ = std::thread([this] { heartbeat_loop(); });
+  if (o.world_size > 1) {
+    beat_ = std::make_shared<Beat>();
+    std::thread(heartbeat, beat_, options_).detach();
+  }
 }
 
+// Stops the heartbeat, waiting a moment (250 ms) for it: a live one stops in microseconds. A heartbeat blocked in a store call on a lost
+// connection (the store's host cut off) would never return: it is left behind, detached, owning its
+// state, rather than joined, which hung the rank that lost the store until it was killed.
 ProcessGroup::~ProcessGroup() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
-  }
-  stop_cv_.notify_all();
-  if (heartbeat_.joinable()) heartbeat_.join();
-}
-
-void ProcessGroup::heartbeat_loop() {
-  c10::intrusive_ptr<c10d::TCPStore> client;
-  try {
-    client = connect_store(options_, false);
-  } catch (const std::exception&) {
-    return;  // the store is gone already; the next collective reports it
-  }
-  const std::string key = "jfa/heartbeat/" + std::to_string(options_.rank);
-  std::unique_lock<std::mutex> lock(mutex_);
-  while (!stopping_) {
-    lock.unlock();
-    try {
-      client->add(key, 1);
-    } catch (const std::exception&) {
-      return;
-    }
-    lock.lock();
-    stop_cv_.wait_for(lock, Ms(options_.heartbeat_ms), [this] { return stopping_; });
-  }
+  if (!beat_) return;
+  std::unique_lock<std::mutex> lock(beat_->mutex);
+  beat_->stopping = true;
+  beat_->cv.notify_all();
+  beat_->cv.wait_for(lock, Ms(250), [this] { return beat_->done; });
 }
 
 // Ranks whose heartbeat did not move over a few periods: "rank 1 stopped responding"; or, when
-// the store itself is gone, rank 0 (which hosts it).
+// the store itself does not answer, rank 0 (which hosts it). Bounded: a few seconds whatever the network does.
 std::string ProcessGroup::stale_ranks() {
   if (options_.world_size < 2) return "";
+  GroupOptions probe_options = options_;
+  probe_options.timeout_ms = std::min<int64_t>(options_.timeout_ms, 2000);
+  const int64_t quiet_ms = options_.heartbeat_ms * 4;
+  const std::string unreachable = "rank 0 cannot be reached (its store at " + options_.master_addr + ":" + std::to_string(options_.master_port) +
+                                  " is gone or did not answer within " + std::to_string(probe_options.timeout_ms) + " ms: it died, or the network to it is down)";
   try {
-    auto probe = connect_store([&] {
-      GroupOptions g = options_;
-      g.timeout_ms = std::min<int64_t>(options_.timeout_ms, 3000);
-      return g;
-    }(), false);
-    auto read = [&] {
-      std::vector<int64_t> beats;
-      for (int r = 0; r < options_.world_size; ++r) beats.push_back(probe->add("jfa/heartbeat/" + std::to_string(r), 0));
-      return beats;
-    };
-    const auto before = read();
-    std::this_thread::sleep_for(Ms(options_.heartbeat_ms * 4));
-    const auto after = read();
-    std::string out;
-    for (int r = 0; r < options_.world_size; ++r)
-      if (r != options_.rank && before[r] == after[r]) out += (out.empty() ? "rank " : ", rank ") + std::to_string(r);
-    return out.empty() ? "" : out + " stopped responding (no heartbeat for " + std::to_string(options_.heartbeat_ms * 4) + " ms: it died or hung)";
+    auto stale = within(probe_options.timeout_ms + quiet_ms + 1000, [o = probe_options, quiet_ms] {
+      auto probe = connect_store(o, false);
+      auto read = [&] {
+        std::vector<int64_t> beats;
+        for (int r = 0; r < o.world_size; ++r) beats.push_back(probe->add("jfa/heartbeat/" + std::to_string(r), 0));
+        return beats;
+      };
+      const auto before = read();
+      std::this_thread::sleep_for(Ms(quiet_ms));
+      const auto after = read();
+      std::string out;
+      for (int r = 0; r < o.world_size; ++r)
+        if (r != o.rank && before[r] == after[r]) out += (out.empty() ? "rank " : ", rank ") + std::to_string(r);
+      return out;
+    });
+    if (!stale) return unreachable;
+    return stale->empty() ? "" : *stale + " stopped responding (no heartbeat for " + std::to_string(quiet_ms) + " ms: it died, hung, or the network to it is down)";
   } catch (const std::exception&) {
-    return "rank 0 stopped (its store at " + options_.master_addr + ":" + std::to_string(options_.master_port) + " is unreachable)";
+    return unreachable;
   }
 }
 
@@ -188,12 +273,19 @@ std::vector<std::string> ProcessGroup::exchange(const std::string& key, const st
     }
   };
   const auto read = [&](int r) {
+    const std::string late = where() + ": rank " + std::to_string(r) + " did not report its " + key + " within " +
+                             std::to_string(options_.timeout_ms) + " ms (not started, another WORLD_SIZE, dead, or the network to rank 0 is down)";
     try {
-      store_->wait({base + std::to_string(r)}, Ms(options_.timeout_ms));
-      out[r] = store_->get_to_str(base + std::to_string(r));
+      auto got = within(options_.timeout_ms + 1000, [store = store_, name = base + std::to_string(r), ms = options_.timeout_ms] {
+        store->wait({name}, Ms(ms));
+        return store->get_to_str(name);
+      });
+      if (!got) throw_generic(late);
+      out[r] = *got;
+    } catch (const jfa::Error&) {
+      throw;
     } catch (const std::exception& e) {
-      throw_generic(where() + ": rank " + std::to_string(r) + " did not report its " + key + " within " +
-                    std::to_string(options_.timeout_ms) + " ms (not started, another WORLD_SIZE, or dead): " + cause_of(e));
+      throw_generic(late + ": " + cause_of(e));
     }
   };
   // Rank 0's value first: a rank that disagrees with it learns so at once, whoever else is missing.

@@ -6,12 +6,9 @@
 #include <ATen/core/Tensor.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <torch/csrc/distributed/c10d/Backend.hpp>
@@ -83,8 +80,10 @@ class ProcessGroup {
   // A collective failed: why, naming the rank that stopped when the heartbeats tell.
   [[noreturn]] void fail(const std::string& what, const std::exception& cause);
 
+  // The heartbeat thread's state, shared with it: the thread may outlive the group (see ~ProcessGroup).
+  struct Beat;
+
  private:
-  void heartbeat_loop();
   std::string stale_ranks();
   std::string where() const;
 
@@ -93,10 +92,7 @@ class ProcessGroup {
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::Backend> backend_;
   uint64_t exchanges_ = 0;
-  std::thread heartbeat_;
-  std::mutex mutex_;
-  std::condition_variable stop_cv_;
-  bool stopping_ = false;
+  std::shared_ptr<Beat> beat_;
 };
 
 // True when this build can make an NCCL group (a CUDA libtorch with c10d's NCCL backend).

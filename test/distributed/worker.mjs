@@ -1,6 +1,8 @@
 // One rank of test/30's data-parallel runs (or the single process they are compared with). Reads
 // its settings from argv[2] (JSON): model, out, steps, rank/world/port (absent: one process),
-// resume, timeoutMs, stallAfter (hang after that step: SIGKILL'd by the test), stream, extra options.
+// resume, timeoutMs, stallAfter (hang after that step: SIGKILL'd by the test), stream, extra options;
+// addr (MASTER_ADDR, default loopback) and stepDelayMs (a pause after each step, so that a test can
+// act in the middle of a run) for test/43's two hosts.
 
 import { generateSuite, LlamaModel, Tokenizer, train } from '../../dist/index.js';
 
@@ -24,10 +26,11 @@ const options = {
   outDir: a.out,
   resume: a.resume,
   checkpointEvery: a.checkpointEvery,
-  ...(a.world ? { distributed: { rank: a.rank, worldSize: a.world, masterPort: a.port, timeoutMs: a.timeoutMs ?? 20000 } } : {}),
+  ...(a.world ? { distributed: { rank: a.rank, worldSize: a.world, masterAddr: a.addr, masterPort: a.port, timeoutMs: a.timeoutMs ?? 20000 } } : {}),
   ...(a.extra ?? {}),
   onStep: (p) => {
     process.stdout.write(`step ${p.step}\n`);
+    if (a.stepDelayMs) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, a.stepDelayMs);
     if (a.stallAfter !== undefined && p.step >= a.stallAfter) {
       process.stdout.write('stalled\n');
       for (;;) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
@@ -39,6 +42,7 @@ try {
   const r = await train(model, Tokenizer.fromDir(a.model), data, options);
   process.stdout.write(`done ${r.steps}\n`);
 } catch (e) {
+  process.stdout.write(`error ${e.code ?? e.name}\n`);
   process.stderr.write(`${e.message}\n`);
   process.exit(1);
 }
