@@ -39,10 +39,10 @@ const jfa = (...args: string[]) =>
   spawnSync(process.execPath, [join(root, 'dist', 'cli', 'main.js'), ...args], { encoding: 'utf8', cwd: dir, timeout: 120_000, env: { ...process.env, OMP_NUM_THREADS: '1' } });
 
 // Eight records in micro-batches of 2 with 2 accumulated: 2 steps. The 10 flashbacks with them are the
-// 16 samples the latent pool's 16 groups need at least. A learning rate that moves the adapter and the
-// pool far enough in 2 steps to change what the model writes, so that a command ignoring either shows.
+// 16 samples the latent pool's 16 groups need at least. A learning rate at which 2 steps move the
+// adapter and the pool enough that each visibly changes the logits (checked below).
 const TRAIN = { epochs: 1, microBatch: 2, accumulation: 2, maxTokens: 64, r: 2, lr: 0.01 };
-const trainFlags = ['--epochs', '1', '--micro-batch', '2', '--accumulation', '2', '--max-tokens', '64', '--r', '2', '--lr', '0.01'];
+const trainFlags = ['--epochs', `${TRAIN.epochs}`, '--micro-batch', `${TRAIN.microBatch}`, '--accumulation', `${TRAIN.accumulation}`, '--max-tokens', `${TRAIN.maxTokens}`, '--r', `${TRAIN.r}`, '--lr', `${TRAIN.lr}`];
 const SEVEN = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 // What each family's adapter must adapt by default: every linear module it has (Phi-3's are fused).
 const MODULES: Record<Family, string[]> = { qwen2: SEVEN, qwen3: SEVEN, mistral: SEVEN, phi3: ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'] };
