@@ -6,6 +6,8 @@
 // every LoRA gradient, the AdamW update), bf16 logits; and the same weights without the family's
 // detail give logits far outside the tolerance, so the test sees a skipped detail. What we do not
 // implement (Gemma, longrope, partial rotary, mixed Mistral layers) is refused by name.
+// JFA_TEST_DEVICE=cuda (the GPU check, scripts/device/check.sh) runs our side on the GPU against the
+// same transformers references, computed on the CPU.
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,29 +22,29 @@ import { loadSafetensors } from '../lib/model/safetensors.js';
 import { Tokenizer } from '../lib/model/tokenizer.js';
 import { AdamW } from '../lib/optim.js';
 import { type Tensor, tensor } from '../lib/tensor.js';
+import { FAMILY_MODELS, FAMILY_VOCAB, testDevice } from './families.js';
 import { expectError, root, venvPython } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-families-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const V = 259; // the vocabulary of jfa's byte tokenizer, which every family's directory gets
-const shape = { vocab_size: V, hidden_size: 32, intermediate_size: 48, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, bos_token_id: null, eos_token_id: null, pad_token_id: null };
+const V = FAMILY_VOCAB;
 const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+// The models (test/families.ts), the adapter targets of each and the detail its ablation drops.
 const families = {
-  qwen2: { model_type: 'qwen2', seed: 1, targets: ALL, ablation: 'no_bias', config: { ...shape, tie_word_embeddings: false } },
-  // head_dim 16 is not hidden / heads (8); layer 0 attends fully, layer 1 through a window of 5
+  qwen2: { ...FAMILY_MODELS.qwen2, targets: ALL, ablation: 'no_bias' },
   qwen3: {
-    model_type: 'qwen3',
-    seed: 2,
+    ...FAMILY_MODELS.qwen3,
     targets: ['q_proj', 'v_proj', 'down_proj'],
     ablation: 'no_qk_norm', // a Llama with these weights, on the first 5 positions (before the window hides a key)
     ablation_len: 5,
-    config: { ...shape, head_dim: 16, tie_word_embeddings: true, use_sliding_window: true, sliding_window: 5, max_window_layers: 1 },
   },
-  mistral: { model_type: 'mistral', seed: 3, targets: ALL, ablation: 'no_window', config: { ...shape, sliding_window: 4, tie_word_embeddings: false } },
-  phi3: { model_type: 'phi3', seed: 4, targets: ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'], ablation: 'no_window', config: { ...shape, sliding_window: 5, tie_word_embeddings: false } },
+  mistral: { ...FAMILY_MODELS.mistral, targets: ALL, ablation: 'no_window' },
+  phi3: { ...FAMILY_MODELS.phi3, targets: ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'], ablation: 'no_window' },
 } as const;
 type Family = keyof typeof families;
+const device = testDevice();
+const load = (d: string, o: { dtype?: 'bfloat16' } = {}) => LlamaModel.load(d, { ...o, device });
 
 // Eight tokens: past every window above. Right padding for scoring and training, left for generation.
 const idsRight = [
@@ -77,9 +79,13 @@ const LOGITS_TOL = 1e-4; // absolute, fp32
 const LOSS_RTOL = 2e-5;
 const WEIGHT_RTOL = 2e-5;
 
-const ids = (rows: number[][]) => tensor(BigInt64Array.from(rows.flat().map(BigInt)), [rows.length, rows[0]!.length]);
-const maskOf = (rows: number[][]) => tensor(Uint8Array.from(rows.flat()), [rows.length, rows[0]!.length]);
-const floats = (t: Tensor) => (t.dtype === 'float32' ? t : t.to('float32')).toTypedArray() as Float32Array;
+// Inputs on our side's device; results read back on the CPU.
+const onDevice = (t: Tensor) => (device === 'cpu' ? t : t.to(device));
+const ids = (rows: number[][]) => onDevice(tensor(BigInt64Array.from(rows.flat().map(BigInt)), [rows.length, rows[0]!.length]));
+const maskOf = (rows: number[][]) => onDevice(tensor(Uint8Array.from(rows.flat()), [rows.length, rows[0]!.length]));
+const host = (t: Tensor) => (t.device === 'cpu' ? t : t.to('cpu'));
+const floats = (t: Tensor) => host(t.dtype === 'float32' ? t : t.to('float32')).toTypedArray() as Float32Array;
+const tokens = (t: Tensor) => Array.from(host(t).toTypedArray() as BigInt64Array, Number);
 
 /** max |a - b| over the positions `mask` marks real (padding rows are not compared). */
 function realDiff(a: Float32Array, b: Float32Array, mask: number[][], width: number): number {
@@ -123,7 +129,7 @@ beforeAll(() => {
 
 describe.each(Object.keys(families) as Family[])('%s matches transformers', (f) => {
   it('logits on right- and left-padded batches (fp32), and the same weights without the family detail are far off', () => {
-    using model = LlamaModel.load(modelDir(f));
+    using model = load(modelDir(f));
     expect(model.config.modelType).toBe(f);
     expect(Tokenizer.fromDir(modelDir(f)).encode('ab').length).toBeGreaterThan(0);
     const right = floats(model.logits(ids(idsRight), { attentionMask: maskOf(maskRight) }));
@@ -131,22 +137,22 @@ describe.each(Object.keys(families) as Family[])('%s matches transformers', (f) 
     expect(realDiff(right, floats(refs[f].logits_right!), maskRight, V)).toBeLessThan(LOGITS_TOL);
     expect(realDiff(left, floats(refs[f].logits_left!), maskLeft, V)).toBeLessThan(LOGITS_TOL);
     // a model that skipped the detail (biases, q/k norm, the window) would be this far from transformers
-    const n = 'ablation_len' in families[f] ? families[f].ablation_len : idsRight[0]!.length;
+    const n = (families[f] as { ablation_len?: number }).ablation_len ?? idsRight[0]!.length;
     const prefix = (x: Float32Array) => Float32Array.from(idsRight.flatMap((_, b) => Array.from(x.subarray(b * 8 * V, (b * 8 + n) * V))));
     expect(realDiff(prefix(right), floats(refs[f].logits_ablation!), maskRight.map((m) => m.slice(0, n)), V)).toBeGreaterThan(100 * LOGITS_TOL);
   });
 
   it(`${NEW_TOKENS} greedy tokens equal transformers generate, base and with the PEFT adapter`, async () => {
-    using model = LlamaModel.load(modelDir(f));
+    using model = load(modelDir(f));
     const base = await model.generate(ids(idsLeft), { attentionMask: maskOf(maskLeft), maxNewTokens: NEW_TOKENS });
-    expect(Array.from(base.toTypedArray() as BigInt64Array, Number)).toEqual(Array.from(refs[f].tokens!.toTypedArray() as BigInt64Array, Number));
+    expect(tokens(base)).toEqual(tokens(refs[f].tokens!));
     model.loadAdapter(join(modelDir(f), 'adapter'));
     const adapted = await model.generate(ids(idsLeft), { attentionMask: maskOf(maskLeft), maxNewTokens: NEW_TOKENS });
-    expect(Array.from(adapted.toTypedArray() as BigInt64Array, Number)).toEqual(Array.from(refs[f].tokens_adapter!.toTypedArray() as BigInt64Array, Number));
+    expect(tokens(adapted)).toEqual(tokens(refs[f].tokens_adapter!));
   });
 
   it("a PEFT adapter (nonzero B) loads with PEFT's logits", () => {
-    using model = LlamaModel.load(modelDir(f));
+    using model = load(modelDir(f));
     model.loadAdapter(join(modelDir(f), 'adapter'));
     const left = floats(model.logits(ids(idsLeft), { attentionMask: maskOf(maskLeft) }));
     expect(realDiff(left, floats(refs[f].logits_adapter!), maskLeft, V)).toBeLessThan(LOGITS_TOL);
@@ -155,7 +161,7 @@ describe.each(Object.keys(families) as Family[])('%s matches transformers', (f) 
   });
 
   it('one training step: loss, every LoRA gradient and the AdamW update equal transformers + PEFT', () => {
-    using model = LlamaModel.load(modelDir(f));
+    using model = load(modelDir(f));
     model.loadAdapter(join(modelDir(f), 'adapter'));
     const params = model.loraParameters();
     const names = Object.keys(params);
@@ -178,7 +184,7 @@ describe.each(Object.keys(families) as Family[])('%s matches transformers', (f) 
   });
 
   it('bf16 weights give logits within bf16 precision', () => {
-    using model = LlamaModel.load(modelDir(f), { dtype: 'bfloat16' });
+    using model = load(modelDir(f), { dtype: 'bfloat16' });
     const right = floats(model.logits(ids(idsRight), { attentionMask: maskOf(maskRight) }));
     expect(realDiff(right, floats(refs[f].logits_right!), maskRight, V)).toBeLessThan(5e-2);
   });
@@ -189,7 +195,7 @@ describe('in Hugging Face layout both ways', () => {
     const runs: Record<string, unknown> = {};
     const ours: Record<string, Float32Array> = {};
     for (const f of Object.keys(families) as Family[]) {
-      using model = LlamaModel.load(modelDir(f));
+      using model = load(modelDir(f));
       model.loadAdapter(join(dir, `ours-${f}`));
       ours[`adapter.${f}`] = floats(model.logits(ids(idsLeft), { attentionMask: maskOf(maskLeft) }));
       runs[`adapter.${f}`] = { model: modelDir(f), adapter: join(dir, `ours-${f}`), ids: idsLeft, mask: maskLeft };

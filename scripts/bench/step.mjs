@@ -10,6 +10,11 @@
 //   1b-bf16    bf16: a ~1.1B Llama of TinyLlama-1.1B's shape (random weights, written by the Python
 //              reference on the device); 4 new + 1 flashback micro-batches of 8 x 512, LoRA r 16.
 //   tiny-bf16  bf16: a ~4M Llama, the 1b-bf16 path at a size a CPU runs in seconds.
+// --family llama|qwen2|qwen3|mistral|phi3 builds the preset's generated models (100M, 1.1B, tiny) as
+// that family at the same size, on both sides (scripts/bench/families.mjs: Qwen2.5's biases and tied
+// embeddings, Qwen3's q/k norm and head_dim, Mistral's window, Phi-3's fused projections, adapted
+// through its fused modules as PEFT does); the default preset's demo-size model is the demo's Llama
+// and runs for llama only. Default llama.
 // The device (--device, or JFA_BENCH_DEVICE): cpu (default), cuda or cuda:N. On CUDA both sides time
 // the step between synchronisations (ours: trainStep resolves after its stream is synchronised), peak
 // memory is each side's CUDA caching allocator (peak allocated during the step), and MFU is the counted
@@ -18,7 +23,7 @@
 // logits when they fit in 1 GiB, else its final hidden states; --recompute-reference runs the
 // reference forward in every step instead, as the PyTorch reference does.
 // Usage: npm run bench:step [-- --json] [-- --json-out FILE] [-- --repeats N] [-- --threads N] [-- --model DIR]
-//        [-- --only LABEL] [-- --recompute-reference] [-- --device cpu|cuda|cuda:N] [-- --preset NAME]
+//        [-- --only LABEL] [-- --recompute-reference] [-- --device cpu|cuda|cuda:N] [-- --preset NAME] [-- --family NAME]
 // With OUT set (scripts/device/check.sh), the JSON goes to $OUT/bench-step.json as well.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,6 +32,7 @@ import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 
 import * as jfa from '../../dist/index.js';
+import { benchFamily, familyConfig, loraTargetsText } from './families.mjs';
 import { BenchUsageError, benchTarget, canonicalDevice, gpuMemory, jsonTarget, peakTflops, positiveInt, runBench, writeJson } from './gpu.mjs';
 import { median, progressLine, rss as status, startReference } from './harness.mjs';
 
@@ -34,6 +40,7 @@ const { values } = parseArgs({
   options: {
     json: { type: 'boolean' }, 'json-out': { type: 'string' }, repeats: { type: 'string' }, model: { type: 'string' }, only: { type: 'string' },
     threads: { type: 'string' }, 'recompute-reference': { type: 'boolean' }, device: { type: 'string' }, preset: { type: 'string' },
+    family: { type: 'string' },
   },
 });
 const llama = (shape) => ({
@@ -348,6 +355,8 @@ async function benchModel(run, label, dir) {
 async function main() {
   const { device, presets: [presetName] } = benchTarget('bench:step', values, PRESETS, { defaultPreset: 'default' });
   const preset = PRESETS[presetName];
+  const family = benchFamily('bench:step', values.family);
+  if (values.model && values.family) throw new BenchUsageError('bench:step: --family builds the generated models; a --model brings its own config.json');
   const repeats = values.repeats ? positiveInt('bench:step', 'repeats', values.repeats) : preset.repeats;
   const labels = preset.models.map((m) => m.label);
   if (values.only && !labels.includes(values.only) && !(presetName === 'default' && ['small', '100m'].includes(values.only)))
@@ -372,9 +381,12 @@ async function main() {
     const results = [];
     const wanted = (m) => !values.only || values.only === m.label || (values.only === 'small' && m.from === 'demo') || (values.only === '100m' && m.label === '100M');
     let created = null;
-    for (const m of preset.models.filter(wanted)) {
+    const models = preset.models.filter(wanted).filter((m) => family === 'llama' || m.from !== 'demo');
+    if (!models.length) throw new BenchUsageError(`bench:step: --only '${values.only}' is the demo's Llama; with --family ${family} the preset runs ${preset.models.filter((m) => m.from !== 'demo').map((m) => m.label).join(', ')}`);
+    for (const m of models) {
       let modelDir = join(dir, m.label);
-      let label = m.label;
+      let label = family === 'llama' ? m.label : `${m.label}-${family}`;
+      const config = m.config && familyConfig(family, m.config);
       if (m.from === 'demo') {
         if (values.model) {
           modelDir = values.model;
@@ -387,12 +399,12 @@ async function main() {
         }
       } else if (m.from === 'js') {
         progress(`creating the ${m.label} model`);
-        const r = jfa.LlamaModel.random(m.config, { seed: 0 });
-        r.save(modelDir, { 'config.json': `${JSON.stringify(m.config, null, 2)}\n` });
+        const r = jfa.LlamaModel.random(config, { seed: 0 });
+        r.save(modelDir, { 'config.json': `${JSON.stringify(config, null, 2)}\n` });
         r.dispose();
       } else {
         progress(`creating the ${m.label} model (random ${preset.dtype} weights, drawn on ${device} by the reference)`);
-        created = await ask({ cmd: 'create', dir: modelDir, config: m.config, seed: 0, device, dtype: preset.dtype });
+        created = await ask({ cmd: 'create', dir: modelDir, config, seed: 0, device, dtype: preset.dtype });
       }
       results.push(await benchModel(run, label, modelDir));
       if (m.from !== 'demo' || !values.model) rmSync(modelDir, { recursive: true, force: true });
@@ -403,13 +415,14 @@ async function main() {
     const matmulFlops = 2 * preset.matmul ** 3;
     const result = {
       preset: presetName,
+      family,
       device,
       gpu: gpu?.name ?? null,
       dtype: preset.dtype,
       threads,
       repeats,
       shape: preset.shape,
-      lora: { ...preset.lora, targets: 'all 7 projections (q, k, v, o, gate, up, down)' },
+      lora: { ...preset.lora, targets: loraTargetsText(family) },
       peakTflops: peak.tflops,
       peakSource: peak.source,
       createMs: created?.ms ?? null,
@@ -436,7 +449,7 @@ function printResult(result, jsonFile) {
   const f = (x, d = 0) => (x === null || x === undefined ? 'n/a' : x.toFixed(d));
   const { shape } = result;
   const where = result.gpu ? `${result.device} (${result.gpu})` : `cpu, ${result.threads} threads`;
-  console.log(`bench:step [${result.preset}]: one JFA step (${shape.newMicroBatches} new x ${shape.microBatch} + ${shape.flashbackMicroBatches} flashback x ${shape.microBatch}, seq ${shape.seq}, LoRA r ${result.lora.r} all 7 projections, latent pool on one o_proj, PCGrad, clip, AdamW), ${result.dtype} on ${where}, medians of ${result.repeats} interleaved repeats; torch+peft recomputes the reference every step`);
+  console.log(`bench:step [${result.preset}, ${result.family}]: one JFA step (${shape.newMicroBatches} new x ${shape.microBatch} + ${shape.flashbackMicroBatches} flashback x ${shape.microBatch}, seq ${shape.seq}, LoRA r ${result.lora.r} ${result.lora.targets}, latent pool on one o_proj, PCGrad, clip, AdamW), ${result.dtype} on ${where}, medians of ${result.repeats} interleaved repeats; torch+peft recomputes the reference every step`);
   console.log(`${result.dtype} matmul ${result.matmul.n}^2: ours ${f(result.matmul.oursGflops, 1)} GFLOP/s, torch ${f(result.matmul.torchGflops, 1)} GFLOP/s; MFU peak: ${result.peakTflops === null ? result.peakSource : `${result.peakTflops} TFLOP/s (${result.peakSource})`}`);
   for (const r of result.models) {
     console.log(`\n${r.model}: ${f(r.parameters / 1e6, 1)}M parameters (vocab ${r.vocab}, ${r.dtype}), ${f(r.trainableParameters / 1e6, 2)}M trainable (LoRA ${r.loraDtype}, pool ${r.poolDtype}), ${r.trainTokensPerStep} trained + ${r.refTokensPerStep} reference tokens per step, ${f(r.gflopPerStep, 0)} GFLOP per step; ours ${r.referenceKept === 'none' ? 'recomputes the reference every step too' : `keeps the reference's ${r.referenceKept}`}`);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check (issue 14), for a machine with an NVIDIA GPU, PyTorch, nvcc, CMake and ninja but no
 # Node: unpacks .device/ (scripts/device/prepare.sh made it), builds the addon against that
-# machine's torch, runs the device parity tests on CUDA (test/29: fp32 and bf16 against the CPU),
-# then bench:step (preset 1b-bf16: a ~1.1B Llama in bf16) and bench:ops (fp32 and bf16) on the GPU
+# machine's torch, runs the device parity tests on CUDA (test/29: fp32 and bf16 against the CPU;
+# test/41: the model families, Qwen2, Qwen3, Mistral and Phi-3, against transformers), then bench:step (preset 1b-bf16: a ~1.1B Llama in bf16) and bench:ops (fp32 and bf16) on the GPU
 # against the PyTorch references on the same GPU, then test/29's CUDA tests on libtorch's path.
 # Everything it prints goes to $OUT/check.log too, each step's output to $OUT/<step>.log, the
 # benchmarks' results to $OUT/bench-ops.json and $OUT/bench-step.json: 8 files in all (the device
@@ -102,8 +102,11 @@ export JFA_TEST_PYTHON
 JFA_TEST_PYTHON=$(command -v "$python")
 
 # 4. Parity on CUDA: the device suite (fp32 1e-4 and bf16 against the CPU: tensors, logits with
-# and without padding and GQA, generation, JFA training, the divergence kernel).
-step parity 180 node node_modules/vitest/vitest.mjs run test/29.device.test.ts \
+# and without padding and GQA, generation, JFA training, the divergence kernel), and the families'
+# parity (test/41 with JFA_TEST_DEVICE: our side on the GPU against transformers' references computed
+# by this machine's python on the CPU: logits, greedy tokens, adapters, a training step, bf16). One
+# step, one log: the runner returns at most 8 files. In a dry run JFA_TEST_DEVICE is cpu.
+JFA_TEST_DEVICE=$bench_device step parity 240 node node_modules/vitest/vitest.mjs run test/29.device.test.ts test/41.families.test.ts \
   --reporter=default --reporter=json --outputFile.json="$scratch/parity.json" || failed=1
 [ -f "$scratch/parity.json" ] && log "parity: $(node -e 'const r = require(process.argv[1]); console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests} skipped of ${r.numTotalTests}`)' "$scratch/parity.json" 2>&1)"
 

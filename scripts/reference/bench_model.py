@@ -1,5 +1,6 @@
 """The transformers side of `npm run bench:model`. Answers one JSON line per command on stdin:
-  {"cmd": "create", "dir": D, "config": {...}}        a random LlamaForCausalLM saved to D
+  {"cmd": "create", "dir": D, "config": {...}}        a random model of the config's model_type (llama, qwen2,
+                                                      qwen3, mistral, phi3) saved to D
   {"cmd": "load", "dir": D}                           {"ms", "peakMiB"}
   {"cmd": "forward", "batch": B, "seq": T}            one no-grad forward of the loaded model, {"ms"}
   {"cmd": "generate", "batch": B, "prompt": T, "new": N, "cache": "dynamic"|"static"}
@@ -8,7 +9,7 @@
 import time
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from procfs import reset_peak, rss
 from serve import serve
@@ -20,7 +21,8 @@ def main():
 
     def create(c):
         torch.manual_seed(0)
-        LlamaForCausalLM(LlamaConfig(**c["config"])).save_pretrained(c["dir"], safe_serialization=True)
+        config = dict(c["config"])
+        AutoModelForCausalLM.from_config(AutoConfig.for_model(config.pop("model_type", "llama"), **config)).save_pretrained(c["dir"], safe_serialization=True)
         return {"ok": True}
 
     def load(c):
@@ -28,7 +30,7 @@ def main():
         reset_peak()
         base = rss("VmRSS")
         t = time.perf_counter()
-        model = LlamaForCausalLM.from_pretrained(c["dir"], dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(c["dir"], dtype=torch.float32).eval()
         return {"ms": (time.perf_counter() - t) * 1e3, "peakMiB": rss("VmHWM") - base, "baseMiB": base}
 
     def forward(c):

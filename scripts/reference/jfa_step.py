@@ -1,4 +1,5 @@
-"""The JFA training step written as a PyTorch user would: transformers LlamaForCausalLM + a PEFT LoRA
+"""The JFA training step written as a PyTorch user would: transformers' model (AutoModelForCausalLM: Llama,
+or Qwen2, Qwen3, Mistral, Phi-3 by the config's model_type) + a PEFT LoRA
 adapter, the reference forward under `model.disable_adapter()` and no_grad (flashback micro-batches
 only), symmetric KL on flashbacks, the latent-task mixture on one layer's o_proj through a forward
 hook, per-micro-batch gradients combined by PCGrad, clip_grad_norm_, torch.optim.AdamW.
@@ -14,8 +15,9 @@ the losses are computed on logits upcast to float32, as transformers' own loss d
 JSON lines on stdin, one JSON line answered per command:
   {"cmd": "threads", "n": N}
   {"cmd": "create", "dir": DIR, "config": {...}, "seed": S, "device": D, "dtype": "bfloat16"|"float32"}
-        writes a Llama checkpoint with random weights (normal, std 0.02; norms 1) drawn on D: DIR/config.json
-        and DIR/model.safetensors; answers {"parameters", "ms"}
+        writes a checkpoint of the config's model_type (llama, qwen2, qwen3, mistral, phi3) with random weights
+        (normal, std 0.02; norms 1; Qwen2's q/k/v biases 0) drawn on D, under that family's tensor names
+        (Phi-3's fused qkv_proj and gate_up_proj): DIR/config.json and DIR/model.safetensors; answers {"parameters", "ms"}
   {"cmd": "setup", "model": DIR, "adapter": DIR, "pool": FILE|null, "layer": L, "lr", "betas", "eps",
    "weight_decay", "alpha", "max_grad_norm", "kl", "reduction", "pcgrad", "device": "cpu"|"cuda[:N]",
    "dtype": "float32"|"bfloat16"}
@@ -42,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 from procfs import reset_peak, rss
 from serve import serve
@@ -57,7 +59,7 @@ def sync(device):
 
 
 def create(c):
-    """A Llama checkpoint of c["config"]'s shape with random weights, drawn on c["device"] in c["dtype"]."""
+    """A checkpoint of c["config"]'s family and shape with random weights, drawn on c["device"] in c["dtype"]."""
     t0 = time.perf_counter()
     cfg, device, dtype = c["config"], torch.device(c.get("device", "cpu")), DTYPES[c.get("dtype", "bfloat16")]
     g = torch.Generator(device=device).manual_seed(c.get("seed", 0))
@@ -71,14 +73,24 @@ def create(c):
     def ones(n):
         return torch.ones(n, device=device, dtype=dtype)
 
+    family = cfg.get("model_type", "llama")
     w = {"model.embed_tokens.weight": normal(cfg["vocab_size"], h), "model.norm.weight": ones(h)}
     for i in range(layers):
         p = f"model.layers.{i}."
-        w.update({p + "self_attn.q_proj.weight": normal(q, h), p + "self_attn.k_proj.weight": normal(kv, h),
-                  p + "self_attn.v_proj.weight": normal(kv, h), p + "self_attn.o_proj.weight": normal(h, q),
-                  p + "mlp.gate_proj.weight": normal(inter, h), p + "mlp.up_proj.weight": normal(inter, h),
-                  p + "mlp.down_proj.weight": normal(h, inter), p + "input_layernorm.weight": ones(h),
-                  p + "post_attention_layernorm.weight": ones(h)})
+        w.update({p + "self_attn.o_proj.weight": normal(h, q), p + "mlp.down_proj.weight": normal(h, inter),
+                  p + "input_layernorm.weight": ones(h), p + "post_attention_layernorm.weight": ones(h)})
+        if family == "phi3":  # fused, q rows then k then v; gate rows then up
+            w.update({p + "self_attn.qkv_proj.weight": normal(q + 2 * kv, h), p + "mlp.gate_up_proj.weight": normal(2 * inter, h)})
+        else:
+            w.update({p + "self_attn.q_proj.weight": normal(q, h), p + "self_attn.k_proj.weight": normal(kv, h),
+                      p + "self_attn.v_proj.weight": normal(kv, h), p + "mlp.gate_proj.weight": normal(inter, h),
+                      p + "mlp.up_proj.weight": normal(inter, h)})
+        if family == "qwen2":
+            w.update({p + "self_attn.q_proj.bias": torch.zeros(q, device=device, dtype=dtype),
+                      p + "self_attn.k_proj.bias": torch.zeros(kv, device=device, dtype=dtype),
+                      p + "self_attn.v_proj.bias": torch.zeros(kv, device=device, dtype=dtype)})
+        if family == "qwen3":
+            w.update({p + "self_attn.q_norm.weight": ones(hd), p + "self_attn.k_norm.weight": ones(hd)})
     if not cfg.get("tie_word_embeddings", False):
         w["lm_head.weight"] = normal(cfg["vocab_size"], h)
     os.makedirs(c["dir"], exist_ok=True)
@@ -96,7 +108,7 @@ class JfaStep:
     def __init__(self, c):
         self.device = torch.device(c.get("device", "cpu"))
         self.dtype = DTYPES[c.get("dtype", "float32")]
-        base = LlamaForCausalLM.from_pretrained(c["model"], dtype=self.dtype).to(self.device)
+        base = AutoModelForCausalLM.from_pretrained(c["model"], dtype=self.dtype).to(self.device)
         self.model = PeftModel.from_pretrained(base, c["adapter"], is_trainable=True)
         self.model.to(self.device)  # the device only: PEFT chose the adapters' dtype
         self.model.train()

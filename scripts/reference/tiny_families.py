@@ -3,6 +3,7 @@ with the references the family parity test (test/41.families.test.ts) compares a
 for every family: importing torch, transformers and PEFT is most of the cost.
 
 python tiny_families.py OUT_DIR SPEC_JSON
+python tiny_families.py models OUT_DIR '{"families": {name: {"model_type", "config", "seed"}}}'
 python tiny_families.py templates '{"dirs": [...], "conversations": [{"messages", "add_generation_prompt"}]}'
 python tiny_families.py logits '{"runs": {key: {"model", "adapter"?, "ids", "mask"}}, "out": file}'
 SPEC_JSON: {"families": {name: {"model_type", "config", "seed", "targets", "ablation"}}, "ids_right",
@@ -17,6 +18,8 @@ with nonzero factors on `targets`) and reference.safetensors with:
                               every LoRA factor after the step, under PEFT's key names
   logits_ablation             the same weights without the family's detail (`ablation`), on the right-padded
                               batch's first `ablation_len` positions: what a model that skipped it would compute
+`models` writes the models alone (OUT_DIR/name: config.json, model.safetensors), the same way, without
+references or adapters: test/42.families-cli.test.ts trains, scores and generates with them.
 """
 import json
 import sys
@@ -59,6 +62,27 @@ def ablated_logits(model, family, ids, mask):
     raise SystemExit(f"unknown ablation {kind}")
 
 
+def make_model(family):
+    """A random model of the family, with random norms and biases (transformers starts them at one and
+    zero), so that a mistake in either shows."""
+    torch.manual_seed(family["seed"])
+    config = AutoConfig.for_model(family["model_type"], **family["config"])
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.uniform_(0.5, 1.5)
+            elif n.endswith(".bias"):
+                p.normal_(0.0, 0.5)
+    return model
+
+
+def models(out_dir, spec):
+    for name, family in spec["families"].items():
+        make_model(family).save_pretrained(f"{out_dir}/{name}")
+    print(json.dumps({"ok": True}))
+
+
 def logits_of(spec):
     """Logits of saved models (optionally with a PEFT adapter) on a batch: {key: logits} in spec["out"]."""
     from peft import PeftModel
@@ -96,21 +120,14 @@ def main():
         return templates(json.loads(sys.argv[2]))
     if sys.argv[1] == "logits":
         return logits_of(json.loads(sys.argv[2]))
+    if sys.argv[1] == "models":
+        return models(sys.argv[2], json.loads(sys.argv[3]))
     out_dir, spec = sys.argv[1], json.loads(sys.argv[2])
     ids_r, mask_r = torch.tensor(spec["ids_right"]), torch.tensor(spec["mask_right"])
     ids_l, mask_l = torch.tensor(spec["ids_left"]), torch.tensor(spec["mask_left"])
     for name, family in spec["families"].items():
         path = f"{out_dir}/{name}"
-        torch.manual_seed(family["seed"])
-        config = AutoConfig.for_model(family["model_type"], **family["config"])
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-        # Random norms and biases (transformers starts them at one and zero), so that a mistake in either shows.
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                if "norm" in n:
-                    p.uniform_(0.5, 1.5)
-                elif n.endswith(".bias"):
-                    p.normal_(0.0, 0.5)
+        model = make_model(family)
         model.save_pretrained(path)
         ref = {}
         gen = dict(max_new_tokens=spec["new_tokens"], do_sample=False, pad_token_id=0)
