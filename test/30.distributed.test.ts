@@ -14,7 +14,7 @@ import { generateSuite, writeJsonl } from '../lib/data/index.js';
 import { checkDistributed, distributedFromEnv } from '../lib/distributed.js';
 import { createModel } from '../lib/model/create.js';
 import { loadSafetensors } from '../lib/model/safetensors.js';
-import { root } from './helpers.js';
+import { maxSafetensorsDiff, root } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-dist-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -57,20 +57,7 @@ async function twoRanks(args: Record<string, unknown>, perRank: Record<string, u
   return Promise.all([0, 1].map((rank) => runWorker({ ...args, rank, world: 2, port, ...perRank[rank] })));
 }
 
-/** The largest difference between the float tensors of two safetensors files (same names required). */
-function maxDiff(a: string, b: string): number {
-  const x = loadSafetensors(a).tensors;
-  const y = loadSafetensors(b).tensors;
-  expect(Object.keys(x).sort()).toEqual(Object.keys(y).sort());
-  let worst = 0;
-  for (const [name, t] of Object.entries(x)) {
-    const u = t.toTypedArray();
-    const v = y[name]!.toTypedArray();
-    if (!(u instanceof Float32Array)) continue;
-    for (let i = 0; i < u.length; i++) worst = Math.max(worst, Math.abs(u[i]! - (v as Float32Array)[i]!));
-  }
-  return worst;
-}
+const maxDiff = maxSafetensorsDiff;
 
 const lastLine = (s: string) => s.trim().split('\n').filter((l) => !/Warning|trace-warnings/.test(l)).pop() ?? '';
 // 40 records in micro-batches of 2, 2 per step, 2 epochs: 20 steps of JFA (PCGrad, latent tasks, a flashback micro-batch).

@@ -13,8 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createModel } from '../lib/model/create.js';
-import { loadSafetensors } from '../lib/model/safetensors.js';
-import { root } from './helpers.js';
+import { maxSafetensorsDiff, root } from './helpers.js';
 
 const ADDR = ['10.231.7.1', '10.231.7.2'];
 // Unique per run, so that parallel runs and leftovers of killed ones never meet (interface names: at most 15 characters).
@@ -108,19 +107,7 @@ function twoHosts(args: Record<string, unknown>, onLine: (rank: number, line: st
   );
 }
 
-function maxDiff(a: string, b: string): number {
-  const x = loadSafetensors(a).tensors;
-  const y = loadSafetensors(b).tensors;
-  expect(Object.keys(x).sort()).toEqual(Object.keys(y).sort());
-  let worst = 0;
-  for (const [name, t] of Object.entries(x)) {
-    const u = t.toTypedArray();
-    const v = y[name]!.toTypedArray();
-    if (!(u instanceof Float32Array)) continue;
-    for (let i = 0; i < u.length; i++) worst = Math.max(worst, Math.abs(u[i]! - (v as Float32Array)[i]!));
-  }
-  return worst;
-}
+const maxDiff = maxSafetensorsDiff;
 
 const FILES = ['adapter_model.safetensors', 'latent_pool.safetensors'];
 const lastLine = (s: string) => s.trim().split('\n').pop() ?? '';

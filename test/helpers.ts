@@ -7,6 +7,7 @@ import { expect } from 'vitest';
 import { generateSuite, type Suite } from '../lib/data/suite.js';
 import { type TrainOptions } from '../lib/jfa/trainer.js';
 import { packageRoot } from '../lib/locate.js';
+import { loadSafetensors } from '../lib/model/safetensors.js';
 
 export const root = packageRoot;
 // The Python with the PyTorch references: the project's .venv, or JFA_TEST_PYTHON (the GPU check
@@ -63,4 +64,22 @@ export function tinyJfaRun(): { suite: Suite; options: TrainOptions } {
     seed: 3,
   };
   return { suite, options };
+}
+
+/**
+ * The largest absolute difference between the float32 tensors of two safetensors files (the same
+ * tensor names required): how an adapter or pool of one run is compared with another's.
+ */
+export function maxSafetensorsDiff(a: string, b: string): number {
+  const x = loadSafetensors(a).tensors;
+  const y = loadSafetensors(b).tensors;
+  expect(Object.keys(x).sort()).toEqual(Object.keys(y).sort());
+  let worst = 0;
+  for (const [name, t] of Object.entries(x)) {
+    const u = t.toTypedArray();
+    const v = y[name]!.toTypedArray();
+    if (!(u instanceof Float32Array)) continue;
+    for (let i = 0; i < u.length; i++) worst = Math.max(worst, Math.abs(u[i]! - (v as Float32Array)[i]!));
+  }
+  return worst;
 }
