@@ -2,12 +2,14 @@
 // KV heads, Llama 3 rope scaling, sharded weights) give the same logits and hidden states; LoRA
 // adapters start as the base model and switch off; bad model directories are named.
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { createModel } from '../lib/model/create.js';
 import { LlamaModel } from '../lib/model/llama.js';
 import { loadSafetensors } from '../lib/model/safetensors.js';
 import { tensor } from '../lib/tensor.js';
@@ -108,6 +110,22 @@ describe('Llama decoder matches transformers', () => {
     expect(absMax(params['base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight']!.grad!)).toBeGreaterThan(0);
     expect(absMax(params['base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight']!.grad!)).toBe(0);
     expect(model.logits(idsTensor(), { adapters: false }).toTypedArray()).toEqual(before);
+  });
+});
+
+describe('a random model depends only on its config and seed', () => {
+  // The digest of createModel's weights for this config and seed since the first release: the
+  // draws follow the checkpoint's module order (q, k, v, o, gate, up, down), so a base rebuilt from
+  // its card's command (jfa pretrain --seed ...) starts from the same weights on every version.
+  // A change of the order, the init or the file layout changes it.
+  it('createModel writes the same bytes for the same config and seed as before the families were added', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'jfa-init-'));
+    try {
+      await createModel(d, { hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 2, seed: 1 });
+      expect(createHash('sha256').update(readFileSync(join(d, 'model.safetensors'))).digest('hex')).toBe('d3b0d20d76012daa94dd22a69a6e30779ebe4fca64cc77cc5dac46e88b0a5f56');
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
   });
 });
 

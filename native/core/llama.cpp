@@ -466,17 +466,21 @@ std::unique_ptr<LlamaModel> LlamaModel::random(const LlamaConfig& c, uint64_t se
     layer.input_norm = at::ones({H});
     layer.post_attention_norm = at::ones({H});
     const int64_t q_out = c.num_attention_heads * hd, kv_out = c.num_key_value_heads * hd;
+    // Drawn in the checkpoint's module order (q, k, v, o, gate, up, down): the same seed gives the
+    // same weights as before the families were added, so a base rebuilt from its card's command
+    // starts where the shipped one started.
     if (c.fused_projections) {
       layer.qkv = linear(q_out + 2 * kv_out, H, c.qkv_bias);
+      layer.o = linear(H, q_out, c.o_bias);
       layer.gate_up = linear(2 * I, H, c.mlp_bias);
     } else {
       layer.q = linear(q_out, H, c.qkv_bias);
       layer.k = linear(kv_out, H, c.qkv_bias);
       layer.v = linear(kv_out, H, c.qkv_bias);
+      layer.o = linear(H, q_out, c.o_bias);
       layer.gate = linear(I, H, c.mlp_bias);
       layer.up = linear(I, H, c.mlp_bias);
     }
-    layer.o = linear(H, q_out, c.o_bias);
     layer.down = linear(H, I, c.mlp_bias);
     if (c.qk_norm) {
       layer.q_norm = at::ones({hd});
