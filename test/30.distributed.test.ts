@@ -14,7 +14,7 @@ import { generateSuite, writeJsonl } from '../lib/data/index.js';
 import { checkDistributed, distributedFromEnv } from '../lib/distributed.js';
 import { createModel } from '../lib/model/create.js';
 import { loadSafetensors } from '../lib/model/safetensors.js';
-import { maxSafetensorsDiff, root } from './helpers.js';
+import { collectRun, maxSafetensorsDiff, root, type WorkerRun } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-dist-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -24,14 +24,7 @@ const TOLERANCE = 1e-5;
 
 beforeAll(() => createModel(model, { hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 2, seed: 1 }));
 
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  /** when it exited (performance.now()) */
-  endedAt: number;
-}
+type Run = WorkerRun;
 
 /** One worker process (test/distributed/worker.mjs); `onLine` sees its stdout lines as they come. */
 function runWorker(args: Record<string, unknown>, onLine?: (line: string, pid: number) => void): Promise<Run> {
@@ -40,15 +33,7 @@ function runWorker(args: Record<string, unknown>, onLine?: (line: string, pid: n
     env: { ...process.env, OMP_NUM_THREADS: '1', RANK: undefined, WORLD_SIZE: undefined },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => {
-    const text = d.toString();
-    stdout += text;
-    for (const line of text.split('\n')) if (line) onLine?.(line, child.pid!);
-  });
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr, endedAt: performance.now() })));
+  return collectRun(child, onLine);
 }
 
 /** Both ranks of a 2-process run on a fresh port. */

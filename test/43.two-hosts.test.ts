@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createModel } from '../lib/model/create.js';
-import { maxSafetensorsDiff, root } from './helpers.js';
+import { collectRun, maxSafetensorsDiff, root, type WorkerRun } from './helpers.js';
 
 const ADDR = ['10.231.7.1', '10.231.7.2'];
 // Unique per run, so that parallel runs and leftovers of killed ones never meet (interface names: at most 15 characters).
@@ -68,13 +68,7 @@ const model = join(dir, 'base');
 const worker = join(root, 'test', 'distributed', 'worker.mjs');
 let port = 29612;
 
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  endedAt: number;
-}
+type Run = WorkerRun;
 
 /** One worker process, in namespace `ns` (or this one), killed after HARD_LIMIT_MS at the latest. */
 function runWorker(ns: string | undefined, args: Record<string, unknown>, onLine?: (line: string, pid: number) => void): Promise<Run> {
@@ -82,20 +76,7 @@ function runWorker(ns: string | undefined, args: Record<string, unknown>, onLine
   // `ip netns exec` execs the command: the child's pid is node's.
   const child = ns ? spawn('ip', ['netns', 'exec', ns, process.execPath, ...argv], { cwd: root, env: env(), stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(process.execPath, argv, { cwd: root, env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
   const limit = setTimeout(() => child.kill('SIGKILL'), HARD_LIMIT_MS);
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => {
-    const text = d.toString();
-    stdout += text;
-    for (const line of text.split('\n')) if (line) onLine?.(line, child.pid!);
-  });
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve) =>
-    child.on('close', (code, signal) => {
-      clearTimeout(limit);
-      resolve({ code, signal, stdout, stderr, endedAt: performance.now() });
-    }),
-  );
+  return collectRun(child, onLine, () => clearTimeout(limit));
 }
 const env = () => ({ ...process.env, OMP_NUM_THREADS: '1', RANK: undefined, WORLD_SIZE: undefined, GLOO_SOCKET_IFNAME: undefined, TORCH_CPP_LOG_LEVEL: undefined });
 

@@ -1,4 +1,5 @@
-import { spawnSync } from 'node:child_process';
+import { type ChildProcessByStdio, spawnSync } from 'node:child_process';
+import { type Readable } from 'node:stream';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -82,4 +83,35 @@ export function maxSafetensorsDiff(a: string, b: string): number {
     for (let i = 0; i < u.length; i++) worst = Math.max(worst, Math.abs(u[i]! - (v as Float32Array)[i]!));
   }
   return worst;
+}
+
+/** How a worker process ended, with its whole output: what {@link collectRun} resolves to. */
+export interface WorkerRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** performance.now() when it closed */
+  endedAt: number;
+}
+
+/**
+ * Collects a spawned worker's stdout and stderr until it closes, passing each stdout line to
+ * `onLine` as it arrives (the distributed tests watch ranks' progress lines this way).
+ */
+export function collectRun(child: ChildProcessByStdio<null, Readable, Readable>, onLine?: (line: string, pid: number) => void, onClose?: () => void): Promise<WorkerRun> {
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => {
+    const text = d.toString();
+    stdout += text;
+    for (const line of text.split('\n')) if (line) onLine?.(line, child.pid!);
+  });
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve) =>
+    child.on('close', (code, signal) => {
+      onClose?.();
+      resolve({ code, signal, stdout, stderr, endedAt: performance.now() });
+    }),
+  );
 }
