@@ -186,37 +186,31 @@ class HeaderWriter {
     this.buf.copy(next, 0, 0, this.length);
     this.buf = next;
   }
+  /** Appends `n` bytes written by `write` at the current end. */
+  private put(n: number, write: (buf: Buffer, at: number) => void): void {
+    this.reserve(n);
+    write(this.buf, this.length);
+    this.length += n;
+  }
   u32(v: number): void {
-    this.reserve(4);
-    this.buf.writeUInt32LE(v, this.length);
-    this.length += 4;
+    this.put(4, (b, at) => b.writeUInt32LE(v, at));
   }
   i32(v: number): void {
-    this.reserve(4);
-    this.buf.writeInt32LE(v, this.length);
-    this.length += 4;
+    this.put(4, (b, at) => b.writeInt32LE(v, at));
   }
   u64(v: number): void {
-    this.reserve(8);
-    this.buf.writeBigUInt64LE(BigInt(v), this.length);
-    this.length += 8;
+    this.put(8, (b, at) => b.writeBigUInt64LE(BigInt(v), at));
   }
   f32(v: number): void {
-    this.reserve(4);
-    this.buf.writeFloatLE(v, this.length);
-    this.length += 4;
+    this.put(4, (b, at) => b.writeFloatLE(v, at));
   }
   u8(v: number): void {
-    this.reserve(1);
-    this.buf.writeUInt8(v, this.length);
-    this.length += 1;
+    this.put(1, (b, at) => b.writeUInt8(v, at));
   }
   string(s: string): void {
     const bytes = Buffer.from(s, 'utf8');
     this.u64(bytes.length);
-    this.reserve(bytes.length);
-    bytes.copy(this.buf, this.length);
-    this.length += bytes.length;
+    this.put(bytes.length, (b, at) => bytes.copy(b, at));
   }
   value(v: GgufValue): void {
     switch (v.type) {
