@@ -5,7 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -15,13 +15,25 @@ if (run(process.execPath, [join(root, 'scripts', 'setup.mjs')]) !== 0) process.e
 
 let passed = 0;
 let failed = 0;
+// What failed, by name, printed again just above the summary line: CI keeps only the tail of the log.
+const failures = [];
+const failedTests = (r, where) =>
+  r.testResults.flatMap((f) => {
+    const file = relative(root, f.name);
+    const tests = f.assertionResults.filter((a) => a.status === 'failed').map((a) => `${where}${file} > ${a.fullName}`);
+    // A file that died (a crash, an error outside any test) has no failed test of its own.
+    return tests.length || f.status !== 'failed' ? tests : [`${where}${file}: ${(f.message ?? 'the file failed').split('\n')[0]}`];
+  });
 
 // The C++ test binary prints "jfa_core_tests: N passed, N failed"; ctest shows it with -V.
 const ctest = spawnSync('ctest', ['--test-dir', join(root, 'build-cmake'), '--output-on-failure', '-V'], { cwd: root, encoding: 'utf8' });
 process.stdout.write(ctest.stdout ?? '');
 process.stderr.write(ctest.stderr ?? '');
 const counts = /jfa_core_tests: (\d+) passed, (\d+) failed/.exec(ctest.stdout ?? '');
-if (ctest.status !== 0 || !counts) failed += Math.max(1, Number(counts?.[2] ?? 1));
+if (ctest.status !== 0 || !counts) {
+  failed += Math.max(1, Number(counts?.[2] ?? 1));
+  failures.push(...((ctest.stdout ?? '').match(/^.*FAIL.*$/gm) ?? ['C++ tests (ctest): see above']).map((l) => `C++: ${l.trim()}`));
+}
 if (counts) passed += Number(counts[1]);
 
 // The suites themselves type-check (vitest only strips types).
@@ -29,6 +41,7 @@ const typecheck = run(process.execPath, [join(root, 'node_modules', 'typescript'
 if (typecheck !== 0) {
   console.error('type-check of lib/ and test/ failed');
   failed += 1;
+  failures.push('type-check of lib/ and test/ (tsc -p tsconfig.test.json)');
 }
 
 const tmp = mkdtempSync(join(tmpdir(), 'jfa-vitest-'));
@@ -41,8 +54,11 @@ try {
   const r = JSON.parse(readFileSync(report, 'utf8'));
   passed += r.numPassedTests;
   failed += r.numFailedTests + (vitest !== 0 && r.numFailedTests === 0 ? 1 : 0);
+  failures.push(...failedTests(r, ''));
+  if (vitest !== 0 && r.numFailedTests === 0 && !failures.length) failures.push(`vitest exited ${vitest} with no failed test`);
 } catch {
   failed += 1; // vitest died before writing its report
+  failures.push('vitest died before writing its report');
 }
 rmSync(tmp, { recursive: true, force: true });
 
@@ -58,6 +74,7 @@ if (process.env.JFA_RELIABILITY === '1') {
     failed += Number(clean[2]) - Number(clean[1]);
   }
   if (fuzz.status !== 0 && (!clean || clean[1] === clean[2])) failed += 1;
+  if (fuzz.status !== 0) failures.push(`fuzz: ${clean ? `${clean[1]} of ${clean[2]} targets clean` : 'no summary line'}`);
 
   const asan = script('asan.mjs');
   process.stdout.write(asan.stdout ?? '');
@@ -67,6 +84,8 @@ if (process.env.JFA_RELIABILITY === '1') {
     failed += Number(c[2]) + Number(c[4]);
   }
   if (asan.status !== 0 && (!c || Number(c[2]) + Number(c[4]) === 0)) failed += 1;
+  // asan.mjs names each failed test on a line of its own.
+  if (asan.status !== 0) failures.push(...((asan.stdout ?? '').match(/^asan: failed .*$/gm) ?? ['asan: no summary line']));
 }
 // The CUDA build (JFA_CUDA_BUILD=1, which .ci/run sets): the whole addon, .cu kernels included,
 // built against the CUDA torch wheel in .venv-cuda/ and build-cuda/ (scripts/cuda-build.mjs); one test.
@@ -74,7 +93,11 @@ if (process.env.JFA_CUDA_BUILD === '1') {
   const r = spawnSync(process.execPath, [join(root, 'scripts', 'cuda-build.mjs')], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 256 * 2 ** 20 });
   process.stdout.write(r.stdout ?? '');
   if (r.status === 0 && /cuda-build: passed/.test(r.stdout ?? '')) passed += 1;
-  else failed += 1;
+  else {
+    failed += 1;
+    failures.push(`cuda-build: exit ${r.status}`);
+  }
 }
+for (const f of failures) console.log(`failed: ${f}`);
 console.log(`tests: ${passed} passed, ${failed} failed`);
 process.exit(failed === 0 && vitest === 0 && typecheck === 0 ? 0 : 1);

@@ -10,7 +10,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -123,17 +123,26 @@ const vitest = spawnSync(
 );
 let jsPassed = 0;
 let jsFailed = 0;
+const named = [];
 try {
   const r = JSON.parse(readFileSync(report, 'utf8'));
   jsPassed = r.numPassedTests;
   // A file killed by a sanitizer report has no failed test, only a failed file: count it too.
   const died = r.testResults.filter((f) => f.status === 'failed' && !f.assertionResults.some((a) => a.status === 'failed')).length;
   jsFailed = r.numFailedTests + died + (vitest.status !== 0 && r.numFailedTests + died === 0 ? 1 : 0);
+  for (const f of r.testResults) {
+    const file = relative(root, f.name);
+    for (const a of f.assertionResults) if (a.status === 'failed') named.push(`asan: failed test ${file} > ${a.fullName}`);
+    if (f.status === 'failed' && !f.assertionResults.some((a) => a.status === 'failed')) named.push(`asan: failed file ${file}: ${(f.message ?? '').split('\n')[0]}`);
+  }
 } catch {
   jsFailed = 1; // a sanitizer abort killed vitest before it wrote its report
 }
 rmSync(tmp, { recursive: true, force: true });
 
+if (cppFailed) named.push(`asan: failed C++ tests: ${cppFailed} (output above)`);
+if (jsFailed > 0 && !named.some((l) => l.includes('test ') || l.includes('file '))) named.push('asan: failed vitest run (no report, or exit without a failed test)');
+for (const l of named) console.log(l);
 console.log(`asan: skipped ${SKIPPED.join(', ')} and the tests named ${SKIPPED_TESTS.map((t) => `'${t}...'`).join(', ')} (why: scripts/reliability/asan.mjs)`);
 console.log(
   `asan: ${cppPassed} C++ tests passed, ${cppFailed} failed; ${jsPassed} vitest tests passed, ${jsFailed} failed ` +
