@@ -7,7 +7,7 @@
 // cut short in the middle of an evaluation ends with the same evaluations, kept checkpoint and
 // files as one that was not. And bad input refused before any work, and the CLI.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { extractAnswer, newTaskScores } from '../lib/data/metrics.js';
 import { type InstanceRecord, type OldRecord } from '../lib/data/records.js';
 import { generateSuite } from '../lib/data/suite.js';
-import { AbortError, isJfaError } from '../lib/errors.js';
+import { AbortError, type ErrorCode, isJfaError } from '../lib/errors.js';
 import { type EvalProgress, type KeepBest, train, type TrainOptions, type TrainResult } from '../lib/jfa/trainer.js';
 import { LlamaModel } from '../lib/model/llama.js';
 import { Tokenizer } from '../lib/model/tokenizer.js';
@@ -42,18 +42,26 @@ const evalRows = (out: string) =>
   readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
     .filter((r) => r.type === 'eval').map(({ elapsedMs: _, ...r }) => r);
 
-/** The probe run: every step's predictions, and its adapter and pool after each step. */
+/** The probe run: every step's predictions, and its adapter and pool after each step (from its checkpoints, and at the end its adapter folder). */
 const probe = { old: [] as string[][], new: [] as string[][] };
+const probeOut = join(dir, 'probe');
+const probeFile = (step: number, f: string) => readFileSync(step === STEPS ? join(probeOut, 'adapter', f) : join(dir, `probe-${step}`, f));
 beforeAll(async () => {
   using model = load();
-  await train(model, tokenizer, data, {
-    ...options, evalOld: oldRecords, evalNew: newRecords,
+  const r = await train(model, tokenizer, data, {
+    ...options, evalOld: oldRecords, evalNew: newRecords, outDir: probeOut, checkpointEvery: 1,
     onEval: (e) => {
       probe.old[e.step] = e.predictions.old!;
       probe.new[e.step] = e.predictions.new!;
     },
-    onStep: (p) => model.saveAdapter(join(dir, `probe-${p.step}`)),
+    onStep: (p) => {
+      if (p.step === STEPS) return;
+      mkdirSync(join(dir, `probe-${p.step}`));
+      copyFileSync(join(probeOut, 'checkpoint', 'adapter', 'adapter_model.safetensors'), join(dir, `probe-${p.step}`, 'adapter_model.safetensors'));
+      copyFileSync(join(probeOut, 'checkpoint', 'latent_pool.safetensors'), join(dir, `probe-${p.step}`, 'latent_pool.safetensors'));
+    },
   });
+  r.pool?.dispose();
   expect(probe.old).toHaveLength(STEPS + 1);
 }, 600_000);
 
@@ -86,9 +94,9 @@ describe('keepBest and maxForgetting on a run whose answer is known', () => {
     expect(r.evals!.kept!.step).toBe(k);
     expect(r.evals!.kept!.score).toBe(100);
     expect(r.steps).toBe(STEPS);
-    expect(file(out, 'adapter_model.safetensors').equals(readFileSync(join(dir, `probe-${k}`, 'adapter_model.safetensors')))).toBe(true);
+    expect(file(out, 'adapter_model.safetensors').equals(probeFile(k, 'adapter_model.safetensors'))).toBe(true);
     // the last step's adapter would be another
-    expect(file(out, 'adapter_model.safetensors').equals(readFileSync(join(dir, `probe-${STEPS}`, 'adapter_model.safetensors')))).toBe(false);
+    expect(file(out, 'adapter_model.safetensors').equals(probeFile(STEPS, 'adapter_model.safetensors'))).toBe(false);
     const rows = evalRows(out);
     expect(rows.map((x) => x.step)).toEqual([0, 1, 2, 3, 4, 5, 6]);
     expect(rows.at(-1)!.kept).toBe(k);
@@ -134,8 +142,8 @@ describe('keepBest and maxForgetting on a run whose answer is known', () => {
     const metrics = readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { type: string; step: number });
     expect(Math.max(...metrics.filter((m) => m.type === 'train').map((m) => m.step))).toBe(stop);
     expect(metrics.at(-1)).toMatchObject({ type: 'kept', step: kept });
-    expect(file(out, 'adapter_model.safetensors').equals(readFileSync(join(dir, `probe-${kept}`, 'adapter_model.safetensors')))).toBe(true);
-    expect(file(out, 'latent_pool.safetensors').equals(readFileSync(join(dir, `probe-${kept}`, 'latent_pool.safetensors')))).toBe(true);
+    expect(file(out, 'adapter_model.safetensors').equals(probeFile(kept, 'adapter_model.safetensors'))).toBe(true);
+    expect(file(out, 'latent_pool.safetensors').equals(probeFile(kept, 'latent_pool.safetensors'))).toBe(true);
     expect(existsSync(join(out, 'checkpoint'))).toBe(false);
   }, 600_000);
 
@@ -168,7 +176,7 @@ describe('keepBest and maxForgetting on a run whose answer is known', () => {
 });
 
 describe('bad input is refused before any work', () => {
-  const refused = async (o: Partial<TrainOptions>, code: string, message: string | RegExp) => {
+  const refused = async (o: Partial<TrainOptions>, code: ErrorCode, message: string | RegExp) => {
     const out = join(dir, 'never');
     using model = load();
     const { evalEvery: _, evalMaxNewTokens: __, ...plain } = options;
@@ -182,11 +190,11 @@ describe('bad input is refused before any work', () => {
     await refused({ evalOld: oldRecords }, 'ERR_JFA_OPTION', 'train: evalOld needs evalEvery (how many steps between evaluations)');
     await refused({ evalEvery: 2, evalNew: newRecords, keepBest: 'old' }, 'ERR_JFA_OPTION', "train: keepBest 'old' needs evalOld");
     await refused({ evalEvery: 2, evalNew: newRecords, keepBest: 'balanced' }, 'ERR_JFA_OPTION', "train: keepBest 'balanced' needs evalOld");
-    await refused({ evalEvery: 2, evalOld: oldRecords, keepBest: 'best' as KeepBest }, 'ERR_JFA_OPTION', "train: keepBest must be old, new, balanced, got 'best'");
+    await refused({ evalEvery: 2, evalOld: oldRecords, keepBest: 'best' as KeepBest }, 'ERR_JFA_OPTION', 'train: keepBest must be old, new, balanced, got "best"');
     await refused({ evalEvery: 2, evalNew: newRecords, maxForgetting: 5 }, 'ERR_JFA_OPTION', 'train: maxForgetting needs evalOld');
     await refused({ evalEvery: 2, evalOld: oldRecords, maxForgetting: 120 }, 'ERR_JFA_OPTION', 'train: maxForgetting must be a number of points in [0, 100], got 120');
     await refused({ evalEvery: 0, evalOld: oldRecords }, 'ERR_JFA_OPTION', 'train: evalEvery must be a positive integer, got 0');
-    await refused({ evalEvery: 2, evalOld: [{ ...oldRecords[0]!, answer: undefined }] as OldRecord[] }, 'ERR_JFA_DATA', "train: evalOld[0]: missing field 'answer'");
+    await refused({ evalEvery: 2, evalOld: [{ ...oldRecords[0]!, answer: undefined }] as unknown as OldRecord[] }, 'ERR_JFA_DATA', "train: evalOld[0]: missing field 'answer'");
     await refused({ evalEvery: 2, evalNew: [] }, 'ERR_JFA_DATA', 'train: evalNew has no records');
   });
 });

@@ -6,18 +6,20 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { checkRecords } from '../data/jsonl.js';
 import { accuracy } from '../data/metrics.js';
+import { hashString } from '../data/rng.js';
 import { suiteOf } from '../data/importers/flashbacks.js';
 import { type InstanceRecord, type OldRecord } from '../data/records.js';
 import { type Device } from '../device.js';
-import { CheckpointError } from '../errors.js';
+import { CheckpointError, DataError, describeValue, OptionError } from '../errors.js';
 import { type LlamaModel } from '../model/llama.js';
 import { saveSafetensors } from '../model/safetensors.js';
 import { type Tokenizer } from '../model/tokenizer.js';
 import { type Tensor, zeros } from '../tensor.js';
 import { readJson, writeFileAtomic } from '../util/files.js';
 import { checkpointTensors } from './checkpoint.js';
-import { evaluateNew, evaluateOld } from './evaluate.js';
+import { EVAL_DEFAULTS, evaluateNew, evaluateOld } from './evaluate.js';
 import { type LatentPool } from './pool.js';
 
 /** The rules train()'s `keepBest` picks the checkpoint to keep by. */
@@ -79,6 +81,61 @@ export interface EvalPlan {
   /** what the kept checkpoint is chosen by: a keepBest rule, or 'latest' (maxForgetting alone: the last evaluation within it) */
   keep?: KeepBest | 'latest';
   maxForgetting?: number;
+}
+
+/** train()'s defaults for its evaluations (gathered in TRAIN_DEFAULTS, which `jfa train` reads). */
+export const EVAL_RUN_DEFAULTS = {
+  /** records of each eval set scored at most */
+  evalLimit: 64,
+  /** prompts generated together (jfa eval's) */
+  evalBatch: EVAL_DEFAULTS.batch,
+  /** tokens generated per prompt at most (jfa eval's) */
+  evalMaxNewTokens: EVAL_DEFAULTS.maxNewTokens,
+} as const;
+
+/** The evaluation options of train() (part of its TrainOptions); defaults in {@link EVAL_RUN_DEFAULTS}. */
+export interface TrainEvalOptions {
+  /**
+   * Evaluate every this many steps (and before the first step, and after the last) on `evalOld`
+   * (accuracy) and/or `evalNew` (ROUGE-L), by the same batched greedy generation as
+   * {@link evaluateOld}/{@link evaluateNew} (`jfa eval`); with a 'retrieve' latent pool, each prompt
+   * retrieves its latent tasks. The scores go to metrics.jsonl (`type: 'eval'`), TensorBoard
+   * (eval/*) and `onEval`. Evaluating changes nothing in the training: the adapter at every step is
+   * the same as without it.
+   */
+  evalEvery?: number | undefined;
+  /** old-suite records with their `answer`, scored by accuracy (the mean of the suites' accuracies) */
+  evalOld?: OldRecord[] | undefined;
+  /** new-task records, scored by ROUGE-L against their outputs */
+  evalNew?: InstanceRecord[] | undefined;
+  /** records of each eval set scored at most (default 64), one of each suite (old) or task (new) in turn */
+  evalLimit?: number | undefined;
+  /** prompts generated together when evaluating (default 16, as jfa eval) */
+  evalBatch?: number | undefined;
+  /** tokens generated per prompt at most when evaluating (default 64, as jfa eval) */
+  evalMaxNewTokens?: number | undefined;
+  /**
+   * Keep the checkpoint of the best evaluation instead of the last step's: at the end of the run the
+   * model's adapter (and latent pool) are those tensors, and so is outDir/adapter. 'old': old-task
+   * accuracy (needs evalOld); 'new': new-task ROUGE-L (evalNew); 'balanced': ROUGE-L minus
+   * forgetting, in points, where forgetting is the old-task accuracy lost since step 0 (a gain counts
+   * as 0; needs both). Step 0 (the untrained adapter) competes too; ties go to the later step, and an
+   * evaluation beyond `maxForgetting` is never kept.
+   */
+  keepBest?: KeepBest | undefined;
+  /**
+   * Stop the run once old-task accuracy is more than this many points (0 to 100) below step 0's
+   * (needs evalOld). The run then ends cleanly (no error): its adapter is the kept checkpoint, by
+   * `keepBest`, or without it the last evaluation within the limit, and `evals.stopped` says why.
+   */
+  maxForgetting?: number | undefined;
+  /**
+   * Called after each evaluation (once its metrics are written, before the step's checkpoint and
+   * `onStep`) and awaited when it returns a promise; a throw or rejection stops the run as `onStep`'s does.
+   */
+  onEval?: ((e: EvalProgress) => unknown) | undefined;
+  /** Called while evaluating, after each batch of prompts: the step, which set, the records done and the set's total. */
+  onEvalBatch?: ((p: EvalBatchProgress) => void) | undefined;
 }
 
 /** How a run stopped on its forgetting guard. */
@@ -292,4 +349,60 @@ export class RunEvals {
     this.#copy?.forEach((t) => t.dispose());
     this.#copy = undefined;
   }
+}
+
+/**
+ * The evaluation options, checked: how they combine (keepBest 'old' without evalOld, say), their
+ * values, and the eval records (DataError naming each item; old-suite records need an answer).
+ */
+export function checkEvalOptions(o: TrainEvalOptions & { distributed?: unknown }): void {
+  const given = (['evalOld', 'evalNew', 'evalLimit', 'evalBatch', 'evalMaxNewTokens', 'keepBest', 'maxForgetting', 'onEval', 'onEvalBatch'] as const).filter((k) => o[k] !== undefined);
+  if (o.evalEvery === undefined) {
+    if (given.length) throw new OptionError(`train: ${given.join(', ')} need${given.length > 1 ? '' : 's'} evalEvery (how many steps between evaluations)`);
+    return;
+  }
+  const positiveInt = (name: string, v: unknown) => {
+    if (v !== undefined && !(typeof v === 'number' && Number.isInteger(v) && v >= 1)) throw new OptionError(`train: ${name} must be a positive integer, got ${describeValue(v)}`);
+  };
+  positiveInt('evalEvery', o.evalEvery);
+  positiveInt('evalLimit', o.evalLimit);
+  positiveInt('evalBatch', o.evalBatch);
+  positiveInt('evalMaxNewTokens', o.evalMaxNewTokens);
+  if (o.distributed !== undefined) throw new OptionError('train: evalEvery cannot be combined with distributed (yet): evaluate the run in one process, or its checkpoints with jfa eval');
+  if (o.evalOld === undefined && o.evalNew === undefined) throw new OptionError('train: evalEvery needs something to evaluate: evalOld (old-suite records with answers) and/or evalNew (new-task records)');
+  if (o.keepBest !== undefined) {
+    if (!(KEEP_BEST as readonly string[]).includes(o.keepBest)) throw new OptionError(`train: keepBest must be ${KEEP_BEST.join(', ')}, got ${describeValue(o.keepBest)}`);
+    const needs = { old: ['evalOld'], new: ['evalNew'], balanced: ['evalOld', 'evalNew'] }[o.keepBest].filter((k) => o[k as 'evalOld' | 'evalNew'] === undefined);
+    if (needs.length) throw new OptionError(`train: keepBest '${o.keepBest}' needs ${needs.join(' and ')}`);
+  }
+  if (o.maxForgetting !== undefined) {
+    if (!(typeof o.maxForgetting === 'number' && o.maxForgetting >= 0 && o.maxForgetting <= 100)) throw new OptionError(`train: maxForgetting must be a number of points in [0, 100], got ${describeValue(o.maxForgetting)}`);
+    if (o.evalOld === undefined) throw new OptionError('train: maxForgetting needs evalOld (the old-suite accuracy it watches)');
+  }
+  const old = o.evalOld === undefined ? undefined : checkRecords('train: evalOld', o.evalOld, 'instance');
+  const fresh = o.evalNew === undefined ? undefined : checkRecords('train: evalNew', o.evalNew, 'instance');
+  if (old?.length === 0 || fresh?.length === 0) throw new DataError([`train: ${old?.length === 0 ? 'evalOld' : 'evalNew'} has no records`]);
+  const unanswered = old?.map((r, i) => (r.answer === undefined ? `train: evalOld[${i}]: missing field 'answer' (old-suite records are scored by their answer)` : '')).filter(Boolean) ?? [];
+  if (unanswered.length) throw new DataError(unanswered);
+}
+
+/** The evaluations of a run (its options checked by checkEvalOptions), resolved; undefined without evalEvery. */
+export function planEvals(o: TrainEvalOptions): EvalPlan | undefined {
+  if (o.evalEvery === undefined) return undefined;
+  const limit = o.evalLimit ?? EVAL_RUN_DEFAULTS.evalLimit;
+  const keep = o.keepBest ?? (o.maxForgetting !== undefined ? ('latest' as const) : undefined);
+  return {
+    every: o.evalEvery,
+    ...evalSample(o.evalOld, o.evalNew, limit),
+    batch: o.evalBatch ?? EVAL_RUN_DEFAULTS.evalBatch,
+    maxNewTokens: o.evalMaxNewTokens ?? EVAL_RUN_DEFAULTS.evalMaxNewTokens,
+    ...(keep ? { keep } : {}),
+    ...(o.maxForgetting !== undefined ? { maxForgetting: o.maxForgetting } : {}),
+  };
+}
+
+/** What a resumed run's evaluations must share with the checkpoint's: the settings and a hash of the records evaluated. */
+export function evalIdentity(e: EvalPlan): Record<string, unknown> {
+  const { old, new: fresh, ...settings } = e;
+  return { ...settings, ...(old ? { old: hashString(JSON.stringify(old)) } : {}), ...(fresh ? { new: hashString(JSON.stringify(fresh)) } : {}) };
 }
