@@ -94,7 +94,8 @@ export { findLatentPool, LATENT_MODES, LATENT_POOL_FILE, LATENT_POOL_FORMAT, LAT
 export { type MicroBatch, STEP_DEFAULTS, type StepOptions, type StepResult, type StepSwitches, type StepTimings, stepTimings, trainStep } from './jfa/step.js';
 export { type Method, METHOD_PRESETS, type MethodPreset, METHODS, presetOf } from './jfa/methods.js';
 export { checkTrainOptions, TRAIN_DEFAULTS, TRAIN_OPTION_NAMES } from './jfa/plan.js';
-export { keepReference, referenceKeeping, type Precision, type StepProgress, train, type TrainData, type TrainOptions, type TrainResult } from './jfa/trainer.js';
+export { keepReference, referenceKeeping, type Precision, type StepProgress, train, type TrainData, type TrainEvals, type TrainOptions, type TrainResult } from './jfa/trainer.js';
+export { type EvalBatchProgress, type EvalProgress, type EvalScores, type ForgettingStop, KEEP_BEST, type KeepBest, spreadSample } from './jfa/evals.js';
 export {
   accumulateFlashbacks,
   columnForgetting,
@@ -118,7 +119,7 @@ export { mergeAdapter, type MergeOptions, type MergeResult } from './jfa/merge.j
 export { exportGguf, type ExportGgufOptions, type ExportGgufResult } from './jfa/export.js';
 export { encodeTensor, fromHalfBits, GGUF_ALIGNMENT, GGUF_TENSOR_TYPES, type GgufTensor, type GgufTensorType, type GgufTypedValue, type GgufValue, type GgufValueTypes, toHalfBits, writeGguf } from './model/gguf.js';
 export { interleaveHeads, llamaGguf, llamaLoraGguf, type LlamaGgufContents, type LlamaGgufOptions } from './model/gguf-llama.js';
-export { evaluateByFormat, evaluateNew, evaluateOld, type EvalOptions } from './jfa/evaluate.js';
+export { EVAL_DEFAULTS, evaluateByFormat, evaluateNew, evaluateOld, type EvalOptions } from './jfa/evaluate.js';
 export { pretrain, type PretrainOptions, type PretrainResult } from './jfa/pretrain.js';
 export { probe, type ProbeOptions } from './jfa/probe.js';
 export { learnMerges } from './model/bpe.js';

@@ -8,6 +8,7 @@ import { z } from 'zod';
 
 import { IMPORT_FORMATS, type ImportFormat } from '../data/importers/index.js';
 import { checkDevice } from '../device.js';
+import { KEEP_BEST } from '../jfa/evals.js';
 import { METHODS } from '../jfa/methods.js';
 import { LATENT_POOL_FILE } from '../jfa/pool.js';
 import { GGUF_TENSOR_TYPES } from '../model/gguf.js';
@@ -263,6 +264,14 @@ trainingOptions(program
   .option('--dist-timeout-ms <ms>', 'data-parallel: how long ranks wait for each other before failing (default 60000)', num('--dist-timeout-ms')))
   .option('--device <device>', 'cpu (default), cuda or cuda:N: where the model trains (a CUDA libtorch and a GPU)')
   .option('--precision <p>', "fp32 (default) or bf16: the base model's dtype; losses accumulate in fp32")
+  .option('--eval-every <n>', 'evaluate at step 0, every n steps and after the last, on --eval-old and/or --eval-new: metrics.jsonl, the progress line, TensorBoard', num('--eval-every'))
+  .option('--eval-old <file>', 'old-suite JSONL with "answer": accuracy (the mean of the suites\')')
+  .option('--eval-new <file>', 'new-task JSONL: ROUGE-L against the outputs')
+  .option('--eval-limit <n>', 'records of each eval file scored at most, spread over its suites or tasks', num('--eval-limit'))
+  .option('--eval-batch <n>', 'prompts generated together when evaluating', num('--eval-batch'))
+  .option('--eval-max-new-tokens <n>', 'tokens generated per prompt at most when evaluating', num('--eval-max-new-tokens'))
+  .option('--keep-best <rule>', `${KEEP_BEST.join(' | ')}: the run's adapter is the checkpoint of the best evaluation (old accuracy, new ROUGE-L, or ROUGE-L minus forgetting, in points)`)
+  .option('--max-forgetting <points>', "stop once old-task accuracy is more than this many points below step 0's; the run ends with the kept checkpoint (--keep-best's, or the last evaluation within the limit)", num('--max-forgetting'))
   .addHelpText('after', `\nDefaults (the library's train() has the same; PCGrad and latent tasks come with the method):\n  ${Object.entries(trainDefaults()).map(([k, v]) => (typeof v === 'boolean' ? `--${v ? '' : 'no-'}${kebab(k)}` : `--${kebab(k)} ${String(v)}`)).join(', ')}`)
   .action(async (flags) => runTrain(withConfig(trainSchema, flags)));
 

@@ -14,12 +14,13 @@ import { readJsonl } from '../data/jsonl.js';
 import { corpusBleu, type FormatScores } from '../data/metrics.js';
 import { type OldRecord } from '../data/records.js';
 import { loadAdapterWithRounds, readRun } from '../jfa/continual.js';
-import { evaluateByFormat, evaluateNew, evaluateOld } from '../jfa/evaluate.js';
+import { EVAL_DEFAULTS, evaluateByFormat, evaluateNew, evaluateOld } from '../jfa/evaluate.js';
 import { LATENT_MODES } from '../jfa/pool.js';
 import { distributedFromEnv, type DistributedOptions } from '../distributed.js';
+import { KEEP_BEST, type EvalScores } from '../jfa/evals.js';
 import { METHODS } from '../jfa/methods.js';
-import { TRAIN_DEFAULTS } from '../jfa/plan.js';
-import { train } from '../jfa/trainer.js';
+import { checkTrainOptions, TRAIN_DEFAULTS } from '../jfa/plan.js';
+import { type EvalBatchProgress, type EvalProgress, train, type TrainOptions } from '../jfa/trainer.js';
 import { LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { PROBES } from '../data/probes.js';
@@ -187,6 +188,19 @@ export const trainSchema = z
     /** data-parallel: how long ranks wait for each other before failing (ms) */
     distTimeoutMs: z.number().int().positive().optional(),
     seed: z.number().int().nonnegative().default(TRAIN_DEFAULTS.seed),
+    /** evaluate every N steps (and at step 0 and the last) on --eval-old and/or --eval-new */
+    evalEvery: z.number().int().positive().optional(),
+    /** old-suite JSONL with answers, scored by accuracy */
+    evalOld: z.string().optional(),
+    /** new-task JSONL, scored by ROUGE-L */
+    evalNew: z.string().optional(),
+    evalLimit: z.number().int().positive().default(TRAIN_DEFAULTS.evalLimit),
+    evalBatch: z.number().int().positive().default(TRAIN_DEFAULTS.evalBatch),
+    evalMaxNewTokens: z.number().int().positive().default(TRAIN_DEFAULTS.evalMaxNewTokens),
+    /** keep the best evaluation's checkpoint as the run's adapter */
+    keepBest: z.enum(KEEP_BEST).optional(),
+    /** stop once old-task accuracy is more than this many points below step 0's */
+    maxForgetting: z.number().min(0).max(100).optional(),
     json,
   })
   .strict();
@@ -246,12 +260,12 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
     flashbacks: o.flashbacks ? readJsonl(o.flashbacks, 'flashback') : undefined,
     replay: o.replay ? readJsonl(o.replay, 'instance') : undefined,
   };
-  const tokenizer = Tokenizer.fromDir(modelDir);
-  using model = await LlamaModel.loadAsync(modelDir, { dtype: o.precision === 'bf16' ? 'bfloat16' : 'float32', device: o.device as Device });
-  tokenizer.checkFits(model.config.vocabSize, `${modelDir}/config.json`);
-  const bar = progress(`train ${o.method}`, Boolean(o.json) || !leader);
-  const r = await interruptible(o.out, !leader, (signal) =>
-    train(model, tokenizer, data, {
+  const quiet = Boolean(o.json) || !leader;
+  const bar = progress(`train ${o.method}`, quiet);
+  // The latest evaluation stays on the progress line; each evaluation's progress shows while it runs.
+  let scores: Record<string, string> = {};
+  let shown: Record<string, string> = {};
+  const options: TrainOptions = {
     method: o.method,
     precision: o.precision,
     latent: o.latent,
@@ -276,12 +290,31 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
     ...(o.continueFrom ? { continueFrom: o.continueFrom, continueMode: o.stack ? ('stack' as const) : o.merge ? ('merge' as const) : undefined, flashbackBudget: o.flashbackBudget } : {}),
     maxSteps: o.maxSteps,
     pauseAfter: o.pauseAfter,
-    signal,
-    onStep: (p) =>
-      bar.update(p.step, p.totalSteps, { sft: p.sft.toFixed(3), div: p.divergence.toFixed(4), 'tok/s': p.tokensPerSecond.toFixed(0) }),
-    }), () => bar.stop());
+    ...evalsOf(o),
+    ...(o.evalEvery !== undefined
+      ? {
+          onEvalBatch: (b: EvalBatchProgress) => bar.update(b.step, b.totalSteps, { ...shown, eval: `${b.set} ${b.done}/${b.records}` }),
+          onEval: (e: EvalProgress) => {
+            scores = evalFields(e);
+            bar.note(`step ${e.step}/${e.totalSteps} eval: ${Object.entries(scores).map(([k, v]) => `${k} ${v}`).join(', ')}${e.kept ? `; kept: step ${e.kept.step}` : ''}`);
+          },
+        }
+      : {}),
+    onStep: (p) => {
+      shown = { sft: p.sft.toFixed(3), div: p.divergence.toFixed(4), 'tok/s': p.tokensPerSecond.toFixed(0), ...scores };
+      bar.update(p.step, p.totalSteps, shown);
+    },
+  };
+  // How the options combine (keepBest without its eval file, say) is refused before the model loads.
+  checkTrainOptions(options);
+  const tokenizer = Tokenizer.fromDir(modelDir);
+  using model = await LlamaModel.loadAsync(modelDir, { dtype: o.precision === 'bf16' ? 'bfloat16' : 'float32', device: o.device as Device });
+  tokenizer.checkFits(model.config.vocabSize, `${modelDir}/config.json`);
+  const r = await interruptible(o.out, !leader, (signal) => train(model, tokenizer, data, { ...options, signal }), () => bar.stop());
   if (!r) return;
   r.pool?.dispose();
+  // A run the forgetting guard ended is a finished run: why it stopped and what it kept, on stderr.
+  if (r.evals?.stopped && !quiet) process.stderr.write(`${r.evals.stopped.reason} -> ${o.out}/adapter\n`);
   const summary = {
     out: o.out,
     method: o.method,
@@ -290,9 +323,49 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
     elapsedMs: r.elapsedMs,
     tokensPerSecond: r.tokens / (r.elapsedMs / 1000),
     latentMode: r.pool?.mode ?? null,
+    ...(r.evals ? { evals: r.evals } : {}),
   };
   if (!leader) return;
-  console.log(o.json ? JSON.stringify(summary) : `trained ${o.method}: ${r.steps} steps, ${summary.tokensPerSecond.toFixed(0)} tokens/s -> ${o.out}/adapter`);
+  const kept = r.evals?.kept ? ` (the checkpoint of step ${r.evals.kept.step}: ${Object.entries(evalFields(r.evals.kept)).map(([k, v]) => `${k} ${v}`).join(', ')})` : '';
+  const stopped = r.evals?.stopped ? `, stopped by --max-forgetting ${r.evals.stopped.maxForgetting}` : '';
+  console.log(o.json ? JSON.stringify(summary) : `trained ${o.method}: ${r.steps} steps${stopped}, ${summary.tokensPerSecond.toFixed(0)} tokens/s -> ${o.out}/adapter${kept}`);
+}
+
+/**
+ * The evaluation options of `jfa train`, their files read and checked (file:line; old-suite records
+ * need an answer) before the model is loaded; train() checks how they combine.
+ */
+function evalsOf(o: z.infer<typeof trainSchema>): Partial<TrainOptions> {
+  const evalOld = o.evalOld === undefined ? undefined : readJsonl(o.evalOld, 'instance');
+  const unanswered = evalOld?.findIndex((r) => r.answer === undefined) ?? -1;
+  if (unanswered >= 0) throw new Error(`${o.evalOld}: record ${unanswered + 1} has no 'answer' (--eval-old records are scored by their answer)`);
+  const files = { evalOld: evalOld as OldRecord[] | undefined, evalNew: o.evalNew === undefined ? undefined : readJsonl(o.evalNew, 'instance') };
+  if (o.evalEvery === undefined) {
+    const given = (['evalOld', 'evalNew', 'keepBest', 'maxForgetting'] as const).filter((k) => o[k] !== undefined);
+    if (given.length) throw new Error(`option --${kebab(given[0]!)} needs --eval-every N (steps between evaluations)`);
+    return {};
+  }
+  if (!files.evalOld && !files.evalNew) throw new Error('option --eval-every needs --eval-old FILE (old suites with answers) and/or --eval-new FILE (new tasks)');
+  return {
+    evalEvery: o.evalEvery,
+    ...files,
+    evalLimit: o.evalLimit,
+    evalBatch: o.evalBatch,
+    evalMaxNewTokens: o.evalMaxNewTokens,
+    keepBest: o.keepBest,
+    maxForgetting: o.maxForgetting,
+  };
+}
+
+const kebab = (name: string) => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+/** An evaluation's scores for the progress line, in percent. */
+function evalFields(e: EvalScores): Record<string, string> {
+  return {
+    ...(e.old ? { old: `${(100 * e.old.accuracy).toFixed(1)}%` } : {}),
+    ...(e.forgetting !== undefined ? { forgot: e.forgetting.toFixed(1) } : {}),
+    ...(e.new ? { rougeL: (100 * e.new.rougeL).toFixed(1) } : {}),
+  };
 }
 
 export const evalSchema = z
@@ -307,8 +380,8 @@ export const evalSchema = z
     metric: z.enum(['rougeL', 'em', 'bleu', 'accuracy', 'auto']),
     format: z.enum(IMPORT_FORMATS).optional(),
     latent: z.enum(LATENT_CHOICES).default('auto'),
-    maxNewTokens: z.number().int().positive().default(64),
-    batch: z.number().int().positive().default(16),
+    maxNewTokens: z.number().int().positive().default(EVAL_DEFAULTS.maxNewTokens),
+    batch: z.number().int().positive().default(EVAL_DEFAULTS.batch),
     json,
   })
   .strict();

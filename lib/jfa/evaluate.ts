@@ -12,6 +12,14 @@ import { emptyCpuCache } from '../runtime.js';
 import { promptText } from './examples.js';
 import { type LatentPool } from './pool.js';
 
+/** The generation settings {@link evaluateOld}, {@link evaluateNew}, `jfa eval` and train()'s evaluations use unless told. */
+export const EVAL_DEFAULTS = {
+  /** prompts generated together */
+  batch: 16,
+  /** tokens generated per prompt at most */
+  maxNewTokens: 64,
+} as const;
+
 /** Options of {@link evaluateOld} and {@link evaluateNew}. */
 export interface EvalOptions {
   /** prompts generated together (default 16) */
@@ -55,7 +63,7 @@ async function predict(model: LlamaModel, tokenizer: Tokenizer, given: InstanceR
 }
 
 async function predictChecked(model: LlamaModel, tokenizer: Tokenizer, records: InstanceRecord[], o: EvalOptions): Promise<string[]> {
-  const batch = o.batch ?? 16;
+  const batch = o.batch ?? EVAL_DEFAULTS.batch;
   const prompts = records.map(promptText);
   // Batches of prompts of similar length: a left-padded batch computes every row at its longest
   // prompt's length. Each prompt is generated alone in effect (its own mask and positions), so the
@@ -69,7 +77,7 @@ async function predictChecked(model: LlamaModel, tokenizer: Tokenizer, records: 
     const chunk = picked.map((j) => records[j]!);
     const latent = o.latent?.retrieve(model, tokenizer, chunk);
     try {
-      const results = await generateText(model, tokenizer, picked.map((j) => prompts[j]!), { maxNewTokens: o.maxNewTokens ?? 64, adapters: o.adapters, latent });
+      const results = await generateText(model, tokenizer, picked.map((j) => prompts[j]!), { maxNewTokens: o.maxNewTokens ?? EVAL_DEFAULTS.maxNewTokens, adapters: o.adapters, latent });
       results.forEach((r, k) => (out[picked[k]!] = r.text));
     } finally {
       latent?.indices.dispose();

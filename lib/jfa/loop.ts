@@ -47,8 +47,10 @@ export interface StepLoop {
   options: (step: number) => StepOptions;
   /** the caller's callback, after `after`; awaited; a throw or rejection becomes a CallbackError */
   onStep?: (p: StepProgress) => unknown;
-  /** after each step, with the step count done so far (metrics files, checkpoints) */
-  after?: (p: StepProgress) => void;
+  /** after each step, with the step count done so far (metrics files, evaluations, checkpoints); awaited when it returns a promise */
+  after?: (p: StepProgress) => void | Promise<void>;
+  /** checked after each step (after onStep): true ends the loop there, as a finished run (train's forgetting guard) */
+  done?: () => boolean;
   /** checked before each step: an aborted signal ends the loop with an AbortError */
   signal?: AbortSignal;
   /** what the errors call the work ('train', 'pretrain') */
@@ -63,7 +65,7 @@ export async function runSteps(l: StepLoop): Promise<{ step: number; tokens: num
   let tokens = 0;
   let step = l.from;
   const what = l.what ?? 'train';
-  while (step < l.to) {
+  while (step < l.to && !l.done?.()) {
     // At a step boundary: the weights, moments and `after`'s files all describe `step`.
     throwIfAborted(l.signal, `${what}: stopped at step ${step} of ${l.totalSteps}`);
     const made = l.batches(step);
@@ -79,7 +81,8 @@ export async function runSteps(l: StepLoop): Promise<{ step: number; tokens: num
     step += 1;
     const elapsedMs = performance.now() - started;
     const progress: StepProgress = { step, totalSteps: l.totalSteps, ...r, lr: l.optimizer.lr, tokens, tokensPerSecond: tokens / (elapsedMs / 1000), elapsedMs };
-    l.after?.(progress);
+    const after = l.after?.(progress);
+    if (after) await after;
     if (l.onStep) {
       try {
         await l.onStep(progress);

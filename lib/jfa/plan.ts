@@ -11,6 +11,7 @@ import { type KlKind, type Reduction } from '../kernels.js';
 import { type LlamaModel } from '../model/llama.js';
 import { LORA_DEFAULTS, type LoraConfig } from '../model/peft.js';
 import { accumulateFlashbacks, checkContinue, CONTINUE_MODES, type ContinueMode, DEFAULT_CONTINUE_MODE, earlierPrompts, type PreviousRun, readRun } from './continual.js';
+import { checkEvalOptions, EVAL_RUN_DEFAULTS, evalIdentity, type EvalBatchProgress, type EvalPlan, type EvalProgress, planEvals, type TrainEvalOptions } from './evals.js';
 import { type LatentOptions } from './latent.js';
 import { type StepProgress } from './loop.js';
 import { type Method, type MethodPreset, presetOf } from './methods.js';
@@ -77,10 +78,16 @@ export const TRAIN_DEFAULTS = {
   continueMode: DEFAULT_CONTINUE_MODE,
   /** records read, shuffled and held at a time when data.newTrain is a stream */
   streamWindow: 4096,
+  /** with evalEvery: records of each eval set scored at most, spread over its suites or tasks */
+  evalLimit: EVAL_RUN_DEFAULTS.evalLimit,
+  /** with evalEvery: prompts generated together (jfa eval's) */
+  evalBatch: EVAL_RUN_DEFAULTS.evalBatch,
+  /** with evalEvery: tokens generated per prompt at most (jfa eval's) */
+  evalMaxNewTokens: EVAL_RUN_DEFAULTS.evalMaxNewTokens,
 } as const;
 
 /** Options of {@link train}; every default is in {@link TRAIN_DEFAULTS}, which `jfa train` shares. */
-export interface TrainOptions {
+export interface TrainOptions extends TrainEvalOptions {
   /** the training method: a row of {@link METHOD_PRESETS}, which sets the switches below unless they are given */
   method: Method;
   /** where to train: 'cpu' (default: where the model is), 'cuda' or 'cuda:N'; the model is moved there first */
@@ -295,6 +302,10 @@ export interface RunPlan {
   continued?: Continuation;
   /** data.newTrain as a stream, read in windows of `window` records (newTrain and stream are then empty, stepsPerEpoch 0) */
   streamed?: { source: AsyncIterable<unknown>; window: number };
+  /** the evaluations during the run, with evalEvery */
+  evals?: EvalPlan;
+  onEval?: (e: EvalProgress) => unknown;
+  onEvalBatch?: (p: EvalBatchProgress) => void;
   /** what a checkpoint must share with this run to continue it */
   state: Record<string, unknown>;
 }
@@ -315,9 +326,10 @@ export function planTrain(model: LlamaModel, data: TrainData, o: TrainOptions): 
   // after an abort, typically); a fresh run on a model with adapters must say so.
   if (model.hasLora && !o.replaceAdapter && !o.resume)
     throw new OptionError('train: this model already has adapters (an earlier train() or loadAdapter()): call model.removeLora() first, or pass replaceAdapter: true');
+  const evals = planEvals(o);
   placeModel(model, o);
   const cont = continuation(model, data, o);
-  return planRun(model, cont ? { ...data, flashbacks: cont.flashbacks } : data, o, cont && { prev: cont.prev, mode: cont.mode, budget: cont.budget });
+  return planRun(model, cont ? { ...data, flashbacks: cont.flashbacks } : data, o, evals, cont && { prev: cont.prev, mode: cont.mode, budget: cont.budget });
 }
 
 /** Every option name of {@link train} ({@link TrainOptions}' keys), for the unknown-key check. */
@@ -326,6 +338,7 @@ export const TRAIN_OPTION_NAMES = [
   'warmupRatio', 'weightDecay', 'maxGradNorm', 'alpha', 'kl', 'reduction', 'lora', 'latentOptions', 'latentLayer', 'latentMode', 'latentDropout',
   'plainSftWeight', 'seed', 'outDir', 'checkpointEvery', 'resume', 'cacheReference', 'maxSteps', 'pauseAfter', 'signal', 'replaceAdapter', 'keepCache',
   'activationCheckpointing', 'continueFrom', 'continueMode', 'flashbackBudget', 'onStep', 'tensorboard', 'distributed', 'streamWindow',
+  'evalEvery', 'evalOld', 'evalNew', 'evalLimit', 'evalBatch', 'evalMaxNewTokens', 'keepBest', 'maxForgetting', 'onEval', 'onEvalBatch',
 ] as const satisfies readonly (keyof TrainOptions)[];
 // Every key of TrainOptions is listed (a compile error here names the one missing).
 const everyOption: Record<Exclude<keyof TrainOptions, (typeof TRAIN_OPTION_NAMES)[number]>, never> = {};
@@ -337,7 +350,8 @@ const LATENT_OPTION_NAMES = ['groups', 'perGroup', 'k', 'scale', 'rank', 'seed',
 /**
  * Checks train()'s options as a JavaScript caller may pass them: unknown keys (at the top, in
  * `lora` and in `latentOptions`) are refused with the nearest valid name, values of the wrong type
- * or out of range are named as they are (NaN, Infinity, null). train() calls it first; callers may
+ * or out of range are named as they are (NaN, Infinity, null), and the evaluation options and records
+ * are checked as they combine (keepBest without its eval set, say). train() calls it first; callers may
  * too, to check options before loading anything.
  * @param o - the options.
  * @throws OptionError (code 'ERR_JFA_OPTION', a RangeError) naming the option and its value.
@@ -356,8 +370,10 @@ export function checkTrainOptions(o: TrainOptions): void {
     if (o[k] !== undefined && typeof o[k] !== 'boolean') throw new OptionError(`train: ${k} must be a boolean, got ${describeValue(o[k])}`);
   for (const k of ['outDir', 'continueFrom', 'tensorboard'] as const)
     if (o[k] !== undefined && (typeof o[k] !== 'string' || o[k] === '')) throw new OptionError(`train: ${k} must be a non-empty path, got ${describeValue(o[k])}`);
-  if (o.onStep !== undefined && typeof o.onStep !== 'function') throw new OptionError(`train: onStep must be a function, got ${describeValue(o.onStep)}`);
+  for (const k of ['onStep', 'onEval', 'onEvalBatch'] as const)
+    if (o[k] !== undefined && typeof o[k] !== 'function') throw new OptionError(`train: ${k} must be a function, got ${describeValue(o[k])}`);
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new OptionError(`train: signal must be an AbortSignal, got ${describeValue(o.signal)}`);
+  checkEvalOptions(o);
 }
 
 /**
@@ -413,7 +429,7 @@ function checkOptions(o: TrainOptions, latentLayers: number): void {
   check('latentLayer', o.latentLayer, (n) => Number.isInteger(n) && n >= 0 && n < latentLayers, `a layer in 0..${latentLayers - 1}`);
 }
 
-function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, continued?: Continuation): RunPlan {
+function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, evals: EvalPlan | undefined, continued?: Continuation): RunPlan {
   const preset = presetOf(o.method, 'train');
   checkOptions(o, model.config.numLayers);
   const seed = o.seed ?? TRAIN_DEFAULTS.seed;
@@ -478,12 +494,16 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, continued?
     keepCache: o.keepCache ?? false,
     continued,
     ...(streamed ? { streamed } : {}),
+    ...(evals ? { evals } : {}),
+    onEval: o.onEval,
+    onEvalBatch: o.onEvalBatch,
     state: {
       totalSteps,
       method: o.method,
       ...(streamed ? { stream: { window: streamed.window } } : {}),
       ...(useLatent ? { latent: { ...latentRun, layer: latentLayer, options: latentOptions } } : {}),
       ...(continued ? { continued: { run: continued.prev.run, mode: continued.mode, budget: continued.budget } } : {}),
+      ...(evals ? { evals: evalIdentity(evals) } : {}),
     },
   };
 }

@@ -23,6 +23,7 @@ import { CHECKPOINT, findCheckpoint, lastCheckpoint, removeCheckpoint, restoreOp
 import { loadRounds, writeChain, writePrompts } from './continual.js';
 import { checkRanks, receiveLatent, type ResumePoint, resumePoint, sendLatent } from './data-parallel.js';
 import { type LatentTasks } from './latent.js';
+import { type EvalBatchProgress, type EvalProgress, type EvalScores, type ForgettingStop, type KeepBest, RunEvals } from './evals.js';
 import { runSteps, type StepProgress } from './loop.js';
 import { planTrain, type RunPlan, TRAIN_DEFAULTS, type TrainData, type TrainOptions } from './plan.js';
 import { LATENT_POOL_FILE, LatentPool } from './pool.js';
@@ -31,7 +32,7 @@ import { checkPosition, firstRecords, StreamedRecords, type StreamPosition } fro
 
 export { keepReference, referenceKeeping } from './batches.js';
 export type { Precision, TrainData, TrainOptions } from './plan.js';
-export type { StepProgress };
+export type { EvalBatchProgress, EvalProgress, EvalScores, ForgettingStop, KeepBest, StepProgress };
 
 /** What {@link train} returns. */
 export interface TrainResult {
@@ -49,6 +50,20 @@ export interface TrainResult {
   latent?: LatentTasks;
   /** jfa with latent tasks: the trained pool, attached to the model; saved as adapter/latent_pool.safetensors */
   pool?: LatentPool;
+  /** with evalEvery: the step-0 evaluation, the last one, the kept checkpoint's, and the forgetting stop */
+  evals?: TrainEvals;
+}
+
+/** The evaluations of a run ({@link TrainResult.evals}). */
+export interface TrainEvals {
+  /** the evaluation before training */
+  start: EvalScores;
+  /** the last evaluation (of this call, or the checkpoint's) */
+  last?: EvalScores;
+  /** with keepBest or maxForgetting: the evaluation whose checkpoint the model (and outDir/adapter) ends with */
+  kept?: EvalScores;
+  /** set when maxForgetting ended the run: after which step, and why */
+  stopped?: ForgettingStop;
 }
 
 /** What the run folder may hold that a failed run must leave in place. */
@@ -123,15 +138,39 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, g
   const stepBatches = records ? streamBatchMaker(tokenizer, plan, flash, records, shard) : batchMaker(tokenizer, plan, flash, latent, shard);
   // A streamed run's checkpoint also says how far into the stream its steps have read.
   const save = (step: number) =>
-    writer && plan.outDir && saveRunCheckpoint(plan.outDir, model, optimizer, latent, { step, ...plan.state, ...(records ? { position: records.position } : {}) });
+    writer && plan.outDir && saveRunCheckpoint(plan.outDir, model, optimizer, latent, evals, { step, ...plan.state, ...(records ? { position: records.position } : {}) });
 
   let reached = resume?.step ?? 0;
-  const checkpointed = (step: number) => plan.checkpointEvery !== undefined && step % plan.checkpointEvery === 0;
+  let saved = resume?.step;
   let stats = { tokens: 0, elapsedMs: 0 };
   const board = plan.tensorboard === undefined || !writer ? undefined : new TensorBoardWriter(plan.tensorboard);
+  const evals = plan.evals && new RunEvals(plan.evals, plan.totalSteps, optimizer.params);
+  let last: EvalScores | undefined;
+  if (evals && resume?.dir) evals.restore(resume.dir);
+  const evaluate = async (step: number) => {
+    const e = await evals!.evaluate(step, model, tokenizer, {
+      pool: latent?.pool.mode === 'retrieve' ? latent.pool : undefined,
+      signal: plan.signal,
+      onBatch: plan.onEvalBatch,
+    });
+    const { predictions: _, totalSteps: __, kept, stop, elapsedMs, ...scores } = e;
+    last = scores;
+    if (metricsFile) logRow(metricsFile, plan, step, { type: 'eval', method: plan.method, ...scores, elapsedMs, ...(kept ? { kept: kept.step } : {}), ...(stop ? { stop } : {}) });
+    board?.scalars(step, evalScalars(scores));
+    if (plan.onEval) {
+      try {
+        await plan.onEval(e);
+      } catch (err) {
+        throw new CallbackError(`train: onEval failed after step ${step}: ${(err as Error)?.message ?? String(err)}`, step, { cause: err });
+      }
+    }
+  };
   const checkpointing = model.activationCheckpointing;
   if (plan.activationCheckpointing !== undefined) model.activationCheckpointing = plan.activationCheckpointing;
   try {
+    // Before the first step (step 0, the reference forgetting is measured from), or a step whose
+    // checkpoint was written but whose evaluation was cut short.
+    if (evals?.pending(reached)) await evaluate(reached);
     stats = await runSteps({
       model,
       optimizer,
@@ -150,9 +189,10 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, g
       }),
       onStep: plan.onStep,
       signal: plan.signal,
+      done: () => evals?.stopped !== undefined,
       after: (p) => {
         reached = p.step;
-        if (metricsFile) logMetrics(metricsFile, plan, p);
+        if (metricsFile) logRow(metricsFile, plan, p.step, { type: 'train', method: plan.method, ...p });
         board?.scalars(p.step, {
           'train/sft': p.sft,
           'train/divergence': p.divergence,
@@ -162,14 +202,24 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, g
           'train/tokens_per_second': p.tokensPerSecond,
           ...(plan.latentRun.plainSftWeight ? { 'train/plain_sft': p.plainSft } : {}),
         });
-        if (plan.checkpointEvery && p.step % plan.checkpointEvery === 0 && p.step < plan.totalSteps) save(p.step);
+        const checkpoint = () => {
+          if (plan.checkpointEvery && p.step % plan.checkpointEvery === 0 && p.step < plan.totalSteps && !evals?.stopped) {
+            save(p.step);
+            saved = p.step;
+          }
+        };
+        // The step's evaluation goes first, so its checkpoint holds what the evaluation kept.
+        if (!evals?.due(p.step)) return checkpoint();
+        return evaluate(p.step).then(checkpoint);
       },
     });
   } catch (e) {
-    // Cancelled, or the caller's onStep failed: at a step boundary, so the run is left resumable
-    // where it stopped (unless that step's checkpoint is already written).
-    if ((e instanceof AbortError || e instanceof CallbackError) && reached > (resume?.step ?? 0) && reached < plan.totalSteps && !checkpointed(reached)) save(reached);
+    // Cancelled, or the caller's onStep or onEval failed: at a step boundary, so the run is left
+    // resumable where it stopped (unless that step's checkpoint is already written). An evaluation
+    // cut short is done again on resume.
+    if ((e instanceof AbortError || e instanceof CallbackError) && reached > (resume?.step ?? 0) && reached < plan.totalSteps && saved !== reached) save(reached);
     optimizer.dispose();
+    evals?.dispose();
     throw e;
   } finally {
     model.activationCheckpointing = checkpointing;
@@ -178,12 +228,18 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, g
     await records?.close();
   }
 
-  if (writer && plan.outDir && reached === plan.totalSteps) {
+  // A run the forgetting guard stopped is finished too (no checkpoint to resume).
+  const finished = reached === plan.totalSteps || evals?.stopped !== undefined;
+  // The kept checkpoint's tensors go back into the model before its adapter is written.
+  if (finished && evals?.kept) evals.restoreKept();
+  evals?.dispose();
+  if (writer && plan.outDir && finished) {
     // A streamed run keeps the prompts of its source's first window (bounded, and the same however the run was resumed).
     const prompts = plan.streamed ? await firstRecords(plan.streamed.source, plan.streamed.window) : plan.newTrain;
     finishRun(plan.outDir, model, plan, latent, prompts);
+    if (evals?.kept && metricsFile) logRow(metricsFile, plan, reached, { type: 'kept', method: plan.method, ...evals.kept, ...(evals.stopped ? { stopped: evals.stopped } : {}) });
   }
-  else if (reached < plan.totalSteps) save(reached);
+  else if (!finished) save(reached);
   optimizer.dispose();
   if (!plan.keepCache) emptyCpuCache();
   return {
@@ -194,6 +250,9 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, g
     elapsedMs: stats.elapsedMs,
     latent: latent?.pool.tasks,
     pool: latent?.pool,
+    ...(evals?.start
+      ? { evals: { start: evals.start, ...(last ? { last } : {}), ...(evals.kept ? { kept: evals.kept } : {}), ...(evals.stopped ? { stopped: evals.stopped } : {}) } }
+      : {}),
   };
 }
 
@@ -252,20 +311,31 @@ function findRunCheckpoint(plan: RunPlan): { dir: string; step: number; position
   return plan.streamed ? { ...found, position: checkPosition(position, found.dir) } : found;
 }
 
-function logMetrics(file: string, plan: RunPlan, p: StepProgress): void {
+function logRow(file: string, plan: RunPlan, step: number, row: Record<string, unknown>): void {
   try {
-    appendFileSync(file, `${JSON.stringify({ type: 'train', method: plan.method, ...p })}\n`);
+    appendFileSync(file, `${JSON.stringify(row)}\n`);
   } catch (e) {
-    throw new Error(`train: cannot write ${file} at step ${p.step} (${errnoOf(e)})${lastCheckpoint(plan.outDir!)}`);
+    throw new Error(`train: cannot write ${file} at step ${step} (${errnoOf(e)})${lastCheckpoint(plan.outDir!)}`);
   }
 }
 
+/** An evaluation's TensorBoard scalars: eval/old_accuracy (and eval/old/<suite>), eval/forgetting, eval/new_rougeL, eval/new_exact_match, eval/score. */
+function evalScalars(s: EvalScores): Record<string, number> {
+  return {
+    ...(s.old ? { 'eval/old_accuracy': s.old.accuracy, ...Object.fromEntries(Object.entries(s.old.suites).map(([k, v]) => [`eval/old/${k}`, v])) } : {}),
+    ...(s.forgetting !== undefined ? { 'eval/forgetting': s.forgetting } : {}),
+    ...(s.new ? { 'eval/new_rougeL': s.new.rougeL, 'eval/new_exact_match': s.new.exactMatch } : {}),
+    ...(s.score !== undefined ? { 'eval/score': s.score } : {}),
+  };
+}
+
 /** A training run's checkpoint: the adapter, the optimizer, and the latent pool with every record's retrieval. */
-function saveRunCheckpoint(outDir: string, model: LlamaModel, optimizer: AdamW, latent: RunLatent | undefined, state: { step: number }): void {
+function saveRunCheckpoint(outDir: string, model: LlamaModel, optimizer: AdamW, latent: RunLatent | undefined, evals: RunEvals | undefined, state: { step: number }): void {
   saveCheckpoint('train', outDir, state, (tmp) => {
     model.saveAdapter(join(tmp, 'adapter'));
     saveOptimizer(tmp, optimizer);
     if (latent) saveLatent(tmp, latent);
+    evals?.save(tmp);
   });
 }
 
