@@ -139,7 +139,9 @@ describe('training loop', () => {
     // the steps are long enough that running them on the main thread would show
     expect(meanStep).toBeGreaterThan(100);
     expect(lags.length).toBeGreaterThan(stepMs.length * 5);
-    expect(p99).toBeLessThan(50);
+    // Steps on the main thread would hold every tick back by about a step. The bound scales with
+    // the step on a loaded machine (CI's other vitest worker shares the 2 cores), never past half of one.
+    expect(p99).toBeLessThan(Math.max(50, meanStep / 2));
   });
 
   it('every method of the preset table trains with its switches: flashbacks, latent tasks, PCGrad, replay', async () => {
