@@ -10,6 +10,8 @@
 #include <ATen/ops/ones.h>
 #include <ATen/ops/outer.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
+#include <ATen/ops/gelu.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/silu.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
@@ -23,6 +25,7 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <tuple>
 
 #include "core/checkpoint.h"
 #include "core/checks.h"
@@ -59,7 +62,14 @@ const Json* member(const Json& j, const char* key) {
 }
 
 // LlamaRMSNorm: normalised in float32, scaled in the input's dtype; one fused pass for float32.
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+// plus_one (Gemma): scaled by 1 + weight, in float32, and only then cast back to the input's dtype.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, bool plus_one = false) {
+  if (plus_one) {
+    const at::Tensor scale = weight.to(at::kFloat) + 1.0;
+    if (fused_applies(x) && fused_applies(scale)) return fused_rms_norm(x, scale, eps);
+    const at::Tensor x32 = x.to(at::kFloat);
+    return (x32 * (x32.pow(2).mean(-1, /*keepdim=*/true) + eps).rsqrt() * scale).to(x.scalar_type());
+  }
   if (fused_applies(x) && fused_applies(weight)) return fused_rms_norm(x, weight, eps);
   const at::Tensor x32 = x.to(at::kFloat);
   const at::Tensor normed = x32 * (x32.pow(2).mean(-1, /*keepdim=*/true) + eps).rsqrt();
@@ -159,6 +169,10 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, c10::Scalar
     Layer layer;
     layer.input_norm = take(p + "input_layernorm.weight", {H});
     layer.post_attention_norm = take(p + "post_attention_layernorm.weight", {H});
+    if (c.sandwich_norms) {
+      layer.pre_feedforward_norm = take(p + "pre_feedforward_layernorm.weight", {H});
+      layer.post_feedforward_norm = take(p + "post_feedforward_layernorm.weight", {H});
+    }
     if (c.fused_projections) {
       layer.qkv = linear(p + "self_attn.qkv_proj", q_out + 2 * kv_out, H, c.qkv_bias);
       layer.gate_up = linear(p + "mlp.gate_up_proj", 2 * I, H, c.mlp_bias);
@@ -180,15 +194,25 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, c10::Scalar
   model->final_norm = take("model.norm.weight", {H});
   model->lm_head = c.tie_word_embeddings && !where.count("lm_head.weight") ? model->embed_tokens
                                                                            : take("lm_head.weight", {c.vocab_size, H});
-  model->inv_freq_ = model->rope_inv_freq();
+  model->set_rope_tables();
   return model;
 }
 
-at::Tensor LlamaModel::rope_inv_freq() const {
+void LlamaModel::set_rope_tables() {
+  inv_freq_ = rope_inv_freq(config_.rope_theta, true);
+  if (config_.rope_local_theta > 0) local_inv_freq_ = rope_inv_freq(config_.rope_local_theta, false);
+}
+
+at::Tensor LlamaModel::norm(const at::Tensor& x, const at::Tensor& weight) const {
+  return rms_norm(x, weight, config_.rms_norm_eps, config_.norm_plus_one);
+}
+
+at::Tensor LlamaModel::rope_inv_freq(double theta, bool scaled) const {
   const auto& c = config_;
   const auto f64 = at::TensorOptions().dtype(at::kDouble);
-  at::Tensor inv = 1.0 / at::pow(c.rope_theta, at::arange(0, c.head_dim, 2, f64) / static_cast<double>(c.head_dim));
-  if (c.llama3_rope) {
+  at::Tensor inv = 1.0 / at::pow(theta, at::arange(0, c.head_dim, 2, f64) / static_cast<double>(c.head_dim));
+  if (scaled && c.rope_linear_factor != 1.0) inv = inv / c.rope_linear_factor;
+  if (scaled && c.llama3_rope) {
     // Llama 3.1's scaling: long wavelengths slowed by `factor`, short ones kept, a smooth ramp between.
     const double old_len = static_cast<double>(c.rope_original_max_position);
     const double low_wavelen = old_len / c.rope_low_freq_factor, high_wavelen = old_len / c.rope_high_freq_factor;
@@ -240,9 +264,18 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
   const int64_t b = ids.size(0), t = ids.size(1);
   const int64_t past = cache ? cache->length : 0, total = past + t;
   at::Tensor h = at::embedding(embed_tokens, ids);
-  const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // (b, t, hd/2)
-  const at::Tensor emb = at::cat({freqs, freqs}, -1);                            // (b, t, hd)
-  const at::Tensor cos = emb.cos().to(dtype_), sin = emb.sin().to(dtype_);
+  // Gemma: times sqrt(hidden_size) as a number of the embeddings' dtype (bfloat16 rounds it first).
+  if (c.scale_embeddings)
+    h = h * at::scalar_tensor(std::sqrt(static_cast<double>(c.hidden_size)), h.options().dtype(at::kFloat)).to(h.scalar_type());
+  const at::Tensor position = positions.to(at::kFloat).unsqueeze(-1);
+  const auto table = [&](const at::Tensor& inv_freq) {
+    const at::Tensor freqs = position * inv_freq;         // (b, t, hd/2)
+    const at::Tensor emb = at::cat({freqs, freqs}, -1);   // (b, t, hd)
+    return std::pair<at::Tensor, at::Tensor>{emb.cos().to(dtype_), emb.sin().to(dtype_)};
+  };
+  const auto [cos, sin] = table(inv_freq_);
+  at::Tensor local_cos, local_sin;
+  if (local_inv_freq_.defined()) std::tie(local_cos, local_sin) = table(local_inv_freq_);
   const bool fused = fused_applies(cos);
 
   // Without padding, SDPA needs no mask: is_causal for a whole sequence (its fast causal kernel),
@@ -290,7 +323,8 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
                                                   : static_cast<double>(std::numeric_limits<float>::lowest());
     window_mask = at::where(keep, at::zeros({}, like), at::full({}, lowest, like));
   }
-  LayerContext ctx{cos, sin, fused, mask, window_mask, real_keys, own_attention, causal_only, 1.0 / std::sqrt(static_cast<double>(hd)),
+  const double scale = c.attention_scale > 0 ? c.attention_scale : 1.0 / std::sqrt(static_cast<double>(hd));
+  LayerContext ctx{cos, sin, local_cos, local_sin, fused, mask, window_mask, real_keys, own_attention, causal_only, scale,
                    past, adapters, latent ? std::optional<LatentCall>(*latent) : std::nullopt};
   // Checkpointed layers keep only their input for the backward: when gradients are recorded over
   // whole sequences (training) and set_checkpointing() asked for it.
@@ -303,12 +337,13 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
     }
   }
   if (cache) cache->length = total;
-  return rms_norm(h, final_norm, c.rms_norm_eps);
+  return norm(h, final_norm);
 }
 
 std::vector<at::Tensor> LlamaModel::layer_params(size_t l, const LayerContext& ctx) const {
   const Layer& layer = layers_[l];
-  std::vector<at::Tensor> out{layer.input_norm, layer.post_attention_norm, layer.q_norm, layer.k_norm};
+  std::vector<at::Tensor> out{layer.input_norm, layer.post_attention_norm, layer.pre_feedforward_norm, layer.post_feedforward_norm,
+                              layer.q_norm, layer.k_norm};
   for (const LinearLayer* lin : {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up, &layer.down, &layer.qkv, &layer.gate_up})
     for (const at::Tensor& t : {lin->weight, lin->bias, lin->lora_A, lin->lora_B}) out.push_back(t);
   if (ctx.latent) {
@@ -327,14 +362,18 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
   const int64_t b = h_in.size(0), t = h_in.size(1), past = ctx.past, total = past + t;
   const int64_t nh = c.num_attention_heads, kvh = c.num_key_value_heads, hd = c.head_dim;
   const bool adapters = ctx.adapters;
+  // Gemma 3's windowed layers rotate with their own table.
+  const bool local_rope = ctx.local_cos.defined() && c.sliding_layers[l];
+  const at::Tensor& cos = local_rope ? ctx.local_cos : ctx.cos;
+  const at::Tensor& sin = local_rope ? ctx.local_sin : ctx.sin;
   // The rotary embedding of (b, t, heads, hd) projections; returns (b, heads, t, hd).
   const auto rope = [&](const at::Tensor& x) {
-    if (ctx.fused) return fused_rope(x, ctx.cos, ctx.sin).transpose(1, 2);
+    if (ctx.fused) return fused_rope(x, cos, sin).transpose(1, 2);
     const at::Tensor xt = x.transpose(1, 2);
-    return xt * ctx.cos.unsqueeze(1) + rotate_half(xt) * ctx.sin.unsqueeze(1);
+    return xt * cos.unsqueeze(1) + rotate_half(xt) * sin.unsqueeze(1);
   };
   at::Tensor h = h_in;
-  const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
+  const at::Tensor x = norm(h, layer.input_norm);
   const bool decoding = cache != nullptr;  // only generate() keeps a KV cache
   at::Tensor qp, kp, vp;  // (b, t, heads * hd)
   if (c.fused_projections) {
@@ -349,8 +388,8 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
   }
   at::Tensor qh = qp.reshape({b, t, nh, hd}), kh = kp.reshape({b, t, kvh, hd});
   if (c.qk_norm) {
-    qh = rms_norm(qh, layer.q_norm, c.rms_norm_eps);
-    kh = rms_norm(kh, layer.k_norm, c.rms_norm_eps);
+    qh = norm(qh, layer.q_norm);
+    kh = norm(kh, layer.k_norm);
   }
   const at::Tensor q = rope(qh);
   at::Tensor k = rope(kh);
@@ -389,8 +428,9 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
       o = o + latent_mixture(m);
     }
   }
-  h = h + o;
-  const at::Tensor y = rms_norm(h, layer.post_attention_norm, c.rms_norm_eps);
+  // Gemma's sandwich: the attention's and the MLP's outputs are normed before they join the residual.
+  h = h + (c.sandwich_norms ? norm(o, layer.post_attention_norm) : o);
+  const at::Tensor y = norm(h, c.sandwich_norms ? layer.pre_feedforward_norm : layer.post_attention_norm);
   at::Tensor gate, up;
   if (c.fused_projections) {
     const at::Tensor gu = layer.gate_up.forward(y, adapters, decoding);
@@ -400,7 +440,8 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
     gate = layer.gate.forward(y, adapters, decoding);
     up = layer.up.forward(y, adapters, decoding);
   }
-  return h + layer.down.forward(at::silu(gate) * up, adapters, decoding);
+  const at::Tensor mlp = layer.down.forward((c.gelu_tanh ? at::gelu(gate, "tanh") : at::silu(gate)) * up, adapters, decoding);
+  return h + (c.sandwich_norms ? norm(mlp, layer.post_feedforward_norm) : mlp);
 }
 
 at::Tensor LlamaModel::hidden_states(const at::Tensor& ids_in, const at::Tensor& mask_in, bool adapters,
@@ -463,8 +504,14 @@ std::unique_ptr<LlamaModel> LlamaModel::random(const LlamaConfig& c, uint64_t se
   model->embed_tokens = normal({c.vocab_size, H});
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     Layer layer;
-    layer.input_norm = at::ones({H});
-    layer.post_attention_norm = at::ones({H});
+    // Norms start at one: a weight of one, or Gemma's offset of zero from it.
+    const auto unit = [&] { return c.norm_plus_one ? at::zeros({H}) : at::ones({H}); };
+    layer.input_norm = unit();
+    layer.post_attention_norm = unit();
+    if (c.sandwich_norms) {
+      layer.pre_feedforward_norm = unit();
+      layer.post_feedforward_norm = unit();
+    }
     const int64_t q_out = c.num_attention_heads * hd, kv_out = c.num_key_value_heads * hd;
     // Drawn in the checkpoint's module order (q, k, v, o, gate, up, down): the same seed gives the
     // same weights as before the families were added, so a base rebuilt from its card's command
@@ -483,14 +530,14 @@ std::unique_ptr<LlamaModel> LlamaModel::random(const LlamaConfig& c, uint64_t se
     }
     layer.down = linear(H, I, c.mlp_bias);
     if (c.qk_norm) {
-      layer.q_norm = at::ones({hd});
-      layer.k_norm = at::ones({hd});
+      layer.q_norm = c.norm_plus_one ? at::zeros({hd}) : at::ones({hd});
+      layer.k_norm = c.norm_plus_one ? at::zeros({hd}) : at::ones({hd});
     }
     model->layers_.push_back(std::move(layer));
   }
-  model->final_norm = at::ones({H});
+  model->final_norm = c.norm_plus_one ? at::zeros({H}) : at::ones({H});
   model->lm_head = c.tie_word_embeddings ? model->embed_tokens : normal({c.vocab_size, H});
-  model->inv_freq_ = model->rope_inv_freq();
+  model->set_rope_tables();
   return model;
 }
 
@@ -545,6 +592,10 @@ std::vector<std::pair<std::string, at::Tensor>> LlamaModel::weights() const {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     out.emplace_back(p + "input_layernorm.weight", layers_[i].input_norm);
     out.emplace_back(p + "post_attention_layernorm.weight", layers_[i].post_attention_norm);
+    if (layers_[i].pre_feedforward_norm.defined()) {
+      out.emplace_back(p + "pre_feedforward_layernorm.weight", layers_[i].pre_feedforward_norm);
+      out.emplace_back(p + "post_feedforward_layernorm.weight", layers_[i].post_feedforward_norm);
+    }
     if (layers_[i].q_norm.defined()) {
       out.emplace_back(p + "self_attn.q_norm.weight", layers_[i].q_norm);
       out.emplace_back(p + "self_attn.k_norm.weight", layers_[i].k_norm);
@@ -656,7 +707,8 @@ int64_t LlamaModel::parameter_count() const {
   for (const auto& [name, layer] : const_cast<LlamaModel*>(this)->linear_layers())
     n += layer->weight.numel() + (layer->bias.defined() ? layer->bias.numel() : 0);
   for (const auto& l : layers_)
-    n += l.input_norm.numel() + l.post_attention_norm.numel() + (l.q_norm.defined() ? l.q_norm.numel() + l.k_norm.numel() : 0);
+    n += l.input_norm.numel() + l.post_attention_norm.numel() + (l.q_norm.defined() ? l.q_norm.numel() + l.k_norm.numel() : 0) +
+         (l.pre_feedforward_norm.defined() ? l.pre_feedforward_norm.numel() + l.post_feedforward_norm.numel() : 0);
   return n;
 }
 
@@ -687,6 +739,8 @@ void LlamaModel::to(const c10::Device& device) {
   for (auto& layer : layers_) {
     move(layer.input_norm);
     move(layer.post_attention_norm);
+    move(layer.pre_feedforward_norm);
+    move(layer.post_feedforward_norm);
     move(layer.q_norm);
     move(layer.k_norm);
   }
@@ -695,6 +749,7 @@ void LlamaModel::to(const c10::Device& device) {
     move(pool.second);
   }
   move(inv_freq_);
+  move(local_inv_freq_);
 }
 
 }  // namespace jfa

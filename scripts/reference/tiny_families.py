@@ -1,4 +1,4 @@
-"""Tiny random models of the Llama-like families (Qwen2, Qwen3, Mistral, Phi-3) made by transformers,
+"""Tiny random models of the Llama-like families (Qwen2, Qwen3, Mistral, Phi-3, Gemma 3) made by transformers,
 with the references the family parity test (test/41.families.test.ts) compares against. One process
 for every family: importing torch, transformers and PEFT is most of the cost.
 
@@ -53,6 +53,17 @@ def ablated_logits(model, family, ids, mask):
         llama.load_state_dict(state, strict=False)
         with torch.no_grad():
             return llama(input_ids=ids, attention_mask=mask).logits
+    if kind == "no_norm_offset":  # Gemma's norms scaling by w, as Llama's, instead of 1 + w
+        with torch.no_grad():
+            saved = {n: p.clone() for n, p in model.named_parameters() if "norm" in n}
+            for n, p in model.named_parameters():
+                if n in saved:
+                    p.sub_(1.0)  # (1 + (w - 1)) = w
+            out = model(input_ids=ids, attention_mask=mask).logits
+            for n, p in model.named_parameters():
+                if n in saved:
+                    p.copy_(saved[n])
+        return out
     if kind == "no_window":  # Mistral / Phi-3 attending to every earlier key
         model.config.sliding_window = None
         with torch.no_grad():
