@@ -12,7 +12,10 @@
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/matmul.h>
 #include <ATen/ops/silu.h>
+#include <ATen/ops/softmax.h>
+#include <ATen/ops/tanh.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/index_select.h>
@@ -30,6 +33,7 @@
 #include "core/checkpoint.h"
 #include "core/checks.h"
 #include "core/decode_session.h"
+#include "core/divergence.h"
 #include "core/fused.h"
 #include "core/head_loss.h"
 #include "core/skinny.h"
@@ -74,6 +78,24 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, b
   const at::Tensor x32 = x.to(at::kFloat);
   const at::Tensor normed = x32 * (x32.pow(2).mean(-1, /*keepdim=*/true) + eps).rsqrt();
   return weight * normed.to(x.scalar_type());
+}
+
+// Attention whose scaled scores are soft-capped (cap * tanh(s / cap)) before the additive mask, as
+// transformers' eager Gemma 2 attention (SDPA has no such step): q (b, h, t, hd), k and v (b, h,
+// total, hd); `mask` additive (b, 1, t, total) or undefined; `causal` hides later keys when no mask
+// is given. Softmax in float32, then back to q's dtype.
+at::Tensor softcapped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, bool causal,
+                                double scale, double cap) {
+  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * scale;
+  scores = at::tanh(scores / cap) * cap;
+  if (mask.defined()) {
+    scores = scores + mask;
+  } else if (causal) {
+    const int64_t t = q.size(2), total = k.size(2);
+    const at::Tensor later = at::ones({t, total}, q.options().dtype(at::kBool)).triu(total - t + 1);
+    scores = scores.masked_fill(later, -std::numeric_limits<double>::infinity());
+  }
+  return at::matmul(at::softmax(scores, -1, at::kFloat).to(q.scalar_type()), v);
 }
 
 at::Tensor rotate_half(const at::Tensor& x) {
@@ -287,7 +309,8 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
   // Whole sequences (training, scoring) take our causal attention where it applies; steps with a
   // cache, and whatever else it does not take, take SDPA, whose mask is built only then.
   const at::Tensor real_keys = padded ? key_mask.ne(0).to(at::kByte).contiguous() : at::Tensor();
-  const bool own_attention = !cache && causal_attention_applies(b, nh, t, h.options(), real_keys);
+  // Soft-capped scores (Gemma 2) take softcapped_attention, which reads the same masks SDPA would.
+  const bool own_attention = !cache && c.attn_logit_softcap == 0 && causal_attention_applies(b, nh, t, h.options(), real_keys);
   // Off the CPU, whole sequences padded on the right only (training batches) take SDPA's causal
   // kernel without a mask (flash attention): a padding key comes after every real query, so the
   // causal mask hides it already; only the padding rows' own outputs differ, and no loss reads them.
@@ -406,14 +429,15 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
   const bool own_attention = ctx.own_attention && !windowed, causal_only = ctx.causal_only && !windowed;
   // Off the CPU without a mask, SDPA reads grouped K/V itself (enable_gqa: flash attention takes
   // it), so neither the keys nor the whole KV cache are copied per head; otherwise they are expanded.
-  const bool gqa = kvh != nh && !own_attention && !mask.defined() && !h_in.device().is_cpu();
+  const bool gqa = kvh != nh && !own_attention && !mask.defined() && !h_in.device().is_cpu() && c.attn_logit_softcap == 0;
   if (kvh != nh && !gqa) {
     k = k.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
     v = v.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
   }
   const at::Tensor heads_out =
-      own_attention ? causal_attention(q, k, v, ctx.real_keys, ctx.scale)
-                    : at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, 0.0,
+      c.attn_logit_softcap > 0 ? softcapped_attention(q, k, v, mask, causal_only, ctx.scale, c.attn_logit_softcap)
+      : own_attention          ? causal_attention(q, k, v, ctx.real_keys, ctx.scale)
+                               : at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, 0.0,
                                                        causal_only, ctx.scale, gqa);
   const at::Tensor attn = heads_out.transpose(1, 2).reshape({b, t, nh * hd});
   at::Tensor o = layer.o.forward(attn, adapters, decoding);
@@ -614,6 +638,13 @@ at::Tensor LlamaModel::head_loss(const at::Tensor& hidden, const at::Tensor& row
   const int64_t h = config_.hidden_size;
   if (!hidden.defined() || hidden.size(-1) != h)
     throw_range("model.headLoss: hidden states must end in the hidden size " + std::to_string(h));
+  if (config_.final_logit_softcap > 0) {
+    // The chunked pass knows no cap: soft-capped logits of the scored rows, then their loss.
+    CrossEntropyArgs a;
+    a.logits = head(hidden, rows);
+    a.targets = placed(targets);
+    return token_cross_entropy(a);
+  }
   return head_cross_entropy(hidden.reshape({-1, h}).index_select(0, placed(rows)), lm_head, placed(targets));
 }
 
@@ -624,7 +655,7 @@ at::Tensor LlamaModel::head(const at::Tensor& hidden_in, const at::Tensor& rows_
   if (!hidden.defined() || hidden.dim() < 1 || hidden.size(-1) != h)
     throw_range(std::string(op) + ": hidden states must end in the hidden size " + std::to_string(h) + ", got " +
                 (hidden.defined() ? shape_str(hidden.sizes()) : "undefined"));
-  if (!rows.defined()) return at::linear(hidden, lm_head);
+  if (!rows.defined()) return softcap_logits(at::linear(hidden, lm_head));
   if (rows.scalar_type() != at::kLong || rows.dim() != 1)
     throw_type(std::string(op) + ": rows must be a 1-d int64 tensor, got " + shape_str(rows.sizes()));
   const at::Tensor flat = hidden.reshape({-1, h});
@@ -633,12 +664,17 @@ at::Tensor LlamaModel::head(const at::Tensor& hidden_in, const at::Tensor& rows_
     if (lo.item<int64_t>() < 0 || hi.item<int64_t>() >= flat.size(0))
       throw_range(std::string(op) + ": rows must lie in [0, " + std::to_string(flat.size(0)) + ")");
   }
-  return at::linear(flat.index_select(0, rows), lm_head);
+  return softcap_logits(at::linear(flat.index_select(0, rows), lm_head));
+}
+
+at::Tensor LlamaModel::softcap_logits(const at::Tensor& logits) const {
+  const double cap = config_.final_logit_softcap;
+  return cap > 0 ? at::tanh(logits / cap) * cap : logits;
 }
 
 at::Tensor LlamaModel::logits(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters,
                               const LatentCall* latent) const {
-  return at::linear(hidden_states(ids, attention_mask, adapters, latent), lm_head);
+  return softcap_logits(at::linear(hidden_states(ids, attention_mask, adapters, latent), lm_head));
 }
 
 std::vector<std::pair<std::string, LinearLayer*>> LlamaModel::linear_layers() {

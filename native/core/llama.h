@@ -95,6 +95,8 @@ class LlamaModel {
   // (-1, hidden), against `targets` (n) int64: head and loss in one pass over row chunks
   // (head_cross_entropy), never the (n, vocab) logits.
   at::Tensor head_loss(const at::Tensor& hidden, const at::Tensor& rows, const at::Tensor& targets) const;
+  // Gemma 2's final soft-cap (cap * tanh(logits / cap)) on logits of the head; the logits as they are without one.
+  at::Tensor softcap_logits(const at::Tensor& logits) const;
   // Logits (b, t, vocab).
   at::Tensor logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters,
                     const LatentCall* latent = nullptr) const;

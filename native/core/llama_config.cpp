@@ -46,9 +46,20 @@ std::string string_field(const Json& j, const char* key) {
 
 // model_type -> the architecture transformers names it by.
 const std::pair<const char*, const char*> kFamilies[] = {
-    {"gemma3_text", "Gemma3ForCausalLM"}, {"llama", "LlamaForCausalLM"}, {"mistral", "MistralForCausalLM"},
-    {"phi3", "Phi3ForCausalLM"},          {"qwen2", "Qwen2ForCausalLM"}, {"qwen3", "Qwen3ForCausalLM"}};
-const char* kSupported = "gemma3_text, llama, mistral, phi3, qwen2, qwen3";
+    {"gemma2", "Gemma2ForCausalLM"}, {"gemma3_text", "Gemma3ForCausalLM"}, {"llama", "LlamaForCausalLM"},
+    {"mistral", "MistralForCausalLM"}, {"phi3", "Phi3ForCausalLM"},       {"qwen2", "Qwen2ForCausalLM"},
+    {"qwen3", "Qwen3ForCausalLM"}};
+const char* kSupported = "gemma2, gemma3_text, llama, mistral, phi3, qwen2, qwen3";
+
+// A soft-cap (cap * tanh(x / cap)): `fallback` when the config leaves it out, none (0) when it is null.
+double softcap_field(const Json& j, const char* key, const std::string& path, double fallback) {
+  const auto it = j.find(key);
+  if (it == j.end()) return fallback;
+  if (it->is_null()) return 0.0;
+  if (!it->is_number() || !(it->get<double>() > 0) || !std::isfinite(it->get<double>()))
+    throw_range(path + ": '" + key + "' must be a finite number > 0 or null");
+  return it->get<double>();
+}
 
 // A rotary table's parameters (one of Gemma 3's rope_parameters entries, or rope_scaling): its base
 // (`theta`, kept when the entry has none) and, with `linear`, the factor of a "linear" type.
@@ -69,24 +80,37 @@ void read_rope_entry(const Json& entry, const std::string& path, const std::stri
   if (!(theta > 0) || !std::isfinite(theta)) throw_range(path + ": " + what + "'s 'rope_theta' must be a finite number > 0");
 }
 
-// Gemma 3's details beyond the shared fields, with transformers' Gemma3TextConfig defaults for what
-// the config leaves out. Its windowed ("sliding_attention") layers rotate with rope_local_base_freq,
-// its full-attention layers with rope_theta and rope_scaling; transformers 5 writes both as
-// rope_parameters {"full_attention": {...}, "sliding_attention": {...}}.
-void read_gemma3(const Json& j, const std::string& path, LlamaConfig& c) {
-  c.norm_plus_one = c.scale_embeddings = c.sandwich_norms = c.gelu_tanh = c.qk_norm = true;
+// Gemma 2's and 3's details beyond the shared fields, with transformers' Gemma2Config and
+// Gemma3TextConfig defaults for what the config leaves out. Gemma 3's windowed ("sliding_attention")
+// layers rotate with rope_local_base_freq, its full-attention layers with rope_theta and rope_scaling;
+// transformers 5 writes both as rope_parameters {"full_attention": {...}, "sliding_attention": {...}}.
+// Gemma 2 has one rotary table (read as Llama's) and soft-caps its scores and logits by default.
+void read_gemma(const Json& j, const std::string& path, LlamaConfig& c) {
+  const bool v3 = c.model_type == "gemma3_text";
+  c.norm_plus_one = c.scale_embeddings = c.sandwich_norms = c.gelu_tanh = true;
+  c.qk_norm = v3;
   const std::string act = member(j, "hidden_activation") ? string_field(j, "hidden_activation") : "gelu_pytorch_tanh";
   if (act != "gelu_pytorch_tanh") throw_range(path + ": hidden_activation '" + act + "' is not supported for model_type '" + c.model_type + "' (only 'gelu_pytorch_tanh')");
   const double scalar = number_field(j, "query_pre_attn_scalar", path, 256.0);
   if (!(scalar > 0) || !std::isfinite(scalar)) throw_range(path + ": 'query_pre_attn_scalar' must be a finite number > 0");
   c.attention_scale = std::pow(scalar, -0.5);
-  // Not implemented: refused by name rather than run as if absent.
-  for (const char* key : {"final_logit_softcapping", "attn_logit_softcapping"})
-    if (member(j, key))
-      throw_range(path + ": " + key + " is not supported for model_type '" + c.model_type + "' (only null: soft-capping is not implemented)");
+  c.final_logit_softcap = softcap_field(j, "final_logit_softcapping", path, v3 ? 0.0 : 30.0);
+  c.attn_logit_softcap = softcap_field(j, "attn_logit_softcapping", path, v3 ? 0.0 : 50.0);
   if (bool_field(j, "use_bidirectional_attention", path, false))
     throw_range(path + ": use_bidirectional_attention is not supported (only causal attention)");
   c.qkv_bias = c.o_bias = bool_field(j, "attention_bias", path, false);
+  // The window, on the layers layer_types names (read_sliding_window), else Gemma 2's every other
+  // layer or Gemma 3's every sliding_window_pattern-th layer attends fully.
+  const auto it = j.find("sliding_window");
+  if (it != j.end() && it->is_null()) throw_range(path + ": sliding_window null is not supported for model_type '" + c.model_type + "' (its local layers need a window)");
+  const auto window = it == j.end() ? std::optional<uint64_t>(4096) : json_index(*it, INT64_MAX);
+  if (!window || *window < 1) throw_range(path + ": 'sliding_window' must be a positive integer");
+  c.sliding_window = static_cast<int64_t>(*window);
+  const int64_t pattern = v3 ? int_field(j, "sliding_window_pattern", path, 6) : 2;
+  if (pattern < 1) throw_range(path + ": 'sliding_window_pattern' must be a positive integer");
+  c.sliding_layers.resize(static_cast<size_t>(c.num_hidden_layers));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) c.sliding_layers[static_cast<size_t>(i)] = (i + 1) % pattern != 0;
+  if (!v3) return;  // Gemma 2's rotary parameters are read as Llama's
   c.rope_theta = number_field(j, "rope_theta", path, 1e6);
   c.rope_local_theta = number_field(j, "rope_local_base_freq", path, 1e4);
   const Json* params = member(j, "rope_parameters");
@@ -101,27 +125,17 @@ void read_gemma3(const Json& j, const std::string& path, LlamaConfig& c) {
     read_rope_entry(*scaling, path, "rope_scaling", c.rope_theta, &c.rope_linear_factor);
   for (const auto& [key, theta] : {std::pair<const char*, double>{"rope_theta", c.rope_theta}, {"rope_local_base_freq", c.rope_local_theta}})
     if (!(theta > 0) || !std::isfinite(theta)) throw_range(path + ": '" + key + "' must be a finite number > 0");
-  // The window, on the layers layer_types names, else every sliding_window_pattern-th layer attends fully.
-  const auto it = j.find("sliding_window");
-  if (it != j.end() && it->is_null()) throw_range(path + ": sliding_window null is not supported for model_type '" + c.model_type + "' (its local layers need a window)");
-  const auto window = it == j.end() ? std::optional<uint64_t>(4096) : json_index(*it, INT64_MAX);
-  if (!window || *window < 1) throw_range(path + ": 'sliding_window' must be a positive integer");
-  c.sliding_window = static_cast<int64_t>(*window);
-  const int64_t pattern = int_field(j, "sliding_window_pattern", path, 6);
-  if (pattern < 1) throw_range(path + ": 'sliding_window_pattern' must be a positive integer");
-  c.sliding_layers.resize(static_cast<size_t>(c.num_hidden_layers));
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) c.sliding_layers[static_cast<size_t>(i)] = (i + 1) % pattern != 0;
 }
 
 // Which layers attend through a window: `layer_types` when the config lists them, else the family's rule.
 void read_sliding_window(const Json& j, const std::string& path, LlamaConfig& c) {
   const std::string& family = c.model_type;
   if (family == "llama") return;  // LlamaConfig has no window
-  const bool gemma = family == "gemma3_text";
+  const bool gemma = family == "gemma3_text" || family == "gemma2";
   const bool qwen = family == "qwen2" || family == "qwen3";
   // Qwen's window is off unless use_sliding_window (transformers then drops sliding_window).
   if (qwen && !bool_field(j, "use_sliding_window", path, false)) return;
-  if (!gemma) {  // read_gemma3 set Gemma's window and its default pattern
+  if (!gemma) {  // read_gemma set Gemma's window and its default pattern
     const Json* w = member(j, "sliding_window");
     if (!w) return;
     const auto window = json_index(*w, INT64_MAX);
@@ -161,11 +175,10 @@ LlamaConfig config_from_json(const Json& j, const std::string& path) {
     throw_range(path + ": model_type 'gemma3' (Gemma3ForConditionalGeneration, text and vision) is not supported: only the text model "
                 "is, as model_type 'gemma3_text' (Gemma3ForCausalLM, e.g. gemma-3-1b); the multimodal checkpoints nest it under "
                 "text_config and language_model.* names");
-  if (model_type.rfind("gemma", 0) == 0 && model_type != "gemma3_text")
-    throw_range(path + ": model_type '" + model_type +
-                "' is not supported: Gemma 1 and 2 (logit soft-capping, their own layer patterns) are not implemented (supported: " +
-                kSupported + ")");
-  const bool gemma = model_type == "gemma3_text";
+  if (model_type == "gemma")
+    throw_range(path + ": model_type 'gemma' is not supported: Gemma 1 (no sandwich norms, its own activation fields) is not "
+                "implemented (supported: " + kSupported + ")");
+  const bool gemma = model_type == "gemma3_text" || model_type == "gemma2";
   const char* architecture = nullptr;
   for (const auto& [type, arch] : kFamilies)
     if (model_type == type) architecture = arch;
@@ -175,7 +188,7 @@ LlamaConfig config_from_json(const Json& j, const std::string& path) {
       if (a.is_string() && a.get<std::string>() != architecture)
         throw_range(path + ": architecture '" + a.get<std::string>() + "' is not supported for model_type '" + model_type + "' (only " +
                     architecture + ")");
-  // Gemma reads hidden_activation instead (read_gemma3), as its modeling code does.
+  // Gemma reads hidden_activation instead (read_gemma), as its modeling code does.
   const std::string act = gemma ? "" : string_field(j, "hidden_act");
   if (!act.empty() && act != "silu") throw_range(path + ": hidden_act '" + act + "' is not supported (only 'silu')");
   LlamaConfig c;
@@ -212,11 +225,11 @@ LlamaConfig config_from_json(const Json& j, const std::string& path) {
   if (model_type == "llama") c.mlp_bias = bool_field(j, "mlp_bias", path, false);
   c.qk_norm = model_type == "qwen3";
   c.fused_projections = model_type == "phi3";
-  if (gemma) read_gemma3(j, path, c);
+  if (gemma) read_gemma(j, path, c);
   read_sliding_window(j, path, c);
   if (const double f = number_field(j, "partial_rotary_factor", path, 1.0); f != 1.0)
     throw_range(path + ": partial_rotary_factor " + std::to_string(f) + " is not supported (only 1: rotary over the whole head)");
-  if (gemma) return c;  // read_gemma3 read its rotary parameters
+  if (model_type == "gemma3_text") return c;  // read_gemma read its rotary parameters
   // transformers 5 writes rope_parameters (with rope_theta inside); 4.x wrote rope_scaling.
   const Json* rs = member(j, "rope_parameters");
   if (!rs || !rs->is_object()) rs = member(j, "rope_scaling");
