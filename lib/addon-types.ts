@@ -270,9 +270,9 @@ export interface ModelConfig {
   tieWordEmbeddings: boolean;
   /** Whether RoPE uses Llama 3's frequency scaling. */
   llama3RopeScaling: boolean;
-  /** config.json's model_type: llama, qwen2, qwen3, mistral or phi3. */
+  /** config.json's model_type: llama, qwen2, qwen3, mistral, phi3, gemma2 or gemma3_text. */
   modelType: string;
-  /** The attention window of windowed layers (Mistral, Phi-3, Qwen with use_sliding_window), or null. */
+  /** The attention window of windowed layers (Mistral, Phi-3, Qwen with use_sliding_window, Gemma's local layers), or null. */
   slidingWindow: number | null;
   /** The module names of the linear layers LoRA can adapt (Phi-3's are fused: qkv_proj, gate_up_proj). */
   linearModules: string[];

@@ -146,7 +146,7 @@ describe('bad model directories are named', () => {
     const falcon = copy('falcon');
     const config = JSON.parse(readFileSync(join(falcon, 'config.json'), 'utf8'));
     writeFileSync(join(falcon, 'config.json'), JSON.stringify({ ...config, model_type: 'falcon' }));
-    expectError(() => LlamaModel.load(falcon), RangeError, "config.json: model_type 'falcon' is not supported (supported: llama, mistral, phi3, qwen2, qwen3)");
+    expectError(() => LlamaModel.load(falcon), RangeError, "config.json: model_type 'falcon' is not supported (supported: gemma2, gemma3_text, llama, mistral, phi3, qwen2, qwen3)");
     writeFileSync(join(falcon, 'config.json'), JSON.stringify({ ...config, model_type: 'mistral' }));
     expectError(() => LlamaModel.load(falcon), RangeError, "architecture 'LlamaForCausalLM' is not supported for model_type 'mistral' (only MistralForCausalLM)");
     const yarn = copy('yarn');

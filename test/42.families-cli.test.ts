@@ -1,4 +1,4 @@
-// Every family beside Llama (Qwen2, Qwen3, Mistral, Phi-3: tiny random models made by transformers,
+// Every family beside Llama (Qwen2, Qwen3, Mistral, Phi-3, Gemma 2, Gemma 3: tiny random models made by transformers,
 // test/families.ts) through the jfa command and the library: `jfa train --method sft` and
 // `--method jfa` (paused after a step and resumed), `jfa eval` and `jfa generate` with the jfa run's
 // adapter and latent pool, and their library twins. The library's train() must write the same
@@ -45,7 +45,7 @@ const TRAIN = { epochs: 1, microBatch: 2, accumulation: 2, maxTokens: 64, r: 2, 
 const trainFlags = ['--epochs', `${TRAIN.epochs}`, '--micro-batch', `${TRAIN.microBatch}`, '--accumulation', `${TRAIN.accumulation}`, '--max-tokens', `${TRAIN.maxTokens}`, '--r', `${TRAIN.r}`, '--lr', `${TRAIN.lr}`];
 const SEVEN = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 // What each family's adapter must adapt by default: every linear module it has (Phi-3's are fused).
-const MODULES: Record<Family, string[]> = { qwen2: SEVEN, qwen3: SEVEN, mistral: SEVEN, phi3: ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'] };
+const MODULES: Record<Family, string[]> = { qwen2: SEVEN, qwen3: SEVEN, mistral: SEVEN, phi3: ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'], gemma2: SEVEN, gemma3: SEVEN };
 const ATTENTION = new Set(['q_proj', 'k_proj', 'v_proj', 'o_proj', 'qkv_proj']);
 
 beforeAll(() => {

@@ -11,7 +11,7 @@ import { type Tensor } from '../tensor.js';
 import { readJson, writeFileAtomic } from '../util/files.js';
 import { loadSafetensors, saveSafetensors } from './safetensors.js';
 
-/** The linear layers of a Llama block that LoRA can adapt, by their Hugging Face module names (Llama, Qwen2, Qwen3, Mistral). */
+/** The linear layers of a Llama block that LoRA can adapt, by their Hugging Face module names (Llama, Qwen2, Qwen3, Mistral, Gemma 2 and 3). */
 export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
 /** Phi-3's linear layers: its checkpoint fuses q/k/v into qkv_proj and gate/up into gate_up_proj, and PEFT adapts those. */
 export const FUSED_LORA_TARGETS = ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'] as const;

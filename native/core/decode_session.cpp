@@ -118,7 +118,7 @@ DecodeSession::DecodeSession(const LlamaModel& model, const at::Tensor& ids_in, 
 at::Tensor DecodeSession::head_logits(const at::Tensor& last) const {
   // The LM head on each row's last position only (the kernel for a few rows where it applies).
   const at::Tensor& w = model_.lm_head;
-  return (skinny_applies(last, w) ? skinny_linear(last, w, at::Tensor()) : at::linear(last, w)).to(at::kFloat);
+  return model_.softcap_logits(skinny_applies(last, w) ? skinny_linear(last, w, at::Tensor()) : at::linear(last, w)).to(at::kFloat);
 }
 
 void DecodeSession::advance() {

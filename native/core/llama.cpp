@@ -10,7 +10,12 @@
 #include <ATen/ops/ones.h>
 #include <ATen/ops/outer.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
+#include <ATen/ops/gelu.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/matmul.h>
 #include <ATen/ops/silu.h>
+#include <ATen/ops/softmax.h>
+#include <ATen/ops/tanh.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/index_select.h>
@@ -23,10 +28,12 @@
 #include <fstream>
 #include <limits>
 #include <sstream>
+#include <tuple>
 
 #include "core/checkpoint.h"
 #include "core/checks.h"
 #include "core/decode_session.h"
+#include "core/divergence.h"
 #include "core/fused.h"
 #include "core/head_loss.h"
 #include "core/skinny.h"
@@ -59,11 +66,36 @@ const Json* member(const Json& j, const char* key) {
 }
 
 // LlamaRMSNorm: normalised in float32, scaled in the input's dtype; one fused pass for float32.
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+// plus_one (Gemma): scaled by 1 + weight, in float32, and only then cast back to the input's dtype.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, bool plus_one = false) {
+  if (plus_one) {
+    const at::Tensor scale = weight.to(at::kFloat) + 1.0;
+    if (fused_applies(x) && fused_applies(scale)) return fused_rms_norm(x, scale, eps);
+    const at::Tensor x32 = x.to(at::kFloat);
+    return (x32 * (x32.pow(2).mean(-1, /*keepdim=*/true) + eps).rsqrt() * scale).to(x.scalar_type());
+  }
   if (fused_applies(x) && fused_applies(weight)) return fused_rms_norm(x, weight, eps);
   const at::Tensor x32 = x.to(at::kFloat);
   const at::Tensor normed = x32 * (x32.pow(2).mean(-1, /*keepdim=*/true) + eps).rsqrt();
   return weight * normed.to(x.scalar_type());
+}
+
+// Attention whose scaled scores are soft-capped (cap * tanh(s / cap)) before the additive mask, as
+// transformers' eager Gemma 2 attention (SDPA has no such step): q (b, h, t, hd), k and v (b, h,
+// total, hd); `mask` additive (b, 1, t, total) or undefined; `causal` hides later keys when no mask
+// is given. Softmax in float32, then back to q's dtype.
+at::Tensor softcapped_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask, bool causal,
+                                double scale, double cap) {
+  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * scale;
+  scores = at::tanh(scores / cap) * cap;
+  if (mask.defined()) {
+    scores = scores + mask;
+  } else if (causal) {
+    const int64_t t = q.size(2), total = k.size(2);
+    const at::Tensor later = at::ones({t, total}, q.options().dtype(at::kBool)).triu(total - t + 1);
+    scores = scores.masked_fill(later, -std::numeric_limits<double>::infinity());
+  }
+  return at::matmul(at::softmax(scores, -1, at::kFloat).to(q.scalar_type()), v);
 }
 
 at::Tensor rotate_half(const at::Tensor& x) {
@@ -159,6 +191,10 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, c10::Scalar
     Layer layer;
     layer.input_norm = take(p + "input_layernorm.weight", {H});
     layer.post_attention_norm = take(p + "post_attention_layernorm.weight", {H});
+    if (c.sandwich_norms) {
+      layer.pre_feedforward_norm = take(p + "pre_feedforward_layernorm.weight", {H});
+      layer.post_feedforward_norm = take(p + "post_feedforward_layernorm.weight", {H});
+    }
     if (c.fused_projections) {
       layer.qkv = linear(p + "self_attn.qkv_proj", q_out + 2 * kv_out, H, c.qkv_bias);
       layer.gate_up = linear(p + "mlp.gate_up_proj", 2 * I, H, c.mlp_bias);
@@ -180,15 +216,25 @@ std::unique_ptr<LlamaModel> LlamaModel::load(const std::string& dir, c10::Scalar
   model->final_norm = take("model.norm.weight", {H});
   model->lm_head = c.tie_word_embeddings && !where.count("lm_head.weight") ? model->embed_tokens
                                                                            : take("lm_head.weight", {c.vocab_size, H});
-  model->inv_freq_ = model->rope_inv_freq();
+  model->set_rope_tables();
   return model;
 }
 
-at::Tensor LlamaModel::rope_inv_freq() const {
+void LlamaModel::set_rope_tables() {
+  inv_freq_ = rope_inv_freq(config_.rope_theta, true);
+  if (config_.rope_local_theta > 0) local_inv_freq_ = rope_inv_freq(config_.rope_local_theta, false);
+}
+
+at::Tensor LlamaModel::norm(const at::Tensor& x, const at::Tensor& weight) const {
+  return rms_norm(x, weight, config_.rms_norm_eps, config_.norm_plus_one);
+}
+
+at::Tensor LlamaModel::rope_inv_freq(double theta, bool scaled) const {
   const auto& c = config_;
   const auto f64 = at::TensorOptions().dtype(at::kDouble);
-  at::Tensor inv = 1.0 / at::pow(c.rope_theta, at::arange(0, c.head_dim, 2, f64) / static_cast<double>(c.head_dim));
-  if (c.llama3_rope) {
+  at::Tensor inv = 1.0 / at::pow(theta, at::arange(0, c.head_dim, 2, f64) / static_cast<double>(c.head_dim));
+  if (scaled && c.rope_linear_factor != 1.0) inv = inv / c.rope_linear_factor;
+  if (scaled && c.llama3_rope) {
     // Llama 3.1's scaling: long wavelengths slowed by `factor`, short ones kept, a smooth ramp between.
     const double old_len = static_cast<double>(c.rope_original_max_position);
     const double low_wavelen = old_len / c.rope_low_freq_factor, high_wavelen = old_len / c.rope_high_freq_factor;
@@ -240,9 +286,18 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
   const int64_t b = ids.size(0), t = ids.size(1);
   const int64_t past = cache ? cache->length : 0, total = past + t;
   at::Tensor h = at::embedding(embed_tokens, ids);
-  const at::Tensor freqs = positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // (b, t, hd/2)
-  const at::Tensor emb = at::cat({freqs, freqs}, -1);                            // (b, t, hd)
-  const at::Tensor cos = emb.cos().to(dtype_), sin = emb.sin().to(dtype_);
+  // Gemma: times sqrt(hidden_size) as a number of the embeddings' dtype (bfloat16 rounds it first).
+  if (c.scale_embeddings)
+    h = h * at::scalar_tensor(std::sqrt(static_cast<double>(c.hidden_size)), h.options().dtype(at::kFloat)).to(h.scalar_type());
+  const at::Tensor position = positions.to(at::kFloat).unsqueeze(-1);
+  const auto table = [&](const at::Tensor& inv_freq) {
+    const at::Tensor freqs = position * inv_freq;         // (b, t, hd/2)
+    const at::Tensor emb = at::cat({freqs, freqs}, -1);   // (b, t, hd)
+    return std::pair<at::Tensor, at::Tensor>{emb.cos().to(dtype_), emb.sin().to(dtype_)};
+  };
+  const auto [cos, sin] = table(inv_freq_);
+  at::Tensor local_cos, local_sin;
+  if (local_inv_freq_.defined()) std::tie(local_cos, local_sin) = table(local_inv_freq_);
   const bool fused = fused_applies(cos);
 
   // Without padding, SDPA needs no mask: is_causal for a whole sequence (its fast causal kernel),
@@ -254,7 +309,8 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
   // Whole sequences (training, scoring) take our causal attention where it applies; steps with a
   // cache, and whatever else it does not take, take SDPA, whose mask is built only then.
   const at::Tensor real_keys = padded ? key_mask.ne(0).to(at::kByte).contiguous() : at::Tensor();
-  const bool own_attention = !cache && causal_attention_applies(b, nh, t, h.options(), real_keys);
+  // Soft-capped scores (Gemma 2) take softcapped_attention, which reads the same masks SDPA would.
+  const bool own_attention = !cache && c.attn_logit_softcap == 0 && causal_attention_applies(b, nh, t, h.options(), real_keys);
   // Off the CPU, whole sequences padded on the right only (training batches) take SDPA's causal
   // kernel without a mask (flash attention): a padding key comes after every real query, so the
   // causal mask hides it already; only the padding rows' own outputs differ, and no loss reads them.
@@ -290,7 +346,8 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
                                                   : static_cast<double>(std::numeric_limits<float>::lowest());
     window_mask = at::where(keep, at::zeros({}, like), at::full({}, lowest, like));
   }
-  LayerContext ctx{cos, sin, fused, mask, window_mask, real_keys, own_attention, causal_only, 1.0 / std::sqrt(static_cast<double>(hd)),
+  const double scale = c.attention_scale > 0 ? c.attention_scale : 1.0 / std::sqrt(static_cast<double>(hd));
+  LayerContext ctx{cos, sin, local_cos, local_sin, fused, mask, window_mask, real_keys, own_attention, causal_only, scale,
                    past, adapters, latent ? std::optional<LatentCall>(*latent) : std::nullopt};
   // Checkpointed layers keep only their input for the backward: when gradients are recorded over
   // whole sequences (training) and set_checkpointing() asked for it.
@@ -303,12 +360,13 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
     }
   }
   if (cache) cache->length = total;
-  return rms_norm(h, final_norm, c.rms_norm_eps);
+  return norm(h, final_norm);
 }
 
 std::vector<at::Tensor> LlamaModel::layer_params(size_t l, const LayerContext& ctx) const {
   const Layer& layer = layers_[l];
-  std::vector<at::Tensor> out{layer.input_norm, layer.post_attention_norm, layer.q_norm, layer.k_norm};
+  std::vector<at::Tensor> out{layer.input_norm, layer.post_attention_norm, layer.pre_feedforward_norm, layer.post_feedforward_norm,
+                              layer.q_norm, layer.k_norm};
   for (const LinearLayer* lin : {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up, &layer.down, &layer.qkv, &layer.gate_up})
     for (const at::Tensor& t : {lin->weight, lin->bias, lin->lora_A, lin->lora_B}) out.push_back(t);
   if (ctx.latent) {
@@ -327,14 +385,18 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
   const int64_t b = h_in.size(0), t = h_in.size(1), past = ctx.past, total = past + t;
   const int64_t nh = c.num_attention_heads, kvh = c.num_key_value_heads, hd = c.head_dim;
   const bool adapters = ctx.adapters;
+  // Gemma 3's windowed layers rotate with their own table.
+  const bool local_rope = ctx.local_cos.defined() && c.sliding_layers[l];
+  const at::Tensor& cos = local_rope ? ctx.local_cos : ctx.cos;
+  const at::Tensor& sin = local_rope ? ctx.local_sin : ctx.sin;
   // The rotary embedding of (b, t, heads, hd) projections; returns (b, heads, t, hd).
   const auto rope = [&](const at::Tensor& x) {
-    if (ctx.fused) return fused_rope(x, ctx.cos, ctx.sin).transpose(1, 2);
+    if (ctx.fused) return fused_rope(x, cos, sin).transpose(1, 2);
     const at::Tensor xt = x.transpose(1, 2);
-    return xt * ctx.cos.unsqueeze(1) + rotate_half(xt) * ctx.sin.unsqueeze(1);
+    return xt * cos.unsqueeze(1) + rotate_half(xt) * sin.unsqueeze(1);
   };
   at::Tensor h = h_in;
-  const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
+  const at::Tensor x = norm(h, layer.input_norm);
   const bool decoding = cache != nullptr;  // only generate() keeps a KV cache
   at::Tensor qp, kp, vp;  // (b, t, heads * hd)
   if (c.fused_projections) {
@@ -349,8 +411,8 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
   }
   at::Tensor qh = qp.reshape({b, t, nh, hd}), kh = kp.reshape({b, t, kvh, hd});
   if (c.qk_norm) {
-    qh = rms_norm(qh, layer.q_norm, c.rms_norm_eps);
-    kh = rms_norm(kh, layer.k_norm, c.rms_norm_eps);
+    qh = norm(qh, layer.q_norm);
+    kh = norm(kh, layer.k_norm);
   }
   const at::Tensor q = rope(qh);
   at::Tensor k = rope(kh);
@@ -367,14 +429,15 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
   const bool own_attention = ctx.own_attention && !windowed, causal_only = ctx.causal_only && !windowed;
   // Off the CPU without a mask, SDPA reads grouped K/V itself (enable_gqa: flash attention takes
   // it), so neither the keys nor the whole KV cache are copied per head; otherwise they are expanded.
-  const bool gqa = kvh != nh && !own_attention && !mask.defined() && !h_in.device().is_cpu();
+  const bool gqa = kvh != nh && !own_attention && !mask.defined() && !h_in.device().is_cpu() && c.attn_logit_softcap == 0;
   if (kvh != nh && !gqa) {
     k = k.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
     v = v.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
   }
   const at::Tensor heads_out =
-      own_attention ? causal_attention(q, k, v, ctx.real_keys, ctx.scale)
-                    : at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, 0.0,
+      c.attn_logit_softcap > 0 ? softcapped_attention(q, k, v, mask, causal_only, ctx.scale, c.attn_logit_softcap)
+      : own_attention          ? causal_attention(q, k, v, ctx.real_keys, ctx.scale)
+                               : at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, 0.0,
                                                        causal_only, ctx.scale, gqa);
   const at::Tensor attn = heads_out.transpose(1, 2).reshape({b, t, nh * hd});
   at::Tensor o = layer.o.forward(attn, adapters, decoding);
@@ -389,8 +452,9 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
       o = o + latent_mixture(m);
     }
   }
-  h = h + o;
-  const at::Tensor y = rms_norm(h, layer.post_attention_norm, c.rms_norm_eps);
+  // Gemma's sandwich: the attention's and the MLP's outputs are normed before they join the residual.
+  h = h + (c.sandwich_norms ? norm(o, layer.post_attention_norm) : o);
+  const at::Tensor y = norm(h, c.sandwich_norms ? layer.pre_feedforward_norm : layer.post_attention_norm);
   at::Tensor gate, up;
   if (c.fused_projections) {
     const at::Tensor gu = layer.gate_up.forward(y, adapters, decoding);
@@ -400,7 +464,8 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
     gate = layer.gate.forward(y, adapters, decoding);
     up = layer.up.forward(y, adapters, decoding);
   }
-  return h + layer.down.forward(at::silu(gate) * up, adapters, decoding);
+  const at::Tensor mlp = layer.down.forward((c.gelu_tanh ? at::gelu(gate, "tanh") : at::silu(gate)) * up, adapters, decoding);
+  return h + (c.sandwich_norms ? norm(mlp, layer.post_feedforward_norm) : mlp);
 }
 
 at::Tensor LlamaModel::hidden_states(const at::Tensor& ids_in, const at::Tensor& mask_in, bool adapters,
@@ -463,8 +528,14 @@ std::unique_ptr<LlamaModel> LlamaModel::random(const LlamaConfig& c, uint64_t se
   model->embed_tokens = normal({c.vocab_size, H});
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     Layer layer;
-    layer.input_norm = at::ones({H});
-    layer.post_attention_norm = at::ones({H});
+    // Norms start at one: a weight of one, or Gemma's offset of zero from it.
+    const auto unit = [&] { return c.norm_plus_one ? at::zeros({H}) : at::ones({H}); };
+    layer.input_norm = unit();
+    layer.post_attention_norm = unit();
+    if (c.sandwich_norms) {
+      layer.pre_feedforward_norm = unit();
+      layer.post_feedforward_norm = unit();
+    }
     const int64_t q_out = c.num_attention_heads * hd, kv_out = c.num_key_value_heads * hd;
     // Drawn in the checkpoint's module order (q, k, v, o, gate, up, down): the same seed gives the
     // same weights as before the families were added, so a base rebuilt from its card's command
@@ -483,14 +554,14 @@ std::unique_ptr<LlamaModel> LlamaModel::random(const LlamaConfig& c, uint64_t se
     }
     layer.down = linear(H, I, c.mlp_bias);
     if (c.qk_norm) {
-      layer.q_norm = at::ones({hd});
-      layer.k_norm = at::ones({hd});
+      layer.q_norm = c.norm_plus_one ? at::zeros({hd}) : at::ones({hd});
+      layer.k_norm = c.norm_plus_one ? at::zeros({hd}) : at::ones({hd});
     }
     model->layers_.push_back(std::move(layer));
   }
-  model->final_norm = at::ones({H});
+  model->final_norm = c.norm_plus_one ? at::zeros({H}) : at::ones({H});
   model->lm_head = c.tie_word_embeddings ? model->embed_tokens : normal({c.vocab_size, H});
-  model->inv_freq_ = model->rope_inv_freq();
+  model->set_rope_tables();
   return model;
 }
 
@@ -545,6 +616,10 @@ std::vector<std::pair<std::string, at::Tensor>> LlamaModel::weights() const {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     out.emplace_back(p + "input_layernorm.weight", layers_[i].input_norm);
     out.emplace_back(p + "post_attention_layernorm.weight", layers_[i].post_attention_norm);
+    if (layers_[i].pre_feedforward_norm.defined()) {
+      out.emplace_back(p + "pre_feedforward_layernorm.weight", layers_[i].pre_feedforward_norm);
+      out.emplace_back(p + "post_feedforward_layernorm.weight", layers_[i].post_feedforward_norm);
+    }
     if (layers_[i].q_norm.defined()) {
       out.emplace_back(p + "self_attn.q_norm.weight", layers_[i].q_norm);
       out.emplace_back(p + "self_attn.k_norm.weight", layers_[i].k_norm);
@@ -563,6 +638,13 @@ at::Tensor LlamaModel::head_loss(const at::Tensor& hidden, const at::Tensor& row
   const int64_t h = config_.hidden_size;
   if (!hidden.defined() || hidden.size(-1) != h)
     throw_range("model.headLoss: hidden states must end in the hidden size " + std::to_string(h));
+  if (config_.final_logit_softcap > 0) {
+    // The chunked pass knows no cap: soft-capped logits of the scored rows, then their loss.
+    CrossEntropyArgs a;
+    a.logits = head(hidden, rows);
+    a.targets = placed(targets);
+    return token_cross_entropy(a);
+  }
   return head_cross_entropy(hidden.reshape({-1, h}).index_select(0, placed(rows)), lm_head, placed(targets));
 }
 
@@ -573,7 +655,7 @@ at::Tensor LlamaModel::head(const at::Tensor& hidden_in, const at::Tensor& rows_
   if (!hidden.defined() || hidden.dim() < 1 || hidden.size(-1) != h)
     throw_range(std::string(op) + ": hidden states must end in the hidden size " + std::to_string(h) + ", got " +
                 (hidden.defined() ? shape_str(hidden.sizes()) : "undefined"));
-  if (!rows.defined()) return at::linear(hidden, lm_head);
+  if (!rows.defined()) return softcap_logits(at::linear(hidden, lm_head));
   if (rows.scalar_type() != at::kLong || rows.dim() != 1)
     throw_type(std::string(op) + ": rows must be a 1-d int64 tensor, got " + shape_str(rows.sizes()));
   const at::Tensor flat = hidden.reshape({-1, h});
@@ -582,12 +664,17 @@ at::Tensor LlamaModel::head(const at::Tensor& hidden_in, const at::Tensor& rows_
     if (lo.item<int64_t>() < 0 || hi.item<int64_t>() >= flat.size(0))
       throw_range(std::string(op) + ": rows must lie in [0, " + std::to_string(flat.size(0)) + ")");
   }
-  return at::linear(flat.index_select(0, rows), lm_head);
+  return softcap_logits(at::linear(flat.index_select(0, rows), lm_head));
+}
+
+at::Tensor LlamaModel::softcap_logits(const at::Tensor& logits) const {
+  const double cap = config_.final_logit_softcap;
+  return cap > 0 ? at::tanh(logits / cap) * cap : logits;
 }
 
 at::Tensor LlamaModel::logits(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters,
                               const LatentCall* latent) const {
-  return at::linear(hidden_states(ids, attention_mask, adapters, latent), lm_head);
+  return softcap_logits(at::linear(hidden_states(ids, attention_mask, adapters, latent), lm_head));
 }
 
 std::vector<std::pair<std::string, LinearLayer*>> LlamaModel::linear_layers() {
@@ -656,7 +743,8 @@ int64_t LlamaModel::parameter_count() const {
   for (const auto& [name, layer] : const_cast<LlamaModel*>(this)->linear_layers())
     n += layer->weight.numel() + (layer->bias.defined() ? layer->bias.numel() : 0);
   for (const auto& l : layers_)
-    n += l.input_norm.numel() + l.post_attention_norm.numel() + (l.q_norm.defined() ? l.q_norm.numel() + l.k_norm.numel() : 0);
+    n += l.input_norm.numel() + l.post_attention_norm.numel() + (l.q_norm.defined() ? l.q_norm.numel() + l.k_norm.numel() : 0) +
+         (l.pre_feedforward_norm.defined() ? l.pre_feedforward_norm.numel() + l.post_feedforward_norm.numel() : 0);
   return n;
 }
 
@@ -687,6 +775,8 @@ void LlamaModel::to(const c10::Device& device) {
   for (auto& layer : layers_) {
     move(layer.input_norm);
     move(layer.post_attention_norm);
+    move(layer.pre_feedforward_norm);
+    move(layer.post_feedforward_norm);
     move(layer.q_norm);
     move(layer.k_norm);
   }
@@ -695,6 +785,7 @@ void LlamaModel::to(const c10::Device& device) {
     move(pool.second);
   }
   move(inv_freq_);
+  move(local_inv_freq_);
 }
 
 }  // namespace jfa

@@ -95,6 +95,8 @@ class LlamaModel {
   // (-1, hidden), against `targets` (n) int64: head and loss in one pass over row chunks
   // (head_cross_entropy), never the (n, vocab) logits.
   at::Tensor head_loss(const at::Tensor& hidden, const at::Tensor& rows, const at::Tensor& targets) const;
+  // Gemma 2's final soft-cap (cap * tanh(logits / cap)) on logits of the head; the logits as they are without one.
+  at::Tensor softcap_logits(const at::Tensor& logits) const;
   // Logits (b, t, vocab).
   at::Tensor logits(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters,
                     const LatentCall* latent = nullptr) const;
@@ -147,14 +149,21 @@ class LlamaModel {
   friend class DecodeSession;  // generation's loop drives decode() with its own KV cache
   struct Layer {
     at::Tensor input_norm, post_attention_norm;
+    at::Tensor pre_feedforward_norm, post_feedforward_norm;  // with config.sandwich_norms
     at::Tensor q_norm, k_norm;  // (head_dim), with config.qk_norm
     // q, k, v, gate, up; or, with config.fused_projections, qkv (q rows, then k, then v) and gate_up (gate, then up).
     LinearLayer q, k, v, o, gate, up, down, qkv, gate_up;
   };
-  at::Tensor rope_inv_freq() const;
+  // The rotary embedding's inverse frequencies for base `theta` (llama3 and linear scaling applied where
+  // `scaled`: Gemma 3 scales its full-attention layers' table only).
+  at::Tensor rope_inv_freq(double theta, bool scaled) const;
+  void set_rope_tables();
+  // An RMSNorm of the family's kind (Llama's w, or Gemma's 1 + w).
+  at::Tensor norm(const at::Tensor& x, const at::Tensor& weight) const;
   // What every layer of one decode() call shares: rotary tables, the attention's masks, options.
   struct LayerContext {
     at::Tensor cos, sin;  // (b, t, head_dim)
+    at::Tensor local_cos, local_sin;  // the windowed layers' own, with config.rope_local_theta; else undefined
     bool fused;           // cos/sin take the fused rotary kernel
     at::Tensor mask;      // SDPA's additive mask, or undefined
     at::Tensor window_mask;  // the additive mask of windowed layers, when the window hides a key; else undefined
@@ -183,7 +192,7 @@ class LlamaModel {
   c10::ScalarType dtype_ = c10::kFloat;
   at::Tensor embed_tokens, final_norm, lm_head;
   std::vector<Layer> layers_;
-  at::Tensor inv_freq_;
+  at::Tensor inv_freq_, local_inv_freq_;  // local: with config.rope_local_theta
   std::map<int64_t, std::pair<at::Tensor, at::Tensor>> latent_pools_;  // layer -> (A, B)
   bool checkpointing_ = false;
 };

@@ -11,7 +11,7 @@ namespace jfa {
 // The families that share Llama's decoder and differ in a few details (config.json's model_type).
 // Each detail is a switch below, so the model code reads switches, never family names.
 struct LlamaConfig {
-  std::string model_type = "llama";  // llama, qwen2, qwen3, mistral or phi3
+  std::string model_type = "llama";  // llama, qwen2, qwen3, mistral, phi3, gemma2 or gemma3_text
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -34,7 +34,25 @@ struct LlamaConfig {
   // 0: no layer is windowed; else one flag per layer.
   int64_t sliding_window = 0;
   std::vector<bool> sliding_layers;
-  // rope_scaling of type "llama3" (the only kind supported besides none).
+  // Gemma 2 and 3: RMSNorm weights hold an offset from one (x * (1 + w), scaled in float32 before the cast
+  // back); the embeddings are multiplied by sqrt(hidden_size) rounded to their dtype; each layer norms
+  // its attention's and its MLP's outputs too (post_attention_layernorm is then the attention output's,
+  // pre_feedforward_layernorm the MLP input's); the MLP's gate takes GELU's tanh approximation.
+  bool norm_plus_one = false;
+  bool scale_embeddings = false;
+  bool sandwich_norms = false;
+  bool gelu_tanh = false;  // else SiLU
+  // The attention's score scale: 0 for head_dim^-0.5, Gemma's query_pre_attn_scalar^-0.5 otherwise.
+  double attention_scale = 0.0;
+  // Gemma 3: windowed layers rotate with their own base (rope_local_base_freq); 0: as every layer.
+  double rope_local_theta = 0.0;
+  // Gemma 2: cap * tanh(x / cap) on the attention's scaled scores (before the mask) and on the head's
+  // logits; 0: none.
+  double attn_logit_softcap = 0.0;
+  double final_logit_softcap = 0.0;
+  // rope_scaling of type "linear" (Gemma 3's full-attention layers): inverse frequencies / factor.
+  double rope_linear_factor = 1.0;
+  // rope_scaling of type "llama3" (the only kind supported besides none and Gemma 3's linear).
   bool llama3_rope = false;
   double rope_factor = 1.0;
   double rope_low_freq_factor = 1.0;

@@ -1,4 +1,4 @@
-"""Tiny random models of the Llama-like families (Qwen2, Qwen3, Mistral, Phi-3) made by transformers,
+"""Tiny random models of the Llama-like families (Qwen2, Qwen3, Mistral, Phi-3, Gemma 2, Gemma 3) made by transformers,
 with the references the family parity test (test/41.families.test.ts) compares against. One process
 for every family: importing torch, transformers and PEFT is most of the cost.
 
@@ -11,7 +11,9 @@ SPEC_JSON: {"families": {name: {"model_type", "config", "seed", "targets", "abla
 For each family, OUT_DIR/name holds the model (config.json, model.safetensors), adapter/ (a PEFT LoRA
 with nonzero factors on `targets`) and reference.safetensors with:
   logits_right, logits_left   the base model on the right- and left-padded batches
+  logits_right_bf16           the base model in bfloat16 on the right-padded batch
   tokens, tokens_adapter      greedy generate of new_tokens on the left-padded prompts, base and with the adapter
+  tokens_penalty              the same with the family's `penalty` as repetition_penalty, where it has one
   logits_adapter              the adapted model on the left-padded batch
   loss, grad.<key>, step.<key>  one training step of the adapter on the right-padded batch (mean next-token
                               cross-entropy over real targets; AdamW): the loss, every LoRA gradient and
@@ -21,6 +23,7 @@ with nonzero factors on `targets`) and reference.safetensors with:
 `models` writes the models alone (OUT_DIR/name: config.json, model.safetensors), the same way, without
 references or adapters: test/42.families-cli.test.ts trains, scores and generates with them.
 """
+import copy
 import json
 import sys
 
@@ -53,6 +56,29 @@ def ablated_logits(model, family, ids, mask):
         llama.load_state_dict(state, strict=False)
         with torch.no_grad():
             return llama(input_ids=ids, attention_mask=mask).logits
+    if kind == "no_norm_offset":  # Gemma's norms scaling by w, as Llama's, instead of 1 + w
+        with torch.no_grad():
+            saved = {n: p.clone() for n, p in model.named_parameters() if "norm" in n}
+            for n, p in model.named_parameters():
+                if n in saved:
+                    p.sub_(1.0)  # (1 + (w - 1)) = w
+            out = model(input_ids=ids, attention_mask=mask).logits
+            for n, p in model.named_parameters():
+                if n in saved:
+                    p.copy_(saved[n])
+        return out
+    if kind == "no_softcap":  # Gemma 2 without its attention and final logit soft-caps
+        layers = model.model.layers
+        caps = (model.config.final_logit_softcapping, [l.self_attn.attn_logit_softcapping for l in layers])
+        model.config.final_logit_softcapping = None
+        for l in layers:
+            l.self_attn.attn_logit_softcapping = None
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=mask).logits
+        model.config.final_logit_softcapping = caps[0]
+        for l, cap in zip(layers, caps[1]):
+            l.self_attn.attn_logit_softcapping = cap
+        return out
     if kind == "no_window":  # Mistral / Phi-3 attending to every earlier key
         model.config.sliding_window = None
         with torch.no_grad():
@@ -62,12 +88,18 @@ def ablated_logits(model, family, ids, mask):
     raise SystemExit(f"unknown ablation {kind}")
 
 
+def attention(config):
+    """transformers' eager attention where scores are soft-capped: its SDPA path (the default) skips
+    attn_logit_softcapping without a word, and Gemma 2's reference is the capped model."""
+    return {"attn_implementation": "eager"} if getattr(config, "attn_logit_softcapping", None) else {}
+
+
 def make_model(family):
     """A random model of the family, with random norms and biases (transformers starts them at one and
     zero), so that a mistake in either shows."""
     torch.manual_seed(family["seed"])
     config = AutoConfig.for_model(family["model_type"], **family["config"])
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, **attention(config)).eval()
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "norm" in n:
@@ -89,7 +121,7 @@ def logits_of(spec):
 
     out = {}
     for key, run in spec["runs"].items():
-        model = AutoModelForCausalLM.from_pretrained(run["model"], dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(run["model"], dtype=torch.float32, **attention(AutoConfig.from_pretrained(run["model"]))).eval()
         if run.get("adapter"):
             model = PeftModel.from_pretrained(model, run["adapter"]).eval()
         with torch.no_grad():
@@ -135,6 +167,9 @@ def main():
             ref["logits_right"] = model(input_ids=ids_r, attention_mask=mask_r).logits
             ref["logits_left"] = model(input_ids=ids_l, attention_mask=mask_l).logits
             ref["tokens"] = model.generate(input_ids=ids_l, attention_mask=mask_l, **gen)[:, ids_l.shape[1]:]
+            if family.get("penalty"):  # the head's soft-cap changes which token a penalty makes win
+                ref["tokens_penalty"] = model.generate(input_ids=ids_l, attention_mask=mask_l, repetition_penalty=family["penalty"], **gen)[:, ids_l.shape[1]:]
+            ref["logits_right_bf16"] = copy.deepcopy(model).to(torch.bfloat16)(input_ids=ids_r, attention_mask=mask_r).logits
         # The first `ablation_len` positions only, where that detail is the only difference.
         n = family.get("ablation_len", ids_r.shape[1])
         ref["logits_ablation"] = ablated_logits(model, family, ids_r[:, :n], mask_r[:, :n])

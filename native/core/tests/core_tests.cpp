@@ -688,8 +688,28 @@ void test_llama_config_json() {
   EXPECT_THROWS(config(R"(, "vocab_size": +13})"), Range, "dir/config.json is not valid JSON (line 2, column");
   EXPECT_THROWS(config(R"(, "rms_norm_eps": .5})"), Range, "dir/config.json is not valid JSON");
   EXPECT_THROWS(config(R"(, "tie_word_embeddings": "yes"})"), Range, "'tie_word_embeddings' must be true or false");
-  EXPECT_THROWS(config(R"(, "model_type": "falcon"})"), Range, "model_type 'falcon' is not supported (supported: llama, mistral, phi3, qwen2, qwen3)");
-  EXPECT_THROWS(config(R"(, "model_type": "gemma2"})"), Range, "model_type 'gemma2' is not supported: Gemma's scaled embeddings");
+  EXPECT_THROWS(config(R"(, "model_type": "falcon"})"), Range, "model_type 'falcon' is not supported (supported: gemma2, gemma3_text, llama, mistral, phi3, qwen2, qwen3)");
+  EXPECT_THROWS(config(R"(, "model_type": "gemma"})"), Range, "model_type 'gemma' is not supported: Gemma 1");
+  EXPECT_THROWS(config(R"(, "model_type": "gemma3"})"), Range, "model_type 'gemma3' (Gemma3ForConditionalGeneration, text and vision) is not supported");
+  // Gemma 3 with transformers' defaults for what a config leaves out: head_dim 256, 4 KV heads, tied,
+  // a window of 4096 on all but every 6th layer, rotary bases 1e6 (global) and 1e4 (local), scale 256^-0.5.
+  const auto gemma = config(R"(, "model_type": "gemma3_text", "num_hidden_layers": 7, "num_attention_heads": 4})");
+  EXPECT(gemma.head_dim == 256 && gemma.num_key_value_heads == 4 && gemma.tie_word_embeddings && gemma.qk_norm && gemma.norm_plus_one &&
+         gemma.scale_embeddings && gemma.sandwich_norms && gemma.gelu_tanh && !gemma.qkv_bias);
+  EXPECT(gemma.sliding_window == 4096 && gemma.sliding_layers == std::vector<bool>({true, true, true, true, true, false, true}));
+  EXPECT(gemma.rope_theta == 1e6 && gemma.rope_local_theta == 1e4 && gemma.rope_linear_factor == 1.0 && gemma.attention_scale == 1.0 / 16);
+  const auto gemma4x = config(R"(, "model_type": "gemma3_text", "num_key_value_heads": 1, "num_hidden_layers": 3, "sliding_window_pattern": 2,
+    "rope_theta": 5e5, "rope_local_base_freq": 2e4, "rope_scaling": {"rope_type": "linear", "factor": 8.0}, "query_pre_attn_scalar": 64})");
+  EXPECT(gemma4x.sliding_layers == std::vector<bool>({true, false, true}) && gemma4x.rope_theta == 5e5 && gemma4x.rope_local_theta == 2e4 &&
+         gemma4x.rope_linear_factor == 8.0 && gemma4x.attention_scale == 0.125);
+  EXPECT(gemma.attn_logit_softcap == 0 && gemma.final_logit_softcap == 0);
+  // Gemma 2: soft-caps 50 and 30 unless null, every other layer global, one rotary table, no q/k norm.
+  const auto gemma2 = config(R"(, "model_type": "gemma2", "num_key_value_heads": 1, "num_hidden_layers": 3})");
+  EXPECT(gemma2.attn_logit_softcap == 50 && gemma2.final_logit_softcap == 30 && !gemma2.qk_norm && gemma2.norm_plus_one &&
+         gemma2.sandwich_norms && gemma2.rope_theta == 10000 && gemma2.rope_local_theta == 0 && gemma2.head_dim == 256 &&
+         gemma2.sliding_layers == std::vector<bool>({true, false, true}));
+  const auto uncapped = config(R"(, "model_type": "gemma2", "num_key_value_heads": 1, "attn_logit_softcapping": null, "final_logit_softcapping": null})");
+  EXPECT(uncapped.attn_logit_softcap == 0 && uncapped.final_logit_softcap == 0);
   // Each family's details as switches: Qwen2's biases skip o_proj; Mistral windows every layer,
   // Qwen only with use_sliding_window and from max_window_layers on.
   const auto qwen2 = config(R"(, "model_type": "qwen2", "sliding_window": 4})");
