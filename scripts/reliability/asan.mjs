@@ -27,10 +27,15 @@ const seconds = () => ((Date.now() - started) / 1000).toFixed(0);
 //   16-19 and 21 as well;
 // - 26.consumer and 27.docs-browser drive other programs (npm, pip, tsc, TypeDoc, Chromium), which
 //   inherit the preloaded runtimes (Chromium spins for minutes under them); the addon code they
-//   reach (load, a forward pass) runs in the other suites.
+//   reach (load, a forward pass) runs in the other suites;
+// - 40.llama-cpp installs and drives node-llama-cpp (another program's native code); the GGUF
+//   writer it checks is ours in TypeScript, and 39 runs it here;
+// - 42.families-cli runs the CLI per family over the same native family code that 41 runs here;
+// - 44.train-evals trains six end-to-end runs around evaluations whose generation and training
+//   code 17, 19 and 21 run here.
 const SKIPPED = [
   'test/05.memory.test.ts', 'test/08.package.test.ts', 'test/12.llama.test.ts', 'test/13.generate.test.ts', 'test/20.step-reference.test.ts',
-  'test/26.consumer.test.ts', 'test/27.docs-browser.test.ts',
+  'test/26.consumer.test.ts', 'test/27.docs-browser.test.ts', 'test/40.llama-cpp.test.ts', 'test/42.families-cli.test.ts', 'test/44.train-evals.test.ts',
 ];
 // and these tests, by name:
 // - the demo at tiny size (07): minutes of end-to-end stages that 17-19 and 21 run one by one;
