@@ -220,11 +220,21 @@ ProcessGroup::ProcessGroup(const GroupOptions& o) : options_(o) {
   // NCCL makes its communicators at the first collective. One all-reduce of one number now, at any
   // world size: a GPU, driver or network NCCL cannot use fails here, naming the join, not in step 1.
   if (nccl()) {
-    std::vector<at::Tensor> one{at::ones({1}, at::TensorOptions().device(options_.device))};
-    all_reduce(one, Bucketing::PerTensor, 1.0, "NCCL's first all-reduce (communicator set-up)");
-    const double got = one[0].item<double>();
-    if (got != static_cast<double>(o.world_size))
-      throw_generic(where() + ": NCCL's first all-reduce summed to " + std::to_string(got) + ", not the world size " + std::to_string(o.world_size));
+    try {
+      std::vector<at::Tensor> one{at::ones({1}, at::TensorOptions().device(options_.device))};
+      all_reduce(one, Bucketing::PerTensor, 1.0, "NCCL's first all-reduce (communicator set-up)");
+      const double got = one[0].item<double>();
+      if (got != static_cast<double>(o.world_size))
+        throw_generic(where() + ": NCCL's first all-reduce summed to " + std::to_string(got) + ", not the world size " + std::to_string(o.world_size));
+    } catch (...) {
+      // No destructor runs for a constructor that throws: the heartbeat is stopped here.
+      if (beat_) {
+        std::lock_guard<std::mutex> lock(beat_->mutex);
+        beat_->stopping = true;
+        beat_->cv.notify_all();
+      }
+      throw;
+    }
   }
 }
 
