@@ -407,7 +407,8 @@ export interface NativeGroupOptions {
   timeoutMs?: number;
   heartbeatMs?: number;
   backend?: 'auto' | 'gloo' | 'nccl';
-  cuda?: boolean;
+  /** where this rank's tensors live ('cpu' default, 'cuda', 'cuda:N'): a GPU makes 'auto' NCCL where built */
+  device?: string;
 }
 
 /** A c10d process group (TCPStore + Gloo, or NCCL); collectives run on the libuv pool. */

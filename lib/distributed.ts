@@ -1,9 +1,24 @@
 // Data-parallel process groups on libtorch's c10d: a TCPStore at MASTER_ADDR:MASTER_PORT for the
 // rendezvous (rank 0 hosts it), Gloo (CPU) or NCCL (CUDA, where built) for the collectives.
 // torchrun's conventions: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT.
+import { type Device } from './device.js';
 import { DistributedError } from './errors.js';
 import { native, type NativeProcessGroup } from './native.js';
 import { type Tensor } from './tensor.js';
+
+/**
+ * Whether this build of the addon has c10d's NCCL backend (compiled against a CUDA libtorch with
+ * NCCL's headers: `JFA_NCCL=1`, as the CI's CUDA build does): only then can a model on a GPU train
+ * data-parallel.
+ * @returns true when it has.
+ * @example
+ * ```ts
+ * const backend = ncclBuilt() ? 'nccl' : 'gloo';
+ * ```
+ */
+export function ncclBuilt(): boolean {
+  return native().ncclBuilt;
+}
 
 /** How long a rendezvous, a collective or the start-up check waits for the other ranks by default (ms). */
 export const DEFAULT_DISTRIBUTED_TIMEOUT_MS = 60_000;
@@ -116,17 +131,19 @@ export class ProcessGroup implements Disposable {
   /**
    * Joins the group: waits (up to timeoutMs) until every rank has come and agrees on the world size.
    * @param o - rank, world size, master address and port, timeout.
-   * @param cuda - the collectives will carry CUDA tensors (NCCL where built).
+   * @param device - where the tensors of this rank's collectives live: 'cpu' (default, Gloo), or this
+   * rank's GPU ('cuda', 'cuda:N'), which makes backend 'auto' pick NCCL where the addon has it
+   * ({@link ncclBuilt}); an NCCL group stages CPU tensors through that GPU.
    * @returns the joined group.
-   * @throws (rejects with) RangeError for bad options; Error for a port in use, a WORLD_SIZE the ranks disagree on, or a rank that never came.
+   * @throws (rejects with) RangeError for bad options (backend nccl on a build without it, or with the device 'cpu'); Error for a port in use, a WORLD_SIZE the ranks disagree on, a rank that never came, or an NCCL that cannot set up its communicator.
    * @example
    * ```ts
    * using group = await ProcessGroup.connect({ rank: 0, worldSize: 2, masterPort: 29511 });
    * ```
    */
-  static async connect(o: DistributedOptions, cuda = false): Promise<ProcessGroup> {
+  static async connect(o: DistributedOptions, device: Device = 'cpu'): Promise<ProcessGroup> {
     const options = checkDistributed(o);
-    const handle = new (native().ProcessGroup)({ ...options, cuda });
+    const handle = new (native().ProcessGroup)({ ...options, device });
     await handle.connectAsync().catch(rethrowDistributed);
     return new ProcessGroup(handle, options);
   }

@@ -113,7 +113,7 @@ export {
   readRun,
   type RoundFiles,
 } from './jfa/continual.js';
-export { checkDistributed, DEFAULT_DISTRIBUTED_TIMEOUT_MS, DEFAULT_MASTER_PORT, distributedFromEnv, type DistributedOptions, ProcessGroup } from './distributed.js';
+export { checkDistributed, DEFAULT_DISTRIBUTED_TIMEOUT_MS, DEFAULT_MASTER_PORT, distributedFromEnv, type DistributedOptions, ncclBuilt, ProcessGroup } from './distributed.js';
 export { loadRun, type LoadedRun, type LoadRunOptions } from './jfa/run.js';
 export { mergeAdapter, type MergeOptions, type MergeResult } from './jfa/merge.js';
 export { exportGguf, type ExportGgufOptions, type ExportGgufResult } from './jfa/export.js';

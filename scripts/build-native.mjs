@@ -62,8 +62,9 @@ const args = [
   ...(process.env.JFA_CUDA_ARCHITECTURES ? [`--CDCMAKE_CUDA_ARCHITECTURES=${process.env.JFA_CUDA_ARCHITECTURES}`] : []),
   // gloo's headers from elsewhere than /usr/include (scripts/device/check.sh unpacks them)
   ...(process.env.JFA_GLOO_INCLUDE_DIR ? [`--CDJFA_GLOO_INCLUDE_DIR=${process.env.JFA_GLOO_INCLUDE_DIR}`] : []),
-  // c10d's NCCL backend, compiled only when asked (JFA_NCCL=1): data-parallel training runs on the CPU
-  `--CDJFA_NCCL=${process.env.JFA_NCCL === '1' ? 'ON' : 'OFF'}`,
+  // c10d's NCCL backend (a CUDA model's data-parallel training), compiled only when asked:
+  // JFA_NCCL=1 requires it (the configure step fails without its headers), JFA_NCCL=auto takes it where found.
+  `--CDJFA_NCCL=${{ 1: 'ON', auto: 'AUTO' }[process.env.JFA_NCCL ?? ''] ?? 'OFF'}`,
   `--CDNODE_ADDON_API_DIR=${require('node-addon-api').include_dir.replace(/"/g, '')}`,
   // Passed every time so that an earlier JFA_BUILD_TESTS=OFF does not stay in CMake's cache.
   // Default: the C++ tests where they exist (a checkout; the npm package leaves them out).

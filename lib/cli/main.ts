@@ -256,7 +256,7 @@ trainingOptions(program
   .option('--merge', "with --continue-from: fold the earlier rounds' adapters into the weights (default)")
   .option('--stack', "with --continue-from: keep the earlier rounds' adapters frozen beneath the new one")
   .option('--flashback-budget <n>', 'with --continue-from: flashbacks in all, spread over the old suites and the earlier rounds (default: as many as --flashbacks)', num('--flashback-budget'))
-  .option('--nproc <n>', 'data-parallel: start n local worker processes (c10d, Gloo); like torchrun --nproc-per-node', num('--nproc'))
+  .option('--nproc <n>', 'data-parallel: start n local worker processes (c10d: Gloo on the CPU, NCCL on GPUs, one per rank); like torchrun --nproc-per-node', num('--nproc'))
   .option('--rank <n>', 'data-parallel: this process\'s rank (default: $RANK)', num('--rank'))
   .option('--world-size <n>', 'data-parallel: processes in the run (default: $WORLD_SIZE)', num('--world-size'))
   .option('--master-addr <host>', "data-parallel: rank 0's host, which serves the rendezvous store (default: $MASTER_ADDR or 127.0.0.1)")

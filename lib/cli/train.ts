@@ -17,6 +17,7 @@ import { loadAdapterWithRounds, readRun } from '../jfa/continual.js';
 import { EVAL_DEFAULTS, evaluateByFormat, evaluateNew, evaluateOld } from '../jfa/evaluate.js';
 import { LATENT_MODES } from '../jfa/pool.js';
 import { distributedFromEnv, type DistributedOptions } from '../distributed.js';
+import { checkDataParallelDevice } from '../jfa/data-parallel.js';
 import { KEEP_BEST, type EvalScores } from '../jfa/evals.js';
 import { METHODS } from '../jfa/methods.js';
 import { checkTrainOptions, TRAIN_DEFAULTS } from '../jfa/plan.js';
@@ -234,12 +235,21 @@ export function distributedOf(o: { rank?: number; worldSize?: number; masterAddr
   };
 }
 
+/**
+ * The GPU of a data-parallel rank: 'cuda' alone means the GPU of its LOCAL_RANK (as torchrun's
+ * workers take), since NCCL refuses two ranks on one GPU; 'cuda:N' and 'cpu' stay as given.
+ */
+export function rankDevice(device: Device, distributed: DistributedOptions | undefined, env: NodeJS.ProcessEnv = process.env): Device {
+  if (device !== 'cuda' || !distributed || env.LOCAL_RANK === undefined || !/^\d+$/.test(env.LOCAL_RANK)) return device;
+  return `cuda:${Number(env.LOCAL_RANK)}`;
+}
+
 export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
   if (o.stack && o.merge) throw new Error('options --stack and --merge exclude each other');
   if ((o.stack || o.merge || o.flashbackBudget !== undefined) && !o.continueFrom) throw new Error(`option --${o.stack ? 'stack' : o.merge ? 'merge' : 'flashback-budget'} applies only with --continue-from`);
   // The launcher: N workers of this same command line, each with its rank in the environment.
-  if (((o.nproc ?? 1) > 1 || o.rank !== undefined || process.env.RANK !== undefined) && o.device !== 'cpu')
-    throw new Error(`--device ${o.device}: data-parallel training runs on the CPU (c10d Gloo); train on ${o.device} in one process (drop --nproc)`);
+  // Data-parallel on a GPU needs NCCL in this build: refused before any worker starts.
+  if ((o.nproc ?? 1) > 1 || o.rank !== undefined || process.env.RANK !== undefined) checkDataParallelDevice(o.device, { rank: 0, worldSize: 1 });
   if (o.nproc !== undefined && o.nproc > 1 && o.rank === undefined && process.env.RANK === undefined) {
     if (o.worldSize !== undefined && o.worldSize !== o.nproc) throw new Error(`--nproc ${o.nproc} and --world-size ${o.worldSize} disagree (--nproc starts the whole world on this host)`);
     const env = process.env;
@@ -308,7 +318,7 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
   // How the options combine (keepBest without its eval file, say) is refused before the model loads.
   checkTrainOptions(options);
   const tokenizer = Tokenizer.fromDir(modelDir);
-  using model = await LlamaModel.loadAsync(modelDir, { dtype: o.precision === 'bf16' ? 'bfloat16' : 'float32', device: o.device as Device });
+  using model = await LlamaModel.loadAsync(modelDir, { dtype: o.precision === 'bf16' ? 'bfloat16' : 'float32', device: rankDevice(o.device as Device, distributed) });
   tokenizer.checkFits(model.config.vocabSize, `${modelDir}/config.json`);
   const r = await interruptible(o.out, !leader, (signal) => train(model, tokenizer, data, { ...options, signal }), () => bar.stop());
   if (!r) return;

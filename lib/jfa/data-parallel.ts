@@ -2,8 +2,8 @@
 // the same data with the same settings, rank 0's latent-task retrieval sent to the others (k-means
 // and FAISS run there alone), and which rows of a micro-batch are this rank's.
 import { hashString } from '../data/rng.js';
-import { type ProcessGroup } from '../distributed.js';
-import { CheckpointError, DistributedError } from '../errors.js';
+import { type DistributedOptions, ncclBuilt, ProcessGroup } from '../distributed.js';
+import { CheckpointError, DistributedError, OptionError } from '../errors.js';
 import { type LlamaModel } from '../model/llama.js';
 import { tensor, zeros } from '../tensor.js';
 import { type RunPlan, type TrainData, type TrainOptions } from './plan.js';
@@ -19,6 +19,29 @@ export interface Shard {
 /** The rows of a micro-batch this rank trains on: every world-th, from its rank. */
 export function shardOf(rows: number[], shard: Shard): number[] {
   return rows.filter((_, j) => j % shard.world === shard.rank);
+}
+
+/**
+ * Refuses, before any work, a data-parallel run whose collectives cannot carry the model's tensors:
+ * a model on a GPU needs NCCL (Gloo carries CPU models, and is all a build without NCCL has); a
+ * model on the CPU needs Gloo.
+ * @param device - where the model trains ('cpu', 'cuda', 'cuda:N').
+ * @param distributed - the run's options, or the group it joins.
+ * @param built - whether this addon has NCCL (default: {@link ncclBuilt}).
+ * @throws OptionError naming the device, the backend and what is missing.
+ */
+export function checkDataParallelDevice(device: string, distributed: DistributedOptions | ProcessGroup, built = ncclBuilt()): void {
+  const gpu = device.startsWith('cuda');
+  const backend = distributed instanceof ProcessGroup ? distributed.backend : (distributed.backend ?? 'auto');
+  if (gpu && !built)
+    throw new OptionError(
+      `train: data-parallel training of a model on ${device} needs c10d's NCCL backend, which this build of the addon lacks ` +
+        "(ncclBuilt() is false: it must be built against a CUDA libtorch with the headers of NCCL and the CUDA libraries, with JFA_NCCL=1; see docs/gpu.md); " +
+        `train on the CPU (Gloo), or on ${device} in one process (drop distributed / --nproc)`,
+    );
+  if (gpu && backend === 'gloo') throw new OptionError(`train: backend gloo carries CPU models' gradients; a model on ${device} trains over nccl (backend 'auto' or 'nccl')`);
+  if (!gpu && backend === 'nccl' && !(distributed instanceof ProcessGroup))
+    throw new OptionError(`train: backend nccl carries CUDA tensors only; a model on ${device} trains over gloo (backend 'auto' or 'gloo')`);
 }
 
 /** A stable JSON text (sorted keys), so equal settings give equal text on every rank. */

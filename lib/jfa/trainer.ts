@@ -21,7 +21,7 @@ import { TensorBoardWriter } from '../util/tensorboard.js';
 import { batchMaker, type FlashbackSource, flashbackSource, streamBatchMaker } from './batches.js';
 import { CHECKPOINT, findCheckpoint, lastCheckpoint, removeCheckpoint, restoreOptimizer, saveCheckpoint, saveOptimizer, writeFolder } from './checkpoint.js';
 import { loadRounds, writeChain, writePrompts } from './continual.js';
-import { checkRanks, receiveLatent, type ResumePoint, resumePoint, sendLatent } from './data-parallel.js';
+import { checkDataParallelDevice, checkRanks, receiveLatent, type ResumePoint, resumePoint, sendLatent } from './data-parallel.js';
 import { type LatentTasks } from './latent.js';
 import { type EvalBatchProgress, type EvalProgress, type EvalScores, type ForgettingStop, type KeepBest, RunEvals } from './evals.js';
 import { runSteps, type StepProgress } from './loop.js';
@@ -91,17 +91,15 @@ const KEEP = [CHECKPOINT, `${CHECKPOINT}.old`, 'adapter'];
  * ```
  */
 export async function train(model: LlamaModel, tokenizer: Tokenizer, data: TrainData, o: TrainOptions): Promise<TrainResult> {
+  // Data-parallel: Gloo for a CPU model, NCCL for a GPU one; refused before the model moves when
+  // this build cannot carry its tensors.
+  if (o.distributed !== undefined) checkDataParallelDevice(typeof o.device === 'string' ? o.device : model.device, o.distributed);
   const plan = planTrain(model, data, o);
   tokenizer.checkFits(model.config.vocabSize);
   if (o.distributed !== undefined) {
     if (plan.continued) throw new RangeError('train: continueFrom cannot be combined with distributed (yet): continue the run in one process');
-    // The data-parallel path is built and tested on Gloo over CPU tensors; its NCCL path (one GPU
-    // per rank) has never run, so a GPU model is refused rather than half-supported.
-    if (model.device !== 'cpu')
-      throw new RangeError(`train: distributed training runs on the CPU (c10d Gloo); a model on ${model.device} trains in one process (drop distributed / --nproc)`);
     const own = !(o.distributed instanceof ProcessGroup);
-    // NCCL (where built) when the model trains on a GPU, Gloo otherwise ('auto').
-    const group = o.distributed instanceof ProcessGroup ? o.distributed : await ProcessGroup.connect(o.distributed, model.device.startsWith('cuda'));
+    const group = o.distributed instanceof ProcessGroup ? o.distributed : await ProcessGroup.connect(o.distributed, model.device);
     try {
       await checkRanks(group, model, data, o);
       const run = () => trainIn(model, tokenizer, plan, group);

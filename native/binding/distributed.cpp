@@ -8,6 +8,7 @@
 
 #include "binding/tensor.h"
 #include "binding/worker.h"
+#include "core/device.h"
 #include "core/distributed.h"
 
 namespace jfa::binding {
@@ -34,7 +35,7 @@ class Group : public CheckedWrap<Group> {
                        });
   }
 
-  // new ProcessGroup({rank, worldSize, masterAddr, masterPort, timeoutMs, backend, cuda}): checked
+  // new ProcessGroup({rank, worldSize, masterAddr, masterPort, timeoutMs, backend, device}): checked
   // here, joined by connectAsync().
   explicit Group(const Napi::CallbackInfo& info) : CheckedWrap<Group>(info) {
     const char* op = "ProcessGroup";
@@ -48,7 +49,8 @@ class Group : public CheckedWrap<Group> {
       options_.timeout_ms = o.integer("timeoutMs", 60000, 1);
       options_.heartbeat_ms = o.integer("heartbeatMs", 500, 10);
       options_.backend = o.choice("backend", {"auto", "gloo", "nccl"}, "auto");
-      options_.cuda = o.boolean("cuda", false);
+      // The device of the tensors this rank's collectives carry (checked: a GPU that is there).
+      options_.device = parse_device(o.string("device", "cpu"), op);
       if (options_.rank >= options_.world_size)
         throw Napi::RangeError::New(info.Env(), "distributed: RANK " + std::to_string(options_.rank) + " is out of range for WORLD_SIZE " +
                                                     std::to_string(options_.world_size) + " (ranks are 0.." + std::to_string(options_.world_size - 1) + ")");

@@ -157,6 +157,8 @@ ProcessGroup::ProcessGroup(const GroupOptions& o) : options_(o) {
     throw_range("distributed: backend must be auto, gloo or nccl, got '" + o.backend + "'");
   if (o.backend == "nccl" && !nccl_built())
     throw_range("distributed: backend nccl needs a CUDA libtorch with c10d's NCCL backend; this build has only gloo");
+  if (o.backend == "nccl" && !o.device.is_cuda())
+    throw_range("distributed: backend nccl carries CUDA tensors only; this rank's tensors are on " + o.device.str() + " (use gloo, or a CUDA device)");
 
   if (o.world_size > 1) quiet_c10d_logs();
   try {
@@ -175,16 +177,19 @@ ProcessGroup::ProcessGroup(const GroupOptions& o) : options_(o) {
   (void)exchange("world_size", std::to_string(o.world_size));
 
   try {
-    const bool nccl = o.backend == "nccl" || (o.backend == "auto" && o.cuda && nccl_built());
+    const bool use_nccl = o.backend == "nccl" || (o.backend == "auto" && o.device.is_cuda() && nccl_built());
 #ifdef JFA_WITH_NCCL
-    if (nccl) {
+    if (use_nccl) {
       auto opts = c10d::ProcessGroupNCCL::Options::create();
       opts->timeout = Ms(o.timeout_ms);
       backend_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store_, o.rank, o.world_size, opts);
+      // Bound to this rank's GPU (as init_process_group's device_id): barriers use it, not a guess from the rank.
+      options_.device = c10::Device(c10::kCUDA, o.device.has_index() ? o.device.index() : 0);
+      backend_->setBoundDeviceId(options_.device);
       backend_name_ = "nccl";
     }
 #endif
-    if (!nccl) {
+    if (!use_nccl) {
       auto opts = c10d::ProcessGroupGloo::Options::create(Ms(o.timeout_ms));
       // Each rank binds its own address: loopback when the master is local; otherwise the
       // interface GLOO_SOCKET_IFNAME names (as in torch), else the address this host reaches
@@ -212,12 +217,42 @@ ProcessGroup::ProcessGroup(const GroupOptions& o) : options_(o) {
     beat_ = std::make_shared<Beat>();
     std::thread(heartbeat, beat_, options_).detach();
   }
+  // NCCL makes its communicators at the first collective. One all-reduce of one number now, at any
+  // world size: a GPU, driver or network NCCL cannot use fails here, naming the join, not in step 1.
+  if (nccl()) {
+    try {
+      std::vector<at::Tensor> one{at::ones({1}, at::TensorOptions().device(options_.device))};
+      all_reduce(one, Bucketing::PerTensor, 1.0, "NCCL's first all-reduce (communicator set-up)");
+      const double got = one[0].item<double>();
+      if (got != static_cast<double>(o.world_size))
+        throw_generic(where() + ": NCCL's first all-reduce summed to " + std::to_string(got) + ", not the world size " + std::to_string(o.world_size));
+    } catch (...) {
+      // No destructor runs for a constructor that throws: the heartbeat is stopped here.
+      if (beat_) {
+        std::lock_guard<std::mutex> lock(beat_->mutex);
+        beat_->stopping = true;
+        beat_->cv.notify_all();
+      }
+      throw;
+    }
+  }
 }
 
 // Stops the heartbeat, waiting a moment (250 ms) for it: a live one stops in microseconds. A heartbeat blocked in a store call on a lost
 // connection (the store's host cut off) would never return: it is left behind, detached, owning its
 // state, rather than joined, which hung the rank that lost the store until it was killed.
 ProcessGroup::~ProcessGroup() {
+  // NCCL: shut down (its communicators destroyed) after a clean run; aborted after a failed
+  // collective, where a shutdown could wait on a peer that is gone. Either keeps torch's destructor
+  // from warning that the group was not destroyed.
+#ifdef JFA_WITH_NCCL
+  if (nccl() && backend_) {
+    try {
+      failed_ ? backend_->abort() : backend_->shutdown();
+    } catch (const std::exception&) {
+    }
+  }
+#endif
   if (!beat_) return;
   std::unique_lock<std::mutex> lock(beat_->mutex);
   beat_->stopping = true;
@@ -258,6 +293,7 @@ std::string ProcessGroup::stale_ranks() {
 }
 
 void ProcessGroup::fail(const std::string& what, const std::exception& cause) {
+  failed_ = true;
   const std::string stale = stale_ranks();
   throw_generic(where() + ": " + what + " failed" + (stale.empty() ? "" : ": " + stale) + " (" + cause_of(cause) + ")");
 }
@@ -306,15 +342,18 @@ PendingReduce ProcessGroup::all_reduce_async(std::vector<at::Tensor> tensors, Bu
   PendingReduce p;
   p.group_ = this;
   p.what_ = what;
-  if (options_.world_size == 1 || tensors.empty()) return p;
+  if (alone() || tensors.empty()) return p;
   c10d::AllreduceOptions opts;
   opts.reduceOp = c10d::ReduceOp::SUM;
   opts.timeout = Ms(options_.timeout_ms);
+  // A CPU tensor in an NCCL group goes in the flat buffer, which is staged on the GPU and copied back by wait().
+  bool staged = false;
+  for (const auto& t : tensors) staged = staged || (nccl() && !t.is_cuda());
   try {
-    if (bucketing == Bucketing::Flat) {
+    if (bucketing == Bucketing::Flat || staged) {
       std::vector<at::Tensor> flat;
       flat.reserve(tensors.size());
-      for (const auto& t : tensors) flat.push_back(t.detach().reshape({-1}));
+      for (const auto& t : tensors) flat.push_back(on_wire(t.detach()).reshape({-1}));
       p.flat_ = at::cat(flat);
       std::vector<at::Tensor> buf{p.flat_};
       p.works_.push_back(backend_->allreduce(buf, opts));
@@ -366,13 +405,13 @@ void ProcessGroup::all_reduce(std::vector<at::Tensor>& tensors, Bucketing bucket
 
 void ProcessGroup::broadcast(std::vector<at::Tensor>& tensors, int root, const std::string& what) {
   if (root < 0 || root >= options_.world_size) throw_range(where() + ": broadcast root " + std::to_string(root) + " is not a rank");
-  if (options_.world_size == 1) return;
+  if (alone()) return;
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   opts.timeout = Ms(options_.timeout_ms);
   try {
     for (auto& t : tensors) {
-      at::Tensor c = t.detach().contiguous();
+      at::Tensor c = on_wire(t.detach()).contiguous();
       std::vector<at::Tensor> one{c};
       backend_->broadcast(one, opts)->wait(Ms(options_.timeout_ms));
       if (!c.is_same(t)) t.detach().copy_(c);
@@ -385,7 +424,7 @@ void ProcessGroup::broadcast(std::vector<at::Tensor>& tensors, int root, const s
 }
 
 void ProcessGroup::barrier(const std::string& what) {
-  if (options_.world_size == 1) return;
+  if (alone()) return;
   c10d::BarrierOptions opts;
   opts.timeout = Ms(options_.timeout_ms);
   try {

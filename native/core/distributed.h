@@ -26,7 +26,9 @@ struct GroupOptions {
   int64_t timeout_ms = 60000;
   // "gloo", "nccl" or "auto" (NCCL for cuda tensors where built, else Gloo)
   std::string backend = "auto";
-  bool cuda = false;  // the tensors live on a CUDA device (auto then means NCCL where built)
+  // Where this rank's tensors live: a CUDA device makes auto mean NCCL (where built), and is the
+  // GPU an NCCL group binds to and stages CPU tensors through.
+  c10::Device device{c10::kCPU};
   // Hosts and ports are not enough to name a rank after a failure: every rank bumps a heartbeat
   // key in the store this often; a rank whose key stopped moving is the one that died or hung.
   int64_t heartbeat_ms = 500;
@@ -86,6 +88,13 @@ class ProcessGroup {
  private:
   std::string stale_ranks();
   std::string where() const;
+  bool nccl() const { return backend_name_ == "nccl"; }
+  // Gloo skips the collectives of a world of one; NCCL runs them (a device copy), so that one GPU
+  // checks the whole NCCL path: staging, streams, the communicator.
+  bool alone() const { return options_.world_size == 1 && !nccl(); }
+  // A tensor as it goes over the wire: NCCL carries CUDA tensors only, so a CPU one (the step's
+  // losses, the optimizer's step count, rank 0's retrieval) travels as a copy on this rank's GPU.
+  at::Tensor on_wire(const at::Tensor& t) const { return nccl() && !t.is_cuda() ? t.to(options_.device) : t; }
 
   GroupOptions options_;
   std::string backend_name_;
@@ -93,6 +102,7 @@ class ProcessGroup {
   c10::intrusive_ptr<c10d::Backend> backend_;
   uint64_t exchanges_ = 0;
   std::shared_ptr<Beat> beat_;
+  bool failed_ = false;  // a collective failed: NCCL's communicators are aborted, not shut down
 };
 
 // True when this build can make an NCCL group (a CUDA libtorch with c10d's NCCL backend).

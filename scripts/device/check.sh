@@ -2,7 +2,9 @@
 # The GPU check (issue 14), for a machine with an NVIDIA GPU, PyTorch, nvcc, CMake and ninja but no
 # Node: unpacks .device/ (scripts/device/prepare.sh made it), builds the addon against that
 # machine's torch, runs the device parity tests on CUDA (test/29: fp32 and bf16 against the CPU;
-# test/41: the model families, Qwen2, Qwen3, Mistral and Phi-3, against transformers), then bench:step (preset 1b-bf16: a ~1.1B Llama in bf16) and bench:ops (fp32 and bf16) on the GPU
+# test/41: the model families, Qwen2, Qwen3, Mistral and Phi-3, against transformers; test/44:
+# data-parallel training over NCCL, world size 1, against one process; the build has NCCL where
+# this torch brings its headers), then bench:step (preset 1b-bf16: a ~1.1B Llama in bf16) and bench:ops (fp32 and bf16) on the GPU
 # against the PyTorch references on the same GPU, then test/29's CUDA tests on libtorch's path.
 # Everything it prints goes to $OUT/check.log too, each step's output to $OUT/<step>.log, the
 # benchmarks' results to $OUT/bench-ops.json and $OUT/bench-step.json: 8 files in all (the device
@@ -94,9 +96,26 @@ fi
 torch_dir=$("$python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')
 arch=$([ "$dry" = cpu ] || "$python" -c 'import torch; m, n = torch.cuda.get_device_capability(); print(f"{m}{n}")')
 failed=0
-LIBTORCH=$torch_dir JFA_CMAKE_DIR=build-device/cmake JFA_BUILD_TESTS=OFF ${arch:+JFA_CUDA_ARCHITECTURES=$arch} \
-  step build "${JFA_CHECK_BUILD_S:-300}" node scripts/build-native.mjs build-device/Release || { log "the build failed: see $OUT/build.log"; exit 1; }
+# NCCL where this torch has its headers (JFA_NCCL=auto: the pip wheels of nvidia-nccl, -cublas,
+# -cusparse and -cusolver beside torch, or a CUDA toolkit's); without them the build goes on without
+# it and test/44's NCCL tests skip, saying so.
+build() {  # build JFA_NCCL
+  LIBTORCH=$torch_dir JFA_CMAKE_DIR=build-device/cmake JFA_BUILD_TESTS=OFF JFA_NCCL=$1 ${arch:+JFA_CUDA_ARCHITECTURES=$arch} \
+    step build "${JFA_CHECK_BUILD_S:-300}" node scripts/build-native.mjs build-device/Release
+}
+if ! build auto; then
+  grep -q 'jfa: c10d NCCL backend on' "$OUT/build.log" || { log "the build failed: see $OUT/build.log"; exit 1; }
+  # An NCCL path this torch's headers do not compile must not cost the other steps: its errors go
+  # to check.log (build.log is rewritten), and the tree is rebuilt without it (cmake-js passes its
+  # -D flags to new trees only), the check counted as failed.
+  log "the build with NCCL failed; its error lines, then a build without NCCL:"
+  grep -E 'error|Error' "$OUT/build.log" | head -20 >>"$OUT/check.log"
+  failed=1
+  cmake -DJFA_NCCL=OFF build-device/cmake >/dev/null 2>&1
+  build 0 || { log "the build failed: see $OUT/build.log"; exit 1; }
+fi
 export JFA_ADDON=$PWD/build-device/Release/jfa_torch.node LIBTORCH=$torch_dir
+log "build: $(grep -o 'jfa: c10d NCCL backend.*' "$OUT/build.log" | tail -1 || echo 'jfa: c10d NCCL backend off (JFA_NCCL=0)')"
 # The tests' PyTorch references run in this machine's python (there is no .venv here).
 export JFA_TEST_PYTHON
 JFA_TEST_PYTHON=$(command -v "$python")
@@ -104,9 +123,11 @@ JFA_TEST_PYTHON=$(command -v "$python")
 # 4. Parity on CUDA: the device suite (fp32 1e-4 and bf16 against the CPU: tensors, logits with
 # and without padding and GQA, generation, JFA training, the divergence kernel), and the families'
 # parity (test/41 with JFA_TEST_DEVICE: our side on the GPU against transformers' references computed
-# by this machine's python on the CPU: logits, greedy tokens, adapters, a training step, bf16). One
-# step, one log: the runner returns at most 8 files. In a dry run JFA_TEST_DEVICE is cpu.
-JFA_TEST_DEVICE=$bench_device step parity 240 node node_modules/vitest/vitest.mjs run test/29.device.test.ts test/41.families.test.ts \
+# by this machine's python on the CPU: logits, greedy tokens, adapters, a training step, bf16), and
+# test/44: data-parallel training over NCCL, a world of one on this GPU against one process on it
+# (NCCL's collectives at world size 1, the adapters within test/30's bound). One step, one log: the
+# runner returns at most 8 files. In a dry run JFA_TEST_DEVICE is cpu.
+JFA_TEST_DEVICE=$bench_device step parity 300 node node_modules/vitest/vitest.mjs run test/29.device.test.ts test/41.families.test.ts test/45.nccl.test.ts \
   --reporter=default --reporter=json --outputFile.json="$scratch/parity.json" || failed=1
 [ -f "$scratch/parity.json" ] && log "parity: $(node -e 'const r = require(process.argv[1]); console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests} skipped of ${r.numTotalTests}`)' "$scratch/parity.json" 2>&1)"
 

@@ -2,7 +2,8 @@
 // its settings from argv[2] (JSON): model, out, steps, rank/world/port (absent: one process),
 // resume, timeoutMs, stallAfter (hang after that step: SIGKILL'd by the test), stream, extra options;
 // addr (MASTER_ADDR, default loopback) and stepDelayMs (a pause after each step, so that a test can
-// act in the middle of a run) for test/43's two hosts.
+// act in the middle of a run) for test/43's two hosts; device (where the model trains, default the
+// CPU) and backend for test/44's NCCL run on a GPU.
 
 import { generateSuite, LlamaModel, Tokenizer, train } from '../../dist/index.js';
 
@@ -26,7 +27,7 @@ const options = {
   outDir: a.out,
   resume: a.resume,
   checkpointEvery: a.checkpointEvery,
-  ...(a.world ? { distributed: { rank: a.rank, worldSize: a.world, masterAddr: a.addr, masterPort: a.port, timeoutMs: a.timeoutMs ?? 20000 } } : {}),
+  ...(a.world ? { distributed: { rank: a.rank, worldSize: a.world, masterAddr: a.addr, masterPort: a.port, timeoutMs: a.timeoutMs ?? 20000, backend: a.backend } } : {}),
   ...(a.extra ?? {}),
   onStep: (p) => {
     process.stdout.write(`step ${p.step}\n`);
@@ -37,7 +38,7 @@ const options = {
     }
   },
 };
-const model = LlamaModel.load(a.model);
+const model = LlamaModel.load(a.model, { device: a.device });
 try {
   const r = await train(model, Tokenizer.fromDir(a.model), data, options);
   process.stdout.write(`done ${r.steps}\n`);
