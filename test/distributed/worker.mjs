@@ -3,7 +3,7 @@
 // resume, timeoutMs, stallAfter (hang after that step: SIGKILL'd by the test), stream, extra options;
 // addr (MASTER_ADDR, default loopback) and stepDelayMs (a pause after each step, so that a test can
 // act in the middle of a run) for test/43's two hosts; device (where the model trains, default the
-// CPU) and backend for test/44's NCCL run on a GPU.
+// CPU) and backend for test/45's NCCL run on a GPU.
 
 import { generateSuite, LlamaModel, Tokenizer, train } from '../../dist/index.js';
 
