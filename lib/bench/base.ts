@@ -40,11 +40,6 @@ export const baseSchema = z.object({
   layers: int.default(4),
   heads: int.default(8),
   merges: z.number().int().nonnegative().default(1500),
-  /**
-   * No BPE merge contains a space (lib/model/bpe.ts): every word is one token wherever it stands,
-   * so an answer's first word is the same token as in the prompt it is copied or looked up from.
-   */
-  splitSpaces: z.boolean().default(false),
   /** generated data: old-task training records per suite in the suite (replay's old data; the tokenizer's text) */
   oldTrainPerSuite: int.default(6000),
   /** generated data: the seed of the suites */
@@ -164,9 +159,7 @@ function commandLine(out: string, o: BaseOptions, data?: string[]): string {
   const generatedOnly = ['oldTrainPerSuite', 'dataSeed', 'steps', 'copySteps', 'inContextSteps', 'oldShare', 'skillShare', 'inContextShare', 'lookupShare', 'copyShare', 'evalPerSuite'];
   for (const [k, v] of Object.entries(o)) {
     if (data?.length ? generatedOnly.includes(k) : k === 'epochs') continue;
-    if (typeof v === 'boolean') {
-      if (v) parts.push(`--${flag(k)}`); // a switch: given or not
-    } else parts.push(`--${flag(k)} ${v}`);
+    parts.push(`--${flag(k)} ${v}`);
   }
   return parts.join(' ');
 }
@@ -219,7 +212,7 @@ export async function buildBase(out: string, o: BaseOptions, b: BuildOptions = {
     const mixed = o.copySteps + o.inContextSteps;
     const sample = Array.isArray(source) ? source : [...stepsOf(0, Math.min(o.copySteps, 300)), ...stepsOf(o.copySteps, Math.min(o.inContextSteps, 500)), ...stepsOf(mixed, 1500)].flatMap((s) => source.at(s));
     const newText = baseSuite(o, { oldEvalPerSuite: 1, flashbacksPerSuite: 1 }).newTrain;
-    const merges = learnMerges([...sample, ...newText].flatMap((r) => [r.instruction, r.input, r.output]), o.merges, { splitSpaces: o.splitSpaces });
+    const merges = learnMerges([...sample, ...newText].flatMap((r) => [r.instruction, r.input, r.output]), o.merges);
     createModel(initial, { hiddenSize: o.hiddenSize, intermediateSize: intermediateSize(o.hiddenSize), numLayers: o.layers, numHeads: o.heads, merges, seed: o.seed });
   }
   const tokenizer = Tokenizer.fromDir(initial);

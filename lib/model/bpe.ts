@@ -9,8 +9,6 @@ import { byteSymbols } from './create.js';
 const PRETOKENIZE = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
 
 const DIGIT = /[0-9]/;
-/** The byte symbol of a space (GPT-2's byte-to-unicode map sends 0x20 to 'Ġ'). */
-const SPACE = '\u0120';
 
 /**
  * Learns byte-level BPE merges from a corpus: the most frequent adjacent pair of symbols, again
@@ -18,10 +16,6 @@ const SPACE = '\u0120';
  * @param texts - the corpus.
  * @param merges - how many merges to learn at most (fewer when no pair occurs twice).
  * @param options - splitDigits (default true): no merge contains a digit, so numbers stay one token per digit.
- *   splitSpaces (default false): no merge contains a space, so a word is the same token (or tokens)
- *   wherever it stands: after a space, after a newline or at the start of an answer. A small model
- *   then copies a word from its prompt by plain induction instead of also learning, word by word,
- *   that ' gold' in the prompt is 'gold' at the start of an answer. Texts take a token more per space.
  * @returns the merges, "a b" pairs of byte symbols, in the order learned.
  * @example
  * ```ts
@@ -29,9 +23,8 @@ const SPACE = '\u0120';
  * createModel('tiny', { merges });
  * ```
  */
-export function learnMerges(texts: readonly string[], merges: number, options: { splitDigits?: boolean; splitSpaces?: boolean } = {}): string[] {
+export function learnMerges(texts: readonly string[], merges: number, options: { splitDigits?: boolean } = {}): string[] {
   const splitDigits = options.splitDigits ?? true;
-  const splitSpaces = options.splitSpaces ?? false;
   const symbols = byteSymbols();
   const encoder = new TextEncoder();
   // word (as symbol sequence) -> count
@@ -48,7 +41,6 @@ export function learnMerges(texts: readonly string[], merges: number, options: {
     for (const { parts, count } of words)
       for (let i = 0; i + 1 < parts.length; i++) {
         if (splitDigits && (DIGIT.test(parts[i]!) || DIGIT.test(parts[i + 1]!))) continue;
-        if (splitSpaces && (parts[i]!.includes(SPACE) || parts[i + 1]!.includes(SPACE))) continue;
         const key = `${parts[i]} ${parts[i + 1]}`;
         pairs.set(key, (pairs.get(key) ?? 0) + count);
       }
