@@ -60,8 +60,13 @@ function answered(f: FlashbackRecord, output: string): SelfReplayRecord {
 function readAnswers(file: string, flashbacks: FlashbackRecord[]): SelfReplayRecord[] {
   if (!existsSync(file)) throw new CheckpointError(`train: the checkpoint is incomplete: ${file} (the base's answers this run trains on) is missing`);
   const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
-  const records = lines.map((l) => JSON.parse(l) as SelfReplayRecord);
-  const same = records.length === flashbacks.length && records.every((r, i) => typeof r.output === 'string' && promptText(r) === promptText(flashbacks[i]!));
+  let records: SelfReplayRecord[];
+  try {
+    records = lines.map((l) => JSON.parse(l) as SelfReplayRecord);
+  } catch (e) {
+    throw new CheckpointError(`train: ${file} is not JSON lines (${(e as Error).message}): the checkpoint is damaged`);
+  }
+  const same = records.length === flashbacks.length && records.every((r, i) => typeof r?.output === 'string' && promptText(r) === promptText(flashbacks[i]!));
   if (!same) throw new CheckpointError(`train: ${file} answers other prompts than this run's flashbacks: it belongs to another run`);
   return records;
 }
