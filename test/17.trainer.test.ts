@@ -144,13 +144,14 @@ describe('training loop', () => {
     expect(p99).toBeLessThan(Math.max(50, meanStep / 2));
   });
 
-  it('every method of the preset table trains with its switches: flashbacks, latent tasks, PCGrad, replay', async () => {
+  it('every method of the preset table trains with its switches: flashbacks, latent tasks, PCGrad, replay, self-replay', async () => {
     for (const method of METHODS) {
       const preset = METHOD_PRESETS[method];
       const out = join(dir, `preset-${method}`);
       const lines: StepProgress[] = [];
       const r = await train(LlamaModel.load(modelDir), Tokenizer.fromDir(modelDir), data, { ...options, method, outDir: out, onStep: (p) => lines.push(p) });
-      expect(r.totalSteps, method).toBe(Math.ceil((preset.replay ? 32 : 24) / 4));
+      // replay adds the 8 old-task records, self-replay one answer per flashback (8)
+      expect(r.totalSteps, method).toBe(Math.ceil((preset.replay || preset.selfReplay ? 32 : 24) / 4));
       expect(lines.some((l) => l.divergence > 0), method).toBe(preset.flashbacks);
       expect(lines.every((l) => l.conflicts === 0) || preset.pcgrad, method).toBe(true);
       expect(r.pool?.mode, method).toBe(preset.latent ? (preset.latentMode ?? 'retrieve') : undefined);

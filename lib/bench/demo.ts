@@ -255,9 +255,11 @@ export type RunOverrides = Partial<DemoOptions['train']> & { pcgrad?: boolean };
  */
 export function demoTraining(b: Bench, m: Method, seed: number, newTrain: InstanceRecord[], runDir: string, overrides: RunOverrides = {}): { data: TrainData; options: TrainOptions } {
   const t = { ...b.o.train, ...overrides };
-  // No flashbacks means the method has nothing to hold the old outputs with: that is plain SFT.
+  // No flashbacks means a method that holds the old outputs with them (the divergence, or the base's
+  // answers) has nothing to do it with: that is plain SFT. slm and replay need none.
   const flashbacks = t.flashbacksPerSuite > 0 ? sampleFlashbacks(b.suite, t.flashbacksPerSuite, seed) : [];
-  const method: Method = flashbacks.length === 0 && !METHOD_PRESETS[m].replay ? 'sft' : m;
+  const needsFlashbacks = METHOD_PRESETS[m].flashbacks || METHOD_PRESETS[m].selfReplay;
+  const method: Method = flashbacks.length === 0 && needsFlashbacks ? 'sft' : m;
   const withLatent = METHOD_PRESETS[method].latent;
   // jfa-retrieve and jfa-drop fix their latent mode; the other methods take train.latentMode.
   const mode = METHOD_PRESETS[method].latentMode ?? t.latentMode;

@@ -10,6 +10,7 @@ import { IMPORT_FORMATS, type ImportFormat } from '../data/importers/index.js';
 import { checkDevice } from '../device.js';
 import { KEEP_BEST } from '../jfa/evals.js';
 import { METHODS } from '../jfa/methods.js';
+import { TRAIN_DEFAULTS } from '../jfa/plan.js';
 import { LATENT_POOL_FILE } from '../jfa/pool.js';
 import { GGUF_TENSOR_TYPES } from '../model/gguf.js';
 import { packageRoot } from '../locate.js';
@@ -227,12 +228,12 @@ program
 
 trainingOptions(program
   .command('train')
-  .description('LoRA fine-tuning on new tasks: sft, replay, flashback, jfa or one of its ablations')
+  .description('LoRA fine-tuning on new tasks: sft, replay, flashback, slm, self-replay, jfa or one of its ablations')
   .option('--model <dir>', 'base model directory')
   .option('--data <file>', 'new-task JSONL')
-  .option('--flashbacks <file>', 'flashback prompts JSONL (flashback, jfa)')
+  .option('--flashbacks <file>', 'flashback prompts JSONL (flashback, self-replay, jfa)')
   .option('--replay <file>', 'old-task training JSONL (replay)')
-  .option('--method <m>', `${METHODS.join(' | ')} (each a preset of flashbacks, latent tasks, PCGrad and replay)`)
+  .option('--method <m>', `${METHODS.join(' | ')} (each a preset of flashbacks, latent tasks, PCGrad, replay and self-replay; docs/training.md)`)
   .option('--out <dir>', 'output directory: adapter/, metrics.jsonl, checkpoints')
   .option('--latent', 'use latent tasks where the method has them (default)')
   .option('--no-latent', 'ablation without latent tasks')
@@ -242,6 +243,7 @@ trainingOptions(program
   .option('--pcgrad', "combine micro-batch gradients with PCGrad (default: the method's)")
   .option('--no-pcgrad', 'ablation: plain mean of micro-batch gradients')
   .option('--alpha <x>', 'weight of the flashback divergence', num('--alpha'))
+  .option('--self-replay-max-new-tokens <n>', `self-replay: tokens the base generates per flashback answer at most (default ${TRAIN_DEFAULTS.selfReplayMaxNewTokens}); kept in <out>/self-replay.jsonl for --resume`, num('--self-replay-max-new-tokens'))
   .option('--accumulation <n>', 'new-task micro-batches per step', num('--accumulation'))
   .option('--r <n>', 'LoRA rank', num('--r'))
   .option('--lora-alpha <x>', 'LoRA alpha', num('--lora-alpha'))

@@ -189,6 +189,8 @@ export const trainSchema = z
     /** data-parallel: how long ranks wait for each other before failing (ms) */
     distTimeoutMs: z.number().int().positive().optional(),
     seed: z.number().int().nonnegative().default(TRAIN_DEFAULTS.seed),
+    /** self-replay: tokens the base generates per flashback answer at most */
+    selfReplayMaxNewTokens: z.number().int().positive().optional(),
     /** evaluate every N steps (and at step 0 and the last) on --eval-old and/or --eval-new */
     evalEvery: z.number().int().positive().optional(),
     /** old-suite JSONL with answers, scored by accuracy */
@@ -291,6 +293,7 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
     maxTokens: o.maxTokens,
     lora: { r: o.r, loraAlpha: o.loraAlpha },
     seed: o.seed,
+    selfReplayMaxNewTokens: o.selfReplayMaxNewTokens,
     outDir: o.out,
     checkpointEvery: o.checkpointEvery,
     resume: o.resume,

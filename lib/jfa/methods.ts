@@ -13,6 +13,11 @@ export interface MethodPreset {
   pcgrad: boolean;
   /** old-task training data joins the new-task records */
   replay: boolean;
+  /**
+   * the frozen base's greedy answers to the flashback prompts (made once before training, kept in
+   * the run folder) join the new-task records as SFT examples: replay without any old data
+   */
+  selfReplay: boolean;
   /** how the latent pool serves; absent: the latentMode option decides */
   latentMode?: LatentMode;
 }
@@ -23,21 +28,28 @@ const row = (p: MethodPreset): Readonly<MethodPreset> => p;
 /** Every method's switches: one row per method, the only place a method's name is read. */
 export const METHOD_PRESETS = Object.freeze({
   /** plain LoRA fine-tuning on the new tasks */
-  sft: row({ flashbacks: false, latent: false, pcgrad: false, replay: false }),
+  sft: row({ flashbacks: false, latent: false, pcgrad: false, replay: false, selfReplay: false }),
   /** SFT on the new tasks mixed with old-task training data (the baseline that needs the old data) */
-  replay: row({ flashbacks: false, latent: false, pcgrad: false, replay: true }),
+  replay: row({ flashbacks: false, latent: false, pcgrad: false, replay: true, selfReplay: false }),
   /** SFT plus alpha x the divergence to the reference on flashback prompts */
-  flashback: row({ flashbacks: true, latent: false, pcgrad: false, replay: false }),
+  flashback: row({ flashbacks: true, latent: false, pcgrad: false, replay: false, selfReplay: false }),
+  /**
+   * SLM's retrieval (Peng et al. 2024), the paper's baseline: SFT with the latent tasks retrieved per
+   * sample and served with the adapter, without flashbacks or PCGrad
+   */
+  slm: row({ flashbacks: false, latent: true, pcgrad: false, replay: false, selfReplay: false, latentMode: 'retrieve' }),
+  /** SFT on the new tasks mixed with the frozen base's own greedy answers to the flashback prompts */
+  'self-replay': row({ flashbacks: false, latent: false, pcgrad: false, replay: false, selfReplay: true }),
   /** Joint Flashback Adaptation: flashbacks, latent tasks and PCGrad */
-  jfa: row({ flashbacks: true, latent: true, pcgrad: true, replay: false }),
+  jfa: row({ flashbacks: true, latent: true, pcgrad: true, replay: false, selfReplay: false }),
   /** jfa without latent tasks (the ablation) */
-  'jfa-no-latent': row({ flashbacks: true, latent: false, pcgrad: true, replay: false }),
+  'jfa-no-latent': row({ flashbacks: true, latent: false, pcgrad: true, replay: false, selfReplay: false }),
   /** jfa with the mean of the micro-batch gradients instead of PCGrad (the ablation) */
-  'jfa-no-pcgrad': row({ flashbacks: true, latent: true, pcgrad: false, replay: false }),
+  'jfa-no-pcgrad': row({ flashbacks: true, latent: true, pcgrad: false, replay: false, selfReplay: false }),
   /** jfa whose adapter serves with its latent pool, retrieved per prompt */
-  'jfa-retrieve': row({ flashbacks: true, latent: true, pcgrad: true, replay: false, latentMode: 'retrieve' }),
+  'jfa-retrieve': row({ flashbacks: true, latent: true, pcgrad: true, replay: false, selfReplay: false, latentMode: 'retrieve' }),
   /** jfa whose adapter serves alone, trained with latent dropout */
-  'jfa-drop': row({ flashbacks: true, latent: true, pcgrad: true, replay: false, latentMode: 'drop' }),
+  'jfa-drop': row({ flashbacks: true, latent: true, pcgrad: true, replay: false, selfReplay: false, latentMode: 'drop' }),
 });
 
 /** A training method: a row of {@link METHOD_PRESETS}. */

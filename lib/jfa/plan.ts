@@ -72,6 +72,8 @@ export const TRAIN_DEFAULTS = {
   }),
   /** seed of the data order, adapters, PCGrad orders and latent tasks */
   seed: 0,
+  /** self-replay: tokens the base generates per flashback answer at most */
+  selfReplayMaxNewTokens: 64,
   /** keep the reference's outputs of each flashback micro-batch (within 1 GiB) */
   cacheReference: true,
   /** how a continued run folds the earlier rounds' adapters */
@@ -151,6 +153,12 @@ export interface TrainOptions extends TrainEvalOptions {
   plainSftWeight?: number | undefined;
   /** seed of the data order, adapters, PCGrad orders and latent tasks (default 0) */
   seed?: number | undefined;
+  /**
+   * self-replay: tokens the frozen base generates (greedily) per flashback answer at most (default
+   * 64). The answers are made once before training and kept in outDir (self-replay.jsonl), which a
+   * resumed run reads instead of generating again.
+   */
+  selfReplayMaxNewTokens?: number | undefined;
   /** where checkpoints, metrics.jsonl and the final adapter go */
   outDir?: string | undefined;
   /** save a checkpoint in outDir every this many steps */
@@ -281,8 +289,10 @@ export interface RunPlan {
   cacheReference: boolean;
   /** the new tasks' examples */
   newTrain: InstanceRecord[];
-  /** the records trained on, in file order (new tasks, plus old-task data for replay) */
+  /** the records trained on, in file order (new tasks, plus old-task data for replay; self-replay's answers join at the start of the run) */
   stream: InstanceRecord[];
+  /** self-replay: the base answers every flashback (greedy, this many tokens at most) and the answers join the stream */
+  selfReplay?: { maxNewTokens: number };
   flashbacks: FlashbackRecord[];
   stepsPerEpoch: number;
   totalSteps: number;
@@ -336,7 +346,7 @@ export function planTrain(model: LlamaModel, data: TrainData, o: TrainOptions): 
 export const TRAIN_OPTION_NAMES = [
   'method', 'device', 'precision', 'latent', 'pcgrad', 'epochs', 'microBatch', 'accumulation', 'flashbackMicroBatches', 'maxTokens', 'lr',
   'warmupRatio', 'weightDecay', 'maxGradNorm', 'alpha', 'kl', 'reduction', 'lora', 'latentOptions', 'latentLayer', 'latentMode', 'latentDropout',
-  'plainSftWeight', 'seed', 'outDir', 'checkpointEvery', 'resume', 'cacheReference', 'maxSteps', 'pauseAfter', 'signal', 'replaceAdapter', 'keepCache',
+  'plainSftWeight', 'seed', 'selfReplayMaxNewTokens', 'outDir', 'checkpointEvery', 'resume', 'cacheReference', 'maxSteps', 'pauseAfter', 'signal', 'replaceAdapter', 'keepCache',
   'activationCheckpointing', 'continueFrom', 'continueMode', 'flashbackBudget', 'onStep', 'tensorboard', 'distributed', 'streamWindow',
   'evalEvery', 'evalOld', 'evalNew', 'evalLimit', 'evalBatch', 'evalMaxNewTokens', 'keepBest', 'maxForgetting', 'onEval', 'onEvalBatch',
 ] as const satisfies readonly (keyof TrainOptions)[];
@@ -426,6 +436,7 @@ function checkOptions(o: TrainOptions, latentLayers: number): void {
   check('lora.loraAlpha', o.lora?.loraAlpha, (n) => finite(n) && n > 0, 'a finite number > 0');
   if (o.activationCheckpointing !== undefined && typeof o.activationCheckpointing !== 'boolean')
     throw new OptionError(`train: activationCheckpointing must be a boolean, got ${describeValue(o.activationCheckpointing)}`);
+  check('selfReplayMaxNewTokens', o.selfReplayMaxNewTokens, positiveInt, 'a positive integer');
   check('latentLayer', o.latentLayer, (n) => Number.isInteger(n) && n >= 0 && n < latentLayers, `a layer in 0..${latentLayers - 1}`);
 }
 
@@ -446,9 +457,12 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, evals: Eva
   if (!source && !newTrain.length) throw new OptionError('train: no new-task records (data.newTrain is empty)');
   if (flashbackMicro > 0 && flashbacks.length === 0) throw new OptionError(`train: method '${o.method}' needs flashbacks`);
   if (preset.replay && !data.replay?.length) throw new OptionError(`train: method '${o.method}' needs old-task training data`);
+  const selfReplay = selfReplaySettings(o, preset, flashbacks.length);
   const stream = preset.replay ? [...newTrain, ...data.replay!] : newTrain;
+  // Self-replay adds one record per flashback (answered when the run starts).
+  const records = stream.length + (selfReplay ? flashbacks.length : 0);
   // A stream's length is unknown: the run is maxSteps long (checkStreamed made sure it is given).
-  const stepsPerEpoch = source ? 0 : Math.ceil(stream.length / (microBatch * accumulation));
+  const stepsPerEpoch = source ? 0 : Math.ceil(records / (microBatch * accumulation));
   const totalSteps = source ? o.maxSteps! : Math.min(stepsPerEpoch * (o.epochs ?? TRAIN_DEFAULTS.epochs), o.maxSteps ?? Infinity);
   const streamed = source && { source, window: o.streamWindow ?? TRAIN_DEFAULTS.streamWindow };
   const latentLayer = o.latentLayer ?? Math.floor(model.config.numLayers / 2);
@@ -478,6 +492,7 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, evals: Eva
     cacheReference: o.cacheReference ?? TRAIN_DEFAULTS.cacheReference,
     newTrain,
     stream,
+    ...(selfReplay ? { selfReplay } : {}),
     flashbacks,
     stepsPerEpoch,
     totalSteps,
@@ -502,6 +517,7 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, evals: Eva
       method: o.method,
       ...(streamed ? { stream: { window: streamed.window } } : {}),
       ...(useLatent ? { latent: { ...latentRun, layer: latentLayer, options: latentOptions } } : {}),
+      ...(selfReplay ? { selfReplay } : {}),
       ...(continued ? { continued: { run: continued.prev.run, mode: continued.mode, budget: continued.budget } } : {}),
       ...(evals ? { evals: evalIdentity(evals) } : {}),
     },
@@ -516,6 +532,19 @@ function checkStreamed(o: TrainOptions, preset: MethodPreset, useLatent: boolean
   if (useLatent)
     throw new OptionError(`train: method '${o.method}' with latent tasks retrieves for every new-task record before training, which a stream cannot give: pass data.newTrain as an array, or latent: false`);
   if (preset.replay) throw new OptionError(`train: method '${o.method}' mixes data.replay into the new-task records: pass data.newTrain as an array`);
+  if (preset.selfReplay) throw new OptionError(`train: method '${o.method}' mixes the base's answers into the new-task records: pass data.newTrain as an array`);
+}
+
+/** Self-replay's settings, checked: undefined for other methods (which must not be given them). */
+function selfReplaySettings(o: TrainOptions, preset: MethodPreset, flashbacks: number): { maxNewTokens: number } | undefined {
+  if (!preset.selfReplay) {
+    if (o.selfReplayMaxNewTokens !== undefined) throw new OptionError(`train: selfReplayMaxNewTokens applies only to method 'self-replay' (method '${o.method}')`);
+    return undefined;
+  }
+  if (flashbacks === 0) throw new OptionError(`train: method '${o.method}' needs flashbacks: the prompts the base answers (data.flashbacks)`);
+  if (o.continueFrom !== undefined) throw new OptionError(`train: method '${o.method}' cannot continue a run (continueFrom) yet: its answers come from the base without earlier rounds`);
+  if (o.distributed !== undefined) throw new OptionError(`train: method '${o.method}' trains in one process (drop distributed)`);
+  return { maxNewTokens: o.selfReplayMaxNewTokens ?? TRAIN_DEFAULTS.selfReplayMaxNewTokens };
 }
 
 /** The earlier rounds of a continued run and this round's flashbacks, checked; undefined when not continuing. */

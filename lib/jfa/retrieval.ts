@@ -25,6 +25,9 @@ export interface RunLatent {
   retrieved: { new: Retrieved; flash: Retrieved };
 }
 
+/** The retrieval of no records. */
+const NONE: Retrieved = Object.freeze({ indices: new BigInt64Array(0), weights: new Float32Array(0) });
+
 /** A checkpoint's retrieved tasks per record (the pool itself is its LATENT_POOL_FILE). */
 const RETRIEVAL = 'retrieval.safetensors';
 
@@ -57,17 +60,19 @@ export function setUpLatent(model: LlamaModel, tokenizer: Tokenizer, plan: RunPl
     Object.values(saved).forEach((t) => t.dispose());
     return { pool, retrieved };
   }
+  // A method without flashbacks (slm) neither embeds them nor lets them shape the groups.
+  const flashbacks = plan.switches.divergence ? plan.flashbacks : [];
   if (continued) {
     // The previous round's pool keeps training: its keys and groups stay, this round's records are
     // retrieved with the model beneath the new adapter, as inference after this round will.
-    const retrieved = { new: toArrays(continued.retrieve(model, tokenizer, plan.stream)), flash: toArrays(continued.retrieve(model, tokenizer, plan.flashbacks)) };
+    const retrieved = { new: toArrays(continued.retrieve(model, tokenizer, plan.stream)), flash: flashbacks.length ? toArrays(continued.retrieve(model, tokenizer, flashbacks)) : NONE };
     return { pool: continued, retrieved };
   }
   const tasks = latentTasksFor(model, plan);
   const embNew = embedRecords(model, tokenizer, plan.stream, plan.maxTokens);
-  const embFlash = embedRecords(model, tokenizer, plan.flashbacks, plan.maxTokens);
+  const embFlash = embedRecords(model, tokenizer, flashbacks, plan.maxTokens);
   tasks.fit(concat(embNew, embFlash), plan.seed);
-  const retrieved = { new: toArrays(tasks.retrieve(embNew)), flash: toArrays(tasks.retrieve(embFlash)) };
+  const retrieved = { new: toArrays(tasks.retrieve(embNew)), flash: flashbacks.length ? toArrays(tasks.retrieve(embFlash)) : NONE };
   return { pool: attachPool(model, plan, tasks), retrieved };
 }
 

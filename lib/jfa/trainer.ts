@@ -28,6 +28,7 @@ import { runSteps, type StepProgress } from './loop.js';
 import { planTrain, type RunPlan, TRAIN_DEFAULTS, type TrainData, type TrainOptions } from './plan.js';
 import { LATENT_POOL_FILE, LatentPool } from './pool.js';
 import { type RunLatent, saveLatent, setUpLatent } from './retrieval.js';
+import { selfReplayRecords } from './self-replay.js';
 import { checkPosition, firstRecords, StreamedRecords, type StreamPosition } from './streamed.js';
 
 export { keepReference, referenceKeeping } from './batches.js';
@@ -124,11 +125,15 @@ interface Parameters {
   flash?: FlashbackSource;
 }
 
-async function trainIn(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, group?: ProcessGroup): Promise<TrainResult> {
-  const resume = !plan.resume ? undefined : group ? await resumePoint(group, () => findRunCheckpoint(plan)) : findRunCheckpoint(plan);
+async function trainIn(model: LlamaModel, tokenizer: Tokenizer, planned: RunPlan, group?: ProcessGroup): Promise<TrainResult> {
+  const resume = !planned.resume ? undefined : group ? await resumePoint(group, () => findRunCheckpoint(planned)) : findRunCheckpoint(planned);
   const writer = !group || group.rank === 0;
-  const { optimizer, latent, flash: continued } = await setUpParameters(model, tokenizer, plan, resume, group);
-  if (plan.outDir && writer) mkdirSync(plan.outDir, { recursive: true });
+  const { optimizer, latent, flash: continued } = await setUpParameters(model, tokenizer, planned, resume, group);
+  if (planned.outDir && writer) mkdirSync(planned.outDir, { recursive: true });
+  const plan = planned.selfReplay ? await withSelfReplay(model, tokenizer, planned, resume !== undefined, writer).catch((e: unknown) => {
+    optimizer.dispose();
+    throw e;
+  }) : planned;
   const metricsFile = writer && plan.outDir ? join(plan.outDir, 'metrics.jsonl') : undefined;
   const shard = group && { rank: group.rank, world: group.worldSize };
   const flash = continued ?? flashbackSource(model, tokenizer, plan, undefined, shard);
@@ -300,6 +305,12 @@ async function setUpParameters(model: LlamaModel, tokenizer: Tokenizer, plan: Ru
   // this makes sure; on resume the other ranks' come from here).
   if (group) await group.broadcast([...optimizer.params, ...optimizer.expAvg, ...optimizer.expAvgSq, optimizer.steps], 0);
   return { optimizer, latent, flash };
+}
+
+/** The plan with self-replay's records (the base's answers to the flashbacks, generated or the run folder's) joined to its stream. */
+async function withSelfReplay(model: LlamaModel, tokenizer: Tokenizer, plan: RunPlan, resume: boolean, write: boolean): Promise<RunPlan> {
+  const answers = await selfReplayRecords(model, tokenizer, plan.flashbacks, plan.selfReplay!.maxNewTokens, { dir: plan.outDir, resume, write });
+  return { ...plan, stream: [...plan.stream, ...(answers as InstanceRecord[])] };
 }
 
 /** The checkpoint to resume from. */
