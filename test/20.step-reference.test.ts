@@ -23,7 +23,7 @@ import { Tokenizer } from '../lib/model/tokenizer.js';
 import { AdamW, cosineWithWarmup } from '../lib/optim.js';
 import { setNumThreads } from '../lib/runtime.js';
 import { randn, type Tensor, tensor } from '../lib/tensor.js';
-import { root, venvPython } from './helpers.js';
+import { relDiff, root, venvPython } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-step-ref-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -47,17 +47,6 @@ const WEIGHT_RTOL = 2e-5;
 
 interface RefStep extends StepResult {
   ms: number;
-}
-
-/** max |a - b| / max |b| over a tensor pair. */
-function relDiff(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  return diff / Math.max(scale, 1e-12);
 }
 
 describe('a JFA step agrees with transformers + PEFT + torch.optim', () => {

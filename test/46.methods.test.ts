@@ -27,7 +27,7 @@ import { Tokenizer } from '../lib/model/tokenizer.js';
 import { AdamW, cosineWithWarmup } from '../lib/optim.js';
 import { setNumThreads } from '../lib/runtime.js';
 import { randn, type Tensor, tensor } from '../lib/tensor.js';
-import { python, root, tinyJfaRun, venvPython } from './helpers.js';
+import { python, relDiff, root, tinyJfaRun, venvPython } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-methods-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -125,17 +125,6 @@ const OPTIM = { lr: 5e-3, betas: [0.9, 0.999] as [number, number], eps: 1e-6, we
 const MAX_GRAD_NORM = 0.3;
 // Warm-up then cosine decay, as test/20 (and a run): Adam's moments fill before the full rate applies.
 const lrAt = (step: number) => OPTIM.lr * cosineWithWarmup(step, 2, STEPS);
-
-/** max |a - b| / max |b| over a tensor pair. */
-function relDiff(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  return diff / Math.max(scale, 1e-12);
-}
 
 /** Normal values with standard deviation `std` (0.05: a trained-looking factor). */
 function small(shape: number[], seed: number, std = 0.05): Tensor {

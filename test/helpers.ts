@@ -67,6 +67,17 @@ export function tinyJfaRun(): { suite: Suite; options: TrainOptions } {
   return { suite, options };
 }
 
+/** max |a - b| / max |b| over a tensor pair (the step-reference tests' relative difference). */
+export function relDiff(a: Float32Array, b: Float32Array): number {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+    scale = Math.max(scale, Math.abs(b[i]!));
+  }
+  return diff / Math.max(scale, 1e-12);
+}
+
 /**
  * The largest absolute difference between the float32 tensors of two safetensors files (the same
  * tensor names required): how an adapter or pool of one run is compared with another's.
