@@ -95,7 +95,7 @@ export { type MicroBatch, STEP_DEFAULTS, type StepOptions, type StepResult, type
 export { type Method, METHOD_PRESETS, type MethodPreset, METHODS, presetOf } from './jfa/methods.js';
 export { checkTrainOptions, TRAIN_DEFAULTS, TRAIN_OPTION_NAMES } from './jfa/plan.js';
 export { keepReference, referenceKeeping, type Precision, type StepProgress, train, type TrainData, type TrainEvals, type TrainOptions, type TrainResult } from './jfa/trainer.js';
-export { type EvalBatchProgress, type EvalProgress, type EvalScores, type ForgettingStop, KEEP_BEST, type KeepBest, spreadSample } from './jfa/evals.js';
+export { type EvalBatchProgress, type EvalPredictions, type EvalProgress, type EvalScores, type NewEvalScores, type OldEvalScores, type ForgettingStop, KEEP_BEST, type KeepBest, spreadSample } from './jfa/evals.js';
 export {
   accumulateFlashbacks,
   columnForgetting,

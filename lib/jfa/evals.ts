@@ -27,14 +27,42 @@ export const KEEP_BEST = ['old', 'new', 'balanced'] as const;
 /** A rule of {@link KEEP_BEST}: old-task accuracy, new-task ROUGE-L, or ROUGE-L minus forgetting. */
 export type KeepBest = (typeof KEEP_BEST)[number];
 
+/** The old suites' scores of one evaluation ({@link EvalScores.old}). */
+export interface OldEvalScores {
+  /** the mean of the suites' accuracies (each suite counts the same), 0 to 1 */
+  accuracy: number;
+  /** each suite's accuracy, 0 to 1 */
+  suites: Record<string, number>;
+  /** old-suite records evaluated */
+  records: number;
+}
+
+/** The new tasks' scores of one evaluation ({@link EvalScores.new}). */
+export interface NewEvalScores {
+  /** mean ROUGE-L, 0 to 1 */
+  rougeL: number;
+  /** exact-match rate, 0 to 1 */
+  exactMatch: number;
+  /** new-task records evaluated */
+  records: number;
+}
+
+/** The generated outputs of one evaluation ({@link EvalProgress.predictions}), in the order of the evaluated records. */
+export interface EvalPredictions {
+  /** for the old-suite records, with evalOld */
+  old?: string[];
+  /** for the new-task records, with evalNew */
+  new?: string[];
+}
+
 /** One evaluation during a training run. Scores are fractions (0 to 1); forgetting and score are in points (0 to 100). */
 export interface EvalScores {
   /** the step evaluated after (0: before training) */
   step: number;
   /** the old suites: accuracy, the mean of the suites' accuracies (each suite counts the same), and each suite's */
-  old?: { accuracy: number; suites: Record<string, number>; records: number };
+  old?: OldEvalScores;
   /** the new tasks: mean ROUGE-L and exact-match rate */
-  new?: { rougeL: number; exactMatch: number; records: number };
+  new?: NewEvalScores;
   /** points of old-task accuracy below step 0's (negative when above), with evalOld */
   forgetting?: number;
   /** the score the kept checkpoint is chosen by (keepBest's rule, in points), when one is kept */
@@ -52,7 +80,7 @@ export interface EvalProgress extends EvalScores {
   /** why the run stops after this evaluation (maxForgetting), when it does */
   stop?: string;
   /** the generated outputs, in the order of the evaluated records */
-  predictions: { old?: string[]; new?: string[] };
+  predictions: EvalPredictions;
 }
 
 /** What train()'s `onEvalBatch` receives while an evaluation runs. */
