@@ -28,7 +28,7 @@ import { Tokenizer } from '../lib/model/tokenizer.js';
 import { AdamW } from '../lib/optim.js';
 import { type Tensor, tensor } from '../lib/tensor.js';
 import { FAMILY_MODELS, FAMILY_VOCAB, testDevice } from './families.js';
-import { expectError, root, venvPython } from './helpers.js';
+import { expectError, relDiff, root, venvPython } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-families-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -104,17 +104,6 @@ function realDiff(a: Float32Array, b: Float32Array, mask: number[][], width: num
     for (let j = i * width; j < (i + 1) * width; j++) d = Math.max(d, Math.abs(a[j]! - b[j]!));
   });
   return d;
-}
-
-/** max |a - b| / max |b|. */
-function relDiff(a: Float32Array, b: Float32Array): number {
-  let d = 0;
-  let s = 0;
-  for (let i = 0; i < b.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    s = Math.max(s, Math.abs(b[i]!));
-  }
-  return d / Math.max(s, 1e-12);
 }
 
 function py(args: string[]): string {

@@ -67,7 +67,7 @@ export function tinyJfaRun(): { suite: Suite; options: TrainOptions } {
   return { suite, options };
 }
 
-/** max |a - b| / max |b| over a tensor pair (the step-reference tests' relative difference). */
+/** max |a - b| / max |b| over a tensor pair of the same length (the parity tests' relative difference). */
 export function relDiff(a: Float32Array, b: Float32Array): number {
   let diff = 0;
   let scale = 0;
