@@ -312,6 +312,15 @@ at::Tensor Options::optional_tensor(const char* name) const {
   const Napi::Value v = get(name);
   return v.IsUndefined() || v.IsNull() ? at::Tensor() : tensor(name);
 }
+std::vector<at::Tensor> Options::tensors(const char* name) const {
+  const Napi::Value v = get(name);
+  if (!v.IsArray()) throw Napi::TypeError::New(env_, where(name) + " must be an array of Tensors, got " + describe(v));
+  auto array = v.As<Napi::Array>();
+  std::vector<at::Tensor> out;
+  out.reserve(array.Length());
+  for (uint32_t k = 0; k < array.Length(); ++k) out.push_back(tensor_value(env_, array.Get(k), where(name) + "[" + std::to_string(k) + "]"));
+  return out;
+}
 std::vector<int64_t> Options::integers(const char* name) const { return integer_list(env_, get(name), where(name)); }
 std::vector<Options> Options::objects(const char* name) const {
   const Napi::Value v = get(name);

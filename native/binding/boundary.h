@@ -97,6 +97,7 @@ class Options {
   uint64_t required_seed(const char* name) const;
   at::Tensor tensor(const char* name) const;
   at::Tensor optional_tensor(const char* name) const;  // undefined or null: an undefined tensor
+  std::vector<at::Tensor> tensors(const char* name) const;  // an array of Tensors (required)
   std::vector<int64_t> integers(const char* name) const;
   std::vector<Options> objects(const char* name) const;      // an array of objects
   std::optional<Options> object(const char* name) const;     // undefined or null: none

@@ -10,6 +10,7 @@
 #include "binding/tensor.h"
 #include "binding/worker.h"
 #include "core/ops.h"
+#include "core/regularizers.h"
 
 namespace jfa::binding {
 namespace {
@@ -73,6 +74,7 @@ class Model : public CheckedWrap<Model> {
                            method<&Model::add_lora, 2>(sig, "Model", "addLora", "addLora"),
                            method<&Model::set_latent_pool, 3>(sig, "Model", "setLatentPool", "setLatentPool"),
                            method<&Model::lora_parameters, 0>(sig, "Model", "loraParameters", "loraParameters"),
+                           method<&Model::fisher_async, 2>(sig, "Model", "fisherDiagonalAsync", "fisherDiagonal"),
                            method<&Model::dispose, 0>(sig, "Model", "dispose", "model.dispose"),
                        });
   }
@@ -294,6 +296,28 @@ class Model : public CheckedWrap<Model> {
                                         return wrap_decoder(env, lease, std::move(*session));
                                       },
                                       nullptr});
+    });
+  }
+
+  // fisherDiagonalAsync(ids, {attentionMask, targets}): EWC's Fisher of the adapted layers' base
+  // weights. The model is leased as training meanwhile: the weights record gradients for the call.
+  Napi::Value fisher_async(const Napi::CallbackInfo& info) {
+    const char* op = "fisherDiagonal";
+    return guard(info.Env(), op, [&]() -> Napi::Value {
+      at::Tensor ids = tensor_arg(info, 0, op, "ids");
+      const Options o(info, 1, op, "options", true);
+      at::Tensor mask = o.optional_tensor("attentionMask");
+      at::Tensor targets = o.tensor("targets");
+      changeable(op);
+      auto result = std::make_shared<std::vector<at::Tensor>>();
+      use_->training = true;
+      return queue_async(info.Env(), {op, [model = model_, ids, mask, targets, result] { *result = fisher_diagonal(*model, ids, mask, targets); }, {},
+                                      [result](Napi::Env env, const std::vector<Napi::Value>&) -> Napi::Value {
+                                        auto out = Napi::Array::New(env, result->size());
+                                        for (uint32_t i = 0; i < result->size(); ++i) out.Set(i, tensor_handle::wrap(env, (*result)[i]));
+                                        return out;
+                                      },
+                                      [use = use_] { use->training = false; }});
     });
   }
 

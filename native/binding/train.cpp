@@ -40,6 +40,12 @@ StepSettings step_settings(const Options& o) {
   s.max_grad_norm = o.required_number("maxGradNorm");
   s.seed = o.required_seed("seed");
   s.plain_sft_weight = o.required_number("plainSftWeight");
+  s.penalties.ewc_lambda = o.required_number("ewcLambda");
+  s.penalties.ewc_fisher = o.tensors("ewcFisher");
+  s.penalties.olora_lambda = o.required_number("oloraLambda");
+  s.penalties.olora_previous = o.tensors("oloraPrevious");
+  s.pace_sigma = o.required_number("paceSigma");
+  s.pace_lambda = o.required_number("paceLambda");
   s.lr = o.required_number("lr");
   s.timings = o.required_boolean("timings");
   if (o.has("group")) {
@@ -54,6 +60,7 @@ Napi::Object metrics_object(Napi::Env env, const StepMetrics& m, bool timings) {
   out.Set("sft", m.sft);
   out.Set("plainSft", m.plain_sft);
   out.Set("divergence", m.divergence);
+  out.Set("penalty", m.penalty);
   out.Set("gradNorm", m.grad_norm);
   out.Set("conflicts", static_cast<double>(m.conflicts));
   if (timings) {

@@ -8,6 +8,7 @@
 #include <ATen/ops/full.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/ones.h>
+#include <ATen/ops/randn.h>
 #include <ATen/ops/outer.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <ATen/ops/gelu.h>
@@ -111,9 +112,17 @@ namespace {
 at::Tensor as_compute(const at::Tensor& t, const at::Tensor& x) { return t.scalar_type() == x.scalar_type() ? t : t.to(x.scalar_type()); }
 }  // namespace
 
-at::Tensor LinearLayer::forward(const at::Tensor& x, bool adapters, bool decoding) const {
+at::Tensor LinearLayer::forward(const at::Tensor& x, bool adapters, bool decoding, const AdapterNoise* noise, uint64_t index) const {
   at::Tensor y;
-  if (decoding && skinny_applies(x, weight)) {
+  if (noise && adapters && lora_A.defined()) {
+    // PACE: base + scale * ((x A^T) B^T) * (1 + eps), in autograd's own ops (the fused LoRA
+    // function has no noise). eps is drawn in float32 on the CPU and moved, as dropout's mask is.
+    const at::Tensor branch = at::linear(at::linear(x, as_compute(lora_A, x)), as_compute(lora_B, x));
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(noise_seed(noise->seed, index));
+    const at::Tensor factor = at::randn(branch.sizes(), gen, at::TensorOptions().dtype(at::kFloat)).mul_(noise->sigma).add_(1.0);
+    y = at::linear(x, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt)
+            .add(branch * factor.to(branch.options()), lora_scale);
+  } else if (decoding && skinny_applies(x, weight)) {
     y = skinny_linear(x, weight, bias);
     if (adapters && lora_A.defined()) y.add_(at::linear(at::linear(x, lora_A), lora_B), lora_scale);
   } else if (adapters && lora_A.defined()) {
@@ -281,7 +290,7 @@ void LlamaModel::check_latent(const LatentCall& latent, int64_t batch, const cha
 }
 
 at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& key_mask, KvCache* cache,
-                              bool adapters, const LatentCall* latent) const {
+                              bool adapters, const LatentCall* latent, const AdapterNoise* noise) const {
   const auto& c = config_;
   const int64_t b = ids.size(0), t = ids.size(1);
   const int64_t past = cache ? cache->length : 0, total = past + t;
@@ -348,7 +357,8 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
   }
   const double scale = c.attention_scale > 0 ? c.attention_scale : 1.0 / std::sqrt(static_cast<double>(hd));
   LayerContext ctx{cos, sin, local_cos, local_sin, fused, mask, window_mask, real_keys, own_attention, causal_only, scale,
-                   past, adapters, latent ? std::optional<LatentCall>(*latent) : std::nullopt};
+                   past, adapters, latent ? std::optional<LatentCall>(*latent) : std::nullopt,
+                   noise ? std::optional<AdapterNoise>(*noise) : std::nullopt};
   // Checkpointed layers keep only their input for the backward: when gradients are recorded over
   // whole sequences (training) and set_checkpointing() asked for it.
   const bool checkpoint = checkpointing_ && !cache && at::GradMode::is_enabled();
@@ -398,16 +408,22 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
   at::Tensor h = h_in;
   const at::Tensor x = norm(h, layer.input_norm);
   const bool decoding = cache != nullptr;  // only generate() keeps a KV cache
+  // Each linear by its slot in the layer (q k v o gate up down qkv gate_up: 0..8), which names its
+  // PACE noise: linear index l * 16 + slot.
+  const AdapterNoise* noise = ctx.noise ? &*ctx.noise : nullptr;
+  const auto linear = [&](const LinearLayer& lin, uint64_t slot, const at::Tensor& in) {
+    return lin.forward(in, adapters, decoding, noise, static_cast<uint64_t>(l) * 16 + slot);
+  };
   at::Tensor qp, kp, vp;  // (b, t, heads * hd)
   if (c.fused_projections) {
-    const at::Tensor qkv = layer.qkv.forward(x, adapters, decoding);
+    const at::Tensor qkv = linear(layer.qkv, 7, x);
     qp = qkv.narrow(-1, 0, nh * hd);
     kp = qkv.narrow(-1, nh * hd, kvh * hd);
     vp = qkv.narrow(-1, (nh + kvh) * hd, kvh * hd);
   } else {
-    qp = layer.q.forward(x, adapters, decoding);
-    kp = layer.k.forward(x, adapters, decoding);
-    vp = layer.v.forward(x, adapters, decoding);
+    qp = linear(layer.q, 0, x);
+    kp = linear(layer.k, 1, x);
+    vp = linear(layer.v, 2, x);
   }
   at::Tensor qh = qp.reshape({b, t, nh, hd}), kh = kp.reshape({b, t, kvh, hd});
   if (c.qk_norm) {
@@ -440,7 +456,7 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
                                : at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, 0.0,
                                                        causal_only, ctx.scale, gqa);
   const at::Tensor attn = heads_out.transpose(1, 2).reshape({b, t, nh * hd});
-  at::Tensor o = layer.o.forward(attn, adapters, decoding);
+  at::Tensor o = linear(layer.o, 3, attn);
   if (ctx.latent) {
     if (const auto pool = latent_pools_.find(static_cast<int64_t>(l)); pool != latent_pools_.end()) {
       LatentMixtureArgs m;
@@ -457,19 +473,19 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
   const at::Tensor y = norm(h, c.sandwich_norms ? layer.pre_feedforward_norm : layer.post_attention_norm);
   at::Tensor gate, up;
   if (c.fused_projections) {
-    const at::Tensor gu = layer.gate_up.forward(y, adapters, decoding);
+    const at::Tensor gu = linear(layer.gate_up, 8, y);
     gate = gu.narrow(-1, 0, c.intermediate_size);
     up = gu.narrow(-1, c.intermediate_size, c.intermediate_size);
   } else {
-    gate = layer.gate.forward(y, adapters, decoding);
-    up = layer.up.forward(y, adapters, decoding);
+    gate = linear(layer.gate, 4, y);
+    up = linear(layer.up, 5, y);
   }
-  const at::Tensor mlp = layer.down.forward((c.gelu_tanh ? at::gelu(gate, "tanh") : at::silu(gate)) * up, adapters, decoding);
+  const at::Tensor mlp = linear(layer.down, 6, (c.gelu_tanh ? at::gelu(gate, "tanh") : at::silu(gate)) * up);
   return h + (c.sandwich_norms ? norm(mlp, layer.post_feedforward_norm) : mlp);
 }
 
 at::Tensor LlamaModel::hidden_states(const at::Tensor& ids_in, const at::Tensor& mask_in, bool adapters,
-                                     const LatentCall* latent_in) const {
+                                     const LatentCall* latent_in, const AdapterNoise* noise) const {
   const at::Tensor ids = placed(ids_in), attention_mask = placed(mask_in);
   const std::optional<LatentCall> latent_placed = placed(latent_in);
   const LatentCall* latent = latent_placed ? &*latent_placed : nullptr;
@@ -478,7 +494,7 @@ at::Tensor LlamaModel::hidden_states(const at::Tensor& ids_in, const at::Tensor&
   const at::Tensor positions = at::arange(ids.size(1), ids.options()).expand_as(ids);
   const at::Tensor key_mask = attention_mask.defined() ? attention_mask : at::ones_like(ids);
   if (latent) check_latent(*latent, ids.size(0), "model.forward");
-  return decode(ids, positions, key_mask, nullptr, adapters, latent);
+  return decode(ids, positions, key_mask, nullptr, adapters, latent, noise);
 }
 
 void LlamaModel::set_latent_pool(int64_t layer, const at::Tensor& A, const at::Tensor& B) {
@@ -735,6 +751,13 @@ std::vector<std::pair<std::string, at::Tensor>> LlamaModel::lora_parameters() co
     out.emplace_back("base_model.model." + name + ".lora_A.weight", layer->lora_A);
     out.emplace_back("base_model.model." + name + ".lora_B.weight", layer->lora_B);
   }
+  return out;
+}
+
+std::vector<std::pair<std::string, const LinearLayer*>> LlamaModel::adapted_layers() const {
+  std::vector<std::pair<std::string, const LinearLayer*>> out;
+  for (const auto& [name, layer] : const_cast<LlamaModel*>(this)->linear_layers())
+    if (layer->lora_A.defined()) out.emplace_back(name, layer);
   return out;
 }
 

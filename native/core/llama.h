@@ -16,6 +16,18 @@
 
 namespace jfa {
 
+// PACE's perturbation of the adapters in a training forward: each LoRA branch's output is multiplied
+// by (1 + eps), eps ~ N(0, sigma^2) elementwise (per token and output feature). Linear `index`
+// (layer * 16 + its module's slot, see LlamaModel::layer_forward) draws its eps from a fresh CPU
+// generator seeded noise_seed(seed, index): a recompute (activation checkpointing) draws the same
+// values, and so does PyTorch's torch.Generator().manual_seed() on the same seed.
+struct AdapterNoise {
+  double sigma = 0.0;
+  uint64_t seed = 0;
+};
+// One 64-bit seed from a seed and a value (the same arithmetic, modulo 2^64, in scripts/reference).
+inline uint64_t noise_seed(uint64_t seed, uint64_t value) { return (seed * 0x100000001B3ULL) ^ (value + 0x9E3779B97F4A7C15ULL); }
+
 struct LinearLayer {
   at::Tensor weight;  // (out, in), frozen
   at::Tensor bias;    // (out) or undefined
@@ -33,7 +45,9 @@ struct LinearLayer {
   // `decoding`: a generation step with a KV cache, where a few rows of x take the skinny kernel
   // (only there: training, scoring and checkpointing's recompute keep libtorch's products, so
   // their results stay what they were, bit for bit).
-  at::Tensor forward(const at::Tensor& x, bool adapters, bool decoding = false) const;
+  // `noise` (training only): the adapter's output is perturbed as AdapterNoise says, for linear `index`.
+  at::Tensor forward(const at::Tensor& x, bool adapters, bool decoding = false, const AdapterNoise* noise = nullptr,
+                     uint64_t index = 0) const;
 };
 
 // Keys and values of past positions, per layer (b, kv_heads, capacity, head_dim).
@@ -85,8 +99,9 @@ class LlamaModel {
 
   // input_ids (b, t) int64; attention_mask (b, t) nonzero at real tokens, or undefined for all real.
   // Returns the final hidden states (b, t, hidden) (after the final norm).
+  // `noise`: the adapters' outputs perturbed (PACE, training only; see AdapterNoise).
   at::Tensor hidden_states(const at::Tensor& input_ids, const at::Tensor& attention_mask, bool adapters,
-                           const LatentCall* latent = nullptr) const;
+                           const LatentCall* latent = nullptr, const AdapterNoise* noise = nullptr) const;
   // The LM head on final hidden states (..., hidden): logits (..., vocab). With `rows` (n) int64, only
   // those rows of the hidden states flattened to (-1, hidden) are scored: (n, vocab). Training scores
   // only the positions it has targets for.
@@ -143,6 +158,8 @@ class LlamaModel {
   void add_lora(const std::vector<std::string>& targets, int64_t r, double lora_alpha, bool rslora, uint64_t seed);
   // The LoRA factors under PEFT's key names (base_model.model.<module>.lora_A.weight, ...).
   std::vector<std::pair<std::string, at::Tensor>> lora_parameters() const;
+  // The linear layers with a trainable adapter, in lora_parameters()' order, under their module names.
+  std::vector<std::pair<std::string, const LinearLayer*>> adapted_layers() const;
   int64_t parameter_count() const;
 
  private:
@@ -173,6 +190,7 @@ class LlamaModel {
     int64_t past;  // cached positions before this call
     bool adapters;
     std::optional<LatentCall> latent;
+    std::optional<AdapterNoise> noise;
   };
   // Decoder layer l on h (b, t, hidden); with a cache, attends to its past and appends to it.
   at::Tensor layer_forward(size_t l, const at::Tensor& h, const LayerContext& ctx, KvCache* cache) const;
@@ -181,7 +199,7 @@ class LlamaModel {
   // The decoder on ids (b, t) at positions (b, t); keys visible per key_mask (b, past + t). With a
   // cache, attends to its past and appends this step's keys and values.
   at::Tensor decode(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& key_mask, KvCache* cache,
-                    bool adapters, const LatentCall* latent = nullptr) const;
+                    bool adapters, const LatentCall* latent = nullptr, const AdapterNoise* noise = nullptr) const;
   void check_ids(const at::Tensor& ids, const at::Tensor& mask, const char* op) const;
   // Latent tasks for a batch of `batch`: a pool is set, indices and weights are (batch, k), every
   // index is inside every pool. Checked before any work, so a bad call names `op`, not a layer.

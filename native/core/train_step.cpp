@@ -116,6 +116,9 @@ StepMetrics Trainer::step(const LlamaModel& model, const std::vector<StepBatch>&
                  model.device().str() + ": make the optimizer after model.toDevice()");
   if (!(s.max_grad_norm > 0)) throw_range("trainStep: maxGradNorm must be > 0, got " + std::to_string(s.max_grad_norm));
   if (!(s.plain_sft_weight >= 0)) throw_range("trainStep: plainSftWeight must be >= 0");
+  if (!(s.pace_sigma >= 0) || !std::isfinite(s.pace_sigma)) throw_range("trainStep: paceSigma must be a finite number >= 0, got " + std::to_string(s.pace_sigma));
+  if (!(s.pace_lambda >= 0) || !std::isfinite(s.pace_lambda)) throw_range("trainStep: paceLambda must be a finite number >= 0, got " + std::to_string(s.pace_lambda));
+  check_penalties(model, s.penalties, "trainStep");
   for (size_t i = 0; i < batches.size(); ++i) check_batch(batches[i], i, s);
 
   StepMetrics m;
@@ -145,12 +148,27 @@ StepMetrics Trainer::step(const LlamaModel& model, const std::vector<StepBatch>&
       const auto sft_loss = [&](const at::Tensor& hidden) {
         return rows.numel() ? model.head_loss(hidden, rows, ids) : cross_entropy(model.head(hidden, rows), ids);
       };
-      const at::Tensor hidden = model.hidden_states(b.ids, b.attention_mask, true, latent);
+      // PACE: this batch's two perturbed passes draw from seeds of the step, the batch and the pass.
+      const bool pace = s.pace_sigma > 0;
+      const auto noise = [&](uint64_t pass) { return AdapterNoise{s.pace_sigma, noise_seed(noise_seed(s.seed, i), pass)}; };
+      const AdapterNoise first = noise(0);
+      const at::Tensor hidden = model.hidden_states(b.ids, b.attention_mask, true, latent, pace ? &first : nullptr);
       laps.lap(&StepTimings::forward);
       loss = sft_loss(hidden);
       if (b.weight != 1.0) loss = loss * b.weight;
       m.sft += value(loss);
       sft_batches += 1;
+      if (pace && s.pace_lambda > 0) {
+        const AdapterNoise second = noise(1);
+        const at::Tensor other = model.hidden_states(b.ids, b.attention_mask, true, latent, &second);
+        laps.lap(&StepTimings::forward);
+        const at::Tensor real = (b.attention_mask.defined() ? b.attention_mask.ne(0) : at::ones_like(b.ids, at::kBool)).to(at::kFloat);
+        const at::Tensor per_token = (hidden.to(at::kFloat) - other.to(at::kFloat)).square().sum(-1);
+        at::Tensor consistency = (per_token * real).sum() / real.sum().clamp_min(1.0) * s.pace_lambda;
+        if (b.weight != 1.0) consistency = consistency * b.weight;
+        m.penalty += value(consistency);
+        loss = loss + consistency;
+      }
       if (latent && s.plain_sft_weight > 0) {
         at::Tensor plain = sft_loss(model.hidden_states(b.ids, b.attention_mask, true));
         if (b.weight != 1.0) plain = plain * b.weight;
@@ -203,12 +221,13 @@ StepMetrics Trainer::step(const LlamaModel& model, const std::vector<StepBatch>&
   if (s.group) {
     // Every rank now holds the same per-micro-batch gradients (sums of the ranks' weighted shares).
     for (auto& p : pending) p.wait();
-    at::Tensor losses = at::tensor({m.sft, m.plain_sft, m.divergence}, at::kDouble);
+    at::Tensor losses = at::tensor({m.sft, m.plain_sft, m.divergence, m.penalty}, at::kDouble);
     std::vector<at::Tensor> l{losses};
     s.group->all_reduce(l, Bucketing::Flat, 1.0, "the all-reduce of the step's losses");
     m.sft = losses[0].item<double>();
     m.plain_sft = losses[1].item<double>();
     m.divergence = losses[2].item<double>();
+    m.penalty = losses[3].item<double>();
     laps.lap(&StepTimings::allreduce);
   }
 
@@ -229,6 +248,9 @@ StepMetrics Trainer::step(const LlamaModel& model, const std::vector<StepBatch>&
     }
   }
   per_batch.clear();
+  // PACE's consistency is a mean over the new-task batches, as their cross-entropy is.
+  if (sft_batches) m.penalty /= static_cast<double>(sft_batches);
+  if (s.penalties.any()) m.penalty += add_penalty_grads(model, s.penalties, params_, combined);
   for (size_t p = 0; p < params_.size(); ++p) params_[p].mutable_grad() = std::move(combined[p]);
   laps.lap(&StepTimings::projection);
   m.grad_norm = clip_grad_norm(params_, s.max_grad_norm);

@@ -13,6 +13,7 @@
 #include "core/divergence.h"
 #include "core/llama.h"
 #include "core/optim.h"
+#include "core/regularizers.h"
 
 namespace jfa {
 
@@ -50,6 +51,15 @@ struct StepSettings {
   uint64_t seed{};  // PCGrad's visiting orders
   // with latent: weight of an extra SFT loss with the latent increments off, on new-task batches that carry them
   double plain_sft_weight{};
+  // Penalties on the adapters (EWC, O-LoRA; 0 weights: off): their gradients join the combined
+  // gradient before clipping, whatever combined the micro-batches' (PCGrad or the mean).
+  AdapterPenalties penalties;
+  // PACE (pace_sigma > 0): new-task batches run with the adapters' outputs perturbed (AdapterNoise,
+  // seeded by the step's seed, the batch's index and the pass), the cross-entropy of that pass plus
+  // pace_lambda x the mean over real tokens of ||h1 - h2||^2 between its final hidden states and a
+  // second, independently perturbed pass's (pace_lambda 0: the second pass is not run).
+  double pace_sigma{};
+  double pace_lambda{};
   double lr{};  // this step's learning rate (the schedule is the caller's)
   bool timings{};
   // Data-parallel: each micro-batch's gradients are summed over the group's ranks (started right
@@ -69,6 +79,8 @@ struct StepMetrics {
   double sft = 0;        // mean new-task cross-entropy over the batches that had one
   double plain_sft = 0;  // mean of the plain (latent off) SFT loss where plain_sft_weight added it
   double divergence = 0; // mean flashback divergence
+  // the penalties' value (EWC, O-LoRA) plus the mean over new-task batches of pace_lambda x consistency
+  double penalty = 0;
   double grad_norm = 0;  // before clipping
   int64_t conflicts = 0;
   StepTimings timings;   // zeros unless settings.timings
