@@ -333,6 +333,8 @@ export interface NativeModel {
   activationCheckpointing: boolean;
   addLora(targets: string[], options?: { r?: number; loraAlpha?: number; rslora?: boolean; seed?: number | bigint }): void;
   loraParameters(): Record<string, NativeTensor>;
+  /** EWC's diagonal Fisher of the adapted layers' base weights (adapters off), one float32 tensor per adapted layer in loraParameters' order */
+  fisherDiagonalAsync(ids: NativeTensor, options: { attentionMask?: NativeTensor; targets: NativeTensor }): Promise<NativeTensor[]>;
   dispose(): void;
 }
 
@@ -389,6 +391,15 @@ export interface NativeStep {
   maxGradNorm: number;
   seed: number | bigint;
   plainSftWeight: number;
+  /** EWC's weight (0: off) and Fisher, one tensor per adapted layer (empty when off) */
+  ewcLambda: number;
+  ewcFisher: NativeTensor[];
+  /** O-LoRA's weight (0: off) and the earlier rounds' A stacked by rows, one tensor per adapted layer (empty when off) */
+  oloraLambda: number;
+  oloraPrevious: NativeTensor[];
+  /** PACE: the noise's standard deviation (0: off) and the consistency's weight */
+  paceSigma: number;
+  paceLambda: number;
   lr: number;
   timings: boolean;
   /** data-parallel: sum each micro-batch's gradients over this group before combining them */
@@ -458,6 +469,8 @@ export interface NativeStepMetrics {
   plainSft: number;
   /** mean flashback divergence (0 without flashbacks) */
   divergence: number;
+  /** the weighted penalties added to the loss: EWC's and O-LoRA's, plus PACE's consistency (mean over new-task micro-batches); 0 without */
+  penalty: number;
   /** the gradients' total L2 norm before clipping */
   gradNorm: number;
   /** PCGrad projections applied (conflicting micro-batch gradient pairs) */

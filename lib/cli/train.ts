@@ -191,6 +191,12 @@ export const trainSchema = z
     seed: z.number().int().nonnegative().default(TRAIN_DEFAULTS.seed),
     /** self-replay: tokens the base generates per flashback answer at most */
     selfReplayMaxNewTokens: z.number().int().positive().optional(),
+    /** ewc, o-lora, pace: their weights, EWC's prompts and PACE's noise (train()'s defaults when absent) */
+    ewcLambda: z.number().nonnegative().optional(),
+    ewcSamples: z.number().int().positive().optional(),
+    oloraLambda: z.number().nonnegative().optional(),
+    paceSigma: z.number().positive().optional(),
+    paceLambda: z.number().nonnegative().optional(),
     /** evaluate every N steps (and at step 0 and the last) on --eval-old and/or --eval-new */
     evalEvery: z.number().int().positive().optional(),
     /** old-suite JSONL with answers, scored by accuracy */
@@ -294,6 +300,11 @@ export async function runTrain(o: z.infer<typeof trainSchema>): Promise<void> {
     lora: { r: o.r, loraAlpha: o.loraAlpha },
     seed: o.seed,
     selfReplayMaxNewTokens: o.selfReplayMaxNewTokens,
+    ewcLambda: o.ewcLambda,
+    ewcSamples: o.ewcSamples,
+    oloraLambda: o.oloraLambda,
+    paceSigma: o.paceSigma,
+    paceLambda: o.paceLambda,
     outDir: o.out,
     checkpointEvery: o.checkpointEvery,
     resume: o.resume,

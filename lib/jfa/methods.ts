@@ -20,6 +20,18 @@ export interface MethodPreset {
   selfReplay: boolean;
   /** how the latent pool serves; absent: the latentMode option decides */
   latentMode?: LatentMode;
+  /**
+   * EWC: a penalty lambda x sum F * (scale B A)^2 on each adapted layer's weight change, F the
+   * diagonal Fisher of its base weight estimated once at the base on the flashback prompts
+   */
+  ewc?: boolean;
+  /** O-LoRA: a penalty lambda x sum ||A A_old^T||_F^2 keeping this round's A orthogonal to the earlier rounds' (continued runs) */
+  olora?: boolean;
+  /**
+   * PACE: each adapter's output is multiplied by (1 + eps), eps ~ N(0, sigma^2), in training, and the
+   * loss adds lambda x the squared distance between two perturbed passes' final hidden states
+   */
+  pace?: boolean;
 }
 
 // Each row's type is MethodPreset (whose fields are documented once), its key a method's name.
@@ -40,6 +52,12 @@ export const METHOD_PRESETS = Object.freeze({
   slm: row({ flashbacks: false, latent: true, pcgrad: false, replay: false, selfReplay: false, latentMode: 'retrieve' }),
   /** SFT on the new tasks mixed with the frozen base's own greedy answers to the flashback prompts */
   'self-replay': row({ flashbacks: false, latent: false, pcgrad: false, replay: false, selfReplay: true }),
+  /** SFT plus EWC's Fisher-weighted penalty on the adapters' weight change (Kirkpatrick et al. 2017), the Fisher from the flashback prompts */
+  ewc: row({ flashbacks: false, latent: false, pcgrad: false, replay: false, selfReplay: false, ewc: true }),
+  /** SFT whose adapter is kept orthogonal to the earlier continual rounds' (O-LoRA, Wang et al. 2023); plain SFT in a first round */
+  'o-lora': row({ flashbacks: false, latent: false, pcgrad: false, replay: false, selfReplay: false, olora: true }),
+  /** PACE (Ni et al. 2024), the paper's baseline: multiplicative noise on the adapters' outputs and a consistency loss between two perturbed passes */
+  pace: row({ flashbacks: false, latent: false, pcgrad: false, replay: false, selfReplay: false, pace: true }),
   /** Joint Flashback Adaptation: flashbacks, latent tasks and PCGrad */
   jfa: row({ flashbacks: true, latent: true, pcgrad: true, replay: false, selfReplay: false }),
   /** jfa without latent tasks (the ablation) */

@@ -16,6 +16,7 @@ import { type LatentOptions } from './latent.js';
 import { type StepProgress } from './loop.js';
 import { type Method, type MethodPreset, presetOf } from './methods.js';
 import { LATENT_MODES, type LatentMode } from './pool.js';
+import { REGULARIZER_DEFAULTS, type RegularizerOptions, regularizerSettings, type RunRegularizers } from './regularizers.js';
 import { STEP_DEFAULTS, type StepSwitches } from './step.js';
 import { isStream } from './streamed.js';
 
@@ -74,6 +75,7 @@ export const TRAIN_DEFAULTS = {
   seed: 0,
   /** self-replay: tokens the base generates per flashback answer at most */
   selfReplayMaxNewTokens: 64,
+  ...REGULARIZER_DEFAULTS,
   /** keep the reference's outputs of each flashback micro-batch (within 1 GiB) */
   cacheReference: true,
   /** how a continued run folds the earlier rounds' adapters */
@@ -89,7 +91,7 @@ export const TRAIN_DEFAULTS = {
 } as const;
 
 /** Options of {@link train}; every default is in {@link TRAIN_DEFAULTS}, which `jfa train` shares. */
-export interface TrainOptions extends TrainEvalOptions {
+export interface TrainOptions extends TrainEvalOptions, RegularizerOptions {
   /** the training method: a row of {@link METHOD_PRESETS}, which sets the switches below unless they are given */
   method: Method;
   /** where to train: 'cpu' (default: where the model is), 'cuda' or 'cuda:N'; the model is moved there first */
@@ -293,6 +295,8 @@ export interface RunPlan {
   stream: InstanceRecord[];
   /** self-replay: the base answers every flashback (greedy, this many tokens at most) and the answers join the stream */
   selfReplay?: { maxNewTokens: number };
+  /** ewc, o-lora, pace: the penalties and noise of the step */
+  regularizers: RunRegularizers;
   flashbacks: FlashbackRecord[];
   stepsPerEpoch: number;
   totalSteps: number;
@@ -346,7 +350,7 @@ export function planTrain(model: LlamaModel, data: TrainData, o: TrainOptions): 
 export const TRAIN_OPTION_NAMES = [
   'method', 'device', 'precision', 'latent', 'pcgrad', 'epochs', 'microBatch', 'accumulation', 'flashbackMicroBatches', 'maxTokens', 'lr',
   'warmupRatio', 'weightDecay', 'maxGradNorm', 'alpha', 'kl', 'reduction', 'lora', 'latentOptions', 'latentLayer', 'latentMode', 'latentDropout',
-  'plainSftWeight', 'seed', 'selfReplayMaxNewTokens', 'outDir', 'checkpointEvery', 'resume', 'cacheReference', 'maxSteps', 'pauseAfter', 'signal', 'replaceAdapter', 'keepCache',
+  'plainSftWeight', 'seed', 'selfReplayMaxNewTokens', 'ewcLambda', 'ewcSamples', 'oloraLambda', 'paceSigma', 'paceLambda', 'outDir', 'checkpointEvery', 'resume', 'cacheReference', 'maxSteps', 'pauseAfter', 'signal', 'replaceAdapter', 'keepCache',
   'activationCheckpointing', 'continueFrom', 'continueMode', 'flashbackBudget', 'onStep', 'tensorboard', 'distributed', 'streamWindow',
   'evalEvery', 'evalOld', 'evalNew', 'evalLimit', 'evalBatch', 'evalMaxNewTokens', 'keepBest', 'maxForgetting', 'onEval', 'onEvalBatch',
 ] as const satisfies readonly (keyof TrainOptions)[];
@@ -458,6 +462,7 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, evals: Eva
   if (flashbackMicro > 0 && flashbacks.length === 0) throw new OptionError(`train: method '${o.method}' needs flashbacks`);
   if (preset.replay && !data.replay?.length) throw new OptionError(`train: method '${o.method}' needs old-task training data`);
   const selfReplay = selfReplaySettings(o, preset, flashbacks.length);
+  const regularizers = regularizerSettings(o, preset, flashbacks.length);
   const stream = preset.replay ? [...newTrain, ...data.replay!] : newTrain;
   // Self-replay adds one record per flashback (answered when the run starts).
   const records = stream.length + (selfReplay ? flashbacks.length : 0);
@@ -493,6 +498,7 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, evals: Eva
     newTrain,
     stream,
     ...(selfReplay ? { selfReplay } : {}),
+    regularizers,
     flashbacks,
     stepsPerEpoch,
     totalSteps,
@@ -518,6 +524,7 @@ function planRun(model: LlamaModel, data: TrainData, o: TrainOptions, evals: Eva
       ...(streamed ? { stream: { window: streamed.window } } : {}),
       ...(useLatent ? { latent: { ...latentRun, layer: latentLayer, options: latentOptions } } : {}),
       ...(selfReplay ? { selfReplay } : {}),
+      ...(Object.keys(regularizers).length ? { regularizers } : {}),
       ...(continued ? { continued: { run: continued.prev.run, mode: continued.mode, budget: continued.budget } } : {}),
       ...(evals ? { evals: evalIdentity(evals) } : {}),
     },

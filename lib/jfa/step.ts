@@ -100,6 +100,11 @@ export interface StepOptions {
    * micro-batches that carry increments, so that the adapter also learns to serve alone (default 0: none)
    */
   plainSftWeight?: number;
+  /**
+   * Penalties on the adapters, whose gradients join the combined gradient before clipping (see
+   * {@link StepPenalties}); none by default
+   */
+  penalties?: StepPenalties;
   /** When given, the milliseconds spent in each phase of the step are added to it (benchmarks). */
   timings?: StepTimings;
   /**
@@ -109,6 +114,26 @@ export interface StepOptions {
   group?: ProcessGroup;
   /** with group: one flat buffer per micro-batch (default) or one all-reduce per tensor */
   bucket?: 'flat' | 'tensor';
+}
+
+/** The regularisers of {@link trainStep} (methods ewc, o-lora and pace), each absent when off. */
+export interface StepPenalties {
+  /**
+   * EWC: lambda x the sum over adapted layers of F * (scale B A)^2, with `fisher` one float32
+   * tensor of the base weight's shape per adapted layer, in loraParameters' order
+   */
+  ewc?: { lambda: number; fisher: Tensor[] };
+  /**
+   * O-LoRA: lambda x the sum over adapted layers of ||A A_old^T||_F^2, with `previous` one tensor per
+   * adapted layer (R, in): the earlier rounds' A of that layer stacked by rows (R = 0: none)
+   */
+  olora?: { lambda: number; previous: Tensor[] };
+  /**
+   * PACE: new-task micro-batches run with each adapter's output multiplied by (1 + eps), eps ~ N(0,
+   * sigma^2) per element, drawn from the step's seed; their loss adds lambda x the mean over real
+   * tokens of the squared distance between the final hidden states of two such passes
+   */
+  pace?: { sigma: number; lambda: number };
 }
 
 /** Milliseconds per phase of trainStep, accumulated over calls; `total` is the whole call. */
@@ -175,6 +200,7 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, micro: Micr
     maxGradNorm: o.maxGradNorm ?? STEP_DEFAULTS.maxGradNorm,
     seed: o.seed ?? STEP_DEFAULTS.seed,
     plainSftWeight: o.plainSftWeight ?? STEP_DEFAULTS.plainSftWeight,
+    ...penaltiesOf(o.penalties),
     lr: optimizer.lr,
     timings: Boolean(o.timings),
     ...(o.group ? { group: o.group.handle, bucket: o.bucket ?? 'flat' } : {}),
@@ -184,7 +210,19 @@ export async function trainStep(model: LlamaModel, optimizer: AdamW, micro: Micr
   });
   optimizer.stepCount += 1;
   if (o.timings && r.timings) for (const k of Object.keys(r.timings) as (keyof StepTimings)[]) o.timings[k] += r.timings[k];
-  return { sft: r.sft, plainSft: r.plainSft, divergence: r.divergence, gradNorm: r.gradNorm, conflicts: r.conflicts };
+  return { sft: r.sft, plainSft: r.plainSft, divergence: r.divergence, penalty: r.penalty, gradNorm: r.gradNorm, conflicts: r.conflicts };
+}
+
+/** The native step's penalty fields: every one given, zeros and empty lists for what is off. */
+function penaltiesOf(p: StepPenalties | undefined) {
+  return {
+    ewcLambda: p?.ewc?.lambda ?? 0,
+    ewcFisher: p?.ewc ? p.ewc.fisher.map((t) => t.handle) : [],
+    oloraLambda: p?.olora?.lambda ?? 0,
+    oloraPrevious: p?.olora ? p.olora.previous.map((t) => t.handle) : [],
+    paceSigma: p?.pace?.sigma ?? 0,
+    paceLambda: p?.pace?.lambda ?? 0,
+  };
 }
 
 function switchesOf(method: Method | StepSwitches): StepSwitches {

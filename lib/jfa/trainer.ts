@@ -28,6 +28,7 @@ import { runSteps, type StepProgress } from './loop.js';
 import { planTrain, type RunPlan, TRAIN_DEFAULTS, type TrainData, type TrainOptions } from './plan.js';
 import { LATENT_POOL_FILE, LatentPool } from './pool.js';
 import { type RunLatent, saveLatent, setUpLatent } from './retrieval.js';
+import { stepPenalties } from './regularizers.js';
 import { selfReplayRecords } from './self-replay.js';
 import { checkPosition, firstRecords, StreamedRecords, type StreamPosition } from './streamed.js';
 
@@ -134,6 +135,13 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, planned: RunPlan
     optimizer.dispose();
     throw e;
   }) : planned;
+  // ewc's Fisher (estimated, or the run folder's when resuming), o-lora's earlier A, pace's noise.
+  const cache = { dir: plan.outDir, resume: resume !== undefined, write: writer };
+  const run = { flashbacks: plan.flashbacks, seed: plan.seed, maxTokens: plan.maxTokens, previous: plan.continued?.prev, ...cache };
+  const penalties = await stepPenalties(model, tokenizer, plan.regularizers, run).catch((e: unknown) => {
+    optimizer.dispose();
+    throw e;
+  });
   const metricsFile = writer && plan.outDir ? join(plan.outDir, 'metrics.jsonl') : undefined;
   const shard = group && { rank: group.rank, world: group.worldSize };
   const flash = continued ?? flashbackSource(model, tokenizer, plan, undefined, shard);
@@ -188,6 +196,7 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, planned: RunPlan
         pcgrad: plan.usePcgrad,
         seed: hashString(`${plan.seed}:pcgrad:${step}`),
         plainSftWeight: plan.latentRun.plainSftWeight,
+        ...(penalties ? { penalties } : {}),
         ...(group ? { group, bucket: group.options.bucket } : {}),
       }),
       onStep: plan.onStep,
@@ -204,6 +213,7 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, planned: RunPlan
           'train/conflicts': p.conflicts,
           'train/tokens_per_second': p.tokensPerSecond,
           ...(plan.latentRun.plainSftWeight ? { 'train/plain_sft': p.plainSft } : {}),
+          ...(penalties ? { 'train/penalty': p.penalty } : {}),
         });
         const checkpoint = () => {
           if (plan.checkpointEvery && p.step % plan.checkpointEvery === 0 && p.step < plan.totalSteps && !evals?.stopped) {
@@ -227,6 +237,7 @@ async function trainIn(model: LlamaModel, tokenizer: Tokenizer, planned: RunPlan
   } finally {
     model.activationCheckpointing = checkpointing;
     flash.dispose();
+    for (const t of [...(penalties?.ewc?.fisher ?? []), ...(penalties?.olora?.previous ?? [])]) t.dispose();
     board?.close();
     await records?.close();
   }
