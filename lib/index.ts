@@ -91,7 +91,7 @@ export { AdamW, type AdamWOptions, clipGradNorm, cosineWithWarmup } from './opti
 export { promptBatch, type PromptBatch, promptText, sftBatch, type SftBatch } from './jfa/examples.js';
 export { embedRecords, type LatentOptions, type LatentParts, LatentTasks, type Retrieval } from './jfa/latent.js';
 export { findLatentPool, LATENT_MODES, LATENT_POOL_FILE, LATENT_POOL_FORMAT, LATENT_POOL_VERSION, type LatentMode, LatentPool } from './jfa/pool.js';
-export { type MicroBatch, STEP_DEFAULTS, type StepOptions, type StepResult, type StepSwitches, type StepTimings, stepTimings, trainStep } from './jfa/step.js';
+export { type MicroBatch, STEP_DEFAULTS, type StepOptions, type StepPenalties, type EwcPenalty, type OloraPenalty, type PaceNoise, type StepResult, type StepSwitches, type StepTimings, stepTimings, trainStep } from './jfa/step.js';
 export { type Method, METHOD_PRESETS, type MethodPreset, METHODS, presetOf } from './jfa/methods.js';
 export { checkTrainOptions, TRAIN_DEFAULTS, TRAIN_OPTION_NAMES } from './jfa/plan.js';
 export { keepReference, referenceKeeping, type Precision, type StepProgress, train, type TrainData, type TrainEvals, type TrainOptions, type TrainResult } from './jfa/trainer.js';

@@ -118,22 +118,41 @@ export interface StepOptions {
 
 /** The regularisers of {@link trainStep} (methods ewc, o-lora and pace), each absent when off. */
 export interface StepPenalties {
-  /**
-   * EWC: lambda x the sum over adapted layers of F * (scale B A)^2, with `fisher` one float32
-   * tensor of the base weight's shape per adapted layer, in loraParameters' order
-   */
-  ewc?: { lambda: number; fisher: Tensor[] };
-  /**
-   * O-LoRA: lambda x the sum over adapted layers of ||A A_old^T||_F^2, with `previous` one tensor per
-   * adapted layer (R, in): the earlier rounds' A of that layer stacked by rows (R = 0: none)
-   */
-  olora?: { lambda: number; previous: Tensor[] };
-  /**
-   * PACE: new-task micro-batches run with each adapter's output multiplied by (1 + eps), eps ~ N(0,
-   * sigma^2) per element, drawn from the step's seed; their loss adds lambda x the mean over real
-   * tokens of the squared distance between the final hidden states of two such passes
-   */
-  pace?: { sigma: number; lambda: number };
+  /** EWC: lambda x the sum over adapted layers of F * (scale B A)^2 */
+  ewc?: EwcPenalty;
+  /** O-LoRA: lambda x the sum over adapted layers of ||A A_old^T||_F^2 */
+  olora?: OloraPenalty;
+  /** PACE: noise on the adapters' outputs and a consistency loss between two perturbed passes */
+  pace?: PaceNoise;
+}
+
+/** EWC's penalty of a step ({@link StepPenalties}). */
+export interface EwcPenalty {
+  /** the penalty's weight */
+  lambda: number;
+  /** one float32 tensor of the base weight's shape per adapted layer, in loraParameters' order: the diagonal Fisher */
+  fisher: Tensor[];
+}
+
+/** O-LoRA's penalty of a step ({@link StepPenalties}). */
+export interface OloraPenalty {
+  /** the penalty's weight */
+  lambda: number;
+  /** one (R, in) tensor per adapted layer, in loraParameters' order: the earlier rounds' A of that layer stacked by rows (R = 0: none) */
+  previous: Tensor[];
+}
+
+/**
+ * PACE's noise of a step ({@link StepPenalties}): new-task micro-batches run with each adapter's
+ * output multiplied by (1 + eps), eps ~ N(0, sigma^2) per element, drawn from the step's seed; their
+ * loss adds lambda x the mean over real tokens of the squared distance between the final hidden
+ * states of two such passes.
+ */
+export interface PaceNoise {
+  /** the noise's standard deviation */
+  sigma: number;
+  /** the consistency's weight (0: one perturbed pass, no consistency) */
+  lambda: number;
 }
 
 /** Milliseconds per phase of trainStep, accumulated over calls; `total` is the whole call. */
