@@ -262,7 +262,7 @@ describe('ewc, o-lora and pace agree with transformers + PEFT + torch.optim', ()
     void caseDir;
   });
 
-  it(`o-lora: ${STEPS} steps of SFT + lambda x sum ||A A_old^T||^2 against two earlier rounds' A; lambda 5% off fails`, async () => {
+  it(`o-lora: ${STEPS} steps of SFT + lambda x sum ||A A_old^T||^2 against earlier rounds' A (6 rows); lambda 5% off fails`, async () => {
     setNumThreads(1);
     const { model, micro } = start();
     const names = modules(model);
@@ -286,7 +286,8 @@ describe('ewc, o-lora and pace agree with transformers + PEFT + torch.optim', ()
     const r = await compare('pace', model, micro, { pace }, { pace }, { pace: { ...pace, lambda: pace.lambda * 1.05 } });
     expect(r.ours.every((s) => s.penalty > 0)).toBe(true);
     expect(r.brokenLoss).toBeGreaterThan(10 * LOSS_RTOL);
-    expect(r.brokenWeight).toBeGreaterThan(10 * WEIGHT_RTOL);
+    // the consistency's gradient is a small share of the step's here: 5% of it moves the weights ~13x the tolerance (measured 2.6e-4)
+    expect(r.brokenWeight).toBeGreaterThan(5 * WEIGHT_RTOL);
     console.log(`pace reference: worst ${r.loss.toExponential(1)} (losses, penalties, norms), ${r.weight.toExponential(1)} (weights); lambda 5% off: ${r.brokenLoss.toExponential(1)}, ${r.brokenWeight.toExponential(1)}`);
   });
 });
