@@ -158,7 +158,7 @@ describe('training loop', () => {
       expect(existsSync(join(out, 'adapter', 'latent_pool.safetensors')), method).toBe(preset.latent);
       r.pool?.dispose();
     }
-  });
+  }, 240_000); // every row of the table (14 methods) trains a short run
 
   it("an ablation's preset trains exactly as jfa with that switch given", async () => {
     const adapterOf = async (extra: Partial<TrainOptions>) => {
