@@ -147,6 +147,7 @@ class LlamaModel {
 
  private:
   friend class DecodeSession;  // generation's loop drives decode() with its own KV cache
+  friend class ContinuousSession;  // and so does continuous batching's
   struct Layer {
     at::Tensor input_norm, post_attention_norm;
     at::Tensor pre_feedforward_norm, post_feedforward_norm;  // with config.sandwich_norms
