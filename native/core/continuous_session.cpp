@@ -136,8 +136,8 @@ void ContinuousSession::refill(std::vector<FinishedSequence>& out) {
   }
   std::optional<LatentCall> tasks;
   if (latent_) tasks = LatentCall{latent_->indices.narrow(0, first, g), latent_->weights.narrow(0, first, g)};
-  const at::Tensor h = model_.decode(ids, positions, mask, &group, adapters_, tasks ? &*tasks : nullptr);
-  const at::Tensor logits = DecodeSession::next_logits(model_, h.select(1, width - 1));
+  const at::Tensor h = model_.decode(ids, positions, mask, &group, adapters_, tasks ? &*tasks : nullptr, /*last_only=*/true);
+  const at::Tensor logits = DecodeSession::next_logits(model_, h.select(1, h.size(1) - 1));
   at::Tensor seen;
   if (seen_.defined()) {
     // The prompt's real tokens; padding goes to an extra column, dropped.

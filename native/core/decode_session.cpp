@@ -108,8 +108,8 @@ DecodeSession::DecodeSession(const LlamaModel& model, const at::Tensor& ids_in, 
     seen_.scatter_(1, at::where(prompt_mask.ne(0), ids, V), true);
     seen_ = seen_.narrow(1, 0, V).contiguous();
   }
-  const at::Tensor h = model.decode(ids, positions, key_mask_.narrow(1, 0, prompt_), &cache_, adapters_, latent_call());
-  logits_ = next_logits(model_, h.select(1, prompt_ - 1));
+  const at::Tensor h = model.decode(ids, positions, key_mask_.narrow(1, 0, prompt_), &cache_, adapters_, latent_call(), /*last_only=*/true);
+  logits_ = next_logits(model_, h.select(1, h.size(1) - 1));
   next_pos_ = positions.select(1, prompt_ - 1) + 1;
   rows_ = at::arange(batch_, i64);
   finished_ = at::zeros({batch_}, i64.dtype(at::kBool));
