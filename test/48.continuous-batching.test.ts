@@ -1,11 +1,14 @@
 // Continuous batching (core/continuous_session.h, lib/model/continuous.ts): a slot whose prompt ended
 // is refilled with the next, and every prompt still gets exactly the tokens it gets alone (batch 1):
-// mixed prompt lengths and output lengths (some end at once, some run to maxNewTokens), with a LoRA
-// adapter, with a latent pool through evaluation, and abort part-way.
+// mixed prompt lengths and output lengths (some end at once, some run to maxNewTokens), prompts that
+// share an instruction, with a LoRA adapter, with a latent pool through evaluation, and abort part-way.
 //
 // That the comparison catches a refilled slot computed wrongly was checked by hand (2026-12-07): with
 // the refill's position off by one (`position_[s] = len + 1` in ContinuousSession::refill), the first
 // five comparison tests fail (every prompt enters through a refill, and its tokens after the first differ).
+// With the positions of the tokens after a shared prefix off by one (`+ (shared ? 1 : 0)` on the rest's
+// positions in refill), the shared-instruction test fails, and three others whose refills share a
+// prefix too.
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { type InstanceRecord } from '../lib/data/records.js';
@@ -69,6 +72,18 @@ describe('continuous batching gives each prompt its batch-1 tokens', () => {
       const got = await generateContinuous(model, tokenizer, prompts, { slots, maxNewTokens: MAX, onDone: (d) => done.push(d) });
       expect(got, `slots ${slots}`).toEqual(one);
       expect(done.at(-1)).toBe(prompts.length);
+    }
+  });
+
+  it('prompts that share an instruction (its keys computed once per refill) still get their batch-1 tokens', async () => {
+    const instruction = records.find((r) => tokenizer.encode(r.instruction).length > 24)!.instruction;
+    const sharing = [...records.slice(0, 12).map((r) => promptText({ ...r, instruction })), instruction, `${instruction} `];
+    const one = await Promise.all(sharing.map(async (p) => (await generateText(model, tokenizer, [p], { maxNewTokens: MAX }))[0]!));
+    // in order: the first refills hold prompts of one instruction; by length, as evaluation takes them
+    const byLength = sharing.map((_, i) => i).sort((a, b) => tokenizer.encode(sharing[a]!).length - tokenizer.encode(sharing[b]!).length);
+    for (const order of [sharing.map((_, i) => i), byLength]) {
+      const got = await generateContinuous(model, tokenizer, order.map((i) => sharing[i]!), { slots: 6, maxNewTokens: MAX });
+      expect(got).toEqual(order.map((i) => one[i]));
     }
   });
 

@@ -11,6 +11,7 @@
 #include <ATen/ops/zeros_like.h>
 
 #include <algorithm>
+#include <limits>
 #include <string>
 
 #include "core/checks.h"
@@ -26,6 +27,9 @@ namespace {
 constexpr int64_t kRefillShare = 8;
 // Columns before every slot's run (left by runs that ended) that make a compaction worth its copy.
 constexpr int64_t kDeadColumns = 16;
+// A prefix shared by a refill's prompts shorter than this is computed with each: the prefix's own
+// forward pass would cost about what it saves.
+constexpr int64_t kMinSharedPrefix = 16;
 
 }  // namespace
 
@@ -38,6 +42,7 @@ ContinuousSession::ContinuousSession(const LlamaModel& model, const at::Tensor& 
   if (slots < 1) throw_range(where + ": slots must be a positive integer, got " + std::to_string(slots));
   if (lengths_.empty()) throw_range(where + ": no prompts");
   ids_ = model.placed(ids_in);
+  ids_cpu_ = ids_in.to(at::kCPU).contiguous();
   if (ids_.scalar_type() != at::kLong) throw_type(where + ": prompt ids must be int64, got " + dtype_name(ids_.scalar_type()));
   check_dims(ids_, 1, op, "prompt ids");
   int64_t total = 0, longest = 0;
@@ -73,6 +78,7 @@ ContinuousSession::ContinuousSession(const LlamaModel& model, const at::Tensor& 
   out_.resize(b);
   const auto i64 = at::TensorOptions().dtype(at::kLong).device(model.device());
   next_ = at::full({b}, o.pad_token_id, i64);
+  mask_ = at::zeros({b, capacity_}, i64);
   if (o.repetition_penalty != 1.0) seen_ = at::zeros({b, c.vocab_size}, i64.dtype(at::kBool));
   if (latent_)
     mix_ = LatentCall{at::zeros({b, latent_->indices.size(1)}, latent_->indices.options()), at::zeros({b, latent_->weights.size(1)}, latent_->weights.options())};
@@ -111,21 +117,41 @@ std::vector<FinishedSequence> ContinuousSession::step(int64_t n) {
   return out;
 }
 
+int64_t ContinuousSession::shared_prefix(int64_t first, int64_t g) const {
+  const int64_t* ids = ids_cpu_.data_ptr<int64_t>();
+  int64_t most = std::numeric_limits<int64_t>::max();
+  for (int64_t j = 0; j < g; ++j) most = std::min(most, lengths_[first + j] - 1);
+  for (int64_t k = 0; k < most; ++k)
+    for (int64_t j = 1; j < g; ++j)
+      if (ids[offsets_[first + j] + k] != ids[offsets_[first] + k]) return k;
+  return most;
+}
+
 void ContinuousSession::refill(std::vector<FinishedSequence>& out) {
   const int64_t prompts = static_cast<int64_t>(lengths_.size());
   std::vector<int64_t> slots;
   for (int64_t s = 0; s < static_cast<int64_t>(prompt_.size()) && next_prompt_ + static_cast<int64_t>(slots.size()) < prompts; ++s)
     if (prompt_[s] < 0) slots.push_back(s);
   const int64_t g = static_cast<int64_t>(slots.size()), first = next_prompt_;
-  int64_t width = 0;
-  for (int64_t j = 0; j < g; ++j) width = std::max(width, lengths_[first + j]);
-  // The group left-padded, as generate batches prompts.
+  // The tokens every prompt of the group begins with (an instruction they share) are computed once.
+  // Not with latent tasks: they make each prompt's keys its own from the first token.
+  int64_t shared = latent_ || g < 2 ? 0 : shared_prefix(first, g);
+  if (shared < kMinSharedPrefix) shared = 0;
+  int64_t rest = 0;
+  for (int64_t j = 0; j < g; ++j) rest = std::max(rest, lengths_[first + j] - shared);
+  const int64_t width = shared + rest;
+  // Each prompt as [shared prefix, padding, the rest of it]: left-padded as generate batches prompts
+  // when nothing is shared. Positions count real tokens, so the padding moves none.
   const auto i64 = at::TensorOptions().dtype(at::kLong).device(model_.device());
   at::Tensor ids = at::full({g, width}, o_.pad_token_id, i64), mask = at::zeros({g, width}, i64);
+  if (shared) {
+    ids.narrow(1, 0, shared).copy_(ids_.narrow(0, offsets_[first], shared).view({1, shared}));
+    mask.narrow(1, 0, shared).fill_(1);
+  }
   for (int64_t j = 0; j < g; ++j) {
-    const int64_t len = lengths_[first + j];
-    ids.select(0, j).narrow(0, width - len, len).copy_(ids_.narrow(0, offsets_[first + j], len));
-    mask.select(0, j).narrow(0, width - len, len).fill_(1);
+    const int64_t own = lengths_[first + j] - shared;
+    ids.select(0, j).narrow(0, width - own, own).copy_(ids_.narrow(0, offsets_[first + j] + shared, own));
+    mask.select(0, j).narrow(0, width - own, own).fill_(1);
   }
   const at::Tensor positions = (mask.cumsum(1) - 1).clamp_min(0);
   const LlamaConfig& c = model_.config();
@@ -134,9 +160,25 @@ void ContinuousSession::refill(std::vector<FinishedSequence>& out) {
     group.k.push_back(at::empty({g, c.num_key_value_heads, width, c.head_dim}, cache_.k[0].options()));
     group.v.push_back(at::empty({g, c.num_key_value_heads, width, c.head_dim}, cache_.v[0].options()));
   }
+  if (shared) {
+    // The prefix alone (batch 1), its keys and values then given to every row.
+    KvCache prefix;
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      prefix.k.push_back(at::empty({1, c.num_key_value_heads, shared, c.head_dim}, cache_.k[0].options()));
+      prefix.v.push_back(at::empty({1, c.num_key_value_heads, shared, c.head_dim}, cache_.v[0].options()));
+    }
+    model_.decode(ids.narrow(0, 0, 1).narrow(1, 0, shared), positions.narrow(0, 0, 1).narrow(1, 0, shared), mask.narrow(0, 0, 1).narrow(1, 0, shared),
+                  &prefix, adapters_, nullptr, /*last_only=*/true);
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      group.k[l].narrow(2, 0, shared).copy_(prefix.k[l].expand({g, -1, -1, -1}));
+      group.v[l].narrow(2, 0, shared).copy_(prefix.v[l].expand({g, -1, -1, -1}));
+    }
+    group.length = shared;
+  }
   std::optional<LatentCall> tasks;
   if (latent_) tasks = LatentCall{latent_->indices.narrow(0, first, g), latent_->weights.narrow(0, first, g)};
-  const at::Tensor h = model_.decode(ids, positions, mask, &group, adapters_, tasks ? &*tasks : nullptr, /*last_only=*/true);
+  const at::Tensor h = model_.decode(ids.narrow(1, shared, rest), positions.narrow(1, shared, rest), mask, &group, adapters_,
+                                     tasks ? &*tasks : nullptr, /*last_only=*/true);
   const at::Tensor logits = DecodeSession::next_logits(model_, h.select(1, h.size(1) - 1));
   at::Tensor seen;
   if (seen_.defined()) {
@@ -155,6 +197,8 @@ void ContinuousSession::refill(std::vector<FinishedSequence>& out) {
     cache_.k[l].narrow(2, end - width, width).index_copy_(0, rows, group.k[l]);
     cache_.v[l].narrow(2, end - width, width).index_copy_(0, rows, group.v[l]);
   }
+  mask_.index_fill_(0, rows, 0);
+  mask_.narrow(1, end - width, width).index_copy_(0, rows, mask);
   if (mix_) {
     mix_->indices.index_copy_(0, rows, tasks->indices);
     mix_->weights.index_copy_(0, rows, tasks->weights);
@@ -164,7 +208,7 @@ void ContinuousSession::refill(std::vector<FinishedSequence>& out) {
   for (int64_t j = 0; j < g; ++j) {
     const int64_t s = slots[j], len = lengths_[first + j];
     prompt_[s] = first + j;
-    start_[s] = end - len;
+    start_[s] = end - (shared ? width : len);
     position_[s] = len;
     out_[s].clear();
   }
@@ -179,19 +223,17 @@ void ContinuousSession::decode_step(std::vector<FinishedSequence>& out) {
   const int64_t longest = longest_run();
   if (cache_.length + 1 > capacity_ || cache_.length - longest >= kDeadColumns) relayout({}, longest);
   const int64_t past = cache_.length;
-  // A free slot attends to its own new key only: defined, and ignored.
-  std::vector<int64_t> first(b), position(b), busy;
+  std::vector<int64_t> position(b), busy;
   for (int64_t s = 0; s < b; ++s) {
     const bool free = prompt_[s] < 0;
-    first[s] = free ? past : start_[s];
     position[s] = free ? 0 : position_[s];
     if (!free) busy.push_back(s);
   }
   const auto cpu = at::TensorOptions().dtype(at::kLong);
-  const auto i64 = cpu.device(model_.device());
-  const at::Tensor starts = at::tensor(first, cpu).to(model_.device()).view({b, 1});
   const at::Tensor positions = at::tensor(position, cpu).to(model_.device()).view({b, 1});
-  const at::Tensor key_mask = at::arange(past + 1, i64).view({1, past + 1}).ge(starts).to(at::kLong);
+  // Every slot's new key (a free slot's output is ignored; it attends to keys that are at least defined).
+  mask_.select(1, past).fill_(1);
+  const at::Tensor key_mask = mask_.narrow(1, 0, past + 1);
   const at::Tensor h = model_.decode(next_.view({b, 1}), positions, key_mask, &cache_, adapters_, mix_ ? &*mix_ : nullptr);
   const at::Tensor tokens = sample_tokens(DecodeSession::next_logits(model_, h.select(1, 0)), seen_, o_, gen_);
   if (seen_.defined()) seen_.scatter_(1, tokens.view({-1, 1}), true);
@@ -235,6 +277,10 @@ void ContinuousSession::relayout(const std::vector<int64_t>& keep, int64_t end) 
       moved.narrow(2, end - kept, kept).copy_(source);
       *t = moved;
     }
+  at::Tensor visible = mask_.narrow(1, length - kept, kept);
+  if (rows.defined()) visible = visible.index_select(0, rows);
+  mask_ = at::zeros({visible.size(0), capacity_}, mask_.options());
+  mask_.narrow(1, end - kept, kept).copy_(visible);
   for (int64_t& s : start_) s = std::max<int64_t>(0, s + end - length);
   cache_.length = end;
   if (!rows.defined()) return;
@@ -255,7 +301,7 @@ void ContinuousSession::relayout(const std::vector<int64_t>& keep, int64_t end) 
 void ContinuousSession::finish() {
   done_ = true;
   cache_ = KvCache();
-  next_ = seen_ = ids_ = at::Tensor();
+  next_ = seen_ = ids_ = ids_cpu_ = mask_ = at::Tensor();
   mix_.reset();
   latent_.reset();
 }

@@ -3,12 +3,13 @@
 // sequence ended (end-of-sequence token or max_new_tokens) takes the next waiting prompt: the
 // waiting prompts of the free slots are prefilled together, their keys and values copied into those
 // slots' rows of the cache, and they decode with the other slots from the next step on. So a batch
-// stays full until the queue is empty, instead of shrinking as its rows end.
+// stays full until the queue is empty, instead of shrinking as its rows end. A prefix that all the
+// prompts of a refill share (an instruction) is prefilled once, its keys and values given to each.
 //
 // Each slot's keys and values are one run of columns ending at the cache's shared write column
-// (each slot's `start` before it is masked), keys are rotated by each slot's own positions before
-// they are cached, and each slot carries its own latent tasks: a prompt is computed as it is alone
-// (batch 1), up to the summation order of the batched products. When the write column reaches the
+// (columns before its `start`, and padding inside it, are masked), keys are rotated by each slot's
+// own positions before they are cached, and each slot carries its own latent tasks: a prompt is
+// computed as it is alone (batch 1), up to the summation order of the batched products. When the write column reaches the
 // cache's capacity, or runs that ended leave many dead columns before the others, every slot's
 // run is moved to the front (the runs end together, so this is one copy per layer).
 #include <ATen/core/Generator.h>
@@ -49,6 +50,8 @@ class ContinuousSession {
   int64_t remaining() const { return remaining_; }
 
  private:
+  // How many tokens the prompts first..first+g-1 all begin with, leaving each at least one of its own.
+  int64_t shared_prefix(int64_t first, int64_t g) const;
   // Prefills the next waiting prompts into the free slots and samples their first tokens.
   void refill(std::vector<FinishedSequence>& out);
   // One token for every busy slot.
@@ -66,7 +69,7 @@ class ContinuousSession {
   const LlamaModel& model_;
   GenerateOptions o_;
   bool adapters_;
-  at::Tensor ids_;                        // (total) int64 on the model's device
+  at::Tensor ids_, ids_cpu_;              // (total) int64 on the model's device, and on the CPU
   std::vector<int64_t> lengths_, offsets_;  // per prompt
   std::optional<LatentCall> latent_;      // per prompt (prompts, k)
   int64_t next_prompt_ = 0, remaining_ = 0, capacity_ = 0;
@@ -74,6 +77,7 @@ class ContinuousSession {
   // Per slot:
   std::vector<int64_t> prompt_;            // its prompt, or -1 when free
   std::vector<int64_t> start_;             // the first column of its run
+  at::Tensor mask_;                        // (slots, capacity_) int64: its visible columns (its run, less padding)
   std::vector<int64_t> position_;          // the position of its next token to feed
   std::vector<std::vector<int64_t>> out_;  // its tokens so far
   at::Tensor next_;                        // (slots) int64: the tokens to feed
