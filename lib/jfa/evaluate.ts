@@ -73,9 +73,9 @@ async function predict(model: LlamaModel, tokenizer: Tokenizer, given: InstanceR
 async function predictChecked(model: LlamaModel, tokenizer: Tokenizer, records: InstanceRecord[], o: EvalOptions): Promise<string[]> {
   const batch = o.batch ?? EVAL_DEFAULTS.batch;
   const prompts = records.map(promptText);
-  // Batches of prompts of similar length: a left-padded batch computes every row at its longest
-  // prompt's length. Each prompt is generated alone in effect (its own mask and positions), so the
-  // order changes what is computed, not the predictions; they are returned in the records' order.
+  // Prompts of similar length together: a left-padded batch (or refill) computes every row at its
+  // longest prompt's length. Each prompt is generated alone in effect (its own mask and positions), so
+  // the order changes what is computed, not the predictions; they are returned in the records' order.
   const lengths = prompts.map((p) => tokenizer.encode(p).length);
   const order = records.map((_, i) => i).sort((a, b) => lengths[a]! - lengths[b]! || a - b);
   if (o.continuous ?? true) return predictContinuous(model, tokenizer, records, prompts, order, o);
