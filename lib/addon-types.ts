@@ -218,6 +218,8 @@ export interface NativeAddon {
   };
   /** made by Model#decoderAsync only */
   Decoder: { readonly prototype: NativeDecoder };
+  /** made by Model#continuousDecoderAsync only */
+  ContinuousDecoder: { readonly prototype: NativeContinuousDecoder };
   Optimizer: new (params: NativeTensor[], options?: NativeAdamWOptions) => NativeOptimizer;
   ProcessGroup: new (options: NativeGroupOptions) => NativeProcessGroup;
   /** this build can make NCCL process groups (a CUDA libtorch with c10d's NCCL) */
@@ -303,6 +305,12 @@ export interface NativeGenerateOptions extends NativeForwardOptions {
   padTokenId?: number;
 }
 
+/** A continuous decoder's options: a Decoder's (greedy only), latent rows one per prompt, and the slots. */
+export interface NativeContinuousOptions extends NativeGenerateOptions {
+  /** prompts decoded at once */
+  slots: number;
+}
+
 export interface NativeModel {
   readonly config: ModelConfig;
   readonly dtype: Dtype;
@@ -321,6 +329,8 @@ export interface NativeModel {
   generateAsync(ids: NativeTensor, options?: NativeGenerateOptions): Promise<NativeTensor>;
   /** a generation in progress, after the prompt's prefill on the libuv pool; holds the model unchanged until done or disposed */
   decoderAsync(ids: NativeTensor, options?: NativeGenerateOptions): Promise<NativeDecoder>;
+  /** continuous batching of greedy generation: prompts `ids` (1-D int64, one after another) of `lengths`; nothing runs until the first step */
+  continuousDecoderAsync(ids: NativeTensor, lengths: number[], options: NativeContinuousOptions): Promise<NativeContinuousDecoder>;
   mergeLora(): void;
   /** freezes the adapters beneath the base; returns the stacked count per adapted layer */
   stackLora(): number;
@@ -349,6 +359,18 @@ export interface NativeDecoder {
   stepAsync(n?: number): Promise<number[][]>;
   /** rows (batch indices) that stop now; not while a step runs */
   stop(rows: number[]): void;
+  /** frees the cache and the model's lease (a running step ends after its current token) */
+  dispose(): void;
+}
+
+/** Continuous batching in progress: slots refilled from the queue of prompts, stepped from JS. */
+export interface NativeContinuousDecoder {
+  /** every prompt ended, or it was disposed */
+  readonly done: boolean;
+  /** prompts not yet ended */
+  readonly remaining: number;
+  /** up to n (default 1) decode steps on the libuv pool: the prompts that ended in them, with their tokens (the end-of-sequence token last when one ended it) */
+  stepAsync(n?: number): Promise<Array<{ prompt: number; tokens: number[] }>>;
   /** frees the cache and the model's lease (a running step ends after its current token) */
   dispose(): void;
 }

@@ -85,6 +85,7 @@ export { byteLevelTokenizer, createModel, type CreateModelOptions } from './mode
 export { type Batch, type ChatMessage, Tokenizer, type TokenizerConfig } from './model/tokenizer.js';
 export { type FinishReason, type GeneratedText, generateStream, type GenerateStreamOptions, generateText, type GenerateTextOptions } from './model/generate.js';
 export { Decoder } from './model/decoder.js';
+export { type ContinuousOptions, generateContinuous } from './model/continuous.js';
 export { IncrementalText } from './model/text-stream.js';
 export * from './data/index.js';
 export { AdamW, type AdamWOptions, clipGradNorm, cosineWithWarmup } from './optim.js';

@@ -12,7 +12,7 @@ import { randn } from '../lib/tensor.js';
 import { expectError } from './helpers.js';
 
 /** The instance interface of each class export (the one thing the types do not say directly). */
-const INSTANCES: Record<string, string> = { Model: 'NativeModel', Decoder: 'NativeDecoder', Index: 'NativeIndex', Optimizer: 'NativeOptimizer', ProcessGroup: 'NativeProcessGroup' };
+const INSTANCES: Record<string, string> = { Model: 'NativeModel', Decoder: 'NativeDecoder', ContinuousDecoder: 'NativeContinuousDecoder', Index: 'NativeIndex', Optimizer: 'NativeOptimizer', ProcessGroup: 'NativeProcessGroup' };
 
 interface Surface {
   /** "fn", "Class.fn", "Class#fn" -> most arguments */

@@ -4,7 +4,8 @@
 import { accuracy, autoScores, type FormatScores, newTaskScores } from '../data/metrics.js';
 import { checkRecords } from '../data/jsonl.js';
 import { type InstanceRecord, type OldRecord } from '../data/records.js';
-import { checkKeys, describeValue, OptionError, throwIfAborted } from '../errors.js';
+import { AbortError, checkKeys, describeValue, OptionError, throwIfAborted } from '../errors.js';
+import { generateContinuous } from '../model/continuous.js';
 import { generateText } from '../model/generate.js';
 import { type LlamaModel } from '../model/llama.js';
 import { type Tokenizer } from '../model/tokenizer.js';
@@ -30,15 +31,21 @@ export interface EvalOptions {
   adapters?: boolean | undefined;
   /** a pool attached to this model (LatentPool.load, or train()'s result): retrieved per record */
   latent?: LatentPool | undefined;
-  /** called after each batch with the records done and the total */
+  /** called as records are done (after each batch, or as they end with continuous batching) with the records done and the total */
   onBatch?: ((done: number, total: number) => void) | undefined;
-  /** cancels the evaluation between batches: it rejects with an AbortError (code 'ABORT_ERR') */
+  /** cancels the evaluation (between batches, or between decode steps with continuous batching): it rejects with an AbortError (code 'ABORT_ERR') */
   signal?: AbortSignal | undefined;
   /** keep the CPU allocator's cached blocks afterwards (default: they go back to the system) */
   keepCache?: boolean | undefined;
+  /**
+   * continuous batching (default true): `batch` prompts decode together and a prompt that ended
+   * gives its slot to the next ({@link generateContinuous}); false: fixed batches of `batch`
+   * prompts, each generated to its end ({@link generateText}), as before. The predictions are the same.
+   */
+  continuous?: boolean | undefined;
 }
 
-const EVAL_OPTION_NAMES = ['batch', 'maxNewTokens', 'adapters', 'latent', 'onBatch', 'signal', 'keepCache'] as const satisfies readonly (keyof EvalOptions)[];
+const EVAL_OPTION_NAMES = ['batch', 'maxNewTokens', 'adapters', 'latent', 'onBatch', 'signal', 'keepCache', 'continuous'] as const satisfies readonly (keyof EvalOptions)[];
 
 /** The options and records of an evaluation, checked as train() checks its own (OptionError, DataError). */
 function checkEval(records: unknown, o: EvalOptions): InstanceRecord[] {
@@ -48,7 +55,8 @@ function checkEval(records: unknown, o: EvalOptions): InstanceRecord[] {
   };
   positive('batch', o.batch);
   positive('maxNewTokens', o.maxNewTokens);
-  if (o.adapters !== undefined && typeof o.adapters !== 'boolean') throw new OptionError(`evaluate: adapters must be a boolean, got ${describeValue(o.adapters)}`);
+  for (const name of ['adapters', 'continuous'] as const)
+    if (o[name] !== undefined && typeof o[name] !== 'boolean') throw new OptionError(`evaluate: ${name} must be a boolean, got ${describeValue(o[name])}`);
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new OptionError(`evaluate: signal must be an AbortSignal, got ${describeValue(o.signal)}`);
   return checkRecords('evaluate: records', records, 'instance');
 }
@@ -65,11 +73,12 @@ async function predict(model: LlamaModel, tokenizer: Tokenizer, given: InstanceR
 async function predictChecked(model: LlamaModel, tokenizer: Tokenizer, records: InstanceRecord[], o: EvalOptions): Promise<string[]> {
   const batch = o.batch ?? EVAL_DEFAULTS.batch;
   const prompts = records.map(promptText);
-  // Batches of prompts of similar length: a left-padded batch computes every row at its longest
-  // prompt's length. Each prompt is generated alone in effect (its own mask and positions), so the
-  // order changes what is computed, not the predictions; they are returned in the records' order.
+  // Prompts of similar length together: a left-padded batch (or refill) computes every row at its
+  // longest prompt's length. Each prompt is generated alone in effect (its own mask and positions), so
+  // the order changes what is computed, not the predictions; they are returned in the records' order.
   const lengths = prompts.map((p) => tokenizer.encode(p).length);
   const order = records.map((_, i) => i).sort((a, b) => lengths[a]! - lengths[b]! || a - b);
+  if (o.continuous ?? true) return predictContinuous(model, tokenizer, records, prompts, order, o);
   const out = new Array<string>(records.length);
   for (let i = 0; i < order.length; i += batch) {
     throwIfAborted(o.signal, `evaluate: stopped after ${i} of ${records.length} records`);
@@ -86,6 +95,34 @@ async function predictChecked(model: LlamaModel, tokenizer: Tokenizer, records: 
     o.onBatch?.(Math.min(i + batch, records.length), records.length);
   }
   return out;
+}
+
+/** predictChecked by continuous batching: the prompts in `order`, `batch` slots, each record's latent tasks retrieved alone (as in a batch). */
+async function predictContinuous(model: LlamaModel, tokenizer: Tokenizer, records: InstanceRecord[], prompts: string[], order: number[], o: EvalOptions): Promise<string[]> {
+  const latent = o.latent?.retrieve(model, tokenizer, order.map((j) => records[j]!));
+  let done = 0;
+  try {
+    const results = await generateContinuous(model, tokenizer, order.map((j) => prompts[j]!), {
+      slots: o.batch ?? EVAL_DEFAULTS.batch,
+      maxNewTokens: o.maxNewTokens ?? EVAL_DEFAULTS.maxNewTokens,
+      adapters: o.adapters,
+      latent,
+      signal: o.signal,
+      onDone: (d, total) => {
+        done = d;
+        o.onBatch?.(d, total);
+      },
+    });
+    const out = new Array<string>(records.length);
+    results.forEach((r, k) => (out[order[k]!] = r.text));
+    return out;
+  } catch (e) {
+    if (e instanceof AbortError) throw new AbortError(`evaluate: stopped after ${done} of ${records.length} records: aborted`, { cause: e.cause });
+    throw e;
+  } finally {
+    latent?.indices.dispose();
+    latent?.weights.dispose();
+  }
 }
 
 /**

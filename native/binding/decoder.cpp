@@ -122,7 +122,103 @@ class Decoder : public CheckedWrap<Decoder> {
   bool busy_ = false, done_ = false, disposed_ = false;
 };
 
+// What a live ContinuousDecoder owns; the session is destroyed before the lease ends.
+struct ContinuousState {
+  std::shared_ptr<ReaderLease> lease;
+  std::unique_ptr<ContinuousSession> session;
+};
+
+// Ended sequences as JS objects {prompt, tokens}.
+Napi::Array finished_sequences(Napi::Env env, const std::vector<FinishedSequence>& done) {
+  Napi::Array out = Napi::Array::New(env, done.size());
+  for (size_t i = 0; i < done.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("prompt", Napi::Number::New(env, static_cast<double>(done[i].prompt)));
+    Napi::Array tokens = Napi::Array::New(env, done[i].tokens.size());
+    for (size_t j = 0; j < done[i].tokens.size(); ++j) tokens.Set(static_cast<uint32_t>(j), static_cast<double>(done[i].tokens[j]));
+    o.Set("tokens", tokens);
+    out.Set(static_cast<uint32_t>(i), o);
+  }
+  return out;
+}
+
+// The same life as Decoder's: one step at a time, freed once done or disposed.
+class ContinuousDecoder : public CheckedWrap<ContinuousDecoder> {
+ public:
+  static Napi::Function define(Napi::Env env, Signatures& sig) {
+    return DefineClass(env, "ContinuousDecoder",
+                       {
+                           method<&ContinuousDecoder::step_async, 1>(sig, "ContinuousDecoder", "stepAsync", "continuous.step"),
+                           method<&ContinuousDecoder::dispose, 0>(sig, "ContinuousDecoder", "dispose", "continuous.dispose"),
+                           InstanceAccessor<&ContinuousDecoder::done>("done"),
+                           InstanceAccessor<&ContinuousDecoder::remaining>("remaining"),
+                       });
+  }
+
+  explicit ContinuousDecoder(const Napi::CallbackInfo& info) : CheckedWrap<ContinuousDecoder>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal())
+      throw Napi::TypeError::New(info.Env(), "ContinuousDecoder: made by model.continuousDecoderAsync(ids, lengths, options), not by new");
+    state_.reset(info[0].As<Napi::External<ContinuousState>>().Data());
+    sync();
+  }
+
+ private:
+  void sync() {
+    remaining_ = state_->session->remaining();
+    if (state_->session->done()) close();
+  }
+  void close() {
+    done_ = true;
+    if (!busy_) state_.reset();
+  }
+
+  Napi::Value step_async(const Napi::CallbackInfo& info) {
+    const char* op = "continuous.step";
+    return guard(info.Env(), op, [&]() -> Napi::Value {
+      const int64_t n = int_arg(info, 0, op, "n", 1, 1);
+      if (disposed_) throw Napi::TypeError::New(info.Env(), std::string(op) + ": the decoder is disposed");
+      if (busy_) throw Napi::Error::New(info.Env(), std::string(op) + ": a step is running; await it first");
+      if (done_) {
+        auto deferred = Napi::Promise::Deferred::New(info.Env());
+        deferred.Resolve(Napi::Array::New(info.Env()));
+        return deferred.Promise();
+      }
+      ContinuousSession* session = state_->session.get();
+      auto finished = std::make_shared<std::vector<FinishedSequence>>();
+      busy_ = true;
+      return queue_async(info.Env(), {op, [session, n, finished] { *finished = session->step(n); }, {info.This()},
+                                      [finished](Napi::Env env, const std::vector<Napi::Value>&) -> Napi::Value {
+                                        return finished_sequences(env, *finished);
+                                      },
+                                      [this] {
+                                        busy_ = false;
+                                        if (disposed_) state_.reset();
+                                        else sync();
+                                      }});
+    });
+  }
+
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    if (state_) state_->session->cancel();
+    disposed_ = done_ = true;
+    if (!busy_) state_.reset();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value done(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), done_); }
+  Napi::Value remaining(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(remaining_)); }
+
+  std::unique_ptr<ContinuousState> state_;
+  int64_t remaining_ = 0;
+  bool busy_ = false, done_ = false, disposed_ = false;
+};
+
 }  // namespace
+
+Napi::Value wrap_continuous_decoder(Napi::Env env, std::shared_ptr<ReaderLease> lease, std::unique_ptr<ContinuousSession> session) {
+  auto* state = new ContinuousState{std::move(lease), std::move(session)};
+  return addon_data(env).continuous_class.Value().New({Napi::External<ContinuousState>::New(env, state)});
+}
 
 Napi::Value wrap_decoder(Napi::Env env, std::shared_ptr<ReaderLease> lease, std::unique_ptr<DecodeSession> session) {
   auto* state = new DecoderState{std::move(lease), std::move(session)};
@@ -133,6 +229,9 @@ void register_decoder(Napi::Env env, Napi::Object exports, Signatures& signature
   Napi::Function cls = Decoder::define(env, signatures);
   addon_data(env).decoder_class = Napi::Persistent(cls);
   exports.Set("Decoder", cls);
+  Napi::Function continuous = ContinuousDecoder::define(env, signatures);
+  addon_data(env).continuous_class = Napi::Persistent(continuous);
+  exports.Set("ContinuousDecoder", continuous);
 }
 
 }  // namespace jfa::binding

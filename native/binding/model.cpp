@@ -64,6 +64,7 @@ class Model : public CheckedWrap<Model> {
                            method<&Model::mean_pooled, 2>(sig, "Model", "meanPooled", "model.meanPooled"),
                            method<&Model::generate_async, 2>(sig, "Model", "generateAsync", "generate"),
                            method<&Model::decoder_async, 2>(sig, "Model", "decoderAsync", "decoder"),
+                           method<&Model::continuous_decoder_async, 3>(sig, "Model", "continuousDecoderAsync", "continuous"),
                            method<&Model::merge_lora, 0>(sig, "Model", "mergeLora", "mergeLora"),
                            method<&Model::stack_lora, 0>(sig, "Model", "stackLora", "stackLora"),
                            method<&Model::remove_lora, 0>(sig, "Model", "removeLora", "removeLora"),
@@ -318,6 +319,33 @@ class Model : public CheckedWrap<Model> {
                                         return out;
                                       },
                                       [use = use_] { use->training = false; }});
+    });
+  }
+
+  // A ContinuousDecoder on the prompts `ids` (concatenated, int64) of `lengths`; options as a
+  // Decoder's plus `slots`. Its lease holds the model unchanged until it is done or disposed.
+  Napi::Value continuous_decoder_async(const Napi::CallbackInfo& info) {
+    const char* op = "continuous";
+    return guard(info.Env(), op, [&]() -> Napi::Value {
+      at::Tensor ids = tensor_arg(info, 0, op, "ids");
+      std::vector<int64_t> lengths = int_list_arg(info, 1, op, "lengths");
+      const Options o(info, 2, op);
+      ForwardOptions f = forward_options(o);
+      GenerateOptions g = generate_options(o);
+      const int64_t slots = o.required_integer("slots", 1);
+      readable(op);
+      auto lease = std::make_shared<ReaderLease>(model_, use_);
+      auto session = std::make_shared<std::unique_ptr<ContinuousSession>>();
+      return queue_async(info.Env(), {op,
+                                      [lease, session, ids, lengths = std::move(lengths), slots, f = std::move(f), g = std::move(g), op] {
+                                        *session = std::make_unique<ContinuousSession>(*lease->model, ids, lengths, slots, g, f.adapters,
+                                                                                       f.latent ? &*f.latent : nullptr, op);
+                                      },
+                                      {},
+                                      [lease, session](Napi::Env env, const std::vector<Napi::Value>&) -> Napi::Value {
+                                        return wrap_continuous_decoder(env, lease, std::move(*session));
+                                      },
+                                      nullptr});
     });
   }
 

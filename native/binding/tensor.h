@@ -61,6 +61,7 @@ class TensorTable {
 struct AddonData {
   Napi::FunctionReference model_class;
   Napi::FunctionReference decoder_class;
+  Napi::FunctionReference continuous_class;
   Signatures signatures;
   TensorTable tensors;
 };

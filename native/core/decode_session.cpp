@@ -108,17 +108,17 @@ DecodeSession::DecodeSession(const LlamaModel& model, const at::Tensor& ids_in, 
     seen_.scatter_(1, at::where(prompt_mask.ne(0), ids, V), true);
     seen_ = seen_.narrow(1, 0, V).contiguous();
   }
-  const at::Tensor h = model.decode(ids, positions, key_mask_.narrow(1, 0, prompt_), &cache_, adapters_, latent_call());
-  logits_ = head_logits(h.select(1, prompt_ - 1));
+  const at::Tensor h = model.decode(ids, positions, key_mask_.narrow(1, 0, prompt_), &cache_, adapters_, latent_call(), /*noise=*/nullptr, /*last_only=*/true);
+  logits_ = next_logits(model_, h.select(1, h.size(1) - 1));
   next_pos_ = positions.select(1, prompt_ - 1) + 1;
   rows_ = at::arange(batch_, i64);
   finished_ = at::zeros({batch_}, i64.dtype(at::kBool));
 }
 
-at::Tensor DecodeSession::head_logits(const at::Tensor& last) const {
+at::Tensor DecodeSession::next_logits(const LlamaModel& model, const at::Tensor& last) {
   // The LM head on each row's last position only (the kernel for a few rows where it applies).
-  const at::Tensor& w = model_.lm_head;
-  return model_.softcap_logits(skinny_applies(last, w) ? skinny_linear(last, w, at::Tensor()) : at::linear(last, w)).to(at::kFloat);
+  const at::Tensor& w = model.lm_head;
+  return model.softcap_logits(skinny_applies(last, w) ? skinny_linear(last, w, at::Tensor()) : at::linear(last, w)).to(at::kFloat);
 }
 
 void DecodeSession::advance() {
@@ -143,7 +143,7 @@ void DecodeSession::advance() {
   const int64_t n = rows_.size(0);
   const at::Tensor h =
       model_.decode(next_.view({n, 1}), next_pos_.view({n, 1}), key_mask_.narrow(1, 0, prompt_ + produced_), &cache_, adapters_, latent_call());
-  logits_ = head_logits(h.select(1, 0));
+  logits_ = next_logits(model_, h.select(1, 0));
   next_pos_ = next_pos_ + 1;
 }
 

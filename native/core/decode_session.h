@@ -48,11 +48,12 @@ class DecodeSession {
   // Tokens made per row so far.
   int64_t produced() const { return produced_; }
 
+  // Next-token logits (n, vocab) float32 from the final hidden states of each row's last position (n, hidden).
+  static at::Tensor next_logits(const LlamaModel& model, const at::Tensor& last);
+
  private:
   // Feeds the tokens sampled last (after dropping ended rows from the batch) and sets logits_.
   void advance();
-  // Next-token logits (n, vocab) float32 from the final hidden states of each row's last position (n, hidden).
-  at::Tensor head_logits(const at::Tensor& last) const;
   void finish();
   const LatentCall* latent_call() const { return mix_ ? &*mix_ : nullptr; }
 

@@ -290,7 +290,7 @@ void LlamaModel::check_latent(const LatentCall& latent, int64_t batch, const cha
 }
 
 at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& key_mask, KvCache* cache,
-                              bool adapters, const LatentCall* latent, const AdapterNoise* noise) const {
+                              bool adapters, const LatentCall* latent, const AdapterNoise* noise, bool last_only) const {
   const auto& c = config_;
   const int64_t b = ids.size(0), t = ids.size(1);
   const int64_t past = cache ? cache->length : 0, total = past + t;
@@ -358,7 +358,7 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
   const double scale = c.attention_scale > 0 ? c.attention_scale : 1.0 / std::sqrt(static_cast<double>(hd));
   LayerContext ctx{cos, sin, local_cos, local_sin, fused, mask, window_mask, real_keys, own_attention, causal_only, scale,
                    past, adapters, latent ? std::optional<LatentCall>(*latent) : std::nullopt,
-                   noise ? std::optional<AdapterNoise>(*noise) : std::nullopt};
+                   noise ? std::optional<AdapterNoise>(*noise) : std::nullopt, last_only && t > 1};
   // Checkpointed layers keep only their input for the backward: when gradients are recorded over
   // whole sequences (training) and set_checkpointing() asked for it.
   const bool checkpoint = checkpointing_ && !cache && at::GradMode::is_enabled();
@@ -392,7 +392,8 @@ std::vector<at::Tensor> LlamaModel::layer_params(size_t l, const LayerContext& c
 at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const LayerContext& ctx, KvCache* cache) const {
   const auto& c = config_;
   const Layer& layer = layers_[l];
-  const int64_t b = h_in.size(0), t = h_in.size(1), past = ctx.past, total = past + t;
+  const int64_t b = h_in.size(0), past = ctx.past, total = past + h_in.size(1);
+  int64_t t = h_in.size(1);
   const int64_t nh = c.num_attention_heads, kvh = c.num_key_value_heads, hd = c.head_dim;
   const bool adapters = ctx.adapters;
   // Gemma 3's windowed layers rotate with their own table.
@@ -430,7 +431,7 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
     qh = norm(qh, layer.q_norm);
     kh = norm(kh, layer.k_norm);
   }
-  const at::Tensor q = rope(qh);
+  at::Tensor q = rope(qh);
   at::Tensor k = rope(kh);
   at::Tensor v = vp.reshape({b, t, kvh, hd}).transpose(1, 2);
   if (cache) {
@@ -441,8 +442,19 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
   }
   // A windowed layer whose window hides a key attends through SDPA with the window's mask.
   const bool windowed = ctx.window_mask.defined() && c.sliding_layers[l];
-  const at::Tensor& mask = windowed ? ctx.window_mask : ctx.mask;
-  const bool own_attention = ctx.own_attention && !windowed, causal_only = ctx.causal_only && !windowed;
+  at::Tensor mask = windowed ? ctx.window_mask : ctx.mask;
+  bool own_attention = ctx.own_attention && !windowed, causal_only = ctx.causal_only && !windowed;
+  // The last layer of a prefill whose last position alone is read: from here on, that position only.
+  // It sees every key up to itself, which is every key: no causal mask (SDPA's is_causal would align
+  // a single query with the first key), the padding mask's last row.
+  const bool last_only = ctx.last_only && l + 1 == layers_.size();
+  if (last_only) {
+    q = q.narrow(2, t - 1, 1);
+    h = h.narrow(1, t - 1, 1);
+    if (mask.defined()) mask = mask.narrow(2, t - 1, 1);
+    own_attention = causal_only = false;
+    t = 1;
+  }
   // Off the CPU without a mask, SDPA reads grouped K/V itself (enable_gqa: flash attention takes
   // it), so neither the keys nor the whole KV cache are copied per head; otherwise they are expanded.
   const bool gqa = kvh != nh && !own_attention && !mask.defined() && !h_in.device().is_cpu() && c.attn_logit_softcap == 0;

@@ -164,6 +164,7 @@ class LlamaModel {
 
  private:
   friend class DecodeSession;  // generation's loop drives decode() with its own KV cache
+  friend class ContinuousSession;  // and so does continuous batching's
   struct Layer {
     at::Tensor input_norm, post_attention_norm;
     at::Tensor pre_feedforward_norm, post_feedforward_norm;  // with config.sandwich_norms
@@ -191,15 +192,19 @@ class LlamaModel {
     bool adapters;
     std::optional<LatentCall> latent;
     std::optional<AdapterNoise> noise;
+    bool last_only = false;  // the last layer computes past its keys and values for the last position only
   };
   // Decoder layer l on h (b, t, hidden); with a cache, attends to its past and appends to it.
   at::Tensor layer_forward(size_t l, const at::Tensor& h, const LayerContext& ctx, KvCache* cache) const;
   // The tensors layer l reads that may need gradients (for checkpointing).
   std::vector<at::Tensor> layer_params(size_t l, const LayerContext& ctx) const;
   // The decoder on ids (b, t) at positions (b, t); keys visible per key_mask (b, past + t). With a
-  // cache, attends to its past and appends this step's keys and values.
+  // cache, attends to its past and appends this step's keys and values. `last_only` (a prefill, whose
+  // next token reads the last position alone): the final hidden states of the last position only,
+  // (b, 1, hidden); the last layer's attention output and MLP run on that position only, all
+  // positions' keys and values still go to the cache.
   at::Tensor decode(const at::Tensor& ids, const at::Tensor& positions, const at::Tensor& key_mask, KvCache* cache,
-                    bool adapters, const LatentCall* latent = nullptr, const AdapterNoise* noise = nullptr) const;
+                    bool adapters, const LatentCall* latent = nullptr, const AdapterNoise* noise = nullptr, bool last_only = false) const;
   void check_ids(const at::Tensor& ids, const at::Tensor& mask, const char* op) const;
   // Latent tasks for a batch of `batch`: a pool is set, indices and weights are (batch, k), every
   // index is inside every pool. Checked before any work, so a bad call names `op`, not a layer.
