@@ -12,12 +12,27 @@ import { evaluateNew, evaluateOld } from '../lib/jfa/evaluate.js';
 import { epochOrder, pretrain } from '../lib/jfa/pretrain.js';
 import { createModel } from '../lib/model/create.js';
 import { LlamaModel } from '../lib/model/llama.js';
+import { loadSafetensors } from '../lib/model/safetensors.js';
 import { Tokenizer } from '../lib/model/tokenizer.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-pretrain-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('pretraining and evaluation', () => {
+  it("createModel's initStd sets the spread of the random weights (0.02 by default); a bad one is refused", () => {
+    const std = (initStd?: number) => {
+      const d = join(dir, `init-${initStd ?? 'default'}`);
+      createModel(d, { hiddenSize: 64, intermediateSize: 128, numLayers: 1, numHeads: 2, seed: 3, ...(initStd === undefined ? {} : { initStd }) });
+      const w = loadSafetensors(join(d, 'model.safetensors')).tensors['model.layers.0.self_attn.q_proj.weight']!.toTypedArray() as Float32Array;
+      const mean = w.reduce((a, x) => a + x, 0) / w.length;
+      return Math.sqrt(w.reduce((a, x) => a + (x - mean) ** 2, 0) / w.length);
+    };
+    // 4,096 draws: the sample spread is within 5% of the asked one
+    expect(Math.abs(std() / 0.02 - 1)).toBeLessThan(0.05);
+    expect(Math.abs(std(0.06) / 0.06 - 1)).toBeLessThan(0.05);
+    for (const bad of [0, -0.1, Number.NaN]) expect(() => createModel(join(dir, 'bad'), { hiddenSize: 32, numHeads: 2, initStd: bad })).toThrow(`createModel: initStd must be a finite number > 0, got ${bad}`);
+  });
+
   it('pretraining lowers the loss on its data, then freezes the weights; evaluation scores generations', async () => {
     createModel(dir, { hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 2, seed: 2 });
     const tok = Tokenizer.fromDir(dir);

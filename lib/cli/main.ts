@@ -196,6 +196,7 @@ trainingOptions(program
   .option('--layers <n>', 'decoder layers', num('--layers'))
   .option('--heads <n>', 'attention heads', num('--heads'))
   .option('--merges <n>', 'BPE merges to learn for the tokenizer', num('--merges'))
+  .option('--init-std <x>', 'standard deviation of the initial weights (default 0.02)', num('--init-std'))
   .option('--old-train-per-suite <n>', "generated data: the suite's training records of each old suite (replay's old data)", num('--old-train-per-suite'))
   .option('--data-seed <n>', 'generated data: seed of the suites', num('--data-seed'))
   .option('--steps <n>', 'generated data: steps in all, each of fresh records', num('--steps'))

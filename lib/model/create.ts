@@ -119,6 +119,12 @@ export interface CreateModelOptions {
   merges?: string[];
   /** Seed of the random weights (default 0). */
   seed?: number | bigint;
+  /**
+   * Standard deviation of the random weights (default 0.02, transformers' initializer_range).
+   * A small model pretrained from scratch forms its in-context circuits (induction heads) far sooner
+   * from a larger one: see `jfa pretrain --init-std`.
+   */
+  initStd?: number;
 }
 
 /**
@@ -159,7 +165,8 @@ export function createModel(dir: string, options: CreateModelOptions = {}): void
     eos_token_id: 2,
     torch_dtype: 'float32',
   };
-  const model = LlamaModel.random(config, { seed: options.seed ?? 0 });
+  if (options.initStd !== undefined && !(options.initStd > 0 && Number.isFinite(options.initStd))) throw new RangeError(`createModel: initStd must be a finite number > 0, got ${options.initStd}`);
+  const model = LlamaModel.random(config, { seed: options.seed ?? 0, initStd: options.initStd ?? 0.02 });
   try {
     model.save(dir, {
       'config.json': `${JSON.stringify(config, null, 2)}\n`,
