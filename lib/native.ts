@@ -14,7 +14,6 @@ import { performance } from 'node:perf_hooks';
 
 import { type NativeAddon } from './addon-types.js';
 import { type CodedError, ERROR_CODES } from './errors.js';
-import { applyOmpPolicy } from './omp.js';
 import { baseVersion, isCheckout, type LibtorchLocation, locateLibtorch, packageRoot, torchCacheVenv } from './locate.js';
 
 export type * from './addon-types.js';
@@ -232,8 +231,6 @@ export function loadNative(): LoadedNative {
   }
   let addon: NativeAddon;
   try {
-    // libgomp reads its wait policy once, when libtorch brings it in.
-    applyOmpPolicy();
     openLibtorch(binary.dir, torch.found);
     addon = dlopenModule<NativeAddon>(binary.path);
   } catch (e) {

@@ -4,7 +4,6 @@
 // per run) is timed under each policy: libgomp's defaults (threads spin between parallel regions),
 // OMP_WAIT_POLICY=passive (they sleep at once), and GOMP_SPINCOUNT=N (they spin N times, then sleep),
 // alternating, first with nothing else running, then beside a busy loop that holds one core.
-// JFA_OMP_AUTO=0 in every run, so the package's own choice (lib/omp.ts) stays out of the measurement.
 // Usage: node scripts/bench/omp.mjs [--repeats N] [--spincounts 10000,100000] [--json]
 import { spawn, spawnSync } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
@@ -20,7 +19,7 @@ if (!Number.isInteger(repeats) || repeats < 1) throw new RangeError(`--repeats m
 const spins = values.spincounts.split(',').filter(Boolean).map(Number);
 if (spins.some((n) => !Number.isInteger(n) || n < 0)) throw new RangeError(`--spincounts must be non-negative integers, got ${values.spincounts}`);
 
-const base = { ...process.env, JFA_OMP_AUTO: '0' };
+const base = { ...process.env };
 delete base.OMP_WAIT_POLICY;
 delete base.GOMP_SPINCOUNT;
 const policies = { default: {}, passive: { OMP_WAIT_POLICY: 'passive' }, ...Object.fromEntries(spins.map((n) => [`spincount ${n}`, { GOMP_SPINCOUNT: String(n) }])) };
