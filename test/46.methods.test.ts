@@ -19,15 +19,13 @@ import { TRAIN_DEFAULTS } from '../lib/jfa/plan.js';
 import { SELF_REPLAY_FILE, selfReplayRecords } from '../lib/jfa/self-replay.js';
 import { type MicroBatch, type StepResult, trainStep } from '../lib/jfa/step.js';
 import { train } from '../lib/jfa/trainer.js';
-import { learnMerges } from '../lib/model/bpe.js';
-import { createModel } from '../lib/model/create.js';
 import { LlamaModel } from '../lib/model/llama.js';
 import { loadSafetensors, saveSafetensors } from '../lib/model/safetensors.js';
 import { Tokenizer } from '../lib/model/tokenizer.js';
 import { AdamW, cosineWithWarmup } from '../lib/optim.js';
 import { setNumThreads } from '../lib/runtime.js';
 import { randn, type Tensor, tensor } from '../lib/tensor.js';
-import { python, relDiff, root, tinyJfaRun, venvPython } from './helpers.js';
+import { createMethodModels, python, relDiff, root, tinyJfaRun, venvPython } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-methods-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -37,16 +35,11 @@ const data = { newTrain: suite.newTrain.slice(0, 16), flashbacks: suite.flashbac
 const load = () => ({ model: LlamaModel.load(modelDir), tokenizer: Tokenizer.fromDir(modelDir) });
 const file = (...p: string[]) => readFileSync(join(dir, ...p));
 
-// The reference comparisons use test/20's shape: wide enough that no gradient element sits so near
-// zero that Adam's division by its root moment magnifies float rounding past the step's tolerance.
+// The reference comparisons use test/20's shape (createMethodModels says why).
 const refDir = join(dir, 'ref-base');
 const loadRef = () => ({ model: LlamaModel.load(refDir), tokenizer: Tokenizer.fromDir(refDir) });
 
-beforeAll(() => {
-  createModel(modelDir, { hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 2, seed: 1 });
-  const merges = learnMerges(suite.newTrain.slice(0, 200).flatMap((r) => [r.instruction, r.input, r.output]), 40);
-  createModel(refDir, { hiddenSize: 64, intermediateSize: 128, numLayers: 2, numHeads: 4, merges, seed: 2 });
-});
+beforeAll(() => createMethodModels(modelDir, refDir, suite.newTrain));
 
 describe('slm and self-replay train as presets', () => {
   it('slm: latent tasks served with the adapter, no divergence; flashbacks given change nothing; a paused run resumes bit-identically', async () => {

@@ -18,15 +18,13 @@ import { METHOD_PRESETS } from '../lib/jfa/methods.js';
 import { EWC_FISHER_FILE, REGULARIZER_DEFAULTS } from '../lib/jfa/regularizers.js';
 import { type MicroBatch, type StepPenalties, type StepResult, trainStep } from '../lib/jfa/step.js';
 import { train } from '../lib/jfa/trainer.js';
-import { learnMerges } from '../lib/model/bpe.js';
-import { createModel } from '../lib/model/create.js';
 import { LlamaModel, modelHandle } from '../lib/model/llama.js';
 import { loadSafetensors, saveSafetensors } from '../lib/model/safetensors.js';
 import { Tokenizer } from '../lib/model/tokenizer.js';
 import { AdamW, cosineWithWarmup } from '../lib/optim.js';
 import { setNumThreads } from '../lib/runtime.js';
 import { randn, Tensor, tensor } from '../lib/tensor.js';
-import { relDiff, root, tinyJfaRun, venvPython } from './helpers.js';
+import { createMethodModels, relDiff, root, tinyJfaRun, venvPython } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-methods-reg-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -37,15 +35,11 @@ const load = () => ({ model: LlamaModel.load(modelDir), tokenizer: Tokenizer.fro
 const file = (...p: string[]) => readFileSync(join(dir, ...p));
 const adapterOf = (run: string, checkpoint = false) => file(run, ...(checkpoint ? ['checkpoint'] : []), 'adapter', 'adapter_model.safetensors');
 
-// The reference comparisons use test/20's and test/46's shape (see test/46 for why this width).
+// The reference comparisons use test/20's shape (createMethodModels says why).
 const refDir = join(dir, 'ref-base');
 const loadRef = () => ({ model: LlamaModel.load(refDir), tokenizer: Tokenizer.fromDir(refDir) });
 
-beforeAll(() => {
-  createModel(modelDir, { hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 2, seed: 1 });
-  const merges = learnMerges(suite.newTrain.slice(0, 200).flatMap((r) => [r.instruction, r.input, r.output]), 40);
-  createModel(refDir, { hiddenSize: 64, intermediateSize: 128, numLayers: 2, numHeads: 4, merges, seed: 2 });
-});
+beforeAll(() => createMethodModels(modelDir, refDir, suite.newTrain));
 
 describe('ewc, o-lora and pace train as presets', () => {
   it('ewc: the Fisher is estimated once and kept in the run folder; the penalty applies; a paused run resumes bit-identically', async () => {

@@ -8,6 +8,9 @@ import { expect } from 'vitest';
 import { generateSuite, type Suite } from '../lib/data/suite.js';
 import { type TrainOptions } from '../lib/jfa/trainer.js';
 import { packageRoot } from '../lib/locate.js';
+import { type InstanceRecord } from '../lib/data/records.js';
+import { learnMerges } from '../lib/model/bpe.js';
+import { createModel } from '../lib/model/create.js';
 import { loadSafetensors } from '../lib/model/safetensors.js';
 
 export const root = packageRoot;
@@ -125,4 +128,16 @@ export function collectRun(child: ChildProcessByStdio<null, Readable, Readable>,
       resolve({ code, signal, stdout, stderr, endedAt: performance.now() });
     }),
   );
+}
+
+/**
+ * The two models the methods' tests (test/46, test/47) train: a tiny one for runs, and for the
+ * reference comparisons test/20's shape, wide enough that no gradient element sits so near zero that
+ * Adam's division by its root moment magnifies float rounding past the step's tolerance, with a
+ * tokenizer learned from the first 200 of `records`.
+ */
+export function createMethodModels(modelDir: string, refDir: string, records: readonly InstanceRecord[]): void {
+  createModel(modelDir, { hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 2, seed: 1 });
+  const merges = learnMerges(records.slice(0, 200).flatMap((r) => [r.instruction, r.input, r.output]), 40);
+  createModel(refDir, { hiddenSize: 64, intermediateSize: 128, numLayers: 2, numHeads: 4, merges, seed: 2 });
 }
