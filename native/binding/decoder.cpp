@@ -11,10 +11,78 @@
 namespace jfa::binding {
 namespace {
 
-// What a live Decoder owns; the session is destroyed before the lease ends.
-struct DecoderState {
+// What a live decoder owns; the session is destroyed before the lease ends.
+template <typename Session>
+struct SessionState {
   std::shared_ptr<ReaderLease> lease;
-  std::unique_ptr<DecodeSession> session;
+  std::unique_ptr<Session> session;
+};
+using DecoderState = SessionState<DecodeSession>;
+using ContinuousState = SessionState<ContinuousSession>;
+
+// The life both decoders share: one step at a time on the worker; the session (its cache, and the
+// model's lease) is freed once done or disposed, by the running step's release when one runs.
+// Derived reads its progress in read_progress(const Session&).
+template <typename Derived, typename Session>
+class SessionWrap : public CheckedWrap<Derived> {
+ protected:
+  SessionWrap(const Napi::CallbackInfo& info, const char* made_by) : CheckedWrap<Derived>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal()) throw Napi::TypeError::New(info.Env(), made_by);
+    state_.reset(info[0].template As<Napi::External<SessionState<Session>>>().Data());
+  }
+
+  // Reads the session's progress; a finished session is freed now.
+  void sync() {
+    static_cast<Derived*>(this)->read_progress(*state_->session);
+    if (state_->session->done()) {
+      done_ = true;
+      if (!busy_) state_.reset();  // else the running step's release frees it
+    }
+  }
+
+  // The session to act on; throws for a disposed decoder or while a step runs; null once done.
+  Session* ready(const char* op) const {
+    if (disposed_) throw Napi::TypeError::New(this->Env(), std::string(op) + ": the decoder is disposed");
+    if (busy_) throw Napi::Error::New(this->Env(), std::string(op) + ": a step is running; await it first");
+    return done_ ? nullptr : state_->session.get();
+  }
+
+  // Runs `work(session)` on the worker; the Promise resolves to convert(env, its result). The JS
+  // object is kept until the step settles, so `this` and the session outlive the work.
+  template <typename Result, typename Work, typename Convert>
+  Napi::Value queue_step(const Napi::CallbackInfo& info, const char* op, Session* session, Work work, Convert convert) {
+    auto result = std::make_shared<Result>();
+    busy_ = true;
+    return queue_async(info.Env(), {op, [session, work, result] { *result = work(*session); }, {info.This()},
+                                    [result, convert](Napi::Env env, const std::vector<Napi::Value>&) -> Napi::Value {
+                                      return convert(env, *result);
+                                    },
+                                    [this] {
+                                      busy_ = false;
+                                      if (disposed_) state_.reset();
+                                      else sync();
+                                    }});
+  }
+
+  static Napi::Value resolved(Napi::Env env, Napi::Value value) {
+    auto deferred = Napi::Promise::Deferred::New(env);
+    deferred.Resolve(value);
+    return deferred.Promise();
+  }
+
+  // A running step returns after its current token; its memory and the model's lease go then.
+  Napi::Value dispose_session(const Napi::CallbackInfo& info) {
+    if (state_) state_->session->cancel();
+    disposed_ = done_ = true;
+    if (!busy_) state_.reset();
+    return info.Env().Undefined();
+  }
+
+  bool done_ = false;
+
+ private:
+  std::unique_ptr<SessionState<Session>> state_;
+  bool busy_ = false, disposed_ = false;
 };
 
 // (b, k) int64 tokens as k-long JS arrays, one per row.
@@ -31,7 +99,7 @@ Napi::Array token_rows(Napi::Env env, const at::Tensor& tokens) {
   return rows;
 }
 
-class Decoder : public CheckedWrap<Decoder> {
+class Decoder : public SessionWrap<Decoder, DecodeSession> {
  public:
   static Napi::Function define(Napi::Env env, Signatures& sig) {
     return DefineClass(env, "Decoder",
@@ -45,52 +113,24 @@ class Decoder : public CheckedWrap<Decoder> {
                        });
   }
 
-  explicit Decoder(const Napi::CallbackInfo& info) : CheckedWrap<Decoder>(info) {
-    if (info.Length() != 1 || !info[0].IsExternal())
-      throw Napi::TypeError::New(info.Env(), "Decoder: made by model.decoderAsync(ids, options), not by new");
-    state_.reset(info[0].As<Napi::External<DecoderState>>().Data());
-    batch_ = state_->session->batch_size();
+  explicit Decoder(const Napi::CallbackInfo& info)
+      : SessionWrap(info, "Decoder: made by model.decoderAsync(ids, options), not by new") {
     sync();
   }
 
- private:
-  // Reads the session's progress; a finished session is freed now (its cache, and the lease).
-  void sync() {
-    produced_ = state_->session->produced();
-    if (state_->session->done()) close();
-  }
-  void close() {
-    done_ = true;
-    if (!busy_) state_.reset();  // else the running step's release frees it
-  }
-  DecodeSession& live(const char* op) const {
-    if (disposed_) throw Napi::TypeError::New(Env(), std::string(op) + ": the decoder is disposed");
-    if (busy_) throw Napi::Error::New(Env(), std::string(op) + ": a step is running; await it first");
-    return *state_->session;
+  void read_progress(const DecodeSession& session) {
+    batch_ = session.batch_size();
+    produced_ = session.produced();
   }
 
+ private:
   Napi::Value step_async(const Napi::CallbackInfo& info) {
     const char* op = "decoder.step";
     return guard(info.Env(), op, [&]() -> Napi::Value {
       const int64_t n = int_arg(info, 0, op, "n", 1, 1);
-      if (done_ && !disposed_ && !busy_) {
-        auto deferred = Napi::Promise::Deferred::New(info.Env());
-        deferred.Resolve(token_rows(info.Env(), at::empty({batch_, 0}, at::kLong)));
-        return deferred.Promise();
-      }
-      DecodeSession* session = &live(op);
-      auto tokens = std::make_shared<at::Tensor>();
-      busy_ = true;
-      // The JS object is kept until the step settles, so `this` and the session outlive the work.
-      return queue_async(info.Env(), {op, [session, n, tokens] { *tokens = session->step(n); }, {info.This()},
-                                      [tokens](Napi::Env env, const std::vector<Napi::Value>&) -> Napi::Value {
-                                        return token_rows(env, *tokens);
-                                      },
-                                      [this] {
-                                        busy_ = false;
-                                        if (disposed_) state_.reset();
-                                        else sync();
-                                      }});
+      DecodeSession* session = ready(op);
+      if (!session) return resolved(info.Env(), token_rows(info.Env(), at::empty({batch_, 0}, at::kLong)));
+      return queue_step<at::Tensor>(info, op, session, [n](DecodeSession& s) { return s.step(n); }, token_rows);
     });
   }
 
@@ -98,34 +138,20 @@ class Decoder : public CheckedWrap<Decoder> {
     const char* op = "decoder.stop";
     return guard(info.Env(), op, [&]() -> Napi::Value {
       const std::vector<int64_t> rows = int_list_arg(info, 0, op, "rows");
-      if (done_ && !disposed_ && !busy_) return info.Env().Undefined();
-      live(op).stop(rows);
-      sync();
+      if (DecodeSession* session = ready(op)) {
+        session->stop(rows);
+        sync();
+      }
       return info.Env().Undefined();
     });
   }
 
-  // A running step returns after its current token; its memory and the model's lease go then.
-  Napi::Value dispose(const Napi::CallbackInfo& info) {
-    if (state_) state_->session->cancel();
-    disposed_ = done_ = true;
-    if (!busy_) state_.reset();
-    return info.Env().Undefined();
-  }
-
+  Napi::Value dispose(const Napi::CallbackInfo& info) { return dispose_session(info); }
   Napi::Value done(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), done_); }
   Napi::Value batch_size(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(batch_)); }
   Napi::Value produced(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(produced_)); }
 
-  std::unique_ptr<DecoderState> state_;
   int64_t batch_ = 0, produced_ = 0;
-  bool busy_ = false, done_ = false, disposed_ = false;
-};
-
-// What a live ContinuousDecoder owns; the session is destroyed before the lease ends.
-struct ContinuousState {
-  std::shared_ptr<ReaderLease> lease;
-  std::unique_ptr<ContinuousSession> session;
 };
 
 // Ended sequences as JS objects {prompt, tokens}.
@@ -142,8 +168,7 @@ Napi::Array finished_sequences(Napi::Env env, const std::vector<FinishedSequence
   return out;
 }
 
-// The same life as Decoder's: one step at a time, freed once done or disposed.
-class ContinuousDecoder : public CheckedWrap<ContinuousDecoder> {
+class ContinuousDecoder : public SessionWrap<ContinuousDecoder, ContinuousSession> {
  public:
   static Napi::Function define(Napi::Env env, Signatures& sig) {
     return DefineClass(env, "ContinuousDecoder",
@@ -155,62 +180,30 @@ class ContinuousDecoder : public CheckedWrap<ContinuousDecoder> {
                        });
   }
 
-  explicit ContinuousDecoder(const Napi::CallbackInfo& info) : CheckedWrap<ContinuousDecoder>(info) {
-    if (info.Length() != 1 || !info[0].IsExternal())
-      throw Napi::TypeError::New(info.Env(), "ContinuousDecoder: made by model.continuousDecoderAsync(ids, lengths, options), not by new");
-    state_.reset(info[0].As<Napi::External<ContinuousState>>().Data());
+  explicit ContinuousDecoder(const Napi::CallbackInfo& info)
+      : SessionWrap(info, "ContinuousDecoder: made by model.continuousDecoderAsync(ids, lengths, options), not by new") {
     sync();
   }
 
- private:
-  void sync() {
-    remaining_ = state_->session->remaining();
-    if (state_->session->done()) close();
-  }
-  void close() {
-    done_ = true;
-    if (!busy_) state_.reset();
-  }
+  void read_progress(const ContinuousSession& session) { remaining_ = session.remaining(); }
 
+ private:
   Napi::Value step_async(const Napi::CallbackInfo& info) {
     const char* op = "continuous.step";
     return guard(info.Env(), op, [&]() -> Napi::Value {
       const int64_t n = int_arg(info, 0, op, "n", 1, 1);
-      if (disposed_) throw Napi::TypeError::New(info.Env(), std::string(op) + ": the decoder is disposed");
-      if (busy_) throw Napi::Error::New(info.Env(), std::string(op) + ": a step is running; await it first");
-      if (done_) {
-        auto deferred = Napi::Promise::Deferred::New(info.Env());
-        deferred.Resolve(Napi::Array::New(info.Env()));
-        return deferred.Promise();
-      }
-      ContinuousSession* session = state_->session.get();
-      auto finished = std::make_shared<std::vector<FinishedSequence>>();
-      busy_ = true;
-      return queue_async(info.Env(), {op, [session, n, finished] { *finished = session->step(n); }, {info.This()},
-                                      [finished](Napi::Env env, const std::vector<Napi::Value>&) -> Napi::Value {
-                                        return finished_sequences(env, *finished);
-                                      },
-                                      [this] {
-                                        busy_ = false;
-                                        if (disposed_) state_.reset();
-                                        else sync();
-                                      }});
+      ContinuousSession* session = ready(op);
+      if (!session) return resolved(info.Env(), Napi::Array::New(info.Env()));
+      return queue_step<std::vector<FinishedSequence>>(info, op, session, [n](ContinuousSession& s) { return s.step(n); },
+                                                       finished_sequences);
     });
   }
 
-  Napi::Value dispose(const Napi::CallbackInfo& info) {
-    if (state_) state_->session->cancel();
-    disposed_ = done_ = true;
-    if (!busy_) state_.reset();
-    return info.Env().Undefined();
-  }
-
+  Napi::Value dispose(const Napi::CallbackInfo& info) { return dispose_session(info); }
   Napi::Value done(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), done_); }
   Napi::Value remaining(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(remaining_)); }
 
-  std::unique_ptr<ContinuousState> state_;
   int64_t remaining_ = 0;
-  bool busy_ = false, done_ = false, disposed_ = false;
 };
 
 }  // namespace
