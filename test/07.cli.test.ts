@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { demoSchema } from '../lib/bench/demo.js';
+import { METHODS } from '../lib/jfa/methods.js';
 import { studyPoints } from '../lib/bench/study.js';
 import { root } from './helpers.js';
 
@@ -163,6 +164,9 @@ describe('jfa command', () => {
     expect(d.base.epochs).toBeGreaterThan(0);
     expect(d.eval).toMatchObject({ oldPerSuite: 200, newInstancesPerTask: 3 });
     expect(d.methods).toEqual(['sft', 'flashback', 'jfa', 'jfa-no-latent']);
+    expect(demoSchema.parse({ methods: ['all'] }).methods).toEqual([...METHODS]);
+    expect(demoSchema.parse({ methods: 'all' }).methods).toEqual([...METHODS]);
+    expect(() => demoSchema.parse({ methods: ['all', 'sft'] })).toThrow();
   });
 
   it('demo refuses an unknown config key and an unknown method, in one line', () => {

@@ -45,7 +45,8 @@ export const demoSchema = z
     nproc: int.default(1),
     /** where every model of the demo runs: 'cpu', 'cuda' or 'cuda:N' (a CUDA libtorch and a GPU) */
     device: deviceSchema,
-    methods: z.array(z.enum(METHODS)).min(1).default(['sft', 'flashback', 'jfa', 'jfa-no-latent']),
+    /** methods to compare, in this order; `all` (alone) is every method of METHOD_PRESETS */
+    methods: z.preprocess((v) => (v === 'all' || (Array.isArray(v) && v.length === 1 && v[0] === 'all') ? [...METHODS] : v), z.array(z.enum(METHODS)).min(1)).default(['sft', 'flashback', 'jfa', 'jfa-no-latent']),
     /**
      * The base model: `dir` (default the shipped models/jfa-base, whose hash is checked), or with
      * `pretrain` one built with the settings here into <out>/base (cached while they match).

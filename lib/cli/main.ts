@@ -63,7 +63,7 @@ program
   .command('demo')
   .description('the main job: from the shipped base model, fine-tune with sft, flashback and jfa on the generated benchmark, evaluate, and write report.html')
   .option('--out <dir>', 'working directory: data/, runs/, results.json, report.html (default jfa-demo)')
-  .option('--methods <m...>', `methods to compare: ${METHODS.join(' ')} (default sft flashback jfa jfa-no-latent)`)
+  .option('--methods <m...>', `methods to compare: ${METHODS.join(' ')}, or all (default sft flashback jfa jfa-no-latent)`)
   .option('--seed <n>', 'seed of the first run (new-task order, flashback sample, initialisation)', (v: string) => Number(v))
   .option('--seeds <n>', 'runs of every method, seeds seed..seed+n-1; the table shows mean ± sd', (v: string) => Number(v))
   .option('--pretrain', 'pretrain the base model (into <out>/base, cached) instead of using the shipped one')
