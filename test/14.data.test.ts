@@ -145,9 +145,10 @@ describe('flashback pool and general skills', () => {
       if (r.task === 'skill-add-pair') expect(Number(r.output)).toBe(eval(r.input) as number);
       if (r.task === 'skill-count-items') expect(Number(r.output)).toBe(r.input.split(' ').length);
       if (r.task === 'skill-lookup') {
-        const [table, keys] = r.input.split('. Keys: ') as [string, string];
-        const map = new Map(table.split('; ').map((kv) => kv.split(': ') as [string, string]));
-        expect(r.output).toBe(keys.split(' ').map((k) => map.get(k)).join(' '));
+        const [table, keys] = r.input.replace(/^Table: /, '').split('. Keys: ') as [string, string];
+        const map = new Map(table.split('; ').map((kv) => kv.split(' ') as [string, string]));
+        expect(new Set(keys.split(' ')).size).toBe(keys.split(' ').length);
+        expect(r.output).toBe(keys.split(' ').map((k) => `${k} ${map.get(k)}`).join('; '));
       }
     }
   });
