@@ -53,8 +53,8 @@ const SKILLS: Record<string, Skill> = {
     // A table in the input, then keys to look up. The answer restates each key before its value, as
     // the table does, so every value is read right after its key: one induction step. (Values alone,
     // in the order the keys were asked, need a second hop that a small model forms far later: an
-    // associative-recall probe in PyTorch, 2 layers, stayed at its plateau for 2,250 steps that way
-    // and left it by step 1,000 this way.)
+    // associative-recall probe in PyTorch, 2 layers, one seed, was still at its plateau after 2,750
+    // steps that way and at 82% by step 500 this way; docs/demo.md has the runs.)
     const keys = r.sample(NOUNS, r.int(3, 6));
     const values = r.sample(CODES, keys.length);
     const asked = r.shuffle(keys.map((_, i) => i)).slice(0, r.int(2, keys.length));
