@@ -72,7 +72,7 @@ describe('jfa command', () => {
       config,
       [
         'methods: [sft, flashback, jfa, jfa-no-latent]',
-        'base: { pretrain: true, hiddenSize: 32, layers: 1, heads: 2, merges: 50, oldTrainPerSuite: 16, steps: 12, copySteps: 2, inContextSteps: 4, microBatch: 8, evalPerSuite: 0, probes: 0 }',
+        'base: { pretrain: true, hiddenSize: 32, layers: 1, heads: 2, merges: 50, oldTrainPerSuite: 16, steps: 12, phases: [{ steps: 2, mix: { copy: 1 } }, { steps: 4, mix: { inContext: 1, named: { lookup-one: 1 } } }, { steps: 0, mix: { old: 0.5, skills: 0.2, inContext: 0.3 } }], microBatch: 8, evalPerSuite: 0, probes: 0 }',
         'train: { records: 16, microBatch: 4, accumulation: 2, groups: 2, perGroup: 2, latentRank: 2 }',
         'eval: { oldPerSuite: 4, newTasks: 3, newInstancesPerTask: 1, maxNewTokens: 4 }',
       ].join('\n'),

@@ -144,11 +144,20 @@ describe('flashback pool and general skills', () => {
       if (r.task === 'skill-spell') expect(r.output.replace(/ /g, '')).toBe(r.input);
       if (r.task === 'skill-add-pair') expect(Number(r.output)).toBe(eval(r.input) as number);
       if (r.task === 'skill-count-items') expect(Number(r.output)).toBe(r.input.split(' ').length);
-      if (r.task === 'skill-lookup') {
+      if (r.task === 'skill-lookup' || r.task === 'skill-lookup-one') {
         const [table, keys] = r.input.replace(/^Table: /, '').split('. Keys: ') as [string, string];
         const map = new Map(table.split('; ').map((kv) => kv.split(' ') as [string, string]));
+        expect(new Set(map.values()).size).toBe(map.size);
         expect(new Set(keys.split(' ')).size).toBe(keys.split(' ').length);
-        expect(r.output).toBe(keys.split(' ').map((k) => `${k} ${map.get(k)}`).join('; '));
+        expect(keys.split(' ').length).toBe(r.task === 'skill-lookup' ? Math.max(2, keys.split(' ').length) : 1);
+        expect(r.output).toBe(`Values: ${keys.split(' ').map((k) => `${k} ${map.get(k)}`).join('; ')}`);
+      }
+      if (r.task === 'skill-continue-from') {
+        const [list, from] = r.input.split('. From: ') as [string, string];
+        const ws = list.split(' ');
+        expect(new Set(ws).size).toBe(ws.length);
+        expect(ws.indexOf(from)).toBeLessThan(ws.length - 1);
+        expect(r.output).toBe(`List: ${ws.slice(ws.indexOf(from)).join(' ')}`);
       }
     }
   });

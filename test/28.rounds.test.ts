@@ -277,7 +277,7 @@ describe('the jfa command', () => {
       config,
       [
         'methods: [sft, flashback]',
-        'base: { pretrain: true, hiddenSize: 32, layers: 1, heads: 2, merges: 50, oldTrainPerSuite: 16, steps: 12, copySteps: 2, inContextSteps: 4, microBatch: 8, evalPerSuite: 0, probes: 0 }',
+        'base: { pretrain: true, hiddenSize: 32, layers: 1, heads: 2, merges: 50, oldTrainPerSuite: 16, steps: 12, phases: [{ steps: 2, mix: { copy: 1 } }, { steps: 4, mix: { inContext: 1, named: { lookup-one: 1 } } }, { steps: 0, mix: { old: 0.5, skills: 0.2, inContext: 0.3 } }], microBatch: 8, evalPerSuite: 0, probes: 0 }',
         'train: { records: 60, microBatch: 4, accumulation: 2, flashbacksPerSuite: 2 }',
         'eval: { oldPerSuite: 2, newInstancesPerTask: 1, seenTasks: 0, maxNewTokens: 3 }',
       ].join('\n'),

@@ -113,7 +113,7 @@ describe('pretraining in sittings', () => {
   it('jfa pretrain --pause-after stops resumably, --resume finishes and writes the card with probes; a second start is refused', () => {
     const out = join(dir, 'cli-base');
     const ck = join(dir, 'cli-ck');
-    const args = ['pretrain', '--out', out, '--checkpoint-dir', ck, '--hidden-size', '32', '--layers', '1', '--heads', '2', '--merges', '30', '--old-train-per-suite', '4', '--steps', '6', '--copy-steps', '1', '--in-context-steps', '2', '--micro-batch', '4', '--eval-per-suite', '2', '--probes', '2', '--checkpoint-every', '2'];
+    const args = ['pretrain', '--out', out, '--checkpoint-dir', ck, '--hidden-size', '32', '--layers', '1', '--heads', '2', '--merges', '30', '--old-train-per-suite', '4', '--steps', '6', '--phases', '[{"steps": 1, "mix": {"copy": 1}}, {"steps": 2, "mix": {"inContext": 1}}, {"steps": 0, "mix": {"old": 0.5, "skills": 0.2, "inContext": 0.3}}]', '--micro-batch', '4', '--eval-per-suite', '2', '--probes', '2', '--checkpoint-every', '2'];
     const stopped = jfa(...args, '--pause-after', '3', '--json');
     expect(stopped.status, stopped.stderr).toBe(0);
     expect(JSON.parse(stopped.stdout)).toMatchObject({ stoppedAt: 3, totalSteps: 6 });
@@ -127,10 +127,73 @@ describe('pretraining in sittings', () => {
     expect(card).toMatchObject({ steps: 6, records: 24 });
     expect(Object.keys(card.probes)).toEqual(PROBE_NAMES);
     expect(Object.keys(card.scores)).toHaveLength(5);
-    expect(card.command).toContain('--in-context-steps 2');
+    expect(card.command).toContain('--phases \'[{"steps":1,"mix":{"old":0,"skills":0,"inContext":0,"copy":1}},{"steps":2,');
     expect(readFileSync(join(out, 'README.md'), 'utf8')).toMatch(/## Probes/);
     expect(existsSync(join(ck, CHECKPOINT))).toBe(false);
     expect(existsSync(join(ck, 'metrics.jsonl'))).toBe(true);
+  });
+});
+
+describe('a curriculum of phases, a start from another model, the attention\'s init', () => {
+  const tiny = ['--hidden-size', '32', '--layers', '1', '--heads', '2', '--merges', '30', '--old-train-per-suite', '4', '--micro-batch', '4', '--eval-per-suite', '0', '--probes', '2'];
+
+  it('--phases draws each phase from its mix and is in the card; --init-from starts from a paused run or a model', () => {
+    const phases = [{ steps: 2, mix: { named: { 'continue-from': 1 } } }, { steps: 0, mix: { named: { 'lookup-one': 1 } } }];
+    const first = join(dir, 'ph-first');
+    const stopped = jfa('pretrain', '--out', first, '--checkpoint-dir', `${first}.pretrain`, ...tiny, '--steps', '4', '--phases', JSON.stringify(phases), '--pause-after', '2', '--json');
+    expect(stopped.status, stopped.stderr).toBe(0);
+    const paused = readFileSync(join(`${first}.pretrain`, CHECKPOINT, 'weights.safetensors'));
+    // from the paused run's folder: its checkpoint's weights and its tokenizer
+    const second = join(dir, 'ph-second');
+    const done = jfa('pretrain', '--out', second, '--checkpoint-dir', `${second}.pretrain`, ...tiny, '--layers', '3', '--steps', '2', '--init-from', `${first}.pretrain`, '--json');
+    expect(done.status, done.stderr).toBe(0);
+    const card = JSON.parse(done.stdout);
+    expect(card.options).toMatchObject({ layers: 1, hiddenSize: 32, initFrom: `${first}.pretrain` });
+    expect(card.command).toContain(`--init-from ${first}.pretrain`);
+    // where it started: the paused run's command, to its step
+    expect(card.from.steps).toBe(2);
+    expect(card.from.command).toMatch(new RegExp(`^jfa pretrain --out ${first} .*--phases '\\[.*--pause-after 2$`));
+    expect(readFileSync(join(second, 'tokenizer.json'), 'utf8')).toBe(readFileSync(join(`${first}.pretrain`, 'initial', 'tokenizer.json'), 'utf8'));
+    expect(readFileSync(join(second, 'model.safetensors')).equals(paused)).toBe(false); // trained on from there
+    // a finished model directory too; the phases are in its card and its command line
+    const third = join(dir, 'ph-third');
+    const again = jfa('pretrain', '--out', third, '--checkpoint-dir', `${third}.pretrain`, ...tiny, '--steps', '3', '--phases', JSON.stringify(phases), '--init-from', second, '--json');
+    expect(again.status, again.stderr).toBe(0);
+    const c3 = JSON.parse(again.stdout);
+    expect(c3.from).toEqual({ command: card.command, steps: 2 });
+    expect(readFileSync(join(third, 'README.md'), 'utf8')).toContain(`Started from the model of \`${card.command}\` (2 steps)`);
+    expect(c3.options.phases).toEqual([{ steps: 2, mix: { old: 0, skills: 0, inContext: 0, named: { 'continue-from': 1 } } }, { steps: 0, mix: { old: 0, skills: 0, inContext: 0, named: { 'lookup-one': 1 } } }]);
+    expect(c3.command).toContain("--phases '[{");
+    expect(readFileSync(join(third, 'README.md'), 'utf8')).toMatch(/in 2 phases: 2 steps of continue-from 1; then 0 steps of lookup-one 1/);
+    // bad input: one line each, nothing written
+    const bad = jfa('pretrain', '--out', join(dir, 'ph-bad'), ...tiny, '--steps', '2', '--phases', '[{"steps": 2, "mix": {"named": {"no-such-skill": 1}}}]');
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/unknown skill 'no-such-skill'/);
+    const notJson = jfa('pretrain', '--out', join(dir, 'ph-bad'), ...tiny, '--steps', '2', '--phases', '[{steps');
+    expect(notJson.status).not.toBe(0);
+    expect(notJson.stderr).toMatch(/--phases must be JSON/);
+    const nothing = jfa('pretrain', '--out', join(dir, 'ph-bad'), ...tiny, '--steps', '2', '--init-from', join(dir, 'no-such-model'));
+    expect(nothing.status).not.toBe(0);
+    expect(nothing.stderr).toMatch(/--init-from .*no-such-model: neither a model directory/);
+    expect(existsSync(join(dir, 'ph-bad'))).toBe(false);
+  });
+
+  it('attentionInitStd rescales the query and key weights alone, from the same draws', () => {
+    const std = (m: LlamaModel, name: string) => {
+      const x = m.weights()[name]!.toTypedArray() as Float32Array;
+      return Math.sqrt(x.reduce((a, v) => a + v * v, 0) / x.length);
+    };
+    createModel(join(dir, 'init-a'), { hiddenSize: 64, numLayers: 1, numHeads: 4, seed: 9, initStd: 0.02 });
+    createModel(join(dir, 'init-b'), { hiddenSize: 64, numLayers: 1, numHeads: 4, seed: 9, initStd: 0.02, attentionInitStd: 0.06 });
+    using a = LlamaModel.load(join(dir, 'init-a'));
+    using b = LlamaModel.load(join(dir, 'init-b'));
+    for (const p of ['q_proj', 'k_proj']) {
+      const name = `model.layers.0.self_attn.${p}.weight`;
+      expect(std(b, name) / std(a, name)).toBeCloseTo(3, 4);
+    }
+    for (const name of ['model.layers.0.self_attn.v_proj.weight', 'model.layers.0.mlp.up_proj.weight', 'model.embed_tokens.weight'])
+      expect(Array.from(b.weights()[name]!.toTypedArray() as Float32Array)).toEqual(Array.from(a.weights()[name]!.toTypedArray() as Float32Array));
+    expect(() => createModel(join(dir, 'init-c'), { attentionInitStd: 0 })).toThrow(/attentionInitStd must be a finite number > 0/);
   });
 });
 

@@ -2,7 +2,7 @@
 // the exact command, the data it saw, its wall time, size, weights hash and old-suite scores. The
 // demo's shipped base (models/jfa-base) was made by this code; the demo checks its hash.
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 import { z } from 'zod';
@@ -11,7 +11,7 @@ import { readJsonl } from '../data/jsonl.js';
 import { OLD_SUITE_NAMES, type OldSuiteName } from '../data/old-tasks.js';
 import { PROBE_NAMES, type ProbeName, probeRecords } from '../data/probes.js';
 import { type InstanceRecord, promptKey } from '../data/records.js';
-import { createStream, type RecordStream, type StreamMix } from '../data/stream.js';
+import { createStream, type RecordStream, type StreamMix, type StreamPhase } from '../data/stream.js';
 import { generateSuite, type Suite, type SuiteOptions } from '../data/suite.js';
 import { evaluateOld } from '../jfa/evaluate.js';
 import { CHECKPOINT, removeCheckpoint } from '../jfa/checkpoint.js';
@@ -29,11 +29,22 @@ const int = z.number().int().positive();
 const share = z.number().nonnegative();
 
 /**
- * Pretraining settings. The defaults are the shipped base's (models/jfa-base/jfa-base.json records
- * the command that made it). On generated data the records are a fresh stream, never repeated, in
- * two phases: the in-context skills alone (copy, look up, match an option: they need induction
- * heads, which form only when such data dominates), then the old suites, all general skills and the
- * in-context skills mixed, by the shares given.
+ * The shipped base's curriculum (docs/demo.md has the runs that chose it). Lookup forms only once the
+ * model finds a word by its content: first continuing a list from a given word, then lookups of one
+ * key (the key stands in one other place) beside lookups of several; plain copying joins once they
+ * have formed; then the old suites and general skills, the in-context skills kept in the mix.
+ */
+export const DEFAULT_PHASES: readonly StreamPhase[] = [
+  { steps: 1000, mix: { old: 0, skills: 0, inContext: 0, named: { 'continue-from': 1 } } },
+  { steps: 2000, mix: { old: 0, skills: 0, inContext: 0.2, named: { 'lookup-one': 0.4, lookup: 0.2, 'continue-from': 0.2 } } },
+  { steps: 1000, mix: { old: 0, skills: 0, inContext: 0.2, copy: 0.3, named: { lookup: 0.25, 'lookup-one': 0.1, 'continue-from': 0.15 } } },
+  { steps: 0, mix: { old: 0.5, skills: 0.15, inContext: 0.13, copy: 0.08, named: { lookup: 0.08, 'lookup-one': 0.02, 'continue-from': 0.04 } } },
+];
+
+/**
+ * Pretraining settings. The defaults are the shipped base's curriculum in one run; the shipped base
+ * itself was made in two sittings (models/jfa-base/jfa-base.json records both commands). On
+ * generated data the records are a fresh stream, never repeated, in the phases of `phases`.
  */
 export const baseSchema = z.object({
   hiddenSize: int.default(256),
@@ -47,31 +58,34 @@ export const baseSchema = z.object({
    * 1,000 steps (98%).
    */
   initStd: z.number().positive().default(0.02),
+  /**
+   * Standard deviation of the attention's query and key weights (default: initStd). Their product
+   * sets the attention logits at the start: from small ones attention is uniform, and the gradient
+   * of each factor is proportional to the other, so content-based lookups form late.
+   */
+  attentionInitStd: z.number().positive().optional(),
   /** generated data: old-task training records per suite in the suite (replay's old data; the tokenizer's text) */
   oldTrainPerSuite: int.default(6000),
   /** generated data: the seed of the suites */
   dataSeed: z.number().int().nonnegative().default(1),
-  /** generated data: optimisation steps in all */
-  steps: int.default(36000),
-  /** generated data: steps of the first phase, plain copying alone (the first induction circuit) */
-  copySteps: z.number().int().nonnegative().default(3000),
-  /** generated data: steps of the next phase, the in-context skills alone */
-  inContextSteps: z.number().int().nonnegative().default(6000),
-  /** generated data, second phase: shares of old-suite, general-skill and in-context records */
-  oldShare: share.default(0.5),
-  skillShare: share.default(0.2),
-  inContextShare: share.default(0.3),
+  /** generated data: optimisation steps in all (the last phase runs to here) */
+  steps: int.default(16000),
   /**
-   * generated data: the part of the in-context records (second and third phases) that are lookups.
-   * Looking a key up and reading the value after it forms far more slowly than copying.
+   * generated data: the curriculum. Each phase lasts `steps` steps of fresh records drawn by `mix`:
+   * shares of old-suite records (`old`), all general skills (`skills`), the in-context skills
+   * (`inContext`), plain copying (`copy`) and single skills by name (`named`); the last phase runs
+   * on to `steps` in all. The default is the shipped base's ({@link DEFAULT_PHASES}).
    */
-  lookupShare: z.number().min(0).max(1).default(0.4),
+  phases: z.array(z.object({
+    steps: z.number().int().nonnegative(),
+    mix: z.object({ old: share.default(0), skills: share.default(0), inContext: share.default(0), copy: share.optional(), named: z.record(z.string(), share).optional() }).strict(),
+  }).strict()).min(1).default(() => DEFAULT_PHASES.map((p) => ({ steps: p.steps, mix: { ...p.mix, ...(p.mix.named ? { named: { ...p.mix.named } } : {}) } }))),
   /**
-   * generated data: the part of the in-context records (second and third phases) that are plain
-   * copying. Measured: a copy probe at 78% after the copying phase fell to 26% within 2,000 steps
-   * when copying was an eighth of the in-context records; copying must stay in the mixture.
+   * Start from this model instead of random weights (continued pretraining): a model directory, or a
+   * pretraining run's folder, whose last checkpoint's weights are taken. Its shape and tokenizer
+   * replace hiddenSize, layers, heads, merges and the inits.
    */
-  copyShare: z.number().min(0).max(1).default(0.3),
+  initFrom: z.string().optional(),
   /** --data files only: passes over them */
   epochs: int.default(1),
   /**
@@ -83,7 +97,7 @@ export const baseSchema = z.object({
   lr: z.number().positive().default(1e-3),
   /** steps of linear warm-up before the cosine decay */
   warmupSteps: z.number().int().nonnegative().default(200),
-  microBatch: int.default(16),
+  microBatch: int.default(32),
   maxTokens: int.default(200),
   /** old-suite evaluation records per suite scored after pretraining, for the card (0: none) */
   evalPerSuite: z.number().int().nonnegative().default(200),
@@ -115,6 +129,8 @@ export interface BaseCard {
   /** probe exact match (0-1) on `probes` held-out records each, greedy */
   probes?: Record<ProbeName, number>;
   torchThreads?: number;
+  /** with initFrom: the run it started from, when that run says (its command and steps) */
+  from?: { command: string; steps: number };
 }
 
 export const CARD_FILE = 'jfa-base.json';
@@ -132,13 +148,6 @@ export function baseSuite(o: Pick<BaseOptions, 'dataSeed' | 'oldTrainPerSuite'>,
 const HELD_OUT_EVAL = 2000;
 const HELD_OUT_FLASHBACKS = 512;
 
-/** In-context records of a phase, `share` of it in all: lookups, plain copying and the other in-context skills by the settings' parts. */
-function inContextMix(share: number, o: BaseOptions): StreamMix {
-  const rest = 1 - o.lookupShare - o.copyShare;
-  if (rest < -1e-9) throw new RangeError(`pretrain: lookupShare + copyShare must be at most 1 (parts of the in-context records), got ${o.lookupShare} + ${o.copyShare}`);
-  return { old: 0, skills: 0, inContext: share * Math.max(0, rest), copy: share * o.copyShare, named: { lookup: share * o.lookupShare } };
-}
-
 /** The generated pretraining stream of these settings: fresh records per step, held-out prompts excluded. */
 export function baseStream(o: BaseOptions): RecordStream {
   const held = baseSuite(o, { oldEvalPerSuite: Math.max(HELD_OUT_EVAL, o.evalPerSuite), flashbackPoolPerSuite: HELD_OUT_FLASHBACKS, instancesPerTask: 1, evalInstancesPerTask: 1 });
@@ -151,22 +160,59 @@ export function baseStream(o: BaseOptions): RecordStream {
     seed: o.seed,
     perStep: o.microBatch,
     exclude,
-    phases: [
-      { steps: o.copySteps, mix: { old: 0, skills: 0, inContext: 0, copy: 1 } },
-      { steps: o.inContextSteps, mix: inContextMix(1, o) },
-      { steps: Math.max(0, o.steps - o.copySteps - o.inContextSteps), mix: { ...inContextMix(o.inContextShare, o), old: o.oldShare, skills: o.skillShare } },
-    ],
+    phases: o.phases,
   });
+}
+
+const MODEL_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+
+/**
+ * Fills `initial` with the model a run starts from: a model directory (Hugging Face layout), or a
+ * pretraining run's folder (its initial model with its last checkpoint's weights), e.g. one paused
+ * once its in-context circuits formed.
+ */
+function startFrom(from: string, initial: string, label: string): void {
+  const dir = resolve(from);
+  let weights: string;
+  let files: string;
+  if (existsSync(join(dir, 'config.json')) && existsSync(join(dir, 'model.safetensors'))) {
+    files = dir;
+    weights = join(dir, 'model.safetensors');
+  } else if (existsSync(join(dir, 'initial', 'config.json'))) {
+    files = join(dir, 'initial');
+    const ck = [CHECKPOINT, `${CHECKPOINT}.old`].map((c) => join(dir, c, 'weights.safetensors')).find((f) => existsSync(f));
+    if (!ck) throw new Error(`${label}: --init-from ${from}: a pretraining folder without a checkpoint (no ${CHECKPOINT}/weights.safetensors)`);
+    weights = ck;
+  } else throw new Error(`${label}: --init-from ${from}: neither a model directory (config.json, model.safetensors) nor a pretraining folder (initial/, ${CHECKPOINT}/)`);
+  mkdirSync(initial, { recursive: true });
+  for (const f of MODEL_FILES) if (existsSync(join(files, f))) copyFileSync(join(files, f), join(initial, f));
+  copyFileSync(weights, join(initial, 'model.safetensors'));
+}
+
+/**
+ * What made the model `from` points at, where it says: a base's card, or a paused pretraining run's
+ * checkpoint state (its options and step).
+ */
+export function provenance(from: string): BaseCard['from'] {
+  const dir = resolve(from);
+  const card = readCard(dir);
+  if (card) return { command: card.command, steps: card.steps };
+  const state = [CHECKPOINT, `${CHECKPOINT}.old`].map((c) => join(dir, c, 'state.json')).find((f) => existsSync(f));
+  if (!state) return undefined;
+  const s = readJson<{ step?: number; options?: unknown }>(state);
+  const parsed = baseSchema.safeParse(s.options);
+  if (!parsed.success || typeof s.step !== 'number') return undefined;
+  return { command: `${commandLine(dir.replace(/\.pretrain$/, ''), parsed.data)} --pause-after ${s.step}`, steps: s.step };
 }
 
 /** The `jfa pretrain` command line that gives these options. */
 function commandLine(out: string, o: BaseOptions, data?: string[]): string {
   const flag = (k: string) => k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
   const parts = ['jfa pretrain', `--out ${out}`, ...(data?.length ? [`--data ${data.join(' ')}`] : [])];
-  const generatedOnly = ['oldTrainPerSuite', 'dataSeed', 'steps', 'copySteps', 'inContextSteps', 'oldShare', 'skillShare', 'inContextShare', 'lookupShare', 'copyShare', 'evalPerSuite'];
+  const generatedOnly = ['oldTrainPerSuite', 'dataSeed', 'steps', 'phases', 'evalPerSuite'];
   for (const [k, v] of Object.entries(o)) {
-    if (data?.length ? generatedOnly.includes(k) : k === 'epochs') continue;
-    parts.push(`--${flag(k)} ${v}`);
+    if (v === undefined || (data?.length ? generatedOnly.includes(k) : k === 'epochs')) continue;
+    parts.push(`--${flag(k)} ${k === 'phases' ? `'${JSON.stringify(v)}'` : v}`);
   }
   return parts.join(' ');
 }
@@ -216,14 +262,34 @@ export async function buildBase(out: string, o: BaseOptions, b: BuildOptions = {
     // The tokenizer is learned from old and new text alike, as a general-purpose one would be.
     const stepsOf = (from: number, n: number) => Array.from({ length: Math.max(0, Math.min(n, o.steps - from)) }, (_, i) => from + i);
     // From a stream: the first steps of each phase, the last phase's (the old suites' text) weighing most.
-    const mixed = o.copySteps + o.inContextSteps;
-    const sample = Array.isArray(source) ? source : [...stepsOf(0, Math.min(o.copySteps, 300)), ...stepsOf(o.copySteps, Math.min(o.inContextSteps, 500)), ...stepsOf(mixed, 1500)].flatMap((s) => source.at(s));
-    const newText = baseSuite(o, { oldEvalPerSuite: 1, flashbacksPerSuite: 1 }).newTrain;
-    const merges = learnMerges([...sample, ...newText].flatMap((r) => [r.instruction, r.input, r.output]), o.merges);
-    createModel(initial, { hiddenSize: o.hiddenSize, intermediateSize: intermediateSize(o.hiddenSize), numLayers: o.layers, numHeads: o.heads, merges, seed: o.seed, initStd: o.initStd });
+    if (o.initFrom) startFrom(o.initFrom, initial, label);
+    else {
+      // From a stream: the first 300 steps of the first phase, 500 of each next one, and 1,500 of the
+      // last (the old suites' text weighing most).
+      let sample: InstanceRecord[];
+      if (Array.isArray(source)) sample = source;
+      else {
+        const phases = o.phases;
+        let start = 0;
+        sample = phases.flatMap((p, i) => {
+          const from = start;
+          start += p.steps;
+          return stepsOf(from, i + 1 === phases.length ? 1500 : Math.min(p.steps, i === 0 ? 300 : 500));
+        }).flatMap((s) => source.at(s));
+      }
+      const newText = baseSuite(o, { oldEvalPerSuite: 1, flashbacksPerSuite: 1 }).newTrain;
+      const merges = learnMerges([...sample, ...newText].flatMap((r) => [r.instruction, r.input, r.output]), o.merges);
+      createModel(initial, { hiddenSize: o.hiddenSize, intermediateSize: intermediateSize(o.hiddenSize), numLayers: o.layers, numHeads: o.heads, merges, seed: o.seed, initStd: o.initStd, attentionInitStd: o.attentionInitStd });
+    }
   }
   const tokenizer = Tokenizer.fromDir(initial);
   using model = await LlamaModel.loadAsync(initial);
+  if (o.initFrom) {
+    // The shape is the starting model's: the card states what was trained.
+    const c = model.config;
+    const merges = (readJson<{ model?: { merges?: unknown[] } }>(join(initial, 'tokenizer.json')).model?.merges ?? []).length;
+    o = { ...o, hiddenSize: c.hiddenSize, layers: c.numLayers, heads: c.numHeads, merges };
+  }
   const identity = { options: { ...o, ...(b.data?.length ? { data: b.data } : {}) } };
   const earlier = readSittings(ck);
   log(`${label}: ${(model.parameterCount / 1e6).toFixed(2)}M parameters, ${Array.isArray(source) ? `${source.length} records x ${o.epochs} epochs` : `${o.steps} steps of fresh records`} -> ${out} (checkpoints in ${ck})`);
@@ -281,6 +347,7 @@ export async function buildBase(out: string, o: BaseOptions, b: BuildOptions = {
     scores,
     probes,
     torchThreads: runtimeInfo().numThreads,
+    ...(o.initFrom ? { from: provenance(o.initFrom) } : {}),
   };
   writeCard(out, card);
   // The base is written: its checkpoint can go (the metrics stay for the record).
@@ -296,6 +363,12 @@ function writeSittings(ck: string, s: { steps: number; tokens: number; seconds: 
   writeFileAtomic(join(ck, SITTINGS), `${JSON.stringify(s)}\n`);
 }
 
+/** A phase's mix in words: `old 0.5, lookup 0.2, ...`. */
+function mixText(m: StreamMix): string {
+  const parts: [string, number][] = [['old suites', m.old], ['general skills', m.skills], ['in-context skills', m.inContext], ['copying', m.copy ?? 0], ...Object.entries(m.named ?? {})];
+  return parts.filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ');
+}
+
 export function writeCard(dir: string, card: BaseCard): void {
   writeFileAtomic(join(dir, CARD_FILE), `${JSON.stringify(card, null, 2)}\n`);
   const table = (head: string, rows: Record<string, number>) => [`| ${head} | % |`, '|---|---|', ...Object.entries(rows).map(([k, v]) => `| ${k} | ${(100 * v).toFixed(1)} |`),
@@ -303,7 +376,7 @@ export function writeCard(dir: string, card: BaseCard): void {
   const o = card.options;
   const data = o.data
     ? `${o.data.join(', ')}; ${card.records} records x ${o.epochs} epoch${o.epochs > 1 ? 's' : ''}`
-    : `a stream of fresh generated records at data seed ${o.dataSeed}, none repeated and none of the held-out prompts (old-suite evaluation, flashbacks, probes): ${o.copySteps} steps of plain copying, ${o.inContextSteps} steps of the in-context skills alone (copy, look up, match an option), then ${Math.max(0, o.steps - o.copySteps - o.inContextSteps)} steps of old suites, general skills and in-context skills in shares ${o.oldShare}/${o.skillShare}/${o.inContextShare} (of the in-context records, a ${o.lookupShare} part lookups and a ${o.copyShare} part plain copying, here and in the phase before); ${card.records} records`;
+    : `a stream of fresh generated records at data seed ${o.dataSeed}, none repeated and none of the held-out prompts (old-suite evaluation, flashbacks, probes), in ${o.phases.length} phase${o.phases.length > 1 ? 's' : ''}: ${o.phases.map((p) => `${p.steps} steps of ${mixText(p.mix)}`).join('; then ')} (the last to the end); ${card.records} records`;
   writeFileAtomic(join(dir, 'README.md'), `# ${o.data ? 'Pretrained Llama' : 'jfa-base: the demo\'s base model'}
 
 A ${(card.parameters / 1e6).toFixed(2)}M-parameter Llama (${o.layers} layers, hidden size ${o.hiddenSize}, ${o.heads} heads, byte-level BPE with ${o.merges} merges), trained from scratch by jfa-torch's \`jfa pretrain\`.
@@ -311,7 +384,7 @@ It stands in for an off-the-shelf instruction-tuned model that is good at its ol
 
 - Command: \`${card.command}\`
 - Data: ${data}, ${card.steps} steps at micro-batch ${o.microBatch}, lr ${o.lr} (cosine), ${card.tokens} target tokens.
-- Seed ${o.seed}; pretraining took ${(card.seconds / 60).toFixed(1)} min${card.torchThreads ? ` on ${card.torchThreads} CPU threads` : ''}.
+${card.from ? `- Started from the model of \`${card.from.command}\` (${card.from.steps} steps), trained on from there.\n` : ''}- Seed ${o.seed}; pretraining took ${(card.seconds / 60).toFixed(1)} min${card.torchThreads ? ` on ${card.torchThreads} CPU threads` : ''}.
 - Weights: model.safetensors, float32, sha256 \`${card.sha256}\`.
 - Loads in transformers (\`AutoModelForCausalLM\`, \`AutoTokenizer\`) and in jfa-torch (\`loadModel\`).
 

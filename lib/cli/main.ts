@@ -176,6 +176,14 @@ const num = (name: string) => (v: string) => {
   return n;
 };
 
+const json = (name: string) => (v: string): unknown => {
+  try {
+    return JSON.parse(v);
+  } catch (e) {
+    throw new InvalidArgumentError(`${name} must be JSON (${(e as Error).message})`);
+  }
+};
+
 /** Options pretrain and train share. */
 const trainingOptions = (c: Command) =>
   c
@@ -189,7 +197,7 @@ const trainingOptions = (c: Command) =>
 
 trainingOptions(program
   .command('pretrain')
-  .description('create a small Llama and train it from scratch (default data: fresh generated records in three phases: copying, in-context skills, then old suites and skills mixed); resumable; writes a model card with probes and suite scores')
+  .description('create a small Llama and train it from scratch (default data: fresh generated records in phases: finding words by content, lookups, copying, then old suites and skills mixed); resumable; writes a model card with probes and suite scores')
   .option('--out <dir>', 'model directory to write')
   .option('--data <files...>', 'JSONL files of {task, instruction, input, output} records')
   .option('--hidden-size <n>', 'hidden size', num('--hidden-size'))
@@ -197,16 +205,12 @@ trainingOptions(program
   .option('--heads <n>', 'attention heads', num('--heads'))
   .option('--merges <n>', 'BPE merges to learn for the tokenizer', num('--merges'))
   .option('--init-std <x>', 'standard deviation of the initial weights (default 0.02)', num('--init-std'))
+  .option('--attention-init-std <x>', "standard deviation of the attention's initial query and key weights (default: --init-std)", num('--attention-init-std'))
+  .option('--init-from <dir>', "start from this model, or from a pretraining run's folder (its last checkpoint), instead of random weights: its shape and tokenizer replace --hidden-size, --layers, --heads, --merges and the inits")
+  .option('--phases <json>', 'generated data: the curriculum as JSON, [{"steps": n, "mix": {"old": x, "skills": x, "inContext": x, "copy": x, "named": {"lookup": x, ...}}}, ...]; the last phase runs to --steps (default: the shipped base\'s, docs/demo.md)', json('--phases'))
   .option('--old-train-per-suite <n>', "generated data: the suite's training records of each old suite (replay's old data)", num('--old-train-per-suite'))
   .option('--data-seed <n>', 'generated data: seed of the suites', num('--data-seed'))
   .option('--steps <n>', 'generated data: steps in all, each of fresh records', num('--steps'))
-  .option('--copy-steps <n>', 'generated data: first steps on plain copying alone', num('--copy-steps'))
-  .option('--in-context-steps <n>', 'generated data: first steps on the in-context skills alone (copy, look up, match an option)', num('--in-context-steps'))
-  .option('--old-share <x>', 'generated data, after those: share of old-suite records', num('--old-share'))
-  .option('--skill-share <x>', 'generated data, after those: share of general-skill records', num('--skill-share'))
-  .option('--in-context-share <x>', 'generated data, after those: share of in-context skill records', num('--in-context-share'))
-  .option('--lookup-share <x>', 'generated data: the part of the in-context records that are lookups (default 0.4)', num('--lookup-share'))
-  .option('--copy-share <x>', 'generated data: the part of the in-context records that are plain copying (default 0.3)', num('--copy-share'))
   .option('--eval-per-suite <n>', 'generated data: held-out records per old suite scored for the model card (0: none)', num('--eval-per-suite'))
   .option('--warmup-steps <n>', 'steps of linear warm-up before the cosine decay (default 200)', num('--warmup-steps'))
   .option('--probes <n>', 'probe records per skill scored for the model card (0: none)', num('--probes'))

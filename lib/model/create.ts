@@ -3,6 +3,7 @@
 // optional merges, three special tokens, and a chat template; transformers loads it unchanged.
 import { join } from 'node:path';
 
+import { tensor } from '../tensor.js';
 import { writeFileAtomic } from '../util/files.js';
 import { CHAT_TEMPLATE } from './chat-template.js';
 import { LlamaModel } from './llama.js';
@@ -125,6 +126,13 @@ export interface CreateModelOptions {
    * from a larger one: see `jfa pretrain --init-std`.
    */
   initStd?: number;
+  /**
+   * Standard deviation of the attention's query and key weights (default: initStd). Attention
+   * logits at initialisation grow with the product of the two, and so does the gradient of each:
+   * from small ones, attention starts uniform and content-based lookups form late. See
+   * `jfa pretrain --attention-init-std`.
+   */
+  attentionInitStd?: number;
 }
 
 /**
@@ -166,8 +174,25 @@ export function createModel(dir: string, options: CreateModelOptions = {}): void
     torch_dtype: 'float32',
   };
   if (options.initStd !== undefined && !(options.initStd > 0 && Number.isFinite(options.initStd))) throw new RangeError(`createModel: initStd must be a finite number > 0, got ${options.initStd}`);
-  const model = LlamaModel.random(config, { seed: options.seed ?? 0, initStd: options.initStd ?? 0.02 });
+  if (options.attentionInitStd !== undefined && !(options.attentionInitStd > 0 && Number.isFinite(options.attentionInitStd)))
+    throw new RangeError(`createModel: attentionInitStd must be a finite number > 0, got ${options.attentionInitStd}`);
+  const initStd = options.initStd ?? 0.02;
+  const model = LlamaModel.random(config, { seed: options.seed ?? 0, initStd });
   try {
+    if (options.attentionInitStd !== undefined && options.attentionInitStd !== initStd) {
+      // The same draws, rescaled: a normal of std s times f is a normal of std s * f.
+      const f = options.attentionInitStd / initStd;
+      const weights = model.weights();
+      try {
+        for (const [name, w] of Object.entries(weights)) {
+          if (!/\.self_attn\.(q_proj|k_proj)\.weight$/.test(name)) continue;
+          using scaled = tensor(Float32Array.from(w.toTypedArray() as Float32Array, (x) => x * f), w.shape);
+          w.copyFrom(scaled);
+        }
+      } finally {
+        for (const w of Object.values(weights)) w.dispose();
+      }
+    }
     model.save(dir, {
       'config.json': `${JSON.stringify(config, null, 2)}\n`,
       'generation_config.json': `${JSON.stringify({ bos_token_id: 1, eos_token_id: 2, pad_token_id: 0 }, null, 2)}\n`,
