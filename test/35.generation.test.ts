@@ -8,6 +8,7 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
+import { probeRecords } from '../lib/data/probes.js';
 import { OptionError } from '../lib/errors.js';
 import { byteSymbols, createModel } from '../lib/model/create.js';
 import { Decoder } from '../lib/model/decoder.js';
@@ -123,19 +124,26 @@ describe('repetition penalty: greedy tokens equal transformers generate(do_sampl
     using model = LlamaModel.load(shipped);
     const tokenizer = Tokenizer.fromDir(shipped);
     const eos = tokenizer.eosTokenId!;
-    // prompts it answers at some length (it ends most others at once)
-    const prompts = [
-      "Solve the math word problem step by step. End with 'The answer is N.'\nAna buys 3 packs of pencils with 4 pencils in each pack.\n",
-      'Copy the text: the red fox jumps',
-      'What is 12 + 30?',
-    ].map((t) => tokenizer.encode(t));
+    // Three prompts of the kinds it was trained on that it answers at some length with the penalty
+    // (a base answers most short prompts with a few tokens): lists to copy with repeated words, a
+    // word problem, a lookup. Which ones depends on the base; that three exist does not.
+    const candidates = [
+      ...probeRecords(12).copy.filter((r) => new Set(r.input.split(', ')).size < r.input.split(', ').length),
+      ...probeRecords(4).lookup,
+      { instruction: "Solve the math word problem step by step. End with 'The answer is N.'", input: 'Ana buys 3 packs of pencils with 4 pencils in each pack. How many pencils does Ana buy?' },
+    ].map((r) => tokenizer.encode(`${r.instruction}\n${r.input}\n`));
+    const prompts: number[][] = [];
     const ours: number[][] = [];
     const plain: number[][] = [];
-    for (const p of prompts) {
-      ours.push(untilEos(rowsOf(await model.generate(ids2d([p]), { maxNewTokens: 32, repetitionPenalty: 1.3, eosTokenIds: [eos] }))[0]!, eos));
+    for (const p of candidates) {
+      const penalised = untilEos(rowsOf(await model.generate(ids2d([p]), { maxNewTokens: 32, repetitionPenalty: 1.3, eosTokenIds: [eos] }))[0]!, eos);
+      if (penalised.length <= 4) continue;
+      prompts.push(p);
+      ours.push(penalised);
       plain.push(untilEos(rowsOf(await model.generate(ids2d([p]), { maxNewTokens: 32, eosTokenIds: [eos] }))[0]!, eos));
+      if (prompts.length === 3) break;
     }
-    expect(ours.every((r) => r.length > 2)).toBe(true);
+    expect(prompts, 'construction: three prompts the base answers at some length').toHaveLength(3);
     expect(ours).toEqual(hfGreedy(shipped, prompts, 32, 1.3, eos).map((r) => untilEos(r, eos)));
     expect(ours).not.toEqual(plain);
   });

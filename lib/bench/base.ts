@@ -69,7 +69,7 @@ export const baseSchema = z.object({
   /** generated data: the seed of the suites */
   dataSeed: z.number().int().nonnegative().default(1),
   /** generated data: optimisation steps in all (the last phase runs to here) */
-  steps: int.default(16000),
+  steps: int.default(12500),
   /**
    * generated data: the curriculum. Each phase lasts `steps` steps of fresh records drawn by `mix`:
    * shares of old-suite records (`old`), all general skills (`skills`), the in-context skills
