@@ -8,7 +8,9 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
+import { OLD_SUITES } from '../lib/data/old-tasks.js';
 import { probeRecords } from '../lib/data/probes.js';
+import { createRng } from '../lib/data/rng.js';
 import { OptionError } from '../lib/errors.js';
 import { byteSymbols, createModel } from '../lib/model/create.js';
 import { Decoder } from '../lib/model/decoder.js';
@@ -124,12 +126,16 @@ describe('repetition penalty: greedy tokens equal transformers generate(do_sampl
     using model = LlamaModel.load(shipped);
     const tokenizer = Tokenizer.fromDir(shipped);
     const eos = tokenizer.eosTokenId!;
-    // Three prompts of the kinds it was trained on that it answers at some length with the penalty
-    // (a base answers most short prompts with a few tokens): lists to copy with repeated words, a
-    // word problem, a lookup. Which ones depends on the base; that three exist does not.
+    // Three prompts of the kinds it was trained on that it answers at some length and where the
+    // penalty changes the answer (a confident base often gives the same tokens either way): lists to
+    // copy with repeated words, lookups, a word problem. Which ones depends on the base; that three
+    // exist does not.
     const candidates = [
-      ...probeRecords(12).copy.filter((r) => new Set(r.input.split(', ')).size < r.input.split(', ').length),
+      ...probeRecords(60).copy.filter((r) => new Set(r.input.split(', ')).size < r.input.split(', ').length),
       ...probeRecords(4).lookup,
+      // step-by-step answers repeat their tokens ('True and False = False. False or ...')
+      ...OLD_SUITES.logic(createRng(5), 8),
+      ...OLD_SUITES['arith-gsm'](createRng(6), 8),
       { instruction: "Solve the math word problem step by step. End with 'The answer is N.'", input: 'Ana buys 3 packs of pencils with 4 pencils in each pack. How many pencils does Ana buy?' },
     ].map((r) => tokenizer.encode(`${r.instruction}\n${r.input}\n`));
     const prompts: number[][] = [];
@@ -138,12 +144,14 @@ describe('repetition penalty: greedy tokens equal transformers generate(do_sampl
     for (const p of candidates) {
       const penalised = untilEos(rowsOf(await model.generate(ids2d([p]), { maxNewTokens: 32, repetitionPenalty: 1.3, eosTokenIds: [eos] }))[0]!, eos);
       if (penalised.length <= 4) continue;
+      const unpenalised = untilEos(rowsOf(await model.generate(ids2d([p]), { maxNewTokens: 32, eosTokenIds: [eos] }))[0]!, eos);
+      if (unpenalised.join() === penalised.join()) continue;
       prompts.push(p);
       ours.push(penalised);
-      plain.push(untilEos(rowsOf(await model.generate(ids2d([p]), { maxNewTokens: 32, eosTokenIds: [eos] }))[0]!, eos));
+      plain.push(unpenalised);
       if (prompts.length === 3) break;
     }
-    expect(prompts, 'construction: three prompts the base answers at some length').toHaveLength(3);
+    expect(prompts, 'construction: three prompts the base answers at some length, the penalty changing the answer').toHaveLength(3);
     expect(ours).toEqual(hfGreedy(shipped, prompts, 32, 1.3, eos).map((r) => untilEos(r, eos)));
     expect(ours).not.toEqual(plain);
   });
