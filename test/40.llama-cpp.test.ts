@@ -1,6 +1,7 @@
 // The real runtime: node-llama-cpp (llama.cpp's CPU build, a prebuilt binary) loads the GGUF files
 // `jfa export gguf` writes, of the shipped base and of a trained adapter folded into it, and
-// continues prompts greedily with our tokens: equal for f32 and f16, counted for q8_0. A file
+// continues prompts greedily with our tokens: equal for f32 (and a folded adapter in f16), nearly
+// all for the base in f16 (rounding may flip a close choice), counted for q8_0. A file
 // written without llama.cpp's q/k row order disagrees, which shows the comparison can fail. Its
 // tokenizer splits a few hundred texts (many scripts, digits, runs of whitespace) as ours does.
 // node-llama-cpp is installed once per version into a folder under the system's temp dir (only the
@@ -142,11 +143,18 @@ beforeAll(async () => {
 
 describe(`node-llama-cpp ${VERSION} runs our GGUF with our greedy tokens`, () => {
   for (const type of ['f32', 'f16'] as const) {
-    it(`the shipped base, ${type}: ${prompts.length} prompts x ${NEW_TOKENS} tokens equal`, () => {
+    it(`the shipped base, ${type}: ${prompts.length} prompts x ${NEW_TOKENS} tokens ${type === 'f32' ? 'equal' : 'equal but for a close choice'}`, () => {
       const theirs = llamaCpp(exportFile(`base.${type}.gguf`, type), promptIds);
       const a = agreement(baseTokens, theirs.continuations);
       console.log(`base ${type}: ${a.same}/${a.total} tokens agree; leading agreement per prompt ${a.prefix.join(' ')}`);
-      expect(theirs.continuations).toEqual(baseTokens);
+      if (type === 'f32') expect(theirs.continuations).toEqual(baseTokens);
+      else {
+        // Weights rounded to f16 can flip a close choice of ours, after which a continuation goes
+        // its own way (the shipped base at commit c68d42e: one prompt of 8, at its 10th token).
+        // Most prompts still agree to the end; a wrong layout agrees on almost nothing (below).
+        expect(a.prefix.filter((n) => n === NEW_TOKENS).length).toBeGreaterThanOrEqual(prompts.length - 2);
+        expect(a.same / a.total).toBeGreaterThan(0.9);
+      }
     });
 
     it(`a trained adapter folded in, ${type}: ${prompts.length} prompts x ${NEW_TOKENS} tokens equal`, () => {
