@@ -14,12 +14,12 @@ import { type InstanceRecord, promptKey } from '../data/records.js';
 import { createStream, type RecordStream, type StreamMix, type StreamPhase } from '../data/stream.js';
 import { generateSuite, type Suite, type SuiteOptions } from '../data/suite.js';
 import { evaluateOld } from '../jfa/evaluate.js';
-import { CHECKPOINT, removeCheckpoint } from '../jfa/checkpoint.js';
-import { pretrain } from '../jfa/pretrain.js';
+import { CHECKPOINT, checkpointFile, removeCheckpoint, STATE_FILE } from '../jfa/checkpoint.js';
+import { pretrain, WEIGHTS_FILE } from '../jfa/pretrain.js';
 import { probe } from '../jfa/probe.js';
 import { learnMerges } from '../model/bpe.js';
 import { createModel, intermediateSize } from '../model/create.js';
-import { LlamaModel } from '../model/llama.js';
+import { DESCRIPTION_FILES, LlamaModel } from '../model/llama.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { runtimeInfo } from '../runtime.js';
 import { readJson, writeFileAtomic } from '../util/files.js';
@@ -164,8 +164,6 @@ export function baseStream(o: BaseOptions): RecordStream {
   });
 }
 
-const MODEL_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
-
 /**
  * Fills `initial` with the model a run starts from: a model directory (Hugging Face layout), or a
  * pretraining run's folder (its initial model with its last checkpoint's weights), e.g. one paused
@@ -180,12 +178,12 @@ function startFrom(from: string, initial: string, label: string): void {
     weights = join(dir, 'model.safetensors');
   } else if (existsSync(join(dir, 'initial', 'config.json'))) {
     files = join(dir, 'initial');
-    const ck = [CHECKPOINT, `${CHECKPOINT}.old`].map((c) => join(dir, c, 'weights.safetensors')).find((f) => existsSync(f));
-    if (!ck) throw new Error(`${label}: --init-from ${from}: a pretraining folder without a checkpoint (no ${CHECKPOINT}/weights.safetensors)`);
+    const ck = checkpointFile(dir, WEIGHTS_FILE);
+    if (!ck) throw new Error(`${label}: --init-from ${from}: a pretraining folder without a checkpoint (no ${CHECKPOINT}/${WEIGHTS_FILE})`);
     weights = ck;
   } else throw new Error(`${label}: --init-from ${from}: neither a model directory (config.json, model.safetensors) nor a pretraining folder (initial/, ${CHECKPOINT}/)`);
   mkdirSync(initial, { recursive: true });
-  for (const f of MODEL_FILES) if (existsSync(join(files, f))) copyFileSync(join(files, f), join(initial, f));
+  for (const f of DESCRIPTION_FILES) if (existsSync(join(files, f))) copyFileSync(join(files, f), join(initial, f));
   copyFileSync(weights, join(initial, 'model.safetensors'));
 }
 
@@ -197,7 +195,7 @@ export function provenance(from: string): BaseCard['from'] {
   const dir = resolve(from);
   const card = readCard(dir);
   if (card) return { command: card.command, steps: card.steps };
-  const state = [CHECKPOINT, `${CHECKPOINT}.old`].map((c) => join(dir, c, 'state.json')).find((f) => existsSync(f));
+  const state = checkpointFile(dir, STATE_FILE);
   if (!state) return undefined;
   const s = readJson<{ step?: number; options?: unknown }>(state);
   const parsed = baseSchema.safeParse(s.options);

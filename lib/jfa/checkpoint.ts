@@ -3,7 +3,7 @@
 // two renames, `checkpoint.old`) loadable; it holds the trained tensors, the optimizer's moments
 // and a state.json that a resumed run must match.
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 
 import { CheckpointError } from '../errors.js';
 import { loadSafetensors, saveSafetensors } from '../model/safetensors.js';
@@ -14,7 +14,8 @@ import { readJson, removeDir, replaceDir, writeFileAtomic } from '../util/files.
 /** The checkpoint folder's name inside a run's folder. */
 export const CHECKPOINT = 'checkpoint';
 const OPTIMIZER_FILE = 'optimizer.safetensors';
-const STATE_FILE = 'state.json';
+/** The run's state in a checkpoint folder: its step and identity. */
+export const STATE_FILE = 'state.json';
 
 /**
  * The checkpoint in `outDir` to resume from (`checkpoint`, or `checkpoint.old` left by a kill
@@ -107,12 +108,18 @@ export function writeFolder(who: string, dir: string, what: string, outDir: stri
   replaceDir(tmp, dir);
 }
 
+/** `file` of the checkpoint in `outDir` (`checkpoint`, or `checkpoint.old` left by a kill mid-swap), or undefined when neither has it. */
+export function checkpointFile(outDir: string, file: string): string | undefined {
+  return [join(outDir, CHECKPOINT, file), join(outDir, `${CHECKPOINT}.old`, file)].find((f) => existsSync(f));
+}
+
 /** "; the checkpoint of step N in DIR is intact ..." for an error that stops a run, or '' when there is none. */
 export function lastCheckpoint(outDir: string): string {
-  const dir = [join(outDir, CHECKPOINT), join(outDir, `${CHECKPOINT}.old`)].find((d) => existsSync(join(d, STATE_FILE)));
-  if (!dir) return '';
+  const state = checkpointFile(outDir, STATE_FILE);
+  if (!state) return '';
+  const dir = dirname(state);
   try {
-    const { step } = readJson<{ step: number }>(join(dir, STATE_FILE));
+    const { step } = readJson<{ step: number }>(state);
     return `; the checkpoint of step ${step} in ${dir} is intact: fix the cause and rerun with --resume`;
   } catch {
     return '';

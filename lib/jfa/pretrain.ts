@@ -80,7 +80,8 @@ export interface PretrainResult {
   elapsedMs: number;
 }
 
-const WEIGHTS_FILE = 'weights.safetensors';
+/** The weights' file in a pretraining checkpoint folder. */
+export const WEIGHTS_FILE = 'weights.safetensors';
 
 /**
  * Trains all of `model`'s weights on `source` in place; they are frozen again at the end.

@@ -58,7 +58,7 @@ function modelFormat<T>(dir: string, load: () => T): T {
 }
 
 /** Files of a model directory that describe it rather than hold weights: copied by saveMerged(). */
-const DESCRIPTION_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
+export const DESCRIPTION_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'];
 
 /**
  * Loads a Llama-family model from a Hugging Face directory (config.json and model.safetensors, or its shards).
