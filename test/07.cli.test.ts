@@ -6,6 +6,7 @@ import { join } from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
+import { rougeL } from '../lib/data/metrics.js';
 import { demoSchema } from '../lib/bench/demo.js';
 import { METHODS } from '../lib/jfa/methods.js';
 import { studyPoints } from '../lib/bench/study.js';
@@ -105,6 +106,19 @@ describe('jfa command', () => {
       expect(html.match(/<circle /g)).toHaveLength(4 * 2);
       expect(existsSync(join(out, 'run', 'data', 'new-eval.jsonl'))).toBe(true);
       expect(existsSync(join(out, 'run', 'runs', 'jfa', 'adapter', 'adapter_model.safetensors'))).toBe(true);
+      // Every answer of a run in its predictions.jsonl: the held-out rows give the run's ROUGE-L and
+      // its per-family scores, which report.html tabulates; the base's answers beside the runs.
+      type Row = { set: string; task: string; family?: string; reference: string; prediction: string; rougeL?: number };
+      const rows = readFileSync(join(out, 'run', 'runs', 'jfa', 'predictions.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Row);
+      const heldOut = rows.filter((r) => r.set === 'held-out');
+      expect(heldOut).toHaveLength(3);
+      expect(rows.filter((r) => r.set === 'arith-gsm')).toHaveLength(4);
+      for (const r of heldOut) expect(r.rougeL).toBe(rougeL(r.prediction, r.reference));
+      const jfaResult = results.methods.find((m) => m.method === 'jfa')! as unknown as { newRougeL: number; families: Record<string, number> };
+      expect(heldOut.reduce((s, r) => s + r.rougeL!, 0) / heldOut.length).toBeCloseTo(jfaResult.newRougeL, 12);
+      expect(Object.keys(jfaResult.families).sort()).toEqual([...new Set(heldOut.map((r) => r.family!))].sort());
+      expect(html).toContain('<table class="families">');
+      expect(existsSync(join(out, 'run', 'base-predictions.jsonl'))).toBe(true);
 
       // Same settings: the base is not pretrained again; --json prints the results; two seeds give
       // two runs, means and standard deviations.

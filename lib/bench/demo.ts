@@ -12,7 +12,10 @@ import { z } from 'zod';
 import { OLD_SUITE_NAMES, type OldSuiteName } from '../data/old-tasks.js';
 import { type InstanceRecord } from '../data/records.js';
 import { createRng } from '../data/rng.js';
+import { rougeL } from '../data/metrics.js';
+import { taskFamily } from '../data/new-tasks.js';
 import { sampleFlashbacks, type Suite, writeSuite } from '../data/suite.js';
+import { promptText } from '../jfa/examples.js';
 import { evaluateNew, evaluateOld } from '../jfa/evaluate.js';
 import { LATENT_MODES, type LatentPool } from '../jfa/pool.js';
 import { METHOD_PRESETS, type Method, METHODS } from '../jfa/methods.js';
@@ -167,16 +170,26 @@ function answerBudget(tokenizer: Tokenizer, records: InstanceRecord[]): number {
  * Accuracy on each old suite's held-out records, each suite capped at its answer budget. `onBatch`
  * reports records done over all suites.
  */
-export async function evaluateOldSuites(model: LlamaModel, tokenizer: Tokenizer, suite: Suite, o: DemoOptions, onBatch: (done: number) => void, latent?: LatentPool): Promise<Record<OldSuiteName, number>> {
+export async function evaluateOldSuites(
+  model: LlamaModel,
+  tokenizer: Tokenizer,
+  suite: Suite,
+  o: DemoOptions,
+  onBatch: (done: number) => void,
+  latent?: LatentPool,
+): Promise<{ old: Record<OldSuiteName, number>; predictions: string[][] }> {
   const old = {} as Record<OldSuiteName, number>;
+  const predictions: string[][] = [];
   let done = 0;
   for (const name of OLD_SUITE_NAMES) {
     const records = suite.old[name].eval;
     const maxNewTokens = Math.min(o.eval.maxNewTokens, answerBudget(tokenizer, records));
-    old[name] = (await evaluateOld(model, tokenizer, records, { batch: o.eval.batch, maxNewTokens, onBatch: (d) => onBatch(done + d), latent })).accuracy;
+    const r = await evaluateOld(model, tokenizer, records, { batch: o.eval.batch, maxNewTokens, onBatch: (d) => onBatch(done + d), latent });
+    old[name] = r.accuracy;
+    predictions.push(r.predictions);
     done += records.length;
   }
-  return old;
+  return { old, predictions };
 }
 
 async function evaluateAll(model: LlamaModel, tokenizer: Tokenizer, suite: Suite, o: DemoOptions, label: string, quiet: boolean, latent?: LatentPool) {
@@ -186,14 +199,64 @@ async function evaluateAll(model: LlamaModel, tokenizer: Tokenizer, suite: Suite
   const bar = progress(`  eval ${label}`, quiet);
   let done = 0;
   const onBatch = (d: number) => bar.update(done + d, total);
-  const old = await evaluateOldSuites(model, tokenizer, suite, o, onBatch, latent);
+  const { old, predictions: oldPredictions } = await evaluateOldSuites(model, tokenizer, suite, o, onBatch, latent);
   done += oldEval.reduce((s, r) => s + r.length, 0);
   const fresh = await evaluateNew(model, tokenizer, suite.newEval, { batch: e.batch, maxNewTokens: e.maxNewTokens, onBatch, latent });
   done += suite.newEval.length;
   const seen = suite.newSeenEval.length ? await evaluateNew(model, tokenizer, suite.newSeenEval, { batch: e.batch, maxNewTokens: e.maxNewTokens, onBatch, latent }) : undefined;
   bar.stop();
   log(quiet, `  ${label}: held-out new-task ROUGE-L ${pct(fresh.rougeL)}, EM ${pct(fresh.exactMatch)}${seen ? `; seen-task ROUGE-L ${pct(seen.rougeL)}` : ''}; old-task accuracy ${pct(oldAverage({ old }))} (${OLD_SUITE_NAMES.map((n) => `${n} ${pct(old[n])}`).join(', ')})`);
-  return { old, newRougeL: fresh.rougeL, newExactMatch: fresh.exactMatch, ...(seen ? { seenRougeL: seen.rougeL } : {}), examples: suite.newEval.slice(0, 3).map((r, i) => ({ input: `${r.instruction} ${r.input}`, reference: r.output, prediction: fresh.predictions[i]! })) };
+  const predictions: PredictionRow[] = [
+    ...newRows('held-out', suite.newEval, fresh.predictions),
+    ...(seen ? newRows('seen', suite.newSeenEval, seen.predictions) : []),
+    ...OLD_SUITE_NAMES.flatMap((n, i) => suite.old[n].eval.map((r, j) => ({ set: n, task: r.task, input: promptText(r), reference: r.answer, prediction: oldPredictions[i]![j]! }))),
+  ];
+  const scores = {
+    old,
+    newRougeL: fresh.rougeL,
+    newExactMatch: fresh.exactMatch,
+    ...(seen ? { seenRougeL: seen.rougeL } : {}),
+    families: familyScores(predictions.filter((p) => p.set === 'held-out')),
+    examples: suite.newEval.slice(0, 3).map((r, i) => ({ input: `${r.instruction} ${r.input}`, reference: r.output, prediction: fresh.predictions[i]! })),
+  };
+  return { scores, predictions };
+}
+
+/** One generated answer, as predictions.jsonl holds it: which set, the prompt, the reference and the output. */
+export interface PredictionRow {
+  /** 'held-out' or 'seen' (new tasks) or an old suite's name */
+  set: string;
+  task: string;
+  /** the new task's family (generated tasks only) */
+  family?: string;
+  input: string;
+  reference: string;
+  prediction: string;
+  /** ROUGE-L against the reference (new tasks) */
+  rougeL?: number;
+}
+
+function newRows(set: string, records: InstanceRecord[], predictions: string[]): PredictionRow[] {
+  return records.map((r, i) => {
+    const family = taskFamily(r.task);
+    return { set, task: r.task, ...(family === undefined ? {} : { family }), input: promptText(r), reference: r.output, prediction: predictions[i]!, rougeL: rougeL(predictions[i]!, r.output) };
+  });
+}
+
+/** Mean ROUGE-L per task family (a task's own name where it has no family), families in order of first appearance. */
+export function familyScores(rows: readonly PredictionRow[]): Record<string, number> {
+  const by = new Map<string, number[]>();
+  for (const r of rows) {
+    const key = r.family ?? r.task;
+    if (!by.has(key)) by.set(key, []);
+    by.get(key)!.push(r.rougeL ?? 0);
+  }
+  return Object.fromEntries([...by].map(([k, v]) => [k, v.reduce((a, b) => a + b, 0) / v.length]));
+}
+
+/** Every generated answer of one model, one JSON object a line (what a reader opens to see why a score is what it is). */
+function writePredictions(file: string, rows: readonly PredictionRow[]): void {
+  writeFileAtomic(file, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
 }
 
 /** What every run of the demo (and of a study) shares: the base, the data, the base's scores. */
@@ -205,7 +268,7 @@ export interface Bench {
   suite: Suite;
   newTrain: InstanceRecord[];
   tokenizer: Tokenizer;
-  baseScores: Awaited<ReturnType<typeof evaluateAll>>;
+  baseScores: Awaited<ReturnType<typeof evaluateAll>>['scores'];
 }
 
 /**
@@ -234,7 +297,9 @@ export async function prepareBench(o: DemoOptions, title: string): Promise<Bench
   if (baseScores) log(quiet, '  base: scores cached from an earlier run');
   else {
     using model = await loadBase(base.dir, o);
-    baseScores = await evaluateAll(model, tokenizer, suite, o, 'base', quiet);
+    const evaluated = await evaluateAll(model, tokenizer, suite, o, 'base', quiet);
+    baseScores = evaluated.scores;
+    writePredictions(join(out, 'base-predictions.jsonl'), evaluated.predictions);
     writeFileAtomic(evalFile, `${JSON.stringify({ key, scores: baseScores })}\n`);
   }
   return { o, out, quiet, base, suite, newTrain, tokenizer, baseScores };
@@ -309,7 +374,8 @@ export async function runOnce(b: Bench, m: Method, seed: number, runDir: string,
   bar.stop();
   // A 'retrieve' adapter serves with its pool, as in training; a 'drop' adapter alone.
   const serving = r.pool?.mode === 'retrieve' ? r.pool : undefined;
-  const scores = await evaluateAll(model, b.tokenizer, b.suite, b.o, label, b.quiet, serving);
+  const { scores, predictions } = await evaluateAll(model, b.tokenizer, b.suite, b.o, label, b.quiet, serving);
+  writePredictions(join(runDir, 'predictions.jsonl'), predictions);
   r.pool?.dispose();
   const forgetting = OLD_SUITE_NAMES.reduce((s, n) => s + (b.baseScores.old[n]! - scores.old[n]), 0) / OLD_SUITE_NAMES.length;
   return { seed, ...scores, forgetting, trainSeconds: r.elapsedMs / 1000, steps: r.steps, tokensPerSecond: r.tokens / (r.elapsedMs / 1000), curve };
@@ -342,7 +408,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResults> {
 }
 
 /** What a failed demo or study leaves worth keeping in its folder (the cached base and data, finished runs). */
-export const BENCH_KEEP = ['base', 'data', 'runs', 'base-eval.json', 'results.json'];
+export const BENCH_KEEP = ['base', 'data', 'runs', 'base-eval.json', 'base-predictions.jsonl', 'results.json'];
 
 async function demoIn(o: DemoOptions): Promise<DemoResults> {
   const started = performance.now();

@@ -28,6 +28,7 @@ export function aggregate(method: string, label: string, runs: RunResult[]): Met
     newExactMatch: mean(of((r) => r.newExactMatch)),
     ...(runs[0]!.seenRougeL === undefined ? {} : { seenRougeL: mean(of((r) => r.seenRougeL!)) }),
     forgetting: mean(of((r) => r.forgetting)),
+    ...(runs[0]!.families === undefined ? {} : { families: Object.fromEntries(Object.keys(runs[0]!.families).map((f) => [f, mean(of((r) => r.families?.[f] ?? 0))])) }),
     runs,
     trainSeconds: mean(of((r) => r.trainSeconds)),
     steps: runs[0]!.steps,
@@ -217,6 +218,18 @@ ${summary}
 ${matrices}`;
 }
 
+/** Held-out ROUGE-L per new-task family (rows) and method (columns), each family's record count from the first run's predictions. */
+function familyTable(r: DemoResults): string {
+  const methods = r.methods.filter((m) => m.families);
+  if (methods.length === 0) return '';
+  const families = [...new Set(methods.flatMap((m) => Object.keys(m.families!)))];
+  const head = `<tr><th>family</th>${methods.map((m) => `<th>${esc(m.label)}</th>`).join('')}</tr>`;
+  const rows = families.map((f) => `<tr><th>${esc(f)}</th>${methods.map((m) => (m.families![f] === undefined ? '<td>-</td>' : `<td>${pct(m.families![f]!)}</td>`)).join('')}</tr>`);
+  return `<h2>Held-out ROUGE-L per task family</h2>
+<p>Scores in %, the mean over a family's held-out records (and over seeds). Every answer is in predictions.jsonl: <code>runs/&lt;method&gt;/predictions.jsonl</code>, and <code>base-predictions.jsonl</code> for the base.</p>
+<table class="families">${head}${rows.join('')}</table>`;
+}
+
 export function renderReport(r: DemoResults, title = 'demo report'): string {
   const trained = r.methods.filter((m) => m.curve?.length);
   const colorOf = (m: MethodResult) => COLORS[r.methods.indexOf(m) % COLORS.length]!;
@@ -250,6 +263,7 @@ ${barChart(r)}
 ${lineChart(trained.map((m) => ({ label: m.label, color: colorOf(m), points: m.curve!.map((p) => [p.step, p.sft] as [number, number]) })), 'cross-entropy')}
 <h2>Flashback divergence (symmetric KL to the base model)</h2>
 ${lineChart(trained.filter((m) => m.curve!.some((p) => p.divergence > 0)).map((m) => ({ label: m.label, color: colorOf(m), points: m.curve!.map((p) => [p.step, p.divergence] as [number, number]) })), 'symmetric KL')}
+${familyTable(r)}
 <h2>Held-out examples</h2>
 ${examples}
 </body></html>

@@ -14,6 +14,8 @@ interface Scores {
   seenRougeL?: number;
   /** base accuracy minus this model's, averaged over the old suites */
   forgetting: number;
+  /** held-out ROUGE-L per new-task family (each run's predictions.jsonl has every answer) */
+  families?: Record<string, number>;
 }
 
 /** One run (one seed) of a method. */

@@ -104,7 +104,7 @@ async function runRounds(b: Bench, m: Method, seed: number, split: RoundSplit[],
     const evalRecords = split.slice(0, i + 1).reduce((s, x) => s + x.eval.length, 0) + OLD_SUITE_NAMES.reduce((s, n) => s + b.suite.old[n].eval.length, 0);
     const evalBar = progress(`  eval ${label}`, b.quiet);
     let done = 0;
-    const scores = await evaluateOldSuites(model, b.tokenizer, b.suite, b.o, (d) => evalBar.update(done + d, evalRecords), serving);
+    const scores = (await evaluateOldSuites(model, b.tokenizer, b.suite, b.o, (d) => evalBar.update(done + d, evalRecords), serving)).old;
     done += OLD_SUITE_NAMES.reduce((s, n) => s + b.suite.old[n].eval.length, 0);
     old.push(scores);
     last = { predictions: [], records: [] };

@@ -217,6 +217,22 @@ export function newTasks(): NewTask[] {
   return [...sequenceFamilies(), ...letterFamilies(), ...numberFamilies(), ...formatFamilies(), ...translationFamilies(150)];
 }
 
+let familyByTask: Map<string, string> | undefined;
+
+/**
+ * The family of a generated new task, by the task's name.
+ * @param task - a task name, as on {@link InstanceRecord.task}.
+ * @returns its family, or undefined for a name {@link newTasks} does not make (user data).
+ * @example
+ * ```ts
+ * taskFamily('rotate-left-3'); // 'rotate'
+ * ```
+ */
+export function taskFamily(task: string): string | undefined {
+  familyByTask ??= new Map(newTasks().map((t) => [t.name, t.family]));
+  return familyByTask.get(task);
+}
+
 /**
  * Families whose every task is held out, so the test set has kinds of rule never seen in training.
  * Each is a new combination of skills the training families teach (wrapping words in symbols,
