@@ -10,7 +10,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { accuracy, optionText } from '../lib/data/metrics.js';
 import { PROBE_NAMES, probeRecords } from '../lib/data/probes.js';
 import { promptKey } from '../lib/data/records.js';
-import { IN_CONTEXT_SKILLS } from '../lib/data/skills.js';
+import { generalSkills, IN_CONTEXT_SKILLS, NAMED_SKILLS, SKILL_NAMES, skillRecord } from '../lib/data/skills.js';
+import { createRng } from '../lib/data/rng.js';
 import { createStream } from '../lib/data/stream.js';
 import { CHECKPOINT } from '../lib/jfa/checkpoint.js';
 import { pretrain } from '../lib/jfa/pretrain.js';
@@ -76,6 +77,39 @@ describe('the pretraining stream', () => {
     expect(() => createStream({ seed: 1, perStep: 8, phases: [] })).toThrow(RangeError);
     expect(() => createStream({ seed: 1, perStep: 8, phases: [{ steps: 5, mix: mix(0, 0, 0) }] })).toThrow(/positive sum/);
     expect(() => s.at(-1)).toThrow(RangeError);
+  });
+});
+
+describe('skills on coined words', () => {
+  it('copy, look up and match options of made-up words; only a phase that names them draws them', () => {
+    const r = createRng(5);
+    const pieces = new Set<string>();
+    for (let i = 0; i < 200; i++) {
+      const c = skillRecord('copy-coined', r);
+      expect(c.output).toBe(c.input);
+      const l = skillRecord('lookup-coined', r);
+      // every asked key comes back with the value the table gives it
+      const table = new Map(/^Table: (.*)\. Keys: (.*)$/.exec(l.input)![1]!.split('; ').map((p) => p.split(' ') as [string, string]));
+      const asked = /Keys: (.*)$/.exec(l.input)![1]!.split(' ');
+      expect(l.output).toBe(`Values: ${asked.map((k) => `${k} ${table.get(k)}`).join('; ')}`);
+      expect(new Set(table.keys()).size).toBe(table.size);
+      for (const w of c.input.split(/,? /)) pieces.add(w);
+      // the answer's letter is the one before the option the fact names, and scores as the suites do
+      const o = skillRecord('option-coined', r);
+      const named = /^Fact: the \w+ one is (.+)\.$/m.exec(o.input)![1]!;
+      const letter = / Answer: ([A-F])$/.exec(o.output)![1]!;
+      expect(optionText(o.input, letter)).toBe(named);
+      expect(o.output.startsWith(`The `) && o.output.includes(` one is ${named}.`)).toBe(true);
+      expect(accuracy([{ task: 'science-mc', answer: letter, input: o.input, output: o.output }], [o.output])).toBe(1);
+    }
+    // made-up words, many of them: not a fixed pool
+    expect(pieces.size).toBeGreaterThan(500);
+    expect(SKILL_NAMES).not.toContain('copy-coined');
+    expect(NAMED_SKILLS).toEqual(expect.arrayContaining(['copy-coined', 'option-coined', 'lookup-coined', ...SKILL_NAMES]));
+    expect(generalSkills(createRng(1), 300).some((x) => x.task.includes('coined'))).toBe(false);
+    const s = createStream({ seed: 1, perStep: 8, phases: [{ steps: 0, mix: { old: 0, skills: 0, inContext: 0, named: { 'lookup-coined': 1 } } }] });
+    expect(s.at(0).every((x) => x.task === 'skill-lookup-coined')).toBe(true);
+    expect(() => skillRecord('copy-invented', r)).toThrow(/unknown skill 'copy-invented' \(known: .*copy-coined, option-coined, lookup-coined\)/);
   });
 });
 

@@ -24,9 +24,9 @@ type Skill = (r: Rng) => { instruction: string; input: string; output: string };
  * of them. The answer starts with `Values:` so that its first key is the same token as in the table
  * (a word after a newline is another token than the word after a space).
  */
-function lookupTable(r: Rng, lo: number, hi: number) {
-  const keys = r.sample(NOUNS, r.int(lo, hi));
-  const values = r.sample(CODES, keys.length);
+function lookupTable(r: Rng, lo: number, hi: number, pools: { keys: (n: number) => string[]; values: (n: number) => string[] } = { keys: (n) => r.sample(NOUNS, n), values: (n) => r.sample(CODES, n) }) {
+  const keys = pools.keys(r.int(lo, hi));
+  const values = pools.values(keys.length);
   const pair = (i: number): string => `${keys[i]} ${values[i]}`;
   return {
     keys,
@@ -39,6 +39,22 @@ function lookupTable(r: Rng, lo: number, hi: number) {
 }
 
 const words = (r: Rng, lo: number, hi: number): string[] => Array.from({ length: r.int(lo, hi) }, () => r.pick(NOUNS));
+
+// Coined words: made-up strings of one to three syllables, which the tokenizer cuts into pieces that
+// no real word of the pools gives. Copying and looking them up teaches the in-context skills on any
+// tokens, not only on the pool's words (a skill learned on the pool alone did not carry over to
+// made-up words: docs/demo.md).
+const ONSETS = ['b', 'd', 'f', 'g', 'h', 'k', 'l', 'm', 'n', 'p', 'r', 's', 't', 'v', 'z', 'ch', 'sh', 'tr', 'gr', 'pl', 'kw', 'gh'];
+const NUCLEI = ['a', 'e', 'i', 'o', 'u', 'ai', 'ou', 'ee'];
+const CODAS = ['', '', '', 'n', 'r', 's', 'k', 'l', 'm'];
+const cap = (w: string): string => w.charAt(0).toUpperCase() + w.slice(1);
+const coined = (r: Rng): string => Array.from({ length: r.int(1, 3) }, () => r.pick(ONSETS) + r.pick(NUCLEI) + r.pick(CODAS)).join('');
+/** `n` distinct coined words. */
+function coinedWords(r: Rng, n: number): string[] {
+  const out = new Set<string>();
+  while (out.size < n) out.add(coined(r));
+  return [...out];
+}
 const nums = (r: Rng, lo: number, hi: number, max = 99): number[] => Array.from({ length: r.int(lo, hi) }, () => r.int(0, max));
 
 const SKILLS: Record<string, Skill> = {
@@ -157,8 +173,47 @@ const SKILLS: Record<string, Skill> = {
   },
 };
 
+/**
+ * Skills on coined words, drawn only where a pretraining phase names them (`mix.named`): kept out of
+ * {@link SKILL_NAMES}, whose uniform draw the committed base's commands reproduce.
+ */
+const CODED: Record<string, Skill> = {
+  'copy-coined': (r) => {
+    // Coined words and pool words mixed, as a list or as words.
+    const ws = coinedWords(r, r.int(2, 8)).map((w) => (r.next() < 0.25 ? r.pick(NOUNS) : w));
+    const text = ws.join(r.next() < 0.5 ? ', ' : ' ');
+    return { instruction: 'Copy the input exactly.', input: text, output: text };
+  },
+  'option-coined': (r) => {
+    // option-letter's matching on made-up options, capitalised or not, some with a suffix, as the
+    // fictional world's names are: the letter is the one before the option the fact names.
+    const shape = r.int(0, 3);
+    const dress = (w: string) => (shape === 0 ? w : shape === 1 ? cap(w) : shape === 2 ? `${cap(w)} City` : `${cap(w)}ish`);
+    const options = coinedWords(r, r.int(3, 6)).map(dress);
+    const named = r.pick(options);
+    const code = r.pick(CODES);
+    const block = options.map((o, i) => `${LETTERS[i]}) ${o}`).join('\n');
+    return {
+      instruction: "Read the fact and answer. State the fact, then 'Answer: X' with the letter of the option.",
+      input: `Fact: the ${code} one is ${named}.\nWhich of these is the ${code} one?\n${block}`,
+      output: `The ${code} one is ${named}. Answer: ${LETTERS[options.indexOf(named)]}`,
+    };
+  },
+  'lookup-coined': (r) => {
+    // Keys, values or both coined: the table's words are whatever the prompt holds.
+    const side = r.int(0, 2);
+    const pool = (real: readonly string[]) => (n: number) => r.sample(real, n);
+    const made = (n: number) => coinedWords(r, n);
+    const t = lookupTable(r, 2, 6, { keys: side === 1 ? pool(NOUNS) : made, values: side === 0 ? pool(NOUNS) : made });
+    return t.record(r.shuffle(t.keys.map((_, i) => i)).slice(0, r.int(1, t.keys.length)));
+  },
+};
+
 /** The general skills {@link generalSkills} draws from (copy, spell, look up, count, ...). */
 export const SKILL_NAMES = Object.keys(SKILLS);
+
+/** Every skill a pretraining phase may name: {@link SKILL_NAMES} and the coined-word skills. */
+export const NAMED_SKILLS: readonly string[] = [...SKILL_NAMES, ...Object.keys(CODED)];
 
 /**
  * The in-context skills: the answer is read out of the prompt (copied, looked up, matched), which a
@@ -178,8 +233,8 @@ export const IN_CONTEXT_SKILLS: readonly string[] = ['copy-list', 'copy-words', 
  * ```
  */
 export function skillRecord(name: string, rng: Rng): InstanceRecord {
-  const make = SKILLS[name];
-  if (!make) throw new RangeError(`skillRecord: unknown skill '${name}' (known: ${SKILL_NAMES.join(', ')})`);
+  const make = Object.hasOwn(SKILLS, name) ? SKILLS[name] : Object.hasOwn(CODED, name) ? CODED[name] : undefined;
+  if (!make) throw new RangeError(`skillRecord: unknown skill '${name}' (known: ${NAMED_SKILLS.join(', ')})`);
   return { task: `skill-${name}`, ...make(rng) };
 }
 

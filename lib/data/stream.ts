@@ -7,7 +7,7 @@
 import { OLD_SUITE_NAMES, OLD_SUITES } from './old-tasks.js';
 import { type InstanceRecord, promptKey } from './records.js';
 import { createRng, hashString, type Rng } from './rng.js';
-import { IN_CONTEXT_SKILLS, SKILL_NAMES, skillRecord } from './skills.js';
+import { IN_CONTEXT_SKILLS, NAMED_SKILLS, SKILL_NAMES, skillRecord } from './skills.js';
 
 const COPY_SKILLS = ['copy-list', 'copy-words'];
 
@@ -71,7 +71,7 @@ export function createStream(o: StreamOptions): RecordStream {
   if (o.phases.length === 0) throw new RangeError('createStream: no phases');
   for (const p of o.phases) {
     if (!Number.isInteger(p.steps) || p.steps < 0) throw new RangeError(`createStream: a phase's steps must be a non-negative integer, got ${p.steps}`);
-    for (const name of Object.keys(p.mix.named ?? {})) if (!SKILL_NAMES.includes(name)) throw new RangeError(`createStream: unknown skill '${name}' in a phase's mix (known: ${SKILL_NAMES.join(', ')})`);
+    for (const name of Object.keys(p.mix.named ?? {})) if (!NAMED_SKILLS.includes(name)) throw new RangeError(`createStream: unknown skill '${name}' in a phase's mix (known: ${NAMED_SKILLS.join(', ')})`);
     const shares = [p.mix.old, p.mix.skills, p.mix.inContext, p.mix.copy ?? 0, ...Object.values(p.mix.named ?? {})];
     if (!(shares.reduce((a, v) => a + v, 0) > 0) || shares.some((v) => !(v >= 0))) throw new RangeError(`createStream: a phase's mix must be non-negative shares with a positive sum, got ${JSON.stringify(p.mix)}`);
   }
