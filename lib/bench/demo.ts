@@ -69,7 +69,7 @@ export const demoSchema = z
         lr: z.number().positive().default(5e-3),
         microBatch: int.default(8),
         accumulation: int.default(2),
-        alpha: z.number().nonnegative().default(0.5),
+        alpha: z.number().nonnegative().default(1),
         flashbacksPerSuite: int.default(32),
         r: int.default(8),
         loraAlpha: z.number().positive().default(16),
