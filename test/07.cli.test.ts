@@ -174,7 +174,7 @@ describe('jfa command', () => {
 
   it('demo options: sections left out get every default, a partial section keeps the rest', () => {
     const d = demoSchema.parse({ train: { lr: 0.01 } });
-    expect(d.train).toMatchObject({ lr: 0.01, records: 4000, microBatch: 8, accumulation: 2, alpha: 0.5, r: 8, loraAlpha: 16, groups: 16, perGroup: 24, k: 2 });
+    expect(d.train).toMatchObject({ lr: 0.01, records: 4000, microBatch: 8, accumulation: 2, alpha: 1, r: 8, loraAlpha: 16, groups: 16, perGroup: 24, k: 2 });
     expect(d.base.epochs).toBeGreaterThan(0);
     expect(d.eval).toMatchObject({ oldPerSuite: 200, newInstancesPerTask: 3 });
     expect(d.methods).toEqual(['sft', 'flashback', 'jfa', 'jfa-no-latent']);

@@ -228,9 +228,13 @@ describe('runs that are interrupted', () => {
   it('a second run on a folder in use is refused; a lock left by a dead process is taken over', async () => {
     const out = join(scenario.dir, 'locked');
     const first = start(scenario.args(out));
-    // Wait until the first run holds the folder (its lock file exists), then start the second.
-    while (!existsSync(join(out, LOCK_FILE))) await new Promise((r) => setTimeout(r, 20));
-    const second = await start(scenario.args(out)).done;
+    // Wait until the first run holds the folder (its lock file written), then start the second. The
+    // first is stopped (SIGSTOP) meanwhile: alive and holding the lock, it cannot finish before the
+    // second looks, however slowly the second starts on a loaded machine.
+    const held = () => existsSync(join(out, LOCK_FILE)) && readFileSync(join(out, LOCK_FILE), 'utf8').includes('"pid"');
+    while (!held()) await new Promise((r) => setTimeout(r, 20));
+    process.kill(first.child.pid!, 'SIGSTOP');
+    const second = await start(scenario.args(out)).done.finally(() => process.kill(first.child.pid!, 'SIGCONT'));
     expect(second.status).toBe(1);
     expect(second.stderr).toMatch(new RegExp(`jfa: train: the output folder .*locked is in use by another run \\(pid ${first.child.pid} `));
     const a = await first.done;
