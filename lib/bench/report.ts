@@ -218,7 +218,7 @@ ${summary}
 ${matrices}`;
 }
 
-/** Held-out ROUGE-L per new-task family (rows) and method (columns), each family's record count from the first run's predictions. */
+/** Held-out ROUGE-L per new-task family (rows) and method (columns), means over each method's runs. */
 function familyTable(r: DemoResults): string {
   const methods = r.methods.filter((m) => m.families);
   if (methods.length === 0) return '';

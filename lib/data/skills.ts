@@ -55,6 +55,18 @@ function coinedWords(r: Rng, n: number): string[] {
   while (out.size < n) out.add(coined(r));
   return [...out];
 }
+/**
+ * A multiple-choice record with its fact given: the fact, the question, the lettered options; the
+ * answer restates the fact, then the letter of the option `named`.
+ */
+function optionRecord(options: string[], named: string, fact: string, asked: string): ReturnType<Skill> {
+  const block = options.map((o, i) => `${LETTERS[i]}) ${o}`).join('\n');
+  return {
+    instruction: "Read the fact and answer. State the fact, then 'Answer: X' with the letter of the option.",
+    input: `Fact: ${fact}.\nWhich of these ${asked}?\n${block}`,
+    output: `${cap(fact)}. Answer: ${LETTERS[options.indexOf(named)]}`,
+  };
+}
 const nums = (r: Rng, lo: number, hi: number, max = 99): number[] => Array.from({ length: r.int(lo, hi) }, () => r.int(0, max));
 
 const SKILLS: Record<string, Skill> = {
@@ -160,12 +172,7 @@ const SKILLS: Record<string, Skill> = {
     const options = r.sample(NOUNS, r.int(3, 5));
     const named = r.pick(options);
     const code = r.pick(CODES);
-    const block = options.map((o, i) => `${LETTERS[i]}) ${o}`).join('\n');
-    return {
-      instruction: "Read the fact and answer. State the fact, then 'Answer: X' with the letter of the option.",
-      input: `Fact: the ${named} is ${code}.\nWhich of these is ${code}?\n${block}`,
-      output: `The ${named} is ${code}. Answer: ${LETTERS[options.indexOf(named)]}`,
-    };
+    return optionRecord(options, named, `the ${named} is ${code}`, `is ${code}`);
   },
   'word-length': (r) => {
     const w = r.pick(NOUNS);
@@ -192,12 +199,7 @@ const CODED: Record<string, Skill> = {
     const options = coinedWords(r, r.int(3, 6)).map(dress);
     const named = r.pick(options);
     const code = r.pick(CODES);
-    const block = options.map((o, i) => `${LETTERS[i]}) ${o}`).join('\n');
-    return {
-      instruction: "Read the fact and answer. State the fact, then 'Answer: X' with the letter of the option.",
-      input: `Fact: the ${code} one is ${named}.\nWhich of these is the ${code} one?\n${block}`,
-      output: `The ${code} one is ${named}. Answer: ${LETTERS[options.indexOf(named)]}`,
-    };
+    return optionRecord(options, named, `the ${code} one is ${named}`, `is the ${code} one`);
   },
   'lookup-coined': (r) => {
     // Keys, values or both coined: the table's words are whatever the prompt holds.

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
+import { familyScores } from '../../dist/bench/demo.js';
 import * as jfa from '../../dist/index.js';
 
 const { values } = parseArgs({
@@ -89,13 +90,7 @@ for (const [set, all] of [['held-out', suite.newEval], ['seen', suite.newSeenEva
   const records = all.filter(keep);
   if (records.length === 0) continue;
   const e = await jfa.evaluateNew(model, tokenizer, records, { batch: 50, maxNewTokens: 48 });
-  const by = new Map();
-  records.forEach((r, i) => {
-    const f = jfa.taskFamily(r.task);
-    if (!by.has(f)) by.set(f, []);
-    by.get(f).push(jfa.rougeL(e.predictions[i], r.output));
-  });
-  const perFamily = Object.fromEntries([...by].map(([f, v]) => [f, v.reduce((a, b) => a + b, 0) / v.length]));
+  const perFamily = familyScores(records.map((r, i) => ({ task: r.task, family: jfa.taskFamily(r.task), rougeL: jfa.rougeL(e.predictions[i], r.output) })));
   const copyInput = records.reduce((s, r) => s + jfa.rougeL(r.input, r.output), 0) / records.length;
   result.sets[set] = { records: records.length, rougeL: e.rougeL, copyInput, families: perFamily };
   if (!values.json) {
