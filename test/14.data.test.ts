@@ -8,8 +8,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import {
   accuracy, answerKind, createRng, DataError, exactMatch, extractAnswer, generateSuite, isCorrect, newTasks, OLD_SUITE_NAMES,
-  OLD_SUITES, readJsonl, rougeL, sampleFlashbacks, SKILL_NAMES, splitTasks, suiteFiles, writeJsonl, writeSuite, type OldRecord, type Suite,
+  NAMED_SKILLS, OLD_SUITES, readJsonl, rougeL, sampleFlashbacks, SKILL_NAMES, skillRecord, splitTasks, suiteFiles, writeJsonl, writeSuite, type OldRecord, type Suite,
 } from '../lib/data/index.js';
+import { learnMerges } from '../lib/model/bpe.js';
+import { byteSymbols } from '../lib/model/create.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-data-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -332,5 +334,58 @@ describe('JSONL', () => {
     expect(readJsonl(join(out, 'new-eval.jsonl'), 'instance')).toEqual(suiteA.newEval);
     expect(readFileSync(join(out, 'README.md'), 'utf8')).toMatch(/new-eval\.jsonl \| 60 \(20 held-out tasks\)/);
     expect(existsSync(join(out, 'new-train.jsonl'))).toBe(true);
+  });
+});
+
+describe('BPE merges', () => {
+  // The plain algorithm, kept here as the reference: count every adjacent pair of every word, merge
+  // the most frequent (ties: the smaller text), rewrite every word, again. learnMerges keeps its
+  // counts up to date instead and must learn exactly the same merges.
+  const reference = (texts: string[], merges: number, splitDigits = true): string[] => {
+    const symbols = byteSymbols();
+    const counts = new Map<string, number>();
+    for (const t of texts)
+      for (const piece of t.match(/'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu) ?? []) {
+        const w = Array.from(new TextEncoder().encode(piece), (b) => symbols[b]!).join('\u0000');
+        counts.set(w, (counts.get(w) ?? 0) + 1);
+      }
+    let words = [...counts].map(([w, c]) => ({ parts: w.split('\u0000'), c }));
+    const out: string[] = [];
+    while (out.length < merges) {
+      const pairs = new Map<string, number>();
+      for (const { parts, c } of words)
+        for (let i = 0; i + 1 < parts.length; i++) {
+          if (splitDigits && (/[0-9]/.test(parts[i]!) || /[0-9]/.test(parts[i + 1]!))) continue;
+          pairs.set(`${parts[i]} ${parts[i + 1]}`, (pairs.get(`${parts[i]} ${parts[i + 1]}`) ?? 0) + c);
+        }
+      const ranked = [...pairs].filter(([, c]) => c > 1).sort((x, y) => y[1] - x[1] || (x[0] < y[0] ? -1 : 1));
+      if (!ranked.length) break;
+      const best = ranked[0]![0];
+      out.push(best);
+      const [a, b] = best.split(' ') as [string, string];
+      words = words.map(({ parts, c }) => {
+        const next: string[] = [];
+        for (let i = 0; i < parts.length; i++) {
+          if (parts[i] === a && parts[i + 1] === b) next.push(a + parts[++i]!);
+          else next.push(parts[i]!);
+        }
+        return { parts: next, c };
+      });
+    }
+    return out;
+  };
+
+  it('learns the same merges as the plain algorithm: skills, old suites, runs of one letter, digits on and off', () => {
+    const r = createRng(11);
+    const texts = [
+      ...Array.from({ length: 400 }, (_, i) => skillRecord(NAMED_SKILLS[i % NAMED_SKILLS.length]!, r)).flatMap((x) => [x.instruction, x.input, x.output]),
+      ...allOld(suiteA).slice(0, 100).flatMap((x) => [x.input, x.output]),
+      'aaaa aaaaa aaa bbbbbb abababab', 'aaaa aaaaa aaa bbbbbb abababab', '11 111 1111 x1x1x1 x1x1',
+    ];
+    for (const [n, digits] of [[300, true], [150, false], [5000, true]] as const) {
+      const got = learnMerges(texts, n, { splitDigits: digits });
+      expect(got).toEqual(reference(texts, n, digits));
+      expect(got.length).toBeGreaterThan(Math.min(n, 100));
+    }
   });
 });

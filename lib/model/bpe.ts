@@ -34,23 +34,41 @@ export function learnMerges(texts: readonly string[], merges: number, options: {
       const word = Array.from(encoder.encode(piece), (b) => symbols[b]!).join('\u0000');
       counts.set(word, (counts.get(word) ?? 0) + 1);
     }
-  let words = [...counts].map(([w, c]) => ({ parts: w.split('\u0000'), count: c }));
+  const words = [...counts].map(([w, c]) => ({ parts: w.split('\u0000'), count: c }));
+  // Pair counts kept up to date merge by merge: a merge rewrites only the words that hold its pair
+  // (`holders`, which may also name words that lost it since: they are rewritten to themselves),
+  // so each merge costs the words it touches, not the whole corpus.
+  const pairs = new Map<string, number>();
+  const holders = new Map<string, Set<number>>();
+  const count = (id: number, sign: 1 | -1): void => {
+    const { parts, count: n } = words[id]!;
+    for (let i = 0; i + 1 < parts.length; i++) {
+      if (splitDigits && (DIGIT.test(parts[i]!) || DIGIT.test(parts[i + 1]!))) continue;
+      const key = `${parts[i]} ${parts[i + 1]}`;
+      const c = (pairs.get(key) ?? 0) + sign * n;
+      if (c === 0) pairs.delete(key);
+      else pairs.set(key, c);
+      if (sign > 0) {
+        let h = holders.get(key);
+        if (!h) holders.set(key, (h = new Set()));
+        h.add(id);
+      }
+    }
+  };
+  for (let id = 0; id < words.length; id++) count(id, 1);
   const out: string[] = [];
   while (out.length < merges) {
-    const pairs = new Map<string, number>();
-    for (const { parts, count } of words)
-      for (let i = 0; i + 1 < parts.length; i++) {
-        if (splitDigits && (DIGIT.test(parts[i]!) || DIGIT.test(parts[i + 1]!))) continue;
-        const key = `${parts[i]} ${parts[i + 1]}`;
-        pairs.set(key, (pairs.get(key) ?? 0) + count);
-      }
     let best: string | undefined;
     let bestCount = 1; // a pair seen once is not worth a token
     for (const [pair, c] of pairs) if (c > bestCount || (c === bestCount && best !== undefined && pair < best)) [best, bestCount] = [pair, c];
     if (!best) break;
     out.push(best);
     const [a, b] = best.split(' ') as [string, string];
-    words = words.map(({ parts, count }) => {
+    const ids = [...(holders.get(best) ?? [])];
+    holders.delete(best);
+    for (const id of ids) {
+      const { parts } = words[id]!;
+      count(id, -1);
       const next: string[] = [];
       for (let i = 0; i < parts.length; i++) {
         if (i + 1 < parts.length && parts[i] === a && parts[i + 1] === b) {
@@ -58,8 +76,9 @@ export function learnMerges(texts: readonly string[], merges: number, options: {
           i++;
         } else next.push(parts[i]!);
       }
-      return { parts: next, count };
-    });
+      words[id]!.parts = next;
+      count(id, 1);
+    }
   }
   return out;
 }
