@@ -2,8 +2,8 @@
 // `npm test`: set-up (idempotent), the native/core C++ tests (ctest), a type-check of lib/ and
 // test/, then the vitest suites; with JFA_RELIABILITY=1 also fuzzing and the sanitizer pass.
 // Ends with one summary line, "tests: N passed, N failed", over both.
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,6 +66,16 @@ rmSync(tmp, { recursive: true, force: true });
 // target counts as one test) and the ASan + UBSan build with its C++ and vitest tests.
 if (process.env.JFA_RELIABILITY === '1') {
   const script = (name) => spawnSync(process.execPath, [join(root, 'scripts', 'reliability', name)], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 256 * 2 ** 20 });
+  // The sanitized build compiles while the fuzz targets run (each for a fixed time, on one core),
+  // so its minutes of compiling overlap them; asan.mjs then finds it built. Its output goes to a
+  // file (a pipe nobody reads while spawnSync waits would fill and stall it), printed below.
+  const buildLog = join(mkdtempSync(join(tmpdir(), 'jfa-asan-build-')), 'build.log');
+  const fd = openSync(buildLog, 'w');
+  const asanBuild = new Promise((done) => {
+    const child = spawn(process.execPath, [join(root, 'scripts', 'build-native.mjs')], { cwd: root, stdio: ['ignore', fd, fd], env: { ...process.env, JFA_SANITIZE: '1' } });
+    child.on('error', () => done(1));
+    child.on('exit', (code) => done(code ?? 1));
+  });
   const fuzz = script('fuzz.mjs');
   process.stdout.write(fuzz.stdout ?? '');
   const clean = /fuzz: (\d+) of (\d+) targets clean/.exec(fuzz.stdout ?? '');
@@ -76,6 +86,12 @@ if (process.env.JFA_RELIABILITY === '1') {
   if (fuzz.status !== 0 && (!clean || clean[1] === clean[2])) failed += 1;
   if (fuzz.status !== 0) failures.push(`fuzz: ${clean ? `${clean[1]} of ${clean[2]} targets clean` : 'no summary line'}`);
 
+  const built = await asanBuild;
+  closeSync(fd);
+  const tail = readFileSync(buildLog, 'utf8').split('\n');
+  // The whole log when the build failed (asan.mjs rebuilds and fails on it too); its end otherwise.
+  process.stdout.write(`asan build (alongside the fuzz run): exit ${built}\n${(built === 0 ? tail.slice(-5) : tail).join('\n')}\n`);
+  rmSync(dirname(buildLog), { recursive: true, force: true });
   const asan = script('asan.mjs');
   process.stdout.write(asan.stdout ?? '');
   const c = /asan: (\d+) C\+\+ tests passed, (\d+) failed; (\d+) vitest tests passed, (\d+) failed/.exec(asan.stdout ?? '');

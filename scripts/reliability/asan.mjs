@@ -102,46 +102,63 @@ const cppFailed = cpp.status === 0 && counts ? Number(counts[2]) : Math.max(1, N
 const cppDone = seconds();
 
 // --- vitest ----------------------------------------------------------------------------------
+// Two files at a time, each process on one intra-op thread (OMP_NUM_THREADS=1: two 2-thread
+// libtorch processes on 2 cores spin against each other): most of this pass is the sanitized
+// addon's start-up and CLI children, which one core runs as fast as two, so the pass takes about
+// half its serial time. The files in ALONE run after, one at a time, with the default threads:
+// ranks of one data-parallel job wait on each other with timeouts, and a starved rank would time
+// out for no fault of the code.
+const ALONE = ['test/30.distributed.test.ts', 'test/43.two-hosts.test.ts', 'test/45.nccl.test.ts'];
 const files = process.argv.slice(2).length
   ? process.argv.slice(2)
   : spawnSync('git', ['ls-files', 'test/*.test.ts'], { cwd: root, encoding: 'utf8' })
       .stdout.split('\n')
       .filter((f) => f && !SKIPPED.includes(f));
 const tmp = mkdtempSync(join(tmpdir(), 'jfa-asan-'));
-const report = join(tmp, 'report.json');
-const vitest = spawnSync(
-  process.execPath,
-  [
-    join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`,
-    `--testNamePattern=^(?!.*(${SKIPPED_TESTS.join('|')}))`, ...files,
-  ],
-  {
-    cwd: root,
-    stdio: 'inherit',
-    env: {
-      ...process.env,
-      ...sanitizerEnv,
-      LD_PRELOAD: [library('libasan.so'), library('libubsan.so'), process.env.LD_PRELOAD].filter(Boolean).join(':'),
-      JFA_ADDON: join(root, 'build-asan', 'Release', 'jfa_torch.node'),
+const vitestRun = (group, report, parallel) =>
+  spawnSync(
+    process.execPath,
+    [
+      join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`,
+      ...(parallel ? ['--fileParallelism', '--maxWorkers=2'] : []),
+      `--testNamePattern=^(?!.*(${SKIPPED_TESTS.join('|')}))`, ...group,
+    ],
+    {
+      cwd: root,
+      stdio: 'inherit',
+      env: {
+        ...process.env,
+        ...sanitizerEnv,
+        ...(parallel ? { OMP_NUM_THREADS: '1' } : {}),
+        LD_PRELOAD: [library('libasan.so'), library('libubsan.so'), process.env.LD_PRELOAD].filter(Boolean).join(':'),
+        JFA_ADDON: join(root, 'build-asan', 'Release', 'jfa_torch.node'),
+      },
     },
-  },
-);
+  );
+const groups = [
+  { files: files.filter((f) => !ALONE.includes(f)), parallel: true },
+  { files: files.filter((f) => ALONE.includes(f)), parallel: false },
+].filter((g) => g.files.length);
 let jsPassed = 0;
 let jsFailed = 0;
 const named = [];
-try {
-  const r = JSON.parse(readFileSync(report, 'utf8'));
-  jsPassed = r.numPassedTests;
-  // A file killed by a sanitizer report has no failed test, only a failed file: count it too.
-  const died = r.testResults.filter((f) => f.status === 'failed' && !f.assertionResults.some((a) => a.status === 'failed')).length;
-  jsFailed = r.numFailedTests + died + (vitest.status !== 0 && r.numFailedTests + died === 0 ? 1 : 0);
-  for (const f of r.testResults) {
-    const file = relative(root, f.name);
-    for (const a of f.assertionResults) if (a.status === 'failed') named.push(`asan: failed test ${file} > ${a.fullName}`);
-    if (f.status === 'failed' && !f.assertionResults.some((a) => a.status === 'failed')) named.push(`asan: failed file ${file}: ${(f.message ?? '').split('\n')[0]}`);
+for (const [i, g] of groups.entries()) {
+  const report = join(tmp, `report-${i}.json`);
+  const vitest = vitestRun(g.files, report, g.parallel);
+  try {
+    const r = JSON.parse(readFileSync(report, 'utf8'));
+    jsPassed += r.numPassedTests;
+    // A file killed by a sanitizer report has no failed test, only a failed file: count it too.
+    const died = r.testResults.filter((f) => f.status === 'failed' && !f.assertionResults.some((a) => a.status === 'failed')).length;
+    jsFailed += r.numFailedTests + died + (vitest.status !== 0 && r.numFailedTests + died === 0 ? 1 : 0);
+    for (const f of r.testResults) {
+      const file = relative(root, f.name);
+      for (const a of f.assertionResults) if (a.status === 'failed') named.push(`asan: failed test ${file} > ${a.fullName}`);
+      if (f.status === 'failed' && !f.assertionResults.some((a) => a.status === 'failed')) named.push(`asan: failed file ${file}: ${(f.message ?? '').split('\n')[0]}`);
+    }
+  } catch {
+    jsFailed += 1; // a sanitizer abort killed vitest before it wrote its report
   }
-} catch {
-  jsFailed = 1; // a sanitizer abort killed vitest before it wrote its report
 }
 rmSync(tmp, { recursive: true, force: true });
 
