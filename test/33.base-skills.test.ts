@@ -93,6 +93,11 @@ describe('skills on coined words', () => {
       const asked = /Keys: (.*)$/.exec(l.input)![1]!.split(' ');
       expect(l.output).toBe(`Values: ${asked.map((k) => `${k} ${table.get(k)}`).join('; ')}`);
       expect(new Set(table.keys()).size).toBe(table.size);
+      // the values alone, in the asked order (keys may repeat)
+      const v = skillRecord('lookup-values', r);
+      const vt = new Map(/^Table: (.*)\. Keys: (.*)$/.exec(v.input)![1]!.split('; ').map((p) => p.split(' ') as [string, string]));
+      expect(v.output).toBe(`Values: ${/Keys: (.*)$/.exec(v.input)![1]!.split(' ').map((k) => vt.get(k)).join(' ')}`);
+      expect(new Set(vt.values()).size).toBe(vt.size);
       for (const w of c.input.split(/,? /)) pieces.add(w);
       // the answer's letter is the one before the option the fact names, and scores as the suites do
       const o = skillRecord('option-coined', r);
@@ -105,11 +110,12 @@ describe('skills on coined words', () => {
     // made-up words, many of them: not a fixed pool
     expect(pieces.size).toBeGreaterThan(500);
     expect(SKILL_NAMES).not.toContain('copy-coined');
-    expect(NAMED_SKILLS).toEqual(expect.arrayContaining(['copy-coined', 'option-coined', 'lookup-coined', ...SKILL_NAMES]));
+    expect(NAMED_SKILLS).toEqual(expect.arrayContaining(['copy-coined', 'option-coined', 'lookup-coined', 'lookup-values', ...SKILL_NAMES]));
+    expect(SKILL_NAMES).not.toContain('lookup-values');
     expect(generalSkills(createRng(1), 300).some((x) => x.task.includes('coined'))).toBe(false);
     const s = createStream({ seed: 1, perStep: 8, phases: [{ steps: 0, mix: { old: 0, skills: 0, inContext: 0, named: { 'lookup-coined': 1 } } }] });
     expect(s.at(0).every((x) => x.task === 'skill-lookup-coined')).toBe(true);
-    expect(() => skillRecord('copy-invented', r)).toThrow(/unknown skill 'copy-invented' \(known: .*copy-coined, option-coined, lookup-coined\)/);
+    expect(() => skillRecord('copy-invented', r)).toThrow(/unknown skill 'copy-invented' \(known: .*copy-coined, option-coined, lookup-coined, lookup-values\)/);
   });
 });
 

@@ -20,6 +20,12 @@ export const PROBES = {
   count: 'count-items',
   /** answer with exactly the label the instruction states */
   format: 'say-label',
+  /** copy made-up words: copying any tokens, not only the pool's words */
+  'copy-coined': 'copy-coined',
+  /** look up made-up keys or values */
+  'lookup-coined': 'lookup-coined',
+  /** match a fact to made-up options, as knowledge-mc's are */
+  'option-coined': 'option-coined',
 } as const;
 
 /** One probe's name. */

@@ -209,6 +209,19 @@ const CODED: Record<string, Skill> = {
     const t = lookupTable(r, 2, 6, { keys: side === 1 ? pool(NOUNS) : made, values: side === 0 ? pool(NOUNS) : made });
     return t.record(r.shuffle(t.keys.map((_, i) => i)).slice(0, r.int(1, t.keys.length)));
   },
+  'lookup-values': (r) => {
+    // The second hop: the values alone, in the order of the keys, which may repeat; keys and values
+    // pool words or coined, as in lookup-coined. Formed after the lookups that restate each key.
+    const side = r.int(0, 3);
+    const keys = side === 1 || side === 3 ? r.sample(NOUNS, r.int(2, 6)) : coinedWords(r, r.int(2, 6));
+    const values = side === 0 || side === 3 ? r.sample(CODES, keys.length) : coinedWords(r, keys.length);
+    const asked = Array.from({ length: r.int(1, 6) }, () => r.int(0, keys.length - 1));
+    return {
+      instruction: 'Replace each key by its value from the table.',
+      input: `Table: ${keys.map((k, i) => `${k} ${values[i]}`).join('; ')}. Keys: ${asked.map((i) => keys[i]).join(' ')}`,
+      output: `Values: ${asked.map((i) => values[i]).join(' ')}`,
+    };
+  },
 };
 
 /** The general skills {@link generalSkills} draws from (copy, spell, look up, count, ...). */
