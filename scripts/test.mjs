@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { runGroups, testFiles } from './vitest-groups.mjs';
+
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const run = (cmd, args) => spawnSync(cmd, args, { cwd: root, stdio: 'inherit' }).status ?? 1;
 
@@ -44,23 +46,31 @@ if (typecheck !== 0) {
   failures.push('type-check of lib/ and test/ (tsc -p tsconfig.test.json)');
 }
 
-const tmp = mkdtempSync(join(tmpdir(), 'jfa-vitest-'));
-const report = join(tmp, 'report.json');
+// Two files at a time on one thread each, then the files that need the machine alone
+// (scripts/vitest-groups.mjs): RSS and allocator measurements (05, 23's long run, 37), event-loop
+// timing (06, 10, 17), speed ratios (31, 32), the packaging build (08), ranks of one data-parallel
+// job (30, 43, 45). Arguments (`npm test -- FILES -t NAME`) go to one serial vitest run as given.
+const ALONE = [
+  'test/05.memory.test.ts', 'test/06.async.test.ts', 'test/08.package.test.ts', 'test/10.faiss.test.ts', 'test/17.trainer.test.ts',
+  'test/23.reliability.test.ts', 'test/30.distributed.test.ts', 'test/31.speed.test.ts', 'test/32.gpu-bench.test.ts',
+  'test/37.training-control.test.ts', 'test/43.two-hosts.test.ts', 'test/45.nccl.test.ts',
+];
 const extra = process.argv.slice(2);
-const vitest = run(process.execPath, [
-  join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`, ...extra,
-]);
-try {
-  const r = JSON.parse(readFileSync(report, 'utf8'));
+const groups = runGroups({ root, files: extra.length ? [] : testFiles(root), alone: ALONE, args: extra });
+let vitest = 0;
+for (const { status, report: r } of groups) {
+  if (status !== 0) vitest = status;
+  if (!r) {
+    failed += 1; // vitest died before writing its report
+    failures.push('vitest died before writing its report');
+    continue;
+  }
   passed += r.numPassedTests;
-  failed += r.numFailedTests + (vitest !== 0 && r.numFailedTests === 0 ? 1 : 0);
-  failures.push(...failedTests(r, ''));
-  if (vitest !== 0 && r.numFailedTests === 0 && !failures.length) failures.push(`vitest exited ${vitest} with no failed test`);
-} catch {
-  failed += 1; // vitest died before writing its report
-  failures.push('vitest died before writing its report');
+  const names = failedTests(r, '');
+  failed += r.numFailedTests + (status !== 0 && r.numFailedTests === 0 ? 1 : 0);
+  failures.push(...names);
+  if (status !== 0 && r.numFailedTests === 0 && !names.length) failures.push(`vitest exited ${status} with no failed test`);
 }
-rmSync(tmp, { recursive: true, force: true });
 
 // The reliability pass (JFA_RELIABILITY=1, which .ci/run sets): the bounded fuzz run (each fuzz
 // target counts as one test) and the ASan + UBSan build with its C++ and vitest tests.

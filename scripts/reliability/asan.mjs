@@ -8,10 +8,11 @@
 // Usage: node scripts/reliability/asan.mjs [vitest files...]   (default: SUITES below)
 // Prints "asan: ..." last and exits non-zero on any finding or failed test.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { runGroups, testFiles } from '../vitest-groups.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const started = Date.now();
@@ -102,65 +103,40 @@ const cppFailed = cpp.status === 0 && counts ? Number(counts[2]) : Math.max(1, N
 const cppDone = seconds();
 
 // --- vitest ----------------------------------------------------------------------------------
-// Two files at a time, each process on one intra-op thread (OMP_NUM_THREADS=1: two 2-thread
-// libtorch processes on 2 cores spin against each other): most of this pass is the sanitized
-// addon's start-up and CLI children, which one core runs as fast as two, so the pass takes about
-// half its serial time. The files in ALONE run after, one at a time, with the default threads:
-// ranks of one data-parallel job wait on each other with timeouts, and a starved rank would time
-// out for no fault of the code.
+// Two files at a time on one thread each (scripts/vitest-groups.mjs); the data-parallel suites after,
+// alone: ranks of one job wait on each other with timeouts, and a starved rank would time out for
+// no fault of the code.
 const ALONE = ['test/30.distributed.test.ts', 'test/43.two-hosts.test.ts', 'test/45.nccl.test.ts'];
-const files = process.argv.slice(2).length
-  ? process.argv.slice(2)
-  : spawnSync('git', ['ls-files', 'test/*.test.ts'], { cwd: root, encoding: 'utf8' })
-      .stdout.split('\n')
-      .filter((f) => f && !SKIPPED.includes(f));
-const tmp = mkdtempSync(join(tmpdir(), 'jfa-asan-'));
-const vitestRun = (group, report, parallel) =>
-  spawnSync(
-    process.execPath,
-    [
-      join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${report}`,
-      ...(parallel ? ['--fileParallelism', '--maxWorkers=2'] : []),
-      `--testNamePattern=^(?!.*(${SKIPPED_TESTS.join('|')}))`, ...group,
-    ],
-    {
-      cwd: root,
-      stdio: 'inherit',
-      env: {
-        ...process.env,
-        ...sanitizerEnv,
-        ...(parallel ? { OMP_NUM_THREADS: '1' } : {}),
-        LD_PRELOAD: [library('libasan.so'), library('libubsan.so'), process.env.LD_PRELOAD].filter(Boolean).join(':'),
-        JFA_ADDON: join(root, 'build-asan', 'Release', 'jfa_torch.node'),
-      },
-    },
-  );
-const groups = [
-  { files: files.filter((f) => !ALONE.includes(f)), parallel: true },
-  { files: files.filter((f) => ALONE.includes(f)), parallel: false },
-].filter((g) => g.files.length);
+const files = process.argv.slice(2).length ? process.argv.slice(2) : testFiles(root, SKIPPED);
+const groups = runGroups({
+  root,
+  files,
+  alone: ALONE,
+  args: [`--testNamePattern=^(?!.*(${SKIPPED_TESTS.join('|')}))`],
+  env: {
+    ...sanitizerEnv,
+    LD_PRELOAD: [library('libasan.so'), library('libubsan.so'), process.env.LD_PRELOAD].filter(Boolean).join(':'),
+    JFA_ADDON: join(root, 'build-asan', 'Release', 'jfa_torch.node'),
+  },
+});
 let jsPassed = 0;
 let jsFailed = 0;
 const named = [];
-for (const [i, g] of groups.entries()) {
-  const report = join(tmp, `report-${i}.json`);
-  const vitest = vitestRun(g.files, report, g.parallel);
-  try {
-    const r = JSON.parse(readFileSync(report, 'utf8'));
-    jsPassed += r.numPassedTests;
-    // A file killed by a sanitizer report has no failed test, only a failed file: count it too.
-    const died = r.testResults.filter((f) => f.status === 'failed' && !f.assertionResults.some((a) => a.status === 'failed')).length;
-    jsFailed += r.numFailedTests + died + (vitest.status !== 0 && r.numFailedTests + died === 0 ? 1 : 0);
-    for (const f of r.testResults) {
-      const file = relative(root, f.name);
-      for (const a of f.assertionResults) if (a.status === 'failed') named.push(`asan: failed test ${file} > ${a.fullName}`);
-      if (f.status === 'failed' && !f.assertionResults.some((a) => a.status === 'failed')) named.push(`asan: failed file ${file}: ${(f.message ?? '').split('\n')[0]}`);
-    }
-  } catch {
+for (const { status, report: r } of groups) {
+  if (!r) {
     jsFailed += 1; // a sanitizer abort killed vitest before it wrote its report
+    continue;
+  }
+  jsPassed += r.numPassedTests;
+  // A file killed by a sanitizer report has no failed test, only a failed file: count it too.
+  const died = r.testResults.filter((f) => f.status === 'failed' && !f.assertionResults.some((a) => a.status === 'failed')).length;
+  jsFailed += r.numFailedTests + died + (status !== 0 && r.numFailedTests + died === 0 ? 1 : 0);
+  for (const f of r.testResults) {
+    const file = relative(root, f.name);
+    for (const a of f.assertionResults) if (a.status === 'failed') named.push(`asan: failed test ${file} > ${a.fullName}`);
+    if (f.status === 'failed' && !f.assertionResults.some((a) => a.status === 'failed')) named.push(`asan: failed file ${file}: ${(f.message ?? '').split('\n')[0]}`);
   }
 }
-rmSync(tmp, { recursive: true, force: true });
 
 if (cppFailed) named.push(`asan: failed C++ tests: ${cppFailed} (output above)`);
 if (jsFailed > 0 && !named.some((l) => l.includes('test ') || l.includes('file '))) named.push('asan: failed vitest run (no report, or exit without a failed test)');
