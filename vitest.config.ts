@@ -2,8 +2,9 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
 import { defineConfig } from 'vitest/config';
 
 // Files run one after another, in the order of their numbers (a lifecycle: load, tensors, ops,
-// errors, memory, async, CLI, packaging). The packaging test rebuilds build/ through node-gyp and
-// the memory tests measure the process RSS: neither may overlap another file.
+// errors, memory, async, CLI, packaging). `npm test` (scripts/vitest-groups.mjs) runs most files two
+// at a time instead, then the ones that may not overlap another file alone: the packaging test
+// rebuilds build/ through node-gyp, the memory tests measure the process RSS, and so on.
 class ByName extends BaseSequencer {
   override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
     return [...files].sort((a, b) => a.moduleId.localeCompare(b.moduleId));
