@@ -48,11 +48,13 @@ if (typecheck !== 0) {
 
 // Two files at a time on one thread each, then the files that need the machine alone
 // (scripts/vitest-groups.mjs): RSS and allocator measurements (05, 23's long run, 37), event-loop
-// timing (06, 10, 17), speed ratios (31, 32), the packaging build (08), ranks of one data-parallel
-// job (30, 43, 45). Arguments (`npm test -- FILES -t NAME`) go to one serial vitest run as given.
+// timing (06, 10, 17), speed ratios (31, 32), the packaging builds (08 and 26 run `npm run prebuild`,
+// whose node-gyp rebuild empties build/ while it compiles: a file beside them finds no addon), ranks
+// of one data-parallel job (30, 43, 45). Arguments (`npm test -- FILES -t NAME`) go to one serial
+// vitest run as given.
 const ALONE = [
   'test/05.memory.test.ts', 'test/06.async.test.ts', 'test/08.package.test.ts', 'test/10.faiss.test.ts', 'test/17.trainer.test.ts',
-  'test/23.reliability.test.ts', 'test/30.distributed.test.ts', 'test/31.speed.test.ts', 'test/32.gpu-bench.test.ts',
+  'test/23.reliability.test.ts', 'test/26.consumer.test.ts', 'test/30.distributed.test.ts', 'test/31.speed.test.ts', 'test/32.gpu-bench.test.ts',
   'test/37.training-control.test.ts', 'test/43.two-hosts.test.ts', 'test/45.nccl.test.ts',
 ];
 const extra = process.argv.slice(2);
