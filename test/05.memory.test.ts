@@ -9,6 +9,7 @@ import { expectError, node } from './helpers.js';
 
 describe('disposal', () => {
   it('dispose() frees the native memory now', () => {
+    emptyCpuCache(); // a cached larger block would serve the tensor below (and count as allocated)
     const before = memoryStats();
     const t = zeros([256, 256]);
     const during = memoryStats();
@@ -41,6 +42,26 @@ describe('disposal', () => {
     emptyCpuCache();
     expect(memoryStats().cpuCachedBytes).toBe(0);
     expect(() => setCpuCacheLimit(-1)).toThrow('setCpuCacheLimit: bytes must be a non-negative integer, got number -1');
+  });
+
+  it('a request takes a cached block up to twice its size class, and the block returns to its own class', () => {
+    emptyCpuCache();
+    zeros([1000, 1000]).dispose(); // the 4,194,304-byte class
+    const cached = memoryStats();
+    expect(cached.cpuCachedBytes).toBe(4_194_304);
+    const smaller = zeros([800, 1000]); // 3,200,000 bytes: the 3,407,872-byte class, none cached
+    const during = memoryStats();
+    expect(during.cpuCacheHits).toBe(cached.cpuCacheHits + 1);
+    expect(during.cpuCachedBytes).toBe(0);
+    expect(during.cpuAllocatedBytes).toBe(cached.cpuAllocatedBytes + 4_194_304);
+    smaller.dispose();
+    expect(memoryStats().cpuCachedBytes).toBe(4_194_304);
+    const quarter = zeros([400, 1000]); // 1,600,000 bytes: the block is more than twice its class
+    const after = memoryStats();
+    expect(after.cpuCacheMisses).toBe(cached.cpuCacheMisses + 1);
+    expect(after.cpuCachedBytes).toBe(4_194_304);
+    quarter.dispose();
+    emptyCpuCache();
   });
 
   it('Symbol.dispose frees like dispose()', () => {

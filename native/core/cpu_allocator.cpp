@@ -10,7 +10,7 @@
 #endif
 #include <mutex>
 #include <unistd.h>
-#include <unordered_map>
+#include <map>
 #include <vector>
 
 namespace jfa {
@@ -20,6 +20,8 @@ namespace {
 // so the deleter needs no context and data == context (raw_allocate() relies on that).
 constexpr size_t kAlign = 64;
 constexpr uint64_t kMagic = 0x6a66612d63707531ull;  // "jfa-cpu1"
+// A request may take a cached block up to this many times its own class's size.
+constexpr size_t kMaxSlack = 2;
 
 struct Header {
   size_t class_size;
@@ -72,17 +74,24 @@ class CachingCpuAllocator final : public c10::Allocator {
  private:
   static Header* header_of(void* data) { return reinterpret_cast<Header*>(static_cast<char*>(data) - kAlign); }
 
+  // The cached block of the smallest class that holds `cls` bytes and is at most kMaxSlack times
+  // their size. A fresh block's pages fault on first write (about a microsecond per 4 KiB page
+  // here, more under a hypervisor), and shapes that change a little every call (a decode step's
+  // growing attention, a refill's width) would otherwise each miss their exact class and take one.
+  // The block keeps its own class: it returns to it when freed.
   void* take(size_t cls) {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto it = free_.find(cls);
-    if (it == free_.end() || it->second.empty()) {
+    auto it = free_.lower_bound(cls);
+    if (it == free_.end() || it->first > cls * kMaxSlack) {
       ++misses_;
       return nullptr;
     }
+    const size_t got = it->first;
     void* data = it->second.back();
     it->second.pop_back();
-    cached_ -= cls;
-    allocated_ += cls;
+    if (it->second.empty()) free_.erase(it);
+    cached_ -= got;
+    allocated_ += got;
     ++hits_;
     return data;
   }
@@ -135,7 +144,8 @@ class CachingCpuAllocator final : public c10::Allocator {
   }
 
   std::mutex mutex_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
+  // Non-empty lists only, by class: take() looks for the smallest class that fits.
+  std::map<size_t, std::vector<void*>> free_;
   size_t allocated_ = 0;
   size_t cached_ = 0;
   size_t limit_ = default_limit();

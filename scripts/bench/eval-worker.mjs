@@ -23,9 +23,9 @@ const e = { batch: o.eval.batch, maxNewTokens: o.eval.maxNewTokens };
 
 const t = performance.now();
 const predictions = [];
-await evaluateOldSuites(model, tokenizer, suite, o, () => {});
+await evaluateOldSuites(model, tokenizer, suite, o, () => {}, undefined, true);
 const parts = { oldMs: performance.now() - t };
-const fresh = await jfa.evaluateNew(model, tokenizer, suite.newEval, e);
+const fresh = await jfa.evaluateNew(model, tokenizer, suite.newEval, { ...e, keepCache: true });
 predictions.push(...fresh.predictions);
 parts.newMs = performance.now() - t - parts.oldMs;
 const seen = await jfa.evaluateNew(model, tokenizer, suite.newSeenEval, e);
