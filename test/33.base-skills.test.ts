@@ -109,13 +109,32 @@ describe('skills on coined words', () => {
     }
     // made-up words, many of them: not a fixed pool
     expect(pieces.size).toBeGreaterThan(500);
+    // lookup-table: every shape parses back to its pairs, and the answer is each asked word's partner
+    const shapes = new Set<string>();
+    for (let i = 0; i < 300; i++) {
+      const t = skillRecord('lookup-table', r);
+      const inInstruction = !t.input.includes('\nWords: ');
+      const tableText = inInstruction ? /: ([^]*)\.$/.exec(t.instruction)![1]! : t.input.split('\nWords: ')[0]!;
+      const query = inInstruction ? t.input : t.input.split('\nWords: ')[1]!;
+      const sep = ['->', ' = ', ': ', ':', '='].find((x) => tableText.includes(x))!;
+      const joiner = tableText.includes('\n') ? '\n' : tableText.includes('; ') ? '; ' : ', ';
+      const pairs = tableText.split(joiner).map((p) => p.split(sep).map((x) => x.trim()) as [string, string]);
+      const byValue = /left|key of/.test(t.instruction);
+      const partner = new Map(pairs.map(([k, v]) => (byValue ? [v, k] : [k, v])));
+      expect(partner.size).toBe(pairs.length);
+      const qJoin = query.includes(', ') ? ', ' : ' ';
+      expect(t.output).toBe(query.split(qJoin).map((w) => partner.get(w)).join(qJoin));
+      shapes.add(`${sep}|${joiner}|${inInstruction}|${byValue}`);
+    }
+    expect(shapes.size).toBeGreaterThan(40);
+    expect(SKILL_NAMES).not.toContain('lookup-table');
     expect(SKILL_NAMES).not.toContain('copy-coined');
     expect(NAMED_SKILLS).toEqual(expect.arrayContaining(['copy-coined', 'option-coined', 'lookup-coined', 'lookup-values', ...SKILL_NAMES]));
     expect(SKILL_NAMES).not.toContain('lookup-values');
     expect(generalSkills(createRng(1), 300).some((x) => x.task.includes('coined'))).toBe(false);
     const s = createStream({ seed: 1, perStep: 8, phases: [{ steps: 0, mix: { old: 0, skills: 0, inContext: 0, named: { 'lookup-coined': 1 } } }] });
     expect(s.at(0).every((x) => x.task === 'skill-lookup-coined')).toBe(true);
-    expect(() => skillRecord('copy-invented', r)).toThrow(/unknown skill 'copy-invented' \(known: .*copy-coined, option-coined, lookup-coined, lookup-values\)/);
+    expect(() => skillRecord('copy-invented', r)).toThrow(/unknown skill 'copy-invented' \(known: .*copy-coined, option-coined, lookup-coined, lookup-values, lookup-table\)/);
   });
 });
 

@@ -26,6 +26,8 @@ export const PROBES = {
   'lookup-coined': 'lookup-coined',
   /** match a fact to made-up options, as knowledge-mc's are */
   'option-coined': 'option-coined',
+  /** look up by key or by value in a table of any common shape ('k=v, ...', lines, in the instruction) */
+  'lookup-table': 'lookup-table',
 } as const;
 
 /** One probe's name. */

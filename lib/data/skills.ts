@@ -222,6 +222,29 @@ const CODED: Record<string, Skill> = {
       output: `Values: ${asked.map((i) => values[i]).join(' ')}`,
     };
   },
+  'lookup-table': (r) => {
+    // lookup-values' second hop in the shapes a table takes in a prompt: key and value joined by '='
+    // (most often), ':', ': ', ' = ' or ' -> ', pairs by ', ', '; ' or lines, the table in the instruction or the
+    // input; asked by key (the value is written) or by value (the key is written). A value after '='
+    // or ':' is other tokens than the same value after a space, as it is written in the answer.
+    const n = r.int(3, 10);
+    const side = r.int(0, 3);
+    const nouns = r.sample(NOUNS, 2 * n);
+    const keys = side === 1 || side === 3 ? nouns.slice(0, n) : coinedWords(r, n);
+    const values = side === 0 || side === 3 ? nouns.slice(n) : coinedWords(r, n);
+    const sep = r.pick(['=', '=', '=', ':', ': ', ' = ', ' -> ']);
+    const table = keys.map((k, i) => `${k}${sep}${values[i]}`).join(r.pick([', ', ', ', '; ', '\n']));
+    const byValue = r.next() < 0.35;
+    const [from, to] = byValue ? [values, keys] : [keys, values];
+    const asked = Array.from({ length: r.int(1, 6) }, () => r.int(0, n - 1));
+    const join = r.pick([' ', ' ', ', ']);
+    const query = asked.map((i) => from[i]).join(join);
+    const output = asked.map((i) => to[i]).join(join);
+    const ask = byValue
+      ? r.pick(['Replace each word with the word it is paired with on the left in this table', 'Write the key of each value, using these pairs'])
+      : r.pick(['Replace each word with its value from this table', 'Write what each word maps to, using these pairs', 'Look up each word and write its entry from this list']);
+    return r.next() < 0.6 ? { instruction: `${ask}: ${table}.`, input: query, output } : { instruction: `${ask}.`, input: `${table}\nWords: ${query}`, output };
+  },
 };
 
 /** The general skills {@link generalSkills} draws from (copy, spell, look up, count, ...). */
