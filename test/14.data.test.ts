@@ -11,7 +11,8 @@ import {
   NAMED_SKILLS, OLD_SUITES, readJsonl, rougeL, sampleFlashbacks, SKILL_NAMES, skillRecord, splitTasks, suiteFiles, writeJsonl, writeSuite, type OldRecord, type Suite,
 } from '../lib/data/index.js';
 import { learnMerges } from '../lib/model/bpe.js';
-import { byteSymbols } from '../lib/model/create.js';
+import { byteLevelTokenizer, byteSymbols } from '../lib/model/create.js';
+import { Tokenizer } from '../lib/model/tokenizer.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-data-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -387,5 +388,27 @@ describe('BPE merges', () => {
       expect(got).toEqual(reference(texts, n, digits));
       expect(got.length).toBeGreaterThan(Math.min(n, 100));
     }
+  });
+
+  it('splitSpaces: no merge takes the space, so a word is the same tokens after a space, a newline or "="', () => {
+    const r = createRng(12);
+    const texts = Array.from({ length: 300 }, () => skillRecord('lookup-table', r)).flatMap((x) => [x.instruction, x.input, x.output]);
+    texts.push('apple=kotor, moss=dada.\napple moss\nkotor dada', 'apple=kotor, moss=dada.\napple moss\nkotor dada');
+    const space = byteSymbols()[0x20]!;
+    const plain = learnMerges(texts, 400);
+    const split = learnMerges(texts, 400, { splitSpaces: true });
+    expect(plain.some((m) => m.includes(space))).toBe(true);
+    expect(split.some((m) => m.includes(space))).toBe(false);
+    expect(split.length).toBe(400);
+    const { tokenizer } = byteLevelTokenizer(split);
+    const dir = mkdtempSync(join(tmpdir(), 'jfa-split-'));
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
+    const tok = Tokenizer.fromDir(dir);
+    const pieces = (s: string) => tok.encode(s).slice(1).map((i) => tok.decode([i]));
+    // the word's tokens, wherever it stands; the spaces are tokens of their own
+    expect(pieces('=kotor')).toEqual(['=', ...pieces('kotor')]);
+    expect(pieces(' kotor')).toEqual([' ', ...pieces('kotor')]);
+    expect(pieces('\nkotor dada')).toEqual(['\n', ...pieces('kotor'), ' ', ...pieces('dada')]);
+    rmSync(dir, { recursive: true, force: true });
   });
 });

@@ -172,7 +172,7 @@ describe('pretraining in sittings', () => {
   it('jfa pretrain --pause-after stops resumably, --resume finishes and writes the card with probes; a second start is refused', () => {
     const out = join(dir, 'cli-base');
     const ck = join(dir, 'cli-ck');
-    const args = ['pretrain', '--out', out, '--checkpoint-dir', ck, '--hidden-size', '32', '--layers', '1', '--heads', '2', '--merges', '30', '--old-train-per-suite', '4', '--steps', '6', '--phases', '[{"steps": 1, "mix": {"copy": 1}}, {"steps": 2, "mix": {"inContext": 1}}, {"steps": 0, "mix": {"old": 0.5, "skills": 0.2, "inContext": 0.3}}]', '--micro-batch', '4', '--eval-per-suite', '2', '--probes', '2', '--checkpoint-every', '2'];
+    const args = ['pretrain', '--out', out, '--checkpoint-dir', ck, '--hidden-size', '32', '--layers', '1', '--heads', '2', '--merges', '30', '--old-train-per-suite', '4', '--steps', '6', '--phases', '[{"steps": 1, "mix": {"copy": 1}}, {"steps": 2, "mix": {"inContext": 1}}, {"steps": 0, "mix": {"old": 0.5, "skills": 0.2, "inContext": 0.3}}]', '--micro-batch', '4', '--eval-per-suite', '2', '--probes', '2', '--checkpoint-every', '2', '--split-spaces'];
     const stopped = jfa(...args, '--pause-after', '3', '--json');
     expect(stopped.status, stopped.stderr).toBe(0);
     expect(JSON.parse(stopped.stdout)).toMatchObject({ stoppedAt: 3, totalSteps: 6 });
@@ -187,6 +187,12 @@ describe('pretraining in sittings', () => {
     expect(Object.keys(card.probes)).toEqual(PROBE_NAMES);
     expect(Object.keys(card.scores)).toHaveLength(5);
     expect(card.command).toContain('--phases \'[{"steps":1,"mix":{"old":0,"skills":0,"inContext":0,"copy":1}},{"steps":2,');
+    // --split-spaces: in the card's command and options, and no merge of the tokenizer takes the space
+    expect(card.command).toContain(' --split-spaces ');
+    expect(card.options.splitSpaces).toBe(true);
+    const merges = (JSON.parse(readFileSync(join(out, 'tokenizer.json'), 'utf8')) as { model: { merges: Array<string | string[]> } }).model.merges;
+    expect(merges.length).toBeGreaterThan(0);
+    expect(merges.some((m) => (Array.isArray(m) ? m.join(' ') : m).includes('\u0120'))).toBe(false);
     expect(readFileSync(join(out, 'README.md'), 'utf8')).toMatch(/## Probes/);
     expect(existsSync(join(ck, CHECKPOINT))).toBe(false);
     expect(existsSync(join(ck, 'metrics.jsonl'))).toBe(true);

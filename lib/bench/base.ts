@@ -52,6 +52,12 @@ export const baseSchema = z.object({
   heads: int.default(8),
   merges: z.number().int().nonnegative().default(1500),
   /**
+   * No BPE merge takes the space: every space is a token and a word is the same tokens after a
+   * space, a newline or '=' (docs/demo.md: a tokenizer whose words carry their leading space made
+   * the translation family's dictionary lookups a mapping between different tokens).
+   */
+  splitSpaces: z.boolean().optional(),
+  /**
    * Standard deviation of the initial weights. Measured (PyTorch, 2 layers of 256, 8 heads,
    * associative recall with 4 pairs, batch 64, lr 1e-3): at 0.02 (transformers' default) still on
    * the plateau at 1,750 steps (36% of values right, the table's values guessed); at 0.06 formed at
@@ -210,6 +216,10 @@ function commandLine(out: string, o: BaseOptions, data?: string[]): string {
   const generatedOnly = ['oldTrainPerSuite', 'dataSeed', 'steps', 'phases', 'evalPerSuite'];
   for (const [k, v] of Object.entries(o)) {
     if (v === undefined || (data?.length ? generatedOnly.includes(k) : k === 'epochs')) continue;
+    if (typeof v === 'boolean') {
+      if (v) parts.push(`--${flag(k)}`);
+      continue;
+    }
     parts.push(`--${flag(k)} ${k === 'phases' ? `'${JSON.stringify(v)}'` : v}`);
   }
   return parts.join(' ');
@@ -276,7 +286,7 @@ export async function buildBase(out: string, o: BaseOptions, b: BuildOptions = {
         }).flatMap((s) => source.at(s));
       }
       const newText = baseSuite(o, { oldEvalPerSuite: 1, flashbacksPerSuite: 1 }).newTrain;
-      const merges = learnMerges([...sample, ...newText].flatMap((r) => [r.instruction, r.input, r.output]), o.merges);
+      const merges = learnMerges([...sample, ...newText].flatMap((r) => [r.instruction, r.input, r.output]), o.merges, { splitSpaces: o.splitSpaces ?? false });
       createModel(initial, { hiddenSize: o.hiddenSize, intermediateSize: intermediateSize(o.hiddenSize), numLayers: o.layers, numHeads: o.heads, merges, seed: o.seed, initStd: o.initStd, attentionInitStd: o.attentionInitStd });
     }
   }

@@ -204,6 +204,7 @@ trainingOptions(program
   .option('--layers <n>', 'decoder layers', num('--layers'))
   .option('--heads <n>', 'attention heads', num('--heads'))
   .option('--merges <n>', 'BPE merges to learn for the tokenizer', num('--merges'))
+  .option('--split-spaces', 'no BPE merge takes the space: every space is a token, and a word is the same tokens after a space, a newline or "="')
   .option('--init-std <x>', 'standard deviation of the initial weights (default 0.02)', num('--init-std'))
   .option('--attention-init-std <x>', "standard deviation of the attention's initial query and key weights (default: --init-std)", num('--attention-init-std'))
   .option('--init-from <dir>', "start from this model, or from a pretraining run's folder (its last checkpoint), instead of random weights: its shape and tokenizer replace --hidden-size, --layers, --heads, --merges and the inits")

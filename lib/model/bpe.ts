@@ -4,18 +4,25 @@
 // until `merges` merges exist. Ties break by the pair's text, so the result is deterministic.
 // By default no merge contains a digit: numbers stay one token per digit (as in Llama's
 // tokenizers), which lets a small model learn arithmetic instead of a table of number tokens.
+// With splitSpaces no merge contains the space either: a word is then the same tokens after a space,
+// a newline or '=' (GPT-2's pieces carry their leading space, so ' apple' and 'apple' are otherwise
+// different tokens, and copying a word from 'apple=kotor' into 'kotor dada' is no copy at all).
 import { byteSymbols } from './create.js';
 
 const PRETOKENIZE = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
 
 const DIGIT = /[0-9]/;
+/** The byte symbol of the space (GPT-2's 'Ġ'). */
+const SPACE = byteSymbols()[0x20]!;
 
 /**
  * Learns byte-level BPE merges from a corpus: the most frequent adjacent pair of symbols, again
  * and again, within GPT-2's pre-tokenized pieces; ties break by text, so the result is deterministic.
  * @param texts - the corpus.
  * @param merges - how many merges to learn at most (fewer when no pair occurs twice).
- * @param options - splitDigits (default true): no merge contains a digit, so numbers stay one token per digit.
+ * @param options - splitDigits (default true): no merge contains a digit, so numbers stay one token per digit;
+ *   splitSpaces (default false): no merge contains the space, so a word is the same tokens wherever it
+ *   stands and every space is a token of its own.
  * @returns the merges, "a b" pairs of byte symbols, in the order learned.
  * @example
  * ```ts
@@ -23,8 +30,9 @@ const DIGIT = /[0-9]/;
  * createModel('tiny', { merges });
  * ```
  */
-export function learnMerges(texts: readonly string[], merges: number, options: { splitDigits?: boolean } = {}): string[] {
+export function learnMerges(texts: readonly string[], merges: number, options: { splitDigits?: boolean; splitSpaces?: boolean } = {}): string[] {
   const splitDigits = options.splitDigits ?? true;
+  const splitSpaces = options.splitSpaces ?? false;
   const symbols = byteSymbols();
   const encoder = new TextEncoder();
   // word (as symbol sequence) -> count
@@ -44,6 +52,7 @@ export function learnMerges(texts: readonly string[], merges: number, options: {
     const { parts, count: n } = words[id]!;
     for (let i = 0; i + 1 < parts.length; i++) {
       if (splitDigits && (DIGIT.test(parts[i]!) || DIGIT.test(parts[i + 1]!))) continue;
+      if (splitSpaces && (parts[i]!.includes(SPACE) || parts[i + 1]!.includes(SPACE))) continue;
       const key = `${parts[i]} ${parts[i + 1]}`;
       const c = (pairs.get(key) ?? 0) + sign * n;
       if (c === 0) pairs.delete(key);
