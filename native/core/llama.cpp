@@ -35,6 +35,7 @@
 #include "core/checks.h"
 #include "core/decode_session.h"
 #include "core/divergence.h"
+#include "core/decode_attention.h"
 #include "core/fused.h"
 #include "core/head_loss.h"
 #include "core/skinny.h"
@@ -330,8 +331,12 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
     right_padded = real.eq(prefix).all().item<bool>();
   }
   const bool causal_only = (!padded || right_padded) && past == 0 && t > 1;
+  // A decoding step (one new token per row) on the CPU takes our decode kernel, which reads the key
+  // mask itself: no additive mask, no KV heads expanded (layers past a sliding window excepted).
+  const bool decode_kernel = cache && t == 1 && c.attn_logit_softcap == 0 && (c.sliding_window == 0 || total <= c.sliding_window) &&
+                             decode_attention_fits(nh, c.num_key_value_heads, hd, h.options());
   at::Tensor mask;
-  if (!own_attention && ((padded && !right_padded) || (past > 0 && t > 1))) {
+  if (!own_attention && !decode_kernel && ((padded && !right_padded) || (past > 0 && t > 1))) {
     const auto i64 = at::TensorOptions().dtype(at::kLong).device(ids.device());
     at::Tensor keep = at::arange(total, i64).view({1, total}).le(at::arange(past, total, i64).view({t, 1})).view({1, 1, t, total});
     keep = keep.logical_and(key_mask.ne(0).view({b, 1, 1, total}));
@@ -356,7 +361,7 @@ at::Tensor LlamaModel::decode(const at::Tensor& ids, const at::Tensor& positions
     window_mask = at::where(keep, at::zeros({}, like), at::full({}, lowest, like));
   }
   const double scale = c.attention_scale > 0 ? c.attention_scale : 1.0 / std::sqrt(static_cast<double>(hd));
-  LayerContext ctx{cos, sin, local_cos, local_sin, fused, mask, window_mask, real_keys, own_attention, causal_only, scale,
+  LayerContext ctx{cos, sin, local_cos, local_sin, fused, mask, window_mask, real_keys, own_attention, causal_only, decode_kernel, scale,
                    past, adapters, latent ? std::optional<LatentCall>(*latent) : std::nullopt,
                    noise ? std::optional<AdapterNoise>(*noise) : std::nullopt, last_only && t > 1};
   // Checkpointed layers keep only their input for the backward: when gradients are recorded over
@@ -458,12 +463,13 @@ at::Tensor LlamaModel::layer_forward(size_t l, const at::Tensor& h_in, const Lay
   // Off the CPU without a mask, SDPA reads grouped K/V itself (enable_gqa: flash attention takes
   // it), so neither the keys nor the whole KV cache are copied per head; otherwise they are expanded.
   const bool gqa = kvh != nh && !own_attention && !mask.defined() && !h_in.device().is_cpu() && c.attn_logit_softcap == 0;
-  if (kvh != nh && !gqa) {
+  if (kvh != nh && !gqa && !ctx.decode_kernel) {
     k = k.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
     v = v.unsqueeze(2).expand({b, kvh, nh / kvh, total, hd}).reshape({b, nh, total, hd});
   }
   const at::Tensor heads_out =
-      c.attn_logit_softcap > 0 ? softcapped_attention(q, k, v, mask, causal_only, ctx.scale, c.attn_logit_softcap)
+      ctx.decode_kernel        ? decode_attention(q, k, v, ctx.real_keys, ctx.scale)
+      : c.attn_logit_softcap > 0 ? softcapped_attention(q, k, v, mask, causal_only, ctx.scale, c.attn_logit_softcap)
       : own_attention          ? causal_attention(q, k, v, ctx.real_keys, ctx.scale)
                                : at::scaled_dot_product_attention(q, k, v, mask.defined() ? std::optional<at::Tensor>(mask) : std::nullopt, 0.0,
                                                        causal_only, ctx.scale, gqa);

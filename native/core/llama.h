@@ -187,6 +187,7 @@ class LlamaModel {
     at::Tensor window_mask;  // the additive mask of windowed layers, when the window hides a key; else undefined
     at::Tensor real_keys; // our causal attention's key mask, or undefined
     bool own_attention, causal_only;
+    bool decode_kernel;   // one new token per row with a cache, on the CPU: decode_attention, reading real_keys
     double scale;
     int64_t past;  // cached positions before this call
     bool adapters;

@@ -13,6 +13,8 @@
 #include <ATen/ops/tensor.h>
 
 #include <algorithm>
+#include <array>
+#include <limits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -29,6 +31,7 @@
 #include <unistd.h>
 
 #include "core/distributed.h"
+#include "core/decode_attention.h"
 #include "core/divergence.h"
 #include "core/faiss_index.h"
 #include "core/fused.h"
@@ -429,6 +432,62 @@ void test_skinny_linear() {
   EXPECT(!jfa::skinny_applies(jfa::randn({65, 16}, c10::kFloat, 1), jfa::randn({4, 16}, c10::kFloat, 2)));
   EXPECT(!jfa::skinny_applies(jfa::randn({2, 16}, c10::kFloat, 1).to(at::kDouble), jfa::randn({4, 16}, c10::kFloat, 2)));
   EXPECT(!jfa::skinny_applies(jfa::randn({2, 16}, c10::kFloat, 1).requires_grad_(true), jfa::randn({4, 16}, c10::kFloat, 2)));
+}
+
+// The decoding step's attention against SDPA on expanded KV heads with an additive mask: grouped
+// heads, head sizes of 1 to 8 vectors, padded keys (NaN behind them, which must not leak), a row that
+// sees no key; and a row's result does not depend on the other rows or on its padding.
+void test_decode_attention() {
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  if (!jfa::decode_attention_fits(8, 2, 64, f32)) {
+    std::printf("  decode attention: no AVX-512 here, SDPA is used\n");
+    return;
+  }
+  EXPECT(!jfa::decode_attention_fits(8, 3, 64, f32));
+  EXPECT(!jfa::decode_attention_fits(8, 2, 40, f32));
+  EXPECT(!jfa::decode_attention_fits(8, 2, 64, f32.dtype(at::kDouble)));
+  const float lowest = std::numeric_limits<float>::lowest();
+  double worst = 0;
+  for (const auto& [heads, kvh, hd, total] : std::vector<std::array<int64_t, 4>>{{8, 8, 32, 1}, {8, 2, 64, 37}, {4, 1, 128, 130}, {6, 3, 16, 17}}) {
+    const int64_t b = 3, cap = total + 5;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+    // q as the model makes it: (b, 1, heads, hd) memory seen as (b, heads, 1, hd); k, v a cache's first columns.
+    const at::Tensor q = jfa::randn({b, 1, heads, hd}, c10::kFloat, 21).transpose(1, 2);
+    const at::Tensor kc = jfa::randn({b, kvh, cap, hd}, c10::kFloat, 22), vc = jfa::randn({b, kvh, cap, hd}, c10::kFloat, 23);
+    at::Tensor mask = at::ones({b, total}, at::TensorOptions().dtype(at::kByte));
+    if (total > 3) {
+      mask[1].narrow(0, 0, total / 2).fill_(0);  // left padding
+      mask[2][total - 2] = 0;                     // a hole
+      kc[1].narrow(1, 0, 1).fill_(std::numeric_limits<float>::quiet_NaN());
+      vc[1].narrow(1, 0, 1).fill_(std::numeric_limits<float>::quiet_NaN());
+    }
+    const at::Tensor k = kc.narrow(2, 0, total), v = vc.narrow(2, 0, total);
+    const at::Tensor got = jfa::decode_attention(q, k, v, mask, scale);
+    EXPECT(got.sizes() == q.sizes());
+    const at::Tensor ke = k.unsqueeze(2).expand({b, kvh, heads / kvh, total, hd}).reshape({b, heads, total, hd});
+    const at::Tensor ve = v.unsqueeze(2).expand({b, kvh, heads / kvh, total, hd}).reshape({b, heads, total, hd});
+    const at::Tensor keep = mask.ne(0).view({b, 1, 1, total});
+    const at::Tensor want = at::scaled_dot_product_attention(q, at::where(keep.view({b, 1, total, 1}), ke, 0.0f),
+                                                             at::where(keep.view({b, 1, total, 1}), ve, 0.0f),
+                                                             at::where(keep, 0.0f, lowest), 0.0, false, scale);
+    worst = std::max(worst, (got - want).abs().max().item<double>());
+    // Row 0 alone, without any padding, gives the same bits as in the batch.
+    const at::Tensor alone = jfa::decode_attention(q.narrow(0, 0, 1), k.narrow(0, 0, 1), v.narrow(0, 0, 1), at::Tensor(), scale);
+    EXPECT(at::equal(alone, got.narrow(0, 0, 1)));
+    // Row 1 with its padding cut off, alone: the same bits.
+    const int64_t pad = total > 3 ? total / 2 : 0;
+    const at::Tensor cut = jfa::decode_attention(q.narrow(0, 1, 1), k.narrow(0, 1, 1).narrow(2, pad, total - pad),
+                                                 v.narrow(0, 1, 1).narrow(2, pad, total - pad), at::Tensor(), scale);
+    EXPECT(at::equal(cut, got.narrow(0, 1, 1)));
+  }
+  EXPECT(worst < 2e-6);
+  std::printf("  decode attention: max difference from SDPA %.2e\n", worst);
+  // A row that sees no key: the mean of its values, as SDPA with the lowest finite value gives.
+  const at::Tensor q = jfa::randn({1, 2, 1, 16}, c10::kFloat, 31), k = jfa::randn({1, 1, 5, 16}, c10::kFloat, 32),
+                   v = jfa::randn({1, 1, 5, 16}, c10::kFloat, 33);
+  const at::Tensor none = jfa::decode_attention(q, k, v, at::zeros({1, 5}, at::TensorOptions().dtype(at::kByte)), 0.25);
+  EXPECT(at::allclose(none, v.mean(2, true).expand({1, 2, 1, 16}), 1e-5, 1e-6));
+  EXPECT_THROWS(jfa::decode_attention(q, k, v, at::zeros({1, 4}, at::TensorOptions().dtype(at::kByte)), 0.25), Range, "key mask");
 }
 
 void test_fused_layers() {
@@ -893,6 +952,7 @@ int main() {
       {"fused layers", test_fused_layers},
       {"head cross-entropy", test_head_cross_entropy},
       {"skinny linear", test_skinny_linear},
+      {"decode attention", test_decode_attention},
       {"faiss flat", test_faiss_flat},
       {"faiss padding and errors", test_faiss_padding_and_errors},
       {"faiss save and load", test_faiss_save_load},
