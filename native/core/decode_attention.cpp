@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/errors.h"
+#include "core/lane_sums.h"
 
 namespace jfa {
 namespace {
@@ -63,18 +64,29 @@ __attribute__((target("avx512f,fma"))) void one_head(const Views& a, int64_t row
   const float hidden = -std::numeric_limits<float>::infinity();
   __m512 qv[C];
   for (int c = 0; c < C; ++c) qv[c] = _mm512_loadu_ps(q + c * kLanes);
+  // Scores 16 keys at a time: each key's products as one vector, the 16 vectors summed across lanes
+  // together. Every key's sum takes the same order, wherever it falls among the 16.
+  int64_t j0 = 0;
+  __m512 part[kLanes];
+  for (; j0 < a.total; j0 += kLanes) {
+    const int64_t n = std::min(kLanes, a.total - j0);
+    for (int64_t i = 0; i < kLanes; ++i) {
+      if (i >= n) {
+        part[i] = _mm512_setzero_ps();
+        continue;
+      }
+      const float* kj = k + (j0 + i) * a.k_key;
+      __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kj));
+      for (int c = 1; c < C; ++c) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kj + c * kLanes), acc);
+      part[i] = acc;
+    }
+    const __m512 sums = _mm512_mul_ps(lane_sums(part), _mm512_set1_ps(a.scale));
+    _mm512_mask_storeu_ps(scores + j0, static_cast<__mmask16>((1u << n) - 1u), sums);
+  }
   float top = hidden;
   for (int64_t j = 0; j < a.total; ++j) {
-    if (visible && !visible[j]) {
-      scores[j] = hidden;
-      continue;
-    }
-    const float* kj = k + j * a.k_key;
-    __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kj));
-    for (int c = 1; c < C; ++c) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kj + c * kLanes), acc);
-    const float s = _mm512_reduce_add_ps(acc) * a.scale;
-    scores[j] = s;
-    top = std::max(top, s);
+    if (visible && !visible[j]) scores[j] = hidden;
+    else top = std::max(top, scores[j]);
   }
   // No visible key: uniform weights over all of them (an additive mask of the lowest finite value).
   if (top == hidden) {
