@@ -35,6 +35,7 @@
 #include "core/checks.h"
 #include "core/decode_session.h"
 #include "core/divergence.h"
+#include "core/cpu_gemm.h"
 #include "core/decode_attention.h"
 #include "core/fused.h"
 #include "core/head_loss.h"
@@ -136,7 +137,7 @@ at::Tensor LinearLayer::forward(const at::Tensor& x, bool adapters, bool decodin
     a.scale = lora_scale;
     y = lora_linear(a);
   } else {
-    y = at::linear(x, weight, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+    y = cpu_linear(x, weight, bias);
   }
   // Frozen adapters of earlier rounds: rank-r products, never an out x in matrix.
   for (const auto& f : stacked) y = y.add(at::linear(at::linear(x, as_compute(f.A, x)), as_compute(f.B, x)), f.scale);
@@ -689,7 +690,7 @@ at::Tensor LlamaModel::head(const at::Tensor& hidden_in, const at::Tensor& rows_
   if (!hidden.defined() || hidden.dim() < 1 || hidden.size(-1) != h)
     throw_range(std::string(op) + ": hidden states must end in the hidden size " + std::to_string(h) + ", got " +
                 (hidden.defined() ? shape_str(hidden.sizes()) : "undefined"));
-  if (!rows.defined()) return softcap_logits(at::linear(hidden, lm_head));
+  if (!rows.defined()) return softcap_logits(cpu_linear(hidden, lm_head));
   if (rows.scalar_type() != at::kLong || rows.dim() != 1)
     throw_type(std::string(op) + ": rows must be a 1-d int64 tensor, got " + shape_str(rows.sizes()));
   const at::Tensor flat = hidden.reshape({-1, h});
@@ -698,7 +699,7 @@ at::Tensor LlamaModel::head(const at::Tensor& hidden_in, const at::Tensor& rows_
     if (lo.item<int64_t>() < 0 || hi.item<int64_t>() >= flat.size(0))
       throw_range(std::string(op) + ": rows must lie in [0, " + std::to_string(flat.size(0)) + ")");
   }
-  return softcap_logits(at::linear(flat.index_select(0, rows), lm_head));
+  return softcap_logits(cpu_linear(flat.index_select(0, rows), lm_head));
 }
 
 at::Tensor LlamaModel::softcap_logits(const at::Tensor& logits) const {
@@ -708,7 +709,7 @@ at::Tensor LlamaModel::softcap_logits(const at::Tensor& logits) const {
 
 at::Tensor LlamaModel::logits(const at::Tensor& ids, const at::Tensor& attention_mask, bool adapters,
                               const LatentCall* latent) const {
-  return softcap_logits(at::linear(hidden_states(ids, attention_mask, adapters, latent), lm_head));
+  return softcap_logits(cpu_linear(hidden_states(ids, attention_mask, adapters, latent), lm_head));
 }
 
 std::vector<std::pair<std::string, LinearLayer*>> LlamaModel::linear_layers() {

@@ -1,0 +1,79 @@
+#include "core/cpu_gemm.h"
+
+#include <ATen/Context.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/linear.h>
+#include <cpuid.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "core/errors.h"
+
+namespace jfa {
+namespace {
+
+bool amd_with_avx512() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
+  char vendor[13] = {};
+  std::memcpy(vendor, &b, 4);
+  std::memcpy(vendor + 4, &d, 4);
+  std::memcpy(vendor + 8, &c, 4);
+  return std::strcmp(vendor, "AuthenticAMD") == 0 && __builtin_cpu_supports("avx512f") != 0;
+}
+
+const c10::OperatorHandle* linear_op() {
+  static const c10::OperatorHandle* op = [] {
+    const auto handle = c10::Dispatcher::singleton().findSchema({"mkldnn::_linear_pointwise", ""});
+    return handle ? new c10::OperatorHandle(*handle) : nullptr;
+  }();
+  return op;
+}
+
+}  // namespace
+
+bool onednn_linear_enabled() {
+  static const bool enabled = [] {
+    if (!at::hasMKLDNN() || linear_op() == nullptr) return false;
+    const char* env = std::getenv("JFA_CPU_GEMM");
+    const std::string choice = env ? env : "";
+    if (choice == "mkl") return false;
+    if (choice == "onednn") return true;
+    return amd_with_avx512();
+  }();
+  return enabled;
+}
+
+bool onednn_linear_applies(const at::Tensor& x, const at::Tensor& W) {
+  if (!onednn_linear_enabled() || !x.device().is_cpu() || !W.device().is_cpu() || x.scalar_type() != at::kFloat ||
+      W.scalar_type() != at::kFloat || W.dim() != 2 || x.dim() < 1 || x.size(-1) != W.size(1) || x.numel() == 0)
+    return false;
+  return !(at::GradMode::is_enabled() && (x.requires_grad() || W.requires_grad()));
+}
+
+at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& W, const at::Tensor& bias) {
+  const int64_t K = W.size(1), N = W.size(0);
+  torch::jit::Stack stack;
+  stack.reserve(6);
+  stack.emplace_back(x.reshape({-1, K}).contiguous());
+  stack.emplace_back(W.contiguous());
+  stack.emplace_back(bias.defined() ? c10::IValue(bias.contiguous()) : c10::IValue());
+  stack.emplace_back(std::string("none"));
+  stack.emplace_back(c10::List<std::optional<c10::Scalar>>());
+  stack.emplace_back(c10::IValue());
+  linear_op()->callBoxed(&stack);
+  at::Tensor y = stack.at(0).toTensor();
+  auto shape = x.sizes().vec();
+  shape.back() = N;
+  return y.view(shape);
+}
+
+at::Tensor cpu_linear(const at::Tensor& x, const at::Tensor& W, const at::Tensor& bias) {
+  if (onednn_linear_applies(x, W)) return onednn_linear(x, W, bias);
+  return at::linear(x, W, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
+}
+
+}  // namespace jfa
