@@ -39,6 +39,12 @@ export interface RuntimeInfo {
   cudaKernels: boolean;
   /** Whether libtorch uses MKL. */
   mkl: boolean;
+  /**
+   * What float32 linear layers that record no gradient run on, on the CPU: 'onednn' (libtorch's
+   * oneDNN, the default on AMD processors with AVX-512, where MKL takes AVX2) or 'mkl' (at::linear).
+   * `JFA_CPU_GEMM=onednn|mkl` in the environment chooses; docs/benchmarks.md has the measurements.
+   */
+  cpuGemm: 'onednn' | 'mkl';
   /** Whether libtorch uses OpenMP. */
   openmp: boolean;
   /** libtorch's intra-op threads (see {@link setNumThreads}). */

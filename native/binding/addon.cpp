@@ -29,6 +29,7 @@ Napi::Value info_fn(const Napi::CallbackInfo& info) {
     out.Set("cudaVersion", cuda::version());
     out.Set("cudaKernels", cuda::built());
     out.Set("mkl", r.mkl);
+    out.Set("cpuGemm", r.cpu_gemm);
     out.Set("openmp", r.openmp);
     out.Set("numThreads", r.num_threads);
     return out;

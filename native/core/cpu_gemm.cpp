@@ -47,11 +47,13 @@ bool onednn_linear_enabled() {
   return enabled;
 }
 
+bool onednn_takes(const at::Tensor& x, const at::Tensor& W) {
+  return onednn_linear_enabled() && x.device().is_cpu() && W.device().is_cpu() && x.scalar_type() == at::kFloat &&
+         W.scalar_type() == at::kFloat && W.dim() == 2 && x.dim() >= 1 && x.size(-1) == W.size(1) && x.numel() > 0;
+}
+
 bool onednn_linear_applies(const at::Tensor& x, const at::Tensor& W) {
-  if (!onednn_linear_enabled() || !x.device().is_cpu() || !W.device().is_cpu() || x.scalar_type() != at::kFloat ||
-      W.scalar_type() != at::kFloat || W.dim() != 2 || x.dim() < 1 || x.size(-1) != W.size(1) || x.numel() == 0)
-    return false;
-  return !(at::GradMode::is_enabled() && (x.requires_grad() || W.requires_grad()));
+  return onednn_takes(x, W) && !(at::GradMode::is_enabled() && (x.requires_grad() || W.requires_grad()));
 }
 
 at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& W, const at::Tensor& bias) {

@@ -14,7 +14,11 @@ namespace jfa {
 // AVX-512 when libtorch has oneDNN; JFA_CPU_GEMM=onednn or =mkl in the environment overrides.
 bool onednn_linear_enabled();
 
-// Whether onednn_linear takes x and W: enabled, float32 on the CPU, and no gradient recorded.
+// Whether onednn_linear takes x and W: enabled, float32 on the CPU (x (..., K), W (N, K)).
+bool onednn_takes(const at::Tensor& x, const at::Tensor& W);
+
+// onednn_takes, and no gradient recorded through the product (an autograd function's own forward
+// and backward record none, and call onednn_linear where onednn_takes).
 bool onednn_linear_applies(const at::Tensor& x, const at::Tensor& W);
 
 // y (..., N) = x (..., K) W (N, K)^T (+ bias), as at::linear, through oneDNN.

@@ -1,5 +1,7 @@
 #include "core/runtime.h"
 
+#include "core/cpu_gemm.h"
+
 #include "core/cuda/cuda.h"
 
 #ifdef _OPENMP
@@ -34,6 +36,7 @@ RuntimeInfo runtime_info() {
   info.cuda_built = cuda::built() || at::detail::getCUDAHooks().hasCUDA() || at::globalContext().hasCUDA();
   info.cuda_devices = info.cuda_built ? at::detail::getCUDAHooks().deviceCount() : 0;
   info.mkl = at::hasMKL();
+  info.cpu_gemm = onednn_linear_enabled() ? "onednn" : "mkl";
   info.openmp = AT_PARALLEL_OPENMP;
   apply_threads();
   info.num_threads = at::get_num_threads();

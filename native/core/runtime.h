@@ -11,6 +11,7 @@ struct RuntimeInfo {
   bool cuda_built = false;    // the linked libtorch has CUDA
   int64_t cuda_devices = 0;   // visible CUDA devices now
   bool mkl = false;
+  std::string cpu_gemm;  // "onednn" or "mkl": what float32 linear layers without gradients run on (cpu_gemm.h)
   bool openmp = false;
   int num_threads = 0;
 };
