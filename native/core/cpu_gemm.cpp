@@ -3,7 +3,9 @@
 #include <ATen/Context.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/grad_mode.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/linear.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <cpuid.h>
 
 #include <cstdlib>
@@ -73,8 +75,40 @@ at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& W, const at::Ten
   return y.view(shape);
 }
 
+namespace {
+
+struct OnednnLinearFn : public torch::autograd::Function<OnednnLinearFn> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& W, const at::Tensor& bias_or_empty) {
+    const at::Tensor bias = bias_or_empty.numel() ? bias_or_empty : at::Tensor();
+    const at::Tensor x2 = x.reshape({-1, W.size(1)});
+    ctx->save_for_backward({x2, W});
+    ctx->saved_data["has_bias"] = bias.defined();
+    ctx->saved_data["x_shape"] = x.sizes().vec();
+    auto shape = x.sizes().vec();
+    shape.back() = W.size(0);
+    return onednn_linear(x2, W, bias).view(shape);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x2 = saved[0], &W = saved[1];
+    const at::Tensor g = grads[0].reshape({-1, W.size(0)});
+    at::Tensor gx, gW, gb;
+    if (ctx->needs_input_grad(0)) gx = onednn_linear(g, W.t(), at::Tensor()).view(ctx->saved_data["x_shape"].toIntVector());
+    if (ctx->needs_input_grad(1)) gW = onednn_linear(g.t(), x2.t(), at::Tensor());
+    if (ctx->needs_input_grad(2) && ctx->saved_data["has_bias"].toBool()) gb = g.sum(0);
+    return {gx, gW, gb};
+  }
+};
+
+}  // namespace
+
+at::Tensor onednn_linear_autograd(const at::Tensor& x, const at::Tensor& W, const at::Tensor& bias) {
+  return OnednnLinearFn::apply(x, W, bias.defined() ? bias : at::empty({0}, x.options()));
+}
+
 at::Tensor cpu_linear(const at::Tensor& x, const at::Tensor& W, const at::Tensor& bias) {
   if (onednn_linear_applies(x, W)) return onednn_linear(x, W, bias);
+  if (onednn_takes(x, W)) return onednn_linear_autograd(x, W, bias);
   return at::linear(x, W, bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt);
 }
 

@@ -24,6 +24,10 @@ bool onednn_linear_applies(const at::Tensor& x, const at::Tensor& W);
 // y (..., N) = x (..., K) W (N, K)^T (+ bias), as at::linear, through oneDNN.
 at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& W, const at::Tensor& bias);
 
+// y = x W^T (+ bias) through oneDNN with gradients for x, W and bias (pretraining, full fine-tuning):
+// the input gradient g W and the weight gradient g^T x through oneDNN too, on transposed copies.
+at::Tensor onednn_linear_autograd(const at::Tensor& x, const at::Tensor& W, const at::Tensor& bias);
+
 // at::linear, or onednn_linear where it applies.
 at::Tensor cpu_linear(const at::Tensor& x, const at::Tensor& W, const at::Tensor& bias = at::Tensor());
 
