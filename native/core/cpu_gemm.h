@@ -1,5 +1,5 @@
 #pragma once
-// Linear layers without gradients on CPUs where libtorch's MKL is the slow road. The pip builds of
+// Linear layers on CPUs where libtorch's MKL is the slow road. The pip builds of
 // libtorch run float32 products through MKL, which takes its AVX2 kernels on AMD processors (the
 // profile shows ymm FMAs only on an AVX-512 Zen); the oneDNN that libtorch bundles takes AVX-512
 // there. Measured on the 2-core AMD EPYC here (torch 2.13, 2 threads): 1024 x 768 x 2048 in 21.3 ms
