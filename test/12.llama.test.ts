@@ -12,8 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createModel } from '../lib/model/create.js';
 import { LlamaModel } from '../lib/model/llama.js';
 import { loadSafetensors } from '../lib/model/safetensors.js';
+import { runtimeInfo } from '../lib/runtime.js';
 import { tensor } from '../lib/tensor.js';
-import { expectError, root, venvPython } from './helpers.js';
+import { expectError, node, root, venvPython } from './helpers.js';
 import { expectClose } from './reference.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'jfa-llama-'));
@@ -85,6 +86,24 @@ describe('Llama decoder matches transformers', () => {
       model.dispose();
     });
   }
+
+  it('the CPU products take oneDNN on AMD processors with AVX-512, MKL elsewhere; JFA_CPU_GEMM chooses; both give these logits', () => {
+    const cpu = readFileSync('/proc/cpuinfo', 'utf8');
+    const amd512 = /vendor_id\s*:\s*AuthenticAMD/.test(cpu) && /\bavx512f\b/.test(cpu);
+    if (!process.env.JFA_CPU_GEMM) expect(runtimeInfo().cpuGemm).toBe(amd512 ? 'onednn' : 'mkl');
+    const code = `import { LlamaModel, tensor, runtimeInfo } from './dist/index.js';
+      const m = LlamaModel.load(${JSON.stringify(join(dir, 'untied'))});
+      const ids = tensor(BigInt64Array.from(${JSON.stringify(ids.flat())}.map(BigInt)), [2, 8]);
+      console.log(JSON.stringify({ gemm: runtimeInfo().cpuGemm, logits: Array.from(m.logits(ids).toTypedArray()) }));`;
+    const runs = Object.fromEntries((['mkl', 'onednn'] as const).map((g) => {
+      const r = node(code, { JFA_CPU_GEMM: g });
+      expect(r.status, r.stderr).toBe(0);
+      return [g, JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { gemm: string; logits: number[] }];
+    }));
+    expect(runs.mkl!.gemm).toBe('mkl');
+    expect(runs.onednn!.gemm).toBe('onednn');
+    expectClose(tensor(Float32Array.from(runs.onednn!.logits)), { shape: [runs.mkl!.logits.length], data: Float32Array.from(runs.mkl!.logits) }, 1e-5, 'oneDNN against MKL');
+  });
 
   it('bf16 weights give logits within bf16 precision', () => {
     const model = LlamaModel.load(join(dir, 'untied'), { dtype: 'bfloat16' });
