@@ -86,7 +86,7 @@ const EPS = 1e-6;
 const LOGITS_TOL = 1e-4; // absolute, fp32
 // test/20's tolerances for a training step: relative, losses and weights
 const LOSS_RTOL = 2e-5;
-const WEIGHT_RTOL = 2e-5;
+const STEP_RTOL = 1e-6; // one AdamW step, beyond what the gradients' own differences explain
 
 // Inputs on our side's device; results read back on the CPU.
 const onDevice = (t: Tensor) => (device === 'cpu' ? t : t.to(device));
@@ -183,7 +183,22 @@ describe.each(Object.keys(families) as Family[])('%s matches transformers', (f) 
       expect(relDiff(floats(params[name]!.grad!), floats(ref[`grad.${name}`]!)), `grad ${name}`).toBeLessThanOrEqual(1e-4);
     }
     optimizer.step();
-    for (const name of names) expect(relDiff(floats(params[name]!), floats(ref[`step.${name}`]!)), `step ${name}`).toBeLessThanOrEqual(WEIGHT_RTOL);
+    // AdamW's first step moves each weight by lr * g / (|g| + eps) (the bias corrections cancel), so a
+    // gradient element near eps carries its float32 rounding (the gradients agree within 1e-4 above)
+    // into the update, magnified up to 1 / eps. Each weight is held to what its own two gradients
+    // explain, plus STEP_RTOL of float32 rounding. Measured on qwen3: the plain difference 1.8e-5 with
+    // MKL's products and 2.7e-5 with oneDNN's; with each gradient's share taken out, 1.2e-7 at most
+    // in every family on either road.
+    const unit = (g: number) => g / (Math.abs(g) + EPS);
+    for (const name of names) {
+      const w = floats(params[name]!), r = floats(ref[`step.${name}`]!), go = floats(params[name]!.grad!), gr = floats(ref[`grad.${name}`]!);
+      let excess = 0, scale = 1e-12;
+      for (let i = 0; i < r.length; i++) {
+        excess = Math.max(excess, Math.abs(w[i]! - r[i]!) - LR * Math.abs(unit(go[i]!) - unit(gr[i]!)));
+        scale = Math.max(scale, Math.abs(r[i]!));
+      }
+      expect(excess / scale, `step ${name}`).toBeLessThanOrEqual(STEP_RTOL);
+    }
     optimizer.dispose();
   });
 
