@@ -13,6 +13,7 @@
 #include <string>
 
 #include "core/errors.h"
+#include "core/lane_sums.h"
 
 namespace jfa {
 namespace {
@@ -24,7 +25,7 @@ bool amd_with_avx512() {
   std::memcpy(vendor, &b, 4);
   std::memcpy(vendor + 4, &d, 4);
   std::memcpy(vendor + 8, &c, 4);
-  return std::strcmp(vendor, "AuthenticAMD") == 0 && __builtin_cpu_supports("avx512f") != 0;
+  return std::strcmp(vendor, "AuthenticAMD") == 0 && cpu_has_avx512();
 }
 
 const c10::OperatorHandle* linear_op() {

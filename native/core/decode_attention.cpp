@@ -20,11 +20,6 @@ constexpr int64_t kMaxChunks = 16;  // head_dim up to 256: the output row stays 
 // Work (multiply-adds) a thread takes at least, so that a small step does not pay for a parallel region.
 constexpr int64_t kGrainWork = 32768;
 
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") != 0;
-  return has;
-}
-
 // e^x for x <= 0 (x = -inf gives 0): x = n ln2 + r with |r| <= ln2 / 2, e^r by its Taylor series to
 // r^7 (relative error under 1e-8 there), times 2^n.
 __attribute__((target("avx512f,fma"))) inline __m512 exp_nonpositive(__m512 x) {

@@ -1,5 +1,5 @@
 #pragma once
-// A building block of the AVX-512 kernels (skinny.cpp, decode_attention.cpp): the sums of 16
+// Building blocks of the AVX-512 kernels (skinny.cpp, decode_attention.cpp): the sums of 16
 // vectors' lanes at once. Summing each vector alone (_mm512_reduce_add_ps) costs about 8
 // instructions per vector; together, pairs then quads within each 128-bit lane, then across lanes,
 // about 3. Every vector's lanes are summed in the same order, wherever it stands among the 16, so a
@@ -7,6 +7,12 @@
 #include <immintrin.h>
 
 namespace jfa {
+
+// Whether this CPU runs AVX-512F (the kernels that include this header need it; asked once).
+inline bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") != 0;
+  return has;
+}
 
 // r[i] = the sum of v[i]'s 16 lanes.
 __attribute__((target("avx512f"))) inline __m512 lane_sums(const __m512* v) {

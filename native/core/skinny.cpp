@@ -15,11 +15,6 @@ namespace {
 constexpr int64_t kGroup = 4;     // rows of x a kernel takes at once (4 x 4 accumulators: 8 loads per 16 FMAs)
 constexpr int64_t kMaxRows = 64;  // rows of x taken, in groups, while a block of W is in cache
 
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") != 0;
-  return has;
-}
-
 // R rows of W at a time against all M rows of x (M * R <= 16): M * R accumulators of 16 floats in
 // registers, each one output's chain of FMAs along K, their lanes summed together (lane_sums).
 template <int M, int R>
